@@ -1,0 +1,272 @@
+package client
+
+import "time"
+
+// This file holds the JSON wire types of Coffer's REST API (/v1). The server
+// decodes exactly these types, so a request and its documentation in
+// docs/api.md never drift apart. Byte fields ([]byte) travel as standard
+// base64 in JSON.
+
+// Error is the body of every non-2xx response: {"error": {...}}.
+type Error struct {
+	// Code is a stable, machine-readable error class, for example
+	// "invalid_request", "key_not_found", "key_disabled", "invalid_ciphertext".
+	Code string `json:"code"`
+	// Message says what went wrong and what to do about it.
+	Message string `json:"message"`
+	// RequestID correlates the error with server logs.
+	RequestID string `json:"request_id,omitempty"`
+}
+
+// ErrorBody wraps Error as the server sends it.
+type ErrorBody struct {
+	Error Error `json:"error"`
+}
+
+// SealStatus is the answer of GET /v1/sys/seal-status.
+type SealStatus struct {
+	Initialized bool `json:"initialized"`
+	Sealed      bool `json:"sealed"`
+	Threshold   int  `json:"threshold"`
+	Shares      int  `json:"shares"`
+	// Progress is how many distinct shares have been submitted toward the
+	// current unseal attempt.
+	Progress int    `json:"progress"`
+	Version  string `json:"version"`
+}
+
+// InitRequest is the body of POST /v1/sys/init.
+type InitRequest struct {
+	Shares    int `json:"shares"`
+	Threshold int `json:"threshold"`
+}
+
+// InitResponse carries the unseal shares and the root token. They are shown
+// exactly once.
+type InitResponse struct {
+	Shares    []string `json:"shares"`
+	RootToken string   `json:"root_token"`
+}
+
+// UnsealRequest is the body of POST /v1/sys/unseal. Reset discards the shares
+// submitted so far.
+type UnsealRequest struct {
+	Share string `json:"share,omitempty"`
+	Reset bool   `json:"reset,omitempty"`
+}
+
+// KeyState is the lifecycle state of a key.
+type KeyState string
+
+// Key states.
+const (
+	KeyEnabled         KeyState = "Enabled"
+	KeyDisabled        KeyState = "Disabled"
+	KeyPendingDeletion KeyState = "PendingDeletion"
+	KeyDeleted         KeyState = "Deleted"
+)
+
+// CreateKeyRequest is the body of POST /v1/keys.
+type CreateKeyRequest struct {
+	Alias       string            `json:"alias,omitempty"`
+	Description string            `json:"description,omitempty"`
+	// RotationPeriod is a duration such as "90d", "12h" or "30m"; empty means
+	// no automatic rotation.
+	RotationPeriod string            `json:"rotation_period,omitempty"`
+	Tags           map[string]string `json:"tags,omitempty"`
+}
+
+// UpdateKeyRequest is the body of PATCH /v1/keys/{key}. Nil fields are left
+// unchanged; an empty RotationPeriod turns automatic rotation off.
+type UpdateKeyRequest struct {
+	Description    *string            `json:"description,omitempty"`
+	RotationPeriod *string            `json:"rotation_period,omitempty"`
+	Tags           *map[string]string `json:"tags,omitempty"`
+}
+
+// KeyVersion describes one version of a key. Key material never leaves the
+// server.
+type KeyVersion struct {
+	Version   uint32    `json:"version"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Key is the metadata of a key encryption key.
+type Key struct {
+	ID             string            `json:"id"`
+	Aliases        []string          `json:"aliases"`
+	Description    string            `json:"description,omitempty"`
+	State          KeyState          `json:"state"`
+	CreatedAt      time.Time         `json:"created_at"`
+	PrimaryVersion uint32            `json:"primary_version"`
+	Versions       []KeyVersion      `json:"versions"`
+	RotationPeriod string            `json:"rotation_period,omitempty"`
+	LastRotatedAt  time.Time         `json:"last_rotated_at"`
+	NextRotationAt *time.Time        `json:"next_rotation_at,omitempty"`
+	DeletionDate   *time.Time        `json:"deletion_date,omitempty"`
+	Tags           map[string]string `json:"tags,omitempty"`
+}
+
+// KeyList is the answer of GET /v1/keys.
+type KeyList struct {
+	Keys []Key `json:"keys"`
+}
+
+// ScheduleDeletionRequest is the body of POST /v1/keys/{key}/schedule-deletion.
+type ScheduleDeletionRequest struct {
+	// PendingDays is the waiting period, 7..30; 0 means the default, 30.
+	PendingDays int `json:"pending_days,omitempty"`
+}
+
+// Alias maps a name ("alias/NAME") to a key.
+type Alias struct {
+	Name  string `json:"name"`
+	KeyID string `json:"key_id"`
+}
+
+// AliasList is the answer of GET /v1/aliases.
+type AliasList struct {
+	Aliases []Alias `json:"aliases"`
+}
+
+// EncryptRequest is the body of POST /v1/kms/encrypt.
+type EncryptRequest struct {
+	// KeyID is a key id or an alias ("alias/NAME").
+	KeyID     string            `json:"key_id"`
+	Plaintext []byte            `json:"plaintext"`
+	Context   map[string]string `json:"context,omitempty"`
+}
+
+// EncryptResponse carries the self-describing ciphertext.
+type EncryptResponse struct {
+	Ciphertext []byte `json:"ciphertext"`
+	KeyID      string `json:"key_id"`
+	KeyVersion uint32 `json:"key_version"`
+}
+
+// DecryptRequest is the body of POST /v1/kms/decrypt. The ciphertext names
+// its key; KeyID, when set, must match it.
+type DecryptRequest struct {
+	Ciphertext []byte            `json:"ciphertext"`
+	Context    map[string]string `json:"context,omitempty"`
+	KeyID      string            `json:"key_id,omitempty"`
+}
+
+// DecryptResponse carries the plaintext and the key that opened it.
+type DecryptResponse struct {
+	Plaintext  []byte `json:"plaintext"`
+	KeyID      string `json:"key_id"`
+	KeyVersion uint32 `json:"key_version"`
+}
+
+// ReEncryptRequest is the body of POST /v1/kms/reencrypt. An empty
+// DestinationKeyID re-encrypts under the source key's primary version; a nil
+// DestinationContext keeps the source context.
+type ReEncryptRequest struct {
+	Ciphertext         []byte            `json:"ciphertext"`
+	SourceContext      map[string]string `json:"source_context,omitempty"`
+	DestinationKeyID   string            `json:"destination_key_id,omitempty"`
+	DestinationContext map[string]string `json:"destination_context,omitempty"`
+}
+
+// ReEncryptResponse carries the new ciphertext.
+type ReEncryptResponse struct {
+	Ciphertext       []byte `json:"ciphertext"`
+	SourceKeyID      string `json:"source_key_id"`
+	SourceKeyVersion uint32 `json:"source_key_version"`
+	KeyID            string `json:"key_id"`
+	KeyVersion       uint32 `json:"key_version"`
+}
+
+// DataKeyRequest is the body of POST /v1/kms/datakey and
+// /v1/kms/datakey-without-plaintext.
+type DataKeyRequest struct {
+	KeyID string `json:"key_id"`
+	// Bytes is the data key length, 1..1024; 0 means 32 (AES-256).
+	Bytes   int               `json:"bytes,omitempty"`
+	Context map[string]string `json:"context,omitempty"`
+}
+
+// DataKeyResponse carries a fresh data key and its wrapped copy. Plaintext is
+// empty for datakey-without-plaintext.
+type DataKeyResponse struct {
+	Plaintext  []byte `json:"plaintext,omitempty"`
+	Ciphertext []byte `json:"ciphertext"`
+	KeyID      string `json:"key_id"`
+	KeyVersion uint32 `json:"key_version"`
+}
+
+// RandomRequest is the body of POST /v1/kms/random.
+type RandomRequest struct {
+	// Bytes is 1..1024.
+	Bytes int `json:"bytes"`
+}
+
+// RandomResponse carries random bytes from the server's CSPRNG.
+type RandomResponse struct {
+	Random []byte `json:"random"`
+}
+
+// BatchEncryptRequest is the body of POST /v1/kms/encrypt-batch. Items without
+// a KeyID use the request's KeyID.
+type BatchEncryptRequest struct {
+	KeyID string           `json:"key_id,omitempty"`
+	Items []EncryptRequest `json:"items"`
+}
+
+// BatchDecryptRequest is the body of POST /v1/kms/decrypt-batch.
+type BatchDecryptRequest struct {
+	Items []DecryptRequest `json:"items"`
+}
+
+// BatchEncryptResult is one item of a batch encrypt answer: either Error or
+// the other fields are set. Results keep the order of the request's items.
+type BatchEncryptResult struct {
+	EncryptResponse
+	Error *Error `json:"error,omitempty"`
+}
+
+// BatchDecryptResult is one item of a batch decrypt answer.
+type BatchDecryptResult struct {
+	DecryptResponse
+	Error *Error `json:"error,omitempty"`
+}
+
+// BatchEncryptResponse keeps the order of the request's items.
+type BatchEncryptResponse struct {
+	Results []BatchEncryptResult `json:"results"`
+}
+
+// BatchDecryptResponse keeps the order of the request's items.
+type BatchDecryptResponse struct {
+	Results []BatchDecryptResult `json:"results"`
+}
+
+// CreateTokenRequest is the body of POST /v1/auth/token/create.
+type CreateTokenRequest struct {
+	// TTL is a duration such as "1h" or "30m"; empty means 24h.
+	TTL         string `json:"ttl,omitempty"`
+	DisplayName string `json:"display_name,omitempty"`
+}
+
+// TokenInfo describes a token without revealing it.
+type TokenInfo struct {
+	Accessor    string     `json:"accessor"`
+	DisplayName string     `json:"display_name,omitempty"`
+	Root        bool       `json:"root"`
+	CreatedAt   time.Time  `json:"created_at"`
+	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+}
+
+// CreateTokenResponse carries the new token; it is shown once.
+type CreateTokenResponse struct {
+	Token string `json:"token"`
+	TokenInfo
+}
+
+// RevokeTokenRequest is the body of POST /v1/auth/token/revoke: either the
+// token itself or its accessor.
+type RevokeTokenRequest struct {
+	Token    string `json:"token,omitempty"`
+	Accessor string `json:"accessor,omitempty"`
+}

@@ -1,0 +1,451 @@
+// Package barrier is the cryptographic wall between Coffer and its storage.
+//
+// Everything Coffer stores passes through the barrier, which encrypts it with
+// AES-256-GCM under the active keyring term before it reaches the backend, with
+// the entry's path as additional data (so entries cannot be swapped). The
+// keyring is itself stored encrypted under the root key, and the root key
+// exists only in memory while the barrier is unsealed: it is rebuilt from
+// Shamir shares (see shares.go) and forgotten (zeroed) on Seal.
+//
+// Storage layout owned by the barrier:
+//
+//	core/seal-config   plaintext JSON: number of shares and threshold
+//	core/keyring       keyring JSON sealed by the root key (AAD "core/keyring")
+//
+// Every other path is an encrypted entry: version (1 byte) | keyring term
+// (uint32) | nonce (12) | AES-GCM ciphertext and tag. docs/formats.md has
+// the details.
+package barrier
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cofferkms/coffer/internal/storage"
+)
+
+// Errors of the barrier.
+var (
+	// ErrSealed is returned by every data operation while sealed.
+	ErrSealed = errors.New("the server is sealed; unseal it with `coffer operator unseal`")
+	// ErrNotInitialized is returned before Initialize.
+	ErrNotInitialized = errors.New("the server is not initialized; run `coffer operator init`")
+	// ErrAlreadyInitialized is returned by a second Initialize.
+	ErrAlreadyInitialized = errors.New("the server is already initialized")
+	// ErrBadShare is wrapped when an unseal share is malformed or does not
+	// belong to this server.
+	ErrBadShare = errBadShare
+	// ErrCorrupt means a stored entry failed authentication.
+	ErrCorrupt = errors.New("stored entry failed authentication (corrupted or tampered storage)")
+)
+
+const (
+	pathSealConfig = "core/seal-config"
+	pathKeyring    = "core/keyring"
+	reservedPrefix = "core/"
+
+	entryVersion = 1
+	entryHeader  = 1 + 4 + 12
+)
+
+// SealConfig is how the root key is split.
+type SealConfig struct {
+	Shares    int `json:"shares"`
+	Threshold int `json:"threshold"`
+}
+
+// Status is the barrier's state for the seal-status endpoint.
+type Status struct {
+	Initialized bool
+	Sealed      bool
+	SealConfig
+	Progress int
+}
+
+type term struct {
+	Term    uint32    `json:"term"`
+	Key     []byte    `json:"key"`
+	Created time.Time `json:"created"`
+	aead    cipher.AEAD
+}
+
+type keyring struct {
+	ActiveTerm uint32  `json:"active_term"`
+	Terms      []*term `json:"terms"`
+	root       []byte
+}
+
+func (k *keyring) term(n uint32) *term {
+	for _, t := range k.Terms {
+		if t.Term == n {
+			return t
+		}
+	}
+	return nil
+}
+
+func (k *keyring) wipe() {
+	for _, t := range k.Terms {
+		clear(t.Key)
+	}
+	clear(k.root)
+}
+
+// Barrier encrypts a storage.Backend. It is safe for concurrent use; data
+// operations take only a read lock.
+type Barrier struct {
+	backend storage.Backend
+
+	mu      sync.RWMutex
+	ring    *keyring        // nil while sealed
+	pending map[byte][]byte // unseal shares by id, while sealed
+}
+
+// New wraps backend. The barrier starts sealed.
+func New(backend storage.Backend) *Barrier {
+	return &Barrier{backend: backend, pending: map[byte][]byte{}}
+}
+
+// Status reports initialization, seal state and unseal progress.
+func (b *Barrier) Status(ctx context.Context) (Status, error) {
+	cfg, err := b.sealConfig(ctx)
+	if errors.Is(err, ErrNotInitialized) {
+		return Status{Sealed: true}, nil
+	}
+	if err != nil {
+		return Status{}, err
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return Status{Initialized: true, Sealed: b.ring == nil, SealConfig: cfg, Progress: len(b.pending)}, nil
+}
+
+// Sealed reports whether data operations are refused.
+func (b *Barrier) Sealed() bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.ring == nil
+}
+
+func (b *Barrier) sealConfig(ctx context.Context) (SealConfig, error) {
+	var cfg SealConfig
+	e, err := b.backend.Get(ctx, pathSealConfig)
+	if errors.Is(err, storage.ErrNotFound) {
+		return cfg, ErrNotInitialized
+	}
+	if err != nil {
+		return cfg, err
+	}
+	if err := json.Unmarshal(e.Value, &cfg); err != nil {
+		return cfg, fmt.Errorf("reading seal configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+// Initialize creates the root key, splits it into shares and writes the
+// first keyring. The barrier is left unsealed so the caller can bootstrap
+// (create the root token); the shares are returned once and never stored.
+func (b *Barrier) Initialize(ctx context.Context, shares, threshold int) ([]string, error) {
+	if _, err := b.sealConfig(ctx); err == nil {
+		return nil, ErrAlreadyInitialized
+	} else if !errors.Is(err, ErrNotInitialized) {
+		return nil, err
+	}
+	root, encShares, err := splitRootSecret(shares, threshold)
+	if err != nil {
+		return nil, err
+	}
+	ring := &keyring{ActiveTerm: 1, root: root}
+	t := &term{Term: 1, Key: make([]byte, 32), Created: time.Now().UTC()}
+	rand.Read(t.Key)
+	ring.Terms = []*term{t}
+	if err := ring.prepare(); err != nil {
+		return nil, err
+	}
+	sealedRing, err := ring.seal()
+	if err != nil {
+		return nil, err
+	}
+	cfg, _ := json.Marshal(SealConfig{Shares: shares, Threshold: threshold})
+	err = b.backend.Apply(ctx,
+		storage.Op{Kind: storage.OpPut, Key: pathSealConfig, Value: cfg, IfRevision: 0},
+		storage.Op{Kind: storage.OpPut, Key: pathKeyring, Value: sealedRing, IfRevision: 0},
+	)
+	if errors.Is(err, storage.ErrConflict) {
+		ring.wipe()
+		return nil, ErrAlreadyInitialized
+	}
+	if err != nil {
+		ring.wipe()
+		return nil, fmt.Errorf("writing keyring: %w", err)
+	}
+	b.mu.Lock()
+	b.ring = ring
+	b.mu.Unlock()
+	return encShares, nil
+}
+
+// Unseal submits one share. When the threshold is reached it rebuilds the
+// root key, opens the keyring and returns a Status with Sealed false. A
+// share that is malformed, or a full set that does not open the keyring,
+// resets the progress and returns an error wrapping ErrBadShare.
+func (b *Barrier) Unseal(ctx context.Context, share string) (Status, error) {
+	cfg, err := b.sealConfig(ctx)
+	if err != nil {
+		return Status{}, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := Status{Initialized: true, SealConfig: cfg}
+	if b.ring != nil {
+		return st, nil
+	}
+	enc := []byte(strings.TrimSpace(share))
+	id, err := shareID(enc)
+	if err != nil {
+		st.Sealed, st.Progress = true, len(b.pending)
+		return st, err
+	}
+	b.pending[id] = enc // a repeated share replaces itself, never counts twice
+	if len(b.pending) < cfg.Threshold {
+		st.Sealed, st.Progress = true, len(b.pending)
+		return st, nil
+	}
+	all := make([][]byte, 0, len(b.pending))
+	for _, s := range b.pending {
+		all = append(all, s)
+	}
+	root, err := combineShares(cfg.Threshold, all)
+	b.resetLocked() // wipes the submitted shares
+	if err != nil {
+		st.Sealed = true
+		return st, fmt.Errorf("%w: %v", ErrBadShare, err)
+	}
+	ring, err := b.openKeyring(ctx, root)
+	if err != nil {
+		clear(root)
+		st.Sealed = true
+		return st, err
+	}
+	b.ring = ring
+	return st, nil
+}
+
+// ResetUnseal forgets the shares submitted so far.
+func (b *Barrier) ResetUnseal() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.resetLocked()
+}
+
+func (b *Barrier) resetLocked() {
+	for id, s := range b.pending {
+		clear(s)
+		delete(b.pending, id)
+	}
+}
+
+// Seal forgets the root key and keyring. Data operations fail with ErrSealed
+// until the next Unseal.
+func (b *Barrier) Seal() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ring != nil {
+		b.ring.wipe()
+		b.ring = nil
+	}
+	b.resetLocked()
+}
+
+func (b *Barrier) openKeyring(ctx context.Context, root []byte) (*keyring, error) {
+	e, err := b.backend.Get(ctx, pathKeyring)
+	if err != nil {
+		return nil, fmt.Errorf("reading keyring: %w", err)
+	}
+	aead, err := newAEAD(root)
+	if err != nil {
+		return nil, err
+	}
+	if len(e.Value) < aead.NonceSize() {
+		return nil, fmt.Errorf("keyring: %w", ErrCorrupt)
+	}
+	plain, err := aead.Open(nil, e.Value[:aead.NonceSize()], e.Value[aead.NonceSize():], []byte(pathKeyring))
+	if err != nil {
+		return nil, fmt.Errorf("%w: the shares are valid but do not belong to this server's root key", ErrBadShare)
+	}
+	defer clear(plain)
+	ring := &keyring{root: root}
+	if err := json.Unmarshal(plain, ring); err != nil {
+		return nil, fmt.Errorf("keyring: %w", err)
+	}
+	if err := ring.prepare(); err != nil {
+		return nil, err
+	}
+	return ring, nil
+}
+
+func (k *keyring) prepare() error {
+	for _, t := range k.Terms {
+		a, err := newAEAD(t.Key)
+		if err != nil {
+			return err
+		}
+		t.aead = a
+	}
+	if k.term(k.ActiveTerm) == nil {
+		return fmt.Errorf("keyring: active term %d missing: %w", k.ActiveTerm, ErrCorrupt)
+	}
+	return nil
+}
+
+func (k *keyring) seal() ([]byte, error) {
+	plain, err := json.Marshal(k)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(plain)
+	aead, err := newAEAD(k.root)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plain)+aead.Overhead())
+	rand.Read(out)
+	return aead.Seal(out, out, plain, []byte(pathKeyring)), nil
+}
+
+// RotateKeyring adds a new keyring term and makes it active. New writes use
+// it; entries written under older terms stay readable.
+func (b *Barrier) RotateKeyring(ctx context.Context) (uint32, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ring == nil {
+		return 0, ErrSealed
+	}
+	old := b.ring
+	next := &keyring{ActiveTerm: old.ActiveTerm + 1, root: old.root}
+	t := &term{Term: next.ActiveTerm, Key: make([]byte, 32), Created: time.Now().UTC()}
+	rand.Read(t.Key)
+	next.Terms = append(append([]*term{}, old.Terms...), t)
+	if err := next.prepare(); err != nil {
+		return 0, err
+	}
+	sealed, err := next.seal()
+	if err != nil {
+		return 0, err
+	}
+	if err := b.backend.Apply(ctx, storage.Put(pathKeyring, sealed)); err != nil {
+		return 0, fmt.Errorf("writing keyring: %w", err)
+	}
+	b.ring = next
+	return next.ActiveTerm, nil
+}
+
+func newAEAD(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+func checkPath(p string) error {
+	if p == "" || strings.HasPrefix(p, reservedPrefix) {
+		return fmt.Errorf("barrier: path %q is reserved", p)
+	}
+	return nil
+}
+
+// Get returns the decrypted entry at path.
+func (b *Barrier) Get(ctx context.Context, path string) (storage.Entry, error) {
+	if err := checkPath(path); err != nil {
+		return storage.Entry{}, err
+	}
+	b.mu.RLock()
+	ring := b.ring
+	b.mu.RUnlock()
+	if ring == nil {
+		return storage.Entry{}, ErrSealed
+	}
+	e, err := b.backend.Get(ctx, path)
+	if err != nil {
+		return e, err
+	}
+	e.Value, err = ring.open(path, e.Value)
+	return e, err
+}
+
+func (k *keyring) open(path string, v []byte) ([]byte, error) {
+	if len(v) < entryHeader+16 || v[0] != entryVersion {
+		return nil, fmt.Errorf("entry %q: %w", path, ErrCorrupt)
+	}
+	t := k.term(binary.BigEndian.Uint32(v[1:5]))
+	if t == nil {
+		return nil, fmt.Errorf("entry %q names an unknown keyring term: %w", path, ErrCorrupt)
+	}
+	plain, err := t.aead.Open(nil, v[5:entryHeader], v[entryHeader:], []byte(path))
+	if err != nil {
+		return nil, fmt.Errorf("entry %q: %w", path, ErrCorrupt)
+	}
+	return plain, nil
+}
+
+func (k *keyring) sealEntry(path string, plain []byte) []byte {
+	t := k.term(k.ActiveTerm)
+	out := make([]byte, entryHeader, entryHeader+len(plain)+t.aead.Overhead())
+	out[0] = entryVersion
+	binary.BigEndian.PutUint32(out[1:5], t.Term)
+	rand.Read(out[5:entryHeader])
+	return t.aead.Seal(out, out[5:entryHeader], plain, []byte(path))
+}
+
+// List returns the paths under prefix. Paths are not secret; only values
+// are encrypted.
+func (b *Barrier) List(ctx context.Context, prefix string) ([]string, error) {
+	if b.Sealed() {
+		return nil, ErrSealed
+	}
+	if strings.HasPrefix(prefix, reservedPrefix) {
+		return nil, fmt.Errorf("barrier: prefix %q is reserved", prefix)
+	}
+	keys, err := b.backend.List(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := keys[:0]
+	for _, k := range keys {
+		if !strings.HasPrefix(k, reservedPrefix) {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+// Apply encrypts the values of ops and applies them atomically.
+func (b *Barrier) Apply(ctx context.Context, ops ...storage.Op) error {
+	b.mu.RLock()
+	ring := b.ring
+	b.mu.RUnlock()
+	if ring == nil {
+		return ErrSealed
+	}
+	enc := make([]storage.Op, len(ops))
+	for i, op := range ops {
+		if err := checkPath(op.Key); err != nil {
+			return err
+		}
+		enc[i] = op
+		if op.Kind == storage.OpPut {
+			enc[i].Value = ring.sealEntry(op.Key, op.Value)
+		}
+	}
+	return b.backend.Apply(ctx, enc...)
+}

@@ -1,0 +1,36 @@
+package keys
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ParsePeriod parses a rotation period: a Go duration ("720h", "30m") or a
+// whole number of days ("90d").
+func ParsePeriod(s string) (time.Duration, error) {
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(d)
+		if err != nil || n <= 0 {
+			return 0, fmt.Errorf("%w: rotation period %q: want a positive number of days like 90d, or a duration like 12h", ErrInvalidArgument, s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%w: rotation period %q: want a positive duration like 90d, 12h or 30m", ErrInvalidArgument, s)
+	}
+	return d, nil
+}
+
+// FormatPeriod is the inverse of ParsePeriod, preferring days.
+func FormatPeriod(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	if d%(24*time.Hour) == 0 {
+		return strconv.Itoa(int(d/(24*time.Hour))) + "d"
+	}
+	return d.String()
+}

@@ -1,0 +1,795 @@
+// Package keys manages key encryption keys (KEKs): their lifecycle
+// (create, enable, disable, rotate, schedule and cancel deletion, aliases),
+// automatic rotation, and the cryptographic operations that use them
+// (Encrypt, Decrypt, ReEncrypt, GenerateDataKey, GenerateRandom).
+//
+// A key has numbered versions, each a 256-bit AES-GCM key. Encrypt uses the
+// primary (newest) version; Decrypt uses the version the ciphertext names, so
+// rotation never breaks old ciphertexts. Only deletion, scheduled with a
+// waiting period of 7 to 30 days, destroys key material.
+//
+// Keys are persisted through a Store (the barrier, which encrypts them) and
+// cached in memory as immutable snapshots: the crypto hot path loads a
+// snapshot with one atomic read and takes no lock. Writers of one key are
+// serialized by that key's mutex and commit with compare-and-swap on the
+// stored revision, so a future multi-replica store can detect lost updates.
+package keys
+
+import (
+	"context"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/storage"
+)
+
+// Store is the storage the service persists keys in; *barrier.Barrier
+// satisfies it.
+type Store interface {
+	Get(ctx context.Context, path string) (storage.Entry, error)
+	List(ctx context.Context, prefix string) ([]string, error)
+	Apply(ctx context.Context, ops ...storage.Op) error
+}
+
+// Limits and defaults.
+const (
+	MinPendingDays     = 7
+	MaxPendingDays     = 30
+	DefaultPendingDays = 30
+	// MinRotationPeriod is the shortest automatic rotation period.
+	MinRotationPeriod = time.Minute
+	// MaxDescription bounds a key description in bytes.
+	MaxDescription = 8192
+	// MaxTags bounds the number of tags of a key.
+	MaxTags = 50
+	// rotateAfterUses forces a new version well before random 96-bit GCM
+	// nonces reach the 2^32 messages NIST SP 800-38D allows per key.
+	rotateAfterUses = 1 << 31
+
+	keyPrefix   = "keys/"
+	aliasPrefix = "aliases/"
+	// AliasPrefix starts every alias name.
+	AliasPrefix = "alias/"
+)
+
+var aliasName = regexp.MustCompile(`^alias/[A-Za-z0-9/_.-]{1,250}$`)
+
+type versionRecord struct {
+	Version   uint32    `json:"version"`
+	CreatedAt time.Time `json:"created_at"`
+	Material  []byte    `json:"material,omitempty"`
+}
+
+// record is the persisted form of a key (inside the barrier).
+type record struct {
+	ID             string            `json:"id"`
+	Description    string            `json:"description,omitempty"`
+	State          client.KeyState   `json:"state"`
+	CreatedAt      time.Time         `json:"created_at"`
+	RotationPeriod time.Duration     `json:"rotation_period,omitempty"`
+	LastRotatedAt  time.Time         `json:"last_rotated_at"`
+	DeletionDate   *time.Time        `json:"deletion_date,omitempty"`
+	Tags           map[string]string `json:"tags,omitempty"`
+	Primary        uint32            `json:"primary"`
+	Versions       []versionRecord   `json:"versions"`
+}
+
+type aliasRecord struct {
+	KeyID string `json:"key_id"`
+}
+
+// key is an immutable snapshot of a key with its ciphers ready.
+type key struct {
+	rec   record
+	rev   int64
+	raw   [16]byte
+	aeads []cipher.AEAD // index version-1; nil for destroyed versions
+}
+
+// handle holds the current snapshot of one key.
+type handle struct {
+	mu   sync.Mutex // serializes writers of this key
+	cur  atomic.Pointer[key]
+	uses atomic.Uint64 // encryptions under the primary version since load
+}
+
+// Service is the key service. Create it with New and call Load after the
+// barrier is unsealed.
+type Service struct {
+	store Store
+	now   func() time.Time
+
+	keys    sync.Map // id -> *handle
+	aliases sync.Map // alias name -> key id
+
+	aliasMu sync.Mutex // serializes alias writes
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithClock replaces time.Now, for tests of rotation and deletion.
+func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+
+// New returns a service over store.
+func New(store Store, opts ...Option) *Service {
+	s := &Service{store: store, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Load reads every key and alias into memory. Call it after unsealing.
+func (s *Service) Load(ctx context.Context) error {
+	s.Unload()
+	paths, err := s.store.List(ctx, keyPrefix)
+	if err != nil {
+		return err
+	}
+	for _, p := range paths {
+		e, err := s.store.Get(ctx, p)
+		if err != nil {
+			return fmt.Errorf("loading %s: %w", p, err)
+		}
+		k, err := decodeKey(e)
+		if err != nil {
+			return fmt.Errorf("loading %s: %w", p, err)
+		}
+		h := &handle{}
+		h.cur.Store(k)
+		s.keys.Store(k.rec.ID, h)
+	}
+	paths, err = s.store.List(ctx, aliasPrefix)
+	if err != nil {
+		return err
+	}
+	for _, p := range paths {
+		e, err := s.store.Get(ctx, p)
+		if err != nil {
+			return fmt.Errorf("loading %s: %w", p, err)
+		}
+		var a aliasRecord
+		if err := json.Unmarshal(e.Value, &a); err != nil {
+			return fmt.Errorf("loading %s: %w", p, err)
+		}
+		s.aliases.Store(AliasPrefix+strings.TrimPrefix(p, aliasPrefix), a.KeyID)
+	}
+	return nil
+}
+
+// Unload drops every cached key and wipes the key material it owns. Call it
+// when sealing.
+func (s *Service) Unload() {
+	s.keys.Range(func(id, v any) bool {
+		if k := v.(*handle).cur.Load(); k != nil {
+			k.wipe()
+		}
+		s.keys.Delete(id)
+		return true
+	})
+	s.aliases.Clear()
+}
+
+func (k *key) wipe() {
+	for i := range k.rec.Versions {
+		clear(k.rec.Versions[i].Material)
+	}
+}
+
+func decodeKey(e storage.Entry) (*key, error) {
+	var rec record
+	if err := json.Unmarshal(e.Value, &rec); err != nil {
+		return nil, err
+	}
+	clear(e.Value)
+	return newKey(rec, e.Revision)
+}
+
+func newKey(rec record, rev int64) (*key, error) {
+	id, err := uuid.Parse(rec.ID)
+	if err != nil {
+		return nil, fmt.Errorf("bad key id %q: %w", rec.ID, err)
+	}
+	k := &key{rec: rec, rev: rev, raw: id}
+	for _, v := range rec.Versions {
+		if v.Version == 0 {
+			return nil, fmt.Errorf("key %s has a version 0", rec.ID)
+		}
+		for uint32(len(k.aeads)) < v.Version {
+			k.aeads = append(k.aeads, nil)
+		}
+		if len(v.Material) == 0 {
+			continue
+		}
+		a, err := newGCM(v.Material)
+		if err != nil {
+			return nil, err
+		}
+		k.aeads[v.Version-1] = a
+	}
+	return k, nil
+}
+
+// view renders the public metadata of k.
+func (s *Service) view(k *key) client.Key {
+	r := k.rec
+	out := client.Key{
+		ID:             r.ID,
+		Aliases:        s.aliasesOf(r.ID),
+		Description:    r.Description,
+		State:          r.State,
+		CreatedAt:      r.CreatedAt,
+		PrimaryVersion: r.Primary,
+		RotationPeriod: FormatPeriod(r.RotationPeriod),
+		LastRotatedAt:  r.LastRotatedAt,
+		DeletionDate:   r.DeletionDate,
+		Tags:           r.Tags,
+		Versions:       make([]client.KeyVersion, 0, len(r.Versions)),
+	}
+	for _, v := range r.Versions {
+		out.Versions = append(out.Versions, client.KeyVersion{Version: v.Version, CreatedAt: v.CreatedAt})
+	}
+	if r.RotationPeriod > 0 && r.State == client.KeyEnabled {
+		next := r.LastRotatedAt.Add(r.RotationPeriod)
+		out.NextRotationAt = &next
+	}
+	return out
+}
+
+func (s *Service) aliasesOf(id string) []string {
+	out := []string{}
+	s.aliases.Range(func(name, kid any) bool {
+		if kid.(string) == id {
+			out = append(out, name.(string))
+		}
+		return true
+	})
+	slices.Sort(out)
+	return out
+}
+
+// resolve finds the handle of a key id or alias.
+func (s *Service) resolve(ref string) (*handle, error) {
+	id := ref
+	if strings.HasPrefix(ref, AliasPrefix) {
+		v, ok := s.aliases.Load(ref)
+		if !ok {
+			return nil, fmt.Errorf("%w: alias %q does not exist", ErrNotFound, ref)
+		}
+		id = v.(string)
+	} else if ref == "" {
+		return nil, fmt.Errorf("%w: key_id is required (a key id or alias/NAME)", ErrInvalidArgument)
+	}
+	v, ok := s.keys.Load(id)
+	if !ok {
+		if _, err := uuid.Parse(id); err != nil {
+			return nil, fmt.Errorf("%w: %q is neither a key id nor an alias (aliases start with %q)", ErrNotFound, ref, AliasPrefix)
+		}
+		return nil, fmt.Errorf("%w: key %q does not exist", ErrNotFound, ref)
+	}
+	return v.(*handle), nil
+}
+
+func checkAlias(name string) error {
+	if !aliasName.MatchString(name) {
+		return fmt.Errorf("%w: alias %q must look like alias/NAME (letters, digits, / _ . -, at most 256 characters)", ErrInvalidArgument, name)
+	}
+	if strings.HasPrefix(name, "alias/coffer/") {
+		return fmt.Errorf("%w: aliases under alias/coffer/ are reserved", ErrInvalidArgument)
+	}
+	return nil
+}
+
+func aliasPath(name string) string { return aliasPrefix + strings.TrimPrefix(name, AliasPrefix) }
+
+func checkTags(tags map[string]string) error {
+	if len(tags) > MaxTags {
+		return fmt.Errorf("%w: %d tags; at most %d are allowed", ErrInvalidArgument, len(tags), MaxTags)
+	}
+	for k, v := range tags {
+		if k == "" || len(k) > 128 || len(v) > 256 {
+			return fmt.Errorf("%w: tag %q: keys must be 1..128 bytes and values at most 256", ErrInvalidArgument, k)
+		}
+	}
+	return nil
+}
+
+func parseRotation(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := ParsePeriod(s)
+	if err != nil {
+		return 0, err
+	}
+	if d < MinRotationPeriod {
+		return 0, fmt.Errorf("%w: rotation period %s is shorter than the minimum %s", ErrInvalidArgument, s, MinRotationPeriod)
+	}
+	return d, nil
+}
+
+// Create makes a new enabled key with one version.
+func (s *Service) Create(ctx context.Context, req client.CreateKeyRequest) (client.Key, error) {
+	if len(req.Description) > MaxDescription {
+		return client.Key{}, fmt.Errorf("%w: description is %d bytes; at most %d are allowed", ErrInvalidArgument, len(req.Description), MaxDescription)
+	}
+	period, err := parseRotation(req.RotationPeriod)
+	if err != nil {
+		return client.Key{}, err
+	}
+	if err := checkTags(req.Tags); err != nil {
+		return client.Key{}, err
+	}
+	if req.Alias != "" {
+		if err := checkAlias(req.Alias); err != nil {
+			return client.Key{}, err
+		}
+	}
+	now := s.now().UTC()
+	rec := record{
+		ID:             uuid.NewString(),
+		Description:    req.Description,
+		State:          client.KeyEnabled,
+		CreatedAt:      now,
+		RotationPeriod: period,
+		LastRotatedAt:  now,
+		Tags:           req.Tags,
+		Primary:        1,
+		Versions:       []versionRecord{{Version: 1, CreatedAt: now, Material: newMaterial()}},
+	}
+	val, err := json.Marshal(rec)
+	if err != nil {
+		return client.Key{}, err
+	}
+	defer clear(val)
+	ops := []storage.Op{{Kind: storage.OpPut, Key: keyPrefix + rec.ID, Value: val, IfRevision: 0}}
+	if req.Alias != "" {
+		s.aliasMu.Lock()
+		defer s.aliasMu.Unlock()
+		if _, ok := s.aliases.Load(req.Alias); ok {
+			return client.Key{}, fmt.Errorf("%w: %q already points to a key; pick another name or delete it first", ErrAliasExists, req.Alias)
+		}
+		av, _ := json.Marshal(aliasRecord{KeyID: rec.ID})
+		ops = append(ops, storage.Op{Kind: storage.OpPut, Key: aliasPath(req.Alias), Value: av, IfRevision: 0})
+	}
+	if err := s.store.Apply(ctx, ops...); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return client.Key{}, fmt.Errorf("%w: %q already points to a key", ErrAliasExists, req.Alias)
+		}
+		return client.Key{}, err
+	}
+	k, err := s.reload(ctx, rec.ID)
+	if err != nil {
+		return client.Key{}, err
+	}
+	h := &handle{}
+	h.cur.Store(k)
+	s.keys.Store(rec.ID, h)
+	if req.Alias != "" {
+		s.aliases.Store(req.Alias, rec.ID)
+	}
+	return s.view(k), nil
+}
+
+// reload reads a key back from the store (for its new revision).
+func (s *Service) reload(ctx context.Context, id string) (*key, error) {
+	e, err := s.store.Get(ctx, keyPrefix+id)
+	if err != nil {
+		return nil, err
+	}
+	return decodeKey(e)
+}
+
+func newMaterial() []byte {
+	m := make([]byte, 32)
+	rand.Read(m)
+	return m
+}
+
+// update applies change to a copy of the key's record and commits it with
+// compare-and-swap. change returns an error to abort without writing.
+func (s *Service) update(ctx context.Context, ref string, change func(r *record, now time.Time) error) (client.Key, error) {
+	h, err := s.resolve(ref)
+	if err != nil {
+		return client.Key{}, err
+	}
+	k, err := s.updateHandle(ctx, h, change)
+	if err != nil {
+		return client.Key{}, err
+	}
+	return s.view(k), nil
+}
+
+func (s *Service) updateHandle(ctx context.Context, h *handle, change func(r *record, now time.Time) error) (*key, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	old := h.cur.Load()
+	rec := old.rec
+	rec.Versions = slices.Clone(old.rec.Versions)
+	rec.Tags = cloneMap(old.rec.Tags)
+	if err := change(&rec, s.now().UTC()); err != nil {
+		return nil, err
+	}
+	val, err := json.Marshal(rec)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(val)
+	if err := s.store.Apply(ctx, storage.Op{Kind: storage.OpPut, Key: keyPrefix + rec.ID, Value: val, IfRevision: old.rev}); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return nil, fmt.Errorf("key %s was changed concurrently; retry: %w", rec.ID, err)
+		}
+		return nil, err
+	}
+	k, err := s.reload(ctx, rec.ID)
+	if err != nil {
+		return nil, err
+	}
+	h.cur.Store(k)
+	return k, nil
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func notDeleted(r *record) error {
+	if r.State == client.KeyDeleted {
+		return fmt.Errorf("%w: key %s was deleted on %s and its material destroyed", ErrDeleted, r.ID, r.DeletionDate.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// Describe returns a key's metadata.
+func (s *Service) Describe(_ context.Context, ref string) (client.Key, error) {
+	h, err := s.resolve(ref)
+	if err != nil {
+		return client.Key{}, err
+	}
+	return s.view(h.cur.Load()), nil
+}
+
+// List returns every key that is not deleted, oldest first.
+func (s *Service) List(_ context.Context) []client.Key {
+	var ks []*key
+	s.keys.Range(func(_, v any) bool {
+		if k := v.(*handle).cur.Load(); k.rec.State != client.KeyDeleted {
+			ks = append(ks, k)
+		}
+		return true
+	})
+	slices.SortFunc(ks, func(a, b *key) int {
+		if c := a.rec.CreatedAt.Compare(b.rec.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.rec.ID, b.rec.ID)
+	})
+	out := make([]client.Key, len(ks))
+	for i, k := range ks {
+		out[i] = s.view(k)
+	}
+	return out
+}
+
+// Update changes a key's description, rotation period or tags.
+func (s *Service) Update(ctx context.Context, ref string, req client.UpdateKeyRequest) (client.Key, error) {
+	var period time.Duration
+	if req.RotationPeriod != nil {
+		p, err := parseRotation(*req.RotationPeriod)
+		if err != nil {
+			return client.Key{}, err
+		}
+		period = p
+	}
+	if req.Description != nil && len(*req.Description) > MaxDescription {
+		return client.Key{}, fmt.Errorf("%w: description is %d bytes; at most %d are allowed", ErrInvalidArgument, len(*req.Description), MaxDescription)
+	}
+	if req.Tags != nil {
+		if err := checkTags(*req.Tags); err != nil {
+			return client.Key{}, err
+		}
+	}
+	return s.update(ctx, ref, func(r *record, now time.Time) error {
+		if err := notDeleted(r); err != nil {
+			return err
+		}
+		if req.Description != nil {
+			r.Description = *req.Description
+		}
+		if req.RotationPeriod != nil {
+			if r.RotationPeriod == 0 && period > 0 {
+				// Enabling rotation counts the period from now, not from creation.
+				r.LastRotatedAt = now
+			}
+			r.RotationPeriod = period
+		}
+		if req.Tags != nil {
+			r.Tags = cloneMap(*req.Tags)
+		}
+		return nil
+	})
+}
+
+// Enable makes a disabled key usable again.
+func (s *Service) Enable(ctx context.Context, ref string) (client.Key, error) {
+	return s.update(ctx, ref, func(r *record, _ time.Time) error {
+		switch r.State {
+		case client.KeyEnabled, client.KeyDisabled:
+			r.State = client.KeyEnabled
+			return nil
+		case client.KeyPendingDeletion:
+			return fmt.Errorf("%w: key %s is pending deletion; cancel the deletion first", ErrInvalidState, r.ID)
+		}
+		return notDeleted(r)
+	})
+}
+
+// Disable makes a key unusable for every cryptographic operation until it is
+// enabled again.
+func (s *Service) Disable(ctx context.Context, ref string) (client.Key, error) {
+	return s.update(ctx, ref, func(r *record, _ time.Time) error {
+		switch r.State {
+		case client.KeyEnabled, client.KeyDisabled:
+			r.State = client.KeyDisabled
+			return nil
+		case client.KeyPendingDeletion:
+			return fmt.Errorf("%w: key %s is pending deletion and already unusable", ErrInvalidState, r.ID)
+		}
+		return notDeleted(r)
+	})
+}
+
+// Rotate adds a new primary version now. Older versions stay decrypt-only.
+func (s *Service) Rotate(ctx context.Context, ref string) (client.Key, error) {
+	h, err := s.resolve(ref)
+	if err != nil {
+		return client.Key{}, err
+	}
+	k, err := s.rotateHandle(ctx, h, false)
+	if err != nil {
+		return client.Key{}, err
+	}
+	return s.view(k), nil
+}
+
+func (s *Service) rotateHandle(ctx context.Context, h *handle, onlyIfDue bool) (*key, error) {
+	k, err := s.updateHandle(ctx, h, func(r *record, now time.Time) error {
+		if r.State != client.KeyEnabled {
+			if err := notDeleted(r); err != nil {
+				return err
+			}
+			return fmt.Errorf("%w: key %s is %s; only enabled keys rotate", ErrInvalidState, r.ID, r.State)
+		}
+		if onlyIfDue && (r.RotationPeriod == 0 || now.Before(r.LastRotatedAt.Add(r.RotationPeriod))) {
+			return errNotDue
+		}
+		next := r.Primary + 1
+		r.Versions = append(r.Versions, versionRecord{Version: next, CreatedAt: now, Material: newMaterial()})
+		r.Primary = next
+		r.LastRotatedAt = now
+		return nil
+	})
+	if err == nil {
+		h.uses.Store(0)
+	}
+	return k, err
+}
+
+var errNotDue = errors.New("rotation not due")
+
+// ScheduleDeletion makes the key unusable now and destroys its material
+// after pendingDays (7..30; 0 means 30).
+func (s *Service) ScheduleDeletion(ctx context.Context, ref string, pendingDays int) (client.Key, error) {
+	if pendingDays == 0 {
+		pendingDays = DefaultPendingDays
+	}
+	if pendingDays < MinPendingDays || pendingDays > MaxPendingDays {
+		return client.Key{}, fmt.Errorf("%w: pending_days must be between %d and %d, not %d", ErrInvalidArgument, MinPendingDays, MaxPendingDays, pendingDays)
+	}
+	return s.update(ctx, ref, func(r *record, now time.Time) error {
+		if err := notDeleted(r); err != nil {
+			return err
+		}
+		if r.State == client.KeyPendingDeletion {
+			return fmt.Errorf("%w: key %s is already pending deletion on %s", ErrInvalidState, r.ID, r.DeletionDate.Format(time.RFC3339))
+		}
+		when := now.Add(time.Duration(pendingDays) * 24 * time.Hour)
+		r.State = client.KeyPendingDeletion
+		r.DeletionDate = &when
+		return nil
+	})
+}
+
+// CancelDeletion stops a scheduled deletion. The key comes back disabled,
+// as in cloud KMSs, so that re-enabling it is a deliberate second step.
+func (s *Service) CancelDeletion(ctx context.Context, ref string) (client.Key, error) {
+	return s.update(ctx, ref, func(r *record, _ time.Time) error {
+		if err := notDeleted(r); err != nil {
+			return err
+		}
+		if r.State != client.KeyPendingDeletion {
+			return fmt.Errorf("%w: key %s is %s, not pending deletion", ErrInvalidState, r.ID, r.State)
+		}
+		r.State = client.KeyDisabled
+		r.DeletionDate = nil
+		return nil
+	})
+}
+
+// CreateAlias points a new alias at a key.
+func (s *Service) CreateAlias(ctx context.Context, name, ref string) (client.Alias, error) {
+	if err := checkAlias(name); err != nil {
+		return client.Alias{}, err
+	}
+	h, err := s.resolve(ref)
+	if err != nil {
+		return client.Alias{}, err
+	}
+	k := h.cur.Load()
+	if err := notDeleted(&k.rec); err != nil {
+		return client.Alias{}, err
+	}
+	s.aliasMu.Lock()
+	defer s.aliasMu.Unlock()
+	if _, ok := s.aliases.Load(name); ok {
+		return client.Alias{}, fmt.Errorf("%w: %q already points to a key; delete it first", ErrAliasExists, name)
+	}
+	val, _ := json.Marshal(aliasRecord{KeyID: k.rec.ID})
+	if err := s.store.Apply(ctx, storage.Op{Kind: storage.OpPut, Key: aliasPath(name), Value: val, IfRevision: 0}); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return client.Alias{}, fmt.Errorf("%w: %q already points to a key", ErrAliasExists, name)
+		}
+		return client.Alias{}, err
+	}
+	s.aliases.Store(name, k.rec.ID)
+	return client.Alias{Name: name, KeyID: k.rec.ID}, nil
+}
+
+// DeleteAlias removes an alias; the key is untouched.
+func (s *Service) DeleteAlias(ctx context.Context, name string) error {
+	if !strings.HasPrefix(name, AliasPrefix) {
+		return fmt.Errorf("%w: alias %q must start with %q", ErrInvalidArgument, name, AliasPrefix)
+	}
+	s.aliasMu.Lock()
+	defer s.aliasMu.Unlock()
+	if _, ok := s.aliases.Load(name); !ok {
+		return fmt.Errorf("%w: %q does not exist", ErrAliasNotFound, name)
+	}
+	if err := s.store.Apply(ctx, storage.Delete(aliasPath(name))); err != nil {
+		return err
+	}
+	s.aliases.Delete(name)
+	return nil
+}
+
+// ListAliases returns the aliases, optionally only those of one key.
+func (s *Service) ListAliases(_ context.Context, keyRef string) ([]client.Alias, error) {
+	want := ""
+	if keyRef != "" {
+		h, err := s.resolve(keyRef)
+		if err != nil {
+			return nil, err
+		}
+		want = h.cur.Load().rec.ID
+	}
+	out := []client.Alias{}
+	s.aliases.Range(func(name, id any) bool {
+		if want == "" || id.(string) == want {
+			out = append(out, client.Alias{Name: name.(string), KeyID: id.(string)})
+		}
+		return true
+	})
+	slices.SortFunc(out, func(a, b client.Alias) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// Tick runs the background duties once: rotate keys whose period has
+// passed, and destroy keys whose deletion date has passed. It returns the
+// number of keys rotated and destroyed.
+func (s *Service) Tick(ctx context.Context) (rotated, destroyed int, err error) {
+	now := s.now()
+	var hs []*handle
+	s.keys.Range(func(_, v any) bool {
+		hs = append(hs, v.(*handle))
+		return true
+	})
+	var errs []error
+	for _, h := range hs {
+		r := h.cur.Load().rec
+		switch {
+		case r.State == client.KeyPendingDeletion && r.DeletionDate != nil && !now.Before(*r.DeletionDate):
+			if err := s.destroy(ctx, h); err != nil {
+				errs = append(errs, err)
+			} else {
+				destroyed++
+			}
+		case r.State == client.KeyEnabled && r.RotationPeriod > 0 && !now.Before(r.LastRotatedAt.Add(r.RotationPeriod)),
+			r.State == client.KeyEnabled && h.uses.Load() >= rotateAfterUses:
+			_, err := s.rotateHandle(ctx, h, h.uses.Load() < rotateAfterUses)
+			if err != nil && !errors.Is(err, errNotDue) {
+				errs = append(errs, err)
+			} else if err == nil {
+				rotated++
+			}
+		}
+	}
+	return rotated, destroyed, errors.Join(errs...)
+}
+
+// destroy wipes the material of a key whose deletion date has passed and
+// removes its aliases. A tombstone stays so that Decrypt can say the key was
+// deleted rather than that it never existed.
+func (s *Service) destroy(ctx context.Context, h *handle) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	old := h.cur.Load()
+	rec := old.rec
+	if rec.State != client.KeyPendingDeletion {
+		return nil
+	}
+	rec.State = client.KeyDeleted
+	rec.Versions = make([]versionRecord, len(old.rec.Versions))
+	for i, v := range old.rec.Versions {
+		rec.Versions[i] = versionRecord{Version: v.Version, CreatedAt: v.CreatedAt}
+	}
+	val, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	ops := []storage.Op{{Kind: storage.OpPut, Key: keyPrefix + rec.ID, Value: val, IfRevision: old.rev}}
+	s.aliasMu.Lock()
+	defer s.aliasMu.Unlock()
+	names := s.aliasesOf(rec.ID)
+	for _, n := range names {
+		ops = append(ops, storage.Delete(aliasPath(n)))
+	}
+	if err := s.store.Apply(ctx, ops...); err != nil {
+		return fmt.Errorf("destroying key %s: %w", rec.ID, err)
+	}
+	k, err := s.reload(ctx, rec.ID)
+	if err != nil {
+		return err
+	}
+	h.cur.Store(k)
+	old.wipe()
+	for _, n := range names {
+		s.aliases.Delete(n)
+	}
+	return nil
+}
+
+// Run calls Tick every interval until ctx ends. Errors go to onErr.
+func (s *Service) Run(ctx context.Context, interval time.Duration, onErr func(error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, _, err := s.Tick(ctx); err != nil && onErr != nil {
+				onErr(err)
+			}
+		}
+	}
+}

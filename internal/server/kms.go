@@ -1,0 +1,164 @@
+package server
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/google/uuid"
+
+	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/auth"
+	"github.com/cofferkms/coffer/internal/ciphertext"
+	"github.com/cofferkms/coffer/internal/keys"
+)
+
+func (s *Server) kmsRoutes() {
+	k := s.sys.Keys
+	m := s.mux
+	m.HandleFunc("POST /v1/kms/encrypt", handle(s, route{action: "kms:Encrypt"},
+		func(_ *http.Request, req *client.EncryptRequest) string { return req.KeyID },
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.EncryptRequest) (client.EncryptResponse, error) {
+			return s.encrypt(ctx, req)
+		}))
+	m.HandleFunc("POST /v1/kms/decrypt", handle(s, route{action: "kms:Decrypt"},
+		func(_ *http.Request, req *client.DecryptRequest) string { return ciphertextKey(req.Ciphertext) },
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.DecryptRequest) (client.DecryptResponse, error) {
+			return s.decrypt(ctx, req)
+		}))
+	m.HandleFunc("POST /v1/kms/reencrypt", handle(s, route{action: "kms:ReEncrypt"},
+		func(_ *http.Request, req *client.ReEncryptRequest) string { return ciphertextKey(req.Ciphertext) },
+		func(ctx context.Context, _ *http.Request, p auth.Principal, req *client.ReEncryptRequest) (client.ReEncryptResponse, error) {
+			if len(req.Ciphertext) == 0 {
+				return client.ReEncryptResponse{}, badRequest("ciphertext is required")
+			}
+			if req.DestinationKeyID != "" {
+				if err := s.authz.Authorize(ctx, p, "kms:ReEncryptTo", req.DestinationKeyID); err != nil {
+					return client.ReEncryptResponse{}, err
+				}
+			}
+			src, dst, err := k.ReEncrypt(ctx, req.Ciphertext, req.SourceContext, req.DestinationKeyID, req.DestinationContext)
+			if err != nil {
+				return client.ReEncryptResponse{}, err
+			}
+			return client.ReEncryptResponse{Ciphertext: dst.Ciphertext, SourceKeyID: src.KeyID, SourceKeyVersion: src.KeyVersion,
+				KeyID: dst.KeyID, KeyVersion: dst.KeyVersion}, nil
+		}))
+	for _, withPlain := range []bool{true, false} {
+		path, action := "/v1/kms/datakey", "kms:GenerateDataKey"
+		if !withPlain {
+			path, action = "/v1/kms/datakey-without-plaintext", "kms:GenerateDataKeyWithoutPlaintext"
+		}
+		m.HandleFunc("POST "+path, handle(s, route{action: action},
+			func(_ *http.Request, req *client.DataKeyRequest) string { return req.KeyID },
+			func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.DataKeyRequest) (client.DataKeyResponse, error) {
+				dk, sealed, err := k.GenerateDataKey(ctx, req.KeyID, req.Bytes, req.Context)
+				if err != nil {
+					return client.DataKeyResponse{}, err
+				}
+				resp := client.DataKeyResponse{Ciphertext: sealed.Ciphertext, KeyID: sealed.KeyID, KeyVersion: sealed.KeyVersion}
+				if withPlain {
+					resp.Plaintext = dk
+				} else {
+					clear(dk)
+				}
+				return resp, nil
+			}))
+	}
+	m.HandleFunc("POST /v1/kms/random", handle(s, route{action: "kms:GenerateRandom"}, nil,
+		func(_ context.Context, _ *http.Request, _ auth.Principal, req *client.RandomRequest) (client.RandomResponse, error) {
+			b, err := keys.GenerateRandom(req.Bytes)
+			return client.RandomResponse{Random: b}, err
+		}))
+	m.HandleFunc("POST /v1/kms/encrypt-batch", handle(s, route{action: "kms:Encrypt", limit: MaxBatchBody},
+		func(_ *http.Request, req *client.BatchEncryptRequest) string { return req.KeyID },
+		func(ctx context.Context, _ *http.Request, p auth.Principal, req *client.BatchEncryptRequest) (client.BatchEncryptResponse, error) {
+			if err := checkBatch(len(req.Items)); err != nil {
+				return client.BatchEncryptResponse{}, err
+			}
+			out := client.BatchEncryptResponse{Results: make([]client.BatchEncryptResult, len(req.Items))}
+			for i := range req.Items {
+				it := &req.Items[i]
+				if it.KeyID == "" {
+					it.KeyID = req.KeyID
+				} else if it.KeyID != req.KeyID {
+					// Items naming their own key are authorized one by one.
+					if err := s.authz.Authorize(ctx, p, "kms:Encrypt", it.KeyID); err != nil {
+						out.Results[i].Error = itemError(err)
+						continue
+					}
+				}
+				r, err := s.encrypt(ctx, it)
+				if err != nil {
+					out.Results[i].Error = itemError(err)
+					continue
+				}
+				out.Results[i].EncryptResponse = r
+			}
+			return out, nil
+		}))
+	m.HandleFunc("POST /v1/kms/decrypt-batch", handle(s, route{action: "kms:Decrypt", limit: MaxBatchBody}, nil,
+		func(ctx context.Context, _ *http.Request, p auth.Principal, req *client.BatchDecryptRequest) (client.BatchDecryptResponse, error) {
+			if err := checkBatch(len(req.Items)); err != nil {
+				return client.BatchDecryptResponse{}, err
+			}
+			out := client.BatchDecryptResponse{Results: make([]client.BatchDecryptResult, len(req.Items))}
+			for i := range req.Items {
+				err := s.authz.Authorize(ctx, p, "kms:Decrypt", ciphertextKey(req.Items[i].Ciphertext))
+				var r client.DecryptResponse
+				if err == nil {
+					r, err = s.decrypt(ctx, &req.Items[i])
+				}
+				if err != nil {
+					out.Results[i].Error = itemError(err)
+					continue
+				}
+				out.Results[i].DecryptResponse = r
+			}
+			return out, nil
+		}))
+}
+
+func checkBatch(n int) error {
+	if n == 0 {
+		return badRequest("items is empty; send at least one item")
+	}
+	if n > MaxBatchItems {
+		return badRequest("%d items; a batch holds at most %d", n, MaxBatchItems)
+	}
+	return nil
+}
+
+func itemError(err error) *client.Error {
+	_, code, msg := classify(err)
+	return &client.Error{Code: code, Message: msg}
+}
+
+func (s *Server) encrypt(ctx context.Context, req *client.EncryptRequest) (client.EncryptResponse, error) {
+	sealed, err := s.sys.Keys.Encrypt(ctx, req.KeyID, req.Plaintext, req.Context)
+	if err != nil {
+		return client.EncryptResponse{}, err
+	}
+	return client.EncryptResponse{Ciphertext: sealed.Ciphertext, KeyID: sealed.KeyID, KeyVersion: sealed.KeyVersion}, nil
+}
+
+func (s *Server) decrypt(ctx context.Context, req *client.DecryptRequest) (client.DecryptResponse, error) {
+	if len(req.Ciphertext) == 0 {
+		return client.DecryptResponse{}, badRequest("ciphertext is required (standard base64)")
+	}
+	o, err := s.sys.Keys.Decrypt(ctx, req.Ciphertext, req.Context, req.KeyID)
+	if err != nil {
+		return client.DecryptResponse{}, err
+	}
+	return client.DecryptResponse{Plaintext: o.Plaintext, KeyID: o.KeyID, KeyVersion: o.KeyVersion}, nil
+}
+
+// ciphertextKey names the key a ciphertext was made with, for authorization
+// before anything is decrypted; "" when the ciphertext does not parse (the
+// decryption then fails with the parse error).
+func ciphertextKey(ct []byte) string {
+	p, err := ciphertext.Parse(ct)
+	if err != nil {
+		return ""
+	}
+	return uuid.UUID(p.KeyID).String()
+}

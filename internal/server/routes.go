@@ -1,0 +1,162 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/auth"
+	"github.com/cofferkms/coffer/internal/keys"
+)
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	m.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		st, err := s.sys.Status(r.Context())
+		switch {
+		case err != nil:
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "storage unavailable"})
+		case !st.Initialized:
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not initialized"})
+		case st.Sealed:
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "sealed"})
+		default:
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		}
+	})
+
+	// sys
+	m.HandleFunc("GET /v1/sys/seal-status", handle(s, route{action: "sys:SealStatus", public: true, sealedOK: true}, nil,
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, _ *empty) (client.SealStatus, error) {
+			return s.sys.Status(ctx)
+		}))
+	m.HandleFunc("POST /v1/sys/init", handle(s, route{action: "sys:Init", public: true, sealedOK: true}, nil,
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.InitRequest) (client.InitResponse, error) {
+			return s.sys.Init(ctx, req.Shares, req.Threshold)
+		}))
+	m.HandleFunc("POST /v1/sys/unseal", handle(s, route{action: "sys:Unseal", public: true, sealedOK: true}, nil,
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.UnsealRequest) (client.SealStatus, error) {
+			if req.Reset {
+				s.sys.ResetUnseal()
+				return s.sys.Status(ctx)
+			}
+			if req.Share == "" {
+				return client.SealStatus{}, badRequest("share is required (or reset: true)")
+			}
+			return s.sys.Unseal(ctx, req.Share)
+		}))
+	m.HandleFunc("POST /v1/sys/seal", handle(s, route{action: "sys:Seal"}, nil,
+		func(context.Context, *http.Request, auth.Principal, *empty) (noContent, error) {
+			s.sys.Seal()
+			return noContent{}, nil
+		}))
+
+	// tokens
+	m.HandleFunc("POST /v1/auth/token/create", handle(s, route{action: "token:Create", created: true}, nil,
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.CreateTokenRequest) (client.CreateTokenResponse, error) {
+			var ttl time.Duration
+			if req.TTL != "" {
+				d, err := keys.ParsePeriod(req.TTL)
+				if err != nil {
+					return client.CreateTokenResponse{}, badRequest("ttl %q: want a duration like 1h, 30m or 7d", req.TTL)
+				}
+				ttl = d
+			}
+			tok, p, err := s.sys.Tokens.Create(ctx, req.DisplayName, false, ttl, "")
+			if err != nil {
+				return client.CreateTokenResponse{}, err
+			}
+			return client.CreateTokenResponse{Token: tok, TokenInfo: tokenInfo(p)}, nil
+		}))
+	m.HandleFunc("GET /v1/auth/token/lookup-self", handle(s, route{action: "token:LookupSelf"}, nil,
+		func(_ context.Context, _ *http.Request, p auth.Principal, _ *empty) (client.TokenInfo, error) {
+			return tokenInfo(p), nil
+		}))
+	m.HandleFunc("POST /v1/auth/token/revoke", handle(s, route{action: "token:Revoke"},
+		func(_ *http.Request, req *client.RevokeTokenRequest) string { return req.Accessor },
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.RevokeTokenRequest) (noContent, error) {
+			return noContent{}, s.sys.Tokens.Revoke(ctx, req.Token, req.Accessor)
+		}))
+	m.HandleFunc("POST /v1/auth/token/revoke-self", handle(s, route{action: "token:RevokeSelf"}, nil,
+		func(ctx context.Context, _ *http.Request, p auth.Principal, _ *empty) (noContent, error) {
+			return noContent{}, s.sys.Tokens.Revoke(ctx, "", p.Accessor)
+		}))
+
+	s.keyRoutes()
+	s.kmsRoutes()
+}
+
+func tokenInfo(p auth.Principal) client.TokenInfo {
+	ti := client.TokenInfo{Accessor: p.Accessor, DisplayName: p.DisplayName, Root: p.Root, CreatedAt: p.CreatedAt}
+	if !p.ExpiresAt.IsZero() {
+		e := p.ExpiresAt
+		ti.ExpiresAt = &e
+	}
+	return ti
+}
+
+// pathKey is the {key} of a path: a key id or an escaped alias/NAME.
+func pathKey(r *http.Request, _ *empty) string { return r.PathValue("key") }
+
+func (s *Server) keyRoutes() {
+	k := s.sys.Keys
+	m := s.mux
+	m.HandleFunc("POST /v1/keys", handle(s, route{action: "key:Create", created: true},
+		func(_ *http.Request, req *client.CreateKeyRequest) string { return req.Alias },
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.CreateKeyRequest) (client.Key, error) {
+			return k.Create(ctx, *req)
+		}))
+	m.HandleFunc("GET /v1/keys", handle(s, route{action: "key:List"}, nil,
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, _ *empty) (client.KeyList, error) {
+			return client.KeyList{Keys: k.List(ctx)}, nil
+		}))
+	m.HandleFunc("GET /v1/keys/{key}", handle(s, route{action: "key:Describe"}, pathKey,
+		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.Key, error) {
+			return k.Describe(ctx, r.PathValue("key"))
+		}))
+	m.HandleFunc("PATCH /v1/keys/{key}", handle(s, route{action: "key:Update"},
+		func(r *http.Request, _ *client.UpdateKeyRequest) string { return r.PathValue("key") },
+		func(ctx context.Context, r *http.Request, _ auth.Principal, req *client.UpdateKeyRequest) (client.Key, error) {
+			return k.Update(ctx, r.PathValue("key"), *req)
+		}))
+	lifecycle := map[string]struct {
+		action string
+		fn     func(context.Context, string) (client.Key, error)
+	}{
+		"enable":          {"key:Enable", k.Enable},
+		"disable":         {"key:Disable", k.Disable},
+		"rotate":          {"key:Rotate", k.Rotate},
+		"cancel-deletion": {"key:CancelDeletion", k.CancelDeletion},
+	}
+	for verb, l := range lifecycle {
+		m.HandleFunc("POST /v1/keys/{key}/"+verb, handle(s, route{action: l.action}, pathKey,
+			func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.Key, error) {
+				return l.fn(ctx, r.PathValue("key"))
+			}))
+	}
+	m.HandleFunc("POST /v1/keys/{key}/schedule-deletion", handle(s, route{action: "key:ScheduleDeletion"},
+		func(r *http.Request, _ *client.ScheduleDeletionRequest) string { return r.PathValue("key") },
+		func(ctx context.Context, r *http.Request, _ auth.Principal, req *client.ScheduleDeletionRequest) (client.Key, error) {
+			return k.ScheduleDeletion(ctx, r.PathValue("key"), req.PendingDays)
+		}))
+
+	m.HandleFunc("POST /v1/aliases", handle(s, route{action: "key:CreateAlias", created: true},
+		func(_ *http.Request, req *client.Alias) string { return req.Name },
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.Alias) (client.Alias, error) {
+			return k.CreateAlias(ctx, req.Name, req.KeyID)
+		}))
+	m.HandleFunc("GET /v1/aliases", handle(s, route{action: "key:ListAliases"}, nil,
+		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.AliasList, error) {
+			as, err := k.ListAliases(ctx, r.URL.Query().Get("key_id"))
+			return client.AliasList{Aliases: as}, err
+		}))
+	m.HandleFunc("DELETE /v1/aliases/{name}", handle(s, route{action: "key:DeleteAlias"},
+		func(r *http.Request, _ *empty) string { return r.PathValue("name") },
+		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (noContent, error) {
+			return noContent{}, k.DeleteAlias(ctx, r.PathValue("name"))
+		}))
+}

@@ -1,0 +1,309 @@
+package server
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/cofferkms/coffer/internal/auth"
+	"github.com/cofferkms/coffer/internal/barrier"
+	"github.com/cofferkms/coffer/internal/keys"
+	"github.com/cofferkms/coffer/internal/storage/bolt"
+	"github.com/cofferkms/coffer/internal/sys"
+)
+
+// Config is the server configuration (coffer.yaml).
+type Config struct {
+	// Listen is the TCP address of the API, default 127.0.0.1:8200.
+	Listen  string `json:"listen"`
+	Storage struct {
+		// Path is the bbolt file.
+		Path string `json:"path"`
+	} `json:"storage"`
+	TLS struct {
+		CertFile string `json:"cert_file"`
+		KeyFile  string `json:"key_file"`
+		// Auto makes a self-signed certificate at start and writes it
+		// next to the storage file as tls-auto-cert.pem.
+		Auto bool `json:"auto"`
+	} `json:"tls"`
+	// RotationCheckInterval is how often due rotations and deletions run
+	// (default 1m).
+	RotationCheckInterval string `json:"rotation_check_interval"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `json:"log_level"`
+
+	// Dev mode (flags only): initialize and unseal automatically.
+	Dev          bool   `json:"-"`
+	DevDir       string `json:"-"`
+	DevRootToken string `json:"-"`
+}
+
+// LoadConfig reads a YAML config file, rejecting unknown fields.
+func LoadConfig(path string) (Config, error) {
+	var c Config
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, err
+	}
+	if err := yaml.UnmarshalStrict(b, &c); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Banner is what Run reports once the server listens.
+type Banner struct {
+	Addr        string // URL of the API
+	CACertFile  string // self-signed certificate to trust, if any
+	Fingerprint string // SHA-256 of that certificate
+	StoragePath string
+	Temporary   bool // storage is deleted on exit
+	// Dev only.
+	RootToken   string
+	UnsealShare string
+}
+
+// Run serves until ctx ends. ready is called once with the banner.
+func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner)) error {
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:8200"
+	}
+	interval := time.Minute
+	if cfg.RotationCheckInterval != "" {
+		d, err := time.ParseDuration(cfg.RotationCheckInterval)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("rotation_check_interval %q: want a duration like 1m", cfg.RotationCheckInterval)
+		}
+		interval = d
+	}
+	var ban Banner
+	path := cfg.Storage.Path
+	if cfg.Dev {
+		dir := cfg.DevDir
+		if dir == "" {
+			d, err := os.MkdirTemp("", "coffer-dev-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(d)
+			dir, ban.Temporary = d, true
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		path = filepath.Join(dir, "coffer.db")
+	}
+	if path == "" {
+		return errors.New("no storage path: set storage.path in the config file (or use --dev)")
+	}
+	ban.StoragePath = path
+	useTLS := cfg.TLS.Auto || cfg.TLS.CertFile != ""
+	if cfg.Dev && !useTLS && !isLoopback(cfg.Listen) {
+		return fmt.Errorf("dev mode without TLS listens only on loopback; %q is not loopback (add --tls-auto or use 127.0.0.1)", cfg.Listen)
+	}
+
+	store, err := bolt.Open(path, bolt.Options{})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	bar := barrier.New(store)
+	s := &sys.Sys{Barrier: bar, Keys: keys.New(bar), Tokens: auth.NewTokens(bar, nil)}
+	defer s.Seal()
+
+	if cfg.Dev {
+		shareFile := filepath.Join(filepath.Dir(path), "dev-unseal-share")
+		prev, _ := os.ReadFile(shareFile)
+		share, tok, err := s.DevBootstrap(ctx, strings.TrimSpace(string(prev)), cfg.DevRootToken)
+		if err != nil {
+			return fmt.Errorf("dev bootstrap: %w", err)
+		}
+		if err := writeFileSync(shareFile, []byte(share+"\n"), 0o600); err != nil {
+			return err
+		}
+		ban.RootToken, ban.UnsealShare = tok, share
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	scheme := "http"
+	var tlsCfg *tls.Config
+	if useTLS {
+		scheme = "https"
+		var cert tls.Certificate
+		if cfg.TLS.Auto {
+			certFile := filepath.Join(filepath.Dir(path), "tls-auto-cert.pem")
+			cert, ban.Fingerprint, err = selfSigned(ln.Addr().(*net.TCPAddr).IP, certFile)
+			ban.CACertFile = certFile
+		} else {
+			cert, err = tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		}
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("TLS: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	api := New(s, Options{Logger: logger})
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	if useTLS {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
+	hs := &http.Server{
+		Handler:           api,
+		TLSConfig:         tlsCfg,
+		Protocols:         protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	ban.Addr = scheme + "://" + ln.Addr().String()
+
+	bg, stopBG := context.WithCancel(ctx)
+	defer stopBG()
+	go s.Keys.Run(bg, interval, func(err error) { logger.Error("key maintenance", "error", err) })
+	go func() {
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-bg.Done():
+				return
+			case <-t.C:
+				if !bar.Sealed() {
+					if err := s.Tokens.Sweep(bg); err != nil {
+						logger.Error("token sweep", "error", err)
+					}
+				}
+			}
+		}
+	}()
+
+	errc := make(chan error, 1)
+	go func() {
+		if useTLS {
+			errc <- hs.ServeTLS(ln, "", "")
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+	logger.Info("coffer server listening", "addr", ban.Addr, "storage", path, "dev", cfg.Dev)
+	if ready != nil {
+		ready(ban)
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shut, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(shut); err != nil {
+		return err
+	}
+	return nil
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// selfSigned makes an ECDSA P-256 certificate for loopback names (and ip),
+// writes it (not its key) to certFile for clients to trust, and returns it
+// with its SHA-256 fingerprint.
+func selfSigned(ip net.IP, certFile string) (tls.Certificate, string, error) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, "", err
+	}
+	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	host, _ := os.Hostname()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "coffer self-signed"},
+		NotBefore:             time.Now().Add(-time.Minute),
+		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	if host != "" {
+		tmpl.DNSNames = append(tmpl.DNSNames, host)
+	}
+	if ip != nil && !ip.IsUnspecified() && !ip.IsLoopback() {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		return tls.Certificate{}, "", err
+	}
+	sum := sha256.Sum256(der)
+	if err := writeFileSync(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return tls.Certificate{}, "", err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}, hex.EncodeToString(sum[:]), nil
+}
+
+// writeFileSync writes a file atomically (temp file, fsync, rename).
+func writeFileSync(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}

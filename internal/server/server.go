@@ -1,0 +1,263 @@
+// Package server is Coffer's REST front door: JSON over HTTP/1.1 and HTTP/2
+// under /v1. Every route walks the same path, written once in handle:
+//
+//	decode -> authenticate -> authorize -> service call -> audit -> encode
+//
+// Handlers hold no business rules; they name the action and the resource and
+// call one service method. Errors become HTTP statuses in one table
+// (errors.go). Authentication, authorization and audit are interfaces, so
+// the identity, policy and audit engines plug in without touching a handler.
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cofferkms/coffer/internal/audit"
+	"github.com/cofferkms/coffer/internal/auth"
+	"github.com/cofferkms/coffer/internal/sys"
+)
+
+// Authenticator turns a request's credential into a principal.
+type Authenticator interface {
+	Authenticate(r *http.Request) (auth.Principal, error)
+}
+
+// Authorizer decides whether a principal may perform an action on a
+// resource. It returns an error wrapping auth.ErrForbidden to deny.
+type Authorizer interface {
+	Authorize(ctx context.Context, p auth.Principal, action, resource string) error
+}
+
+// Body limits.
+const (
+	MaxBody      = 1 << 20
+	MaxBatchBody = 16 << 20
+	// MaxBatchItems bounds the items of one batch request.
+	MaxBatchItems = 1000
+)
+
+// Options configure a Server; zero values take defaults.
+type Options struct {
+	Authenticator Authenticator // default: bearer tokens from Sys.Tokens
+	Authorizer    Authorizer    // default: auth.RootOnly
+	Audit         audit.Recorder
+	Logger        *slog.Logger
+}
+
+// Server is the REST API over a Sys.
+type Server struct {
+	sys   *sys.Sys
+	authn Authenticator
+	authz Authorizer
+	audit audit.Recorder
+	log   *slog.Logger
+	mux   *http.ServeMux
+
+	ridPrefix string
+	ridSeq    atomic.Uint64
+}
+
+// New builds the API server.
+func New(s *sys.Sys, opts Options) *Server {
+	srv := &Server{sys: s, authn: opts.Authenticator, authz: opts.Authorizer, audit: opts.Audit, log: opts.Logger, mux: http.NewServeMux()}
+	if srv.authn == nil {
+		srv.authn = BearerTokens{Tokens: s.Tokens}
+	}
+	if srv.authz == nil {
+		srv.authz = auth.RootOnly{}
+	}
+	if srv.audit == nil {
+		srv.audit = audit.Nop{}
+	}
+	if srv.log == nil {
+		srv.log = slog.Default()
+	}
+	var p [4]byte
+	for i := range p {
+		p[i] = byte(rand.Uint32())
+	}
+	srv.ridPrefix = hex.EncodeToString(p[:]) + "-"
+	srv.routes()
+	return srv
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// BearerTokens authenticates with "Authorization: Bearer <token>" or the
+// "X-Coffer-Token" header.
+type BearerTokens struct{ Tokens *auth.Tokens }
+
+// Authenticate implements Authenticator.
+func (b BearerTokens) Authenticate(r *http.Request) (auth.Principal, error) {
+	tok := r.Header.Get("X-Coffer-Token")
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, v, ok := strings.Cut(h, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return auth.Principal{}, errors.Join(auth.ErrUnauthenticated, errors.New("the Authorization header must be \"Bearer <token>\""))
+		}
+		tok = strings.TrimSpace(v)
+	}
+	return b.Tokens.Lookup(tok)
+}
+
+// noContent is the response type of routes that answer 204.
+type noContent struct{}
+
+// empty is the request type of routes without a body.
+type empty struct{}
+
+// route describes how handle treats one endpoint.
+type route struct {
+	action   string
+	public   bool // no authentication (sys status, init, unseal)
+	sealedOK bool // served while sealed
+	created  bool // 201 instead of 200
+	limit    int64
+}
+
+// call is the service step of a route: it gets the decoded request and
+// returns the response and the resource acted on (for audit).
+type call[Req, Resp any] func(ctx context.Context, r *http.Request, p auth.Principal, req *Req) (Resp, error)
+
+// resourceOf names the resource a request acts on, for authorization and
+// audit, from the path and the decoded request.
+type resourceOf[Req any] func(r *http.Request, req *Req) string
+
+// reqState is what handle knows of one request, for the log and the audit.
+type reqState struct {
+	id    string
+	start time.Time
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// handle builds the handler of one route. It is the only path a request
+// takes through the server.
+func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req, Resp]) http.HandlerFunc {
+	if rt.limit == 0 {
+		rt.limit = MaxBody
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		st := reqState{id: s.ridPrefix + strconv.FormatUint(s.ridSeq.Add(1), 10), start: time.Now()}
+		w.Header().Set("X-Request-Id", st.id)
+		rec := audit.Record{Time: st.start.UTC(), RequestID: st.id, Door: "rest", Source: sourceOf(r), Action: rt.action}
+
+		var p auth.Principal
+		var req Req
+		err := func() error {
+			if !rt.sealedOK && s.sys.Barrier.Sealed() {
+				return &apiError{http.StatusServiceUnavailable, "sealed", "the server is sealed; unseal it with `coffer operator unseal`"}
+			}
+			if !rt.public {
+				var err error
+				if p, err = s.authn.Authenticate(r); err != nil {
+					return err
+				}
+				rec.Accessor = p.Accessor
+			}
+			if _, isEmpty := any(&req).(*empty); !isEmpty {
+				if err := decode(w, r, &req, rt.limit); err != nil {
+					return err
+				}
+			}
+			if res != nil {
+				rec.Resource = res(r, &req)
+			}
+			if !rt.public {
+				if err := s.authz.Authorize(r.Context(), p, rt.action, rec.Resource); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+		var resp Resp
+		if err == nil {
+			resp, err = fn(r.Context(), r, p, &req)
+		}
+		status, code, msg := http.StatusOK, "", ""
+		switch {
+		case err != nil:
+			status, code, msg = classify(err)
+			rec.Outcome, rec.ErrorCode = "error", code
+			if status >= 500 && code != "sealed" {
+				s.log.Error("request failed", "request_id", st.id, "action", rt.action, "error", err)
+			}
+		case rt.created:
+			status = http.StatusCreated
+		}
+		if err == nil {
+			rec.Outcome = "ok"
+		}
+		rec.Latency = time.Since(st.start)
+		if aerr := s.audit.Record(r.Context(), &rec); aerr != nil {
+			// Fail closed: no record, no effect.
+			s.log.Error("audit record failed; refusing the request", "request_id", st.id, "action", rt.action, "error", aerr)
+			writeJSON(w, http.StatusServiceUnavailable, errorBody("audit_unavailable", "the audit trail cannot record this request, so it was refused; retry later", st.id))
+			return
+		}
+		if err != nil {
+			writeJSON(w, status, errorBody(code, msg, st.id))
+			return
+		}
+		if _, ok := any(resp).(noContent); ok {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		writeJSON(w, status, resp)
+	}
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
+	if r.Method == http.MethodGet || r.Method == http.MethodDelete {
+		return nil
+	}
+	body := http.MaxBytesReader(w, r.Body, limit)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err, limit)
+	}
+	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+		return badRequest("the request body has data after the JSON object; send exactly one object")
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	buf := bufPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer bufPool.Put(buf)
+	if err := json.NewEncoder(buf).Encode(v); err != nil {
+		status = http.StatusInternalServerError
+		buf.Reset()
+		buf.WriteString(`{"error":{"code":"internal","message":"response encoding failed"}}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+func sourceOf(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

@@ -1,0 +1,76 @@
+// Package storage defines the small key-value interface every Coffer backend
+// implements: bbolt for a single node (the default), etcd for HA, and an
+// in-memory map for unit tests.
+//
+// Keys are slash-separated paths ("keys/9f3c...", "core/keyring"). Values are
+// opaque bytes; above this layer the barrier encrypts every value, so a
+// backend never sees plaintext. Each stored value has a revision that grows on
+// every write, which is what compare-and-swap checks; an etcd backend maps it
+// to the key's mod revision without any change to callers.
+package storage
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrNotFound is returned by Get when the key does not exist.
+var ErrNotFound = errors.New("storage: not found")
+
+// ErrConflict is returned by Apply when a condition of the batch did not hold;
+// nothing of the batch was written.
+var ErrConflict = errors.New("storage: conflicting concurrent write")
+
+// Entry is a stored value with its revision.
+type Entry struct {
+	Key      string
+	Value    []byte
+	Revision int64
+}
+
+// OpKind says what an Op does.
+type OpKind int
+
+// Operation kinds.
+const (
+	OpPut OpKind = iota + 1
+	OpDelete
+	// OpCheck writes nothing; it only asserts IfRevision.
+	OpCheck
+)
+
+// AnyRevision disables the revision check of an Op.
+const AnyRevision int64 = -1
+
+// Op is one step of an atomic batch.
+type Op struct {
+	Kind  OpKind
+	Key   string
+	Value []byte
+	// IfRevision is the revision the key must have for the batch to apply:
+	// AnyRevision for no check, 0 for "must not exist".
+	IfRevision int64
+}
+
+// Put returns an unconditional put.
+func Put(key string, value []byte) Op {
+	return Op{Kind: OpPut, Key: key, Value: value, IfRevision: AnyRevision}
+}
+
+// Delete returns an unconditional delete.
+func Delete(key string) Op { return Op{Kind: OpDelete, Key: key, IfRevision: AnyRevision} }
+
+// Backend is durable key-value storage. Implementations are safe for
+// concurrent use, and a nil error from Apply means the batch is durable
+// (fsynced, or committed by a quorum).
+type Backend interface {
+	// Get returns the entry at key or ErrNotFound.
+	Get(ctx context.Context, key string) (Entry, error)
+	// List returns the keys that start with prefix, in lexical order.
+	List(ctx context.Context, prefix string) ([]string, error)
+	// Apply writes ops atomically: all of them or none. It returns
+	// ErrConflict when an IfRevision condition fails.
+	Apply(ctx context.Context, ops ...Op) error
+	// Close releases the backend.
+	Close() error
+}

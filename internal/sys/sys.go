@@ -1,0 +1,139 @@
+// Package sys is the system service: it owns the barrier and the lifecycle
+// of the services that live behind it. Initializing, unsealing and sealing
+// go through here so that key and token caches are loaded exactly when the
+// barrier opens and wiped exactly when it closes.
+package sys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/auth"
+	"github.com/cofferkms/coffer/internal/barrier"
+	"github.com/cofferkms/coffer/internal/keys"
+)
+
+// Version is the server version reported by seal-status.
+var Version = "0.1.0-dev"
+
+// ErrInvalidArgument wraps bad init parameters.
+var ErrInvalidArgument = errors.New("invalid argument")
+
+// Sys ties the barrier to the services stored behind it.
+type Sys struct {
+	Barrier *barrier.Barrier
+	Keys    *keys.Service
+	Tokens  *auth.Tokens
+
+	mu sync.Mutex // serializes init, unseal and seal
+}
+
+// Status reports the seal state.
+func (s *Sys) Status(ctx context.Context) (client.SealStatus, error) {
+	st, err := s.Barrier.Status(ctx)
+	if err != nil {
+		return client.SealStatus{}, err
+	}
+	return client.SealStatus{Initialized: st.Initialized, Sealed: st.Sealed, Shares: st.Shares,
+		Threshold: st.Threshold, Progress: st.Progress, Version: Version}, nil
+}
+
+// Init creates the root key and the root token and leaves the server
+// sealed, as a production server must be unsealed by its share holders.
+func (s *Sys) Init(ctx context.Context, shares, threshold int) (client.InitResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if shares == 0 && threshold == 0 {
+		shares, threshold = 5, 3
+	}
+	if shares < 1 || shares > barrier.MaxShares || threshold < 1 || threshold > shares {
+		return client.InitResponse{}, fmt.Errorf("%w: need 1 <= threshold <= shares <= %d, got shares=%d threshold=%d",
+			ErrInvalidArgument, barrier.MaxShares, shares, threshold)
+	}
+	parts, err := s.Barrier.Initialize(ctx, shares, threshold)
+	if err != nil {
+		return client.InitResponse{}, err
+	}
+	defer s.sealLocked()
+	tok, _, err := s.Tokens.Create(ctx, "root", true, 0, "")
+	if err != nil {
+		return client.InitResponse{}, fmt.Errorf("creating the root token: %w", err)
+	}
+	return client.InitResponse{Shares: parts, RootToken: tok}, nil
+}
+
+// Unseal submits one share; on the last one it loads the services.
+func (s *Sys) Unseal(ctx context.Context, share string) (client.SealStatus, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	wasSealed := s.Barrier.Sealed()
+	if _, err := s.Barrier.Unseal(ctx, share); err != nil {
+		return client.SealStatus{}, err
+	}
+	if wasSealed && !s.Barrier.Sealed() {
+		if err := s.load(ctx); err != nil {
+			s.sealLocked()
+			return client.SealStatus{}, fmt.Errorf("loading state after unseal: %w", err)
+		}
+	}
+	return s.Status(ctx)
+}
+
+func (s *Sys) load(ctx context.Context) error {
+	if err := s.Keys.Load(ctx); err != nil {
+		return err
+	}
+	return s.Tokens.Load(ctx)
+}
+
+// ResetUnseal discards submitted shares.
+func (s *Sys) ResetUnseal() { s.Barrier.ResetUnseal() }
+
+// Seal wipes every key from memory.
+func (s *Sys) Seal() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sealLocked()
+}
+
+func (s *Sys) sealLocked() {
+	s.Keys.Unload()
+	s.Tokens.Unload()
+	s.Barrier.Seal()
+}
+
+// DevBootstrap initializes a fresh store with one share, or unseals an
+// existing one with the share given, and makes sure rootToken (when not
+// empty) is a valid root token. It returns the share and the root token.
+func (s *Sys) DevBootstrap(ctx context.Context, share, rootToken string) (string, string, error) {
+	st, err := s.Barrier.Status(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	if !st.Initialized {
+		res, err := s.Init(ctx, 1, 1)
+		if err != nil {
+			return "", "", err
+		}
+		share = res.Shares[0]
+		if rootToken == "" {
+			rootToken = res.RootToken
+		}
+	} else if share == "" {
+		return "", "", errors.New("the dev store is initialized but its unseal share is missing")
+	}
+	if _, err := s.Unseal(ctx, share); err != nil {
+		return "", "", err
+	}
+	if _, err := s.Tokens.Lookup(rootToken); err != nil {
+		tok, _, err := s.Tokens.Create(ctx, "dev root", true, 0, rootToken)
+		if err != nil {
+			return "", "", err
+		}
+		rootToken = tok
+	}
+	return share, rootToken, nil
+}
