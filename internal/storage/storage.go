@@ -23,8 +23,12 @@ var ErrConflict = errors.New("storage: conflicting concurrent write")
 
 // Entry is a stored value with its revision.
 type Entry struct {
-	Key      string
-	Value    []byte
+	Key string
+	// Value belongs to the caller: changing it does not change the store.
+	Value []byte
+	// Revision identifies the write that stored Value. It is greater than
+	// zero, and every later write of the key gets a greater one, even after
+	// the key is deleted and created again.
 	Revision int64
 }
 
@@ -63,13 +67,23 @@ func Delete(key string) Op { return Op{Kind: OpDelete, Key: key, IfRevision: Any
 // Backend is durable key-value storage. Implementations are safe for
 // concurrent use, and a nil error from Apply means the batch is durable
 // (fsynced, or committed by a quorum).
+//
+// Keys must not be empty. Get, List and Apply fail with ctx.Err() when ctx
+// is already done. The storagetest package is the executable form of this
+// contract; every implementation runs it.
 type Backend interface {
 	// Get returns the entry at key or ErrNotFound.
 	Get(ctx context.Context, key string) (Entry, error)
-	// List returns the keys that start with prefix, in lexical order.
+	// List returns the keys that start with prefix, in lexical (byte)
+	// order; the empty prefix lists every key.
 	List(ctx context.Context, prefix string) ([]string, error)
 	// Apply writes ops atomically: all of them or none. It returns
-	// ErrConflict when an IfRevision condition fails.
+	// ErrConflict when an IfRevision condition fails. Every condition is
+	// evaluated against the state before the batch, and a batch should
+	// write each key at most once (etcd rejects one that writes a key
+	// twice). Deleting a missing key is not an error. Apply copies what it
+	// keeps: the caller may reuse the ops' values once it returns. An
+	// empty batch does nothing.
 	Apply(ctx context.Context, ops ...Op) error
 	// Close releases the backend.
 	Close() error
