@@ -68,8 +68,8 @@ const (
 
 // CreateKeyRequest is the body of POST /v1/keys.
 type CreateKeyRequest struct {
-	Alias       string            `json:"alias,omitempty"`
-	Description string            `json:"description,omitempty"`
+	Alias       string `json:"alias,omitempty"`
+	Description string `json:"description,omitempty"`
 	// RotationPeriod is a duration such as "90d", "12h" or "30m"; empty means
 	// no automatic rotation.
 	RotationPeriod string            `json:"rotation_period,omitempty"`

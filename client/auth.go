@@ -1,0 +1,37 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net/http"
+)
+
+// CreateToken creates a new token (POST /v1/auth/token/create). The token in
+// the answer is shown once.
+func (c *Client) CreateToken(ctx context.Context, req CreateTokenRequest) (*CreateTokenResponse, error) {
+	var out CreateTokenResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/auth/token/create", nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// LookupSelf describes the token the Client uses (GET
+// /v1/auth/token/lookup-self).
+func (c *Client) LookupSelf(ctx context.Context) (*TokenInfo, error) {
+	var out TokenInfo
+	if err := c.do(ctx, http.MethodGet, "/v1/auth/token/lookup-self", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// RevokeToken revokes a token named by itself or by its accessor (POST
+// /v1/auth/token/revoke). Exactly one of req.Token and req.Accessor must be
+// set.
+func (c *Client) RevokeToken(ctx context.Context, req RevokeTokenRequest) error {
+	if (req.Token == "") == (req.Accessor == "") {
+		return errors.New("client: RevokeToken: set exactly one of Token and Accessor")
+	}
+	return c.do(ctx, http.MethodPost, "/v1/auth/token/revoke", nil, req, nil)
+}

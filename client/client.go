@@ -1,0 +1,529 @@
+// Package client is the Go SDK for Coffer, a self-hosted key management
+// service.
+//
+// A Client talks to one Coffer server over its JSON REST API (/v1). It is safe
+// for concurrent use by many goroutines and keeps connections alive, so create
+// one Client and share it rather than creating one per request.
+//
+// Create a client from the standard environment variables (COFFER_ADDR,
+// COFFER_TOKEN, COFFER_CACERT, COFFER_SKIP_VERIFY):
+//
+//	c, err := client.FromEnv()
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//
+// or configure it explicitly:
+//
+//	c, err := client.New("https://coffer.example.com:8200",
+//		client.WithToken(os.Getenv("COFFER_TOKEN")),
+//		client.WithCACertFile("/etc/coffer/ca.pem"),
+//	)
+//
+// Encrypt and decrypt with a key, naming it by id or by alias:
+//
+//	ctx := context.Background()
+//	enc, err := c.Encrypt(ctx, client.EncryptRequest{
+//		KeyID:     "alias/payments",
+//		Plaintext: []byte("4111 1111 1111 1111"),
+//		Context:   map[string]string{"tenant": "acme"},
+//	})
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	dec, err := c.Decrypt(ctx, client.DecryptRequest{
+//		Ciphertext: enc.Ciphertext,
+//		Context:    map[string]string{"tenant": "acme"},
+//	})
+//
+// Every method takes a context first; its deadline and cancellation apply to
+// the whole HTTP exchange. A response with a non-2xx status is returned as an
+// *APIError, which carries the server's stable error code:
+//
+//	var apiErr *client.APIError
+//	if errors.As(err, &apiErr) && apiErr.Code == "key_not_found" {
+//		// ...
+//	}
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultAddress is the server address used when none is configured.
+const DefaultAddress = "http://127.0.0.1:8200"
+
+// Environment variables read by FromEnv.
+const (
+	// EnvAddress holds the server address, for example https://coffer:8200.
+	EnvAddress = "COFFER_ADDR"
+	// EnvToken holds the bearer token.
+	EnvToken = "COFFER_TOKEN"
+	// EnvCACert holds the path of a PEM file with the CA certificates to trust.
+	EnvCACert = "COFFER_CACERT"
+	// EnvSkipVerify, when "1" or "true", disables TLS certificate
+	// verification. Use it only against a development server with a
+	// self-signed certificate.
+	EnvSkipVerify = "COFFER_SKIP_VERIFY"
+)
+
+// defaultUserAgent is sent unless WithUserAgent says otherwise.
+const defaultUserAgent = "coffer-go-client"
+
+// maxResponseBytes bounds how much of a successful response is read.
+// Batch answers can be large, so this is generous.
+const maxResponseBytes = 256 << 20
+
+// maxErrorBytes bounds how much of an error response is read.
+const maxErrorBytes = 64 << 10
+
+// Client is a Coffer API client. It is safe for concurrent use.
+type Client struct {
+	base      string // scheme://host[:port][/prefix], no trailing slash
+	http      *http.Client
+	userAgent string
+
+	mu    sync.RWMutex
+	token string
+}
+
+// config collects the options before a Client is built.
+type config struct {
+	token      string
+	httpClient *http.Client
+	tlsConfig  *tls.Config
+	caFile     string
+	skipVerify bool
+	userAgent  string
+}
+
+// Option configures a Client in New or FromEnv.
+type Option func(*config) error
+
+// WithToken sets the bearer token sent in the Authorization header. It can be
+// changed later with SetToken.
+func WithToken(token string) Option {
+	return func(c *config) error {
+		c.token = token
+		return nil
+	}
+}
+
+// WithHTTPClient makes the Client send its requests through hc instead of
+// building its own tuned transport. It cannot be combined with
+// WithCACertFile, WithTLSConfig or WithInsecureSkipVerify: configure TLS on
+// hc's transport instead.
+func WithHTTPClient(hc *http.Client) Option {
+	return func(c *config) error {
+		if hc == nil {
+			return errors.New("client: WithHTTPClient: nil *http.Client")
+		}
+		c.httpClient = hc
+		return nil
+	}
+}
+
+// WithCACertFile trusts the PEM-encoded CA certificates in the file at path
+// (in addition to any roots set by WithTLSConfig, or instead of the system
+// roots otherwise). An empty path is ignored.
+func WithCACertFile(path string) Option {
+	return func(c *config) error {
+		c.caFile = path
+		return nil
+	}
+}
+
+// WithTLSConfig sets the TLS configuration used for https addresses. The
+// Client works on a clone of cfg.
+func WithTLSConfig(cfg *tls.Config) Option {
+	return func(c *config) error {
+		if cfg == nil {
+			c.tlsConfig = nil
+			return nil
+		}
+		c.tlsConfig = cfg.Clone()
+		return nil
+	}
+}
+
+// WithInsecureSkipVerify disables verification of the server's TLS
+// certificate when skip is true. It exists for development servers with
+// self-signed certificates; never use it in production.
+func WithInsecureSkipVerify(skip bool) Option {
+	return func(c *config) error {
+		c.skipVerify = skip
+		return nil
+	}
+}
+
+// WithUserAgent sets the User-Agent header of every request.
+func WithUserAgent(ua string) Option {
+	return func(c *config) error {
+		c.userAgent = ua
+		return nil
+	}
+}
+
+// New returns a Client for the server at addr, an http:// or https:// URL
+// such as "https://coffer.example.com:8200". An empty addr means
+// DefaultAddress. A path in addr (for a server behind a reverse proxy) is
+// kept as a prefix of every request path.
+func New(addr string, opts ...Option) (*Client, error) {
+	base, err := normalizeAddress(addr)
+	if err != nil {
+		return nil, err
+	}
+	cfg := config{userAgent: defaultUserAgent}
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(&cfg); err != nil {
+			return nil, err
+		}
+	}
+
+	hc := cfg.httpClient
+	if hc != nil {
+		if cfg.tlsConfig != nil || cfg.caFile != "" || cfg.skipVerify {
+			return nil, errors.New("client: WithHTTPClient cannot be combined with WithCACertFile, WithTLSConfig or WithInsecureSkipVerify; configure TLS on the http.Client's transport")
+		}
+	} else {
+		tlsCfg, err := buildTLSConfig(&cfg)
+		if err != nil {
+			return nil, err
+		}
+		hc = &http.Client{Transport: newTransport(tlsCfg)}
+	}
+
+	return &Client{
+		base:      base,
+		http:      hc,
+		userAgent: cfg.userAgent,
+		token:     cfg.token,
+	}, nil
+}
+
+// FromEnv returns a Client configured from the environment: COFFER_ADDR
+// (default http://127.0.0.1:8200), COFFER_TOKEN, COFFER_CACERT and
+// COFFER_SKIP_VERIFY=1. Options in opts are applied after the environment and
+// so take precedence.
+func FromEnv(opts ...Option) (*Client, error) {
+	addr := os.Getenv(EnvAddress)
+	var envOpts []Option
+	if tok := os.Getenv(EnvToken); tok != "" {
+		envOpts = append(envOpts, WithToken(tok))
+	}
+	if ca := os.Getenv(EnvCACert); ca != "" {
+		envOpts = append(envOpts, WithCACertFile(ca))
+	}
+	if skip, err := ParseBoolEnv(os.Getenv(EnvSkipVerify)); err != nil {
+		return nil, fmt.Errorf("client: %s: %w", EnvSkipVerify, err)
+	} else if skip {
+		envOpts = append(envOpts, WithInsecureSkipVerify(true))
+	}
+	return New(addr, append(envOpts, opts...)...)
+}
+
+// ParseBoolEnv interprets the value of a boolean environment variable such as
+// COFFER_SKIP_VERIFY: "" , "0", "false", "no" and "off" are false; "1",
+// "true", "yes" and "on" are true (case-insensitively); anything else is an
+// error.
+func ParseBoolEnv(v string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "", "0", "false", "no", "off":
+		return false, nil
+	case "1", "true", "yes", "on":
+		return true, nil
+	}
+	return false, fmt.Errorf("invalid boolean %q (use 1 or 0)", v)
+}
+
+// Address returns the server address the Client talks to.
+func (c *Client) Address() string { return c.base }
+
+// SetToken replaces the bearer token used by subsequent requests, for
+// example after a token refresh. It is safe to call concurrently with
+// requests in flight.
+func (c *Client) SetToken(token string) {
+	c.mu.Lock()
+	c.token = token
+	c.mu.Unlock()
+}
+
+// Token returns the bearer token currently in use.
+func (c *Client) Token() string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.token
+}
+
+// normalizeAddress validates addr and strips a trailing slash.
+func normalizeAddress(addr string) (string, error) {
+	addr = strings.TrimSpace(addr)
+	if addr == "" {
+		addr = DefaultAddress
+	}
+	u, err := url.Parse(addr)
+	if err != nil {
+		return "", fmt.Errorf("client: invalid address %q: %w", addr, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", fmt.Errorf("client: invalid address %q: it must start with http:// or https://", addr)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("client: invalid address %q: missing host", addr)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", fmt.Errorf("client: invalid address %q: it must not carry credentials, a query or a fragment", addr)
+	}
+	return strings.TrimRight(u.Scheme+"://"+u.Host+u.EscapedPath(), "/"), nil
+}
+
+// buildTLSConfig combines WithTLSConfig, WithCACertFile and
+// WithInsecureSkipVerify.
+func buildTLSConfig(cfg *config) (*tls.Config, error) {
+	tlsCfg := cfg.tlsConfig
+	if tlsCfg == nil {
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if cfg.caFile != "" {
+		pem, err := os.ReadFile(cfg.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("client: reading CA certificate: %w", err)
+		}
+		pool := tlsCfg.RootCAs
+		if pool == nil {
+			pool = x509.NewCertPool()
+		} else {
+			pool = pool.Clone()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("client: CA certificate file %s holds no PEM certificate", cfg.caFile)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	if cfg.skipVerify {
+		tlsCfg.InsecureSkipVerify = true //nolint:gosec // explicitly requested for development servers
+	}
+	return tlsCfg, nil
+}
+
+// newTransport returns a keep-alive transport tuned for many concurrent
+// requests to a single server. HTTP/2 is negotiated over TLS.
+func newTransport(tlsCfg *tls.Config) *http.Transport {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		TLSClientConfig:       tlsCfg,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: 1 * time.Second,
+	}
+}
+
+// do sends one request. path is already escaped; in, when non-nil, is sent
+// as JSON; out, when non-nil, receives the JSON answer of a 2xx response.
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any) error {
+	_, err := c.doStatus(ctx, method, path, query, in, out)
+	return err
+}
+
+// doStatus is do that also returns the HTTP status of a 2xx response.
+func (c *Client) doStatus(ctx context.Context, method, path string, query url.Values, in, out any) (int, error) {
+	if ctx == nil {
+		return 0, errors.New("client: nil context")
+	}
+	target := c.base + path
+	if len(query) > 0 {
+		target += "?" + query.Encode()
+	}
+	var body io.Reader
+	if in != nil {
+		buf, err := json.Marshal(in)
+		if err != nil {
+			return 0, fmt.Errorf("client: encoding %s %s request: %w", method, path, err)
+		}
+		body = bytes.NewReader(buf)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, body)
+	if err != nil {
+		return 0, fmt.Errorf("client: %w", err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.userAgent != "" {
+		req.Header.Set("User-Agent", c.userAgent)
+	}
+	if tok := c.Token(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		// Drain what is left so the connection can be reused.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBytes))
+		_ = resp.Body.Close()
+	}()
+
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return resp.StatusCode, decodeError(method, path, resp)
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return resp.StatusCode, nil
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	if err != nil {
+		return resp.StatusCode, fmt.Errorf("client: reading %s %s response: %w", method, path, err)
+	}
+	if len(data) > maxResponseBytes {
+		return resp.StatusCode, fmt.Errorf("client: %s %s response is larger than %d bytes", method, path, maxResponseBytes)
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return resp.StatusCode, &ResponseError{
+			Method:      method,
+			Path:        path,
+			StatusCode:  resp.StatusCode,
+			ContentType: resp.Header.Get("Content-Type"),
+			Body:        snippet(data),
+			Err:         err,
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+// decodeError turns a non-2xx response into an *APIError.
+func decodeError(method, path string, resp *http.Response) error {
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
+	apiErr := &APIError{
+		StatusCode: resp.StatusCode,
+		RequestID:  resp.Header.Get("X-Request-Id"),
+		Method:     method,
+		Path:       path,
+	}
+	var eb ErrorBody
+	if err := json.Unmarshal(data, &eb); err == nil && (eb.Error.Code != "" || eb.Error.Message != "") {
+		apiErr.Code = eb.Error.Code
+		apiErr.Message = eb.Error.Message
+		if eb.Error.RequestID != "" {
+			apiErr.RequestID = eb.Error.RequestID
+		}
+		return apiErr
+	}
+	ct := resp.Header.Get("Content-Type")
+	mt, _, _ := mime.ParseMediaType(ct)
+	switch {
+	case len(bytes.TrimSpace(data)) == 0:
+		apiErr.Message = "empty response body"
+	case mt == "application/json":
+		apiErr.Message = fmt.Sprintf("unrecognized JSON error body: %s", snippet(data))
+	default:
+		if ct == "" {
+			ct = "none"
+		}
+		apiErr.Message = fmt.Sprintf("response is not JSON (Content-Type %s): %s", ct, snippet(data))
+	}
+	return apiErr
+}
+
+// snippet returns the start of a response body for an error message.
+func snippet(data []byte) string {
+	const limit = 200
+	s := strings.Join(strings.Fields(string(data)), " ")
+	if len(s) > limit {
+		s = s[:limit] + "..."
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// APIError is returned for every response with a non-2xx status.
+type APIError struct {
+	// StatusCode is the HTTP status of the response.
+	StatusCode int
+	// Code is the server's stable error class, for example "key_not_found".
+	// It is empty when the body was not a Coffer error (a proxy's error page,
+	// for instance).
+	Code string
+	// Message is the server's explanation, or a description of the
+	// unexpected body.
+	Message string
+	// RequestID correlates the error with the server's logs.
+	RequestID string
+	// Method and Path identify the request that failed.
+	Method, Path string
+}
+
+// Error formats the error as "code: message (request id ID)".
+func (e *APIError) Error() string {
+	var b strings.Builder
+	if e.Code != "" {
+		b.WriteString(e.Code)
+	} else {
+		fmt.Fprintf(&b, "HTTP %d", e.StatusCode)
+		if t := http.StatusText(e.StatusCode); t != "" {
+			b.WriteString(" " + t)
+		}
+		if e.Method != "" {
+			fmt.Fprintf(&b, " from %s %s", e.Method, e.Path)
+		}
+	}
+	if e.Message != "" {
+		b.WriteString(": " + e.Message)
+	}
+	if e.RequestID != "" {
+		fmt.Fprintf(&b, " (request id %s)", e.RequestID)
+	}
+	return b.String()
+}
+
+// ResponseError is returned when a 2xx response cannot be decoded, usually
+// because the address points at something that is not a Coffer server.
+type ResponseError struct {
+	// Method and Path identify the request.
+	Method, Path string
+	// StatusCode is the HTTP status of the response.
+	StatusCode int
+	// ContentType is the response's Content-Type header.
+	ContentType string
+	// Body is a quoted excerpt of the response body.
+	Body string
+	// Err is the JSON decoding error.
+	Err error
+}
+
+// Error describes the undecodable response.
+func (e *ResponseError) Error() string {
+	ct := e.ContentType
+	if ct == "" {
+		ct = "none"
+	}
+	return fmt.Sprintf("client: %s %s: HTTP %d response is not a valid Coffer JSON answer (Content-Type %s): %v; body: %s (is the address a Coffer server?)",
+		e.Method, e.Path, e.StatusCode, ct, e.Err, e.Body)
+}
+
+// Unwrap returns the JSON decoding error.
+func (e *ResponseError) Unwrap() error { return e.Err }

@@ -1,0 +1,65 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net/http"
+)
+
+// Health checks GET /healthz. It returns nil when the server process is up,
+// whether or not it is sealed.
+func (c *Client) Health(ctx context.Context) error {
+	return c.do(ctx, http.MethodGet, "/healthz", nil, nil, nil)
+}
+
+// Ready checks GET /readyz. It reports true when the server is initialized
+// and unsealed, false when it answers 503 (sealed or not initialized), and an
+// error for any other answer or when the server cannot be reached.
+func (c *Client) Ready(ctx context.Context) (bool, error) {
+	err := c.do(ctx, http.MethodGet, "/readyz", nil, nil, nil)
+	if err == nil {
+		return true, nil
+	}
+	var apiErr *APIError
+	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusServiceUnavailable {
+		return false, nil
+	}
+	return false, err
+}
+
+// SealStatus returns the seal state (GET /v1/sys/seal-status). It needs no
+// token.
+func (c *Client) SealStatus(ctx context.Context) (*SealStatus, error) {
+	var out SealStatus
+	if err := c.do(ctx, http.MethodGet, "/v1/sys/seal-status", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Init initializes a new server (POST /v1/sys/init) and returns its unseal
+// shares and root token, which are shown exactly once. It needs no token and
+// fails with status 400 when the server is already initialized.
+func (c *Client) Init(ctx context.Context, req InitRequest) (*InitResponse, error) {
+	var out InitResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/sys/init", nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Unseal submits one unseal share, or discards the shares submitted so far
+// when req.Reset is set (POST /v1/sys/unseal). The answer tells the progress;
+// Sealed turns false once the threshold is reached. It needs no token.
+func (c *Client) Unseal(ctx context.Context, req UnsealRequest) (*SealStatus, error) {
+	var out SealStatus
+	if err := c.do(ctx, http.MethodPost, "/v1/sys/unseal", nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Seal seals the server (POST /v1/sys/seal). It needs the root token.
+func (c *Client) Seal(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/v1/sys/seal", nil, nil, nil)
+}

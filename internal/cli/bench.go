@@ -1,0 +1,240 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/loadgen"
+)
+
+// benchKeyDescription is the description of the throwaway key `coffer bench`
+// creates when no --key is given.
+const benchKeyDescription = "coffer bench"
+
+// benchOptions holds the flags of `coffer bench`.
+type benchOptions struct {
+	op          string
+	key         string
+	payloadSize int
+	batchSize   int
+	concurrency int
+	duration    time.Duration
+	requests    int64
+	warmup      time.Duration
+	json        bool
+	insecure    bool
+}
+
+// newBenchCmd builds `coffer bench`, a closed-loop load generator for the KMS
+// API, in the spirit of vault-benchmark.
+func newBenchCmd() *cobra.Command {
+	var o benchOptions
+	ops := make([]string, 0, len(loadgen.AllOps()))
+	for _, op := range loadgen.AllOps() {
+		ops = append(ops, string(op))
+	}
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Load-test a Coffer server's KMS API",
+		Long: `Bench runs a closed-loop load against a Coffer server: --concurrency workers
+each send one request, wait for the whole answer and send the next, for
+--duration or until --requests requests have been sent, whichever comes first.
+Every request carries the same body, built once. It then prints throughput and
+latency percentiles (or JSON with --json).
+
+Operations: ` + strings.Join(ops, ", ") + `.
+decrypt and decrypt-batch encrypt one payload first and then decrypt its
+ciphertext; the batch operations send --batch-size items per request; datakey
+and random ask for --payload-size bytes.
+
+The server address, token and CA certificate come from --address, --token and
+--ca-cert, or the environment variables COFFER_ADDR, COFFER_TOKEN and
+COFFER_CACERT (default address ` + client.DefaultAddress + `); --insecure-skip-verify,
+--tls-skip-verify or COFFER_SKIP_VERIFY=1 turn off TLS verification. Over https
+the load uses HTTP/2. -o json works like --json.
+
+Without --key, bench creates a throwaway key (description "coffer bench") and
+schedules its deletion when done.`,
+		Example: `  coffer bench --op encrypt -c 32 -d 10s
+  coffer bench --op encrypt-batch --batch-size 100 --key alias/bench --json
+  COFFER_ADDR=https://127.0.0.1:8200 COFFER_TOKEN=... coffer bench -n 100000 --insecure-skip-verify`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runBench(cmd, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.op, "op", string(loadgen.OpEncrypt), "operation to load: "+strings.Join(ops, ", "))
+	f.StringVar(&o.key, "key", "", "key id or alias (\"alias/NAME\") to use (default: create a throwaway key)")
+	f.IntVar(&o.payloadSize, "payload-size", loadgen.DefaultPayloadSize, "plaintext bytes per item; data key or random bytes for datakey and random")
+	f.IntVar(&o.batchSize, "batch-size", loadgen.DefaultBatchSize, "items per request of encrypt-batch and decrypt-batch")
+	f.IntVarP(&o.concurrency, "concurrency", "c", loadgen.DefaultConcurrency, "number of workers, each with one request in flight")
+	f.DurationVarP(&o.duration, "duration", "d", loadgen.DefaultDuration, "length of the measured run (with only --requests given, no time bound)")
+	f.Int64VarP(&o.requests, "requests", "n", 0, "total requests of the measured run (0: no bound)")
+	f.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load before the run, to open connections and warm caches (0 to skip)")
+	f.BoolVar(&o.json, "json", false, "print the result as JSON")
+	f.BoolVar(&o.insecure, "insecure-skip-verify", false, "do not verify the server's TLS certificate")
+	return cmd
+}
+
+// benchSetting returns a connection setting: the named flag when it was set
+// on the command line, else the environment variable, else the flag's
+// default. The flags are the root command's persistent ones and may be
+// missing.
+func benchSetting(cmd *cobra.Command, flagName, envName string) string {
+	fl := cmd.Flag(flagName)
+	if fl != nil && fl.Changed {
+		return fl.Value.String()
+	}
+	if v := os.Getenv(envName); v != "" {
+		return v
+	}
+	if fl != nil {
+		return fl.Value.String()
+	}
+	return ""
+}
+
+// benchSkipVerify reports whether TLS verification is off: by
+// --insecure-skip-verify, the global --tls-skip-verify flag or
+// COFFER_SKIP_VERIFY.
+func benchSkipVerify(cmd *cobra.Command, local bool) (bool, error) {
+	if local {
+		return true, nil
+	}
+	if fl := cmd.Flag("tls-skip-verify"); fl != nil && fl.Changed {
+		return fl.Value.String() == "true", nil
+	}
+	skip, err := client.ParseBoolEnv(os.Getenv(client.EnvSkipVerify))
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", client.EnvSkipVerify, err)
+	}
+	return skip, nil
+}
+
+func runBench(cmd *cobra.Command, o benchOptions) error {
+	stderr := cmd.ErrOrStderr()
+	addr := strings.TrimSpace(benchSetting(cmd, "address", client.EnvAddress))
+	if addr == "" {
+		addr = client.DefaultAddress
+	}
+	insecure, err := benchSkipVerify(cmd, o.insecure)
+	if err != nil {
+		return err
+	}
+	if fl := cmd.Flag("output"); fl != nil && fl.Value.String() == "json" {
+		o.json = true
+	}
+	cfg := loadgen.Config{
+		Target:             addr,
+		Token:              benchSetting(cmd, "token", client.EnvToken),
+		Op:                 loadgen.Op(o.op),
+		KeyID:              o.key,
+		PayloadSize:        o.payloadSize,
+		BatchSize:          o.batchSize,
+		Concurrency:        o.concurrency,
+		Duration:           o.duration,
+		Requests:           o.requests,
+		Warmup:             o.warmup,
+		CAFile:             benchSetting(cmd, "ca-cert", client.EnvCACert),
+		InsecureSkipVerify: insecure,
+	}
+	if o.requests > 0 && !cmd.Flags().Changed("duration") {
+		cfg.Duration = 0 // -n alone: run until the count is reached
+	}
+	if o.payloadSize < 1 || o.batchSize < 1 || o.concurrency < 1 {
+		return usageErrorf("--payload-size, --batch-size and --concurrency must be at least 1")
+	}
+	if o.duration == 0 && o.requests == 0 {
+		return usageErrorf("give a --duration or a number of --requests")
+	}
+	check := cfg
+	if check.KeyID == "" {
+		check.KeyID = "throwaway" // created below, once the rest checks out
+	}
+	if err := check.Validate(); err != nil {
+		return usageErrorf("%v", err)
+	}
+	cmd.SilenceUsage = true
+
+	parent := cmd.Context()
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if cfg.Op.NeedsKey() && cfg.KeyID == "" {
+		key, err := loadgen.CreateKey(ctx, cfg, client.CreateKeyRequest{Description: benchKeyDescription})
+		if err != nil {
+			return fmt.Errorf("creating a throwaway key (or pass --key): %w", err)
+		}
+		cfg.KeyID = key.ID
+		fmt.Fprintf(stderr, "coffer bench: created throwaway key %s (description %q); its deletion is scheduled after the run\n", key.ID, benchKeyDescription)
+		defer func() {
+			// Best effort, and not cut short by an interrupt of the run.
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if err := loadgen.ScheduleKeyDeletion(dctx, cfg, key.ID, 7); err != nil {
+				fmt.Fprintf(stderr, "coffer bench: warning: could not schedule deletion of key %s: %v\n", key.ID, err)
+			}
+		}()
+	}
+
+	fmt.Fprintf(stderr, "coffer bench: %s against %s, %d workers, %s\n", cfg.Op, cfg.Target, cfg.Concurrency, benchBounds(cfg))
+	res, err := loadgen.Run(ctx, cfg)
+	interrupted := err != nil && ctx.Err() != nil
+	if err != nil && !interrupted {
+		return err
+	}
+	if interrupted {
+		fmt.Fprintln(stderr, "coffer bench: interrupted; partial result:")
+	}
+	if err := printBench(cmd.OutOrStdout(), res, o.json); err != nil {
+		return err
+	}
+	switch {
+	case interrupted:
+		return err
+	case res.Ops == 0 && res.Errors > 0:
+		return fmt.Errorf("no request succeeded (%d failed): %s", res.Errors, res.FirstError)
+	case res.Errors > 0:
+		fmt.Fprintf(stderr, "coffer bench: warning: %d of %d requests failed; first: %s\n", res.Errors, res.Ops+res.Errors, res.FirstError)
+	}
+	return nil
+}
+
+// benchBounds describes when a run ends.
+func benchBounds(c loadgen.Config) string {
+	var parts []string
+	if c.Duration > 0 {
+		parts = append(parts, c.Duration.String())
+	}
+	if c.Requests > 0 {
+		parts = append(parts, fmt.Sprintf("%d requests", c.Requests))
+	}
+	s := strings.Join(parts, " or ")
+	if c.Warmup > 0 {
+		s += fmt.Sprintf(" after a %s warmup", c.Warmup)
+	}
+	return s
+}
+
+func printBench(w io.Writer, res loadgen.Result, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	return res.WriteTable(w)
+}

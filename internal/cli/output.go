@@ -1,0 +1,215 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cofferkms/coffer/client"
+)
+
+// wantJSON reports whether -o json was given.
+func wantJSON(cmd *cobra.Command) bool {
+	out, _ := cmd.Flags().GetString(flagOutput)
+	return out == outputJSON
+}
+
+// printJSON writes v as indented JSON followed by a newline.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// field is one line of a key: value listing.
+type field struct {
+	name, value string
+}
+
+// printFields writes fields as aligned "name: value" lines.
+func printFields(w io.Writer, fields []field) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, f := range fields {
+		fmt.Fprintf(tw, "%s:\t%s\n", f.name, f.value)
+	}
+	return tw.Flush()
+}
+
+// printTable writes an aligned table with a header row.
+func printTable(w io.Writer, header []string, rows [][]string) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+// orDash returns s, or "-" when s is empty, so table cells never vanish.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// fmtTime formats t as RFC 3339, or "-" for the zero time.
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Format(time.RFC3339)
+}
+
+// fmtTimePtr formats an optional time.
+func fmtTimePtr(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return fmtTime(*t)
+}
+
+// fmtMap formats a map as "k=v, k2=v2", sorted by key, or "-" when empty.
+func fmtMap(m map[string]string) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	parts := make([]string, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, ", ")
+}
+
+// fmtList formats a list as "a, b", or "-" when empty.
+func fmtList(l []string) string {
+	if len(l) == 0 {
+		return "-"
+	}
+	return strings.Join(l, ", ")
+}
+
+// printKey writes a key in the chosen format.
+func printKey(cmd *cobra.Command, k *client.Key) error {
+	w := cmd.OutOrStdout()
+	if wantJSON(cmd) {
+		return printJSON(w, k)
+	}
+	fields := []field{
+		{"ID", k.ID},
+		{"Aliases", fmtList(k.Aliases)},
+		{"Description", orDash(k.Description)},
+		{"State", string(k.State)},
+		{"Created", fmtTime(k.CreatedAt)},
+		{"Primary version", strconv.FormatUint(uint64(k.PrimaryVersion), 10)},
+		{"Versions", strconv.Itoa(len(k.Versions))},
+		{"Rotation period", orDash(k.RotationPeriod)},
+		{"Last rotated", fmtTime(k.LastRotatedAt)},
+		{"Next rotation", fmtTimePtr(k.NextRotationAt)},
+	}
+	if k.DeletionDate != nil {
+		fields = append(fields, field{"Deletion date", fmtTimePtr(k.DeletionDate)})
+	}
+	fields = append(fields, field{"Tags", fmtMap(k.Tags)})
+	return printFields(w, fields)
+}
+
+// printKeyList writes keys as a table, or JSON.
+func printKeyList(cmd *cobra.Command, l *client.KeyList) error {
+	w := cmd.OutOrStdout()
+	if wantJSON(cmd) {
+		if l.Keys == nil {
+			l.Keys = []client.Key{}
+		}
+		return printJSON(w, l)
+	}
+	if len(l.Keys) == 0 {
+		fmt.Fprintln(cmd.ErrOrStderr(), "No keys.")
+		return nil
+	}
+	rows := make([][]string, 0, len(l.Keys))
+	for _, k := range l.Keys {
+		rows = append(rows, []string{
+			k.ID,
+			fmtList(k.Aliases),
+			string(k.State),
+			strconv.FormatUint(uint64(k.PrimaryVersion), 10),
+			orDash(k.RotationPeriod),
+			fmtTime(k.CreatedAt),
+			orDash(k.Description),
+		})
+	}
+	return printTable(w, []string{"ID", "ALIASES", "STATE", "VERSION", "ROTATION", "CREATED", "DESCRIPTION"}, rows)
+}
+
+// printAliasList writes aliases as a table, or JSON.
+func printAliasList(cmd *cobra.Command, l *client.AliasList) error {
+	w := cmd.OutOrStdout()
+	if wantJSON(cmd) {
+		if l.Aliases == nil {
+			l.Aliases = []client.Alias{}
+		}
+		return printJSON(w, l)
+	}
+	if len(l.Aliases) == 0 {
+		fmt.Fprintln(cmd.ErrOrStderr(), "No aliases.")
+		return nil
+	}
+	rows := make([][]string, 0, len(l.Aliases))
+	for _, a := range l.Aliases {
+		rows = append(rows, []string{a.Name, a.KeyID})
+	}
+	return printTable(w, []string{"ALIAS", "KEY ID"}, rows)
+}
+
+// printTokenInfo writes token metadata, preceded by the token itself when
+// token is non-empty.
+func printTokenInfo(cmd *cobra.Command, token string, ti *client.TokenInfo) error {
+	var fields []field
+	if token != "" {
+		fields = append(fields, field{"Token", token})
+	}
+	fields = append(fields,
+		field{"Accessor", ti.Accessor},
+		field{"Display name", orDash(ti.DisplayName)},
+		field{"Root", strconv.FormatBool(ti.Root)},
+		field{"Created", fmtTime(ti.CreatedAt)},
+		field{"Expires", expires(ti.ExpiresAt)},
+	)
+	return printFields(cmd.OutOrStdout(), fields)
+}
+
+// expires formats a token's expiry; nil means it never expires.
+func expires(t *time.Time) string {
+	if t == nil {
+		return "never"
+	}
+	return fmtTime(*t)
+}
+
+// printSealStatus writes the seal status in the chosen format.
+func printSealStatus(cmd *cobra.Command, s *client.SealStatus) error {
+	w := cmd.OutOrStdout()
+	if wantJSON(cmd) {
+		return printJSON(w, s)
+	}
+	fields := []field{
+		{"Initialized", strconv.FormatBool(s.Initialized)},
+		{"Sealed", strconv.FormatBool(s.Sealed)},
+		{"Total shares", strconv.Itoa(s.Shares)},
+		{"Threshold", strconv.Itoa(s.Threshold)},
+	}
+	if s.Sealed && s.Initialized {
+		fields = append(fields, field{"Unseal progress", fmt.Sprintf("%d/%d", s.Progress, s.Threshold)})
+	}
+	fields = append(fields, field{"Version", orDash(s.Version)})
+	return printFields(w, fields)
+}

@@ -1,0 +1,374 @@
+// Package cli implements the coffer command: the server, and the command
+// line client of Coffer's REST API built on package client.
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cofferkms/coffer/client"
+)
+
+// Names of the global flags.
+const (
+	flagAddress    = "address"
+	flagToken      = "token"
+	flagCACert     = "ca-cert"
+	flagSkipVerify = "tls-skip-verify"
+	flagOutput     = "output"
+)
+
+// Output formats of -o/--output.
+const (
+	outputHuman = "human"
+	outputJSON  = "json"
+)
+
+// Main runs the coffer command with the process's arguments and standard
+// streams, and returns the exit code: 0 on success, 1 on error, 2 on a usage
+// error (and for `coffer operator status` when the server is sealed).
+func Main() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+}
+
+// run executes the command line args and returns the exit code.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return 0
+	}
+	if cmd == nil {
+		cmd = root
+	}
+
+	var exitErr *exitError
+	if errors.As(err, &exitErr) {
+		if exitErr.err != nil {
+			fmt.Fprintf(stderr, "coffer: error: %v\n", exitErr.err)
+		}
+		return exitErr.code
+	}
+	var usageErr *usageError
+	if errors.As(err, &usageErr) {
+		fmt.Fprintf(stderr, "coffer: error: %v\nRun '%s --help' for usage.\n", usageErr.err, cmd.CommandPath())
+		return 2
+	}
+	fmt.Fprintf(stderr, "coffer: error: %s\n", describeError(cmd, err))
+	return 1
+}
+
+// newRootCmd builds the whole command tree.
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "coffer",
+		Short: "Coffer is a self-hosted key management service",
+		Long: `Coffer is a self-hosted key management service: it keeps key encryption
+keys behind a sealed barrier and encrypts, decrypts and generates data keys
+with them over a REST API.
+
+The same binary runs the server (coffer server) and is the command line
+client of a running server. The client finds the server with --address or
+COFFER_ADDR, authenticates with --token or COFFER_TOKEN, and trusts the CA
+certificates in --ca-cert or COFFER_CACERT (COFFER_SKIP_VERIFY=1 skips TLS
+verification for a development server with a self-signed certificate).`,
+		Example: `  coffer operator init --shares 5 --threshold 3
+  coffer operator unseal
+  export COFFER_TOKEN=...
+  coffer key create --alias alias/app
+  coffer kms encrypt --key alias/app --plaintext 'secret' > secret.b64
+  coffer kms decrypt --in secret.b64`,
+		SilenceErrors:     true,
+		SilenceUsage:      true,
+		Args:              subcommandArgs,
+		RunE:              showHelp,
+		PersistentPreRunE: validateGlobalFlags,
+	}
+	// A command that holds subcommands runs only to print its help or reject
+	// an unknown subcommand, so its usage shows just "[command]".
+	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(),
+		"{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &usageError{err: err}
+	})
+
+	pf := root.PersistentFlags()
+	pf.String(flagAddress, "", "server address (env COFFER_ADDR, default "+client.DefaultAddress+")")
+	pf.String(flagToken, "", "authentication token (env COFFER_TOKEN)")
+	pf.String(flagCACert, "", "PEM file of CA certificates to trust (env COFFER_CACERT)")
+	pf.Bool(flagSkipVerify, false, "skip TLS certificate verification, for development only (env COFFER_SKIP_VERIFY=1)")
+	pf.StringP(flagOutput, "o", outputHuman, "output format: human or json")
+	_ = root.RegisterFlagCompletionFunc(flagOutput, cobra.FixedCompletions(
+		[]string{outputHuman, outputJSON}, cobra.ShellCompDirectiveNoFileComp))
+
+	root.AddCommand(
+		newServerCmd(),
+		newOperatorCmd(),
+		newKeyCmd(),
+		newKMSCmd(),
+		newTokenCmd(),
+		newBenchCmd(),
+	)
+	// Add cobra's completion command now rather than at execution, so that
+	// an unknown shell is a usage error like any unknown command.
+	root.InitDefaultCompletionCmd()
+	if completion, _, err := root.Find([]string{"completion"}); err == nil && completion != root {
+		completion.Args = subcommandArgs
+		completion.RunE = showHelp
+	}
+	markArgErrorsAsUsage(root)
+	return root
+}
+
+// markArgErrorsAsUsage makes every positional-argument error in the tree a
+// usage error (exit 2), including those of validators such as cobra.NoArgs
+// used by commands defined elsewhere.
+func markArgErrorsAsUsage(cmd *cobra.Command) {
+	if validate := cmd.Args; validate != nil {
+		cmd.Args = func(c *cobra.Command, args []string) error {
+			err := validate(c, args)
+			var ue *usageError
+			if err != nil && !errors.As(err, &ue) {
+				return &usageError{err: err}
+			}
+			return err
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		markArgErrorsAsUsage(sub)
+	}
+}
+
+// validateGlobalFlags checks the flags shared by all commands.
+func validateGlobalFlags(cmd *cobra.Command, _ []string) error {
+	out, err := cmd.Flags().GetString(flagOutput)
+	if err != nil {
+		return err
+	}
+	switch out {
+	case outputHuman, outputJSON:
+		return nil
+	}
+	return usageErrorf("invalid --output %q: use human or json", out)
+}
+
+// groupCmd returns a command that only holds subcommands.
+func groupCmd(use, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  subcommandArgs,
+		RunE:  showHelp,
+	}
+}
+
+// showHelp prints the help of a command run without a subcommand.
+func showHelp(cmd *cobra.Command, _ []string) error {
+	return cmd.Help()
+}
+
+// subcommandArgs rejects arguments to a command that only holds
+// subcommands: they name an unknown subcommand.
+func subcommandArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2
+	}
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += "; did you mean " + strings.Join(s, " or ") + "?"
+	}
+	return &usageError{err: errors.New(msg)}
+}
+
+// exactArgs is cobra.ExactArgs with a usage error that names the arguments.
+func exactArgs(n int, names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == n {
+			return nil
+		}
+		return argCountError(cmd, args, fmt.Sprintf("%d", n), names)
+	}
+}
+
+// maxArgs is cobra.MaximumNArgs with a usage error.
+func maxArgs(n int, names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) <= n {
+			return nil
+		}
+		return argCountError(cmd, args, fmt.Sprintf("at most %d", n), names)
+	}
+}
+
+// argCountError reports a wrong number of positional arguments.
+func argCountError(cmd *cobra.Command, args []string, want string, names []string) error {
+	what := "argument"
+	if want != "1" && want != "at most 1" {
+		what = "arguments"
+	}
+	msg := fmt.Sprintf("%s takes %s %s", cmd.CommandPath(), want, what)
+	if len(names) > 0 {
+		msg += " (" + strings.Join(names, " ") + ")"
+	}
+	return usageErrorf("%s, got %d", msg, len(args))
+}
+
+// usageError is an error in how a command was invoked; it exits with 2.
+type usageError struct{ err error }
+
+// Error returns the message of the wrapped error.
+func (e *usageError) Error() string { return e.err.Error() }
+
+// Unwrap returns the wrapped error.
+func (e *usageError) Unwrap() error { return e.err }
+
+// usageErrorf returns a formatted *usageError.
+func usageErrorf(format string, a ...any) error {
+	return &usageError{err: fmt.Errorf(format, a...)}
+}
+
+// exitError makes the command exit with code, printing err if non-nil.
+type exitError struct {
+	code int
+	err  error
+}
+
+// Error returns the message of the wrapped error, or the exit status.
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+// Unwrap returns the wrapped error, if any.
+func (e *exitError) Unwrap() error { return e.err }
+
+// settings are the connection settings resolved from flags and environment.
+type settings struct {
+	address    string
+	token      string
+	caCert     string
+	skipVerify bool
+}
+
+// resolveSettings reads the global flags, falling back to the environment.
+// A flag given on the command line wins over its variable.
+func resolveSettings(cmd *cobra.Command) (settings, error) {
+	var s settings
+	flags := cmd.Flags()
+	pick := func(flag, env string) string {
+		if flags.Changed(flag) {
+			v, _ := flags.GetString(flag)
+			return v
+		}
+		return os.Getenv(env)
+	}
+	s.address = pick(flagAddress, client.EnvAddress)
+	if s.address == "" {
+		s.address = client.DefaultAddress
+	}
+	s.token = pick(flagToken, client.EnvToken)
+	s.caCert = pick(flagCACert, client.EnvCACert)
+	if flags.Changed(flagSkipVerify) {
+		s.skipVerify, _ = flags.GetBool(flagSkipVerify)
+	} else {
+		skip, err := client.ParseBoolEnv(os.Getenv(client.EnvSkipVerify))
+		if err != nil {
+			return s, usageErrorf("%s: %v", client.EnvSkipVerify, err)
+		}
+		s.skipVerify = skip
+	}
+	return s, nil
+}
+
+// newClient returns an API client configured by the global flags and the
+// environment. Commands that talk to a server (including bench) use it.
+func newClient(cmd *cobra.Command) (*client.Client, error) {
+	s, err := resolveSettings(cmd)
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.New(s.address,
+		client.WithToken(s.token),
+		client.WithCACertFile(s.caCert),
+		client.WithInsecureSkipVerify(s.skipVerify),
+		client.WithUserAgent("coffer-cli"),
+	)
+	if err != nil {
+		return nil, usageErrorf("%s", strings.TrimPrefix(err.Error(), "client: "))
+	}
+	return c, nil
+}
+
+// describeError turns an error into a message with a hint where one helps.
+func describeError(cmd *cobra.Command, err error) string {
+	addr := client.DefaultAddress
+	tokenSet := false
+	if s, serr := resolveSettings(cmd); serr == nil {
+		addr, tokenSet = s.address, s.token != ""
+	}
+
+	var apiErr *client.APIError
+	if errors.As(err, &apiErr) {
+		msg := apiErr.Error()
+		switch {
+		case apiErr.StatusCode == http.StatusUnauthorized && !tokenSet && !strings.Contains(msg, "COFFER_TOKEN"):
+			msg += " (no token given: pass --token or set COFFER_TOKEN)"
+		case apiErr.Code == "" && strings.Contains(apiErr.Message, "HTTP request to an HTTPS server"):
+			msg = fmt.Sprintf("cannot talk to the Coffer server at %s: the server speaks HTTPS; use an https:// address", addr)
+		}
+		return msg
+	}
+	if errors.Is(err, context.Canceled) {
+		return "interrupted"
+	}
+
+	reach := fmt.Sprintf("cannot reach the Coffer server at %s", addr)
+	var certErr *tls.CertificateVerificationError
+	var unknownAuth x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var dnsErr *net.DNSError
+	var opErr *net.OpError
+	const tlsHint = " (pass --ca-cert or set COFFER_CACERT; COFFER_SKIP_VERIFY=1 skips verification for a development server)"
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return reach + ": connection refused (is the server running? set --address or COFFER_ADDR)"
+	case errors.As(err, &certErr):
+		return fmt.Sprintf("%s: %v%s", reach, certErr, tlsHint)
+	case errors.As(err, &unknownAuth):
+		return fmt.Sprintf("%s: %v%s", reach, unknownAuth, tlsHint)
+	case errors.As(err, &hostErr):
+		return fmt.Sprintf("%s: %v%s", reach, hostErr, tlsHint)
+	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return reach + ": the server speaks plain HTTP; use an http:// address"
+	case errors.As(err, &dnsErr):
+		return fmt.Sprintf("%s: %v", reach, dnsErr)
+	case errors.Is(err, context.DeadlineExceeded):
+		return reach + ": timed out"
+	case errors.As(err, &opErr):
+		return fmt.Sprintf("%s: %v", reach, opErr.Err)
+	}
+	return err.Error()
+}
