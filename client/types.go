@@ -18,6 +18,10 @@ type Error struct {
 	RequestID string `json:"request_id,omitempty"`
 }
 
+// Error implements the error interface, so a batch item's error can be
+// returned as is.
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
 // ErrorBody wraps Error as the server sends it.
 type ErrorBody struct {
 	Error Error `json:"error"`

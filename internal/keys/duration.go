@@ -2,10 +2,15 @@ package keys
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
 )
+
+// maxDays is the largest number of days a time.Duration holds (about 292
+// years).
+const maxDays = int(math.MaxInt64 / int64(24*time.Hour))
 
 // ParsePeriod parses a rotation period: a Go duration ("720h", "30m") or a
 // whole number of days ("90d").
@@ -14,6 +19,10 @@ func ParsePeriod(s string) (time.Duration, error) {
 		n, err := strconv.Atoi(d)
 		if err != nil || n <= 0 {
 			return 0, fmt.Errorf("%w: rotation period %q: want a positive number of days like 90d, or a duration like 12h", ErrInvalidArgument, s)
+		}
+		if n > maxDays {
+			// time.Duration would overflow and wrap around.
+			return 0, fmt.Errorf("%w: rotation period %q is too long; at most %dd", ErrInvalidArgument, s, maxDays)
 		}
 		return time.Duration(n) * 24 * time.Hour, nil
 	}

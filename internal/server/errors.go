@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
+	"strings"
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
@@ -70,7 +72,9 @@ func classify(err error) (int, string, string) {
 	}
 	for _, c := range classes {
 		if errors.Is(err, c.err) {
-			return c.status, c.code, err.Error()
+			// The code already names the class; the message keeps only
+			// the specifics ("key not found: key X ..." -> "key X ...").
+			return c.status, c.code, strings.TrimPrefix(err.Error(), c.err.Error()+": ")
 		}
 	}
 	return http.StatusInternalServerError, "internal", "internal server error; the server log has the details under this request id"
@@ -78,7 +82,7 @@ func classify(err error) (int, string, string) {
 
 // decodeError turns a JSON decoding failure into a message that says what to
 // fix.
-func decodeError(err error, limit int64) error {
+func decodeError(err error, v any, limit int64) error {
 	var (
 		syn  *json.SyntaxError
 		typ  *json.UnmarshalTypeError
@@ -98,11 +102,15 @@ func decodeError(err error, limit int64) error {
 		return badRequest("malformed JSON at byte %d: %v", syn.Offset, syn)
 	case errors.As(err, &typ):
 		if typ.Field != "" {
-			return badRequest("field %q must be %s, not a JSON %s", typ.Field, jsonKind(typ.Type.Kind().String()), typ.Value)
+			if ft := fieldType(reflect.TypeOf(v), typ.Field); ft != nil && ft.Kind() == reflect.Map && typ.Type != nil && typ.Type.Kind() != reflect.Map {
+				// encoding/json names the map field, not the bad value in it.
+				return badRequest("field %q must be an object with %s as each value; one value is a JSON %s", typ.Field, jsonKind(typ.Type), typ.Value)
+			}
+			return badRequest("field %q must be %s, not a JSON %s", typ.Field, jsonKind(typ.Type), typ.Value)
 		}
 		return badRequest("the request body must be a JSON object, not a JSON %s", typ.Value)
 	case errors.As(err, &b64):
-		return badRequest("a byte field (plaintext, ciphertext, ...) is not valid standard base64: bad data at input byte %d", int64(b64))
+		return badRequest("a byte field (plaintext, ciphertext, ...) is not valid standard base64 (A-Z a-z 0-9 + / with = padding; not URL-safe, no line breaks): bad data at input byte %d", int64(b64))
 	case errors.As(err, &invU):
 		return err
 	}
@@ -120,20 +128,59 @@ func cutUnknown(s string) (string, bool) {
 	return "", false
 }
 
-func jsonKind(k string) string {
-	switch k {
-	case "slice":
-		return "a base64 string or an array"
-	case "map", "struct":
-		return "an object"
-	case "string":
-		return "a string"
-	case "bool":
-		return "true or false"
-	case "ptr":
+// fieldType follows a dotted JSON field path ("items.context", as
+// encoding/json reports it) through the struct type t and returns the type
+// of the field it names, or nil.
+func fieldType(t reflect.Type, path string) reflect.Type {
+	for name := range strings.SplitSeq(path, ".") {
+		for t != nil && (t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+			t = t.Elem()
+		}
+		if t == nil || t.Kind() != reflect.Struct {
+			return nil
+		}
+		var next reflect.Type
+		for i := range t.NumField() {
+			f := t.Field(i)
+			tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if tag == name || (tag == "" && strings.EqualFold(f.Name, name)) {
+				next = f.Type
+				break
+			}
+		}
+		t = next
+	}
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t
+}
+
+func jsonKind(t reflect.Type) string {
+	if t == nil {
 		return "a value"
 	}
-	return "a number"
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "a base64 string"
+		}
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "a value"
 }
 
 func errorBody(code, msg, rid string) client.ErrorBody {

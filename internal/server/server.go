@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -95,8 +96,54 @@ func New(s *sys.Sys, opts Options) *Server {
 	return srv
 }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. Requests that match no route get a
+// JSON error body like every other failure (the mux alone answers in plain
+// text): 404 not_found for an unknown path, 405 method_not_allowed (with
+// the Allow header) for a known path and the wrong method.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := s.mux.Handler(r); pattern != "" {
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	// No pattern: the mux would answer 404 or 405. Let it decide which,
+	// into a recorder, and answer in JSON.
+	rec := &statusRecorder{h: http.Header{}}
+	s.mux.ServeHTTP(rec, r)
+	rid := s.ridPrefix + strconv.FormatUint(s.ridSeq.Add(1), 10)
+	w.Header().Set("X-Request-Id", rid)
+	if rec.status == http.StatusMethodNotAllowed {
+		allow := rec.h.Get("Allow")
+		w.Header().Set("Allow", allow)
+		writeJSON(w, http.StatusMethodNotAllowed, errorBody("method_not_allowed",
+			fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, r.URL.Path, allow), rid))
+		return
+	}
+	hint := "the API lives under /v1 (see docs/api.md)"
+	if strings.Contains(r.URL.Path, "/alias/") {
+		hint = "an alias in a path must have its / escaped: alias%2FNAME"
+	}
+	writeJSON(w, http.StatusNotFound, errorBody("not_found", fmt.Sprintf("no API route %s %s; %s", r.Method, r.URL.Path, hint), rid))
+}
+
+// statusRecorder captures the status and headers of the mux's own 404 and
+// 405 answers and discards their plain-text body.
+type statusRecorder struct {
+	h      http.Header
+	status int
+}
+
+func (r *statusRecorder) Header() http.Header { return r.h }
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+}
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return len(b), nil
+}
 
 // BearerTokens authenticates with "Authorization: Bearer <token>" or the
 // "X-Coffer-Token" header.
@@ -108,7 +155,7 @@ func (b BearerTokens) Authenticate(r *http.Request) (auth.Principal, error) {
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, v, ok := strings.Cut(h, " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") {
-			return auth.Principal{}, errors.Join(auth.ErrUnauthenticated, errors.New("the Authorization header must be \"Bearer <token>\""))
+			return auth.Principal{}, fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"; other schemes (Basic, ...) are not supported", auth.ErrUnauthenticated)
 		}
 		tok = strings.TrimSpace(v)
 	}
@@ -161,6 +208,9 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 		var req Req
 		err := func() error {
 			if !rt.sealedOK && s.sys.Barrier.Sealed() {
+				if st, err := s.sys.Barrier.Status(r.Context()); err == nil && !st.Initialized {
+					return &apiError{http.StatusServiceUnavailable, "not_initialized", "the server is not initialized; run `coffer operator init`"}
+				}
 				return &apiError{http.StatusServiceUnavailable, "sealed", "the server is sealed; unseal it with `coffer operator unseal`"}
 			}
 			if !rt.public {
@@ -230,9 +280,13 @@ func decode(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return decodeError(err, limit)
+		return decodeError(err, v, limit)
 	}
 	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+		var big *http.MaxBytesError
+		if errors.As(err, &big) {
+			return decodeError(err, v, limit)
+		}
 		return badRequest("the request body has data after the JSON object; send exactly one object")
 	}
 	return nil

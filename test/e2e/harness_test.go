@@ -1,0 +1,355 @@
+// Package e2e runs the real coffer binary as a child process and talks to it
+// over loopback HTTP: restarts, crashes, durability.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cofferkms/coffer/client"
+)
+
+// Build the binary once per test process.
+var (
+	buildOnce sync.Once
+	binDir    string
+	binPath   string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// cofferBin builds ./cmd/coffer from the module root (found with
+// `go env GOMOD`) into a temporary directory and returns the binary's path.
+func cofferBin(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			buildErr = fmt.Errorf("finding the go tool: %w", err)
+			return
+		}
+		out, err := exec.Command(goTool, "env", "GOMOD").Output()
+		if err != nil {
+			buildErr = fmt.Errorf("go env GOMOD: %w", err)
+			return
+		}
+		gomod := strings.TrimSpace(string(out))
+		if gomod == "" || gomod == os.DevNull {
+			buildErr = errors.New("go env GOMOD: not inside the module")
+			return
+		}
+		if binDir, err = os.MkdirTemp("", "coffer-e2e-"); err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(binDir, "coffer")
+		cmd := exec.Command(goTool, "build", "-o", binPath, "./cmd/coffer")
+		cmd.Dir = filepath.Dir(gomod)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/coffer: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// writeConfig writes a production config file (no dev mode) with storage in
+// dir and returns its path.
+func writeConfig(t testing.TB, dir string) string {
+	t.Helper()
+	cfg := fmt.Sprintf("listen: 127.0.0.1:0\nstorage:\n  path: %s\nrotation_check_interval: 1h\nlog_level: warn\n",
+		filepath.Join(dir, "coffer.db"))
+	p := filepath.Join(dir, "coffer.yaml")
+	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Server is a coffer server running as a child process.
+type Server struct {
+	t    testing.TB
+	args []string
+	cmd  *exec.Cmd
+	// Addr is the API's base URL, from the "Address:" line.
+	Addr string
+	out  *lineLog
+	done chan struct{}
+	err  error // of Wait, after done
+}
+
+// lineLog collects a child's output and reports the "Address:" line.
+type lineLog struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	partial []byte
+	lines   []string
+	addr    chan string
+}
+
+func (l *lineLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Write(p)
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		line := strings.TrimSpace(string(l.partial[:i]))
+		l.partial = l.partial[i+1:]
+		l.lines = append(l.lines, line)
+		if a, ok := strings.CutPrefix(line, "Address: "); ok && l.addr != nil {
+			l.addr <- a
+			l.addr = nil
+		}
+	}
+	return len(p), nil
+}
+
+func (l *lineLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// Line returns the value of the first output line starting with prefix.
+func (l *lineLog) Line(prefix string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, ln := range l.lines {
+		if v, ok := strings.CutPrefix(ln, prefix); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// StartServer runs `coffer server args...` and waits for its address. The
+// child is killed when the test ends if it still runs.
+func StartServer(t testing.TB, args ...string) *Server {
+	t.Helper()
+	s := &Server{t: t, args: args}
+	s.start()
+	return s
+}
+
+func (s *Server) start() {
+	s.t.Helper()
+	addr := make(chan string, 1)
+	s.out = &lineLog{addr: addr}
+	s.done = make(chan struct{})
+	s.cmd = exec.Command(cofferBin(s.t), append([]string{"server"}, s.args...)...)
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	s.cmd.Env = append(os.Environ(), "COFFER_TOKEN=", "COFFER_ADDR=")
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatalf("starting coffer: %v", err)
+	}
+	cmd, done := s.cmd, s.done
+	go func() {
+		s.err = cmd.Wait()
+		close(done)
+	}()
+	s.t.Cleanup(func() {
+		select {
+		case <-done:
+		default:
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	select {
+	case a := <-addr:
+		s.Addr = a
+	case <-done:
+		s.t.Fatalf("coffer server exited before listening (%v):\n%s", s.err, s.out)
+	case <-time.After(30 * time.Second):
+		s.t.Fatalf("coffer server did not print its address in 30s:\n%s", s.out)
+	}
+}
+
+// Output is what the child printed so far (stdout and stderr).
+func (s *Server) Output() string { return s.out.String() }
+
+// OutputLine returns the first printed line's value after prefix.
+func (s *Server) OutputLine(prefix string) string { return s.out.Line(prefix) }
+
+// Kill sends SIGKILL and waits for the child to be gone.
+func (s *Server) Kill() {
+	s.t.Helper()
+	s.cmd.Process.Signal(syscall.SIGKILL)
+	<-s.done
+}
+
+// Stop sends SIGTERM and waits (up to 20 s) for a clean exit with status 0.
+func (s *Server) Stop() {
+	s.t.Helper()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(20 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.done
+		s.t.Fatalf("coffer server ignored SIGTERM for 20s:\n%s", s.out)
+	}
+	if s.err != nil {
+		s.t.Fatalf("coffer server exited with %v after SIGTERM:\n%s", s.err, s.out)
+	}
+}
+
+// Restart starts the server again with the same arguments; it must have
+// stopped. The address changes (port 0).
+func (s *Server) Restart() {
+	s.t.Helper()
+	select {
+	case <-s.done:
+	default:
+		s.t.Fatal("Restart of a running server")
+	}
+	s.start()
+}
+
+// API calls a server's REST API with raw net/http and the client package's
+// wire types.
+type API struct {
+	Base  func() string // the current base URL (it changes on restart)
+	Token string
+	HC    *http.Client
+}
+
+func newAPI(s *Server, token string) *API {
+	return &API{Base: func() string { return s.Addr }, Token: token,
+		HC: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
+}
+
+// StatusError is a non-2xx answer.
+type StatusError struct {
+	Status int
+	Body   client.Error
+	Raw    string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("status %d: %s: %s", e.Status, e.Body.Code, e.Body.Message)
+}
+
+// Do sends in as JSON (nil: no body) and decodes a 2xx answer into out.
+// Non-2xx answers come back as *StatusError; transport failures as they are.
+func (a *API) Do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, a.Base()+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if a.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.Token)
+	}
+	resp, err := a.HC.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		se := &StatusError{Status: resp.StatusCode, Raw: string(raw)}
+		var eb client.ErrorBody
+		if json.Unmarshal(raw, &eb) == nil {
+			se.Body = eb.Error
+		}
+		return se
+	}
+	if out != nil && resp.StatusCode != http.StatusNoContent {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return fmt.Errorf("decoding %s %s answer %q: %w", method, path, raw, err)
+		}
+	}
+	return nil
+}
+
+// Must is Do that fails the test on any error.
+func (a *API) Must(t testing.TB, method, path string, in, out any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := a.Do(ctx, method, path, in, out); err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+}
+
+// WantStatus calls and checks a non-2xx answer's status and code.
+func (a *API) WantStatus(t testing.TB, method, path string, in any, status int, code string) {
+	t.Helper()
+	err := a.Do(context.Background(), method, path, in, nil)
+	var se *StatusError
+	if !errors.As(err, &se) || se.Status != status || se.Body.Code != code {
+		t.Fatalf("%s %s: %v; want status %d %s", method, path, err, status, code)
+	}
+}
+
+// SealStatus reads GET /v1/sys/seal-status.
+func (a *API) SealStatus(t testing.TB) client.SealStatus {
+	t.Helper()
+	var st client.SealStatus
+	a.Must(t, "GET", "/v1/sys/seal-status", nil, &st)
+	return st
+}
+
+// Init initializes the server and returns the shares and root token.
+func (a *API) Init(t testing.TB, shares, threshold int) client.InitResponse {
+	t.Helper()
+	var ir client.InitResponse
+	a.Must(t, "POST", "/v1/sys/init", client.InitRequest{Shares: shares, Threshold: threshold}, &ir)
+	if len(ir.Shares) != shares || ir.RootToken == "" {
+		t.Fatalf("init answered %d shares, root token %q", len(ir.Shares), ir.RootToken)
+	}
+	return ir
+}
+
+// Unseal submits shares in order and fails unless the server is unsealed
+// after the last one.
+func (a *API) Unseal(t testing.TB, shares ...string) {
+	t.Helper()
+	var st client.SealStatus
+	for _, sh := range shares {
+		a.Must(t, "POST", "/v1/sys/unseal", client.UnsealRequest{Share: sh}, &st)
+	}
+	if st.Sealed {
+		t.Fatalf("still sealed after %d shares: %+v", len(shares), st)
+	}
+}
