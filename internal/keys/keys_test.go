@@ -419,3 +419,27 @@ func BenchmarkEncrypt32B(b *testing.B)  { benchEncrypt(b, 32) }
 func BenchmarkEncrypt4KiB(b *testing.B) { benchEncrypt(b, 4096) }
 func BenchmarkDecrypt32B(b *testing.B)  { benchDecrypt(b, 32) }
 func BenchmarkDecrypt4KiB(b *testing.B) { benchDecrypt(b, 4096) }
+
+// TestRunRotatesWithoutRequests: the background loop rotates a due key on
+// its own.
+func TestRunRotatesWithoutRequests(t *testing.T) {
+	e := newEnv(t)
+	k := e.create(t, client.CreateKeyRequest{RotationPeriod: "1h"})
+	e.clk.add(time.Hour)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { e.svc.Run(runCtx, 5*time.Millisecond, func(err error) { t.Error(err) }); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.After(5 * time.Second)
+	for {
+		d, _ := e.svc.Describe(ctx, k.ID)
+		if d.PrimaryVersion == 2 {
+			return
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("no automatic rotation: primary %d", d.PrimaryVersion)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
