@@ -121,6 +121,7 @@ verification for a development server with a self-signed certificate).`,
 
 	root.AddCommand(
 		newServerCmd(),
+		newKMSPluginCmd(),
 		newOperatorCmd(),
 		newKeyCmd(),
 		newKMSCmd(),

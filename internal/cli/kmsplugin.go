@@ -1,0 +1,157 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/kmsplugin"
+)
+
+// newKMSPluginCmd builds `coffer kms-plugin`.
+func newKMSPluginCmd() *cobra.Command {
+	var (
+		listen, server, key, tokenFile, healthAddr string
+		healthInterval, timeout                    time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "kms-plugin",
+		Short: "Run the Kubernetes KMS v2 plugin beside a kube-apiserver",
+		Long: `Run the Kubernetes KMS v2 plugin on a unix socket. The kube-apiserver's
+EncryptionConfiguration points a kms provider (apiVersion v2, name coffer) at
+the socket; the plugin wraps the apiserver's seeds with a Coffer key.
+See docs/kubernetes.md.`,
+		Example: `  coffer kms-plugin --listen unix:///var/run/coffer/kms.sock \
+    --server https://coffer:8200 --key alias/k8s --token-file /etc/coffer/token`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if key == "" {
+				return usageErrorf("--key is required (a Coffer key id or alias/NAME)")
+			}
+			path, err := kmsplugin.SocketPath(listen)
+			if err != nil {
+				return usageErrorf("%v", err)
+			}
+			if server != "" {
+				cmd.Flags().Set("address", server)
+			}
+			c, err := newClient(cmd)
+			if err != nil {
+				return err
+			}
+			readToken := func() (string, error) { return c.Token(), nil }
+			if tokenFile != "" {
+				readToken = func() (string, error) {
+					b, err := os.ReadFile(tokenFile)
+					if err != nil {
+						return "", err
+					}
+					return string(bytes.TrimSpace(b)), nil
+				}
+				tok, err := readToken()
+				if err != nil {
+					return fmt.Errorf("--token-file: %w", err)
+				}
+				c.SetToken(tok)
+			}
+			if c.Token() == "" {
+				return usageErrorf("no credential: give --token-file (or COFFER_TOKEN)")
+			}
+			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+			return runKMSPlugin(cmd.Context(), cmd.OutOrStdout(), logger, c, readToken, path, key, healthAddr, healthInterval, timeout)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "unix:///var/run/coffer/kms.sock", "unix socket for the kube-apiserver")
+	f.StringVar(&server, "server", "", "Coffer server URL (default: --address / COFFER_ADDR)")
+	f.StringVar(&key, "key", "", "Coffer key id or alias that wraps the apiserver's seeds")
+	f.StringVar(&tokenFile, "token-file", "", "file holding the Coffer token; re-read when it changes")
+	f.StringVar(&healthAddr, "health-addr", "", "address for /metrics, /livez and /readyz (for example 127.0.0.1:8787)")
+	f.DurationVar(&healthInterval, "health-interval", 10*time.Second, "how often the encrypt/decrypt health round trip runs")
+	f.DurationVar(&timeout, "timeout", 5*time.Second, "timeout of each call to Coffer")
+	return cmd
+}
+
+func runKMSPlugin(parent context.Context, out io.Writer, logger *slog.Logger, c *client.Client, readToken func() (string, error),
+	path, key, healthAddr string, interval, timeout time.Duration) error {
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	metrics := kmsplugin.NewMetrics()
+	p := kmsplugin.New(kmsplugin.Config{Coffer: c, Key: key, HealthInterval: interval, Timeout: timeout, Logger: logger, Metrics: metrics})
+	ln, err := kmsplugin.Listen(path)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(path)
+	gs := kmsplugin.NewGRPCServer(path, timeout, p)
+	var serving atomic.Bool
+	serving.Store(true)
+
+	if healthAddr != "" {
+		hl, err := net.Listen("tcp", healthAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("--health-addr: %w", err)
+		}
+		hs := &http.Server{Handler: kmsplugin.HealthHandler(p, metrics, serving.Load), ReadHeaderTimeout: 5 * time.Second}
+		go hs.Serve(hl)
+		defer hs.Close()
+		logger.Info("health endpoints", "addr", "http://"+hl.Addr().String())
+	}
+	// The token file may be rotated (for example a projected token); pick
+	// up a new one before each health check.
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if tok, err := readToken(); err == nil && tok != "" && tok != c.Token() {
+					c.SetToken(tok)
+					logger.Info("token file changed; using the new token")
+				}
+			}
+		}
+	}()
+	go p.Run(ctx)
+
+	errc := make(chan error, 1)
+	go func() { errc <- gs.Serve(ln) }()
+	logger.Info("coffer kms plugin listening", "socket", path, "key", key, "server", c.Address())
+	fmt.Fprintf(out, "Listening: unix://%s\n", path)
+	select {
+	case err := <-errc:
+		serving.Store(false)
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down")
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		gs.Stop()
+	}
+	serving.Store(false)
+	return nil
+}
