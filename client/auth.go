@@ -35,3 +35,9 @@ func (c *Client) RevokeToken(ctx context.Context, req RevokeTokenRequest) error 
 	}
 	return c.do(ctx, http.MethodPost, "/v1/auth/token/revoke", nil, req, nil)
 }
+
+// RevokeSelf revokes the token the Client uses (POST
+// /v1/auth/token/revoke-self). Later requests with it fail with 401.
+func (c *Client) RevokeSelf(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/v1/auth/token/revoke-self", nil, nil, nil)
+}

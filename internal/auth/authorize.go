@@ -25,5 +25,8 @@ func (RootOnly) Authorize(_ context.Context, p Principal, action, resource strin
 		action == "token:LookupSelf" || action == "token:RevokeSelf" {
 		return nil
 	}
+	if resource == "" {
+		return fmt.Errorf("%w: %s needs the root token", ErrForbidden, action)
+	}
 	return fmt.Errorf("%w: %s on %q needs the root token", ErrForbidden, action, resource)
 }

@@ -68,7 +68,7 @@ func usable(k *key) error {
 // binding the encryption context ec.
 func (s *Service) Encrypt(_ context.Context, ref string, plaintext []byte, ec map[string]string) (Sealed, error) {
 	if len(plaintext) > MaxPlaintext {
-		return Sealed{}, fmt.Errorf("%w: %d bytes; Encrypt takes at most %d bytes. For larger data, generate a data key and use envelope encryption (coffer encrypt)",
+		return Sealed{}, fmt.Errorf("%w: %d bytes; Encrypt takes at most %d bytes. For larger data use envelope encryption: generate a data key (coffer kms datakey) and encrypt locally with it",
 			ErrTooLarge, len(plaintext), MaxPlaintext)
 	}
 	h, err := s.resolve(ref)

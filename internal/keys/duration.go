@@ -38,8 +38,13 @@ func FormatPeriod(d time.Duration) string {
 	if d == 0 {
 		return ""
 	}
-	if d%(24*time.Hour) == 0 {
+	switch {
+	case d%(24*time.Hour) == 0:
 		return strconv.Itoa(int(d/(24*time.Hour))) + "d"
+	case d%time.Hour == 0:
+		return strconv.Itoa(int(d/time.Hour)) + "h"
+	case d%time.Minute == 0:
+		return strconv.Itoa(int(d/time.Minute)) + "m"
 	}
 	return d.String()
 }
