@@ -532,28 +532,24 @@ func (s *Service) Update(ctx context.Context, ref string, req client.UpdateKeyRe
 
 // Enable makes a disabled key usable again.
 func (s *Service) Enable(ctx context.Context, ref string) (client.Key, error) {
-	return s.update(ctx, ref, func(r *record, _ time.Time) error {
-		switch r.State {
-		case client.KeyEnabled, client.KeyDisabled:
-			r.State = client.KeyEnabled
-			return nil
-		case client.KeyPendingDeletion:
-			return fmt.Errorf("%w: key %s is pending deletion; cancel the deletion first", ErrInvalidState, r.ID)
-		}
-		return notDeleted(r)
-	})
+	return s.setEnabled(ctx, ref, client.KeyEnabled)
 }
 
 // Disable makes a key unusable for every cryptographic operation until it is
 // enabled again.
 func (s *Service) Disable(ctx context.Context, ref string) (client.Key, error) {
+	return s.setEnabled(ctx, ref, client.KeyDisabled)
+}
+
+// setEnabled moves a key between Enabled and Disabled (want is one of them).
+func (s *Service) setEnabled(ctx context.Context, ref string, want client.KeyState) (client.Key, error) {
 	return s.update(ctx, ref, func(r *record, _ time.Time) error {
 		switch r.State {
 		case client.KeyEnabled, client.KeyDisabled:
-			r.State = client.KeyDisabled
+			r.State = want
 			return nil
 		case client.KeyPendingDeletion:
-			return fmt.Errorf("%w: key %s is pending deletion and already unusable", ErrInvalidState, r.ID)
+			return fmt.Errorf("%w: key %s is pending deletion; cancel the deletion first", ErrInvalidState, r.ID)
 		}
 		return notDeleted(r)
 	})
