@@ -54,6 +54,9 @@ const (
 	MaxCiphertext = 1024
 	// MaxKeyID is the KMS v2 limit on key ids.
 	MaxKeyID = 1024
+	// MaxPlaintext is the largest plaintext whose Coffer ciphertext fits in
+	// MaxCiphertext. The apiserver wraps 32-byte seeds.
+	MaxPlaintext = MaxCiphertext - ciphertext.Overhead
 )
 
 var purpose = map[string]string{PurposeContextKey: PurposeContextValue}
@@ -127,12 +130,19 @@ func ParseKeyID(s string) (string, uint32, error) {
 	if !ok || len(s) > MaxKeyID {
 		return "", 0, fmt.Errorf("key_id %q was not made by the Coffer plugin (want <key id>:<version>)", truncate(s))
 	}
-	if _, err := uuid.Parse(id); err != nil {
+	u, err := uuid.Parse(id)
+	if err != nil {
 		return "", 0, fmt.Errorf("key_id %q was not made by the Coffer plugin: bad key id", truncate(s))
 	}
 	n, err := strconv.ParseUint(v, 10, 32)
 	if err != nil || n == 0 {
 		return "", 0, fmt.Errorf("key_id %q was not made by the Coffer plugin: bad version", truncate(s))
+	}
+	// uuid.Parse and ParseUint also accept spellings KeyID never makes
+	// (upper case, braces, "urn:uuid:", no dashes, leading zeros); a key_id
+	// is compared as a string, so refuse every non-canonical form.
+	if KeyID(u.String(), uint32(n)) != s {
+		return "", 0, fmt.Errorf("key_id %q was not made by the Coffer plugin: not in canonical form", truncate(s))
 	}
 	return id, uint32(n), nil
 }
@@ -152,7 +162,7 @@ func KeyIDHash(keyID string) string {
 
 // Encrypt wraps a seed (or DEK) with the configured Coffer key.
 func (p *Plugin) Encrypt(ctx context.Context, _ string, data []byte) (*kmsservice.EncryptResponse, error) {
-	start := p.cfg.Now()
+	start := time.Now() // latency uses the monotonic clock, not cfg.Now
 	resp, err := p.encrypt(ctx, data)
 	p.cfg.Metrics.observe("encrypt", start, err)
 	return resp, err
@@ -161,6 +171,12 @@ func (p *Plugin) Encrypt(ctx context.Context, _ string, data []byte) (*kmsservic
 func (p *Plugin) encrypt(ctx context.Context, data []byte) (*kmsservice.EncryptResponse, error) {
 	if len(data) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "nothing to encrypt: the plaintext is empty")
+	}
+	if len(data) > MaxPlaintext {
+		// Refuse before calling Coffer: the ciphertext could not be
+		// returned anyway, and Coffer's own limit (64 KiB) would answer
+		// with a server-side error class.
+		return nil, status.Errorf(codes.InvalidArgument, "plaintext of %d bytes is too large: its ciphertext would exceed the KMS v2 limit of %d bytes (at most %d plaintext bytes)", len(data), MaxCiphertext, MaxPlaintext)
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
@@ -183,7 +199,7 @@ func (p *Plugin) encrypt(ctx context.Context, data []byte) (*kmsservice.EncryptR
 // Decrypt unwraps a ciphertext this plugin produced, under any version of
 // the key that is not deleted.
 func (p *Plugin) Decrypt(ctx context.Context, _ string, req *kmsservice.DecryptRequest) ([]byte, error) {
-	start := p.cfg.Now()
+	start := time.Now()
 	out, err := p.decrypt(ctx, req)
 	p.cfg.Metrics.observe("decrypt", start, err)
 	return out, err
@@ -235,12 +251,14 @@ func checkAnnotations(a map[string][]byte) error {
 
 // Status answers from the cached health state; it never calls Coffer.
 func (p *Plugin) Status(context.Context) (*kmsservice.StatusResponse, error) {
+	start := time.Now()
 	h := p.state.Load()
 	if err := p.healthErr(h); err != nil {
-		p.cfg.Metrics.observe("status", p.cfg.Now(), err)
-		return nil, status.Error(codes.Unavailable, err.Error())
+		err = status.Error(codes.Unavailable, err.Error())
+		p.cfg.Metrics.observe("status", start, err)
+		return nil, err
 	}
-	p.cfg.Metrics.observe("status", p.cfg.Now(), nil)
+	p.cfg.Metrics.observe("status", start, nil)
 	return &kmsservice.StatusResponse{Version: "v2", Healthz: "ok", KeyID: h.keyID}, nil
 }
 
@@ -320,7 +338,10 @@ func (p *Plugin) Check(ctx context.Context) error {
 		h.err, h.class = fmt.Errorf("health check with key %s failed: %w", p.cfg.Key, err), errorClass(err)
 	} else {
 		h.err, h.class, h.okAt = nil, "", now
-		if h.keyID != keyID {
+		// An Encrypt that finished while this check was in flight may
+		// already have made a later version current (noteKeyID); never go
+		// back to an older version of the same key.
+		if h.keyID != keyID && (h.keyID == "" || newer(keyID, h.keyID)) {
 			p.cfg.Logger.Info("key_id changed", "key_id", keyID, "previous", h.keyID)
 			h.keyID = keyID
 			p.cfg.Metrics.setKeyID(keyID)
@@ -361,7 +382,7 @@ func errorClass(err error) string {
 			return "auth"
 		case "sealed", "not_initialized":
 			return "sealed"
-		case "invalid_ciphertext", "invalid_request":
+		case "invalid_ciphertext", "invalid_request", "plaintext_too_large":
 			return "invalid"
 		}
 		return "server"

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -45,7 +46,12 @@ func Listen(path string) (net.Listener, error) {
 			return nil, fmt.Errorf("removing stale socket: %w", err)
 		}
 	}
+	// Create the socket 0600 from the start: the umask covers the moment
+	// between bind and chmod. (Listen runs at start-up, before other
+	// goroutines create files.)
+	old := syscall.Umask(0o177)
 	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
 	if err != nil {
 		return nil, err
 	}
