@@ -122,11 +122,15 @@ verification for a development server with a self-signed certificate).`,
 	root.AddCommand(
 		newServerCmd(),
 		newKMSPluginCmd(),
+		newK8sCmd(),
 		newOperatorCmd(),
 		newKeyCmd(),
 		newKMSCmd(),
 		newTokenCmd(),
 		newBenchCmd(),
+		newEnvelopeEncryptCmd(),
+		newEnvelopeDecryptCmd(),
+		newInspectCmd(),
 	)
 	// Add cobra's completion command now rather than at execution, so that
 	// an unknown shell is a usage error like any unknown command.

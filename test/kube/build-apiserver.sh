@@ -12,6 +12,9 @@ if [ -x "$OUT" ] && "$OUT" --version 2>/dev/null | grep -q "$KUBE_VERSION"; then
   echo "kube-apiserver $KUBE_VERSION already at $OUT"
   exit 0
 fi
+# The throwaway module is edited and tidied here, whatever the caller's
+# GOFLAGS (.ci/run exports -mod=readonly for the coffer module).
+export GOFLAGS=-mod=mod
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -32,8 +35,6 @@ func main() {}
 GO
 go mod tidy >/dev/null 2>&1 || true
 mkdir -p "$(dirname "$OUT")"
-ldflags="-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBE_VERSION#v1.} "
-ldflags="${ldflags%.*}"
 go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION" -o "$OUT" k8s.io/kubernetes/cmd/kube-apiserver
 echo "built $OUT"
 "$OUT" --version
