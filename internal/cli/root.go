@@ -131,6 +131,10 @@ verification for a development server with a self-signed certificate).`,
 		newEnvelopeEncryptCmd(),
 		newEnvelopeDecryptCmd(),
 		newInspectCmd(),
+		newSealCmd(),
+		newUnsealCmd(),
+		newEditCmd(),
+		newExecCmd(),
 	)
 	// Add cobra's completion command now rather than at execution, so that
 	// an unknown shell is a usage error like any unknown command.
