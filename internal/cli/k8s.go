@@ -14,8 +14,8 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/term"
-	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cofferkms/coffer/internal/k8senc"
@@ -238,11 +238,19 @@ interval (one minute), or check that a newly written Secret carries it with
 			if err != nil {
 				return err
 			}
-			disc, err := discovery.NewDiscoveryClientForConfig(restCfg)
+			hc, err := rest.HTTPClientFor(restCfg)
 			if err != nil {
 				return err
 			}
-			res, err := k8senc.ResolveResources(disc, resources)
+			base, _, err := rest.DefaultServerUrlFor(restCfg)
+			if err != nil {
+				return fmt.Errorf("kubeconfig server: %w", err)
+			}
+			lists, err := k8senc.PreferredResources(ctx, hc, base.String())
+			if err != nil {
+				return err
+			}
+			res, err := k8senc.ResolveResources(lists, resources)
 			if err != nil {
 				return err
 			}

@@ -15,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 )
 
@@ -29,13 +28,9 @@ type Resource struct {
 }
 
 // ResolveResources maps names such as "secrets" or "widgets.example.com"
-// to resources the apiserver serves, through discovery (the preferred
-// version of each group).
-func ResolveResources(disc discovery.DiscoveryInterface, names []string) ([]Resource, error) {
-	lists, err := disc.ServerPreferredResources()
-	if err != nil && len(lists) == 0 {
-		return nil, fmt.Errorf("discovery: %w", err)
-	}
+// to resources the apiserver serves, given its preferred resource lists
+// (PreferredResources).
+func ResolveResources(lists []*metav1.APIResourceList, names []string) ([]Resource, error) {
 	var out []Resource
 	for _, name := range names {
 		res, grp, _ := strings.Cut(name, ".")
