@@ -1,0 +1,297 @@
+package scan
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"io"
+	"path"
+	"regexp"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// maxStructuredSize bounds the files read as YAML/JSON documents; larger
+// ones get the line rules only.
+const maxStructuredSize = 4 << 20
+
+// workloadKinds hold pod templates whose containers' env values are checked.
+var workloadKinds = map[string]bool{
+	"Pod": true, "PodTemplate": true, "Deployment": true, "StatefulSet": true, "DaemonSet": true,
+	"ReplicaSet": true, "ReplicationController": true, "Job": true, "CronJob": true,
+}
+
+var (
+	helmValuesRe = regexp.MustCompile(`^values[\w.-]*\.ya?ml$`)
+	// A line that is only a template action ({{- if ... }}) is dropped;
+	// an inline action becomes a plain placeholder scalar.
+	helmLineRe   = regexp.MustCompile(`(?m)^[ \t]*\{\{[^\n]*\}\}[ \t]*$`)
+	helmInlineRe = regexp.MustCompile(`\{\{[^\n]*?\}\}`)
+)
+
+// helmPlaceholder replaces template actions; it is a placeholder by
+// isPlaceholder's rules, so templated values are never findings.
+const helmPlaceholder = "HELM{{}}"
+
+func looksStructured(p string, data []byte) bool {
+	if len(data) > maxStructuredSize {
+		return false
+	}
+	if p == "-" {
+		return bytes.Contains(data, []byte("apiVersion:")) || bytes.Contains(data, []byte("auths"))
+	}
+	switch strings.ToLower(path.Ext(p)) {
+	case ".yaml", ".yml", ".json":
+		return true
+	}
+	return false
+}
+
+// scanYAML reads data as YAML (JSON is YAML) documents and applies the
+// Kubernetes-aware checks. Unparseable documents end the pass quietly:
+// the line rules have already run.
+func (s *Scanner) scanYAML(p string, data []byte, res *scanResult) {
+	defer func() {
+		if recover() != nil {
+			res.yamlErrors++
+		}
+	}()
+	if bytes.Contains(data, []byte("{{")) {
+		data = helmLineRe.ReplaceAllFunc(data, func([]byte) []byte { return nil })
+		data = helmInlineRe.ReplaceAll(data, []byte(helmPlaceholder))
+	}
+	k := &kubeCheck{s: s, res: res, values: helmValuesRe.MatchString(path.Base(p))}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			res.yamlErrors++
+			break
+		}
+		if len(doc.Content) == 1 {
+			k.document(doc.Content[0])
+		}
+	}
+	if len(k.safe) > 0 {
+		res.findings = dropInRanges(res.findings, k.safe)
+	}
+}
+
+type lineRange struct{ from, to int }
+
+func dropInRanges(fs []Finding, rs []lineRange) []Finding {
+	out := fs[:0]
+	for _, f := range fs {
+		in := false
+		for _, r := range rs {
+			if f.Line >= r.from && f.Line <= r.to {
+				in = true
+				break
+			}
+		}
+		if !in {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+type kubeCheck struct {
+	s      *Scanner
+	res    *scanResult
+	values bool // a Helm values file
+	safe   []lineRange
+}
+
+// get returns the value of key in mapping node m, or nil.
+func get(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
+}
+
+func scalar(n *yaml.Node) string {
+	if n == nil || n.Kind != yaml.ScalarNode {
+		return ""
+	}
+	return n.Value
+}
+
+func lastLine(n *yaml.Node) int {
+	l := n.Line
+	for _, c := range n.Content {
+		l = max(l, lastLine(c))
+	}
+	return l
+}
+
+func (k *kubeCheck) document(doc *yaml.Node) {
+	if doc.Kind != yaml.MappingNode {
+		return
+	}
+	// A sealed file's metadata block holds wrapped keys and MACs, not secrets.
+	if meta := get(doc, "coffer"); meta != nil && get(meta, "mac") != nil && get(meta, "version") != nil {
+		k.safe = append(k.safe, lineRange{meta.Line - 1, lastLine(meta)})
+	}
+	kind := scalar(get(doc, "kind"))
+	meta := get(doc, "metadata")
+	name := scalar(get(meta, "name"))
+	if ns := scalar(get(meta, "namespace")); ns != "" {
+		name = ns + "/" + name
+	}
+	switch {
+	case kind == "Secret":
+		k.secret(doc, name)
+	case kind == "ConfigMap":
+		k.configMap(doc, name)
+	case strings.HasSuffix(kind, "List"):
+		if items := get(doc, "items"); items != nil && items.Kind == yaml.SequenceNode {
+			for _, it := range items.Content {
+				k.document(it)
+			}
+		}
+	case workloadKinds[kind]:
+		k.env(doc, kind+" "+name, 0)
+	case kind == "" && k.values:
+		k.helmValues(doc, "", 0)
+	}
+}
+
+func (k *kubeCheck) add(rule string, n *yaml.Node, secret, where string) {
+	r := k.s.byID[rule]
+	if r == nil {
+		return // disabled by the config
+	}
+	for _, re := range k.s.allowRe {
+		if re.MatchString(secret) {
+			return
+		}
+	}
+	if strings.Contains(n.LineComment, "coffer:allow") || strings.Contains(n.HeadComment, "coffer:allow") {
+		k.res.suppressed++
+		return
+	}
+	k.res.findings = append(k.res.findings, Finding{RuleID: rule, Line: n.Line, Column: n.Column, Secret: secret, Where: where, priority: r.priority})
+}
+
+// plausible reports whether a literal value could be a real secret.
+func (k *kubeCheck) plausible(v string, minLen int) bool {
+	return len(v) >= minLen && !isPlaceholder(v) && !strings.Contains(v, helmPlaceholder) && !hasStopword(v, k.s.stopwords)
+}
+
+func (k *kubeCheck) secret(doc *yaml.Node, name string) {
+	if data := get(doc, "data"); data != nil && data.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(data.Content); i += 2 {
+			key, val := data.Content[i].Value, data.Content[i+1]
+			v := strings.Join(strings.Fields(scalar(val)), "")
+			if v == "" || isPlaceholder(v) || strings.Contains(v, helmPlaceholder) {
+				continue
+			}
+			where := "Secret " + name + " data." + key
+			decoded, err := base64.StdEncoding.DecodeString(v)
+			if err != nil {
+				decoded = []byte(v) // not base64: the literal is the secret
+			}
+			// Rescan the decoded value: a known format names itself.
+			var inner scanResult
+			k.s.scanLines("", decoded, &inner)
+			if len(inner.findings) > 0 {
+				for _, f := range inner.findings {
+					f.Line, f.Column, f.Where = val.Line, val.Column, where+" (base64-decoded)"
+					k.res.findings = append(k.res.findings, f)
+				}
+				continue
+			}
+			if k.plausible(string(decoded), 4) {
+				k.add("k8s-secret-data", val, string(decoded), where)
+			}
+		}
+	}
+	if sd := get(doc, "stringData"); sd != nil && sd.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(sd.Content); i += 2 {
+			key, val := sd.Content[i].Value, sd.Content[i+1]
+			if v := scalar(val); k.plausible(v, 4) {
+				k.add("k8s-secret-stringdata", val, v, "Secret "+name+" stringData."+key)
+			}
+		}
+	}
+}
+
+func (k *kubeCheck) configMap(doc *yaml.Node, name string) {
+	data := get(doc, "data")
+	if data == nil || data.Kind != yaml.MappingNode {
+		return
+	}
+	for i := 0; i+1 < len(data.Content); i += 2 {
+		key, val := data.Content[i].Value, data.Content[i+1]
+		v := scalar(val)
+		if secretKeyName(key) && k.plausible(v, 8) && secretShaped(v) && entropy(v) >= 3.0 {
+			k.add("k8s-configmap-secret", val, v, "ConfigMap "+name+" data."+key)
+		}
+	}
+}
+
+// env walks a workload for containers' env lists with literal secrets.
+func (k *kubeCheck) env(n *yaml.Node, where string, depth int) {
+	if depth > 64 || n == nil {
+		return
+	}
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == "env" && n.Content[i+1].Kind == yaml.SequenceNode {
+				for _, e := range n.Content[i+1].Content {
+					name, val := scalar(get(e, "name")), get(e, "value")
+					if val != nil && secretKeyName(name) && k.plausible(scalar(val), 6) {
+						k.add("k8s-env-literal-secret", val, scalar(val), where+" env "+name)
+					}
+				}
+				continue
+			}
+			k.env(n.Content[i+1], where, depth+1)
+		}
+		return
+	}
+	for _, c := range n.Content {
+		k.env(c, where, depth+1)
+	}
+}
+
+// helmValues walks a values file for secret-named keys with literal values.
+func (k *kubeCheck) helmValues(n *yaml.Node, prefix string, depth int) {
+	if depth > 64 || n == nil {
+		return
+	}
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i].Value, n.Content[i+1]
+			p := strings.TrimPrefix(prefix+"."+key, ".")
+			if depth == 0 && key == "coffer" {
+				continue
+			}
+			if val.Kind == yaml.ScalarNode {
+				v := val.Value
+				if val.Tag == "!!str" && secretKeyName(key) && k.plausible(v, 8) && secretShaped(v) {
+					k.add("helm-values-secret", val, v, "values "+p)
+				}
+				continue
+			}
+			k.helmValues(val, p, depth+1)
+		}
+	case yaml.SequenceNode:
+		for _, c := range n.Content {
+			k.helmValues(c, prefix, depth+1)
+		}
+	}
+}

@@ -1,0 +1,10 @@
+DB_PASSWORD = "@@R::A62:18@@"
+api_key = '@@R::hex:32@@'
+password = os.environ["DB_PASSWORD"]
+password_min_length = 12
+token_url = "https://auth.internal/oauth/token"
+secret_name = "db-credentials"
+PASSWORD = "changeme"
+password = get_password(user)
+self.token = token
+client_secret = "your-client-secret"
