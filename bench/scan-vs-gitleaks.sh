@@ -5,7 +5,9 @@
 #   bench/scan-vs-gitleaks.sh [TREE] [REPO]
 #
 # TREE defaults to this project's Go module cache (after `go mod download`);
-# REPO defaults to this repository. gitleaks is installed with go install.
+# REPO defaults to this repository; REPO=synthetic builds a history of 27
+# commits (31 MB of patches) from the k8s.io/api v0.37.2 module source, one
+# commit per top-level directory. gitleaks is installed with go install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +17,18 @@ TREE=${1:-$(go env GOMODCACHE)}
 REPO=${2:-$PWD}
 BIN=$(mktemp -d)
 trap 'rm -rf "$BIN"' EXIT
+if [ "$REPO" = synthetic ]; then
+  src=$(cd "$BIN" && go mod download -json k8s.io/api@v0.37.2 | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  REPO=$BIN/history
+  mkdir -p "$REPO"
+  git -C "$REPO" init -q
+  for d in "$src"/*/; do
+    cp -r "$d" "$REPO/"
+    chmod -R u+w "$REPO"
+    git -C "$REPO" add -A
+    git -C "$REPO" -c user.name=bench -c user.email=bench@localhost commit -qm "add $(basename "$d")"
+  done
+fi
 go build -o "$BIN/coffer" ./cmd/coffer
 GOBIN="$BIN" go install "github.com/zricethezav/gitleaks/v8@$GITLEAKS_VERSION"
 
@@ -24,7 +38,16 @@ GOBIN="$BIN" go install "github.com/zricethezav/gitleaks/v8@$GITLEAKS_VERSION"
 tree_mb=$(du -sbL "$TREE" 2>/dev/null | awk '{printf "%.1f", $1/1e6}')
 hist_mb=$(git -C "$REPO" log -p -U0 --full-history --all --no-color | wc -c | awk '{printf "%.1f", $1/1e6}')
 
-secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1 || true; e=$(date +%s.%N); echo "$e - $s" | bc; }
+# Both tools exit 1 when they find something; anything above 1 is a failure
+# that would make the timing meaningless.
+secs() {
+  local s e rc=0
+  s=$(date +%s.%N)
+  "$@" >/dev/null 2>"$BIN/stderr" || rc=$?
+  e=$(date +%s.%N)
+  if [ "$rc" -gt 1 ]; then echo "scan-vs-gitleaks: $1 failed (exit $rc):" >&2; cat "$BIN/stderr" >&2; exit 1; fi
+  echo "$e - $s" | bc
+}
 
 c_dir=$(secs "$BIN/coffer" scan --no-ignore --max-file-size 100000000 -o json "$TREE")
 g_dir=$(secs "$BIN/gitleaks" dir --no-banner --max-decode-depth 0 --report-format json --report-path "$BIN/gl.json" "$TREE")
