@@ -136,6 +136,7 @@ verification for a development server with a self-signed certificate).`,
 		newEditCmd(),
 		newExecCmd(),
 		newScanCmd(),
+		newRBACCmd(),
 	)
 	// Add cobra's completion command now rather than at execution, so that
 	// an unknown shell is a usage error like any unknown command.
