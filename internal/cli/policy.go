@@ -1,0 +1,318 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cofferkms/coffer/internal/policy"
+)
+
+// Exit codes of the policy commands beyond 0 (ok), 1 (error), 2 (usage).
+const (
+	exitPolicyDenied   = 3 // simulate: the request is denied
+	exitPolicyWarnings = 3 // lint: warnings found
+)
+
+// newPolicyCmd builds `coffer policy`.
+func newPolicyCmd() *cobra.Command {
+	cmd := groupCmd("policy", "Check, lint and simulate access policies")
+	cmd.Long = `Work with Coffer access policies: YAML documents of allow and deny
+statements over actions, resources and conditions (encryption context,
+source address, time). Deny by default; an explicit deny wins.
+
+These commands work offline on policy files. See docs/policy.md.`
+	cmd.AddCommand(newPolicyValidateCmd(), newPolicyLintCmd(), newPolicySimulateCmd(), newPolicyActionsCmd())
+	return cmd
+}
+
+// loadPolicies parses files; each invalid file's errors go to stderr.
+func loadPolicies(cmd *cobra.Command, files []string) ([]*policy.Policy, error) {
+	var out []*policy.Policy
+	bad := 0
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		p, err := policy.Parse(f, data)
+		if err != nil {
+			bad++
+			fmt.Fprintln(cmd.ErrOrStderr(), err)
+			continue
+		}
+		out = append(out, p)
+	}
+	if bad > 0 {
+		return nil, &exitError{code: 1, err: fmt.Errorf("%d of %d policy files invalid", bad, len(files))}
+	}
+	return out, nil
+}
+
+func newPolicyValidateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate FILE...",
+		Short: "Check policy files: syntax, actions, resources, conditions",
+		Long: `Parse and validate policy files as the server does when a policy is written.
+Every problem is printed as FILE:LINE:COLUMN: message. Exits 1 if any file
+is invalid.`,
+		Example: `  coffer policy validate policies/*.yaml`,
+		Args:    policyFileArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ps, err := loadPolicies(cmd, args)
+			if err != nil {
+				return err
+			}
+			if wantJSON(cmd) {
+				type result struct {
+					File       string `json:"file"`
+					Statements int    `json:"statements"`
+				}
+				var rs []result
+				for _, p := range ps {
+					rs = append(rs, result{p.Name, len(p.Statements)})
+				}
+				return printJSON(cmd.OutOrStdout(), rs)
+			}
+			for _, p := range ps {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%d statements)\n", p.Name, len(p.Statements))
+			}
+			return nil
+		},
+	}
+}
+
+func newPolicyLintCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "lint FILE...",
+		Short: "Warn about broad grants and statements that never apply",
+		Long: `Validate policy files and warn about least-privilege problems: wildcard
+actions or resources, decrypt-class actions allowed without conditions,
+statements shadowed by a deny or made redundant by an earlier allow, and
+statements (or actions of a statement) that can never match.
+
+Exits 0 when there is nothing to say, 3 when there are warnings, 1 when a
+file is invalid.`,
+		Example: `  coffer policy lint policies/*.yaml`,
+		Args:    policyFileArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ps, err := loadPolicies(cmd, args)
+			if err != nil {
+				return err
+			}
+			var all []policy.Warning
+			for _, p := range ps {
+				all = append(all, policy.Lint(p)...)
+			}
+			if wantJSON(cmd) {
+				if all == nil {
+					all = []policy.Warning{}
+				}
+				if err := printJSON(cmd.OutOrStdout(), all); err != nil {
+					return err
+				}
+			} else {
+				for _, w := range all {
+					fmt.Fprintln(cmd.OutOrStdout(), w)
+				}
+			}
+			if len(all) > 0 {
+				return &exitError{code: exitPolicyWarnings}
+			}
+			if !wantJSON(cmd) {
+				fmt.Fprintf(cmd.OutOrStdout(), "%d policies, no warnings\n", len(ps))
+			}
+			return nil
+		},
+	}
+}
+
+func newPolicySimulateCmd() *cobra.Command {
+	var (
+		files, keyFiles, aliases []string
+		principal                string
+		action, resource         string
+		sourceIP, at             string
+	)
+	cmd := &cobra.Command{
+		Use:   "simulate --policy FILE... --principal KIND:ID[,k=v...] --action A [--resource R]",
+		Short: "Decide a request against policy files, naming the deciding statement",
+		Long: `Evaluate one request against identity policies (--policy) and, optionally,
+the key policy of the key it acts on (--key-policy), offline, and print
+allow or deny with the statement that decided (FILE:LINE).
+
+--principal is KIND:ID with KIND role, access-key, token or root, then
+optional comma-separated fields: role=R, namespace=NS, service_account=SA,
+and any other NAME=VALUE as an attribute (principal.attr.NAME). For KIND
+role, the role defaults to ID.
+
+Exits 0 when allowed, 3 when denied.`,
+		Example: `  coffer policy simulate --policy app.yaml \
+    --principal role:app,namespace=team-a,service_account=web \
+    --action kms:Decrypt --resource alias/app-web --context namespace=team-a`,
+		Args: cobra.NoArgs,
+	}
+	ctx := addKVFlag(cmd, "context", "encryption context of the request")
+	f := cmd.Flags()
+	f.StringArrayVar(&files, "policy", nil, "identity policy file (repeatable)")
+	f.StringArrayVar(&keyFiles, "key-policy", nil, "key policy file of the key acted on (repeatable)")
+	f.StringVar(&principal, "principal", "", "the caller: KIND:ID[,role=R,namespace=NS,service_account=SA,NAME=VALUE...]")
+	f.StringVar(&action, "action", "", "action, e.g. kms:Decrypt")
+	f.StringVar(&resource, "resource", "", "resource: key id, alias/NAME, secret/PATH, ... (empty for actions on none)")
+	f.StringArrayVar(&aliases, "alias", nil, "another name of the resource, e.g. the key's alias (repeatable)")
+	f.StringVar(&sourceIP, "source-ip", "", "caller's address")
+	f.StringVar(&at, "time", "", "time of the request, RFC 3339 (default: now)")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if len(files) == 0 {
+			return usageErrorf("--policy is required")
+		}
+		if principal == "" || action == "" {
+			return usageErrorf("--principal and --action are required")
+		}
+		p, err := parsePrincipal(principal)
+		if err != nil {
+			return usageErrorf("invalid --principal: %v", err)
+		}
+		if _, ok := policy.LookupAction(action); !ok {
+			return usageErrorf("unknown --action %q; coffer policy actions lists them", action)
+		}
+		req := policy.Request{Principal: p, Action: action, Resource: resource, Aliases: aliases, Context: ctx.Map(), Time: time.Now()}
+		if sourceIP != "" {
+			if req.SourceIP, err = netip.ParseAddr(sourceIP); err != nil {
+				return usageErrorf("invalid --source-ip %q", sourceIP)
+			}
+		}
+		if at != "" {
+			if req.Time, err = time.Parse(time.RFC3339, at); err != nil {
+				return usageErrorf("invalid --time %q: want RFC 3339 like 2026-01-31T18:00:00Z", at)
+			}
+		}
+		ids, err := loadPolicies(cmd, files)
+		if err != nil {
+			return err
+		}
+		var keySet *policy.Set
+		if len(keyFiles) > 0 {
+			kps, err := loadPolicies(cmd, keyFiles)
+			if err != nil {
+				return err
+			}
+			keySet = policy.NewSet(kps...)
+		}
+		d := policy.Authorize(policy.NewSet(ids...), keySet, req)
+		if err := printPolicyDecision(cmd, d); err != nil {
+			return err
+		}
+		if !d.Allowed {
+			return &exitError{code: exitPolicyDenied}
+		}
+		return nil
+	}
+	return cmd
+}
+
+func printPolicyDecision(cmd *cobra.Command, d policy.Decision) error {
+	if wantJSON(cmd) {
+		type ref struct {
+			Policy    string `json:"policy"`
+			Line      int    `json:"line"`
+			Statement int    `json:"statement"`
+			Sid       string `json:"sid,omitempty"`
+			Effect    string `json:"effect"`
+		}
+		conv := func(r *policy.StatementRef) *ref {
+			if r == nil {
+				return nil
+			}
+			return &ref{r.Policy, r.Line, r.Index + 1, r.Sid, r.Effect.String()}
+		}
+		decision := "deny"
+		if d.Allowed {
+			decision = "allow"
+		}
+		return printJSON(cmd.OutOrStdout(), struct {
+			Decision     string `json:"decision"`
+			Reason       string `json:"reason"`
+			Statement    *ref   `json:"statement,omitempty"`
+			KeyStatement *ref   `json:"key_statement,omitempty"`
+		}{decision, d.Reason, conv(d.Statement), conv(d.KeyStatement)})
+	}
+	_, err := fmt.Fprintln(cmd.OutOrStdout(), d)
+	return err
+}
+
+// parsePrincipal parses KIND:ID[,k=v...].
+func parsePrincipal(s string) (policy.Principal, error) {
+	head, rest, _ := strings.Cut(s, ",")
+	kind, id, ok := strings.Cut(head, ":")
+	if !ok || id == "" {
+		return policy.Principal{}, errors.New("want KIND:ID")
+	}
+	switch kind {
+	case "role", "access-key", "token", "root":
+	default:
+		return policy.Principal{}, fmt.Errorf("unknown kind %q: want role, access-key, token or root", kind)
+	}
+	p := policy.Principal{Kind: kind, ID: id}
+	if kind == "role" {
+		p.Role = id
+	}
+	for rest != "" {
+		var kv string
+		kv, rest, _ = strings.Cut(rest, ",")
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return policy.Principal{}, fmt.Errorf("field %q: want NAME=VALUE", kv)
+		}
+		switch k {
+		case "role":
+			p.Role = v
+		case "namespace":
+			p.Namespace = v
+		case "service_account":
+			p.ServiceAccount = v
+		default:
+			if p.Attributes == nil {
+				p.Attributes = map[string]string{}
+			}
+			p.Attributes[strings.TrimPrefix(k, "attr.")] = v
+		}
+	}
+	return p, nil
+}
+
+func newPolicyActionsCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "actions",
+		Short: "List the actions a policy may name",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			acts := policy.Actions()
+			if wantJSON(cmd) {
+				return printJSON(cmd.OutOrStdout(), acts)
+			}
+			rows := make([][]string, 0, len(acts))
+			for _, a := range acts {
+				ctx := ""
+				if a.Context {
+					ctx = "yes"
+				}
+				rows = append(rows, []string{a.Name, orDash(string(a.Resource)), orDash(ctx)})
+			}
+			return printTable(cmd.OutOrStdout(), []string{"ACTION", "RESOURCE", "CONTEXT"}, rows)
+		},
+	}
+}
+
+// policyFileArgs requires at least one FILE argument.
+func policyFileArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return usageErrorf("%s takes at least one argument (FILE...)", cmd.CommandPath())
+	}
+	return nil
+}
