@@ -304,10 +304,11 @@ func openInput(cmd *cobra.Command, args []string, what string) (io.ReadCloser, i
 // output is where a command writes: standard output, or a temporary file
 // renamed over the destination by commit and removed by abort.
 type output struct {
-	w    io.Writer
-	tmp  *os.File
-	dest string
-	done bool
+	w       io.Writer
+	special *os.File // a device or pipe written in place
+	tmp     *os.File
+	dest    string
+	done    bool
 }
 
 // createOutput opens the output of ff. A file output must not exist unless
@@ -319,6 +320,18 @@ func createOutput(cmd *cobra.Command, ff fileFlags, plaintext bool) (*output, er
 			return nil, usageErrorf("refusing to write an encrypted file to a terminal: use -o FILE or redirect standard output")
 		}
 		return &output{w: w}, nil
+	}
+	if fi, err := os.Stat(ff.output); err == nil && !fi.Mode().IsRegular() {
+		// A device or a pipe (/dev/null, a FIFO) is written in place:
+		// renaming a temporary file over it would replace the device.
+		if fi.IsDir() {
+			return nil, usageErrorf("-o %s is a directory; name a file", ff.output)
+		}
+		f, err := os.OpenFile(ff.output, os.O_WRONLY, 0)
+		if err != nil {
+			return nil, err
+		}
+		return &output{w: f, special: f}, nil
 	}
 	if _, err := os.Lstat(ff.output); err == nil && !ff.force {
 		return nil, fmt.Errorf("%s already exists: pass --force to overwrite it", ff.output)
@@ -339,6 +352,9 @@ func createOutput(cmd *cobra.Command, ff fileFlags, plaintext bool) (*output, er
 // commit makes the output final: the temporary file is flushed and
 // renamed to its destination.
 func (o *output) commit() error {
+	if o.special != nil {
+		return o.special.Close()
+	}
 	if o.tmp == nil {
 		return nil
 	}
@@ -357,6 +373,10 @@ func (o *output) commit() error {
 
 // abort removes the temporary file unless commit succeeded.
 func (o *output) abort() {
+	if o.special != nil {
+		o.special.Close()
+		return
+	}
 	if o.tmp == nil || o.done {
 		return
 	}

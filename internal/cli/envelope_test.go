@@ -4,6 +4,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -77,4 +78,27 @@ func offset(s string) (int, error) {
 		return a + b, nil
 	}
 	return strconv.Atoi(s)
+}
+
+// TestOutputToDevice: -o /dev/null (or a FIFO) is written in place, never
+// replaced by a renamed temporary file.
+func TestOutputToDevice(t *testing.T) {
+	ff := fileFlags{output: os.DevNull}
+	o, err := createOutput(newEnvelopeEncryptCmd(), ff, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.w.Write([]byte("discarded")); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.commit(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(os.DevNull)
+	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		t.Fatalf("%s is no longer a character device: %v %v", os.DevNull, fi.Mode(), err)
+	}
+	if _, err := createOutput(newEnvelopeEncryptCmd(), fileFlags{output: t.TempDir()}, true); err == nil {
+		t.Fatal("a directory accepted as output")
+	}
 }
