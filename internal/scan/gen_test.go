@@ -17,7 +17,7 @@ import (
 // and no push protection trips on fixtures.
 //
 //	@@R:prefix:alphabet:n@@  prefix + n random characters
-//	@@UUID@@ @@JWT@@ @@AUTH@@ @@DOCKERCFG@@ @@COFFER@@ @@COFFERBAD@@
+//	@@UUID@@ @@JWT@@ @@AUTH@@ @@DOCKERCFG@@ @@COFFER@@ @@COFFERBAD@@ @@COFFERAKID@@ @@COFFERAKSECRET@@ @@COFFERAKBAD@@
 //	@@B64:inner@@            standard base64 of the expansion of @@inner@@
 var markerRe = regexp.MustCompile(`@@(.+?)@@`)
 
@@ -70,6 +70,17 @@ func (g *gen) one(spec string) string {
 		return `{"auths":{"registry.internal":{"auth":"` + g.one("AUTH") + `"}}}`
 	case spec == "COFFER":
 		return credential.New(credential.TokenPrefix)
+	case spec == "COFFERAKID" || spec == "COFFERAKSECRET":
+		id, secret := credential.NewAccessKey()
+		if spec == "COFFERAKID" {
+			return id
+		}
+		return secret
+	case spec == "COFFERAKBAD":
+		_, secret := credential.NewAccessKey()
+		c := []byte(secret)
+		c[10] ^= 1
+		return string(c)
 	case spec == "COFFERBAD":
 		c := []byte(credential.New(credential.TokenPrefix))
 		c[10] ^= 1 // a checksum mismatch (or a letter changed case)

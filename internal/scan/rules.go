@@ -67,12 +67,13 @@ type Rule struct {
 	priority int
 }
 
-// CofferCredentialKinds lists the prefixes of Coffer credentials the
-// scanner validates by checksum. A new kind (access keys) is one line here.
-var CofferCredentialKinds = []struct {
-	Prefix, ID, Description string
-}{
-	{credential.TokenPrefix, "coffer-token", "Coffer bearer token (checksum verified)"},
+// cofferRuleIDs names the scanner rule of each Coffer credential kind;
+// the formats themselves come from credential.Formats, so a new kind needs
+// one line here.
+var cofferRuleIDs = map[string]string{
+	credential.KindToken:           "coffer-token",
+	credential.KindAccessKeySecret: "coffer-access-key-secret",
+	credential.KindAccessKeyID:     "coffer-access-key-id",
 }
 
 // secretWords are the key names that mark a value as secret in
@@ -89,12 +90,15 @@ var (
 // builtinRules returns the rules every scanner starts with.
 func builtinRules() []*Rule {
 	r := []*Rule{}
-	for _, k := range CofferCredentialKinds {
-		prefix := k.Prefix
+	for _, f := range credential.Formats() {
+		prefix, sev := f.Prefix, Critical
+		if !f.Secret {
+			sev = Medium // an access key id identifies; it grants nothing alone
+		}
 		r = append(r, &Rule{
-			ID: k.ID, Description: k.Description, Severity: Critical,
+			ID: cofferRuleIDs[f.Kind], Description: f.Description + " (checksum verified)", Severity: sev,
 			Keywords: []string{prefix + "_"},
-			Regex:    regexp.MustCompile(regexp.QuoteMeta(prefix) + `_[A-Za-z0-9_-]{` + itoa(credential.BodyLen) + `}`),
+			Regex:    regexp.MustCompile(regexp.QuoteMeta(prefix) + `_[` + f.BodyChars + `]{` + itoa(f.BodyLen) + `}`),
 			Validate: func(s string) bool { return credential.Valid(prefix, s) },
 		})
 	}

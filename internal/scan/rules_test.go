@@ -3,6 +3,8 @@ package scan
 import (
 	"strings"
 	"testing"
+
+	"github.com/cofferkms/coffer/credential"
 )
 
 // falsePositives holds, for every rule, near misses it must not report:
@@ -11,6 +13,8 @@ import (
 // each rule has one).
 var falsePositives = map[string][]string{
 	"coffer-token":                  {"t=@@COFFERBAD@@", "t=cft_" + strings.Repeat("A", 46)},
+	"coffer-access-key-secret":      {"s=@@COFFERAKBAD@@", "s=cfsk_" + strings.Repeat("A", 46)},
+	"coffer-access-key-id":          {"id=cfak_" + strings.Repeat("A", 24), "id=cfak_abcdefghijklmnopqrstuvwx"},
 	"alibaba-access-key-id":         {"id=LTAI@@R::A62:8@@", "x=ALTAI@@R::A62:16@@"},
 	"alibaba-access-key-secret":     {"secret=@@R::A62:30@@ with no key id near"},
 	"aws-access-key-id":             {"AKIAIOSFODNN7EXAMPLE", "AKIA@@R::AZ27:10@@"},
@@ -109,12 +113,13 @@ func TestPathRule(t *testing.T) {
 }
 
 func TestCofferTokenTable(t *testing.T) {
-	// The Coffer rules come from CofferCredentialKinds: one per prefix.
+	// The Coffer rules come from credential.Formats: one per kind, and
+	// every credential that grants access by itself is critical.
 	s, _ := New(Options{})
-	for _, k := range CofferCredentialKinds {
-		r := s.Rule(k.ID)
-		if r == nil || r.Severity != Critical || r.Validate == nil {
-			t.Fatalf("rule for %s: %+v", k.Prefix, r)
+	for _, f := range credential.Formats() {
+		r := s.Rule(cofferRuleIDs[f.Kind])
+		if r == nil || r.Validate == nil || (f.Secret && r.Severity != Critical) {
+			t.Fatalf("rule for %s: %+v", f.Prefix, r)
 		}
 	}
 }
