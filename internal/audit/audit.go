@@ -1,9 +1,27 @@
-// Package audit defines the audit record and the hook every request passes
-// through. A request's effect is returned only after its record was accepted
-// by the Recorder: when Record fails, the front door answers 503 and returns
-// nothing of the effect (fail closed).
+// Package audit is Coffer's tamper-evident, fail-closed audit trail.
 //
-// This release ships only Nop; the tamper-evident file sink plugs in here.
+// Every request produces one Record. A request's effect is returned only
+// after its record was accepted by the Recorder: when Record fails, the front
+// door answers 503 and returns nothing of the effect (fail closed). Requests
+// that change state (key and token lifecycle, init, unseal) also write an
+// intent record before the change, so a change can never happen unaudited.
+//
+// The Trail is the production Recorder. It
+//   - turns sensitive identifiers (the presented token, encryption-context
+//     values) into HMAC-SHA256 under a per-installation audit key (Keys), so
+//     an investigator can ask "was this token used?" without the log holding
+//     the token;
+//   - chains records: each line carries a sequence number and the SHA-256 of
+//     the previous line, and every N records, on rotation and on close it
+//     appends a checkpoint signed with Ed25519;
+//   - writes with group commit: concurrent records share one write and one
+//     fsync, so throughput stays close to that of no audit at all;
+//   - mirrors committed lines to best-effort sinks (stdout, webhook) that
+//     never block a request.
+//
+// Verify reads log files as a stream and reports the first missing,
+// altered, reordered or truncated record by sequence number. The line format
+// is specified in docs/formats.md.
 package audit
 
 import (
@@ -11,21 +29,65 @@ import (
 	"time"
 )
 
+// Record types.
+const (
+	TypeRequest    = "request"
+	TypeCheckpoint = "checkpoint"
+	TypeEvent      = "event" // made by the server itself (alert responses)
+)
+
+// Phases of a request record.
+const (
+	PhaseIntent = "intent" // written before a state change
+	PhaseDone   = ""       // the outcome
+)
+
+// Principal is who made a request. It names credentials by their
+// accessor (not secret) and never holds a token.
+type Principal struct {
+	Kind           string `json:"kind"` // anonymous, token, root
+	ID             string `json:"id,omitempty"`
+	Name           string `json:"name,omitempty"`
+	Accessor       string `json:"accessor,omitempty"`
+	Namespace      string `json:"namespace,omitempty"`
+	ServiceAccount string `json:"service_account,omitempty"`
+}
+
 // Record describes one request. It never holds secret values: no
-// plaintexts, tokens or key material.
+// plaintexts, tokens or key material. Token and ContextValues are inputs
+// that the Trail replaces by HMACs before anything is written.
 type Record struct {
-	Time      time.Time     `json:"time"`
-	RequestID string        `json:"request_id"`
-	Door      string        `json:"door"`
-	Source    string        `json:"source"`
-	Accessor  string        `json:"accessor,omitempty"`
-	Action    string        `json:"action"`
-	Resource  string        `json:"resource,omitempty"`
-	KeyID     string        `json:"key_id,omitempty"`
-	Version   uint32        `json:"key_version,omitempty"`
-	Outcome   string        `json:"outcome"`
-	ErrorCode string        `json:"error_code,omitempty"`
-	Latency   time.Duration `json:"latency_ns"`
+	Seq  uint64 `json:"seq,omitempty"`
+	Prev string `json:"prev,omitempty"`
+	Type string `json:"type"`
+
+	Time      time.Time `json:"time"`
+	RequestID string    `json:"request_id,omitempty"`
+	Phase     string    `json:"phase,omitempty"`
+	Door      string    `json:"door,omitempty"`
+	Source    string    `json:"source,omitempty"`
+	Principal Principal `json:"principal"`
+	// TokenHMAC is HMAC-SHA256(audit key, presented token), hex.
+	TokenHMAC string `json:"token_hmac,omitempty"`
+	Action    string `json:"action"`
+	Resource  string `json:"resource,omitempty"`
+	KeyID     string `json:"key_id,omitempty"`
+	Version   uint32 `json:"key_version,omitempty"`
+	// Context maps encryption-context keys to HMACs of their values.
+	Context   map[string]string `json:"context,omitempty"`
+	Outcome   string            `json:"outcome,omitempty"`
+	ErrorCode string            `json:"error_code,omitempty"`
+	Status    int               `json:"status,omitempty"`
+	LatencyNS int64             `json:"latency_ns,omitempty"`
+	Detail    string            `json:"detail,omitempty"`
+
+	// Checkpoint fields.
+	Key string `json:"key,omitempty"` // Ed25519 public key, base64
+	Sig string `json:"sig,omitempty"` // signature, base64
+
+	// Inputs, never written.
+	Token         string            `json:"-"`
+	ContextValues map[string]string `json:"-"`
 }
 
 // Recorder persists records durably before Record returns.
@@ -37,4 +99,7 @@ type Recorder interface {
 type Nop struct{}
 
 // Record implements Recorder.
-func (Nop) Record(context.Context, *Record) error { return nil }
+func (Nop) Record(_ context.Context, r *Record) error {
+	r.Token, r.ContextValues = "", nil
+	return nil
+}

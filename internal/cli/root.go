@@ -137,7 +137,8 @@ verification for a development server with a self-signed certificate).`,
 		newExecCmd(),
 		newScanCmd(),
 		newRBACCmd(),
-		newPolicyCmd(),
+		newAuditCmd(),
+		newAlertsCmd(),
 	)
 	// Add cobra's completion command now rather than at execution, so that
 	// an unknown shell is a usage error like any unknown command.

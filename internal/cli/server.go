@@ -86,6 +86,9 @@ func printBanner(w io.Writer, cfg server.Config, b server.Banner) {
 	if b.CACertFile != "" {
 		fmt.Fprintf(w, "TLS certificate: %s (SHA-256 fingerprint %s)\n", b.CACertFile, b.Fingerprint)
 	}
+	if b.AuditDir != "" {
+		fmt.Fprintf(w, "Audit log: %s\n", b.AuditDir)
+	}
 	if !cfg.Dev {
 		fmt.Fprintf(w, "Storage: %s\n", b.StoragePath)
 		fmt.Fprintln(w, "The server starts sealed: 'coffer operator init' once, then 'coffer operator unseal'.")

@@ -88,6 +88,7 @@ func (s *Server) routes() {
 
 	s.keyRoutes()
 	s.kmsRoutes()
+	s.auditRoutes()
 }
 
 func tokenInfo(p auth.Principal) client.TokenInfo {

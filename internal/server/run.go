@@ -24,9 +24,12 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/cofferkms/coffer/internal/audit"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/keys"
+	"github.com/cofferkms/coffer/internal/monitor"
+	"github.com/cofferkms/coffer/internal/storage"
 	"github.com/cofferkms/coffer/internal/storage/bolt"
 	"github.com/cofferkms/coffer/internal/sys"
 )
@@ -51,11 +54,53 @@ type Config struct {
 	RotationCheckInterval string `json:"rotation_check_interval"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `json:"log_level"`
+	// Audit configures the audit trail; it is on by default.
+	Audit AuditConfig `json:"audit"`
+	// Metrics configures /metrics.
+	Metrics MetricsConfig `json:"metrics"`
 
 	// Dev mode (flags only): initialize and unseal automatically.
 	Dev          bool   `json:"-"`
 	DevDir       string `json:"-"`
 	DevRootToken string `json:"-"`
+}
+
+// AuditConfig is the audit: section of the config (docs/audit.md).
+type AuditConfig struct {
+	// Disabled turns the audit trail off (not recommended; for benchmarks).
+	Disabled bool `json:"disabled"`
+	// Dir holds the log files; default: "audit" next to the storage file.
+	Dir string `json:"dir"`
+	// KeyFile is the audit HMAC and signing key; default Dir/audit.key.
+	KeyFile string `json:"key_file"`
+	// MaxFileSizeMB rotates files at this size (default 100).
+	MaxFileSizeMB int `json:"max_file_size_mb"`
+	// CheckpointEvery signs a checkpoint every N records (default 1000).
+	CheckpointEvery int `json:"checkpoint_every"`
+	// CheckpointInterval bounds the unsigned tail in time (default 10s).
+	CheckpointInterval string `json:"checkpoint_interval"`
+	// Stdout mirrors records to standard output; with NoFile it is the
+	// only (required) sink.
+	Stdout bool `json:"stdout"`
+	NoFile bool `json:"no_file"`
+	// Webhook is a best-effort mirror (JSON lines POSTed in batches).
+	Webhook string `json:"webhook"`
+	// Alerts is a rules file (docs/audit.md); "" runs the built-in rules
+	// with their defaults, logging alerts.
+	Alerts string `json:"alerts"`
+	// AlertsDisabled turns the alert engine off.
+	AlertsDisabled bool `json:"alerts_disabled"`
+}
+
+// MetricsConfig is the metrics: section of the config.
+type MetricsConfig struct {
+	// Addr serves /metrics on a separate listener; empty: on the API
+	// listener, unauthenticated.
+	Addr string `json:"addr"`
+	// Disabled removes /metrics.
+	Disabled bool `json:"disabled"`
+	// MaxKeyLabels bounds the key label (default 200).
+	MaxKeyLabels int `json:"max_key_labels"`
 }
 
 // LoadConfig reads a YAML config file, rejecting unknown fields.
@@ -77,7 +122,9 @@ type Banner struct {
 	CACertFile  string // self-signed certificate to trust, if any
 	Fingerprint string // SHA-256 of that certificate
 	StoragePath string
-	Temporary   bool // storage is deleted on exit
+	Temporary   bool   // storage is deleted on exit
+	AuditDir    string // empty: audit disabled
+	MetricsAddr string // separate metrics listener, if any
 	// Dev only.
 	RootToken   string
 	UnsealShare string
@@ -127,9 +174,38 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 		return err
 	}
 	defer store.Close()
-	bar := barrier.New(store)
-	s := &sys.Sys{Barrier: bar, Keys: keys.New(bar), Tokens: auth.NewTokens(bar, nil)}
+	var backend storage.Backend = store
+	var s *sys.Sys
+	var metrics *monitor.Metrics
+	if !cfg.Metrics.Disabled {
+		metrics = monitor.NewMetrics(cfg.Metrics.MaxKeyLabels, func() monitor.State { return sysState(s) })
+		backend = monitor.TimedBackend{Backend: store, M: metrics}
+	}
+	bar := barrier.New(backend)
+	s = &sys.Sys{Barrier: bar, Keys: keys.New(bar), Tokens: auth.NewTokens(bar, nil)}
 	defer s.Seal()
+
+	bg, stopBG := context.WithCancel(ctx)
+	defer stopBG()
+	trail, akeys, err := openAudit(bg, cfg, path, logger, metrics)
+	if err != nil {
+		return err
+	}
+	if trail != nil {
+		defer trail.Close()
+		ban.AuditDir = auditDir(cfg, path)
+	}
+	var rec audit.Recorder = audit.Nop{}
+	if trail != nil {
+		rec = trail
+	}
+	var engine *monitor.Engine
+	if !cfg.Audit.AlertsDisabled {
+		engine, err = startAlerts(bg, cfg, s, rec, logger, metrics)
+		if err != nil {
+			return err
+		}
+	}
 
 	if cfg.Dev {
 		shareFile := filepath.Join(filepath.Dir(path), "dev-unseal-share")
@@ -142,6 +218,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 			return err
 		}
 		ban.RootToken, ban.UnsealShare = tok, share
+		// Dev bootstrap bypasses the API; record it like an init/unseal.
+		if err := rec.Record(ctx, &audit.Record{Type: audit.TypeEvent, Time: time.Now().UTC(), Door: "dev", Action: "sys:DevBootstrap",
+			Principal: audit.Principal{Kind: "system", ID: "dev-mode"}, Outcome: "ok"}); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
 	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -166,7 +247,24 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	api := New(s, Options{Logger: logger})
+	opts := Options{Logger: logger, Audit: rec, Metrics: metrics, MetricsSeparate: cfg.Metrics.Addr != "", Alerts: engine}
+	if akeys != nil {
+		opts.AuditKeys = akeys
+	}
+	api := New(s, opts)
+	if metrics != nil && cfg.Metrics.Addr != "" {
+		mln, err := net.Listen("tcp", cfg.Metrics.Addr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics.Handler())
+		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go ms.Serve(mln)
+		defer ms.Close()
+		ban.MetricsAddr = "http://" + mln.Addr().String() + "/metrics"
+	}
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	if useTLS {
@@ -187,8 +285,6 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 	}
 	ban.Addr = scheme + "://" + ln.Addr().String()
 
-	bg, stopBG := context.WithCancel(ctx)
-	defer stopBG()
 	go s.Keys.Run(bg, interval, func(err error) { logger.Error("key maintenance", "error", err) })
 	go func() {
 		t := time.NewTicker(time.Minute)

@@ -29,6 +29,7 @@ import (
 
 	"github.com/cofferkms/coffer/internal/audit"
 	"github.com/cofferkms/coffer/internal/auth"
+	"github.com/cofferkms/coffer/internal/monitor"
 	"github.com/cofferkms/coffer/internal/sys"
 )
 
@@ -57,6 +58,20 @@ type Options struct {
 	Authorizer    Authorizer    // default: auth.RootOnly
 	Audit         audit.Recorder
 	Logger        *slog.Logger
+	// Metrics, when set, counts every request and serves GET /metrics
+	// (unless MetricsSeparate: then another listener serves them).
+	Metrics         *monitor.Metrics
+	MetricsSeparate bool
+	// Alerts, when set, gets every committed record.
+	Alerts *monitor.Engine
+	// AuditInfo, when set, serves the audit public key and HMAC routes.
+	AuditKeys AuditKeys
+}
+
+// AuditKeys is what the audit routes need of the audit key.
+type AuditKeys interface {
+	HMAC(value string) string
+	PublicKeyString() string
 }
 
 // Server is the REST API over a Sys.
@@ -68,13 +83,18 @@ type Server struct {
 	log   *slog.Logger
 	mux   *http.ServeMux
 
+	metrics   *monitor.Metrics
+	alerts    *monitor.Engine
+	auditKeys AuditKeys
+
 	ridPrefix string
 	ridSeq    atomic.Uint64
 }
 
 // New builds the API server.
 func New(s *sys.Sys, opts Options) *Server {
-	srv := &Server{sys: s, authn: opts.Authenticator, authz: opts.Authorizer, audit: opts.Audit, log: opts.Logger, mux: http.NewServeMux()}
+	srv := &Server{sys: s, authn: opts.Authenticator, authz: opts.Authorizer, audit: opts.Audit, log: opts.Logger, mux: http.NewServeMux(),
+		metrics: opts.Metrics, alerts: opts.Alerts, auditKeys: opts.AuditKeys}
 	if srv.authn == nil {
 		srv.authn = BearerTokens{Tokens: s.Tokens}
 	}
@@ -93,6 +113,9 @@ func New(s *sys.Sys, opts Options) *Server {
 	}
 	srv.ridPrefix = hex.EncodeToString(p[:]) + "-"
 	srv.routes()
+	if srv.metrics != nil && !opts.MetricsSeparate {
+		srv.mux.Handle("GET /metrics", srv.metrics.Handler())
+	}
 	return srv
 }
 
@@ -151,15 +174,25 @@ type BearerTokens struct{ Tokens *auth.Tokens }
 
 // Authenticate implements Authenticator.
 func (b BearerTokens) Authenticate(r *http.Request) (auth.Principal, error) {
+	tok, ok := presentedToken(r)
+	if !ok {
+		return auth.Principal{}, fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"; other schemes (Basic, ...) are not supported", auth.ErrUnauthenticated)
+	}
+	return b.Tokens.Lookup(tok)
+}
+
+// presentedToken is the bearer token of a request; ok is false for an
+// Authorization header of another scheme.
+func presentedToken(r *http.Request) (string, bool) {
 	tok := r.Header.Get("X-Coffer-Token")
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, v, ok := strings.Cut(h, " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") {
-			return auth.Principal{}, fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"; other schemes (Basic, ...) are not supported", auth.ErrUnauthenticated)
+			return "", false
 		}
 		tok = strings.TrimSpace(v)
 	}
-	return b.Tokens.Lookup(tok)
+	return tok, true
 }
 
 // noContent is the response type of routes that answer 204.
@@ -202,7 +235,11 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 	return func(w http.ResponseWriter, r *http.Request) {
 		st := reqState{id: s.ridPrefix + strconv.FormatUint(s.ridSeq.Add(1), 10), start: time.Now()}
 		w.Header().Set("X-Request-Id", st.id)
-		rec := audit.Record{Time: st.start.UTC(), RequestID: st.id, Door: "rest", Source: sourceOf(r), Action: rt.action}
+		rec := audit.Record{Time: st.start.UTC(), RequestID: st.id, Door: doorOf(r), Source: sourceOf(r), Action: rt.action,
+			Principal: audit.Principal{Kind: "anonymous"}}
+		if tok, _ := presentedToken(r); tok != "" {
+			rec.Token = tok // the trail stores only its HMAC
+		}
 
 		var p auth.Principal
 		var req Req
@@ -218,12 +255,13 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 				if p, err = s.authn.Authenticate(r); err != nil {
 					return err
 				}
-				rec.Accessor = p.Accessor
+				rec.Principal = principalOf(p)
 			}
 			if _, isEmpty := any(&req).(*empty); !isEmpty {
 				if err := decode(w, r, &req, rt.limit); err != nil {
 					return err
 				}
+				rec.ContextValues = contextOf(&req)
 			}
 			if res != nil {
 				rec.Resource = res(r, &req)
@@ -235,6 +273,18 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 			}
 			return nil
 		}()
+		if err == nil && mutates(r, rt.action) {
+			// A state change is recorded before it happens: if the trail
+			// cannot write, nothing changes.
+			intent := rec
+			intent.Phase = audit.PhaseIntent
+			intent.ContextValues = rec.ContextValues
+			if aerr := s.audit.Record(r.Context(), &intent); aerr != nil {
+				s.auditFailed(w, r, st, rt, &rec, aerr)
+				return
+			}
+			rec.Token, rec.ContextValues, rec.TokenHMAC, rec.Context = intent.Token, intent.ContextValues, intent.TokenHMAC, intent.Context
+		}
 		var resp Resp
 		if err == nil {
 			resp, err = fn(r.Context(), r, p, &req)
@@ -252,14 +302,15 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 		}
 		if err == nil {
 			rec.Outcome = "ok"
+			keyOf(&rec, resp)
 		}
-		rec.Latency = time.Since(st.start)
+		rec.Status = status
+		rec.LatencyNS = int64(time.Since(st.start))
 		if aerr := s.audit.Record(r.Context(), &rec); aerr != nil {
-			// Fail closed: no record, no effect.
-			s.log.Error("audit record failed; refusing the request", "request_id", st.id, "action", rt.action, "error", aerr)
-			writeJSON(w, http.StatusServiceUnavailable, errorBody("audit_unavailable", "the audit trail cannot record this request, so it was refused; retry later", st.id))
+			s.auditFailed(w, r, st, rt, &rec, aerr)
 			return
 		}
+		s.observe(&rec, st.start)
 		if err != nil {
 			writeJSON(w, status, errorBody(code, msg, st.id))
 			return
@@ -269,6 +320,27 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 			return
 		}
 		writeJSON(w, status, resp)
+	}
+}
+
+// auditFailed refuses a request whose record could not be written: no
+// record, no effect.
+func (s *Server) auditFailed(w http.ResponseWriter, _ *http.Request, st reqState, rt route, rec *audit.Record, aerr error) {
+	s.log.Error("audit record failed; refusing the request", "request_id", st.id, "action", rt.action, "error", aerr)
+	if s.metrics != nil {
+		rec.Outcome, rec.ErrorCode = "error", "audit_unavailable"
+		s.metrics.ObserveRequest(rec, time.Since(st.start))
+	}
+	writeJSON(w, http.StatusServiceUnavailable, errorBody("audit_unavailable", "the audit trail cannot record this request, so it was refused; retry later", st.id))
+}
+
+// observe feeds a committed record to the metrics and the alert engine.
+func (s *Server) observe(rec *audit.Record, start time.Time) {
+	if s.metrics != nil {
+		s.metrics.ObserveRequest(rec, time.Since(start))
+	}
+	if s.alerts != nil && !s.alerts.Feed(rec) && s.metrics != nil {
+		s.metrics.Dropped("alert_engine", 1)
 	}
 }
 

@@ -1,0 +1,104 @@
+package audit
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"strings"
+	"time"
+)
+
+// Query selects records. Empty fields match everything.
+type Query struct {
+	Since, Until time.Time
+	// Principal matches the accessor, id, name or token HMAC.
+	Principal string
+	// Action matches exactly, or by prefix when it ends in "*" ("key:*").
+	Action   string
+	Resource string // key id, alias or path: exact, or the key_id
+	Outcome  string // ok or error, or an error code
+	// Checkpoints includes checkpoint lines.
+	Checkpoints bool
+}
+
+// Match reports whether r matches q.
+func (q *Query) Match(r *Record) bool {
+	if r.Type == TypeCheckpoint {
+		return q.Checkpoints
+	}
+	if !q.Since.IsZero() && r.Time.Before(q.Since) {
+		return false
+	}
+	if !q.Until.IsZero() && !r.Time.Before(q.Until) {
+		return false
+	}
+	if p := q.Principal; p != "" && p != r.Principal.Accessor && p != r.Principal.ID && p != r.Principal.Name && p != r.TokenHMAC {
+		return false
+	}
+	if a := q.Action; a != "" {
+		if pre, ok := strings.CutSuffix(a, "*"); ok {
+			if !strings.HasPrefix(r.Action, pre) {
+				return false
+			}
+		} else if a != r.Action {
+			return false
+		}
+	}
+	if q.Resource != "" && q.Resource != r.Resource && q.Resource != r.KeyID {
+		return false
+	}
+	if o := q.Outcome; o != "" && o != r.Outcome && o != r.ErrorCode {
+		return false
+	}
+	return true
+}
+
+// Search streams the lines of r that match q to fn. A literal prefilter
+// skips the JSON decoding of lines that cannot match.
+func Search(r io.Reader, q Query, fn func(line []byte, rec *Record) error) error {
+	var needles [][]byte
+	for _, s := range []string{q.Principal, strings.TrimSuffix(q.Action, "*"), q.Resource} {
+		if s != "" {
+			b, _ := json.Marshal(s)
+			needles = append(needles, b[1:len(b)-1])
+		}
+	}
+	br := bufio.NewReaderSize(r, 1<<20)
+	var long []byte
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			long = append(long, line...)
+			continue
+		}
+		if long != nil {
+			line = append(long, line...)
+			long = nil
+		}
+		if len(line) > 0 {
+			ok := true
+			for _, n := range needles {
+				if !bytes.Contains(line, n) {
+					ok = false
+					break
+				}
+			}
+			if ok {
+				var rec Record
+				if json.Unmarshal(line, &rec) == nil && q.Match(&rec) {
+					if ferr := fn(bytes.TrimSuffix(line, []byte("\n")), &rec); ferr != nil {
+						return ferr
+					}
+				}
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,587 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Defaults of a Trail.
+const (
+	DefaultMaxFileSize        = 100 << 20
+	DefaultCheckpointEvery    = 1000
+	DefaultCheckpointInterval = 10 * time.Second
+	maxBatch                  = 4096
+	reserveSlack              = 64 << 10
+	commitLinger              = 200 * time.Microsecond
+	reserveChunk              = 1 << 20
+)
+
+// genesis is the prev of the first record of an installation.
+var genesis = strings.Repeat("0", 64)
+
+// ErrClosed is returned by Record after Close.
+var ErrClosed = errors.New("audit trail closed")
+
+// Options configure a Trail.
+type Options struct {
+	// Dir holds the log files (audit-<first seq>.jsonl). Empty: no file;
+	// then Stdout must be set and is the primary sink.
+	Dir string
+	// Keys hash and sign; required.
+	Keys *Keys
+	// MaxFileSize rotates the active file when it would grow past it.
+	MaxFileSize int64
+	// CheckpointEvery signs a checkpoint after this many records.
+	CheckpointEvery int
+	// CheckpointInterval signs a checkpoint when records are pending this
+	// long (bounds the unsigned tail of a live log).
+	CheckpointInterval time.Duration
+	// Stdout is a sink: the primary one when Dir is empty, else a
+	// best-effort mirror.
+	Stdout io.Writer
+	// Mirrors receive committed lines; they must not block.
+	Mirrors []Mirror
+	// Observe, if set, is called with every batch's commit latency, its
+	// size and its error (for metrics).
+	Observe func(d time.Duration, n int, err error)
+	// OpenFile opens log files; tests inject faults here. Default os.OpenFile.
+	OpenFile func(name string, flag int, perm os.FileMode) (File, error)
+}
+
+// File is what the trail needs of a log file.
+type File interface {
+	io.Writer
+	Sync() error
+	Truncate(size int64) error
+	Stat() (os.FileInfo, error)
+	Close() error
+}
+
+// Mirror is a best-effort sink: Send must not block; it may drop.
+type Mirror interface {
+	Send(line []byte)
+}
+
+type pending struct {
+	rec  *Record
+	body []byte
+	done chan error
+}
+
+// Trail is the production Recorder: chained, signed, group-committed.
+type Trail struct {
+	opt Options
+	in  chan *pending
+
+	// Owned by the writer goroutine.
+	f         File
+	name      string
+	size      int64
+	reserved  int64 // file offset up to which blocks are reserved
+	seq       uint64
+	prev      string
+	sinceCk   int
+	firstTime time.Time // of the oldest record not covered by a checkpoint
+	broken    error
+	buf       bytes.Buffer
+
+	stop     chan struct{}
+	stopped  chan struct{}
+	closeMu  sync.Mutex
+	closed   bool
+	donePool sync.Pool
+}
+
+// Open starts a trail, continuing the chain of the newest file in Dir.
+func Open(opt Options) (*Trail, error) {
+	if opt.Keys == nil {
+		return nil, errors.New("audit: no keys")
+	}
+	if opt.Dir == "" && opt.Stdout == nil {
+		return nil, errors.New("audit: no sink: set a directory or stdout")
+	}
+	if opt.MaxFileSize <= 0 {
+		opt.MaxFileSize = DefaultMaxFileSize
+	}
+	if opt.CheckpointEvery <= 0 {
+		opt.CheckpointEvery = DefaultCheckpointEvery
+	}
+	if opt.CheckpointInterval <= 0 {
+		opt.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if opt.OpenFile == nil {
+		opt.OpenFile = func(name string, flag int, perm os.FileMode) (File, error) { return os.OpenFile(name, flag, perm) }
+	}
+	t := &Trail{opt: opt, in: make(chan *pending, maxBatch), seq: 0, prev: genesis,
+		stop: make(chan struct{}), stopped: make(chan struct{})}
+	t.donePool.New = func() any { return make(chan error, 1) }
+	if opt.Dir != "" {
+		if err := os.MkdirAll(opt.Dir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := t.recover(); err != nil {
+			return nil, err
+		}
+	}
+	go t.run()
+	return t, nil
+}
+
+// Files lists the log files in dir in chain order.
+func Files(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		n := e.Name()
+		if strings.HasPrefix(n, "audit-") && strings.HasSuffix(n, ".jsonl") {
+			out = append(out, filepath.Join(dir, n))
+		}
+	}
+	slices.Sort(out) // names carry a zero-padded first sequence number
+	return out, nil
+}
+
+func fileName(dir string, firstSeq uint64) string {
+	return filepath.Join(dir, fmt.Sprintf("audit-%020d.jsonl", firstSeq))
+}
+
+// recover opens the newest file and restores seq and prev from its last
+// complete line. A torn last line (a write that was never acknowledged) is
+// cut off.
+func (t *Trail) recover() error {
+	if t.f != nil {
+		t.f.Close()
+		t.f = nil
+	}
+	files, err := Files(t.opt.Dir)
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return t.openNew(1)
+	}
+	name := files[len(files)-1]
+	seq, prev, size, err := lastLine(name)
+	if err != nil {
+		return err
+	}
+	f, err := t.opt.OpenFile(name, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	if st, err := f.Stat(); err == nil && st.Size() != size {
+		if err := f.Truncate(size); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if seq == 0 && size == 0 && len(files) > 1 {
+		// An empty newest file: continue from the one before it.
+		seq, prev, _, err = lastLine(files[len(files)-2])
+		if err != nil {
+			f.Close()
+			return err
+		}
+	}
+	t.f, t.name, t.size, t.reserved = f, name, size, 0
+	if seq > 0 {
+		t.seq, t.prev = seq, prev
+	}
+	return nil
+}
+
+// lastLine returns the sequence number and hash of the last complete line
+// of a file and the size up to and including it.
+func lastLine(name string) (seq uint64, hash string, size int64, err error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return 0, "", 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, "", 0, err
+	}
+	end := st.Size()
+	const chunk = 64 << 10
+	var tail []byte
+	for off := end; ; {
+		start := max(off-chunk, 0)
+		b := make([]byte, off-start)
+		if _, err := f.ReadAt(b, start); err != nil && err != io.EOF {
+			return 0, "", 0, err
+		}
+		tail = append(b, tail...)
+		// Need the last '\n' and the one before it (or the file start).
+		last := bytes.LastIndexByte(tail, '\n')
+		if last >= 0 {
+			before := bytes.LastIndexByte(tail[:last], '\n')
+			if before >= 0 || start == 0 {
+				line := tail[before+1 : last]
+				h := sha256.Sum256(line)
+				s, _, perr := parseHead(line)
+				if perr != nil {
+					return 0, "", 0, fmt.Errorf("%s: last line: %w", name, perr)
+				}
+				return s, hex.EncodeToString(h[:]), start + int64(last) + 1, nil
+			}
+		} else if start == 0 {
+			return 0, "", 0, nil // no complete line
+		}
+		if start == 0 {
+			return 0, "", 0, nil
+		}
+		off = start
+	}
+}
+
+func (t *Trail) openNew(firstSeq uint64) error {
+	name := fileName(t.opt.Dir, firstSeq)
+	f, err := t.opt.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	if d, err := os.Open(t.opt.Dir); err == nil {
+		d.Sync() // make the new name durable
+		d.Close()
+	}
+	t.f, t.name, t.size, t.reserved = f, name, 0, 0
+	return nil
+}
+
+// Record implements Recorder: it returns once the record is fsynced.
+func (t *Trail) Record(ctx context.Context, r *Record) error {
+	if r.Type == "" {
+		r.Type = TypeRequest
+	}
+	t.hashSensitive(r)
+	body, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	done := t.donePool.Get().(chan error)
+	p := &pending{rec: r, body: body, done: done}
+	t.closeMu.Lock()
+	if t.closed {
+		t.closeMu.Unlock()
+		return ErrClosed
+	}
+	select {
+	case t.in <- p:
+	case <-ctx.Done():
+		t.closeMu.Unlock()
+		return ctx.Err()
+	}
+	t.closeMu.Unlock()
+	// Wait for the commit even if ctx ends: the writer owns p until then.
+	err = <-done
+	t.donePool.Put(done)
+	return err
+}
+
+// hashSensitive replaces the token and context values by their HMACs.
+func (t *Trail) hashSensitive(r *Record) {
+	if r.Token != "" {
+		r.TokenHMAC = t.opt.Keys.HMAC(r.Token)
+		r.Token = ""
+	}
+	if len(r.ContextValues) > 0 {
+		r.Context = make(map[string]string, len(r.ContextValues))
+		for k, v := range r.ContextValues {
+			r.Context[k] = t.opt.Keys.HMAC(v)
+		}
+		r.ContextValues = nil
+	}
+}
+
+// Close writes a final checkpoint and stops the writer.
+func (t *Trail) Close() error {
+	t.closeMu.Lock()
+	if t.closed {
+		t.closeMu.Unlock()
+		return nil
+	}
+	t.closed = true
+	t.closeMu.Unlock()
+	close(t.stop)
+	<-t.stopped
+	return nil
+}
+
+func (t *Trail) run() {
+	defer close(t.stopped)
+	tick := time.NewTicker(t.opt.CheckpointInterval / 2)
+	defer tick.Stop()
+	batch := make([]*pending, 0, maxBatch)
+	for {
+		select {
+		case p := <-t.in:
+			batch = append(batch[:0], p)
+		drain:
+			for len(batch) < maxBatch {
+				select {
+				case p := <-t.in:
+					batch = append(batch, p)
+				default:
+					break drain
+				}
+			}
+			// Linger briefly for more records: fewer fsyncs under load, at
+			// the cost of at most commitLinger of latency.
+			if len(batch) > 1 && len(batch) < maxBatch {
+				timer := time.NewTimer(commitLinger)
+			linger:
+				for len(batch) < maxBatch {
+					select {
+					case p := <-t.in:
+						batch = append(batch, p)
+					case <-timer.C:
+						break linger
+					}
+				}
+				timer.Stop()
+			}
+			batch = t.admitIntents(batch)
+			err := t.commit(batch, false)
+			for _, p := range batch {
+				p.done <- err
+			}
+		case <-tick.C:
+			if t.sinceCk > 0 && time.Since(t.firstTime) >= t.opt.CheckpointInterval {
+				t.commit(nil, true)
+			}
+		case <-t.stop:
+			// Drain what was queued, then sign the tail.
+			for {
+				select {
+				case p := <-t.in:
+					p.done <- t.commit([]*pending{p}, false)
+					continue
+				default:
+				}
+				break
+			}
+			if t.sinceCk > 0 {
+				t.commit(nil, true)
+			}
+			if t.f != nil {
+				t.f.Close()
+			}
+			return
+		}
+	}
+}
+
+// admitIntents fails the intent records of a batch unless space for their
+// outcome records is reserved: a state change is let through only if its
+// outcome can be recorded too. Other records go on.
+func (t *Trail) admitIntents(batch []*pending) []*pending {
+	if t.opt.Dir == "" || t.f == nil {
+		return batch
+	}
+	var need int64
+	intents := false
+	for _, p := range batch {
+		need += int64(len(p.body)) + 100
+		if p.rec.Phase == PhaseIntent {
+			intents = true
+		}
+	}
+	if !intents {
+		return batch
+	}
+	end := t.size + 2*need + reserveSlack
+	if end <= t.reserved {
+		return batch
+	}
+	err := reserve(t.f, t.size, end-t.size+reserveChunk)
+	if err == nil {
+		t.reserved = end + reserveChunk
+		return batch
+	}
+	if err = reserve(t.f, t.size, end-t.size); err == nil {
+		t.reserved = end
+		return batch
+	}
+	err = fmt.Errorf("audit file %s: no space for the outcome record of a state change: %w", t.name, err)
+	if t.opt.Observe != nil {
+		t.opt.Observe(0, 0, err)
+	}
+	kept := batch[:0]
+	for _, p := range batch {
+		if p.rec.Phase == PhaseIntent {
+			p.done <- err
+		} else {
+			kept = append(kept, p)
+		}
+	}
+	return kept
+}
+
+// appendLine adds one chained line for body (a JSON object) to t.buf.
+func (t *Trail) appendLine(body []byte) (uint64, string) {
+	t.seq++
+	start := t.buf.Len()
+	t.buf.WriteString(`{"seq":`)
+	t.buf.WriteString(strconv.FormatUint(t.seq, 10))
+	t.buf.WriteString(`,"prev":"`)
+	t.buf.WriteString(t.prev)
+	t.buf.WriteString(`",`)
+	t.buf.Write(body[1:])
+	h := sha256.Sum256(t.buf.Bytes()[start:])
+	t.buf.WriteByte('\n')
+	prev := t.prev
+	t.prev = hex.EncodeToString(h[:])
+	return t.seq, prev
+}
+
+// appendCheckpoint adds a signed checkpoint line to t.buf.
+func (t *Trail) appendCheckpoint() {
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	seq := t.seq + 1
+	sig := ed25519.Sign(t.opt.Keys.priv, checkpointMessage(seq, t.prev, now))
+	body := fmt.Appendf(nil, `{"type":"checkpoint","time":%q,"key":%q,"sig":%q}`,
+		now, t.opt.Keys.PublicKeyString(), base64.StdEncoding.EncodeToString(sig))
+	t.appendLine(body)
+	t.sinceCk = 0
+}
+
+// commit writes a batch (and any checkpoint due) with one write and one
+// fsync. On failure the file is cut back and the chain state restored, so
+// the log stays a valid chain; the sink is reopened on the next batch.
+func (t *Trail) commit(batch []*pending, checkpointOnly bool) (err error) {
+	start := time.Now()
+	defer func() {
+		if t.opt.Observe != nil {
+			t.opt.Observe(time.Since(start), len(batch), err)
+		}
+	}()
+	if t.broken != nil && t.opt.Dir != "" {
+		if rerr := t.recover(); rerr != nil {
+			return fmt.Errorf("audit sink unavailable: %w", rerr)
+		}
+		t.broken = nil
+	}
+	if t.opt.Dir != "" && t.size >= t.opt.MaxFileSize && !checkpointOnly {
+		if err := t.rotate(); err != nil {
+			t.broken = err
+			return err
+		}
+	}
+	seq0, prev0, since0, first0 := t.seq, t.prev, t.sinceCk, t.firstTime
+	t.buf.Reset()
+	for _, p := range batch {
+		if t.sinceCk == 0 {
+			t.firstTime = time.Now()
+		}
+		p.rec.Seq, p.rec.Prev = t.appendLine(p.body)
+		t.sinceCk++
+		if t.sinceCk >= t.opt.CheckpointEvery {
+			t.appendCheckpoint()
+		}
+	}
+	if checkpointOnly && t.sinceCk > 0 {
+		t.appendCheckpoint()
+	}
+	if t.buf.Len() == 0 {
+		return nil
+	}
+	if err := t.write(t.buf.Bytes()); err != nil {
+		t.seq, t.prev, t.sinceCk, t.firstTime = seq0, prev0, since0, first0
+		for _, p := range batch {
+			p.rec.Seq, p.rec.Prev = 0, ""
+		}
+		return err
+	}
+	t.mirror(t.buf.Bytes())
+	return nil
+}
+
+// write appends b durably to the primary sink.
+func (t *Trail) write(b []byte) error {
+	if t.opt.Dir == "" {
+		_, err := t.opt.Stdout.Write(b)
+		return err
+	}
+	// The write must fit in reserved blocks: a full disk then fails here,
+	// before anything is written.
+	if end := t.size + int64(len(b)); end > t.reserved {
+		if err := reserve(t.f, t.size, end-t.size+reserveChunk); err != nil {
+			if err := reserve(t.f, t.size, end-t.size); err != nil {
+				return fmt.Errorf("audit file %s: reserving space: %w", t.name, err)
+			}
+			t.reserved = end
+		} else {
+			t.reserved = end + reserveChunk
+		}
+	}
+	_, err := t.f.Write(b)
+	if err == nil {
+		err = t.f.Sync()
+	}
+	if err != nil {
+		// Cut back what may have reached the file; reopen next time.
+		if terr := t.f.Truncate(t.size); terr != nil {
+			err = errors.Join(err, terr)
+		}
+		t.broken = err
+		return fmt.Errorf("audit file %s: %w", t.name, err)
+	}
+	t.size += int64(len(b))
+	return nil
+}
+
+func (t *Trail) mirror(b []byte) {
+	if t.opt.Dir != "" && t.opt.Stdout != nil {
+		t.opt.Stdout.Write(b)
+	}
+	if len(t.opt.Mirrors) == 0 {
+		return
+	}
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		line := bytes.Clone(b[:i])
+		for _, m := range t.opt.Mirrors {
+			m.Send(line)
+		}
+		b = b[i+1:]
+	}
+}
+
+// rotate ends the active file with a checkpoint and starts the next one.
+func (t *Trail) rotate() error {
+	if t.sinceCk > 0 || t.size > 0 {
+		t.buf.Reset()
+		seq0, prev0, since0 := t.seq, t.prev, t.sinceCk
+		t.appendCheckpoint()
+		if err := t.write(t.buf.Bytes()); err != nil {
+			t.seq, t.prev, t.sinceCk = seq0, prev0, since0
+			return err
+		}
+		t.mirror(t.buf.Bytes())
+	}
+	old := t.f
+	if err := t.openNew(t.seq + 1); err != nil {
+		return err
+	}
+	old.Close()
+	return nil
+}

@@ -1,0 +1,250 @@
+// Package monitor watches a running Coffer: Prometheus metrics of requests,
+// keys, the seal, tokens, the audit trail and storage (Metrics), and alert
+// rules evaluated in real time over the audit stream (Engine).
+//
+// Label cardinality is bounded: actions, doors and error codes are fixed
+// sets; key ids become labels for at most MaxKeyLabels keys (the first ones
+// seen, or the first by id at scrape time); later keys count under
+// key="_other". See docs/operations.md.
+package monitor
+
+import (
+	"context"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cofferkms/coffer/internal/audit"
+	"github.com/cofferkms/coffer/internal/storage"
+)
+
+// DefaultMaxKeyLabels bounds the key label.
+const DefaultMaxKeyLabels = 200
+
+// OtherKey is the key label of keys past the cap.
+const OtherKey = "_other"
+
+// KeyState is what the key gauges report of one key.
+type KeyState struct {
+	ID              string
+	State           string
+	LastRotated     time.Time
+	RotationPeriod  time.Duration // 0: no automatic rotation
+	PendingDeletion bool
+}
+
+// State is read at scrape time.
+type State struct {
+	Initialized, Sealed bool
+	Tokens              int
+	Keys                []KeyState
+}
+
+// Metrics holds Coffer's collectors in their own registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	requests     *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+	authFailures *prometheus.CounterVec
+	keyOps       *prometheus.CounterVec
+	auditWrite   prometheus.Histogram
+	auditBatch   prometheus.Histogram
+	auditFail    prometheus.Counter
+	auditRecords prometheus.Counter
+	auditDropped *prometheus.CounterVec
+	storage      *prometheus.HistogramVec
+	alerts       *prometheus.CounterVec
+
+	maxKeys int
+	mu      sync.Mutex
+	keys    map[string]bool
+}
+
+// NewMetrics registers the collectors; state (may be nil) is called at each
+// scrape for the gauges.
+func NewMetrics(maxKeys int, state func() State) *Metrics {
+	if maxKeys <= 0 {
+		maxKeys = DefaultMaxKeyLabels
+	}
+	m := &Metrics{Registry: prometheus.NewRegistry(), maxKeys: maxKeys, keys: map[string]bool{}}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coffer_requests_total",
+		Help: "API requests by action, front door and outcome (ok or the error code)."}, []string{"action", "door", "code"})
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "coffer_request_duration_seconds",
+		Help: "Request latency by action, audit included.", Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}},
+		[]string{"action"})
+	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coffer_auth_failures_total",
+		Help: "Requests refused by authentication (unauthenticated) or authorization (permission_denied)."}, []string{"reason"})
+	m.keyOps = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coffer_key_operations_total",
+		Help: "Successful cryptographic operations per key (at most max_key_labels keys; the rest under key=\"_other\")."}, []string{"key", "action"})
+	m.auditWrite = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "coffer_audit_write_seconds",
+		Help: "Time to write and fsync one group-commit batch of audit records.", Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)})
+	m.auditBatch = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "coffer_audit_batch_records",
+		Help: "Records per group-commit batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 12)})
+	m.auditFail = prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_audit_failures_total",
+		Help: "Audit batches that could not be written durably (their requests got 503)."})
+	m.auditRecords = prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_audit_records_total",
+		Help: "Audit records written durably."})
+	m.auditDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coffer_audit_mirror_dropped_total",
+		Help: "Lines dropped by best-effort audit mirrors and alert sinks."}, []string{"sink"})
+	m.storage = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "coffer_storage_duration_seconds",
+		Help: "Storage backend latency by operation.", Buckets: prometheus.ExponentialBuckets(0.00001, 2.5, 14)}, []string{"op"})
+	m.alerts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coffer_alerts_total",
+		Help: "Alerts raised by the audit-stream rules."}, []string{"rule"})
+	m.Registry.MustRegister(m.requests, m.duration, m.authFailures, m.keyOps, m.auditWrite, m.auditBatch,
+		m.auditFail, m.auditRecords, m.auditDropped, m.storage, m.alerts,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if state != nil {
+		m.Registry.MustRegister(&stateCollector{m: m, state: state})
+	}
+	return m
+}
+
+// keyLabel bounds the key label's values.
+func (m *Metrics) keyLabel(id string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.keys[id] {
+		return id
+	}
+	if len(m.keys) >= m.maxKeys {
+		return OtherKey
+	}
+	m.keys[id] = true
+	return id
+}
+
+// ObserveRequest counts one finished request.
+func (m *Metrics) ObserveRequest(r *audit.Record, latency time.Duration) {
+	if r.Phase == audit.PhaseIntent {
+		return
+	}
+	code := r.ErrorCode
+	if r.Outcome == "ok" {
+		code = "ok"
+	}
+	m.requests.WithLabelValues(r.Action, r.Door, code).Inc()
+	m.duration.WithLabelValues(r.Action).Observe(latency.Seconds())
+	switch r.ErrorCode {
+	case "unauthenticated", "permission_denied":
+		m.authFailures.WithLabelValues(r.ErrorCode).Inc()
+	}
+	if r.Outcome == "ok" && r.KeyID != "" && len(r.Action) > 4 && r.Action[:4] == "kms:" {
+		m.keyOps.WithLabelValues(m.keyLabel(r.KeyID), r.Action).Inc()
+	}
+}
+
+// ObserveAudit is the audit.Options.Observe hook.
+func (m *Metrics) ObserveAudit(d time.Duration, n int, err error) {
+	m.auditWrite.Observe(d.Seconds())
+	if err != nil {
+		m.auditFail.Inc()
+		return
+	}
+	if n > 0 {
+		m.auditBatch.Observe(float64(n))
+		m.auditRecords.Add(float64(n))
+	}
+}
+
+// AuditFailed counts a refused request whose record could not be written
+// outside a batch (for example a queue that closed).
+func (m *Metrics) AuditFailed() { m.auditFail.Inc() }
+
+// Dropped counts lines a best-effort sink dropped.
+func (m *Metrics) Dropped(sink string, n int) { m.auditDropped.WithLabelValues(sink).Add(float64(n)) }
+
+// Alert counts an alert.
+func (m *Metrics) Alert(rule string) { m.alerts.WithLabelValues(rule).Inc() }
+
+// stateCollector reports gauges read at scrape time.
+type stateCollector struct {
+	m     *Metrics
+	state func() State
+}
+
+var (
+	descSealed      = prometheus.NewDesc("coffer_sealed", "1 when the server is sealed.", nil, nil)
+	descInitialized = prometheus.NewDesc("coffer_initialized", "1 when the server is initialized.", nil, nil)
+	descTokens      = prometheus.NewDesc("coffer_tokens_active", "Tokens in memory (0 while sealed).", nil, nil)
+	descKeys        = prometheus.NewDesc("coffer_keys", "Keys by state.", []string{"state"}, nil)
+	descSinceRot    = prometheus.NewDesc("coffer_key_seconds_since_rotation", "Seconds since each key's last rotation (or creation).", []string{"key"}, nil)
+	descRotPeriod   = prometheus.NewDesc("coffer_key_rotation_period_seconds", "Each key's automatic rotation period; absent when it has none.", []string{"key"}, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descSealed, descInitialized, descTokens, descKeys, descSinceRot, descRotPeriod} {
+		ch <- d
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.state()
+	ch <- prometheus.MustNewConstMetric(descSealed, prometheus.GaugeValue, b2f(st.Sealed))
+	ch <- prometheus.MustNewConstMetric(descInitialized, prometheus.GaugeValue, b2f(st.Initialized))
+	ch <- prometheus.MustNewConstMetric(descTokens, prometheus.GaugeValue, float64(st.Tokens))
+	byState := map[string]int{}
+	keys := st.Keys
+	sort.Slice(keys, func(i, j int) bool { return keys[i].ID < keys[j].ID })
+	now := time.Now()
+	n := 0
+	for _, k := range keys {
+		byState[k.State]++
+		if n >= c.m.maxKeys {
+			continue // bounded: only the first maxKeys by id
+		}
+		n++
+		ch <- prometheus.MustNewConstMetric(descSinceRot, prometheus.GaugeValue, now.Sub(k.LastRotated).Seconds(), k.ID)
+		if k.RotationPeriod > 0 {
+			ch <- prometheus.MustNewConstMetric(descRotPeriod, prometheus.GaugeValue, k.RotationPeriod.Seconds(), k.ID)
+		}
+	}
+	for s, n := range byState {
+		ch <- prometheus.MustNewConstMetric(descKeys, prometheus.GaugeValue, float64(n), s)
+	}
+}
+
+// TimedBackend measures a storage backend's latency.
+type TimedBackend struct {
+	storage.Backend
+	M *Metrics
+}
+
+func (t TimedBackend) obs(op string, start time.Time) {
+	t.M.storage.WithLabelValues(op).Observe(time.Since(start).Seconds())
+}
+
+// Get implements storage.Backend.
+func (t TimedBackend) Get(ctx context.Context, key string) (storage.Entry, error) {
+	defer t.obs("get", time.Now())
+	return t.Backend.Get(ctx, key)
+}
+
+// List implements storage.Backend.
+func (t TimedBackend) List(ctx context.Context, prefix string) ([]string, error) {
+	defer t.obs("list", time.Now())
+	return t.Backend.List(ctx, prefix)
+}
+
+// Apply implements storage.Backend.
+func (t TimedBackend) Apply(ctx context.Context, ops ...storage.Op) error {
+	defer t.obs("apply", time.Now())
+	return t.Backend.Apply(ctx, ops...)
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}

@@ -1,0 +1,108 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"strings"
+
+	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/audit"
+	"github.com/cofferkms/coffer/internal/auth"
+)
+
+// DoorHeader names the front door a request came through when a trusted
+// adapter (the KMS plugin) calls the REST API on behalf of another
+// protocol. Only known values are recorded; anything else is "rest".
+const DoorHeader = "X-Coffer-Door"
+
+var knownDoors = map[string]string{"kms-plugin": "kms-plugin"}
+
+func doorOf(r *http.Request) string {
+	if d, ok := knownDoors[r.Header.Get(DoorHeader)]; ok {
+		return d
+	}
+	return "rest"
+}
+
+func principalOf(p auth.Principal) audit.Principal {
+	kind := "token"
+	if p.Root {
+		kind = "root"
+	}
+	return audit.Principal{Kind: kind, ID: p.Accessor, Name: p.DisplayName, Accessor: p.Accessor}
+}
+
+// contextOf returns the encryption context of a request, whose values the
+// trail records only as HMACs.
+func contextOf(req any) map[string]string {
+	switch v := req.(type) {
+	case *client.EncryptRequest:
+		return v.Context
+	case *client.DecryptRequest:
+		return v.Context
+	case *client.DataKeyRequest:
+		return v.Context
+	case *client.ReEncryptRequest:
+		if len(v.DestinationContext) == 0 {
+			return v.SourceContext
+		}
+		m := make(map[string]string, len(v.SourceContext)+len(v.DestinationContext))
+		for k, x := range v.SourceContext {
+			m["source:"+k] = x
+		}
+		for k, x := range v.DestinationContext {
+			m["destination:"+k] = x
+		}
+		return m
+	}
+	return nil
+}
+
+// keyOf records the key id and version an answer names.
+func keyOf(rec *audit.Record, resp any) {
+	switch v := resp.(type) {
+	case client.EncryptResponse:
+		rec.KeyID, rec.Version = v.KeyID, v.KeyVersion
+	case client.DecryptResponse:
+		rec.KeyID, rec.Version = v.KeyID, v.KeyVersion
+	case client.DataKeyResponse:
+		rec.KeyID, rec.Version = v.KeyID, v.KeyVersion
+	case client.ReEncryptResponse:
+		rec.KeyID, rec.Version = v.KeyID, v.KeyVersion
+	case client.Key:
+		rec.KeyID, rec.Version = v.ID, v.PrimaryVersion
+	case client.BatchEncryptResponse:
+		for _, r := range v.Results {
+			if r.Error == nil {
+				rec.KeyID, rec.Version = r.KeyID, r.KeyVersion
+				break
+			}
+		}
+	}
+}
+
+// mutates reports whether a request changes state, so that it is recorded
+// (an intent record) before the change. Cryptographic operations change
+// nothing: their effect is the answer, which is withheld on audit failure.
+func mutates(r *http.Request, action string) bool {
+	return r.Method != http.MethodGet && !strings.HasPrefix(action, "kms:") &&
+		action != "audit:Hash" && action != "token:LookupSelf" && action != "sys:SealStatus"
+}
+
+// auditRoutes serve the audit public key and the HMAC of a value.
+func (s *Server) auditRoutes() {
+	if s.auditKeys == nil {
+		return
+	}
+	s.mux.HandleFunc("GET /v1/sys/audit/public-key", handle(s, route{action: "audit:PublicKey", public: true, sealedOK: true}, nil,
+		func(context.Context, *http.Request, auth.Principal, *empty) (client.AuditPublicKey, error) {
+			return client.AuditPublicKey{PublicKey: s.auditKeys.PublicKeyString(), Algorithm: "ed25519"}, nil
+		}))
+	s.mux.HandleFunc("POST /v1/sys/audit/hash", handle(s, route{action: "audit:Hash"}, nil,
+		func(_ context.Context, _ *http.Request, _ auth.Principal, req *client.AuditHashRequest) (client.AuditHashResponse, error) {
+			if req.Value == "" {
+				return client.AuditHashResponse{}, badRequest("value is required")
+			}
+			return client.AuditHashResponse{HMAC: s.auditKeys.HMAC(req.Value)}, nil
+		}))
+}

@@ -1,0 +1,163 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cofferkms/coffer/internal/audit"
+	"github.com/cofferkms/coffer/internal/keys"
+	"github.com/cofferkms/coffer/internal/monitor"
+	"github.com/cofferkms/coffer/internal/sys"
+)
+
+// auditDir is where the audit log lives: audit.dir, or "audit" beside the
+// storage file.
+func auditDir(cfg Config, storagePath string) string {
+	if cfg.Audit.Dir != "" {
+		return cfg.Audit.Dir
+	}
+	return filepath.Join(filepath.Dir(storagePath), "audit")
+}
+
+// AuditKeyFile is where the audit key of a configuration lives.
+func AuditKeyFile(cfg Config, storagePath string) string {
+	if cfg.Audit.KeyFile != "" {
+		return cfg.Audit.KeyFile
+	}
+	return filepath.Join(auditDir(cfg, storagePath), "audit.key")
+}
+
+// openAudit starts the audit trail of cfg (nil when disabled).
+func openAudit(ctx context.Context, cfg Config, storagePath string, log *slog.Logger, m *monitor.Metrics) (*audit.Trail, *audit.Keys, error) {
+	a := cfg.Audit
+	if a.Disabled {
+		log.Warn("the audit trail is disabled: requests are not recorded")
+		return nil, nil, nil
+	}
+	k, err := audit.LoadOrCreateKeys(AuditKeyFile(cfg, storagePath))
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit key: %w", err)
+	}
+	opt := audit.Options{Keys: k, MaxFileSize: int64(a.MaxFileSizeMB) << 20, CheckpointEvery: a.CheckpointEvery}
+	if !a.NoFile {
+		opt.Dir = auditDir(cfg, storagePath)
+	}
+	if a.CheckpointInterval != "" {
+		d, err := time.ParseDuration(a.CheckpointInterval)
+		if err != nil || d <= 0 {
+			return nil, nil, fmt.Errorf("audit.checkpoint_interval %q: want a duration like 10s", a.CheckpointInterval)
+		}
+		opt.CheckpointInterval = d
+	}
+	if a.Stdout {
+		opt.Stdout = os.Stdout
+	}
+	if a.Webhook != "" {
+		wh := audit.NewWebhook(ctx, a.Webhook, 0)
+		if m != nil {
+			wh.OnDrop = func(n int) { m.Dropped("audit_webhook", n) }
+		}
+		opt.Mirrors = append(opt.Mirrors, wh)
+	}
+	if m != nil {
+		opt.Observe = m.ObserveAudit
+	}
+	t, err := audit.Open(opt)
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit trail: %w", err)
+	}
+	return t, k, nil
+}
+
+// startAlerts runs the alert engine over the committed records.
+func startAlerts(ctx context.Context, cfg Config, s *sys.Sys, rec audit.Recorder, log *slog.Logger, m *monitor.Metrics) (*monitor.Engine, error) {
+	rules := monitor.DefaultRules()
+	if cfg.Audit.Alerts != "" {
+		r, err := monitor.LoadRules(cfg.Audit.Alerts)
+		if err != nil {
+			return nil, err
+		}
+		rules = r
+	}
+	var drop func(string, int)
+	if m != nil {
+		drop = m.Dropped
+	}
+	sinks := monitor.SinksFor(ctx, rules, log, drop)
+	// The automatic response revokes the token, and is itself audited.
+	respond := func(ctx context.Context, a monitor.Alert) error {
+		ev := &audit.Record{Type: audit.TypeEvent, Time: time.Now().UTC(), Door: "alerts", Action: "alert:RevokeToken",
+			Principal: audit.Principal{Kind: "system", ID: "alert-engine"}, Resource: a.Accessor, Detail: a.Rule + ": " + a.Summary}
+		err := s.Tokens.Revoke(ctx, "", a.Accessor)
+		ev.Outcome = "ok"
+		if err != nil {
+			ev.Outcome, ev.ErrorCode = "error", err.Error()
+		}
+		if rerr := rec.Record(ctx, ev); rerr != nil {
+			log.Error("audit record of an automatic revocation failed", "accessor", a.Accessor, "error", rerr)
+		}
+		return err
+	}
+	var onAlert func(monitor.Alert)
+	if m != nil {
+		onAlert = func(a monitor.Alert) { m.Alert(a.Rule) }
+	}
+	e, err := monitor.NewEngine(rules, sinks, respond, onAlert)
+	if err != nil {
+		return nil, err
+	}
+	go e.Run(ctx)
+	go func() {
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				if !s.Barrier.Sealed() {
+					e.CheckKeys(ctx, keyStates(s), now)
+				}
+			}
+		}
+	}()
+	return e, nil
+}
+
+func keyStates(s *sys.Sys) []monitor.KeyState {
+	ks := s.Keys.List(context.Background())
+	out := make([]monitor.KeyState, 0, len(ks))
+	for _, k := range ks {
+		st := monitor.KeyState{ID: k.ID, State: string(k.State), LastRotated: k.LastRotatedAt, PendingDeletion: k.DeletionDate != nil}
+		if st.LastRotated.IsZero() {
+			st.LastRotated = k.CreatedAt
+		}
+		if k.RotationPeriod != "" {
+			if d, err := keys.ParsePeriod(k.RotationPeriod); err == nil {
+				st.RotationPeriod = d
+			}
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// sysState is what the metrics read at each scrape.
+func sysState(s *sys.Sys) monitor.State {
+	if s == nil {
+		return monitor.State{Sealed: true}
+	}
+	st := monitor.State{Sealed: s.Barrier.Sealed()}
+	if bs, err := s.Barrier.Status(context.Background()); err == nil {
+		st.Initialized = bs.Initialized
+	}
+	if !st.Sealed {
+		st.Tokens = s.Tokens.Count()
+		st.Keys = keyStates(s)
+	}
+	return st
+}
