@@ -41,3 +41,14 @@ func (c *Client) RevokeToken(ctx context.Context, req RevokeTokenRequest) error 
 func (c *Client) RevokeSelf(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, "/v1/auth/token/revoke-self", nil, nil, nil)
 }
+
+// ReportLeakedTokens reports Coffer tokens found leaked, by the hex SHA-256
+// of each token (never the tokens): the server revokes the ones it issued
+// and raises an alert if they are used again.
+func (c *Client) ReportLeakedTokens(ctx context.Context, req ReportLeakedRequest) (*ReportLeakedResponse, error) {
+	var out ReportLeakedResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/auth/token/report-leaked", nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

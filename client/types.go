@@ -268,6 +268,21 @@ type CreateTokenResponse struct {
 	TokenInfo
 }
 
+// ReportLeakedRequest is the body of POST /v1/auth/token/report-leaked:
+// hex SHA-256 fingerprints of Coffer tokens found where they should not be
+// (coffer scan --report-to). Never the tokens themselves.
+type ReportLeakedRequest struct {
+	Fingerprints []string `json:"fingerprints"`
+}
+
+// ReportLeakedResponse says what a leak report did.
+type ReportLeakedResponse struct {
+	// Revoked are the accessors of the tokens revoked by this report.
+	Revoked        []string `json:"revoked"`
+	AlreadyRevoked int      `json:"already_revoked"`
+	Unknown        int      `json:"unknown"`
+}
+
 // RevokeTokenRequest is the body of POST /v1/auth/token/revoke: either the
 // token itself or its accessor.
 type RevokeTokenRequest struct {

@@ -69,10 +69,13 @@ type Record struct {
 	Principal Principal `json:"principal"`
 	// TokenHMAC is HMAC-SHA256(audit key, presented token), hex.
 	TokenHMAC string `json:"token_hmac,omitempty"`
-	Action    string `json:"action"`
-	Resource  string `json:"resource,omitempty"`
-	KeyID     string `json:"key_id,omitempty"`
-	Version   uint32 `json:"key_version,omitempty"`
+	// CredentialLeaked marks a request that presented a token reported as
+	// leaked (coffer scan --report-to); Principal.Accessor names it.
+	CredentialLeaked bool   `json:"credential_leaked,omitempty"`
+	Action           string `json:"action"`
+	Resource         string `json:"resource,omitempty"`
+	KeyID            string `json:"key_id,omitempty"`
+	Version          uint32 `json:"key_version,omitempty"`
 	// Context maps encryption-context keys to HMACs of their values.
 	Context   map[string]string `json:"context,omitempty"`
 	Outcome   string            `json:"outcome,omitempty"`

@@ -12,7 +12,7 @@ var ErrForbidden = errors.New("permission denied")
 
 // RootOnly is the authorizer of this release: the root token may do
 // everything; other tokens may use and manage keys (actions "kms:*" and
-// "key:*") and look up or revoke themselves, but not administer the server
+// "key:*"), look up or revoke themselves and report leaked tokens, but not administer the server
 // ("sys:*") or create tokens. The policy engine replaces it.
 type RootOnly struct{}
 
@@ -22,7 +22,7 @@ func (RootOnly) Authorize(_ context.Context, p Principal, action, resource strin
 		return nil
 	}
 	if strings.HasPrefix(action, "kms:") || strings.HasPrefix(action, "key:") ||
-		action == "token:LookupSelf" || action == "token:RevokeSelf" {
+		action == "token:LookupSelf" || action == "token:RevokeSelf" || action == "token:ReportLeaked" {
 		return nil
 	}
 	if resource == "" {

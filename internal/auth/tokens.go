@@ -80,6 +80,7 @@ type Tokens struct {
 	mu         sync.RWMutex
 	byHash     map[[32]byte]*tokenRecord
 	byAccessor map[string]*tokenRecord
+	leaked     map[string]string // hex SHA-256 of reported tokens -> accessor
 }
 
 // NewTokens returns a token store over store; now is time.Now when nil.
@@ -87,7 +88,7 @@ func NewTokens(store Store, now func() time.Time) *Tokens {
 	if now == nil {
 		now = time.Now
 	}
-	return &Tokens{store: store, now: now, byHash: map[[32]byte]*tokenRecord{}, byAccessor: map[string]*tokenRecord{}}
+	return &Tokens{store: store, now: now, byHash: map[[32]byte]*tokenRecord{}, byAccessor: map[string]*tokenRecord{}, leaked: map[string]string{}}
 }
 
 // Load reads every token into memory; call it after unsealing.
@@ -110,8 +111,12 @@ func (t *Tokens) Load(ctx context.Context) error {
 		byHash[[32]byte(r.Hash)] = r
 		byAcc[r.Accessor] = r
 	}
+	leaked, err := t.loadLeaked(ctx)
+	if err != nil {
+		return err
+	}
 	t.mu.Lock()
-	t.byHash, t.byAccessor = byHash, byAcc
+	t.byHash, t.byAccessor, t.leaked = byHash, byAcc, leaked
 	t.mu.Unlock()
 	return nil
 }
@@ -119,7 +124,7 @@ func (t *Tokens) Load(ctx context.Context) error {
 // Unload forgets the cached tokens; call it when sealing.
 func (t *Tokens) Unload() {
 	t.mu.Lock()
-	t.byHash, t.byAccessor = map[[32]byte]*tokenRecord{}, map[string]*tokenRecord{}
+	t.byHash, t.byAccessor, t.leaked = map[[32]byte]*tokenRecord{}, map[string]*tokenRecord{}, map[string]string{}
 	t.mu.Unlock()
 }
 
@@ -174,6 +179,9 @@ func (t *Tokens) Lookup(token string) (Principal, error) {
 	r := t.byHash[sum]
 	t.mu.RUnlock()
 	if r == nil || subtle.ConstantTimeCompare(r.Hash, sum[:]) != 1 {
+		if acc, ok := t.leakedAccessor(sum); ok {
+			return Principal{}, &LeakedError{Accessor: acc}
+		}
 		return Principal{}, fmt.Errorf("%w: the token is unknown or was revoked", ErrUnauthenticated)
 	}
 	if !r.ExpiresAt.IsZero() && !t.now().Before(r.ExpiresAt) {

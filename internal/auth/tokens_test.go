@@ -2,6 +2,8 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -109,6 +111,43 @@ func TestRootOnly(t *testing.T) {
 		}
 		if err := a.Authorize(ctx, Principal{Root: true}, action, "k"); err != nil {
 			t.Errorf("root %s: %v", action, err)
+		}
+	}
+}
+
+func TestReportLeaked(t *testing.T) {
+	store := inmem.New()
+	tk := NewTokens(store, nil)
+	leaked, p, _ := tk.Create(ctx, "ci", false, time.Hour, "")
+	kept, _, _ := tk.Create(ctx, "other", false, time.Hour, "")
+	fp := func(tok string) string { s := sha256.Sum256([]byte(tok)); return hex.EncodeToString(s[:]) }
+
+	rep, err := tk.ReportLeaked(ctx, []string{fp(leaked), fp("cft_not-ours"), strings.ToUpper(fp(leaked))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Revoked) != 1 || rep.Revoked[0] != p.Accessor || rep.Unknown != 1 || rep.AlreadyRevoked != 1 {
+		t.Fatalf("report %+v", rep)
+	}
+	_, err = tk.Lookup(leaked)
+	var le *LeakedError
+	if !errors.As(err, &le) || le.Accessor != p.Accessor || !errors.Is(err, ErrUnauthenticated) || !errors.Is(err, ErrLeaked) {
+		t.Fatalf("leaked token lookup: %v", err)
+	}
+	if _, err := tk.Lookup(kept); err != nil {
+		t.Fatal("an unreported token was revoked:", err)
+	}
+	// The mark survives a restart (a fresh store over the same storage).
+	tk2 := NewTokens(store, nil)
+	if err := tk2.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tk2.Lookup(leaked); !errors.Is(err, ErrLeaked) {
+		t.Fatalf("after reload: %v", err)
+	}
+	for _, bad := range [][]string{nil, {"zz"}, {strings.Repeat("a", 63)}, make([]string, MaxLeakReport+1)} {
+		if _, err := tk.ReportLeaked(ctx, bad); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("report %v: %v", len(bad), err)
 		}
 	}
 }

@@ -1,11 +1,14 @@
 package cli
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/scan"
 )
 
@@ -19,7 +22,7 @@ func newScanCmd() *cobra.Command {
 	var (
 		gitHistory, staged, noIgnore, showSecrets, listRules bool
 		since, revRange, format, baselinePath, writeBaseline string
-		configPath                                           string
+		configPath, reportTo                                 string
 		maxFileSize                                          int64
 		maxLineLen, workers                                  int
 	)
@@ -37,6 +40,10 @@ Secrets are redacted in every output unless --show-secrets is given. A line
 with a "coffer:allow" comment is not reported; --write-baseline records the
 current findings (as hashes of rule, path and secret) so that --baseline
 reports only new ones.
+
+With --report-to URL, the SHA-256 fingerprints (never the tokens) of the
+Coffer tokens found are sent to that Coffer server, which revokes them and
+raises an alert if one is used again.
 
 Exit status: 0 no findings, 1 findings, 2 error. See docs/scan.md.`,
 		Example: `  coffer scan .
@@ -146,6 +153,11 @@ Exit status: 0 no findings, 1 findings, 2 error. See docs/scan.md.`,
 			if err != nil {
 				return &exitError{code: scanExitError, err: err}
 			}
+			if reportTo != "" {
+				if err := reportLeaked(cmd, reportTo, res.Findings); err != nil {
+					return &exitError{code: scanExitError, err: err}
+				}
+			}
 			if len(res.Findings) > 0 {
 				return &exitError{code: scanExitFindings}
 			}
@@ -167,6 +179,7 @@ Exit status: 0 no findings, 1 findings, 2 error. See docs/scan.md.`,
 	f.IntVar(&maxLineLen, "max-line-length", scan.DefaultMaxLineLen, "in streams and history, cut lines longer than this many `BYTES`")
 	f.IntVar(&workers, "workers", 0, "files scanned in parallel (default: number of CPUs)")
 	f.BoolVar(&listRules, "list-rules", false, "list the rules and exit")
+	f.StringVar(&reportTo, "report-to", "", "send the SHA-256 fingerprints of Coffer tokens found to the Coffer server at `URL` (COFFER_TOKEN authenticates), which revokes them")
 	return cmd
 }
 
@@ -207,3 +220,48 @@ func printRules(cmd *cobra.Command, s *scan.Scanner) error {
 	_, err := fmt.Fprintf(out, "%d rules\n", len(rows))
 	return err
 }
+
+// reportLeaked sends the fingerprints of the Coffer tokens among findings to
+// the server at addr, which revokes them. Only SHA-256 hashes leave the
+// machine.
+func reportLeaked(cmd *cobra.Command, addr string, findings []scan.Finding) error {
+	seen := map[string]bool{}
+	var fps []string
+	for _, f := range findings {
+		if f.RuleID != cofferTokenRule || f.Secret == "" {
+			continue
+		}
+		sum := sha256.Sum256([]byte(f.Secret))
+		fp := hex.EncodeToString(sum[:])
+		if !seen[fp] {
+			seen[fp] = true
+			fps = append(fps, fp)
+		}
+	}
+	if len(fps) == 0 {
+		fmt.Fprintln(cmd.ErrOrStderr(), "No Coffer tokens found; nothing reported.")
+		return nil
+	}
+	if err := cmd.Flags().Set("address", addr); err != nil {
+		return err
+	}
+	c, err := newClient(cmd)
+	if err != nil {
+		return err
+	}
+	var revoked, already, unknown int
+	for start := 0; start < len(fps); start += 1000 {
+		batch := fps[start:min(start+1000, len(fps))]
+		rep, err := c.ReportLeakedTokens(cmd.Context(), client.ReportLeakedRequest{Fingerprints: batch})
+		if err != nil {
+			return fmt.Errorf("reporting %d Coffer token(s) to %s: %w", len(fps), addr, err)
+		}
+		revoked, already, unknown = revoked+len(rep.Revoked), already+rep.AlreadyRevoked, unknown+rep.Unknown
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "Reported %d Coffer token(s) to %s: %d revoked, %d already revoked, %d not issued by that server.\n",
+		len(fps), addr, revoked, already, unknown)
+	return nil
+}
+
+// cofferTokenRule is the scanner rule whose findings --report-to sends.
+const cofferTokenRule = "coffer-token"

@@ -393,7 +393,7 @@ func (e *Engine) Observe(ctx context.Context, r *audit.Record) []Alert {
 	// 7. A credential reported as leaked is used again.
 	if c := &R.LeakedCredential; !c.Disabled {
 		e.reloadLeakedLocked()
-		if (r.Principal.Accessor != "" && e.leakAcc[r.Principal.Accessor]) || (r.TokenHMAC != "" && e.leakHMAC[r.TokenHMAC]) {
+		if r.CredentialLeaked || (r.Principal.Accessor != "" && e.leakAcc[r.Principal.Accessor]) || (r.TokenHMAC != "" && e.leakHMAC[r.TokenHMAC]) {
 			fire(RuleLeaked, &c.RuleCommon, subj, fmt.Sprintf("a credential reported as leaked (%s) was used for %s from %s (outcome %s)", subj, r.Action, r.Source, r.Outcome))
 		}
 	}

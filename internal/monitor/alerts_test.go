@@ -110,6 +110,13 @@ func TestEachRuleFires(t *testing.T) {
 		{RuleLeaked, func() []*audit.Record {
 			return append(normal(), rec(3601, "acc_leak", "10.0.9.9", "kms:Decrypt", "key-a", ""))
 		}, func(r *Rules) { r.LeakedCredential.File = leakFile; r.LeakedCredential.Respond = RespondRevoke }},
+		{RuleLeaked + " (reported by coffer scan)", func() []*audit.Record {
+			// The server marks a request presenting a token revoked by a
+			// leak report; no leaked-credentials file is needed.
+			r := rec(3601, "acc_scanned", "10.0.9.9", "kms:Decrypt", "", "unauthenticated")
+			r.CredentialLeaked = true
+			return append(normal(), r)
+		}, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.rule, func(t *testing.T) {

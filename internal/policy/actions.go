@@ -72,6 +72,7 @@ var catalogue = []Action{
 	{Name: "token:RenewSelf"},
 	{Name: "token:Revoke", Resource: ResourceToken},
 	{Name: "token:RevokeSelf"},
+	{Name: "token:ReportLeaked"},
 	{Name: "token:RevokeRole", Resource: ResourceRole},
 	{Name: "token:RevokePrincipal"},
 

@@ -81,6 +81,17 @@ func (s *Server) routes() {
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.RevokeTokenRequest) (noContent, error) {
 			return noContent{}, s.sys.Tokens.Revoke(ctx, req.Token, req.Accessor)
 		}))
+	m.HandleFunc("POST /v1/auth/token/report-leaked", handle(s, route{action: "token:ReportLeaked"}, nil,
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.ReportLeakedRequest) (client.ReportLeakedResponse, error) {
+			rep, err := s.sys.Tokens.ReportLeaked(ctx, req.Fingerprints)
+			if err != nil {
+				return client.ReportLeakedResponse{}, err
+			}
+			if rep.Revoked == nil {
+				rep.Revoked = []string{}
+			}
+			return client.ReportLeakedResponse{Revoked: rep.Revoked, AlreadyRevoked: rep.AlreadyRevoked, Unknown: rep.Unknown}, nil
+		}))
 	m.HandleFunc("POST /v1/auth/token/revoke-self", handle(s, route{action: "token:RevokeSelf"}, nil,
 		func(ctx context.Context, _ *http.Request, p auth.Principal, _ *empty) (noContent, error) {
 			return noContent{}, s.sys.Tokens.Revoke(ctx, "", p.Accessor)

@@ -253,6 +253,10 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 			if !rt.public {
 				var err error
 				if p, err = s.authn.Authenticate(r); err != nil {
+					var leaked *auth.LeakedError
+					if errors.As(err, &leaked) {
+						rec.Principal.Accessor, rec.CredentialLeaked = leaked.Accessor, true
+					}
 					return err
 				}
 				rec.Principal = principalOf(p)
