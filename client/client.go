@@ -97,6 +97,7 @@ type Client struct {
 	base      string // scheme://host[:port][/prefix], no trailing slash
 	http      *http.Client
 	userAgent string
+	door      string
 
 	mu    sync.RWMutex
 	token string
@@ -110,6 +111,7 @@ type config struct {
 	caFile     string
 	skipVerify bool
 	userAgent  string
+	door       string
 }
 
 // Option configures a Client in New or FromEnv.
@@ -171,6 +173,15 @@ func WithInsecureSkipVerify(skip bool) Option {
 	}
 }
 
+// WithDoor names the front door the client's requests come through (for
+// example "kms-plugin"), so the server's audit trail records it.
+func WithDoor(door string) Option {
+	return func(c *config) error {
+		c.door = door
+		return nil
+	}
+}
+
 // WithUserAgent sets the User-Agent header of every request.
 func WithUserAgent(ua string) Option {
 	return func(c *config) error {
@@ -215,6 +226,7 @@ func New(addr string, opts ...Option) (*Client, error) {
 		base:      base,
 		http:      hc,
 		userAgent: cfg.userAgent,
+		door:      cfg.door,
 		token:     cfg.token,
 	}, nil
 }
@@ -373,6 +385,9 @@ func (c *Client) doStatus(ctx context.Context, method, path string, query url.Va
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	if c.door != "" {
+		req.Header.Set("X-Coffer-Door", c.door)
+	}
 	if c.userAgent != "" {
 		req.Header.Set("User-Agent", c.userAgent)
 	}

@@ -676,3 +676,31 @@ func TestConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestWithDoor: the door travels as X-Coffer-Door on every request, and
+// is absent by default.
+func TestWithDoor(t *testing.T) {
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = append(got, r.Header.Get("X-Coffer-Door"))
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"status":"ok"}`))
+	}))
+	defer srv.Close()
+	for _, door := range []string{"kms-plugin", ""} {
+		var opts []Option
+		if door != "" {
+			opts = append(opts, WithDoor(door))
+		}
+		c, err := New(srv.URL, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Health(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got[len(got)-1] != door {
+			t.Fatalf("door %q sent as %q", door, got[len(got)-1])
+		}
+	}
+}

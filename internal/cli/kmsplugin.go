@@ -48,7 +48,7 @@ See docs/kubernetes.md.`,
 			if server != "" {
 				cmd.Flags().Set("address", server)
 			}
-			c, err := newClient(cmd)
+			c, err := newClient(cmd, client.WithDoor("kms-plugin"), client.WithUserAgent("coffer-kms-plugin"))
 			if err != nil {
 				return err
 			}

@@ -318,17 +318,18 @@ func resolveSettings(cmd *cobra.Command) (settings, error) {
 
 // newClient returns an API client configured by the global flags and the
 // environment. Commands that talk to a server (including bench) use it.
-func newClient(cmd *cobra.Command) (*client.Client, error) {
+func newClient(cmd *cobra.Command, extra ...client.Option) (*client.Client, error) {
 	s, err := resolveSettings(cmd)
 	if err != nil {
 		return nil, err
 	}
-	c, err := client.New(s.address,
+	opts := append([]client.Option{
 		client.WithToken(s.token),
 		client.WithCACertFile(s.caCert),
 		client.WithInsecureSkipVerify(s.skipVerify),
 		client.WithUserAgent("coffer-cli"),
-	)
+	}, extra...)
+	c, err := client.New(s.address, opts...)
 	if err != nil {
 		return nil, usageErrorf("%s", strings.TrimPrefix(err.Error(), "client: "))
 	}
