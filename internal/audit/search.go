@@ -1,10 +1,8 @@
 package audit
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
 	"io"
 	"strings"
 	"time"
@@ -65,40 +63,16 @@ func Search(r io.Reader, q Query, fn func(line []byte, rec *Record) error) error
 			needles = append(needles, b[1:len(b)-1])
 		}
 	}
-	br := bufio.NewReaderSize(r, 1<<20)
-	var long []byte
-	for {
-		line, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			long = append(long, line...)
-			continue
-		}
-		if long != nil {
-			line = append(long, line...)
-			long = nil
-		}
-		if len(line) > 0 {
-			ok := true
-			for _, n := range needles {
-				if !bytes.Contains(line, n) {
-					ok = false
-					break
-				}
-			}
-			if ok {
-				var rec Record
-				if json.Unmarshal(line, &rec) == nil && q.Match(&rec) {
-					if ferr := fn(bytes.TrimSuffix(line, []byte("\n")), &rec); ferr != nil {
-						return ferr
-					}
-				}
+	return eachLine(r, func(line []byte) error {
+		for _, n := range needles {
+			if !bytes.Contains(line, n) {
+				return nil
 			}
 		}
-		if err == io.EOF {
-			return nil
+		var rec Record
+		if json.Unmarshal(line, &rec) == nil && q.Match(&rec) {
+			return fn(bytes.TrimSuffix(line, []byte("\n")), &rec)
 		}
-		if err != nil {
-			return err
-		}
-	}
+		return nil
+	})
 }

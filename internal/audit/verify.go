@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -108,36 +107,17 @@ func (v *verifier) fail(kind string, seq uint64, msg string) {
 
 func (v *verifier) file(name string, r io.Reader) error {
 	v.name, v.line = name, 0
-	br := bufio.NewReaderSize(r, 1<<20)
-	var long []byte
-	for {
-		line, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			long = append(long, line...)
-			continue
-		}
-		if long != nil {
-			line = append(long, line...)
-			long = nil
-		}
-		if len(line) == 0 && err == io.EOF {
-			return nil
-		}
-		if err != nil && err != io.EOF {
-			return err
-		}
+	return eachLine(r, func(line []byte) error {
 		v.line++
 		if line[len(line)-1] != '\n' {
 			v.fail(ProblemTruncated, v.res.LastSeq+1, "the file ends inside a record (no newline): it was truncated")
-			return nil
+			return errStop
 		}
 		if !v.check(line[:len(line)-1]) {
-			return nil
+			return errStop
 		}
-		if err == io.EOF {
-			return nil
-		}
-	}
+		return nil
+	})
 }
 
 // check verifies one line; false means a problem was recorded.
