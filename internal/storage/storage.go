@@ -12,6 +12,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // ErrNotFound is returned by Get when the key does not exist.
@@ -87,4 +88,21 @@ type Backend interface {
 	Apply(ctx context.Context, ops ...Op) error
 	// Close releases the backend.
 	Close() error
+}
+
+// Validate checks what every backend requires of an op: a key, a known
+// kind and a sensible IfRevision. Backends add their own limits.
+func (op Op) Validate() error {
+	if op.Key == "" {
+		return errors.New("storage: empty key")
+	}
+	switch op.Kind {
+	case OpPut, OpDelete, OpCheck:
+	default:
+		return fmt.Errorf("storage: key %q: unknown op kind %d", op.Key, op.Kind)
+	}
+	if op.IfRevision < AnyRevision {
+		return fmt.Errorf("storage: key %q: invalid IfRevision %d", op.Key, op.IfRevision)
+	}
+	return nil
 }

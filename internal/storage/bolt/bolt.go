@@ -352,16 +352,8 @@ func (b *Backend) wrap(err error) error {
 }
 
 func validate(op storage.Op) error {
-	if op.Key == "" {
-		return errors.New("bolt: empty key")
-	}
-	switch op.Kind {
-	case storage.OpPut, storage.OpDelete, storage.OpCheck:
-	default:
-		return fmt.Errorf("bolt: key %q: unknown op kind %d", op.Key, op.Kind)
-	}
-	if op.IfRevision < storage.AnyRevision {
-		return fmt.Errorf("bolt: key %q: invalid IfRevision %d", op.Key, op.IfRevision)
+	if err := op.Validate(); err != nil {
+		return err
 	}
 	if len(op.Key) > bbolt.MaxKeySize {
 		return fmt.Errorf("bolt: key of %d bytes is longer than the limit of %d", len(op.Key), bbolt.MaxKeySize)

@@ -89,7 +89,7 @@ func (b *Backend) Apply(ctx context.Context, ops ...storage.Op) error {
 		return err
 	}
 	for _, op := range ops {
-		if err := validate(op); err != nil {
+		if err := op.Validate(); err != nil {
 			return err
 		}
 	}
@@ -128,20 +128,5 @@ func (b *Backend) Close() error {
 	defer b.mu.Unlock()
 	b.closed = true
 	b.data = nil
-	return nil
-}
-
-func validate(op storage.Op) error {
-	if op.Key == "" {
-		return errors.New("inmem: empty key")
-	}
-	switch op.Kind {
-	case storage.OpPut, storage.OpDelete, storage.OpCheck:
-	default:
-		return fmt.Errorf("inmem: key %q: unknown op kind %d", op.Key, op.Kind)
-	}
-	if op.IfRevision < storage.AnyRevision {
-		return fmt.Errorf("inmem: key %q: invalid IfRevision %d", op.Key, op.IfRevision)
-	}
 	return nil
 }
