@@ -45,10 +45,12 @@ const (
 // Principal is who made a request. It names credentials by their
 // accessor (not secret) and never holds a token.
 type Principal struct {
-	Kind           string `json:"kind"` // anonymous, token, root
+	Kind           string `json:"kind"` // anonymous, root, token, role, access-key
 	ID             string `json:"id,omitempty"`
 	Name           string `json:"name,omitempty"`
 	Accessor       string `json:"accessor,omitempty"`
+	Role           string `json:"role,omitempty"`
+	Cluster        string `json:"cluster,omitempty"`
 	Namespace      string `json:"namespace,omitempty"`
 	ServiceAccount string `json:"service_account,omitempty"`
 }
