@@ -101,6 +101,9 @@ type Client struct {
 
 	mu    sync.RWMutex
 	token string
+
+	accessKeyID, accessKeySecret string
+	session                      *session // role login with refresh, or nil
 }
 
 // config collects the options before a Client is built.
@@ -112,6 +115,10 @@ type config struct {
 	skipVerify bool
 	userAgent  string
 	door       string
+
+	accessKeyID, accessKeySecret string
+	login                        *loginConfig
+	clientCert                   *tls.Certificate
 }
 
 // Option configures a Client in New or FromEnv.
@@ -211,7 +218,7 @@ func New(addr string, opts ...Option) (*Client, error) {
 
 	hc := cfg.httpClient
 	if hc != nil {
-		if cfg.tlsConfig != nil || cfg.caFile != "" || cfg.skipVerify {
+		if cfg.tlsConfig != nil || cfg.caFile != "" || cfg.skipVerify || cfg.clientCert != nil {
 			return nil, errors.New("client: WithHTTPClient cannot be combined with WithCACertFile, WithTLSConfig or WithInsecureSkipVerify; configure TLS on the http.Client's transport")
 		}
 	} else {
@@ -222,24 +229,57 @@ func New(addr string, opts ...Option) (*Client, error) {
 		hc = &http.Client{Transport: newTransport(tlsCfg)}
 	}
 
-	return &Client{
-		base:      base,
-		http:      hc,
-		userAgent: cfg.userAgent,
-		door:      cfg.door,
-		token:     cfg.token,
-	}, nil
+	c := &Client{
+		base:            base,
+		http:            hc,
+		userAgent:       cfg.userAgent,
+		door:            cfg.door,
+		token:           cfg.token,
+		accessKeyID:     cfg.accessKeyID,
+		accessKeySecret: cfg.accessKeySecret,
+	}
+	if l := cfg.login; l != nil {
+		switch {
+		case l.kind != "":
+		case cfg.accessKeyID != "" || cfg.token != "":
+			l.kind = "assume-role"
+		case cfg.clientCert != nil:
+			l.kind = "cert"
+		default:
+			return nil, errors.New("client: WithRole needs a credential to assume it with: an access key, a token or a client certificate")
+		}
+		c.session = &session{cfg: *l, now: time.Now}
+	}
+	return c, nil
 }
 
 // FromEnv returns a Client configured from the environment: COFFER_ADDR
-// (default http://127.0.0.1:8200), COFFER_TOKEN, COFFER_CACERT and
-// COFFER_SKIP_VERIFY=1. Options in opts are applied after the environment and
+// (default http://127.0.0.1:8200), COFFER_CACERT, COFFER_SKIP_VERIFY=1 and a
+// credential: COFFER_TOKEN, or COFFER_ACCESS_KEY_ID with
+// COFFER_SECRET_ACCESS_KEY, or COFFER_ROLE with COFFER_TOKEN_FILE (a
+// Kubernetes projected token; COFFER_CLUSTER optional), or
+// COFFER_CLIENT_CERT with COFFER_CLIENT_KEY. COFFER_ROLE with a token,
+// access key or client certificate assumes that role. Options in opts are applied after the environment and
 // so take precedence.
 func FromEnv(opts ...Option) (*Client, error) {
 	addr := os.Getenv(EnvAddress)
 	var envOpts []Option
-	if tok := os.Getenv(EnvToken); tok != "" {
+	tok, akID, akSecret := os.Getenv(EnvToken), os.Getenv(EnvAccessKeyID), os.Getenv(EnvSecretAccessKey)
+	role, tokenFile := os.Getenv(EnvRole), os.Getenv(EnvTokenFile)
+	switch {
+	case tok != "":
 		envOpts = append(envOpts, WithToken(tok))
+	case akID != "" || akSecret != "":
+		envOpts = append(envOpts, WithAccessKey(akID, akSecret))
+	case role != "" && tokenFile != "":
+		envOpts = append(envOpts, WithKubernetesLogin(role, tokenFile, os.Getenv(EnvCluster)))
+		role = ""
+	}
+	if cert := os.Getenv(EnvClientCert); cert != "" {
+		envOpts = append(envOpts, WithClientCertificate(cert, os.Getenv(EnvClientKey)))
+	}
+	if role != "" && (tok != "" || akID != "" || os.Getenv(EnvClientCert) != "") {
+		envOpts = append(envOpts, WithRole(role))
 	}
 	if ca := os.Getenv(EnvCACert); ca != "" {
 		envOpts = append(envOpts, WithCACertFile(ca))
@@ -333,6 +373,9 @@ func buildTLSConfig(cfg *config) (*tls.Config, error) {
 	if cfg.skipVerify {
 		tlsCfg.InsecureSkipVerify = true //nolint:gosec // explicitly requested for development servers
 	}
+	if cfg.clientCert != nil {
+		tlsCfg.Certificates = append(tlsCfg.Certificates, *cfg.clientCert)
+	}
 	return tlsCfg, nil
 }
 
@@ -362,9 +405,24 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 
 // doStatus is do that also returns the HTTP status of a 2xx response.
 func (c *Client) doStatus(ctx context.Context, method, path string, query url.Values, in, out any) (int, error) {
+	return c.send(ctx, method, path, query, in, out, authDefault)
+}
+
+// send sends a request with the credential mode says. A request made with
+// a role session that gets 401 logs in again and is retried once.
+func (c *Client) send(ctx context.Context, method, path string, query url.Values, in, out any, mode authMode) (int, error) {
 	if ctx == nil {
 		return 0, errors.New("client: nil context")
 	}
+	status, err := c.sendOnce(ctx, method, path, query, in, out, mode, false)
+	var ae *APIError
+	if mode == authDefault && c.session != nil && errors.As(err, &ae) && ae.StatusCode == http.StatusUnauthorized {
+		status, err = c.sendOnce(ctx, method, path, query, in, out, mode, true)
+	}
+	return status, err
+}
+
+func (c *Client) sendOnce(ctx context.Context, method, path string, query url.Values, in, out any, mode authMode, relogin bool) (int, error) {
 	target := c.base + path
 	if len(query) > 0 {
 		target += "?" + query.Encode()
@@ -381,6 +439,9 @@ func (c *Client) doStatus(ctx context.Context, method, path string, query url.Va
 	if err != nil {
 		return 0, fmt.Errorf("client: %w", err)
 	}
+	if err := c.setAuth(ctx, req, mode, relogin); err != nil {
+		return 0, err
+	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -390,9 +451,6 @@ func (c *Client) doStatus(ctx context.Context, method, path string, query url.Va
 	}
 	if c.userAgent != "" {
 		req.Header.Set("User-Agent", c.userAgent)
-	}
-	if tok := c.Token(); tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 
 	resp, err := c.http.Do(req)

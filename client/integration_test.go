@@ -59,6 +59,13 @@ func startServer(t *testing.T, cfg server.Config) server.Banner {
 
 // startDev starts a dev server (TLS auto when useTLS) in a temporary
 // directory and returns a root client for it and its banner.
+// keysUserPolicy lets a token use and manage every key.
+const keysUserPolicy = `statements:
+  - effect: allow
+    actions: ["kms:*", "key:*"]
+    resources: ["*"]
+`
+
 func startDev(t *testing.T, useTLS bool) (*client.Client, server.Banner) {
 	t.Helper()
 	var cfg server.Config
@@ -582,7 +589,8 @@ func TestIntegrationTokens(t *testing.T) {
 		t.Fatalf("root LookupSelf = %+v", ti)
 	}
 
-	tok := must[*client.CreateTokenResponse](t, "CreateToken")(root.CreateToken(ctx, client.CreateTokenRequest{TTL: "1h", DisplayName: "ci"}))
+	must[*client.Policy](t, "PutPolicy")(root.PutPolicy(ctx, "keys-user", client.PutPolicyRequest{Document: keysUserPolicy}))
+	tok := must[*client.CreateTokenResponse](t, "CreateToken")(root.CreateToken(ctx, client.CreateTokenRequest{TTL: "1h", DisplayName: "ci", Policies: []string{"keys-user"}}))
 	if !strings.HasPrefix(tok.Token, "cft_") || tok.Root || tok.DisplayName != "ci" || tok.ExpiresAt == nil {
 		t.Fatalf("CreateToken = %+v", tok)
 	}

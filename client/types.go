@@ -251,15 +251,35 @@ type CreateTokenRequest struct {
 	// TTL is a duration such as "1h" or "30m"; empty means 24h.
 	TTL         string `json:"ttl,omitempty"`
 	DisplayName string `json:"display_name,omitempty"`
+	// Policies are stored policies the token carries. They must be a
+	// subset of the caller's own (any, for the root token).
+	Policies []string `json:"policies,omitempty"`
 }
 
 // TokenInfo describes a token without revealing it.
 type TokenInfo struct {
-	Accessor    string     `json:"accessor"`
-	DisplayName string     `json:"display_name,omitempty"`
-	Root        bool       `json:"root"`
-	CreatedAt   time.Time  `json:"created_at"`
-	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+	Accessor    string `json:"accessor"`
+	DisplayName string `json:"display_name,omitempty"`
+	Root        bool   `json:"root"`
+	// Kind is root, token (made by token create), role (a temporary token
+	// of a role) or access-key (a request signed with an access key).
+	Kind string `json:"kind,omitempty"`
+	// Role is the role a temporary token acts in.
+	Role string `json:"role,omitempty"`
+	// Subject is who obtained a role token: access-key:ID, token:ACCESSOR,
+	// role:NAME, kubernetes:CLUSTER/NAMESPACE/SERVICEACCOUNT or cert:NAME.
+	Subject        string   `json:"subject,omitempty"`
+	Cluster        string   `json:"cluster,omitempty"`
+	Namespace      string   `json:"namespace,omitempty"`
+	ServiceAccount string   `json:"service_account,omitempty"`
+	Policies       []string `json:"policies,omitempty"`
+	// BoundCIDRs limit where the token may be used from.
+	BoundCIDRs []string   `json:"bound_cidrs,omitempty"`
+	Scoped     bool       `json:"scoped,omitempty"` // carries a scope-down policy
+	CreatedAt  time.Time  `json:"created_at"`
+	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
+	// MaxExpiresAt is how far renewal can extend the token.
+	MaxExpiresAt *time.Time `json:"max_expires_at,omitempty"`
 }
 
 // CreateTokenResponse carries the new token; it is shown once.

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +29,7 @@ func TestTokenLifecycle(t *testing.T) {
 	if !credential.Valid(credential.TokenPrefix, tok) || !strings.HasPrefix(p.Accessor, "acc_") || p.Root {
 		t.Fatalf("token %q principal %+v", tok, p)
 	}
-	if got, err := tk.Lookup(tok); err != nil || got.Accessor != p.Accessor {
+	if got, err := tk.Lookup(tok, netip.Addr{}); err != nil || got.Accessor != p.Accessor {
 		t.Fatalf("lookup: %+v %v", got, err)
 	}
 	// Only the hash is stored.
@@ -44,12 +45,12 @@ func TestTokenLifecycle(t *testing.T) {
 	if err := tk2.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tk2.Lookup(tok); err != nil {
+	if _, err := tk2.Lookup(tok, netip.Addr{}); err != nil {
 		t.Fatalf("after load: %v", err)
 	}
 
 	now = now.Add(time.Hour)
-	if _, err := tk.Lookup(tok); !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "expired") {
+	if _, err := tk.Lookup(tok, netip.Addr{}); !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("expired token: %v", err)
 	}
 	if err := tk.Sweep(ctx); err != nil {
@@ -75,11 +76,11 @@ func TestRevoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tok := range []string{a, b} {
-		if _, err := tk.Lookup(tok); !errors.Is(err, ErrUnauthenticated) {
+		if _, err := tk.Lookup(tok, netip.Addr{}); !errors.Is(err, ErrUnauthenticated) {
 			t.Fatalf("revoked token still works: %v", err)
 		}
 	}
-	if _, err := tk.Lookup(root); err != nil {
+	if _, err := tk.Lookup(root, netip.Addr{}); err != nil {
 		t.Fatal("revoking others touched root:", err)
 	}
 	if err := tk.Revoke(ctx, "", pa.Accessor); !errors.Is(err, ErrNotFound) {
@@ -93,25 +94,106 @@ func TestRevoke(t *testing.T) {
 			t.Errorf("ttl %v: %v", ttl, err)
 		}
 	}
-	if _, err := tk.Lookup(""); !errors.Is(err, ErrUnauthenticated) {
+	if _, err := tk.Lookup("", netip.Addr{}); !errors.Is(err, ErrUnauthenticated) {
 		t.Fatal("empty token accepted")
 	}
 }
 
-func TestRootOnly(t *testing.T) {
-	var a RootOnly
-	user := Principal{Accessor: "acc_x"}
-	for action, allowed := range map[string]bool{
-		"kms:Encrypt": true, "key:Create": true, "token:LookupSelf": true,
-		"sys:Seal": false, "token:Create": false, "token:Revoke": false,
+func TestRoleTokenLifecycle(t *testing.T) {
+	store := inmem.New()
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	tk := NewTokens(store, clock)
+	scope := "statements:\n  - effect: allow\n    actions: [kms:Decrypt]\n    resources: [\"*\"]\n"
+	tok, p, err := tk.Issue(ctx, Spec{Role: "app", Subject: "access-key:cfak_X", TTL: 15 * time.Minute, MaxTTL: time.Hour,
+		CIDRs: []string{"10.0.0.0/8", "192.168.1.7"}, Scope: scope, Namespace: "pay"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Kind != KindRole || p.Name() != "role:app" || p.Scope == nil || len(p.CIDRs) != 2 || !p.ExpiresAt.Equal(now.Add(15*time.Minute)) {
+		t.Fatalf("issued principal = %+v", p)
+	}
+	in, out := netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("127.0.0.1")
+	if _, err := tk.Lookup(tok, in); err != nil {
+		t.Fatalf("lookup from inside the bound network: %v", err)
+	}
+	if _, err := tk.Lookup(tok, netip.MustParseAddr("192.168.1.7")); err != nil {
+		t.Fatalf("lookup from the bound address: %v", err)
+	}
+	if _, err := tk.Lookup(tok, out); !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "bound to 10.0.0.0/8") {
+		t.Fatalf("lookup from outside: %v", err)
+	}
+
+	// Renewal extends, but never past MaxExpiresAt.
+	now = now.Add(10 * time.Minute)
+	if p, err = tk.Renew(ctx, p.Accessor, 30*time.Minute); err != nil || !p.ExpiresAt.Equal(now.Add(30*time.Minute)) {
+		t.Fatalf("renew: %v %v", p.ExpiresAt, err)
+	}
+	now = now.Add(25 * time.Minute)
+	if p, err = tk.Renew(ctx, p.Accessor, time.Hour); err != nil || !p.ExpiresAt.Equal(p.MaxExpiresAt) {
+		t.Fatalf("renew past max: expires %v max %v err %v", p.ExpiresAt, p.MaxExpiresAt, err)
+	}
+
+	// The renewed state survives a reload.
+	tk2 := NewTokens(store, clock)
+	if err := tk2.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p2, err := tk2.Lookup(tok, in)
+	if err != nil || !p2.ExpiresAt.Equal(p.ExpiresAt) || p2.Scope == nil || p2.Subject != "access-key:cfak_X" || p2.Namespace != "pay" {
+		t.Fatalf("after reload: %+v %v", p2, err)
+	}
+
+	now = p.MaxExpiresAt
+	if _, err := tk.Lookup(tok, in); !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("lookup at max expiry: %v", err)
+	}
+	if _, err := tk.Renew(ctx, p.Accessor, time.Minute); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("renewing an expired token: %v", err)
+	}
+
+	// Plain tokens are not renewable.
+	_, plain, _ := tk.Create(ctx, "ci", false, time.Hour, "")
+	if _, err := tk.Renew(ctx, plain.Accessor, time.Minute); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("renewing a plain token: %v", err)
+	}
+
+	// A bad scope or CIDR is refused at issue.
+	if _, _, err := tk.Issue(ctx, Spec{Role: "app", Scope: "statements: [}"}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("bad scope: %v", err)
+	}
+	if _, _, err := tk.Issue(ctx, Spec{Role: "app", CIDRs: []string{"10.0.0.0/33"}}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("bad cidr: %v", err)
+	}
+}
+
+func TestRevokeWhere(t *testing.T) {
+	tk := NewTokens(inmem.New(), nil)
+	var toks []string
+	for i, spec := range []Spec{
+		{Role: "a", Subject: "access-key:K1"}, {Role: "a", Subject: "access-key:K2"}, {Role: "b", Subject: "access-key:K1"}, {DisplayName: "plain"},
 	} {
-		err := a.Authorize(ctx, user, action, "k")
-		if allowed != (err == nil) || (!allowed && !errors.Is(err, ErrForbidden)) {
-			t.Errorf("%s: %v", action, err)
+		tok, _, err := tk.Issue(ctx, spec)
+		if err != nil {
+			t.Fatal(i, err)
 		}
-		if err := a.Authorize(ctx, Principal{Root: true}, action, "k"); err != nil {
-			t.Errorf("root %s: %v", action, err)
+		toks = append(toks, tok)
+	}
+	n, err := tk.RevokeWhere(ctx, func(p *Principal) bool { return p.Role == "a" })
+	if err != nil || n != 2 {
+		t.Fatalf("revoke role a: %d %v", n, err)
+	}
+	n, _ = tk.RevokeWhere(ctx, func(p *Principal) bool { return p.Subject == "access-key:K1" })
+	if n != 1 {
+		t.Fatalf("revoke subject K1: %d, want 1 (one was already revoked)", n)
+	}
+	for i, tok := range toks[:3] {
+		if _, err := tk.Lookup(tok, netip.Addr{}); !errors.Is(err, ErrUnauthenticated) {
+			t.Errorf("token %d still valid: %v", i, err)
 		}
+	}
+	if _, err := tk.Lookup(toks[3], netip.Addr{}); err != nil {
+		t.Errorf("unrelated token revoked: %v", err)
 	}
 }
 
@@ -129,12 +211,12 @@ func TestReportLeaked(t *testing.T) {
 	if len(rep.Revoked) != 1 || rep.Revoked[0] != p.Accessor || rep.Unknown != 1 || rep.AlreadyRevoked != 1 {
 		t.Fatalf("report %+v", rep)
 	}
-	_, err = tk.Lookup(leaked)
+	_, err = tk.Lookup(leaked, netip.Addr{})
 	var le *LeakedError
 	if !errors.As(err, &le) || le.Accessor != p.Accessor || !errors.Is(err, ErrUnauthenticated) || !errors.Is(err, ErrLeaked) {
 		t.Fatalf("leaked token lookup: %v", err)
 	}
-	if _, err := tk.Lookup(kept); err != nil {
+	if _, err := tk.Lookup(kept, netip.Addr{}); err != nil {
 		t.Fatal("an unreported token was revoked:", err)
 	}
 	// The mark survives a restart (a fresh store over the same storage).
@@ -142,7 +224,7 @@ func TestReportLeaked(t *testing.T) {
 	if err := tk2.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tk2.Lookup(leaked); !errors.Is(err, ErrLeaked) {
+	if _, err := tk2.Lookup(leaked, netip.Addr{}); !errors.Is(err, ErrLeaked) {
 		t.Fatalf("after reload: %v", err)
 	}
 	for _, bad := range [][]string{nil, {"zz"}, {strings.Repeat("a", 63)}, make([]string, MaxLeakReport+1)} {

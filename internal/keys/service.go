@@ -119,6 +119,58 @@ type Service struct {
 	aliases sync.Map // alias name -> key id
 
 	aliasMu sync.Mutex // serializes alias writes
+
+	// byKey indexes aliases by key id for Names, which authorization calls
+	// on every request. Slices are replaced, never appended to in place.
+	byKeyMu sync.RWMutex
+	byKey   map[string][]string
+}
+
+// setAlias records name -> id in both indexes.
+func (s *Service) setAlias(name, id string) {
+	s.aliases.Store(name, id)
+	s.byKeyMu.Lock()
+	if s.byKey == nil {
+		s.byKey = map[string][]string{}
+	}
+	old := s.byKey[id]
+	n := make([]string, 0, len(old)+1)
+	n = append(append(n, old...), name)
+	slices.Sort(n)
+	s.byKey[id] = n
+	s.byKeyMu.Unlock()
+}
+
+// dropAlias removes name from both indexes.
+func (s *Service) dropAlias(name string) {
+	v, ok := s.aliases.LoadAndDelete(name)
+	if !ok {
+		return
+	}
+	id := v.(string)
+	s.byKeyMu.Lock()
+	n := slices.DeleteFunc(slices.Clone(s.byKey[id]), func(a string) bool { return a == name })
+	if len(n) == 0 {
+		delete(s.byKey, id)
+	} else {
+		s.byKey[id] = n
+	}
+	s.byKeyMu.Unlock()
+}
+
+// Names resolves a key id or alias to the key's id and all its aliases
+// (alias/NAME, sorted; the caller must not modify the slice), for policies
+// that name a key either way. It works for keys in every state.
+func (s *Service) Names(ref string) (id string, aliases []string, err error) {
+	h, err := s.resolve(ref)
+	if err != nil {
+		return "", nil, err
+	}
+	id = h.cur.Load().rec.ID
+	s.byKeyMu.RLock()
+	aliases = s.byKey[id]
+	s.byKeyMu.RUnlock()
+	return id, aliases, nil
 }
 
 // Option configures a Service.
@@ -169,7 +221,7 @@ func (s *Service) Load(ctx context.Context) error {
 		if err := json.Unmarshal(e.Value, &a); err != nil {
 			return fmt.Errorf("loading %s: %w", p, err)
 		}
-		s.aliases.Store(AliasPrefix+strings.TrimPrefix(p, aliasPrefix), a.KeyID)
+		s.setAlias(AliasPrefix+strings.TrimPrefix(p, aliasPrefix), a.KeyID)
 	}
 	return nil
 }
@@ -185,6 +237,9 @@ func (s *Service) Unload() {
 		return true
 	})
 	s.aliases.Clear()
+	s.byKeyMu.Lock()
+	s.byKey = nil
+	s.byKeyMu.Unlock()
 }
 
 func (k *key) wipe() {
@@ -383,7 +438,7 @@ func (s *Service) Create(ctx context.Context, req client.CreateKeyRequest) (clie
 	h.cur.Store(k)
 	s.keys.Store(rec.ID, h)
 	if req.Alias != "" {
-		s.aliases.Store(req.Alias, rec.ID)
+		s.setAlias(req.Alias, rec.ID)
 	}
 	return s.view(k), nil
 }
@@ -661,7 +716,7 @@ func (s *Service) CreateAlias(ctx context.Context, name, ref string) (client.Ali
 		}
 		return client.Alias{}, err
 	}
-	s.aliases.Store(name, k.rec.ID)
+	s.setAlias(name, k.rec.ID)
 	return client.Alias{Name: name, KeyID: k.rec.ID}, nil
 }
 
@@ -678,7 +733,7 @@ func (s *Service) DeleteAlias(ctx context.Context, name string) error {
 	if err := s.store.Apply(ctx, storage.Delete(aliasPath(name))); err != nil {
 		return err
 	}
-	s.aliases.Delete(name)
+	s.dropAlias(name)
 	return nil
 }
 
@@ -773,7 +828,7 @@ func (s *Service) destroy(ctx context.Context, h *handle) error {
 	h.cur.Store(k)
 	old.wipe()
 	for _, n := range names {
-		s.aliases.Delete(n)
+		s.dropAlias(n)
 	}
 	return nil
 }

@@ -20,9 +20,7 @@ import (
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/audit"
-	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/barrier"
-	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/monitor"
 	"github.com/cofferkms/coffer/internal/server"
 	"github.com/cofferkms/coffer/internal/storage/inmem"
@@ -67,7 +65,7 @@ func doJSON(t *testing.T, method, url, token string, in any) (int, []byte) {
 // sink recovers, and the log still verifies.
 func TestAuditFailClosed(t *testing.T) {
 	bar := barrier.New(inmem.New())
-	s := &sys.Sys{Barrier: bar, Keys: keys.New(bar), Tokens: auth.NewTokens(bar, nil)}
+	s := sys.New(bar, nil)
 	_, root, err := s.DevBootstrap(context.Background(), "", "")
 	if err != nil {
 		t.Fatal(err)

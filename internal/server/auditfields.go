@@ -24,12 +24,13 @@ func doorOf(r *http.Request) string {
 	return "rest"
 }
 
-func principalOf(p auth.Principal) audit.Principal {
-	kind := "token"
-	if p.Root {
-		kind = "root"
+func principalOf(p *auth.Principal) audit.Principal {
+	kind := p.Kind
+	if kind == "" {
+		kind = auth.KindToken
 	}
-	return audit.Principal{Kind: kind, ID: p.Accessor, Name: p.DisplayName, Accessor: p.Accessor}
+	return audit.Principal{Kind: kind, ID: p.ID, Name: p.DisplayName, Accessor: p.Accessor, Role: p.Role,
+		Cluster: p.Cluster, Namespace: p.Namespace, ServiceAccount: p.ServiceAccount}
 }
 
 // contextOf returns the encryption context of a request, whose values the

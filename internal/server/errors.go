@@ -10,10 +10,13 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"time"
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/barrier"
+	"github.com/cofferkms/coffer/internal/iam"
+	"github.com/cofferkms/coffer/internal/k8sauth"
 	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/storage"
 	"github.com/cofferkms/coffer/internal/sys"
@@ -32,6 +35,19 @@ func badRequest(format string, args ...any) error {
 	return &apiError{http.StatusBadRequest, "invalid_request", fmt.Sprintf(format, args...)}
 }
 
+// errThrottled marks a refusal because the source failed authentication
+// too often (429).
+var errThrottled = errors.New("too many failed authentications from this source")
+
+type throttleError struct{ retry time.Duration }
+
+func (e *throttleError) Error() string {
+	return fmt.Sprintf("%s; retry in %s", errThrottled, e.retry)
+}
+func (e *throttleError) Unwrap() error { return errThrottled }
+
+func throttled(retry time.Duration) error { return &throttleError{retry: retry} }
+
 // classes maps service errors to HTTP. This table is the only place where
 // an error becomes a status code.
 var classes = []struct {
@@ -42,9 +58,15 @@ var classes = []struct {
 	{keys.ErrInvalidArgument, http.StatusBadRequest, "invalid_request"},
 	{sys.ErrInvalidArgument, http.StatusBadRequest, "invalid_request"},
 	{auth.ErrInvalidArgument, http.StatusBadRequest, "invalid_request"},
+	{iam.ErrInvalidArgument, http.StatusBadRequest, "invalid_request"},
+	{iam.ErrNotFound, http.StatusNotFound, "not_found"},
+	{iam.ErrExists, http.StatusConflict, "already_exists"},
+	{iam.ErrInUse, http.StatusConflict, "in_use"},
+	{k8sauth.ErrUnavailable, http.StatusServiceUnavailable, "cluster_unavailable"},
 	{keys.ErrTooLarge, http.StatusBadRequest, "plaintext_too_large"},
 	{keys.ErrInvalidCiphertext, http.StatusBadRequest, "invalid_ciphertext"},
 	{barrier.ErrBadShare, http.StatusBadRequest, "invalid_share"},
+	{errThrottled, http.StatusTooManyRequests, "too_many_auth_failures"},
 	{auth.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated"},
 	{auth.ErrForbidden, http.StatusForbidden, "permission_denied"},
 	{keys.ErrNotFound, http.StatusNotFound, "key_not_found"},

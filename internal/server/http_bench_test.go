@@ -6,9 +6,7 @@ import (
 	"testing"
 
 	"github.com/cofferkms/coffer/client"
-	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/barrier"
-	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/server"
 	"github.com/cofferkms/coffer/internal/storage/inmem"
 	"github.com/cofferkms/coffer/internal/sys"
@@ -20,7 +18,7 @@ func benchServer(b *testing.B, tls bool) (*client.Client, string) {
 	b.Helper()
 	ctx := context.Background()
 	bar := barrier.New(inmem.New())
-	s := &sys.Sys{Barrier: bar, Keys: keys.New(bar), Tokens: auth.NewTokens(bar, nil)}
+	s := sys.New(bar, nil)
 	_, tok, err := s.DevBootstrap(ctx, "", "")
 	if err != nil {
 		b.Fatal(err)

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/ciphertext"
 	"github.com/cofferkms/coffer/internal/keys"
+	"github.com/cofferkms/coffer/internal/policy"
 )
 
 func (s *Server) kmsRoutes() {
@@ -27,12 +29,12 @@ func (s *Server) kmsRoutes() {
 		}))
 	m.HandleFunc("POST /v1/kms/reencrypt", handle(s, route{action: "kms:ReEncrypt"},
 		func(_ *http.Request, req *client.ReEncryptRequest) string { return ciphertextKey(req.Ciphertext) },
-		func(ctx context.Context, _ *http.Request, p auth.Principal, req *client.ReEncryptRequest) (client.ReEncryptResponse, error) {
+		func(ctx context.Context, r *http.Request, p auth.Principal, req *client.ReEncryptRequest) (client.ReEncryptResponse, error) {
 			if len(req.Ciphertext) == 0 {
 				return client.ReEncryptResponse{}, badRequest("ciphertext is required")
 			}
 			if req.DestinationKeyID != "" {
-				if err := s.authz.Authorize(ctx, p, "kms:ReEncryptTo", req.DestinationKeyID); err != nil {
+				if err := s.authorizeItem(ctx, r, &p, "kms:ReEncryptTo", req.DestinationKeyID, req.DestinationContext); err != nil {
 					return client.ReEncryptResponse{}, err
 				}
 			}
@@ -71,7 +73,7 @@ func (s *Server) kmsRoutes() {
 		}))
 	m.HandleFunc("POST /v1/kms/encrypt-batch", handle(s, route{action: "kms:Encrypt", limit: MaxBatchBody},
 		func(_ *http.Request, req *client.BatchEncryptRequest) string { return req.KeyID },
-		func(ctx context.Context, _ *http.Request, p auth.Principal, req *client.BatchEncryptRequest) (client.BatchEncryptResponse, error) {
+		func(ctx context.Context, r *http.Request, p auth.Principal, req *client.BatchEncryptRequest) (client.BatchEncryptResponse, error) {
 			if err := checkBatch(len(req.Items)); err != nil {
 				return client.BatchEncryptResponse{}, err
 			}
@@ -82,7 +84,7 @@ func (s *Server) kmsRoutes() {
 					it.KeyID = req.KeyID
 				} else if it.KeyID != req.KeyID {
 					// Items naming their own key are authorized one by one.
-					if err := s.authz.Authorize(ctx, p, "kms:Encrypt", it.KeyID); err != nil {
+					if err := s.authorizeItem(ctx, r, &p, "kms:Encrypt", it.KeyID, it.Context); err != nil {
 						out.Results[i].Error = itemError(err)
 						continue
 					}
@@ -97,13 +99,13 @@ func (s *Server) kmsRoutes() {
 			return out, nil
 		}))
 	m.HandleFunc("POST /v1/kms/decrypt-batch", handle(s, route{action: "kms:Decrypt", limit: MaxBatchBody}, nil,
-		func(ctx context.Context, _ *http.Request, p auth.Principal, req *client.BatchDecryptRequest) (client.BatchDecryptResponse, error) {
+		func(ctx context.Context, r *http.Request, p auth.Principal, req *client.BatchDecryptRequest) (client.BatchDecryptResponse, error) {
 			if err := checkBatch(len(req.Items)); err != nil {
 				return client.BatchDecryptResponse{}, err
 			}
 			out := client.BatchDecryptResponse{Results: make([]client.BatchDecryptResult, len(req.Items))}
 			for i := range req.Items {
-				err := s.authz.Authorize(ctx, p, "kms:Decrypt", ciphertextKey(req.Items[i].Ciphertext))
+				err := s.authorizeItem(ctx, r, &p, "kms:Decrypt", ciphertextKey(req.Items[i].Ciphertext), req.Items[i].Context)
 				var r client.DecryptResponse
 				if err == nil {
 					r, err = s.decrypt(ctx, &req.Items[i])
@@ -161,4 +163,11 @@ func ciphertextKey(ct []byte) string {
 		return ""
 	}
 	return uuid.UUID(p.KeyID).String()
+}
+
+// authorizeItem authorizes one item of a batch (or a second key of one
+// request) the way handle authorizes a request.
+func (s *Server) authorizeItem(ctx context.Context, r *http.Request, p *auth.Principal, action, resource string, ec map[string]string) error {
+	q := policy.Request{Action: action, Resource: resource, Context: ec, SourceIP: sourceAddr(r), Time: time.Now()}
+	return s.authz.Authorize(ctx, p, &q)
 }

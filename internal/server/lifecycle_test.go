@@ -8,9 +8,7 @@ import (
 	"testing"
 
 	"github.com/cofferkms/coffer/client"
-	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/barrier"
-	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/server"
 	"github.com/cofferkms/coffer/internal/storage/inmem"
 	"github.com/cofferkms/coffer/internal/sys"
@@ -20,7 +18,7 @@ import (
 // and the probes say not ready.
 func TestUninitializedServer(t *testing.T) {
 	bar := barrier.New(inmem.New())
-	s := &sys.Sys{Barrier: bar, Keys: keys.New(bar), Tokens: auth.NewTokens(bar, nil)}
+	s := sys.New(bar, nil)
 	ts := httptest.NewServer(server.New(s, server.Options{}))
 	defer ts.Close()
 

@@ -57,7 +57,10 @@ func (s *Server) routes() {
 
 	// tokens
 	m.HandleFunc("POST /v1/auth/token/create", handle(s, route{action: "token:Create", created: true}, nil,
-		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.CreateTokenRequest) (client.CreateTokenResponse, error) {
+		func(ctx context.Context, _ *http.Request, p auth.Principal, req *client.CreateTokenRequest) (client.CreateTokenResponse, error) {
+			if err := s.checkTokenPolicies(&p, req.Policies); err != nil {
+				return client.CreateTokenResponse{}, err
+			}
 			var ttl time.Duration
 			if req.TTL != "" {
 				d, err := keys.ParsePeriod(req.TTL)
@@ -66,11 +69,12 @@ func (s *Server) routes() {
 				}
 				ttl = d
 			}
-			tok, p, err := s.sys.Tokens.Create(ctx, req.DisplayName, false, ttl, "")
-			if err != nil {
-				return client.CreateTokenResponse{}, err
+			for _, name := range req.Policies {
+				if _, err := s.sys.IAM.GetPolicy(ctx, name); err != nil {
+					return client.CreateTokenResponse{}, badRequest("policy %q does not exist", name)
+				}
 			}
-			return client.CreateTokenResponse{Token: tok, TokenInfo: tokenInfo(p)}, nil
+			return issued(s.sys.Tokens.Issue(ctx, auth.Spec{DisplayName: req.DisplayName, TTL: ttl, Policies: req.Policies}))
 		}))
 	m.HandleFunc("GET /v1/auth/token/lookup-self", handle(s, route{action: "token:LookupSelf"}, nil,
 		func(_ context.Context, _ *http.Request, p auth.Principal, _ *empty) (client.TokenInfo, error) {
@@ -99,16 +103,8 @@ func (s *Server) routes() {
 
 	s.keyRoutes()
 	s.kmsRoutes()
+	s.iamRoutes()
 	s.auditRoutes()
-}
-
-func tokenInfo(p auth.Principal) client.TokenInfo {
-	ti := client.TokenInfo{Accessor: p.Accessor, DisplayName: p.DisplayName, Root: p.Root, CreatedAt: p.CreatedAt}
-	if !p.ExpiresAt.IsZero() {
-		e := p.ExpiresAt
-		ti.ExpiresAt = &e
-	}
-	return ti
 }
 
 // pathKey is the {key} of a path: a key id or an escaped alias/NAME.

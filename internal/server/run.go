@@ -25,9 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/cofferkms/coffer/internal/audit"
-	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/barrier"
-	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/monitor"
 	"github.com/cofferkms/coffer/internal/storage"
 	"github.com/cofferkms/coffer/internal/storage/bolt"
@@ -48,6 +46,10 @@ type Config struct {
 		// Auto makes a self-signed certificate at start and writes it
 		// next to the storage file as tls-auto-cert.pem.
 		Auto bool `json:"auto"`
+		// ClientCAFile, when set, asks clients for a certificate and
+		// verifies it against these CAs; a verified certificate can log in
+		// to roles that trust it (POST /v1/auth/cert/login).
+		ClientCAFile string `json:"client_ca_file"`
 	} `json:"tls"`
 	// RotationCheckInterval is how often due rotations and deletions run
 	// (default 1m).
@@ -182,7 +184,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 		backend = monitor.TimedBackend{Backend: store, M: metrics}
 	}
 	bar := barrier.New(backend)
-	s = &sys.Sys{Barrier: bar, Keys: keys.New(bar), Tokens: auth.NewTokens(bar, nil)}
+	s = sys.New(bar, nil)
 	defer s.Seal()
 
 	bg, stopBG := context.WithCancel(ctx)
@@ -246,6 +248,22 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 			return fmt.Errorf("TLS: %w", err)
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if cfg.TLS.ClientCAFile != "" {
+			pem, err := os.ReadFile(cfg.TLS.ClientCAFile)
+			if err != nil {
+				ln.Close()
+				return fmt.Errorf("TLS client CA: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				ln.Close()
+				return fmt.Errorf("TLS client CA: %s holds no PEM certificate", cfg.TLS.ClientCAFile)
+			}
+			tlsCfg.ClientCAs, tlsCfg.ClientAuth = pool, tls.VerifyClientCertIfGiven
+		}
+	} else if cfg.TLS.ClientCAFile != "" {
+		ln.Close()
+		return errors.New("tls.client_ca_file needs TLS (tls.cert_file or tls.auto)")
 	}
 	opts := Options{Logger: logger, Audit: rec, Metrics: metrics, MetricsSeparate: cfg.Metrics.Addr != "", Alerts: engine}
 	if akeys != nil {
@@ -297,6 +315,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 				if !bar.Sealed() {
 					if err := s.Tokens.Sweep(bg); err != nil {
 						logger.Error("token sweep", "error", err)
+					}
+					if err := s.IAM.FlushUsage(bg); err != nil {
+						logger.Error("storing access key last use", "error", err)
 					}
 				}
 			}

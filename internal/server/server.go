@@ -21,6 +21,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,19 +30,24 @@ import (
 
 	"github.com/cofferkms/coffer/internal/audit"
 	"github.com/cofferkms/coffer/internal/auth"
+	"github.com/cofferkms/coffer/internal/authlimit"
+	"github.com/cofferkms/coffer/internal/iam"
 	"github.com/cofferkms/coffer/internal/monitor"
+	"github.com/cofferkms/coffer/internal/policy"
 	"github.com/cofferkms/coffer/internal/sys"
 )
 
-// Authenticator turns a request's credential into a principal.
+// Authenticator turns a request's credential into a principal. src is the
+// caller's address (the zero Addr when unknown).
 type Authenticator interface {
-	Authenticate(r *http.Request) (auth.Principal, error)
+	Authenticate(r *http.Request, src netip.Addr) (auth.Principal, error)
 }
 
-// Authorizer decides whether a principal may perform an action on a
-// resource. It returns an error wrapping auth.ErrForbidden to deny.
+// Authorizer decides whether a principal may perform req (action, resource,
+// encryption context, source, time). It returns an error wrapping
+// auth.ErrForbidden to deny; it may fill req's principal and aliases.
 type Authorizer interface {
-	Authorize(ctx context.Context, p auth.Principal, action, resource string) error
+	Authorize(ctx context.Context, p *auth.Principal, req *policy.Request) error
 }
 
 // Body limits.
@@ -54,8 +60,8 @@ const (
 
 // Options configure a Server; zero values take defaults.
 type Options struct {
-	Authenticator Authenticator // default: bearer tokens from Sys.Tokens
-	Authorizer    Authorizer    // default: auth.RootOnly
+	Authenticator Authenticator // default: Credentials over Sys.Tokens and Sys.IAM
+	Authorizer    Authorizer    // default: Sys.IAM
 	Audit         audit.Recorder
 	Logger        *slog.Logger
 	// Metrics, when set, counts every request and serves GET /metrics
@@ -66,6 +72,9 @@ type Options struct {
 	Alerts *monitor.Engine
 	// AuditInfo, when set, serves the audit public key and HMAC routes.
 	AuditKeys AuditKeys
+	// AuthLimit throttles authentication failures per source; default
+	// authlimit.New with its defaults.
+	AuthLimit *authlimit.Limiter
 }
 
 // AuditKeys is what the audit routes need of the audit key.
@@ -86,6 +95,7 @@ type Server struct {
 	metrics   *monitor.Metrics
 	alerts    *monitor.Engine
 	auditKeys AuditKeys
+	limit     *authlimit.Limiter
 
 	ridPrefix string
 	ridSeq    atomic.Uint64
@@ -94,12 +104,15 @@ type Server struct {
 // New builds the API server.
 func New(s *sys.Sys, opts Options) *Server {
 	srv := &Server{sys: s, authn: opts.Authenticator, authz: opts.Authorizer, audit: opts.Audit, log: opts.Logger, mux: http.NewServeMux(),
-		metrics: opts.Metrics, alerts: opts.Alerts, auditKeys: opts.AuditKeys}
+		metrics: opts.Metrics, alerts: opts.Alerts, auditKeys: opts.AuditKeys, limit: opts.AuthLimit}
 	if srv.authn == nil {
-		srv.authn = BearerTokens{Tokens: s.Tokens}
+		srv.authn = Credentials{Tokens: s.Tokens, IAM: s.IAM}
 	}
 	if srv.authz == nil {
-		srv.authz = auth.RootOnly{}
+		srv.authz = s.IAM
+	}
+	if srv.limit == nil {
+		srv.limit = authlimit.New(authlimit.Config{})
 	}
 	if srv.audit == nil {
 		srv.audit = audit.Nop{}
@@ -168,17 +181,28 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// BearerTokens authenticates with "Authorization: Bearer <token>" or the
-// "X-Coffer-Token" header.
-type BearerTokens struct{ Tokens *auth.Tokens }
+// Credentials authenticates with a bearer token ("Authorization: Bearer
+// <token>" or "X-Coffer-Token") or an access key ("Authorization: Basic"
+// with the key id as user and the secret as password).
+type Credentials struct {
+	Tokens *auth.Tokens
+	IAM    *iam.Service
+}
 
 // Authenticate implements Authenticator.
-func (b BearerTokens) Authenticate(r *http.Request) (auth.Principal, error) {
+func (c Credentials) Authenticate(r *http.Request, src netip.Addr) (auth.Principal, error) {
+	if h := r.Header.Get("Authorization"); len(h) > 6 && strings.EqualFold(h[:6], "Basic ") {
+		id, secret, ok := r.BasicAuth()
+		if !ok || c.IAM == nil {
+			return auth.Principal{}, fmt.Errorf("%w: Basic credentials must be base64(ACCESS_KEY_ID:SECRET)", auth.ErrUnauthenticated)
+		}
+		return c.IAM.AuthenticateAccessKey(id, secret, src)
+	}
 	tok, ok := presentedToken(r)
 	if !ok {
-		return auth.Principal{}, fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"; other schemes (Basic, ...) are not supported", auth.ErrUnauthenticated)
+		return auth.Principal{}, fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\" or \"Basic\" with an access key", auth.ErrUnauthenticated)
 	}
-	return b.Tokens.Lookup(tok)
+	return c.Tokens.Lookup(tok, src)
 }
 
 // presentedToken is the bearer token of a request; ok is false for an
@@ -208,6 +232,7 @@ type route struct {
 	sealedOK bool // served while sealed
 	created  bool // 201 instead of 200
 	limit    int64
+	login    bool // exchanges a credential: throttled per source before work
 }
 
 // call is the service step of a route: it gets the decoded request and
@@ -235,6 +260,7 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 	return func(w http.ResponseWriter, r *http.Request) {
 		st := reqState{id: s.ridPrefix + strconv.FormatUint(s.ridSeq.Add(1), 10), start: time.Now()}
 		w.Header().Set("X-Request-Id", st.id)
+		src := sourceAddr(r)
 		rec := audit.Record{Time: st.start.UTC(), RequestID: st.id, Door: doorOf(r), Source: sourceOf(r), Action: rt.action,
 			Principal: audit.Principal{Kind: "anonymous"}}
 		if tok, _ := presentedToken(r); tok != "" {
@@ -250,16 +276,26 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 				}
 				return &apiError{http.StatusServiceUnavailable, "sealed", "the server is sealed; unseal it with `coffer operator unseal`"}
 			}
+			if rt.login {
+				// Logins may cost a call to the apiserver: a throttled
+				// source gets nothing verified.
+				if th, retry := s.limit.Throttled(src); th {
+					return throttled(retry)
+				}
+			}
 			if !rt.public {
 				var err error
-				if p, err = s.authn.Authenticate(r); err != nil {
+				if p, err = s.authn.Authenticate(r, src); err != nil {
 					var leaked *auth.LeakedError
 					if errors.As(err, &leaked) {
 						rec.Principal.Accessor, rec.CredentialLeaked = leaked.Accessor, true
 					}
+					if th, retry := s.limit.Failure(src); th {
+						return fmt.Errorf("%w (%w)", throttled(retry), err)
+					}
 					return err
 				}
-				rec.Principal = principalOf(p)
+				rec.Principal = principalOf(&p)
 			}
 			if _, isEmpty := any(&req).(*empty); !isEmpty {
 				if err := decode(w, r, &req, rt.limit); err != nil {
@@ -271,12 +307,18 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 				rec.Resource = res(r, &req)
 			}
 			if !rt.public {
-				if err := s.authz.Authorize(r.Context(), p, rt.action, rec.Resource); err != nil {
+				q := policy.Request{Action: rt.action, Resource: rec.Resource, Context: rec.ContextValues, SourceIP: src, Time: st.start}
+				if err := s.authz.Authorize(r.Context(), &p, &q); err != nil {
 					return err
 				}
 			}
 			return nil
 		}()
+		if rt.login && err != nil && !errors.Is(err, errThrottled) {
+			if status, _, _ := classify(err); status == http.StatusUnauthorized || status == http.StatusForbidden {
+				s.limit.Failure(src)
+			}
+		}
 		if err == nil && mutates(r, rt.action) {
 			// A state change is recorded before it happens: if the trail
 			// cannot write, nothing changes.
@@ -292,6 +334,11 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 		var resp Resp
 		if err == nil {
 			resp, err = fn(r.Context(), r, p, &req)
+			if rt.login && err != nil {
+				if status, _, _ := classify(err); status == http.StatusUnauthorized || status == http.StatusForbidden {
+					s.limit.Failure(src)
+				}
+			}
 		}
 		status, code, msg := http.StatusOK, "", ""
 		switch {
@@ -316,6 +363,10 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 		}
 		s.observe(&rec, st.start)
 		if err != nil {
+			var th *throttleError
+			if errors.As(err, &th) {
+				w.Header().Set("Retry-After", strconv.Itoa(int(th.retry/time.Second)))
+			}
 			writeJSON(w, status, errorBody(code, msg, st.id))
 			return
 		}
@@ -382,6 +433,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	h.Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(status)
 	w.Write(buf.Bytes())
+}
+
+// sourceAddr is the caller's address; the zero Addr when it is not an IP
+// (a Unix socket).
+func sourceAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
 func sourceOf(r *http.Request) string {

@@ -8,11 +8,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/barrier"
+	"github.com/cofferkms/coffer/internal/iam"
 	"github.com/cofferkms/coffer/internal/keys"
 )
 
@@ -27,6 +30,8 @@ type Sys struct {
 	Barrier *barrier.Barrier
 	Keys    *keys.Service
 	Tokens  *auth.Tokens
+	// IAM, when set, holds policies, roles, access keys and clusters.
+	IAM *iam.Service
 
 	mu sync.Mutex // serializes init, unseal and seal
 }
@@ -86,7 +91,13 @@ func (s *Sys) load(ctx context.Context) error {
 	if err := s.Keys.Load(ctx); err != nil {
 		return err
 	}
-	return s.Tokens.Load(ctx)
+	if err := s.Tokens.Load(ctx); err != nil {
+		return err
+	}
+	if s.IAM != nil {
+		return s.IAM.Load(ctx)
+	}
+	return nil
 }
 
 // ResetUnseal discards submitted shares.
@@ -100,6 +111,9 @@ func (s *Sys) Seal() {
 }
 
 func (s *Sys) sealLocked() {
+	if s.IAM != nil {
+		s.IAM.Unload()
+	}
 	s.Keys.Unload()
 	s.Tokens.Unload()
 	s.Barrier.Seal()
@@ -128,7 +142,7 @@ func (s *Sys) DevBootstrap(ctx context.Context, share, rootToken string) (string
 	if _, err := s.Unseal(ctx, share); err != nil {
 		return "", "", err
 	}
-	if _, err := s.Tokens.Lookup(rootToken); err != nil {
+	if p, err := s.Tokens.Lookup(rootToken, netip.Addr{}); err != nil || !p.Root {
 		tok, _, err := s.Tokens.Create(ctx, "dev root", true, 0, rootToken)
 		if err != nil {
 			return "", "", err
@@ -136,4 +150,16 @@ func (s *Sys) DevBootstrap(ctx context.Context, share, rootToken string) (string
 		rootToken = tok
 	}
 	return share, rootToken, nil
+}
+
+// New builds the system service and the services behind bar. now is
+// time.Now when nil (tests pass a fake clock).
+func New(bar *barrier.Barrier, now func() time.Time) *Sys {
+	var kopts []keys.Option
+	if now != nil {
+		kopts = append(kopts, keys.WithClock(now))
+	}
+	k := keys.New(bar, kopts...)
+	t := auth.NewTokens(bar, now)
+	return &Sys{Barrier: bar, Keys: k, Tokens: t, IAM: iam.New(bar, t, k, now)}
 }

@@ -1,0 +1,248 @@
+package iam
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/credential"
+	"github.com/cofferkms/coffer/internal/auth"
+	"github.com/cofferkms/coffer/internal/storage"
+)
+
+// accessKeyRecord is a stored access key: the secret only as SHA-256 (it
+// carries 240 random bits, so a fast hash suffices).
+type accessKeyRecord struct {
+	ID          string    `json:"id"`
+	Hash        []byte    `json:"hash"`
+	Description string    `json:"description,omitempty"`
+	Policies    []string  `json:"policies"`
+	Disabled    bool      `json:"disabled,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	ExpiresAt   time.Time `json:"expires_at,omitzero"`
+	LastUsedAt  time.Time `json:"last_used_at,omitzero"`
+	LastSource  string    `json:"last_source,omitempty"`
+}
+
+func (a *accessKeyRecord) view() client.AccessKey {
+	v := client.AccessKey{ID: a.ID, Description: a.Description, Policies: a.Policies, Enabled: !a.Disabled, CreatedAt: a.CreatedAt,
+		LastSource: a.LastSource}
+	if !a.ExpiresAt.IsZero() {
+		t := a.ExpiresAt
+		v.ExpiresAt = &t
+	}
+	if !a.LastUsedAt.IsZero() {
+		t := a.LastUsedAt
+		v.LastUsedAt = &t
+	}
+	return v
+}
+
+// CreateAccessKey makes an access key carrying policies. The secret is in
+// the answer only.
+func (s *Service) CreateAccessKey(ctx context.Context, req client.CreateAccessKeyRequest) (client.CreateAccessKeyResponse, error) {
+	if len(req.Description) > maxDescLen {
+		return client.CreateAccessKeyResponse{}, fmt.Errorf("%w: description is longer than %d bytes", ErrInvalidArgument, maxDescLen)
+	}
+	exp, err := parseDuration("expires_in", req.ExpiresIn)
+	if err != nil {
+		return client.CreateAccessKeyResponse{}, err
+	}
+	if req.Policies == nil {
+		req.Policies = []string{}
+	}
+	id, secret := credential.NewAccessKey()
+	sum := sha256.Sum256([]byte(secret))
+	now := s.now().UTC()
+	rec := accessKeyRecord{ID: id, Hash: sum[:], Description: req.Description, Policies: req.Policies, CreatedAt: now}
+	if exp > 0 {
+		rec.ExpiresAt = now.Add(exp)
+	}
+	err = s.change(func(st *state) error {
+		if err := checkPolicies(st, req.Policies); err != nil {
+			return err
+		}
+		if err := s.put(ctx, accessKeyPath+id, rec); err != nil {
+			return err
+		}
+		st.accessKeys[id] = &accessKeyEntry{accessKeyRecord: rec, set: st.setOf(rec.Policies)}
+		return nil
+	})
+	if err != nil {
+		return client.CreateAccessKeyResponse{}, err
+	}
+	return client.CreateAccessKeyResponse{AccessKey: rec.view(), SecretAccessKey: secret}, nil
+}
+
+// AuthenticateAccessKey checks an access key id and secret presented from
+// src. Failures say which check failed but never how the secret differs.
+func (s *Service) AuthenticateAccessKey(id, secret string, src netip.Addr) (auth.Principal, error) {
+	if !credential.Valid(credential.AccessKeyIDPrefix, id) {
+		return auth.Principal{}, fmt.Errorf("%w: %q is not an access key id (they start with %s_ and carry a checksum)", auth.ErrUnauthenticated, truncate(id), credential.AccessKeyIDPrefix)
+	}
+	a := s.state.Load().accessKeys[id]
+	sum := sha256.Sum256([]byte(secret))
+	if a == nil {
+		return auth.Principal{}, fmt.Errorf("%w: access key %s is unknown or was deleted", auth.ErrUnauthenticated, id)
+	}
+	if subtle.ConstantTimeCompare(a.Hash, sum[:]) != 1 {
+		return auth.Principal{}, fmt.Errorf("%w: the secret does not match access key %s", auth.ErrUnauthenticated, id)
+	}
+	now := s.now()
+	if a.Disabled {
+		return auth.Principal{}, fmt.Errorf("%w: access key %s is disabled", auth.ErrUnauthenticated, id)
+	}
+	if !a.ExpiresAt.IsZero() && !now.Before(a.ExpiresAt) {
+		return auth.Principal{}, fmt.Errorf("%w: access key %s expired at %s", auth.ErrUnauthenticated, id, a.ExpiresAt.Format(time.RFC3339))
+	}
+	s.usageMu.Lock()
+	s.usage[id] = usage{at: now.UTC(), source: src.String()}
+	s.usageMu.Unlock()
+	return auth.Principal{Kind: auth.KindAccessKey, ID: id, DisplayName: a.Description, Policies: a.Policies, CreatedAt: a.CreatedAt, ExpiresAt: a.ExpiresAt}, nil
+}
+
+func truncate(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
+}
+
+// LastUse returns when an access key was last used and from where,
+// counting uses not yet stored; ok is false if it never was.
+func (s *Service) LastUse(id string) (time.Time, string, bool) {
+	s.usageMu.Lock()
+	u, ok := s.usage[id]
+	s.usageMu.Unlock()
+	if ok {
+		return u.at, u.source, true
+	}
+	if a := s.state.Load().accessKeys[id]; a != nil && !a.LastUsedAt.IsZero() {
+		return a.LastUsedAt, a.LastSource, true
+	}
+	return time.Time{}, "", false
+}
+
+// FlushUsage stores the access keys' last-use times gathered since the
+// last flush (the server calls it every minute and on shutdown), so a use
+// costs no write on the request path.
+func (s *Service) FlushUsage(ctx context.Context) error {
+	s.usageMu.Lock()
+	pending := s.usage
+	s.usage = map[string]usage{}
+	s.usageMu.Unlock()
+	if len(pending) == 0 {
+		return nil
+	}
+	return s.change(func(st *state) error {
+		for id, u := range pending {
+			a := st.accessKeys[id]
+			if a == nil {
+				continue
+			}
+			c := *a
+			c.LastUsedAt, c.LastSource = u.at, u.source
+			if err := s.put(ctx, accessKeyPath+id, c.accessKeyRecord); err != nil {
+				return err
+			}
+			st.accessKeys[id] = &c
+		}
+		return nil
+	})
+}
+
+func (s *Service) accessKeyView(a *accessKeyEntry) client.AccessKey {
+	v := a.view()
+	if at, src, ok := s.LastUse(a.ID); ok {
+		v.LastUsedAt, v.LastSource = &at, src
+	}
+	return v
+}
+
+// GetAccessKey describes an access key.
+func (s *Service) GetAccessKey(_ context.Context, id string) (client.AccessKey, error) {
+	a := s.state.Load().accessKeys[id]
+	if a == nil {
+		return client.AccessKey{}, notFoundKey(id)
+	}
+	return s.accessKeyView(a), nil
+}
+
+func notFoundKey(id string) error {
+	if !strings.HasPrefix(id, credential.AccessKeyIDPrefix+"_") {
+		return fmt.Errorf("%w: %q is not an access key id (they start with %s_)", ErrInvalidArgument, truncate(id), credential.AccessKeyIDPrefix)
+	}
+	return fmt.Errorf("%w: access key %q does not exist", ErrNotFound, id)
+}
+
+// ListAccessKeys describes every access key, by id.
+func (s *Service) ListAccessKeys(_ context.Context) []client.AccessKey {
+	st := s.state.Load()
+	out := make([]client.AccessKey, 0, len(st.accessKeys))
+	for _, a := range st.accessKeys {
+		out = append(out, s.accessKeyView(a))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// UpdateAccessKey enables, disables, re-describes or re-attaches an access
+// key. Disabling takes effect on the key's next request.
+func (s *Service) UpdateAccessKey(ctx context.Context, id string, req client.UpdateAccessKeyRequest) (client.AccessKey, error) {
+	var out client.AccessKey
+	err := s.change(func(st *state) error {
+		a := st.accessKeys[id]
+		if a == nil {
+			return notFoundKey(id)
+		}
+		c := *a
+		if req.Enabled != nil {
+			c.Disabled = !*req.Enabled
+		}
+		if req.Description != nil {
+			if len(*req.Description) > maxDescLen {
+				return fmt.Errorf("%w: description is longer than %d bytes", ErrInvalidArgument, maxDescLen)
+			}
+			c.Description = *req.Description
+		}
+		if req.Policies != nil {
+			if err := checkPolicies(st, *req.Policies); err != nil {
+				return err
+			}
+			c.Policies = *req.Policies
+			if c.Policies == nil {
+				c.Policies = []string{}
+			}
+			c.set = st.setOf(c.Policies)
+		}
+		if err := s.put(ctx, accessKeyPath+id, c.accessKeyRecord); err != nil {
+			return err
+		}
+		st.accessKeys[id] = &c
+		out = c.view()
+		return nil
+	})
+	return out, err
+}
+
+// DeleteAccessKey deletes an access key; it fails from its next request.
+// Tokens obtained with it stay valid until they expire unless revoked with
+// RevokePrincipal("access-key:ID").
+func (s *Service) DeleteAccessKey(ctx context.Context, id string) error {
+	return s.change(func(st *state) error {
+		if st.accessKeys[id] == nil {
+			return notFoundKey(id)
+		}
+		if err := s.store.Apply(ctx, storage.Delete(accessKeyPath+id)); err != nil {
+			return err
+		}
+		delete(st.accessKeys, id)
+		return nil
+	})
+}

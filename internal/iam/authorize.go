@@ -1,0 +1,206 @@
+package iam
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/auth"
+	"github.com/cofferkms/coffer/internal/policy"
+)
+
+// selfService actions are allowed to every authenticated caller: looking
+// up, renewing and revoking the credential it uses, and reporting leaked
+// tokens (which needs the token's SHA-256, so only revokes tokens the
+// reporter has seen).
+var selfService = map[string]bool{
+	"token:LookupSelf":  true,
+	"token:RenewSelf":   true,
+	"token:RevokeSelf":  true,
+	"token:ReportLeaked": true,
+}
+
+// Denied is the error of a denied request: it wraps auth.ErrForbidden and
+// names the action and resource. Decision (with the statement that
+// decided) is for the server log and the audit trail, not the caller.
+type Denied struct {
+	Principal string
+	Action    string
+	Resource  string
+	Decision  policy.Decision
+}
+
+func (d *Denied) Error() string {
+	res := d.Resource
+	if res == "" {
+		res = "*"
+	}
+	return fmt.Sprintf("%s: %s may not %s on %s: %s", auth.ErrForbidden, d.Principal, d.Action, res, d.Decision.Reason)
+}
+
+// Unwrap makes a Denied an auth.ErrForbidden.
+func (d *Denied) Unwrap() error { return auth.ErrForbidden }
+
+// Authorize decides req for p and returns nil or a *Denied. The server
+// fills req's action, resource, context, source and time; Authorize fills
+// the principal and, for keys, the key's other names, and applies the
+// caller's identity policies, the key's key policy and the token's
+// scope-down policy. The root token may do everything (and is audited).
+func (s *Service) Authorize(_ context.Context, p *auth.Principal, req *policy.Request) error {
+	if p.Root || selfService[req.Action] {
+		return nil
+	}
+	st := s.state.Load()
+	identity := st.identitySet(p)
+	req.Principal = policyPrincipal(p)
+	var keySet *policy.Set
+	if req.Resource != "" && isKeyAction(req.Action) {
+		if id, aliases, err := s.keys.Names(req.Resource); err == nil {
+			req.Aliases = append(aliases[:len(aliases):len(aliases)], id)
+			if e := st.keyPolicies[id]; e != nil {
+				keySet = e.set
+			}
+		}
+	}
+	d := policy.Authorize(identity, keySet, *req)
+	if d.Allowed && p.Scope != nil {
+		if sd := p.Scope.Evaluate(*req); !sd.Allowed {
+			d = sd
+			d.Reason = "the token's scope-down policy does not allow it"
+		}
+	}
+	if !d.Allowed {
+		return &Denied{Principal: p.Name(), Action: req.Action, Resource: req.Resource, Decision: d}
+	}
+	return nil
+}
+
+// identitySet is the compiled identity policy set of p.
+func (st *state) identitySet(p *auth.Principal) *policy.Set {
+	switch p.Kind {
+	case auth.KindRole:
+		if r := st.roles[p.Role]; r != nil {
+			return r.set
+		}
+		return nil
+	case auth.KindAccessKey:
+		if a := st.accessKeys[p.ID]; a != nil {
+			return a.set
+		}
+		return nil
+	}
+	if len(p.Policies) == 0 {
+		return nil
+	}
+	key := strings.Join(p.Policies, "\x00")
+	if v, ok := st.tokenSets.Load(key); ok {
+		return v.(*policy.Set)
+	}
+	set := st.setOf(p.Policies)
+	st.tokenSets.Store(key, set)
+	return set
+}
+
+func policyPrincipal(p *auth.Principal) policy.Principal {
+	attrs := p.Attributes
+	if p.Cluster != "" || p.Subject != "" {
+		attrs = make(map[string]string, len(p.Attributes)+2)
+		for k, v := range p.Attributes {
+			attrs[k] = v
+		}
+		if p.Cluster != "" {
+			attrs["cluster"] = p.Cluster
+		}
+		if p.Subject != "" {
+			attrs["subject"] = p.Subject
+		}
+	}
+	id := p.ID
+	if p.Kind == auth.KindRole && p.Subject != "" {
+		id = p.Subject
+	}
+	return policy.Principal{ID: id, Kind: p.Kind, Role: p.Role, Namespace: p.Namespace, ServiceAccount: p.ServiceAccount, Attributes: attrs}
+}
+
+func isKeyAction(action string) bool {
+	a, ok := policy.LookupAction(action)
+	return ok && a.Resource == policy.ResourceKey
+}
+
+// Simulate answers "would this principal be allowed?" without doing
+// anything, naming the statement that decided.
+func (s *Service) Simulate(ctx context.Context, req client.SimulateRequest) (client.SimulateResponse, error) {
+	if _, ok := policy.LookupAction(req.Action); !ok {
+		return client.SimulateResponse{}, fmt.Errorf("%w: unknown action %q; `coffer policy actions` lists them", ErrInvalidArgument, req.Action)
+	}
+	kind, id, ok := strings.Cut(req.Principal, ":")
+	p := auth.Principal{Kind: kind, ID: id, Namespace: req.Namespace, ServiceAccount: req.ServiceAccount}
+	st := s.state.Load()
+	switch {
+	case ok && kind == auth.KindRole:
+		if st.roles[id] == nil {
+			return client.SimulateResponse{}, fmt.Errorf("%w: role %q does not exist", ErrNotFound, id)
+		}
+		p.Role = id
+	case ok && kind == auth.KindAccessKey:
+		if st.accessKeys[id] == nil {
+			return client.SimulateResponse{}, fmt.Errorf("%w: access key %q does not exist", ErrNotFound, id)
+		}
+	case ok && kind == auth.KindToken:
+		tp, found := s.tokens.Get(id)
+		if !found {
+			return client.SimulateResponse{}, fmt.Errorf("%w: no token with accessor %q", ErrNotFound, id)
+		}
+		p = tp
+	default:
+		return client.SimulateResponse{}, fmt.Errorf("%w: principal %q: want role:NAME, access-key:ID or token:ACCESSOR", ErrInvalidArgument, req.Principal)
+	}
+	q := policy.Request{Action: req.Action, Resource: req.Resource, Context: req.Context, Time: s.now()}
+	if req.SourceIP != "" {
+		a, err := netip.ParseAddr(req.SourceIP)
+		if err != nil {
+			return client.SimulateResponse{}, fmt.Errorf("%w: source_ip %q is not an IP address", ErrInvalidArgument, req.SourceIP)
+		}
+		q.SourceIP = a
+	}
+	if req.Time != "" {
+		t, err := time.Parse(time.RFC3339, req.Time)
+		if err != nil {
+			return client.SimulateResponse{}, fmt.Errorf("%w: time %q is not RFC 3339 (2026-01-02T15:04:05Z)", ErrInvalidArgument, req.Time)
+		}
+		q.Time = t
+	}
+	err := s.Authorize(ctx, &p, &q)
+	out := client.SimulateResponse{Allowed: err == nil, Reason: policy.ReasonAllowed}
+	var d policy.Decision
+	if den, isDenied := err.(*Denied); isDenied {
+		d = den.Decision
+	} else if err == nil {
+		d = policy.Authorize(st.identitySet(&p), nil, q)
+		if ks := s.keyPolicySet(st, q.Resource); ks != nil {
+			d = policy.Authorize(st.identitySet(&p), ks, q)
+		}
+	} else {
+		return client.SimulateResponse{}, err
+	}
+	out.Reason, out.Decision = d.Reason, d.String()
+	if d.Statement != nil {
+		out.Statement = d.Statement.String()
+	}
+	return out, nil
+}
+
+func (s *Service) keyPolicySet(st *state, ref string) *policy.Set {
+	if ref == "" {
+		return nil
+	}
+	if id, _, err := s.keys.Names(ref); err == nil {
+		if e := st.keyPolicies[id]; e != nil {
+			return e.set
+		}
+	}
+	return nil
+}

@@ -1,0 +1,284 @@
+package iam
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/auth"
+	"github.com/cofferkms/coffer/internal/k8sauth"
+	"github.com/cofferkms/coffer/internal/storage"
+)
+
+// Modes of cluster registration.
+const (
+	ModeJWKS        = "jwks"
+	ModeTokenReview = "tokenreview"
+)
+
+// compileCluster validates a cluster and builds its verifier.
+func compileCluster(c client.Cluster, now func() time.Time) (*clusterEntry, error) {
+	if err := checkName("cluster", c.Name); err != nil {
+		return nil, err
+	}
+	e := &clusterEntry{Cluster: c}
+	var err error
+	switch c.Mode {
+	case ModeJWKS:
+		if c.Issuer == "" || c.JWKS == "" {
+			return nil, fmt.Errorf("%w: jwks mode needs issuer and jwks (or discovery_url)", ErrInvalidArgument)
+		}
+		e.verifier, err = k8sauth.NewJWKSVerifier(c.Issuer, []byte(c.JWKS), now)
+	case ModeTokenReview:
+		if c.APIServer == "" || c.ReviewerToken == "" {
+			return nil, fmt.Errorf("%w: tokenreview mode needs api_server and reviewer_token", ErrInvalidArgument)
+		}
+		e.verifier, err = k8sauth.NewTokenReviewVerifier(k8sauth.TokenReviewConfig{APIServer: c.APIServer, CAPEM: []byte(c.CACert), ReviewerToken: c.ReviewerToken})
+	default:
+		return nil, fmt.Errorf("%w: mode %q: want jwks or tokenreview", ErrInvalidArgument, c.Mode)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: cluster %q: %v", ErrInvalidArgument, c.Name, err)
+	}
+	return e, nil
+}
+
+// RegisterCluster stores (or replaces) a cluster. In jwks mode with a
+// discovery_url, the server fetches the issuer and keys itself (OIDC
+// discovery), trusting ca_cert and sending reviewer_token when given.
+func (s *Service) RegisterCluster(ctx context.Context, c client.Cluster) (client.Cluster, error) {
+	if c.CACert != "" {
+		if ok := x509.NewCertPool().AppendCertsFromPEM([]byte(c.CACert)); !ok {
+			return client.Cluster{}, fmt.Errorf("%w: ca_cert holds no PEM certificate", ErrInvalidArgument)
+		}
+	}
+	if c.Mode == ModeJWKS && c.DiscoveryURL != "" {
+		if c.JWKS != "" {
+			return client.Cluster{}, fmt.Errorf("%w: give jwks or discovery_url, not both", ErrInvalidArgument)
+		}
+		if u, err := url.Parse(c.DiscoveryURL); err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
+			return client.Cluster{}, fmt.Errorf("%w: discovery_url %q must be an http(s) URL", ErrInvalidArgument, c.DiscoveryURL)
+		}
+		iss, jwks, err := k8sauth.Discover(ctx, k8sauth.DiscoveryConfig{URL: c.DiscoveryURL, CAPEM: []byte(c.CACert), BearerToken: c.ReviewerToken})
+		if err != nil {
+			return client.Cluster{}, fmt.Errorf("%w: discovery at %s failed: %v", ErrInvalidArgument, c.DiscoveryURL, err)
+		}
+		if c.Issuer != "" && c.Issuer != iss {
+			return client.Cluster{}, fmt.Errorf("%w: discovery says the issuer is %q, not %q", ErrInvalidArgument, iss, c.Issuer)
+		}
+		c.Issuer, c.JWKS = iss, string(jwks)
+	}
+	e, err := compileCluster(c, s.now)
+	if err != nil {
+		return client.Cluster{}, err
+	}
+	err = s.change(func(st *state) error {
+		now := s.now().UTC()
+		e.CreatedAt = now
+		if old := st.clusters[c.Name]; old != nil {
+			e.CreatedAt = old.CreatedAt
+		}
+		if err := s.put(ctx, clusterPath+c.Name, e.Cluster); err != nil {
+			return err
+		}
+		st.clusters[c.Name] = e
+		return nil
+	})
+	return clusterView(e), err
+}
+
+// clusterView hides the reviewer token.
+func clusterView(e *clusterEntry) client.Cluster {
+	c := e.Cluster
+	c.ReviewerToken = ""
+	return c
+}
+
+// GetCluster describes a cluster (without its reviewer token).
+func (s *Service) GetCluster(_ context.Context, name string) (client.Cluster, error) {
+	e := s.state.Load().clusters[name]
+	if e == nil {
+		return client.Cluster{}, fmt.Errorf("%w: cluster %q is not registered", ErrNotFound, name)
+	}
+	return clusterView(e), nil
+}
+
+// ListClusters describes every cluster by name.
+func (s *Service) ListClusters(_ context.Context) []client.Cluster {
+	st := s.state.Load()
+	out := make([]client.Cluster, 0, len(st.clusters))
+	for _, e := range st.clusters {
+		out = append(out, clusterView(e))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// DeleteCluster forgets a cluster; its service accounts can no longer log
+// in (tokens already issued live out their TTL unless revoked).
+func (s *Service) DeleteCluster(ctx context.Context, name string) error {
+	return s.change(func(st *state) error {
+		if st.clusters[name] == nil {
+			return fmt.Errorf("%w: cluster %q is not registered", ErrNotFound, name)
+		}
+		if err := s.store.Apply(ctx, storage.Delete(clusterPath+name)); err != nil {
+			return err
+		}
+		delete(st.clusters, name)
+		return nil
+	})
+}
+
+// unverifiedIssuer reads the iss claim of a JWT without verifying it, only
+// to pick the cluster that will verify it.
+func unverifiedIssuer(jwt string) string {
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 || len(parts[1]) > 16<<10 {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		Iss string `json:"iss"`
+	}
+	if json.Unmarshal(b, &c) != nil {
+		return ""
+	}
+	return c.Iss
+}
+
+// KubernetesLogin exchanges a pod's projected service-account token for a
+// temporary token of a role that trusts the service account.
+func (s *Service) KubernetesLogin(ctx context.Context, req client.KubernetesLoginRequest) (string, auth.Principal, error) {
+	st := s.state.Load()
+	r := st.roles[req.Role]
+	if r == nil {
+		return "", auth.Principal{}, fmt.Errorf("%w: role %q does not exist", ErrNotFound, req.Role)
+	}
+	if req.JWT == "" {
+		return "", auth.Principal{}, fmt.Errorf("%w: jwt is required: the pod's projected service-account token", ErrInvalidArgument)
+	}
+	if len(r.Kubernetes) == 0 {
+		return "", auth.Principal{}, fmt.Errorf("%w: role %q trusts no Kubernetes service account", auth.ErrForbidden, req.Role)
+	}
+	// The clusters the role trusts, narrowed to the one named or the one
+	// whose issuer the token claims.
+	var candidates, trustedAll []*clusterEntry
+	iss := unverifiedIssuer(req.JWT)
+	for _, c := range st.clusters {
+		trusted := false
+		for _, k := range r.Kubernetes {
+			trusted = trusted || globMatch(k.Cluster, c.Name)
+		}
+		if trusted {
+			trustedAll = append(trustedAll, c)
+		}
+		switch {
+		case !trusted:
+		case req.Cluster != "":
+			if c.Name == req.Cluster {
+				candidates = append(candidates, c)
+			}
+		case c.Issuer == "" || c.Issuer == iss:
+			candidates = append(candidates, c)
+		}
+	}
+	if len(candidates) == 0 && req.Cluster == "" && len(trustedAll) == 1 {
+		// One cluster only: let its verifier say what is wrong with the
+		// token (malformed, other issuer) precisely.
+		candidates = trustedAll
+	}
+	switch {
+	case len(candidates) == 0 && req.Cluster != "":
+		return "", auth.Principal{}, fmt.Errorf("%w: cluster %q is not registered or not trusted by role %q", auth.ErrUnauthenticated, req.Cluster, req.Role)
+	case len(candidates) == 0:
+		return "", auth.Principal{}, fmt.Errorf("%w: no cluster trusted by role %q has the token's issuer %q", auth.ErrUnauthenticated, req.Role, truncate(iss))
+	case len(candidates) > 1:
+		sort.Slice(candidates, func(i, j int) bool { return candidates[i].Name < candidates[j].Name })
+		return "", auth.Principal{}, fmt.Errorf("%w: the token could come from clusters %s and %s; name one with cluster", ErrInvalidArgument, candidates[0].Name, candidates[1].Name)
+	}
+	c := candidates[0]
+	// Verify once per audience the role's entries for this cluster ask for.
+	var lastErr error
+	tried := map[string]bool{}
+	for _, k := range r.Kubernetes {
+		if !globMatch(k.Cluster, c.Name) || tried[k.Audience] {
+			continue
+		}
+		tried[k.Audience] = true
+		id, err := c.verifier.Verify(ctx, req.JWT, k.Audience)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		match := false
+		for _, k2 := range r.Kubernetes {
+			match = match || k2.Audience == k.Audience && globMatch(k2.Cluster, c.Name) &&
+				globMatch(k2.Namespace, id.Namespace) && globMatch(k2.ServiceAccount, id.ServiceAccount)
+		}
+		if !match {
+			return "", auth.Principal{}, fmt.Errorf("%w: role %q does not trust service account %s/%s of cluster %s", auth.ErrForbidden, req.Role, id.Namespace, id.ServiceAccount, c.Name)
+		}
+		subject := "kubernetes:" + c.Name + "/" + id.Namespace + "/" + id.ServiceAccount
+		if at, ok := st.revokedAt(subject); ok && !id.IssuedAt.IsZero() && !id.IssuedAt.After(at) {
+			return "", auth.Principal{}, fmt.Errorf("%w: credentials of %s issued before %s were revoked; mint a new service-account token", auth.ErrUnauthenticated, subject, at.Format(time.RFC3339))
+		}
+		attrs := map[string]string{"cluster": c.Name}
+		if id.PodName != "" {
+			attrs["pod"] = id.PodName
+		}
+		if id.ServiceAccountUID != "" {
+			attrs["service_account_uid"] = id.ServiceAccountUID
+		}
+		return s.issue(ctx, r, auth.Spec{Role: r.Name, Subject: subject, Cluster: c.Name, Namespace: id.Namespace, ServiceAccount: id.ServiceAccount,
+			DisplayName: id.Namespace + "/" + id.ServiceAccount, Attributes: attrs}, req.TTL, nil)
+	}
+	if errors.Is(lastErr, k8sauth.ErrUnavailable) {
+		return "", auth.Principal{}, lastErr
+	}
+	return "", auth.Principal{}, fmt.Errorf("%w: %s", auth.ErrUnauthenticated, strings.TrimPrefix(lastErr.Error(), "k8sauth: "))
+}
+
+// CertLogin exchanges a verified client certificate for a temporary token
+// of a role whose certificates trust matches it.
+func (s *Service) CertLogin(ctx context.Context, cert *x509.Certificate, req client.CertLoginRequest) (string, auth.Principal, error) {
+	r := s.state.Load().roles[req.Role]
+	if r == nil {
+		return "", auth.Principal{}, fmt.Errorf("%w: role %q does not exist", ErrNotFound, req.Role)
+	}
+	if cert == nil {
+		return "", auth.Principal{}, fmt.Errorf("%w: no verified client certificate; connect over TLS with a certificate signed by the server's client CA", auth.ErrUnauthenticated)
+	}
+	match := ""
+	for _, t := range r.Certificates {
+		if t.CommonName != "" && cert.Subject.CommonName != "" && globMatch(t.CommonName, cert.Subject.CommonName) {
+			match = cert.Subject.CommonName
+		}
+		for _, d := range cert.DNSNames {
+			if match == "" && t.DNSName != "" && globMatch(t.DNSName, d) {
+				match = d
+			}
+		}
+		if match != "" {
+			break
+		}
+	}
+	if match == "" {
+		return "", auth.Principal{}, fmt.Errorf("%w: role %q does not trust the certificate of %q", auth.ErrForbidden, req.Role, truncate(cert.Subject.CommonName))
+	}
+	return s.issue(ctx, r, auth.Spec{Role: r.Name, Subject: "cert:" + match, DisplayName: match,
+		Attributes: map[string]string{"certificate_serial": cert.SerialNumber.Text(16)}}, req.TTL, nil)
+}
+
+// escape makes a principal name one storage path segment.
+func escape(name string) string { return url.PathEscape(name) }

@@ -1,0 +1,160 @@
+package iam
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+
+	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/policy"
+	"github.com/cofferkms/coffer/internal/storage"
+)
+
+// PutPolicy creates or replaces a stored policy. The document is parsed
+// and validated first; its errors name the line. Roles, access keys and
+// tokens that carry the policy see the new version from their next request.
+func (s *Service) PutPolicy(ctx context.Context, name string, req client.PutPolicyRequest) (client.Policy, error) {
+	if err := checkName("policy", name); err != nil {
+		return client.Policy{}, err
+	}
+	if len(req.Description) > maxDescLen {
+		return client.Policy{}, fmt.Errorf("%w: description is longer than %d bytes", ErrInvalidArgument, maxDescLen)
+	}
+	parsed, err := policy.Parse(name, []byte(req.Document))
+	if err != nil {
+		return client.Policy{}, policyError(err)
+	}
+	var out client.Policy
+	err = s.change(func(st *state) error {
+		now := s.now().UTC()
+		p := client.Policy{Name: name, Description: req.Description, Document: req.Document, CreatedAt: now, UpdatedAt: now}
+		if old := st.policies[name]; old != nil {
+			p.CreatedAt = old.CreatedAt
+		}
+		if err := s.put(ctx, policyPath+name, p); err != nil {
+			return err
+		}
+		st.policies[name] = &storedPolicy{Policy: p, parsed: parsed}
+		st.relink()
+		out = p
+		return nil
+	})
+	return out, err
+}
+
+// GetPolicy returns a stored policy and what it is attached to.
+func (s *Service) GetPolicy(_ context.Context, name string) (client.Policy, error) {
+	st := s.state.Load()
+	p := st.policies[name]
+	if p == nil {
+		return client.Policy{}, fmt.Errorf("%w: policy %q does not exist", ErrNotFound, name)
+	}
+	out := p.Policy
+	out.AttachedTo = s.attachments(st, name)
+	return out, nil
+}
+
+// ListPolicies returns every stored policy (documents included), by name.
+func (s *Service) ListPolicies(_ context.Context) []client.Policy {
+	st := s.state.Load()
+	out := make([]client.Policy, 0, len(st.policies))
+	for _, p := range st.policies {
+		out = append(out, p.Policy)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// attachments names what carries policy name: role/NAME, access-key/ID and
+// token/ACCESSOR.
+func (s *Service) attachments(st *state, name string) []string {
+	var out []string
+	for _, r := range st.roles {
+		if slices.Contains(r.Policies, name) {
+			out = append(out, "role/"+r.Name)
+		}
+	}
+	for _, a := range st.accessKeys {
+		if slices.Contains(a.Policies, name) {
+			out = append(out, "access-key/"+a.ID)
+		}
+	}
+	for _, acc := range s.tokens.PolicyUsers()[name] {
+		out = append(out, "token/"+acc)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// DeletePolicy deletes a policy that nothing carries any more.
+func (s *Service) DeletePolicy(ctx context.Context, name string) error {
+	return s.change(func(st *state) error {
+		if st.policies[name] == nil {
+			return fmt.Errorf("%w: policy %q does not exist", ErrNotFound, name)
+		}
+		if at := s.attachments(st, name); len(at) > 0 {
+			if len(at) > 5 {
+				at = append(at[:5], fmt.Sprintf("and %d more", len(at)-5))
+			}
+			return fmt.Errorf("%w: policy %q is attached to %v; detach it first", ErrInUse, name, at)
+		}
+		if err := s.store.Apply(ctx, storage.Delete(policyPath+name)); err != nil {
+			return err
+		}
+		delete(st.policies, name)
+		return nil
+	})
+}
+
+// checkPolicies reports the first unknown or repeated policy name.
+func checkPolicies(st *state, names []string) error {
+	if len(names) > maxPolicies {
+		return fmt.Errorf("%w: %d policies; at most %d may be attached", ErrInvalidArgument, len(names), maxPolicies)
+	}
+	for i, n := range names {
+		if st.policies[n] == nil {
+			return fmt.Errorf("%w: policy %q does not exist; create it with `coffer policy put %s FILE`", ErrInvalidArgument, n, n)
+		}
+		if slices.Contains(names[:i], n) {
+			return fmt.Errorf("%w: policy %q is listed twice", ErrInvalidArgument, n)
+		}
+	}
+	return nil
+}
+
+// PutKeyPolicy sets the key policy of the key with id keyID (resolved by
+// the caller). An empty document removes it.
+func (s *Service) PutKeyPolicy(ctx context.Context, keyID, doc string) (client.KeyPolicy, error) {
+	if doc == "" {
+		err := s.change(func(st *state) error {
+			if err := s.store.Apply(ctx, storage.Delete(keyPolicyPath+keyID)); err != nil {
+				return err
+			}
+			delete(st.keyPolicies, keyID)
+			return nil
+		})
+		return client.KeyPolicy{KeyID: keyID}, err
+	}
+	parsed, err := policy.Parse("key-policy/"+keyID, []byte(doc))
+	if err != nil {
+		return client.KeyPolicy{}, policyError(err)
+	}
+	err = s.change(func(st *state) error {
+		if err := s.store.Apply(ctx, storage.Put(keyPolicyPath+keyID, []byte(doc))); err != nil {
+			return err
+		}
+		st.keyPolicies[keyID] = &keyPolicyEntry{doc: doc, set: policy.NewSet(parsed)}
+		return nil
+	})
+	return client.KeyPolicy{KeyID: keyID, Document: doc}, err
+}
+
+// KeyPolicy returns the key policy of a key id ("" when it has none).
+func (s *Service) KeyPolicy(keyID string) client.KeyPolicy {
+	out := client.KeyPolicy{KeyID: keyID}
+	if e := s.state.Load().keyPolicies[keyID]; e != nil {
+		out.Document = e.doc
+	}
+	return out
+}

@@ -1,0 +1,308 @@
+package iam
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/auth"
+	"github.com/cofferkms/coffer/internal/policy"
+	"github.com/cofferkms/coffer/internal/storage"
+)
+
+// compileRole validates a role and prepares its durations.
+func compileRole(r client.Role) (*roleEntry, error) {
+	if err := checkName("role", r.Name); err != nil {
+		return nil, err
+	}
+	if len(r.Description) > maxDescLen {
+		return nil, fmt.Errorf("%w: description is longer than %d bytes", ErrInvalidArgument, maxDescLen)
+	}
+	e := &roleEntry{Role: r}
+	var err error
+	if e.ttl, err = parseDuration("ttl", r.TTL); err != nil {
+		return nil, err
+	}
+	if e.maxTTL, err = parseDuration("max_ttl", r.MaxTTL); err != nil {
+		return nil, err
+	}
+	if e.ttl == 0 {
+		e.ttl = DefaultRoleTTL
+		if e.maxTTL > 0 && e.maxTTL < e.ttl {
+			e.ttl = e.maxTTL
+		}
+	}
+	if e.maxTTL == 0 {
+		e.maxTTL = e.ttl
+	}
+	if e.maxTTL > HardMaxTTL {
+		return nil, fmt.Errorf("%w: max_ttl %s is above the hard cap of %s", ErrInvalidArgument, r.MaxTTL, HardMaxTTL)
+	}
+	if e.ttl > e.maxTTL {
+		return nil, fmt.Errorf("%w: ttl %s is longer than max_ttl %s", ErrInvalidArgument, e.ttl, e.maxTTL)
+	}
+	if n := len(r.TrustPrincipals) + len(r.Kubernetes) + len(r.Certificates); n > maxTrust {
+		return nil, fmt.Errorf("%w: %d trust entries; at most %d", ErrInvalidArgument, n, maxTrust)
+	}
+	for _, t := range r.TrustPrincipals {
+		if err := checkGlob("trust_principals", t); err != nil {
+			return nil, err
+		}
+	}
+	e.Kubernetes = slices.Clone(r.Kubernetes)
+	for i, k := range r.Kubernetes {
+		for what, g := range map[string]string{"cluster": k.Cluster, "namespace": k.Namespace, "service_account": k.ServiceAccount} {
+			if g == "" {
+				return nil, fmt.Errorf("%w: kubernetes[%d].%s is required (use * for any)", ErrInvalidArgument, i, what)
+			}
+			if err := checkGlob(fmt.Sprintf("kubernetes[%d].%s", i, what), g); err != nil {
+				return nil, err
+			}
+		}
+		if k.Audience == "" {
+			e.Kubernetes[i].Audience = DefaultAudience
+		}
+	}
+	for i, c := range r.Certificates {
+		if c.CommonName == "" && c.DNSName == "" {
+			return nil, fmt.Errorf("%w: certificates[%d] needs common_name or dns_name", ErrInvalidArgument, i)
+		}
+		for _, g := range []string{c.CommonName, c.DNSName} {
+			if g != "" {
+				if err := checkGlob(fmt.Sprintf("certificates[%d]", i), g); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	for _, c := range r.BoundCIDRs {
+		if _, err := auth.ParseCIDR(c); err != nil {
+			return nil, fmt.Errorf("%w: bound_cidrs: %q is not a CIDR", ErrInvalidArgument, c)
+		}
+	}
+	return e, nil
+}
+
+// checkGlob validates a trust pattern (path.Match syntax: * ? [...]).
+func checkGlob(what, g string) error {
+	if len(g) > 256 {
+		return fmt.Errorf("%w: %s: pattern longer than 256 bytes", ErrInvalidArgument, what)
+	}
+	if _, err := path.Match(g, ""); err != nil {
+		return fmt.Errorf("%w: %s: bad pattern %q (use * ? and [a-z])", ErrInvalidArgument, what, g)
+	}
+	return nil
+}
+
+func globMatch(pattern, s string) bool {
+	ok, _ := path.Match(pattern, s)
+	return ok
+}
+
+// CreateRole stores a new role.
+func (s *Service) CreateRole(ctx context.Context, r client.Role) (client.Role, error) {
+	return s.putRole(ctx, r, true)
+}
+
+// UpdateRole replaces an existing role. Tokens already issued keep their
+// lifetime but get the new policies from their next request.
+func (s *Service) UpdateRole(ctx context.Context, name string, r client.Role) (client.Role, error) {
+	if r.Name != "" && r.Name != name {
+		return client.Role{}, fmt.Errorf("%w: the body names role %q but the path %q; roles cannot be renamed", ErrInvalidArgument, r.Name, name)
+	}
+	r.Name = name
+	return s.putRole(ctx, r, false)
+}
+
+func (s *Service) putRole(ctx context.Context, r client.Role, create bool) (client.Role, error) {
+	if r.Policies == nil {
+		r.Policies = []string{}
+	}
+	e, err := compileRole(r)
+	if err != nil {
+		return client.Role{}, err
+	}
+	err = s.change(func(st *state) error {
+		old := st.roles[r.Name]
+		switch {
+		case create && old != nil:
+			return fmt.Errorf("%w: role %q exists; update it with PUT /v1/roles/%s", ErrExists, r.Name, r.Name)
+		case !create && old == nil:
+			return fmt.Errorf("%w: role %q does not exist", ErrNotFound, r.Name)
+		}
+		if err := checkPolicies(st, r.Policies); err != nil {
+			return err
+		}
+		now := s.now().UTC()
+		e.CreatedAt, e.UpdatedAt = now, now
+		if old != nil {
+			e.CreatedAt = old.CreatedAt
+		}
+		if err := s.put(ctx, rolePath+r.Name, e.Role); err != nil {
+			return err
+		}
+		e.set = st.setOf(e.Policies)
+		st.roles[r.Name] = e
+		return nil
+	})
+	return e.Role, err
+}
+
+// GetRole returns a role.
+func (s *Service) GetRole(_ context.Context, name string) (client.Role, error) {
+	r := s.state.Load().roles[name]
+	if r == nil {
+		return client.Role{}, fmt.Errorf("%w: role %q does not exist", ErrNotFound, name)
+	}
+	return r.Role, nil
+}
+
+// ListRoles returns every role by name.
+func (s *Service) ListRoles(_ context.Context) []client.Role {
+	st := s.state.Load()
+	out := make([]client.Role, 0, len(st.roles))
+	for _, r := range st.roles {
+		out = append(out, r.Role)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// DeleteRole deletes a role and revokes its tokens.
+func (s *Service) DeleteRole(ctx context.Context, name string) (int, error) {
+	err := s.change(func(st *state) error {
+		if st.roles[name] == nil {
+			return fmt.Errorf("%w: role %q does not exist", ErrNotFound, name)
+		}
+		if err := s.store.Apply(ctx, storage.Delete(rolePath+name)); err != nil {
+			return err
+		}
+		delete(st.roles, name)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return s.RevokeRole(ctx, name)
+}
+
+// AssumeRole exchanges the caller's credential for a temporary token of
+// a role. The caller must be trusted by the role (or be root); the server
+// has already checked auth:AssumeRole against the caller's policies.
+func (s *Service) AssumeRole(ctx context.Context, caller *auth.Principal, req client.AssumeRoleRequest) (string, auth.Principal, error) {
+	r := s.state.Load().roles[req.Role]
+	if r == nil {
+		return "", auth.Principal{}, fmt.Errorf("%w: role %q does not exist", ErrNotFound, req.Role)
+	}
+	name := caller.Name()
+	if !caller.Root && !slices.ContainsFunc(r.TrustPrincipals, func(g string) bool { return globMatch(g, name) }) {
+		return "", auth.Principal{}, fmt.Errorf("%w: role %q does not trust %s (see its trust_principals)", auth.ErrForbidden, req.Role, name)
+	}
+	subject := name
+	if caller.Kind == auth.KindRole && caller.Subject != "" {
+		subject = caller.Subject // chained roles keep the original subject, so revoking it reaches them
+	}
+	spec := auth.Spec{Role: r.Name, Subject: subject, DisplayName: req.SessionName, Namespace: caller.Namespace,
+		ServiceAccount: caller.ServiceAccount, Cluster: caller.Cluster}
+	if req.SessionName != "" {
+		spec.Attributes = map[string]string{"session": req.SessionName}
+	}
+	if req.Policy != "" {
+		if _, err := policy.Parse("scope", []byte(req.Policy)); err != nil {
+			return "", auth.Principal{}, policyError(err)
+		}
+		spec.Scope = req.Policy
+	}
+	return s.issue(ctx, r, spec, req.TTL, req.BoundCIDRs)
+}
+
+// issue makes a role token: TTL within the role's maximum, CIDRs within
+// the role's.
+func (s *Service) issue(ctx context.Context, r *roleEntry, spec auth.Spec, ttl string, cidrs []string) (string, auth.Principal, error) {
+	d, err := parseDuration("ttl", ttl)
+	if err != nil {
+		return "", auth.Principal{}, err
+	}
+	if d == 0 {
+		d = r.ttl
+	}
+	if d > r.maxTTL {
+		return "", auth.Principal{}, fmt.Errorf("%w: ttl %s is longer than role %q allows (max_ttl %s)", ErrInvalidArgument, d, r.Name, r.maxTTL)
+	}
+	spec.TTL, spec.MaxTTL = d, r.maxTTL
+	spec.CIDRs = r.BoundCIDRs
+	if len(cidrs) > 0 {
+		if err := within(cidrs, r.BoundCIDRs); err != nil {
+			return "", auth.Principal{}, err
+		}
+		spec.CIDRs = cidrs
+	}
+	if len(spec.DisplayName) > 256 {
+		return "", auth.Principal{}, fmt.Errorf("%w: session name is longer than 256 bytes", ErrInvalidArgument)
+	}
+	return s.tokens.Issue(ctx, spec)
+}
+
+// within checks that every requested network lies inside one of the
+// role's (any, when the role has none).
+func within(req, role []string) error {
+	for _, c := range req {
+		p, err := auth.ParseCIDR(c)
+		if err != nil {
+			return fmt.Errorf("%w: bound_cidrs: %q is not a CIDR", ErrInvalidArgument, c)
+		}
+		if len(role) == 0 {
+			continue
+		}
+		ok := false
+		for _, rc := range role {
+			rp, _ := auth.ParseCIDR(rc)
+			if rp.Bits() <= p.Bits() && rp.Contains(p.Addr()) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return fmt.Errorf("%w: bound_cidrs: %s is outside the role's networks %v", ErrInvalidArgument, c, role)
+		}
+	}
+	return nil
+}
+
+// RevokeRole revokes every token of a role.
+func (s *Service) RevokeRole(ctx context.Context, role string) (int, error) {
+	return s.tokens.RevokeWhere(ctx, func(p *auth.Principal) bool { return p.Kind == auth.KindRole && p.Role == role })
+}
+
+// RevokePrincipal revokes every token a principal holds or obtained
+// (tokens whose subject is the principal, and the principal's own token),
+// and remembers the time, so a Kubernetes service-account token issued
+// before now can no longer be exchanged.
+func (s *Service) RevokePrincipal(ctx context.Context, name string) (int, error) {
+	if name == "" || len(name) > 512 {
+		return 0, fmt.Errorf("%w: principal is required, like access-key:ID, token:ACCESSOR or kubernetes:CLUSTER/NAMESPACE/SERVICEACCOUNT", ErrInvalidArgument)
+	}
+	now := s.now().UTC()
+	err := s.change(func(st *state) error {
+		b, _ := now.MarshalText()
+		if err := s.store.Apply(ctx, storage.Put(revokedPath+escape(name), b)); err != nil {
+			return err
+		}
+		st.revoked[name] = now
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return s.tokens.RevokeWhere(ctx, func(p *auth.Principal) bool { return p.Subject == name || p.Name() == name })
+}
+
+// revokedAt reports when a principal's credentials were last revoked.
+func (st *state) revokedAt(name string) (time.Time, bool) {
+	t, ok := st.revoked[name]
+	return t, ok
+}
