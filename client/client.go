@@ -243,7 +243,7 @@ func New(addr string, opts ...Option) (*Client, error) {
 		case l.kind != "":
 		case cfg.accessKeyID != "" || cfg.token != "":
 			l.kind = "assume-role"
-		case cfg.clientCert != nil:
+		case cfg.clientCert != nil || cfg.tlsConfig != nil && len(cfg.tlsConfig.Certificates) > 0:
 			l.kind = "cert"
 		default:
 			return nil, errors.New("client: WithRole needs a credential to assume it with: an access key, a token or a client certificate")

@@ -33,6 +33,7 @@ type benchOptions struct {
 	warmup      time.Duration
 	json        bool
 	insecure    bool
+	context     *kvFlag
 }
 
 // newBenchCmd builds `coffer bench`, a closed-loop load generator for the KMS
@@ -84,6 +85,7 @@ schedules its deletion when done.`,
 	f.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load before the run, to open connections and warm caches (0 to skip)")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	f.BoolVar(&o.insecure, "insecure-skip-verify", false, "do not verify the server's TLS certificate")
+	o.context = addKVFlag(cmd, "context", "encryption context of every item")
 	return cmd
 }
 
@@ -140,6 +142,7 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		Token:              benchSetting(cmd, "token", client.EnvToken),
 		Op:                 loadgen.Op(o.op),
 		KeyID:              o.key,
+		Context:            o.context.Map(),
 		PayloadSize:        o.payloadSize,
 		BatchSize:          o.batchSize,
 		Concurrency:        o.concurrency,

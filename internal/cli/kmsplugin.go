@@ -24,8 +24,9 @@ import (
 // newKMSPluginCmd builds `coffer kms-plugin`.
 func newKMSPluginCmd() *cobra.Command {
 	var (
-		listen, server, key, tokenFile, healthAddr string
-		healthInterval, timeout                    time.Duration
+		listen, server, key, tokenFile, healthAddr    string
+		role, saTokenFile, cluster, certFile, keyFile string
+		healthInterval, timeout                       time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "kms-plugin",
@@ -35,7 +36,10 @@ EncryptionConfiguration points a kms provider (apiVersion v2, name coffer) at
 the socket; the plugin wraps the apiserver's seeds with a Coffer key.
 See docs/kubernetes.md.`,
 		Example: `  coffer kms-plugin --listen unix:///var/run/coffer/kms.sock \
-    --server https://coffer:8200 --key alias/k8s --token-file /etc/coffer/token`,
+    --server https://coffer:8200 --key alias/k8s --token-file /etc/coffer/token
+  # mTLS: log in to a role that trusts the node's certificate, refreshed automatically
+  coffer kms-plugin --server https://coffer:8200 --key alias/k8s \
+    --role kms-plugin --client-cert /etc/coffer/node.crt --client-key /etc/coffer/node.key`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if key == "" {
@@ -48,12 +52,30 @@ See docs/kubernetes.md.`,
 			if server != "" {
 				cmd.Flags().Set("address", server)
 			}
-			c, err := newClient(cmd, client.WithDoor("kms-plugin"), client.WithUserAgent("coffer-kms-plugin"))
+			opts := []client.Option{client.WithDoor("kms-plugin"), client.WithUserAgent("coffer-kms-plugin")}
+			if (certFile == "") != (keyFile == "") {
+				return usageErrorf("--client-cert and --client-key go together")
+			}
+			if certFile != "" {
+				opts = append(opts, client.WithClientCertificate(certFile, keyFile))
+			}
+			switch {
+			case role != "" && saTokenFile != "":
+				opts = append(opts, client.WithKubernetesLogin(role, saTokenFile, cluster))
+			case role != "":
+				opts = append(opts, client.WithRole(role))
+			case saTokenFile != "":
+				return usageErrorf("--sa-token-file needs --role")
+			}
+			c, err := newClient(cmd, opts...)
 			if err != nil {
 				return err
 			}
 			readToken := func() (string, error) { return c.Token(), nil }
-			if tokenFile != "" {
+			if role != "" {
+				// The client logs in and refreshes the role token itself.
+				readToken = func() (string, error) { return "", nil }
+			} else if tokenFile != "" {
 				readToken = func() (string, error) {
 					b, err := os.ReadFile(tokenFile)
 					if err != nil {
@@ -67,8 +89,8 @@ See docs/kubernetes.md.`,
 				}
 				c.SetToken(tok)
 			}
-			if c.Token() == "" {
-				return usageErrorf("no credential: give --token-file (or COFFER_TOKEN)")
+			if c.Token() == "" && role == "" {
+				return usageErrorf("no credential: give --token-file (or COFFER_TOKEN), or --role with --client-cert/--client-key or --sa-token-file")
 			}
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 			return runKMSPlugin(cmd.Context(), cmd.OutOrStdout(), logger, c, readToken, path, key, healthAddr, healthInterval, timeout)
@@ -79,6 +101,11 @@ See docs/kubernetes.md.`,
 	f.StringVar(&server, "server", "", "Coffer server URL (default: --address / COFFER_ADDR)")
 	f.StringVar(&key, "key", "", "Coffer key id or alias that wraps the apiserver's seeds")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the Coffer token; re-read when it changes")
+	f.StringVar(&role, "role", "", "log in to this role (with --client-cert/--client-key, --sa-token-file, or a token) and refresh the role token automatically")
+	f.StringVar(&saTokenFile, "sa-token-file", "", "Kubernetes projected service-account token to log in to --role with")
+	f.StringVar(&cluster, "cluster", "", "registered cluster of --sa-token-file (optional when its issuer identifies it)")
+	f.StringVar(&certFile, "client-cert", "", "client certificate (PEM) for mTLS and certificate login")
+	f.StringVar(&keyFile, "client-key", "", "key of --client-cert (PEM)")
 	f.StringVar(&healthAddr, "health-addr", "", "address for /metrics, /livez and /readyz (for example 127.0.0.1:8787)")
 	f.DurationVar(&healthInterval, "health-interval", 10*time.Second, "how often the encrypt/decrypt health round trip runs")
 	f.DurationVar(&timeout, "timeout", 5*time.Second, "timeout of each call to Coffer")

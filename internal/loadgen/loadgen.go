@@ -105,6 +105,9 @@ type Config struct {
 	// KeyID is the key id or alias ("alias/NAME") the operation uses. All
 	// operations but random need it.
 	KeyID string
+	// Context is the encryption context of encrypt, decrypt, datakey and
+	// the batch operations' items (nil: none).
+	Context map[string]string
 	// PayloadSize is the plaintext size of encrypt, decrypt and the batch
 	// operations, and the requested size for datakey and random. Default 32.
 	PayloadSize int
@@ -451,7 +454,7 @@ func buildBody(ctx context.Context, hc *http.Client, c Config) ([]byte, error) {
 	var ct []byte
 	if c.Op == OpDecrypt || c.Op == OpDecryptBatch {
 		var er client.EncryptResponse
-		if err := c.postJSON(ctx, hc, OpEncrypt.Route(), client.EncryptRequest{KeyID: c.KeyID, Plaintext: pt}, &er); err != nil {
+		if err := c.postJSON(ctx, hc, OpEncrypt.Route(), client.EncryptRequest{KeyID: c.KeyID, Plaintext: pt, Context: c.Context}, &er); err != nil {
 			return nil, fmt.Errorf("preparing a ciphertext to decrypt: %w", err)
 		}
 		if len(er.Ciphertext) == 0 {
@@ -462,23 +465,23 @@ func buildBody(ctx context.Context, hc *http.Client, c Config) ([]byte, error) {
 	var v any
 	switch c.Op {
 	case OpEncrypt:
-		v = client.EncryptRequest{KeyID: c.KeyID, Plaintext: pt}
+		v = client.EncryptRequest{KeyID: c.KeyID, Plaintext: pt, Context: c.Context}
 	case OpDecrypt:
-		v = client.DecryptRequest{Ciphertext: ct}
+		v = client.DecryptRequest{Ciphertext: ct, Context: c.Context}
 	case OpEncryptBatch:
 		items := make([]client.EncryptRequest, c.BatchSize)
 		for i := range items {
-			items[i] = client.EncryptRequest{Plaintext: pt}
+			items[i] = client.EncryptRequest{Plaintext: pt, Context: c.Context}
 		}
 		v = client.BatchEncryptRequest{KeyID: c.KeyID, Items: items}
 	case OpDecryptBatch:
 		items := make([]client.DecryptRequest, c.BatchSize)
 		for i := range items {
-			items[i] = client.DecryptRequest{Ciphertext: ct}
+			items[i] = client.DecryptRequest{Ciphertext: ct, Context: c.Context}
 		}
 		v = client.BatchDecryptRequest{Items: items}
 	case OpDataKey:
-		v = client.DataKeyRequest{KeyID: c.KeyID, Bytes: c.PayloadSize}
+		v = client.DataKeyRequest{KeyID: c.KeyID, Bytes: c.PayloadSize, Context: c.Context}
 	case OpRandom:
 		v = client.RandomRequest{Bytes: c.PayloadSize}
 	default:

@@ -29,7 +29,11 @@ func principalOf(p *auth.Principal) audit.Principal {
 	if kind == "" {
 		kind = auth.KindToken
 	}
-	return audit.Principal{Kind: kind, ID: p.ID, Name: p.DisplayName, Accessor: p.Accessor, Role: p.Role,
+	acc := p.Accessor
+	if p.Kind == auth.KindAccessKey {
+		acc = p.ID // the key id names the credential, for alerts and their responses
+	}
+	return audit.Principal{Kind: kind, ID: p.ID, Name: p.DisplayName, Accessor: acc, Role: p.Role,
 		Cluster: p.Cluster, Namespace: p.Namespace, ServiceAccount: p.ServiceAccount}
 }
 

@@ -6,8 +6,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/credential"
 	"github.com/cofferkms/coffer/internal/audit"
 	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/monitor"
@@ -88,11 +91,19 @@ func startAlerts(ctx context.Context, cfg Config, s *sys.Sys, rec audit.Recorder
 		drop = m.Dropped
 	}
 	sinks := monitor.SinksFor(ctx, rules, log, drop)
-	// The automatic response revokes the token, and is itself audited.
+	// The automatic response revokes the token (or disables the access
+	// key) that triggered the alert, and is itself audited.
 	respond := func(ctx context.Context, a monitor.Alert) error {
 		ev := &audit.Record{Type: audit.TypeEvent, Time: time.Now().UTC(), Door: "alerts", Action: "alert:RevokeToken",
 			Principal: audit.Principal{Kind: "system", ID: "alert-engine"}, Resource: a.Accessor, Detail: a.Rule + ": " + a.Summary}
-		err := s.Tokens.Revoke(ctx, "", a.Accessor)
+		var err error
+		if strings.HasPrefix(a.Accessor, credential.AccessKeyIDPrefix+"_") {
+			ev.Action = "alert:DisableAccessKey"
+			off := false
+			_, err = s.IAM.UpdateAccessKey(ctx, a.Accessor, client.UpdateAccessKeyRequest{Enabled: &off})
+		} else {
+			err = s.Tokens.Revoke(ctx, "", a.Accessor)
+		}
 		ev.Outcome = "ok"
 		if err != nil {
 			ev.Outcome, ev.ErrorCode = "error", err.Error()

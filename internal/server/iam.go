@@ -242,7 +242,6 @@ func tokenInfo(p auth.Principal) client.TokenInfo {
 	return ti
 }
 
-
 // verifiedClientCert is the client certificate the TLS handshake verified
 // against the client CA (tls_client_ca_file), or nil.
 func verifiedClientCert(r *http.Request) *x509.Certificate {
