@@ -17,9 +17,9 @@ import (
 // tokens (which needs the token's SHA-256, so only revokes tokens the
 // reporter has seen).
 var selfService = map[string]bool{
-	"token:LookupSelf":  true,
-	"token:RenewSelf":   true,
-	"token:RevokeSelf":  true,
+	"token:LookupSelf":   true,
+	"token:RenewSelf":    true,
+	"token:RevokeSelf":   true,
 	"token:ReportLeaked": true,
 }
 
