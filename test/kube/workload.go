@@ -1,0 +1,83 @@
+package kube
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/pem"
+	"strings"
+	"testing"
+	"time"
+
+	authv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Helpers for workload-identity tests: service accounts, their tokens from
+// the TokenRequest API, and the CA a verifier of this apiserver trusts.
+
+// CACertPEM returns the CA certificate of the apiserver's self-signed
+// serving chain, in PEM. The TLS handshake presents the chain (serving
+// certificate, then its CA); the CA is taken from there once, on
+// loopback, so everything after can verify the apiserver, host name
+// included.
+func (a *APIServer) CACertPEM() []byte {
+	a.t.Helper()
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(a.URL, "https://"), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, c := range conn.ConnectionState().PeerCertificates {
+		if c.IsCA {
+			return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+		}
+	}
+	a.t.Fatal("the apiserver's TLS chain has no CA certificate")
+	return nil
+}
+
+// CreateServiceAccount creates the service account ns/name, and the
+// namespace first when it does not exist.
+func (a *APIServer) CreateServiceAccount(t testing.TB, ns, name string) *corev1.ServiceAccount {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs := a.Clientset()
+	_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("creating namespace %s: %v", ns, err)
+	}
+	sa, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating service account %s/%s: %v", ns, name, err)
+	}
+	return sa
+}
+
+// DeleteServiceAccount deletes the service account ns/name.
+func (a *APIServer) DeleteServiceAccount(t testing.TB, ns, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.Clientset().CoreV1().ServiceAccounts(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("deleting service account %s/%s: %v", ns, name, err)
+	}
+}
+
+// ServiceAccountToken mints a token for ns/name with the TokenRequest API,
+// for audience and valid for seconds (600 at least), as the kubelet does
+// for a projected volume.
+func (a *APIServer) ServiceAccountToken(t testing.TB, ns, name, audience string, seconds int64) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tr, err := a.Clientset().CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authv1.TokenRequest{
+		Spec: authv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: &seconds},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("TokenRequest for %s/%s (audience %s): %v", ns, name, audience, err)
+	}
+	return tr.Status.Token
+}
