@@ -109,11 +109,17 @@ func truncate(s string) string {
 	return s
 }
 
-// LeakedError is returned by Lookup for a reported token; it names the
-// accessor the token had, for the audit record.
-type LeakedError struct{ Accessor string }
+// LeakedError is returned for a reported credential; it names the
+// accessor the token had (or the access key's id), for the audit record.
+type LeakedError struct {
+	Accessor string
+	Kind     string // "" (a token) or "access key"
+}
 
 func (e *LeakedError) Error() string {
+	if e.Kind == "access key" {
+		return "unauthenticated: access key " + e.Accessor + " was reported as leaked and disabled; create a new one"
+	}
 	return "unauthenticated: the token was reported as leaked and revoked; ask for a new one"
 }
 

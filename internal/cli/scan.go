@@ -179,7 +179,7 @@ Exit status: 0 no findings, 1 findings, 2 error. See docs/scan.md.`,
 	f.IntVar(&maxLineLen, "max-line-length", scan.DefaultMaxLineLen, "in streams and history, cut lines longer than this many `BYTES`")
 	f.IntVar(&workers, "workers", 0, "files scanned in parallel (default: number of CPUs)")
 	f.BoolVar(&listRules, "list-rules", false, "list the rules and exit")
-	f.StringVar(&reportTo, "report-to", "", "send the SHA-256 fingerprints of Coffer tokens found to the Coffer server at `URL` (COFFER_TOKEN authenticates), which revokes them")
+	f.StringVar(&reportTo, "report-to", "", "send the SHA-256 fingerprints of Coffer tokens and access key secrets found to the Coffer server at `URL` (COFFER_TOKEN authenticates), which revokes the tokens and disables the keys")
 	return cmd
 }
 
@@ -228,7 +228,7 @@ func reportLeaked(cmd *cobra.Command, addr string, findings []scan.Finding) erro
 	seen := map[string]bool{}
 	var fps []string
 	for _, f := range findings {
-		if f.RuleID != cofferTokenRule || f.Secret == "" {
+		if !reportedRules[f.RuleID] || f.Secret == "" {
 			continue
 		}
 		sum := sha256.Sum256([]byte(f.Secret))
@@ -239,7 +239,7 @@ func reportLeaked(cmd *cobra.Command, addr string, findings []scan.Finding) erro
 		}
 	}
 	if len(fps) == 0 {
-		fmt.Fprintln(cmd.ErrOrStderr(), "No Coffer tokens found; nothing reported.")
+		fmt.Fprintln(cmd.ErrOrStderr(), "No Coffer tokens or access key secrets found; nothing reported.")
 		return nil
 	}
 	if err := cmd.Flags().Set("address", addr); err != nil {
@@ -254,14 +254,15 @@ func reportLeaked(cmd *cobra.Command, addr string, findings []scan.Finding) erro
 		batch := fps[start:min(start+1000, len(fps))]
 		rep, err := c.ReportLeakedTokens(cmd.Context(), client.ReportLeakedRequest{Fingerprints: batch})
 		if err != nil {
-			return fmt.Errorf("reporting %d Coffer token(s) to %s: %w", len(fps), addr, err)
+			return fmt.Errorf("reporting %d Coffer credential(s) to %s: %w", len(fps), addr, err)
 		}
 		revoked, already, unknown = revoked+len(rep.Revoked), already+rep.AlreadyRevoked, unknown+rep.Unknown
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "Reported %d Coffer token(s) to %s: %d revoked, %d already revoked, %d not issued by that server.\n",
+	fmt.Fprintf(cmd.ErrOrStderr(), "Reported %d Coffer credential(s) to %s: %d revoked, %d already revoked, %d not issued by that server.\n",
 		len(fps), addr, revoked, already, unknown)
 	return nil
 }
 
-// cofferTokenRule is the scanner rule whose findings --report-to sends.
-const cofferTokenRule = "coffer-token"
+// reportedRules are the scanner rules whose findings --report-to sends:
+// Coffer tokens (revoked) and access key secrets (the key is disabled).
+var reportedRules = map[string]bool{"coffer-token": true, "coffer-access-key-secret": true}

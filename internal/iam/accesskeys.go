@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -19,15 +20,18 @@ import (
 // accessKeyRecord is a stored access key: the secret only as SHA-256 (it
 // carries 240 random bits, so a fast hash suffices).
 type accessKeyRecord struct {
-	ID          string    `json:"id"`
-	Hash        []byte    `json:"hash"`
-	Description string    `json:"description,omitempty"`
-	Policies    []string  `json:"policies"`
-	Disabled    bool      `json:"disabled,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
-	ExpiresAt   time.Time `json:"expires_at,omitzero"`
-	LastUsedAt  time.Time `json:"last_used_at,omitzero"`
-	LastSource  string    `json:"last_source,omitempty"`
+	ID          string   `json:"id"`
+	Hash        []byte   `json:"hash"`
+	Description string   `json:"description,omitempty"`
+	Policies    []string `json:"policies"`
+	Disabled    bool     `json:"disabled,omitempty"`
+	// Leaked marks a key disabled because its secret was reported found
+	// where it should not be (coffer scan --report-to).
+	Leaked     bool      `json:"leaked,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	ExpiresAt  time.Time `json:"expires_at,omitzero"`
+	LastUsedAt time.Time `json:"last_used_at,omitzero"`
+	LastSource string    `json:"last_source,omitempty"`
 }
 
 func (a *accessKeyRecord) view() client.AccessKey {
@@ -95,6 +99,9 @@ func (s *Service) AuthenticateAccessKey(id, secret string, src netip.Addr) (auth
 		return auth.Principal{}, fmt.Errorf("%w: the secret does not match access key %s", auth.ErrUnauthenticated, id)
 	}
 	now := s.now()
+	if a.Leaked {
+		return auth.Principal{}, &auth.LeakedError{Accessor: id, Kind: "access key"}
+	}
 	if a.Disabled {
 		return auth.Principal{}, fmt.Errorf("%w: access key %s is disabled", auth.ErrUnauthenticated, id)
 	}
@@ -245,4 +252,35 @@ func (s *Service) DeleteAccessKey(ctx context.Context, id string) error {
 		delete(st.accessKeys, id)
 		return nil
 	})
+}
+
+// ReportLeaked disables the access keys whose secret's SHA-256 (hex,
+// lower case) is in fingerprints and marks them leaked, so a later use is
+// recognised (auth.ErrLeaked) and alerted on. It returns the ids of the
+// keys it disabled and how many were reported before.
+func (s *Service) ReportLeaked(ctx context.Context, fingerprints []string) (disabled []string, already int, err error) {
+	want := make(map[string]bool, len(fingerprints))
+	for _, fp := range fingerprints {
+		want[strings.ToLower(fp)] = true
+	}
+	err = s.change(func(st *state) error {
+		for id, a := range st.accessKeys {
+			if !want[hex.EncodeToString(a.Hash)] {
+				continue
+			}
+			if a.Leaked {
+				already++
+				continue
+			}
+			c := *a
+			c.Leaked, c.Disabled = true, true
+			if err := s.put(ctx, accessKeyPath+id, c.accessKeyRecord); err != nil {
+				return err
+			}
+			st.accessKeys[id] = &c
+			disabled = append(disabled, id)
+		}
+		return nil
+	})
+	return disabled, already, err
 }

@@ -2,6 +2,8 @@ package iam
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -279,6 +281,20 @@ func TestAccessKeys(t *testing.T) {
 	}
 	if _, err := e.iam.GetAccessKey(ctx, "nope"); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("bad id: %v", err)
+	}
+
+	// A reported secret disables its key and is recognised afterwards.
+	leak, _ := e.iam.CreateAccessKey(ctx, client.CreateAccessKeyRequest{})
+	sum := sha256.Sum256([]byte(leak.SecretAccessKey))
+	off, already, err := e.iam.ReportLeaked(ctx, []string{strings.ToUpper(hex.EncodeToString(sum[:])), strings.Repeat("0", 64)})
+	if err != nil || len(off) != 1 || off[0] != leak.ID || already != 0 {
+		t.Fatalf("report: %v %d %v", off, already, err)
+	}
+	if _, already, _ = e.iam.ReportLeaked(ctx, []string{hex.EncodeToString(sum[:])}); already != 1 {
+		t.Fatalf("second report: already = %d", already)
+	}
+	if _, err := e.iam.AuthenticateAccessKey(leak.ID, leak.SecretAccessKey, src); !errors.Is(err, auth.ErrLeaked) || !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("leaked key: %v", err)
 	}
 }
 

@@ -341,7 +341,7 @@ func (e *Engine) Observe(ctx context.Context, r *audit.Record) []Alert {
 		}
 	}
 	// 3. Burst of denied requests from a principal or a source.
-	if c := &R.DeniedBurst; !c.Disabled && (r.ErrorCode == "unauthenticated" || r.ErrorCode == "permission_denied") {
+	if c := &R.DeniedBurst; !c.Disabled && (r.ErrorCode == "unauthenticated" || r.ErrorCode == "permission_denied" || r.ErrorCode == "too_many_auth_failures") {
 		for _, s := range []string{subj, "source:" + r.Source} {
 			w := roll(e.denied, s, r.Time, time.Duration(c.Window), false)
 			w.count++

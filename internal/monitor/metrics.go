@@ -79,7 +79,7 @@ func NewMetrics(maxKeys int, state func() State) *Metrics {
 		Help: "Request latency by action, audit included.", Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}},
 		[]string{"action"})
 	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coffer_auth_failures_total",
-		Help: "Requests refused by authentication (unauthenticated) or authorization (permission_denied)."}, []string{"reason"})
+		Help: "Requests refused by authentication (unauthenticated), authorization (permission_denied) or the per-source failure budget (too_many_auth_failures)."}, []string{"reason"})
 	m.keyOps = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coffer_key_operations_total",
 		Help: "Successful cryptographic operations per key (at most max_key_labels keys; the rest under key=\"_other\")."}, []string{"key", "action"})
 	m.auditWrite = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "coffer_audit_write_seconds",
@@ -131,7 +131,7 @@ func (m *Metrics) ObserveRequest(r *audit.Record, latency time.Duration) {
 	m.requests.WithLabelValues(r.Action, r.Door, code).Inc()
 	m.duration.WithLabelValues(r.Action).Observe(latency.Seconds())
 	switch r.ErrorCode {
-	case "unauthenticated", "permission_denied":
+	case "unauthenticated", "permission_denied", "too_many_auth_failures":
 		m.authFailures.WithLabelValues(r.ErrorCode).Inc()
 	}
 	if r.Outcome == "ok" && r.KeyID != "" && len(r.Action) > 4 && r.Action[:4] == "kms:" {

@@ -201,6 +201,13 @@ func TestAuthTable(t *testing.T) {
 	var akOld client.CreateAccessKeyResponse
 	e.must("POST", "/v1/access-keys", root, client.CreateAccessKeyRequest{Policies: []string{}, ExpiresIn: "1m"}, &akOld)
 
+	var akLeaked client.CreateAccessKeyResponse
+	e.must("POST", "/v1/access-keys", root, client.CreateAccessKeyRequest{Policies: []string{}}, &akLeaked)
+	var rep client.ReportLeakedResponse
+	e.must("POST", "/v1/auth/token/report-leaked", root, client.ReportLeakedRequest{Fingerprints: []string{sha256hex(akLeaked.SecretAccessKey)}}, &rep)
+	if len(rep.Revoked) != 1 || rep.Revoked[0] != akLeaked.ID || rep.Unknown != 0 {
+		t.Fatalf("reporting a leaked access key: %+v", rep)
+	}
 	var plain, expiring, bound, revoked, leaked client.CreateTokenResponse
 	e.must("POST", "/v1/auth/token/create", root, client.CreateTokenRequest{TTL: "1h", Policies: []string{"encrypt-app"}}, &plain)
 	e.must("POST", "/v1/auth/token/create", root, client.CreateTokenRequest{TTL: "1m"}, &expiring)
@@ -281,6 +288,7 @@ func TestAuthTable(t *testing.T) {
 		{name: "access key disabled", method: "GET", path: "/v1/keys", hdr: basic(akOff.ID, akOff.SecretAccessKey), status: 401, msg: []string{"disabled"}, secret: akOff.SecretAccessKey},
 		{name: "access key deleted", method: "GET", path: "/v1/keys", hdr: basic(akGone.ID, akGone.SecretAccessKey), status: 401, msg: []string{"unknown or was deleted"}, secret: akGone.SecretAccessKey},
 		{name: "access key expired", method: "GET", path: "/v1/keys", hdr: basic(akOld.ID, akOld.SecretAccessKey), status: 401, msg: []string{"expired at"}, secret: akOld.SecretAccessKey},
+		{name: "access key reported leaked", method: "GET", path: "/v1/keys", hdr: basic(akLeaked.ID, akLeaked.SecretAccessKey), status: 401, msg: []string{"reported as leaked and disabled", akLeaked.ID}, secret: akLeaked.SecretAccessKey},
 		{name: "access key id malformed", method: "GET", path: "/v1/keys", hdr: basic("AKIAEXAMPLE", "s3cr3t-value"), status: 401, msg: []string{"not an access key id"}, secret: "s3cr3t-value"},
 		// 401: Kubernetes service-account tokens.
 		{name: "jwt expired", method: "POST", path: "/v1/auth/kubernetes/login", body: login(e.jwtFor(e.jwtKey, func(c *jwt.Claims, _ map[string]any) {

@@ -91,6 +91,14 @@ func (s *Server) routes() {
 			if err != nil {
 				return client.ReportLeakedResponse{}, err
 			}
+			// Fingerprints of no token may be access key secrets.
+			keysOff, already, err := s.sys.IAM.ReportLeaked(ctx, req.Fingerprints)
+			if err != nil {
+				return client.ReportLeakedResponse{}, err
+			}
+			rep.Revoked = append(rep.Revoked, keysOff...)
+			rep.AlreadyRevoked += already
+			rep.Unknown -= len(keysOff) + already
 			if rep.Revoked == nil {
 				rep.Revoked = []string{}
 			}
