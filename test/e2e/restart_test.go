@@ -91,8 +91,12 @@ func TestRestartProduction(t *testing.T) {
 	if texts[0].version != 1 || texts[3].version != 2 {
 		t.Fatalf("versions %d and %d, want 1 and 2", texts[0].version, texts[3].version)
 	}
+	// A token carrying a policy that allows decrypting with alias/app only:
+	// the policy, its attachment and the token must all survive.
+	api.Must(t, "PUT", "/v1/policies/decrypt-app", client.PutPolicyRequest{Document: "statements:\n  - effect: allow\n    actions: [kms:Decrypt]\n    resources: [alias/app]\n"}, nil)
+	api.Must(t, "POST", "/v1/roles", client.Role{Name: "app", Policies: []string{"decrypt-app"}}, nil)
 	var user client.CreateTokenResponse
-	api.Must(t, "POST", "/v1/auth/token/create", client.CreateTokenRequest{DisplayName: "app", TTL: "1h"}, &user)
+	api.Must(t, "POST", "/v1/auth/token/create", client.CreateTokenRequest{DisplayName: "app", TTL: "1h", Policies: []string{"decrypt-app"}}, &user)
 	checkDecrypts(t, api, texts)
 
 	// Graceful stop and start: sealed, data calls refused, shares still work.
@@ -124,6 +128,12 @@ func TestRestartProduction(t *testing.T) {
 		t.Errorf("lookup-self: %+v", ti)
 	}
 	checkDecrypts(t, userAPI, texts[:1])
+	userAPI.WantStatus(t, "POST", "/v1/kms/decrypt", client.DecryptRequest{Ciphertext: texts[1].ct}, http.StatusForbidden, "permission_denied")
+	var role client.Role
+	api.Must(t, "GET", "/v1/roles/app", nil, &role)
+	if len(role.Policies) != 1 || role.Policies[0] != "decrypt-app" {
+		t.Errorf("role after restart: %+v", role)
+	}
 }
 
 // TestRestartDev: a dev server on a kept directory comes back unsealed, with
