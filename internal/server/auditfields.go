@@ -91,7 +91,7 @@ func keyOf(rec *audit.Record, resp any) {
 // nothing: their effect is the answer, which is withheld on audit failure.
 func mutates(r *http.Request, action string) bool {
 	return r.Method != http.MethodGet && !strings.HasPrefix(action, "kms:") &&
-		action != "audit:Hash" && action != "token:LookupSelf" && action != "sys:SealStatus"
+		action != "audit:Hash" && action != "token:LookupSelf" && action != "sys:SealStatus" && action != "policy:Simulate"
 }
 
 // auditRoutes serve the audit public key and the HMAC of a value.
