@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -32,8 +33,108 @@ alias such as alias/payments.`
 		newKeyScheduleDeletionCmd(),
 		newKeyActionCmd("cancel-deletion", "Cancel a scheduled deletion; the key comes back disabled", (*client.Client).CancelKeyDeletion),
 		newAliasCmd(),
+		newKeyPolicyCmd(),
 	)
 	return cmd
+}
+
+// newKeyPolicyCmd builds `coffer key policy`.
+func newKeyPolicyCmd() *cobra.Command {
+	cmd := groupCmd("policy", "Show, set and remove a key's key policy")
+	cmd.Long = `Show, set and remove the key policy of a key: a policy document that
+narrows who may use the key and how. A request on the key must be allowed
+by the caller's identity policies and by the key policy, and a deny in
+either wins. Keys without a key policy follow identity policies alone.`
+	cmd.AddCommand(newKeyPolicyGetCmd(), newKeyPolicyPutCmd(), newKeyPolicyDeleteCmd())
+	return cmd
+}
+
+// newKeyPolicyGetCmd builds `coffer key policy get`.
+func newKeyPolicyGetCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "get KEY",
+		Short: "Print a key's key policy",
+		Args:  exactArgs(1, "KEY"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newClient(cmd)
+			if err != nil {
+				return err
+			}
+			kp, err := c.GetKeyPolicy(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if wantJSON(cmd) {
+				return printJSON(cmd.OutOrStdout(), kp)
+			}
+			if kp.Document == "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "Key %s has no key policy.\n", kp.KeyID)
+				return nil
+			}
+			doc := kp.Document
+			if !strings.HasSuffix(doc, "\n") {
+				doc += "\n"
+			}
+			_, err = fmt.Fprint(cmd.OutOrStdout(), doc)
+			return err
+		},
+	}
+}
+
+// newKeyPolicyPutCmd builds `coffer key policy put`.
+func newKeyPolicyPutCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "put KEY FILE",
+		Short: "Set a key's key policy from a file",
+		Long: `Set the key policy of KEY to the document in FILE (- for standard
+input), replacing any. The server validates it first and names the line
+and column of every problem.`,
+		Example: "  coffer key policy put alias/payments payments-key-policy.yaml",
+		Args:    exactArgs(2, "KEY", "FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			doc, err := readDocument(cmd, args[1], "key policy")
+			if err != nil {
+				return err
+			}
+			c, err := newClient(cmd)
+			if err != nil {
+				return err
+			}
+			kp, err := c.PutKeyPolicy(cmd.Context(), args[0], doc)
+			if err != nil {
+				return err
+			}
+			if wantJSON(cmd) {
+				return printJSON(cmd.OutOrStdout(), kp)
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Set the key policy of key %s\n", kp.KeyID)
+			return err
+		},
+	}
+}
+
+// newKeyPolicyDeleteCmd builds `coffer key policy delete`.
+func newKeyPolicyDeleteCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete KEY",
+		Short: "Remove a key's key policy",
+		Args:  exactArgs(1, "KEY"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newClient(cmd)
+			if err != nil {
+				return err
+			}
+			kp, err := c.PutKeyPolicy(cmd.Context(), args[0], "")
+			if err != nil {
+				return err
+			}
+			if wantJSON(cmd) {
+				return printJSON(cmd.OutOrStdout(), kp)
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Removed the key policy of key %s\n", kp.KeyID)
+			return err
+		},
+	}
 }
 
 // newKeyCreateCmd builds `coffer key create`.

@@ -89,7 +89,7 @@ See docs/kubernetes.md.`,
 				}
 				c.SetToken(tok)
 			}
-			if c.Token() == "" && role == "" {
+			if c.Token() == "" && role == "" && os.Getenv(client.EnvAccessKeyID) == "" {
 				return usageErrorf("no credential: give --token-file (or COFFER_TOKEN), or --role with --client-cert/--client-key or --sa-token-file")
 			}
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))

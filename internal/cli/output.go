@@ -170,23 +170,6 @@ func printAliasList(cmd *cobra.Command, l *client.AliasList) error {
 	return printTable(w, []string{"ALIAS", "KEY ID"}, rows)
 }
 
-// printTokenInfo writes token metadata, preceded by the token itself when
-// token is non-empty.
-func printTokenInfo(cmd *cobra.Command, token string, ti *client.TokenInfo) error {
-	var fields []field
-	if token != "" {
-		fields = append(fields, field{"Token", token})
-	}
-	fields = append(fields,
-		field{"Accessor", ti.Accessor},
-		field{"Display name", orDash(ti.DisplayName)},
-		field{"Root", strconv.FormatBool(ti.Root)},
-		field{"Created", fmtTime(ti.CreatedAt)},
-		field{"Expires", expires(ti.ExpiresAt)},
-	)
-	return printFields(cmd.OutOrStdout(), fields)
-}
-
 // expires formats a token's expiry; nil means it never expires.
 func expires(t *time.Time) string {
 	if t == nil {

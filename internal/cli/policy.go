@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/policy"
 )
 
@@ -21,14 +22,160 @@ const (
 
 // newPolicyCmd builds `coffer policy`.
 func newPolicyCmd() *cobra.Command {
-	cmd := groupCmd("policy", "Check, lint and simulate access policies")
+	cmd := groupCmd("policy", "Store, check, lint and simulate access policies")
 	cmd.Long = `Work with Coffer access policies: YAML documents of allow and deny
 statements over actions, resources and conditions (encryption context,
 source address, time). Deny by default; an explicit deny wins.
 
-These commands work offline on policy files. See docs/policy.md.`
-	cmd.AddCommand(newPolicyValidateCmd(), newPolicyLintCmd(), newPolicySimulateCmd(), newPolicyActionsCmd())
+put, get, list and delete manage the policies stored on the server, which
+roles, access keys and tokens carry by name. validate, lint and actions
+work offline on policy files; simulate works offline on files, or asks the
+server about a stored principal. See docs/policy.md.`
+	cmd.AddCommand(
+		newPolicyPutCmd(),
+		newPolicyGetCmd(),
+		newPolicyListCmd(),
+		newPolicyDeleteCmd(),
+		newPolicyValidateCmd(),
+		newPolicyLintCmd(),
+		newPolicySimulateCmd(),
+		newPolicyActionsCmd(),
+	)
 	return cmd
+}
+
+// newPolicyPutCmd builds `coffer policy put`.
+func newPolicyPutCmd() *cobra.Command {
+	var description string
+	cmd := &cobra.Command{
+		Use:   "put NAME FILE",
+		Short: "Store a policy on the server, or replace it",
+		Long: `Store the policy document in FILE (- for standard input) under NAME, or
+replace the stored one. The server validates it first and names the line
+and column of every problem. Roles, access keys and tokens that carry the
+policy see the new version from their next request.`,
+		Example: `  coffer policy put app-encrypt app-encrypt.yaml --description "encrypt with alias/app"`,
+		Args:    exactArgs(2, "NAME", "FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			doc, err := readDocument(cmd, args[1], "policy document")
+			if err != nil {
+				return err
+			}
+			c, err := newClient(cmd)
+			if err != nil {
+				return err
+			}
+			p, err := c.PutPolicy(cmd.Context(), args[0], client.PutPolicyRequest{Description: description, Document: doc})
+			if err != nil {
+				return err
+			}
+			if wantJSON(cmd) {
+				return printJSON(cmd.OutOrStdout(), p)
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Stored policy %s\n", p.Name)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&description, "description", "", "description of the policy")
+	return cmd
+}
+
+// newPolicyGetCmd builds `coffer policy get`.
+func newPolicyGetCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "get NAME",
+		Short: "Print a stored policy's document",
+		Long: `Print the document of a stored policy, as it was put, so that it can be
+edited and put back; what carries the policy goes to standard error. -o
+json prints the whole policy, with attached_to.`,
+		Example: `  coffer policy get app-encrypt > app-encrypt.yaml`,
+		Args:    exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newClient(cmd)
+			if err != nil {
+				return err
+			}
+			p, err := c.GetPolicy(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if wantJSON(cmd) {
+				return printJSON(cmd.OutOrStdout(), p)
+			}
+			doc := p.Document
+			if doc != "" && !strings.HasSuffix(doc, "\n") {
+				doc += "\n"
+			}
+			if _, err := fmt.Fprint(cmd.OutOrStdout(), doc); err != nil {
+				return err
+			}
+			if len(p.AttachedTo) == 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "Policy %s is attached to nothing.\n", p.Name)
+			} else {
+				fmt.Fprintf(cmd.ErrOrStderr(), "Policy %s is attached to %s.\n", p.Name, strings.Join(p.AttachedTo, ", "))
+			}
+			return nil
+		},
+	}
+}
+
+// newPolicyListCmd builds `coffer policy list`.
+func newPolicyListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List stored policies",
+		Args:    exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := newClient(cmd)
+			if err != nil {
+				return err
+			}
+			l, err := c.ListPolicies(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if wantJSON(cmd) {
+				if l == nil {
+					l = []client.Policy{}
+				}
+				return printJSON(cmd.OutOrStdout(), client.PolicyList{Policies: l})
+			}
+			if len(l) == 0 {
+				fmt.Fprintln(cmd.ErrOrStderr(), "No policies.")
+				return nil
+			}
+			rows := make([][]string, 0, len(l))
+			for _, p := range l {
+				rows = append(rows, []string{p.Name, fmtTime(p.UpdatedAt), orDash(p.Description)})
+			}
+			return printTable(cmd.OutOrStdout(), []string{"NAME", "UPDATED", "DESCRIPTION"}, rows)
+		},
+	}
+}
+
+// newPolicyDeleteCmd builds `coffer policy delete`.
+func newPolicyDeleteCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a stored policy that nothing carries",
+		Long: `Delete a stored policy. The server refuses while a role, an access key or
+a token carries it ('coffer policy get NAME' says which); detach it first.`,
+		Args: exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newClient(cmd)
+			if err != nil {
+				return err
+			}
+			if err := c.DeletePolicy(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			if !wantJSON(cmd) {
+				fmt.Fprintf(cmd.OutOrStdout(), "Deleted policy %s\n", args[0])
+			}
+			return nil
+		},
+	}
 }
 
 // loadPolicies parses files; each invalid file's errors go to stderr.
@@ -140,11 +287,18 @@ func newPolicySimulateCmd() *cobra.Command {
 		sourceIP, at             string
 	)
 	cmd := &cobra.Command{
-		Use:   "simulate --policy FILE... --principal KIND:ID[,k=v...] --action A [--resource R]",
-		Short: "Decide a request against policy files, naming the deciding statement",
+		Use:   "simulate [--policy FILE...] --principal KIND:ID[,k=v...] --action A [--resource R]",
+		Short: "Decide a request against policy files or the server's policies, naming the deciding statement",
 		Long: `Evaluate one request against identity policies (--policy) and, optionally,
 the key policy of the key it acts on (--key-policy), offline, and print
 allow or deny with the statement that decided (FILE:LINE).
+
+Without --policy files, ask the server instead: it decides the request for
+a stored principal (role:NAME, access-key:ID or token:ACCESSOR) with the
+policies that principal carries and the key's stored key policy, and
+names the deciding statement (POLICY:LINE). Nothing is performed. Only the
+namespace and service_account fields of --principal apply there; -o json
+prints the server's answer.
 
 --principal is KIND:ID with KIND role, access-key, token or root, then
 optional comma-separated fields: role=R, namespace=NS, service_account=SA,
@@ -154,7 +308,8 @@ role, the role defaults to ID.
 Exits 0 when allowed, 3 when denied.`,
 		Example: `  coffer policy simulate --policy app.yaml \
     --principal role:app,namespace=team-a,service_account=web \
-    --action kms:Decrypt --resource alias/app-web --context namespace=team-a`,
+    --action kms:Decrypt --resource alias/app-web --context namespace=team-a
+  coffer policy simulate --principal role:app --action kms:Encrypt --resource alias/app`,
 		Args: cobra.NoArgs,
 	}
 	ctx := addKVFlag(cmd, "context", "encryption context of the request")
@@ -168,9 +323,6 @@ Exits 0 when allowed, 3 when denied.`,
 	f.StringVar(&sourceIP, "source-ip", "", "caller's address")
 	f.StringVar(&at, "time", "", "time of the request, RFC 3339 (default: now)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if len(files) == 0 {
-			return usageErrorf("--policy is required")
-		}
 		if principal == "" || action == "" {
 			return usageErrorf("--principal and --action are required")
 		}
@@ -191,6 +343,9 @@ Exits 0 when allowed, 3 when denied.`,
 			if req.Time, err = time.Parse(time.RFC3339, at); err != nil {
 				return usageErrorf("invalid --time %q: want RFC 3339 like 2026-01-31T18:00:00Z", at)
 			}
+		}
+		if len(files) == 0 {
+			return simulateOnServer(cmd, p, req, keyFiles, sourceIP, at)
 		}
 		ids, err := loadPolicies(cmd, files)
 		if err != nil {
@@ -214,6 +369,51 @@ Exits 0 when allowed, 3 when denied.`,
 		return nil
 	}
 	return cmd
+}
+
+// simulateOnServer asks the server to decide req for the stored
+// principal p (policy simulate without --policy files). It prints the
+// decision as the offline mode does and exits 3 on deny.
+func simulateOnServer(cmd *cobra.Command, p policy.Principal, req policy.Request, keyFiles []string, sourceIP, at string) error {
+	switch {
+	case len(keyFiles) > 0:
+		return usageErrorf("--key-policy needs --policy files; without them the server applies the key's stored key policy")
+	case len(req.Aliases) > 0:
+		return usageErrorf("--alias needs --policy files; without them the server knows the key's names")
+	case p.Kind == "root":
+		return usageErrorf("the root token may do everything; simulate a role:NAME, access-key:ID or token:ACCESSOR (or give --policy files)")
+	case len(p.Attributes) > 0 || (p.Kind == "role" && p.Role != p.ID) || (p.Kind != "role" && p.Role != ""):
+		return usageErrorf("the server takes only the namespace= and service_account= fields of --principal; give --policy files to simulate other attributes")
+	}
+	c, err := newClient(cmd)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Simulate(cmd.Context(), client.SimulateRequest{
+		Principal:      p.Kind + ":" + p.ID,
+		Action:         req.Action,
+		Resource:       req.Resource,
+		Context:        req.Context,
+		SourceIP:       sourceIP,
+		Time:           at,
+		Namespace:      p.Namespace,
+		ServiceAccount: p.ServiceAccount,
+	})
+	if err != nil {
+		return err
+	}
+	if wantJSON(cmd) {
+		err = printJSON(cmd.OutOrStdout(), resp)
+	} else {
+		_, err = fmt.Fprintln(cmd.OutOrStdout(), resp.Decision)
+	}
+	if err != nil {
+		return err
+	}
+	if !resp.Allowed {
+		return &exitError{code: exitPolicyDenied}
+	}
+	return nil
 }
 
 func printPolicyDecision(cmd *cobra.Command, d policy.Decision) error {

@@ -147,7 +147,10 @@ func TestPolicySimulateUsage(t *testing.T) {
 	dir := t.TempDir()
 	f := writePolicy(t, dir, "app.yaml", appPolicy)
 	for _, args := range [][]string{
-		{"simulate", "--principal", "role:a", "--action", "kms:Decrypt"},
+		// Without --policy files the server decides; these are refused first.
+		{"simulate", "--key-policy", f, "--principal", "role:a", "--action", "kms:Decrypt"},
+		{"simulate", "--principal", "root:x", "--action", "kms:Decrypt"},
+		{"simulate", "--principal", "role:a,attr.team=x", "--action", "kms:Decrypt"},
 		{"simulate", "--policy", f, "--action", "kms:Decrypt"},
 		{"simulate", "--policy", f, "--principal", "alice", "--action", "kms:Decrypt"},
 		{"simulate", "--policy", f, "--principal", "user:alice", "--action", "kms:Decrypt"},

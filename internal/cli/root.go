@@ -87,7 +87,10 @@ with them over a REST API.
 
 The same binary runs the server (coffer server) and is the command line
 client of a running server. The client finds the server with --address or
-COFFER_ADDR, authenticates with --token or COFFER_TOKEN, and trusts the CA
+COFFER_ADDR, authenticates with --token or COFFER_TOKEN (or an access key:
+COFFER_ACCESS_KEY_ID and COFFER_SECRET_ACCESS_KEY; or a Kubernetes
+service-account token: COFFER_ROLE and COFFER_TOKEN_FILE; COFFER_ROLE with any
+of them acts in that role; see docs/identity.md), and trusts the CA
 certificates in --ca-cert or COFFER_CACERT (COFFER_SKIP_VERIFY=1 skips TLS
 verification for a development server with a self-signed certificate).`,
 		Example: `  coffer operator init --shares 5 --threshold 3
@@ -127,6 +130,10 @@ verification for a development server with a self-signed certificate).`,
 		newKeyCmd(),
 		newKMSCmd(),
 		newTokenCmd(),
+		newPolicyCmd(),
+		newRoleCmd(),
+		newAccessKeyCmd(),
+		newAuthCmd(),
 		newBenchCmd(),
 		newEnvelopeEncryptCmd(),
 		newEnvelopeDecryptCmd(),
@@ -318,17 +325,24 @@ func resolveSettings(cmd *cobra.Command) (settings, error) {
 
 // newClient returns an API client configured by the global flags and the
 // environment. Commands that talk to a server (including bench) use it.
+// The credential is --token or COFFER_TOKEN, else an access key, a
+// Kubernetes login or a client certificate from the environment, acting in
+// COFFER_ROLE when it is set (see resolveCredentials).
 func newClient(cmd *cobra.Command, extra ...client.Option) (*client.Client, error) {
 	s, err := resolveSettings(cmd)
 	if err != nil {
 		return nil, err
 	}
-	opts := append([]client.Option{
-		client.WithToken(s.token),
+	creds, err := resolveCredentials(s).options()
+	if err != nil {
+		return nil, err
+	}
+	opts := append(creds,
 		client.WithCACertFile(s.caCert),
 		client.WithInsecureSkipVerify(s.skipVerify),
 		client.WithUserAgent("coffer-cli"),
-	}, extra...)
+	)
+	opts = append(opts, extra...)
 	c, err := client.New(s.address, opts...)
 	if err != nil {
 		return nil, usageErrorf("%s", strings.TrimPrefix(err.Error(), "client: "))
@@ -339,17 +353,26 @@ func newClient(cmd *cobra.Command, extra ...client.Option) (*client.Client, erro
 // describeError turns an error into a message with a hint where one helps.
 func describeError(cmd *cobra.Command, err error) string {
 	addr := client.DefaultAddress
-	tokenSet := false
+	credSet := false
 	if s, serr := resolveSettings(cmd); serr == nil {
-		addr, tokenSet = s.address, s.token != ""
+		addr, credSet = s.address, resolveCredentials(s).given()
 	}
 
 	var apiErr *client.APIError
 	if errors.As(err, &apiErr) {
 		msg := apiErr.Error()
+		// A failed role login says so: "logging in as role "app": ...".
+		if pre, ok := strings.CutSuffix(err.Error(), msg); ok && strings.HasPrefix(pre, "client: ") {
+			msg = strings.TrimPrefix(pre, "client: ") + msg
+		}
 		switch {
-		case apiErr.StatusCode == http.StatusUnauthorized && !tokenSet && !strings.Contains(msg, "COFFER_TOKEN"):
-			msg += " (no token given: pass --token or set COFFER_TOKEN)"
+		case apiErr.StatusCode == http.StatusUnauthorized && !credSet:
+			if !strings.Contains(msg, "COFFER_TOKEN") {
+				msg += " (no token given: pass --token or set COFFER_TOKEN)"
+			}
+			msg += "\nOr authenticate with an access key (COFFER_ACCESS_KEY_ID and COFFER_SECRET_ACCESS_KEY), " +
+				"a Kubernetes service-account token (COFFER_ROLE and COFFER_TOKEN_FILE) " +
+				"or a client certificate (COFFER_CLIENT_CERT and COFFER_CLIENT_KEY)."
 		case apiErr.Code == "" && strings.Contains(apiErr.Message, "HTTP request to an HTTPS server"):
 			msg = fmt.Sprintf("cannot talk to the Coffer server at %s: the server speaks HTTPS; use an https:// address", addr)
 		}
@@ -384,5 +407,6 @@ func describeError(cmd *cobra.Command, err error) string {
 	case errors.As(err, &opErr):
 		return fmt.Sprintf("%s: %v", reach, opErr.Err)
 	}
-	return err.Error()
+	// The client prefixes its errors with "client: ", at every level.
+	return strings.ReplaceAll(strings.TrimPrefix(err.Error(), "client: "), ": client: ", ": ")
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -19,9 +20,13 @@ func newTokenCmd() *cobra.Command {
 func newTokenCreateCmd() *cobra.Command {
 	var req client.CreateTokenRequest
 	cmd := &cobra.Command{
-		Use:     "create",
-		Short:   "Create a token; it is shown only once",
-		Example: "  coffer token create --ttl 8h --display-name ci-deploy",
+		Use:   "create",
+		Short: "Create a token; it is shown only once",
+		Long: `Create a token; it is shown only once. The token may do what the stored
+policies named by --policy allow (and look up, renew and revoke itself);
+without any it may do nothing else. A token other than the root token can
+give a new token only policies it carries itself.`,
+		Example: "  coffer token create --ttl 8h --display-name ci-deploy --policy deploy",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkPeriodFlag("ttl", req.TTL); err != nil {
@@ -38,7 +43,7 @@ func newTokenCreateCmd() *cobra.Command {
 			if wantJSON(cmd) {
 				return printJSON(cmd.OutOrStdout(), resp)
 			}
-			if err := printTokenInfo(cmd, resp.Token, &resp.TokenInfo); err != nil {
+			if err := printToken(cmd, resp.Token, &resp.TokenInfo); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.ErrOrStderr(), "The token is shown only once; its accessor can look it up or revoke it later.")
@@ -47,6 +52,7 @@ func newTokenCreateCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&req.TTL, "ttl", "", "lifetime of the token, like 1h or 30m (default 24h)")
 	cmd.Flags().StringVar(&req.DisplayName, "display-name", "", "name shown in audit logs and lookups")
+	cmd.Flags().StringArrayVar(&req.Policies, "policy", nil, "stored policy `NAME` the token carries (repeatable)")
 	return cmd
 }
 
@@ -68,7 +74,7 @@ func newTokenLookupCmd() *cobra.Command {
 			if wantJSON(cmd) {
 				return printJSON(cmd.OutOrStdout(), ti)
 			}
-			return printTokenInfo(cmd, "", ti)
+			return printToken(cmd, "", ti)
 		},
 	}
 }
@@ -108,4 +114,45 @@ func newTokenRevokeCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&accessor, "accessor", "", "accessor of the token to revoke")
 	return cmd
+}
+
+// printToken writes token metadata, preceded by the token itself when
+// token is non-empty. Fields that do not apply to the token's kind (a
+// role, a subject, bound networks) are left out.
+func printToken(cmd *cobra.Command, token string, ti *client.TokenInfo) error {
+	var fields []field
+	add := func(name, value string) { fields = append(fields, field{name, value}) }
+	if token != "" {
+		add("Token", token)
+	}
+	add("Accessor", orDash(ti.Accessor))
+	add("Display name", orDash(ti.DisplayName))
+	if ti.Kind != "" {
+		add("Kind", ti.Kind)
+	}
+	if ti.Role != "" {
+		add("Role", ti.Role)
+	}
+	if ti.Subject != "" {
+		add("Subject", ti.Subject)
+	}
+	if ti.Cluster != "" || ti.Namespace != "" || ti.ServiceAccount != "" {
+		add("Service account", ti.Cluster+"/"+ti.Namespace+"/"+ti.ServiceAccount)
+	}
+	if len(ti.Policies) > 0 {
+		add("Policies", fmtList(ti.Policies))
+	}
+	if ti.Scoped {
+		add("Scope-down policy", "yes")
+	}
+	if len(ti.BoundCIDRs) > 0 {
+		add("Bound CIDRs", fmtList(ti.BoundCIDRs))
+	}
+	add("Root", strconv.FormatBool(ti.Root))
+	add("Created", fmtTime(ti.CreatedAt))
+	add("Expires", expires(ti.ExpiresAt))
+	if ti.MaxExpiresAt != nil {
+		add("Max expires", fmtTime(*ti.MaxExpiresAt))
+	}
+	return printFields(cmd.OutOrStdout(), fields)
 }

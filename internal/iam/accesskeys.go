@@ -232,7 +232,7 @@ func (s *Service) UpdateAccessKey(ctx context.Context, id string, req client.Upd
 			return err
 		}
 		st.accessKeys[id] = &c
-		out = c.view()
+		out = s.accessKeyView(&c)
 		return nil
 	})
 	return out, err

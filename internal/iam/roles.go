@@ -6,6 +6,7 @@ import (
 	"path"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cofferkms/coffer/client"
@@ -283,8 +284,9 @@ func (s *Service) RevokeRole(ctx context.Context, role string) (int, error) {
 // and remembers the time, so a Kubernetes service-account token issued
 // before now can no longer be exchanged.
 func (s *Service) RevokePrincipal(ctx context.Context, name string) (int, error) {
-	if name == "" || len(name) > 512 {
-		return 0, fmt.Errorf("%w: principal is required, like access-key:ID, token:ACCESSOR or kubernetes:CLUSTER/NAMESPACE/SERVICEACCOUNT", ErrInvalidArgument)
+	kind, id, _ := strings.Cut(name, ":")
+	if id == "" || len(name) > 512 || !slices.Contains([]string{"access-key", "token", "role", "kubernetes", "cert"}, kind) {
+		return 0, fmt.Errorf("%w: principal %q: want access-key:ID, token:ACCESSOR, role:NAME, kubernetes:CLUSTER/NAMESPACE/SERVICEACCOUNT or cert:NAME", ErrInvalidArgument, truncate(name))
 	}
 	now := s.now().UTC()
 	err := s.change(func(st *state) error {

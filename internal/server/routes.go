@@ -71,7 +71,7 @@ func (s *Server) routes() {
 			}
 			for _, name := range req.Policies {
 				if _, err := s.sys.IAM.GetPolicy(ctx, name); err != nil {
-					return client.CreateTokenResponse{}, badRequest("policy %q does not exist", name)
+					return client.CreateTokenResponse{}, badRequest("policy %q does not exist; create it with `coffer policy put %s FILE`", name, name)
 				}
 			}
 			return issued(s.sys.Tokens.Issue(ctx, auth.Spec{DisplayName: req.DisplayName, TTL: ttl, Policies: req.Policies}))
