@@ -2,9 +2,11 @@ package kube_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -209,6 +211,37 @@ func TestWorkloadIdentityE2E(t *testing.T) {
 		wantAPIError(t, err, http.StatusUnauthorized, "", "malformed")
 		writeToken(preRevoke)
 		encrypt(t, cl, alias, "team-a")
+	}) {
+		return
+	}
+
+	if !t.Run("cli", func(t *testing.T) {
+		// The real binary, as a pod would run it: no Coffer credential in
+		// the environment, only the projected token file.
+		writeToken(preRevoke)
+		run := func(env []string, args ...string) string {
+			t.Helper()
+			cmd := exec.Command(kube.CofferBin(t), args...)
+			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "COFFER_ADDR=" + coffer.Addr}, env...)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("coffer %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			return string(out)
+		}
+		out := run(nil, "auth", "kubernetes", "--role", "app-jwks", "--token-file", tokenFile, "--cluster", jwksName, "-o", "json")
+		var ti client.CreateTokenResponse
+		if err := json.Unmarshal([]byte(out), &ti); err != nil || ti.Namespace != "team-a" || ti.Role != "app-jwks" || !strings.HasPrefix(ti.Token, "cft_") {
+			t.Fatalf("coffer auth kubernetes -o json: %v\n%s", err, out)
+		}
+		out = run([]string{"COFFER_ROLE=app-jwks", "COFFER_TOKEN_FILE=" + tokenFile, "COFFER_CLUSTER=" + jwksName},
+			"kms", "encrypt", "--key", alias, "--context", "namespace=team-a", "--plaintext", "from the cli")
+		ct := strings.TrimSpace(out)
+		out = run([]string{"COFFER_ROLE=app-jwks", "COFFER_TOKEN_FILE=" + tokenFile, "COFFER_CLUSTER=" + jwksName},
+			"kms", "decrypt", "--context", "namespace=team-a", ct)
+		if strings.TrimSpace(out) != "from the cli" {
+			t.Fatalf("decrypt through COFFER_ROLE + COFFER_TOKEN_FILE: %q", out)
+		}
 	}) {
 		return
 	}
