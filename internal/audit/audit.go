@@ -15,7 +15,9 @@
 //     the previous line, and every N records, on rotation and on close it
 //     appends a checkpoint signed with Ed25519;
 //   - writes with group commit: concurrent records share one write and one
-//     fsync, so throughput stays close to that of no audit at all;
+//     fsync, so a saturated server keeps 0.82-0.86 of its throughput without
+//     audit (docs/benchmarks.md); a lightly loaded one pays the fsync's
+//     latency per request;
 //   - mirrors committed lines to best-effort sinks (stdout, webhook) that
 //     never block a request.
 //
