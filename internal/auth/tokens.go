@@ -81,7 +81,10 @@ type Principal struct {
 	// what its policies and Scope both allow.
 	Scope *policy.Set
 	// CIDRs bind a token to source networks.
-	CIDRs        []netip.Prefix
+	CIDRs []netip.Prefix
+	// Policy is the principal as policies see it, built once per
+	// credential (nil: build it per request).
+	Policy       *policy.Principal
 	CreatedAt    time.Time
 	ExpiresAt    time.Time // zero: never
 	MaxExpiresAt time.Time // renewal limit; zero: not renewable
@@ -130,6 +133,7 @@ type tokenRecord struct {
 
 	scope *policy.Set
 	cidrs []netip.Prefix
+	pp    *policy.Principal
 }
 
 // compile prepares the parsed forms of a loaded or new record.
@@ -148,6 +152,8 @@ func (r *tokenRecord) compile() error {
 		}
 		r.cidrs = append(r.cidrs, pfx)
 	}
+	pp := r.principal()
+	r.pp = PolicyPrincipal(&pp)
 	if r.Scope != "" {
 		pol, err := policy.Parse("scope", []byte(r.Scope))
 		if err != nil {
@@ -172,8 +178,32 @@ func ParseCIDR(s string) (netip.Prefix, error) {
 func (r *tokenRecord) principal() Principal {
 	return Principal{Kind: r.Kind, ID: r.Accessor, Accessor: r.Accessor, DisplayName: r.DisplayName, Root: r.Root,
 		Role: r.Role, Subject: r.Subject, Cluster: r.Cluster, Namespace: r.Namespace, ServiceAccount: r.ServiceAccount,
-		Attributes: r.Attributes, Policies: r.Policies, Scope: r.scope, CIDRs: r.cidrs,
+		Attributes: r.Attributes, Policies: r.Policies, Scope: r.scope, CIDRs: r.cidrs, Policy: r.pp,
 		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, MaxExpiresAt: r.MaxExpiresAt}
+}
+
+// PolicyPrincipal is p as the policy engine sees it: a role token's id is
+// its subject (who obtained it), and the cluster and subject are also
+// attributes (principal.attr.cluster, principal.attr.subject).
+func PolicyPrincipal(p *Principal) *policy.Principal {
+	attrs := p.Attributes
+	if p.Cluster != "" || p.Subject != "" {
+		attrs = make(map[string]string, len(p.Attributes)+2)
+		for k, v := range p.Attributes {
+			attrs[k] = v
+		}
+		if p.Cluster != "" {
+			attrs["cluster"] = p.Cluster
+		}
+		if p.Subject != "" {
+			attrs["subject"] = p.Subject
+		}
+	}
+	id := p.ID
+	if p.Kind == KindRole && p.Subject != "" {
+		id = p.Subject
+	}
+	return &policy.Principal{ID: id, Kind: p.Kind, Role: p.Role, Namespace: p.Namespace, ServiceAccount: p.ServiceAccount, Attributes: attrs}
 }
 
 // Tokens is the token store, cached in memory while unsealed.

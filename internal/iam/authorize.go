@@ -105,24 +105,10 @@ func (st *state) identitySet(p *auth.Principal) *policy.Set {
 }
 
 func policyPrincipal(p *auth.Principal) policy.Principal {
-	attrs := p.Attributes
-	if p.Cluster != "" || p.Subject != "" {
-		attrs = make(map[string]string, len(p.Attributes)+2)
-		for k, v := range p.Attributes {
-			attrs[k] = v
-		}
-		if p.Cluster != "" {
-			attrs["cluster"] = p.Cluster
-		}
-		if p.Subject != "" {
-			attrs["subject"] = p.Subject
-		}
+	if p.Policy != nil {
+		return *p.Policy
 	}
-	id := p.ID
-	if p.Kind == auth.KindRole && p.Subject != "" {
-		id = p.Subject
-	}
-	return policy.Principal{ID: id, Kind: p.Kind, Role: p.Role, Namespace: p.Namespace, ServiceAccount: p.ServiceAccount, Attributes: attrs}
+	return *auth.PolicyPrincipal(p)
 }
 
 func isKeyAction(action string) bool {
