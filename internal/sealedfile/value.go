@@ -50,6 +50,11 @@ func ParseValue(s string) (nonce, sealed []byte, err error) {
 	if len(body) > base64.StdEncoding.EncodedLen(maxValueSize+1+nonceSize+tagSize) {
 		return nil, nil, fmt.Errorf("%w: %d bytes is over the size limit", ErrMalformedValue, len(body))
 	}
+	if i := strings.IndexAny(body, "\r\n"); i >= 0 {
+		// Go's base64 decoder skips line breaks even in strict mode; a
+		// sealed value is one line, so there is exactly one encoding.
+		return nil, nil, fmt.Errorf("%w: a line break inside the value at byte %d; sealed values are one line", ErrMalformedValue, i)
+	}
 	raw, err := base64.StdEncoding.Strict().DecodeString(body)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: bad base64: %v", ErrMalformedValue, err)
