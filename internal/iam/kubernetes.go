@@ -230,7 +230,7 @@ func (s *Service) KubernetesLogin(ctx context.Context, req client.KubernetesLogi
 			return "", auth.Principal{}, fmt.Errorf("%w: role %q does not trust service account %s/%s of cluster %s", auth.ErrForbidden, req.Role, id.Namespace, id.ServiceAccount, c.Name)
 		}
 		subject := "kubernetes:" + c.Name + "/" + id.Namespace + "/" + id.ServiceAccount
-		if at, ok := st.revokedAt(subject); ok && !id.IssuedAt.IsZero() && !id.IssuedAt.After(at) {
+		if at, ok := st.revokedAt(subject); ok && (id.IssuedAt.IsZero() || !id.IssuedAt.After(at)) {
 			return "", auth.Principal{}, fmt.Errorf("%w: credentials of %s issued before %s were revoked; mint a new service-account token", auth.ErrUnauthenticated, subject, at.Format(time.RFC3339))
 		}
 		attrs := map[string]string{"cluster": c.Name}
