@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -14,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/credential"
+	"github.com/cofferkms/coffer/internal/audit"
 	"github.com/cofferkms/coffer/internal/authlimit"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/server"
@@ -40,16 +43,44 @@ type iamEnv struct {
 	jwtKey *ecdsa.PrivateKey
 	other  *ecdsa.PrivateKey
 	now    func() time.Time
+	rec    *memRecorder
+}
+
+// memRecorder keeps the records of completed requests.
+type memRecorder struct {
+	mu   sync.Mutex
+	recs []audit.Record
+}
+
+func (m *memRecorder) Record(_ context.Context, r *audit.Record) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r.Phase == audit.PhaseDone {
+		m.recs = append(m.recs, *r)
+	}
+	return nil
+}
+
+// last returns the newest record of action.
+func (m *memRecorder) last(action string) (audit.Record, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := len(m.recs) - 1; i >= 0; i-- {
+		if m.recs[i].Action == action {
+			return m.recs[i], true
+		}
+	}
+	return audit.Record{}, false
 }
 
 const issuer = "https://kind.example"
 
 func newIAMEnv(t *testing.T, limit *authlimit.Limiter) *iamEnv {
 	t.Helper()
-	e := &iamEnv{t: t}
+	e := &iamEnv{t: t, rec: &memRecorder{}}
 	e.now = func() time.Time { return time.Now().Add(time.Duration(e.offset.Load())) }
 	s := sys.New(barrier.New(inmem.New()), e.now)
-	api := server.New(s, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), AuthLimit: limit})
+	api := server.New(s, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), AuthLimit: limit, Audit: e.rec})
 	ts := httptest.NewServer(api)
 	t.Cleanup(ts.Close)
 	e.url = ts.URL
@@ -373,6 +404,16 @@ func TestAuthTable(t *testing.T) {
 	}
 	if st, _, raw := e.do("POST", "/v1/kms/encrypt", bearer(pod2.Token), enc("alias/app", "team-b")); st != 403 || !strings.Contains(string(raw), "kms:Encrypt on alias/app") {
 		t.Errorf("pod encrypts with another namespace: %d %s", st, raw)
+	}
+	// The audit record of the denied request names the workload.
+	if r, ok := e.rec.last("kms:Encrypt"); !ok || r.ErrorCode != "permission_denied" || r.Principal.Kind != "role" || r.Principal.Role != "pod" ||
+		r.Principal.Namespace != "team-a" || r.Principal.ServiceAccount != "api" || r.Principal.Cluster != "kind" || r.Principal.Accessor != pod2.Accessor {
+		t.Errorf("audit record of the pod's denied request: %+v", r)
+	}
+	// An access key's record names the key, so alerts can disable it.
+	e.do("POST", "/v1/kms/encrypt", basic(ak.ID, ak.SecretAccessKey), enc("alias/app", ""))
+	if r, _ := e.rec.last("kms:Encrypt"); r.Principal.Kind != "access-key" || r.Principal.Accessor != ak.ID || r.Outcome != "ok" {
+		t.Errorf("audit record of an access key's request: %+v", r.Principal)
 	}
 	// The access key's last use is recorded.
 	var got client.AccessKey
