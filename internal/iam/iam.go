@@ -96,6 +96,9 @@ type Service struct {
 
 	usageMu sync.Mutex
 	usage   map[string]usage // access key id -> last use not yet stored
+
+	refreshMu sync.Mutex
+	refreshed map[string]time.Time // cluster -> last JWKS refresh attempt
 }
 
 type usage struct {
@@ -108,7 +111,7 @@ func New(store Store, tokens *auth.Tokens, keys KeyNames, now func() time.Time) 
 	if now == nil {
 		now = time.Now
 	}
-	s := &Service{store: store, tokens: tokens, keys: keys, now: now, usage: map[string]usage{}}
+	s := &Service{store: store, tokens: tokens, keys: keys, now: now, usage: map[string]usage{}, refreshed: map[string]time.Time{}}
 	s.state.Store(newState())
 	return s
 }

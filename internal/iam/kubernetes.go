@@ -217,6 +217,13 @@ func (s *Service) KubernetesLogin(ctx context.Context, req client.KubernetesLogi
 		}
 		tried[k.Audience] = true
 		id, err := c.verifier.Verify(ctx, req.JWT, k.Audience)
+		if errors.Is(err, k8sauth.ErrUnknownKey) {
+			// The cluster may have rotated its signing key.
+			if fresh := s.refreshJWKS(ctx, c.Name); fresh != nil {
+				c = fresh
+				id, err = c.verifier.Verify(ctx, req.JWT, k.Audience)
+			}
+		}
 		if err != nil {
 			lastErr = err
 			continue
@@ -282,3 +289,50 @@ func (s *Service) CertLogin(ctx context.Context, cert *x509.Certificate, req cli
 
 // escape makes a principal name one storage path segment.
 func escape(name string) string { return url.PathEscape(name) }
+
+// jwksRefreshEvery bounds how often a cluster's JWKS is fetched again
+// because a token named an unknown key.
+const jwksRefreshEvery = time.Minute
+
+// refreshJWKS fetches the JWKS of a cluster registered by discovery again,
+// at most once per jwksRefreshEvery, and returns the updated cluster, or
+// nil when nothing changed (not discovered, too soon, failed, same keys).
+// A failure is not the caller's: the login is then refused as before.
+func (s *Service) refreshJWKS(ctx context.Context, name string) *clusterEntry {
+	s.refreshMu.Lock()
+	if last, ok := s.refreshed[name]; ok && s.now().Sub(last) < jwksRefreshEvery {
+		s.refreshMu.Unlock()
+		return nil
+	}
+	s.refreshed[name] = s.now()
+	s.refreshMu.Unlock()
+
+	c := s.state.Load().clusters[name]
+	if c == nil || c.Mode != ModeJWKS || c.DiscoveryURL == "" {
+		return nil
+	}
+	iss, jwks, err := k8sauth.Discover(ctx, k8sauth.DiscoveryConfig{URL: c.DiscoveryURL, CAPEM: []byte(c.CACert), BearerToken: c.ReviewerToken})
+	if err != nil || iss != c.Issuer || string(jwks) == c.JWKS {
+		return nil
+	}
+	n := c.Cluster
+	n.JWKS = string(jwks)
+	e, err := compileCluster(n, s.now)
+	if err != nil {
+		return nil
+	}
+	err = s.change(func(st *state) error {
+		if cur := st.clusters[name]; cur == nil || cur.DiscoveryURL != c.DiscoveryURL {
+			return ErrInUse // replaced or deleted meanwhile: leave it
+		}
+		if err := s.put(ctx, clusterPath+name, e.Cluster); err != nil {
+			return err
+		}
+		st.clusters[name] = e
+		return nil
+	})
+	if err != nil {
+		return nil
+	}
+	return e
+}

@@ -235,7 +235,7 @@ func (v *JWKSVerifier) checkSignature(p *parsedToken) error {
 	}
 	if tried == 0 {
 		if kid != "" && !v.hasKid(kid) {
-			return invalid("no key with the token's kid %s in the cluster's JWKS (known: %s)", quote(kid), quoteList(v.KeyIDs()))
+			return &unknownKeyError{fmt.Sprintf("no key with the token's kid %s in the cluster's JWKS (known: %s)", quote(kid), quoteList(v.KeyIDs()))}
 		}
 		return invalid("no key of the cluster's JWKS fits the token's algorithm %s", strconv.Quote(string(alg)))
 	}

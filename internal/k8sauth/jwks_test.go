@@ -312,3 +312,21 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestUnknownKeyIsMarked: only a kid the set does not hold is ErrUnknownKey
+// (worth fetching the JWKS again); a bad signature under a known kid is not.
+func TestUnknownKeyIsMarked(t *testing.T) {
+	k := getKeys(t)
+	v, err := NewJWKSVerifier(testIssuer, k.jwks, func() time.Time { return testNow })
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = v.Verify(t.Context(), mint(t, k.rsa1, jose.RS256, "rotated", goodClaims()), testAudience)
+	if !errors.Is(err, ErrUnknownKey) || !errors.Is(err, ErrInvalidToken) || !strings.HasPrefix(err.Error(), "k8sauth: invalid token: no key") {
+		t.Fatalf("unknown kid: %v", err)
+	}
+	_, err = v.Verify(t.Context(), mint(t, k.otherRSA, jose.RS256, "rsa1", goodClaims()), testAudience)
+	if errors.Is(err, ErrUnknownKey) || !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("bad signature under a known kid: %v", err)
+	}
+}

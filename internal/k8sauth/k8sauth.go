@@ -83,7 +83,21 @@ var (
 	// ErrUnavailable is wrapped by errors that mean the apiserver could
 	// not be asked or gave no usable answer; the token may be fine.
 	ErrUnavailable = errors.New("k8sauth: apiserver unavailable")
+	// ErrUnknownKey is wrapped (with ErrInvalidToken) when a token names
+	// a kid the JWKS does not hold: the cluster may have rotated its
+	// signing key, so fetching its JWKS again may help.
+	ErrUnknownKey = errors.New("k8sauth: unknown signing key")
 )
+
+// unknownKeyError is an ErrInvalidToken that is also an ErrUnknownKey.
+type unknownKeyError struct{ msg string }
+
+func (e *unknownKeyError) Error() string { return ErrInvalidToken.Error() + ": " + e.msg }
+
+// Is matches ErrInvalidToken and ErrUnknownKey.
+func (e *unknownKeyError) Is(target error) bool {
+	return target == ErrInvalidToken || target == ErrUnknownKey
+}
 
 const (
 	// MaxTokenSize bounds the length of a token, checked before parsing.
