@@ -19,9 +19,13 @@ type Coffer struct {
 	Addr string
 	// Token is the root token.
 	Token string
-	t     testing.TB
-	dir   string
-	p     *proc
+	// CACertFile is the server's self-signed certificate when it serves
+	// TLS (StartCofferMTLS); empty for cleartext.
+	CACertFile string
+	t          testing.TB
+	dir        string
+	p          *proc
+	extra      []string // more server flags
 }
 
 // StartCoffer starts a Coffer dev server on a free loopback port.
@@ -37,7 +41,7 @@ func StartCoffer(t testing.TB) *Coffer {
 func (c *Coffer) start(listen string) {
 	c.t.Helper()
 	bin := CofferBin(c.t)
-	args := []string{"server", "--dev", "--dev-dir", filepath.Join(c.dir, "store"), "--dev-root-token", c.Token, "--listen", listen}
+	args := append([]string{"server", "--dev", "--dev-dir", filepath.Join(c.dir, "store"), "--dev-root-token", c.Token, "--listen", listen}, c.extra...)
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {
 		c.p, err = startProc(c.t, "coffer server", bin, args, nil, filepath.Join(c.dir, "server.log"))
@@ -58,11 +62,29 @@ func (c *Coffer) start(listen string) {
 // Client returns an API client with the root token.
 func (c *Coffer) Client() *client.Client {
 	c.t.Helper()
-	cl, err := client.New(c.Addr, client.WithToken(c.Token))
+	cl, err := client.New(c.Addr, client.WithToken(c.Token), client.WithCACertFile(c.CACertFile))
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	return cl
+}
+
+// StartCofferMTLS starts a dev server over TLS (a self-signed certificate,
+// in CACertFile) that asks clients for a certificate signed by the CA in
+// clientCAFile, for certificate login.
+func StartCofferMTLS(t testing.TB, clientCAFile string) *Coffer {
+	t.Helper()
+	c := &Coffer{t: t, dir: tempDir(t), Token: "kube-root-token"}
+	cfg := filepath.Join(c.dir, "coffer.yaml")
+	if err := os.WriteFile(cfg, []byte("tls:\n  auto: true\n  client_ca_file: "+clientCAFile+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.extra = []string{"--config", cfg}
+	c.CACertFile = filepath.Join(c.dir, "store", "tls-auto-cert.pem")
+	dumpOnFailure(t, "coffer server", func() *proc { return c.p })
+	c.start("127.0.0.1:0")
+	t.Cleanup(c.Stop)
+	return c
 }
 
 // CreateKey creates a key with the alias ("alias/k8s") and returns the

@@ -33,6 +33,9 @@ type PluginOptions struct {
 	Token string
 	// HealthInterval is --health-interval; default 1s.
 	HealthInterval time.Duration
+	// Role, ClientCert and ClientKey, when set, make the plugin log in to
+	// the role with its client certificate instead of reading a token file.
+	Role, ClientCert, ClientKey string
 }
 
 // StartPlugin starts the plugin against c and waits for its "Listening:"
@@ -54,7 +57,15 @@ func StartPlugin(t testing.TB, c *Coffer, opts PluginOptions) *Plugin {
 	health := hostPort(freePort(t))
 	p.HealthURL = "http://" + health
 	p.args = []string{"kms-plugin", "--listen", "unix://" + p.Socket, "--server", c.Addr, "--key", opts.Key,
-		"--token-file", c.TokenFile(opts.Token), "--health-addr", health, "--health-interval", opts.HealthInterval.String()}
+		"--health-addr", health, "--health-interval", opts.HealthInterval.String()}
+	if opts.Role != "" {
+		p.args = append(p.args, "--role", opts.Role, "--client-cert", opts.ClientCert, "--client-key", opts.ClientKey)
+	} else {
+		p.args = append(p.args, "--token-file", c.TokenFile(opts.Token))
+	}
+	if c.CACertFile != "" {
+		p.args = append(p.args, "--ca-cert", c.CACertFile)
+	}
 	p.start()
 	t.Cleanup(p.Stop)
 	return p
