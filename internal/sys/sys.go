@@ -112,6 +112,11 @@ func (s *Sys) Seal() {
 
 func (s *Sys) sealLocked() {
 	if s.IAM != nil {
+		if !s.Barrier.Sealed() {
+			// Keep the access keys' last use across a seal or shutdown;
+			// a failure only loses last-used times.
+			_ = s.IAM.FlushUsage(context.Background())
+		}
 		s.IAM.Unload()
 	}
 	s.Keys.Unload()
