@@ -136,16 +136,17 @@ func (l *lineLog) String() string {
 	return l.buf.String()
 }
 
-// Line returns the value of the first output line starting with prefix.
-func (l *lineLog) Line(prefix string) string {
+// Line returns the value of the first output line starting with prefix and
+// whether there is one.
+func (l *lineLog) Line(prefix string) (string, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, ln := range l.lines {
 		if v, ok := strings.CutPrefix(ln, prefix); ok {
-			return strings.TrimSpace(v)
+			return strings.TrimSpace(v), true
 		}
 	}
-	return ""
+	return "", false
 }
 
 // StartServer runs `coffer server args...` and waits for its address. The
@@ -194,8 +195,18 @@ func (s *Server) start() {
 // Output is what the child printed so far (stdout and stderr).
 func (s *Server) Output() string { return s.out.String() }
 
-// OutputLine returns the first printed line's value after prefix.
-func (s *Server) OutputLine(prefix string) string { return s.out.Line(prefix) }
+// OutputLine returns the first printed line's value after prefix. The
+// banner is written in several pieces after the "Address:" line that start
+// waits for, so it polls for up to 10 s before giving up with "".
+func (s *Server) OutputLine(prefix string) string {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if v, ok := s.out.Line(prefix); ok || time.Now().After(deadline) {
+			return v
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
 
 // Kill sends SIGKILL and waits for the child to be gone.
 func (s *Server) Kill() {
