@@ -170,6 +170,22 @@ func (c *Client) setAuth(ctx context.Context, req *http.Request, mode authMode, 
 	return nil
 }
 
+// AuthorizationHeader returns the value of the Authorization header the
+// client's next request would carry, logging in first when it acts in a
+// role; "" without a credential. It is for tools that send their own
+// requests, such as load generators: a role token is not refreshed there,
+// so it is good for that token's lifetime.
+func (c *Client) AuthorizationHeader(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base, nil)
+	if err != nil {
+		return "", err
+	}
+	if err := c.setAuth(ctx, req, authDefault, false); err != nil {
+		return "", err
+	}
+	return req.Header.Get("Authorization"), nil
+}
+
 // doAnonymous sends a request without any credential (logins).
 func (c *Client) doAnonymous(ctx context.Context, method, path string, in, out any) error {
 	_, err := c.send(ctx, method, path, nil, in, out, authNone)

@@ -121,6 +121,15 @@ func TestAccessKeyBasicAuth(t *testing.T) {
 			t.Errorf("request %d: %q, want %q", i, seen[i], want[i])
 		}
 	}
+	// AuthorizationHeader gives what those requests carried.
+	for _, tc := range []struct {
+		c    *Client
+		want string
+	}{{c, basic}, {r, "Bearer cft_role"}} {
+		if got, err := tc.c.AuthorizationHeader(ctx); err != nil || got != tc.want {
+			t.Errorf("AuthorizationHeader: %q, %v; want %q", got, err, tc.want)
+		}
+	}
 	if _, err := New(ts.URL, WithRole("ci")); err == nil {
 		t.Error("WithRole without any credential was accepted")
 	}

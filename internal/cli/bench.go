@@ -60,7 +60,10 @@ and random ask for --payload-size bytes.
 
 The server address, token and CA certificate come from --address, --token and
 --ca-cert, or the environment variables COFFER_ADDR, COFFER_TOKEN and
-COFFER_CACERT (default address ` + client.DefaultAddress + `); --insecure-skip-verify,
+COFFER_CACERT (default address ` + client.DefaultAddress + `). Without a token,
+the other credentials every command takes work too (an access key, COFFER_ROLE
+with a token file or client certificate): bench logs in once before the run
+and uses that session for its whole length; --insecure-skip-verify,
 --tls-skip-verify or COFFER_SKIP_VERIFY=1 turn off TLS verification. Over https
 the load uses HTTP/2. -o json works like --json.
 
@@ -177,6 +180,16 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if cfg.Token == "" {
+		// Another credential (an access key, COFFER_ROLE with a token file
+		// or a client certificate): log in once through the client and
+		// send what it would send.
+		hdr, err := benchAuthorization(ctx, cmd, insecure)
+		if err != nil {
+			return err
+		}
+		cfg.Authorization = hdr
+	}
 	if cfg.Op.NeedsKey() && cfg.KeyID == "" {
 		key, err := loadgen.CreateKey(ctx, cfg, client.CreateKeyRequest{Description: benchKeyDescription})
 		if err != nil {
@@ -215,6 +228,27 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		fmt.Fprintf(stderr, "coffer bench: warning: %d of %d requests failed; first: %s\n", res.Errors, res.Ops+res.Errors, res.FirstError)
 	}
 	return nil
+}
+
+// benchAuthorization returns the Authorization header for a credential
+// other than a token, or "" when none is set.
+func benchAuthorization(ctx context.Context, cmd *cobra.Command, insecure bool) (string, error) {
+	s, err := resolveSettings(cmd)
+	if err != nil {
+		return "", err
+	}
+	if !resolveCredentials(s).given() {
+		return "", nil
+	}
+	c, err := newClient(cmd, client.WithInsecureSkipVerify(insecure))
+	if err != nil {
+		return "", err
+	}
+	hdr, err := c.AuthorizationHeader(ctx)
+	if err != nil {
+		return "", fmt.Errorf("authenticating: %w", err)
+	}
+	return hdr, nil
 }
 
 // benchBounds describes when a run ends.

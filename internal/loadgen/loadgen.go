@@ -100,6 +100,10 @@ type Config struct {
 	Target string
 	// Token is sent as "Authorization: Bearer <Token>" when not empty.
 	Token string
+	// Authorization, when not empty, is the whole Authorization header
+	// (a role's session token or an access key's Basic credentials) and
+	// takes precedence over Token.
+	Authorization string
 	// Op is the operation to load.
 	Op Op
 	// KeyID is the key id or alias ("alias/NAME") the operation uses. All
@@ -347,7 +351,10 @@ func (c Config) newHTTPClient() (*http.Client, error) {
 func (c Config) setHeaders(h http.Header) {
 	h.Set("Content-Type", "application/json")
 	h.Set("Accept", "application/json")
-	if c.Token != "" {
+	switch {
+	case c.Authorization != "":
+		h.Set("Authorization", c.Authorization)
+	case c.Token != "":
 		h.Set("Authorization", "Bearer "+c.Token)
 	}
 }
