@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -77,11 +78,17 @@ type Principal struct {
 	Attributes map[string]string
 	// Policies are the stored policies a token or access key carries.
 	Policies []string
-	// Scope, when not nil, is a scope-down policy: the caller may do only
-	// what its policies and Scope both allow.
-	Scope *policy.Set
+	// Scopes are scope-down policies: the caller may do only what its
+	// policies and every scope allow. A token made from a scoped session
+	// inherits the session's scopes.
+	Scopes []*policy.Set
+	// ScopeDocuments are the scopes' YAML, for inheritance.
+	ScopeDocuments []string
 	// CIDRs bind a token to source networks.
 	CIDRs []netip.Prefix
+	// Parent is the accessor of the token this one was made with (token
+	// create or assume-role from a token); revoking it revokes this one.
+	Parent string
 	// Policy is the principal as policies see it, built once per
 	// credential (nil: build it per request).
 	Policy       *policy.Principal
@@ -125,15 +132,17 @@ type tokenRecord struct {
 	ServiceAccount string            `json:"service_account,omitempty"`
 	Attributes     map[string]string `json:"attributes,omitempty"`
 	Policies       []string          `json:"policies,omitempty"`
-	Scope          string            `json:"scope,omitempty"` // scope-down policy YAML
+	Scope          string            `json:"scope,omitempty"`  // scope-down policy YAML (before inheritance: read, never written)
+	Scopes         []string          `json:"scopes,omitempty"` // scope-down policies' YAML, all of which must allow
 	CIDRs          []string          `json:"cidrs,omitempty"`
+	Parent         string            `json:"parent,omitempty"` // accessor of the token this one derives from
 	CreatedAt      time.Time         `json:"created_at"`
 	ExpiresAt      time.Time         `json:"expires_at,omitzero"`
 	MaxExpiresAt   time.Time         `json:"max_expires_at,omitzero"`
 
-	scope *policy.Set
-	cidrs []netip.Prefix
-	pp    *policy.Principal
+	scopes []*policy.Set
+	cidrs  []netip.Prefix
+	pp     *policy.Principal
 }
 
 // compile prepares the parsed forms of a loaded or new record.
@@ -152,15 +161,20 @@ func (r *tokenRecord) compile() error {
 		}
 		r.cidrs = append(r.cidrs, pfx)
 	}
-	pp := r.principal()
-	r.pp = PolicyPrincipal(&pp)
-	if r.Scope != "" {
-		pol, err := policy.Parse("scope", []byte(r.Scope))
+	if r.Scope != "" { // a record stored before scopes were inherited
+		r.Scopes = append([]string{r.Scope}, r.Scopes...)
+		r.Scope = ""
+	}
+	r.scopes = r.scopes[:0]
+	for _, doc := range r.Scopes {
+		pol, err := policy.Parse("scope", []byte(doc))
 		if err != nil {
 			return fmt.Errorf("%w: scope-down policy: %w", ErrInvalidArgument, err)
 		}
-		r.scope = policy.NewSet(pol)
+		r.scopes = append(r.scopes, policy.NewSet(pol))
 	}
+	pp := r.principal()
+	r.pp = PolicyPrincipal(&pp)
 	return nil
 }
 
@@ -178,8 +192,8 @@ func ParseCIDR(s string) (netip.Prefix, error) {
 func (r *tokenRecord) principal() Principal {
 	return Principal{Kind: r.Kind, ID: r.Accessor, Accessor: r.Accessor, DisplayName: r.DisplayName, Root: r.Root,
 		Role: r.Role, Subject: r.Subject, Cluster: r.Cluster, Namespace: r.Namespace, ServiceAccount: r.ServiceAccount,
-		Attributes: r.Attributes, Policies: r.Policies, Scope: r.scope, CIDRs: r.cidrs, Policy: r.pp,
-		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, MaxExpiresAt: r.MaxExpiresAt}
+		Attributes: r.Attributes, Policies: r.Policies, Scopes: r.scopes, ScopeDocuments: r.Scopes, CIDRs: r.cidrs,
+		Parent: r.Parent, Policy: r.pp, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, MaxExpiresAt: r.MaxExpiresAt}
 }
 
 // PolicyPrincipal is p as the policy engine sees it: a role token's id is
@@ -210,6 +224,12 @@ func PolicyPrincipal(p *Principal) *policy.Principal {
 type Tokens struct {
 	store Store
 	now   func() time.Time
+
+	// gate orders writes: issuing and renewing share it, revoking holds it
+	// alone. So a revocation sees every token issued before it started,
+	// and no token it deleted is stored again by a renewal.
+	gate    sync.RWMutex
+	renewMu sync.Mutex
 
 	mu         sync.RWMutex
 	byHash     map[[32]byte]*tokenRecord
@@ -289,6 +309,16 @@ type Spec struct {
 	// Scope is a scope-down policy document (YAML).
 	Scope string
 	CIDRs []string
+	// Parent is the caller the token is made for (token create,
+	// assume-role); nil for logins with an outside identity. A non-root
+	// parent bounds the token: it keeps the parent's scopes, networks
+	// and subject, expires no later than the parent and is revoked with it.
+	Parent *Principal
+	// Valid, when set, is called just before the token is stored, in the
+	// same ordering as revocations: an error refuses the token. It lets a
+	// login check again that its role and principal were not revoked or
+	// deleted meanwhile.
+	Valid func() error
 }
 
 // Issue makes a token as spec says and returns it; the token is shown only
@@ -311,7 +341,10 @@ func (t *Tokens) Issue(ctx context.Context, spec Spec) (string, Principal, error
 	now := t.now().UTC()
 	r := &tokenRecord{Hash: sum[:], Accessor: newAccessor(), DisplayName: spec.DisplayName, Root: spec.Root, CreatedAt: now,
 		Role: spec.Role, Subject: spec.Subject, Cluster: spec.Cluster, Namespace: spec.Namespace, ServiceAccount: spec.ServiceAccount,
-		Attributes: spec.Attributes, Policies: spec.Policies, Scope: spec.Scope, CIDRs: spec.CIDRs}
+		Attributes: spec.Attributes, Policies: spec.Policies, CIDRs: spec.CIDRs}
+	if spec.Scope != "" {
+		r.Scopes = []string{spec.Scope}
+	}
 	if spec.Role != "" {
 		r.Kind = KindRole
 	}
@@ -324,10 +357,31 @@ func (t *Tokens) Issue(ctx context.Context, spec Spec) (string, Principal, error
 			r.ExpiresAt = r.MaxExpiresAt
 		}
 	}
+	if p := spec.Parent; p != nil && !p.Root {
+		if err := r.inherit(p, now); err != nil {
+			return "", Principal{}, err
+		}
+	}
 	if err := r.compile(); err != nil {
 		return "", Principal{}, err
 	}
 	val, _ := json.Marshal(r)
+
+	t.gate.RLock()
+	defer t.gate.RUnlock()
+	if p := spec.Parent; p != nil && p.Accessor != "" && !p.Root {
+		t.mu.RLock()
+		live := t.byAccessor[p.Accessor] != nil
+		t.mu.RUnlock()
+		if !live {
+			return "", Principal{}, fmt.Errorf("%w: the token that asked for this one was revoked", ErrUnauthenticated)
+		}
+	}
+	if spec.Valid != nil {
+		if err := spec.Valid(); err != nil {
+			return "", Principal{}, err
+		}
+	}
 	if err := t.store.Apply(ctx, storage.Op{Kind: storage.OpPut, Key: tokenPath + r.Accessor, Value: val, IfRevision: 0}); err != nil {
 		return "", Principal{}, err
 	}
@@ -336,6 +390,86 @@ func (t *Tokens) Issue(ctx context.Context, spec Spec) (string, Principal, error
 	t.byAccessor[r.Accessor] = r
 	t.mu.Unlock()
 	return tok, r.principal(), nil
+}
+
+// inherit bounds a new token by the non-root principal p it is made for:
+// it keeps p's scope-down policies, may be used only from networks p may
+// use, expires no later than p (and renews no further than p can), names
+// p's subject (so revoking that principal reaches it) and p's token as its
+// parent (so revoking that token does too).
+func (r *tokenRecord) inherit(p *Principal, now time.Time) error {
+	r.Parent = p.Accessor
+	if r.Subject == "" {
+		r.Subject = p.Subject
+		if r.Subject == "" {
+			r.Subject = p.Name()
+		}
+	}
+	r.Scopes = append(slices.Clone(p.ScopeDocuments), r.Scopes...)
+	if len(p.CIDRs) > 0 {
+		mine := make([]netip.Prefix, 0, len(r.CIDRs))
+		for _, c := range r.CIDRs {
+			pfx, err := ParseCIDR(c)
+			if err != nil {
+				return err
+			}
+			mine = append(mine, pfx)
+		}
+		both := intersectCIDRs(p.CIDRs, mine)
+		if len(both) == 0 {
+			return fmt.Errorf("%w: bound_cidrs: the caller may be used only from %s, and no network of the new token lies there", ErrInvalidArgument, joinPrefixes(p.CIDRs))
+		}
+		r.CIDRs = r.CIDRs[:0]
+		for _, c := range both {
+			r.CIDRs = append(r.CIDRs, c.String())
+		}
+	}
+	if !p.ExpiresAt.IsZero() {
+		if !now.Before(p.ExpiresAt) {
+			return fmt.Errorf("%w: the caller's credential expired at %s", ErrUnauthenticated, p.ExpiresAt.Format(time.RFC3339))
+		}
+		if r.ExpiresAt.IsZero() || r.ExpiresAt.After(p.ExpiresAt) {
+			r.ExpiresAt = p.ExpiresAt
+		}
+		limit := p.MaxExpiresAt
+		if limit.IsZero() {
+			limit = p.ExpiresAt
+		}
+		if !r.MaxExpiresAt.IsZero() && r.MaxExpiresAt.After(limit) {
+			r.MaxExpiresAt = limit
+		}
+	}
+	return nil
+}
+
+// intersectCIDRs returns the networks in both a and b (all of a when b is
+// empty). Two prefixes either nest or are disjoint, so the intersection
+// of the unions is the union of the pairwise smaller prefixes.
+func intersectCIDRs(a, b []netip.Prefix) []netip.Prefix {
+	if len(b) == 0 {
+		return slices.Clone(a)
+	}
+	var out []netip.Prefix
+	for _, x := range a {
+		for _, y := range b {
+			switch {
+			case x.Bits() >= y.Bits() && y.Contains(x.Addr()):
+				out = append(out, x)
+			case y.Bits() > x.Bits() && x.Contains(y.Addr()):
+				out = append(out, y)
+			}
+		}
+	}
+	slices.SortFunc(out, func(x, y netip.Prefix) int { return strings.Compare(x.String(), y.String()) })
+	return slices.Compact(out)
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 func newAccessor() string {
@@ -398,6 +532,10 @@ func (t *Tokens) Get(accessor string) (Principal, bool) {
 // Renew extends a renewable token to now+increment, at most to its
 // MaxExpiresAt. increment 0 renews by the token's original TTL.
 func (t *Tokens) Renew(ctx context.Context, accessor string, increment time.Duration) (Principal, error) {
+	t.gate.RLock() // a revocation cannot delete the token meanwhile
+	defer t.gate.RUnlock()
+	t.renewMu.Lock() // storage and memory keep the same, last renewal
+	defer t.renewMu.Unlock()
 	t.mu.RLock()
 	r := t.byAccessor[accessor]
 	t.mu.RUnlock()
@@ -427,38 +565,72 @@ func (t *Tokens) Renew(ctx context.Context, accessor string, increment time.Dura
 		return Principal{}, err
 	}
 	t.mu.Lock()
-	if t.byAccessor[accessor] == r { // not revoked meanwhile
-		t.byHash[[32]byte(n.Hash)] = &n
-		t.byAccessor[accessor] = &n
-	}
+	t.byHash[[32]byte(n.Hash)] = &n
+	t.byAccessor[accessor] = &n
 	t.mu.Unlock()
 	return n.principal(), nil
 }
 
-// RevokeWhere revokes every token whose principal matches and returns how
-// many it revoked. Memory is updated as each deletion is stored, so a
-// revoked token fails from its next request on.
+// RevokeWhere revokes every token whose principal matches, and the tokens
+// made from them, and returns how many it revoked. No token is issued
+// while it runs, so none issued before it returns can escape it.
 func (t *Tokens) RevokeWhere(ctx context.Context, match func(*Principal) bool) (int, error) {
+	t.gate.Lock()
+	defer t.gate.Unlock()
 	t.mu.RLock()
-	var hit []string
-	for acc, r := range t.byAccessor {
+	var hit []*tokenRecord
+	for _, r := range t.byAccessor {
 		p := r.principal()
 		if match(&p) {
-			hit = append(hit, acc)
+			hit = append(hit, r)
 		}
 	}
 	t.mu.RUnlock()
-	n := 0
-	for _, acc := range hit {
-		if err := t.Revoke(ctx, "", acc); err != nil {
-			if errors.Is(err, ErrNotFound) {
-				continue
-			}
-			return n, err
-		}
-		n++
+	return t.revokeLocked(ctx, hit)
+}
+
+// revokeLocked deletes the tokens and their descendants (tokens whose
+// parent chain leads to one of them) in one storage write, then from
+// memory. The caller holds gate exclusively.
+func (t *Tokens) revokeLocked(ctx context.Context, roots []*tokenRecord) (int, error) {
+	if len(roots) == 0 {
+		return 0, nil
 	}
-	return n, nil
+	t.mu.RLock()
+	children := map[string][]*tokenRecord{}
+	for _, r := range t.byAccessor {
+		if r.Parent != "" {
+			children[r.Parent] = append(children[r.Parent], r)
+		}
+	}
+	t.mu.RUnlock()
+	seen := map[string]bool{}
+	var all []*tokenRecord
+	queue := roots
+	for len(queue) > 0 {
+		r := queue[0]
+		queue = queue[1:]
+		if seen[r.Accessor] {
+			continue
+		}
+		seen[r.Accessor] = true
+		all = append(all, r)
+		queue = append(queue, children[r.Accessor]...)
+	}
+	ops := make([]storage.Op, len(all))
+	for i, r := range all {
+		ops[i] = storage.Delete(tokenPath + r.Accessor)
+	}
+	if err := t.store.Apply(ctx, ops...); err != nil {
+		return 0, err
+	}
+	t.mu.Lock()
+	for _, r := range all {
+		delete(t.byHash, [32]byte(r.Hash))
+		delete(t.byAccessor, r.Accessor)
+	}
+	t.mu.Unlock()
+	return len(all), nil
 }
 
 // PolicyUsers maps each policy name to the accessors of the tokens
@@ -475,19 +647,21 @@ func (t *Tokens) PolicyUsers() map[string][]string {
 	return out
 }
 
-// Revoke deletes a token given itself or its accessor.
+// Revoke deletes a token given itself or its accessor, and the tokens
+// made from it.
 func (t *Tokens) Revoke(ctx context.Context, token, accessor string) error {
+	if token == "" && accessor == "" {
+		return fmt.Errorf("%w: give a token or an accessor to revoke", ErrInvalidArgument)
+	}
+	t.gate.Lock()
+	defer t.gate.Unlock()
 	t.mu.RLock()
 	var r *tokenRecord
-	switch {
-	case token != "":
+	if token != "" {
 		sum := sha256.Sum256([]byte(token))
 		r = t.byHash[sum]
-	case accessor != "":
+	} else {
 		r = t.byAccessor[accessor]
-	default:
-		t.mu.RUnlock()
-		return fmt.Errorf("%w: give a token or an accessor to revoke", ErrInvalidArgument)
 	}
 	t.mu.RUnlock()
 	if r == nil {
@@ -496,14 +670,8 @@ func (t *Tokens) Revoke(ctx context.Context, token, accessor string) error {
 		}
 		return fmt.Errorf("%w: no such token or accessor", ErrNotFound)
 	}
-	if err := t.store.Apply(ctx, storage.Delete(tokenPath+r.Accessor)); err != nil {
-		return err
-	}
-	t.mu.Lock()
-	delete(t.byHash, [32]byte(r.Hash))
-	delete(t.byAccessor, r.Accessor)
-	t.mu.Unlock()
-	return nil
+	_, err := t.revokeLocked(ctx, []*tokenRecord{r})
+	return err
 }
 
 // Sweep deletes expired tokens from storage and memory.
@@ -517,11 +685,34 @@ func (t *Tokens) Sweep(ctx context.Context) error {
 		}
 	}
 	t.mu.RUnlock()
-	var errs []error
+	if len(expired) == 0 {
+		return nil
+	}
+	// Only the expired tokens themselves: expiry is not revocation, and a
+	// token made from one cannot outlive its parent's renewal limit anyway.
+	t.gate.Lock()
+	defer t.gate.Unlock()
+	ops := make([]storage.Op, 0, len(expired))
+	t.mu.RLock()
 	for _, r := range expired {
-		if err := t.Revoke(ctx, "", r.Accessor); err != nil && !errors.Is(err, ErrNotFound) {
-			errs = append(errs, err)
+		if t.byAccessor[r.Accessor] == r { // not renewed or revoked meanwhile
+			ops = append(ops, storage.Delete(tokenPath+r.Accessor))
 		}
 	}
-	return errors.Join(errs...)
+	t.mu.RUnlock()
+	if len(ops) == 0 {
+		return nil
+	}
+	if err := t.store.Apply(ctx, ops...); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	for _, r := range expired {
+		if t.byAccessor[r.Accessor] == r {
+			delete(t.byHash, [32]byte(r.Hash))
+			delete(t.byAccessor, r.Accessor)
+		}
+	}
+	t.mu.Unlock()
+	return nil
 }

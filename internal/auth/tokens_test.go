@@ -110,7 +110,7 @@ func TestRoleTokenLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Kind != KindRole || p.Name() != "role:app" || p.Scope == nil || len(p.CIDRs) != 2 || !p.ExpiresAt.Equal(now.Add(15*time.Minute)) {
+	if p.Kind != KindRole || p.Name() != "role:app" || len(p.Scopes) != 1 || len(p.CIDRs) != 2 || !p.ExpiresAt.Equal(now.Add(15*time.Minute)) {
 		t.Fatalf("issued principal = %+v", p)
 	}
 	in, out := netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("127.0.0.1")
@@ -140,7 +140,7 @@ func TestRoleTokenLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	p2, err := tk2.Lookup(tok, in)
-	if err != nil || !p2.ExpiresAt.Equal(p.ExpiresAt) || p2.Scope == nil || p2.Subject != "access-key:cfak_X" || p2.Namespace != "pay" {
+	if err != nil || !p2.ExpiresAt.Equal(p.ExpiresAt) || len(p2.Scopes) != 1 || p2.Subject != "access-key:cfak_X" || p2.Namespace != "pay" {
 		t.Fatalf("after reload: %+v %v", p2, err)
 	}
 

@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"sort"
 	"strings"
@@ -147,7 +149,10 @@ func (s *Service) FlushUsage(ctx context.Context) error {
 	if len(pending) == 0 {
 		return nil
 	}
-	return s.change(func(st *state) error {
+	err := s.change(func(st *state) error {
+		// One storage write for all keys: it lands whole or not at all.
+		var ops []storage.Op
+		updated := map[string]*accessKeyEntry{}
 		for id, u := range pending {
 			a := st.accessKeys[id]
 			if a == nil {
@@ -155,13 +160,33 @@ func (s *Service) FlushUsage(ctx context.Context) error {
 			}
 			c := *a
 			c.LastUsedAt, c.LastSource = u.at, u.source
-			if err := s.put(ctx, accessKeyPath+id, c.accessKeyRecord); err != nil {
+			b, err := json.Marshal(c.accessKeyRecord)
+			if err != nil {
 				return err
 			}
-			st.accessKeys[id] = &c
+			ops = append(ops, storage.Put(accessKeyPath+id, b))
+			updated[id] = &c
 		}
+		if len(ops) == 0 {
+			return nil
+		}
+		if err := s.store.Apply(ctx, ops...); err != nil {
+			return err
+		}
+		maps.Copy(st.accessKeys, updated)
 		return nil
 	})
+	if err != nil {
+		// Keep the uses for the next flush (newer uses recorded meanwhile win).
+		s.usageMu.Lock()
+		for id, u := range pending {
+			if cur, ok := s.usage[id]; !ok || cur.at.Before(u.at) {
+				s.usage[id] = u
+			}
+		}
+		s.usageMu.Unlock()
+	}
+	return err
 }
 
 func (s *Service) accessKeyView(a *accessKeyEntry) client.AccessKey {
@@ -264,6 +289,11 @@ func (s *Service) ReportLeaked(ctx context.Context, fingerprints []string) (disa
 		want[strings.ToLower(fp)] = true
 	}
 	err = s.change(func(st *state) error {
+		// One storage write for all reported keys, so a failure disables
+		// none of them in storage as in memory, and the report can be
+		// sent again.
+		var ops []storage.Op
+		updated := map[string]*accessKeyEntry{}
 		for id, a := range st.accessKeys {
 			if !want[hex.EncodeToString(a.Hash)] {
 				continue
@@ -274,13 +304,26 @@ func (s *Service) ReportLeaked(ctx context.Context, fingerprints []string) (disa
 			}
 			c := *a
 			c.Leaked, c.Disabled = true, true
-			if err := s.put(ctx, accessKeyPath+id, c.accessKeyRecord); err != nil {
+			b, err := json.Marshal(c.accessKeyRecord)
+			if err != nil {
 				return err
 			}
-			st.accessKeys[id] = &c
+			ops = append(ops, storage.Put(accessKeyPath+id, b))
+			updated[id] = &c
 			disabled = append(disabled, id)
 		}
+		if len(ops) == 0 {
+			return nil
+		}
+		if err := s.store.Apply(ctx, ops...); err != nil {
+			return err
+		}
+		maps.Copy(st.accessKeys, updated)
 		return nil
 	})
-	return disabled, already, err
+	if err != nil {
+		return nil, 0, err
+	}
+	sort.Strings(disabled)
+	return disabled, already, nil
 }

@@ -66,10 +66,13 @@ func (s *Service) Authorize(_ context.Context, p *auth.Principal, req *policy.Re
 		}
 	}
 	d := policy.Authorize(identity, keySet, *req)
-	if d.Allowed && p.Scope != nil {
-		if sd := p.Scope.Evaluate(*req); !sd.Allowed {
+	for i := 0; d.Allowed && i < len(p.Scopes); i++ {
+		if sd := p.Scopes[i].Evaluate(*req); !sd.Allowed {
 			d = sd
 			d.Reason = "the token's scope-down policy does not allow it"
+			if len(p.Scopes) > 1 {
+				d.Reason = "a scope-down policy the token carries (its own or one of the session it was made from) does not allow it"
+			}
 		}
 	}
 	if !d.Allowed {

@@ -237,8 +237,16 @@ func (s *Service) KubernetesLogin(ctx context.Context, req client.KubernetesLogi
 			return "", auth.Principal{}, fmt.Errorf("%w: role %q does not trust service account %s/%s of cluster %s", auth.ErrForbidden, req.Role, id.Namespace, id.ServiceAccount, c.Name)
 		}
 		subject := "kubernetes:" + c.Name + "/" + id.Namespace + "/" + id.ServiceAccount
-		if at, ok := st.revokedAt(subject); ok && (id.IssuedAt.IsZero() || !id.IssuedAt.After(at)) {
-			return "", auth.Principal{}, fmt.Errorf("%w: credentials of %s issued before %s were revoked; mint a new service-account token", auth.ErrUnauthenticated, subject, at.Format(time.RFC3339))
+		notRevoked := func() error {
+			// Checked again just before the token is stored: the
+			// verification above may have taken a TokenReview round trip.
+			if at, ok := s.state.Load().revokedAt(subject); ok && (id.IssuedAt.IsZero() || !id.IssuedAt.After(at)) {
+				return fmt.Errorf("%w: credentials of %s issued before %s were revoked; mint a new service-account token", auth.ErrUnauthenticated, subject, at.Format(time.RFC3339))
+			}
+			return nil
+		}
+		if err := notRevoked(); err != nil {
+			return "", auth.Principal{}, err
 		}
 		attrs := map[string]string{"cluster": c.Name}
 		if id.PodName != "" {
@@ -247,7 +255,7 @@ func (s *Service) KubernetesLogin(ctx context.Context, req client.KubernetesLogi
 		if id.ServiceAccountUID != "" {
 			attrs["service_account_uid"] = id.ServiceAccountUID
 		}
-		return s.issue(ctx, r, auth.Spec{Role: r.Name, Subject: subject, Cluster: c.Name, Namespace: id.Namespace, ServiceAccount: id.ServiceAccount,
+		return s.issue(ctx, r, auth.Spec{Valid: notRevoked, Role: r.Name, Subject: subject, Cluster: c.Name, Namespace: id.Namespace, ServiceAccount: id.ServiceAccount,
 			DisplayName: id.Namespace + "/" + id.ServiceAccount, Attributes: attrs}, req.TTL, nil)
 	}
 	if errors.Is(lastErr, k8sauth.ErrUnavailable) {

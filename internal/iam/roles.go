@@ -207,8 +207,11 @@ func (s *Service) AssumeRole(ctx context.Context, caller *auth.Principal, req cl
 	if caller.Kind == auth.KindRole && caller.Subject != "" {
 		subject = caller.Subject // chained roles keep the original subject, so revoking it reaches them
 	}
+	// The caller bounds the new token (auth.Spec.Parent): a chained role
+	// token keeps the caller's scope-down policies and networks and
+	// expires, and renews, no later than the caller.
 	spec := auth.Spec{Role: r.Name, Subject: subject, DisplayName: req.SessionName, Namespace: caller.Namespace,
-		ServiceAccount: caller.ServiceAccount, Cluster: caller.Cluster}
+		ServiceAccount: caller.ServiceAccount, Cluster: caller.Cluster, Parent: caller}
 	if req.SessionName != "" {
 		spec.Attributes = map[string]string{"session": req.SessionName}
 	}
@@ -244,6 +247,18 @@ func (s *Service) issue(ctx context.Context, r *roleEntry, spec auth.Spec, ttl s
 	}
 	if len(spec.DisplayName) > 256 {
 		return "", auth.Principal{}, fmt.Errorf("%w: session name is longer than 256 bytes", ErrInvalidArgument)
+	}
+	check := spec.Valid
+	spec.Valid = func() error {
+		// DeleteRole revokes the role's tokens after deleting it; a token
+		// issued in between would escape that.
+		if s.state.Load().roles[r.Name] == nil {
+			return fmt.Errorf("%w: role %q was deleted", ErrNotFound, r.Name)
+		}
+		if check != nil {
+			return check()
+		}
+		return nil
 	}
 	return s.tokens.Issue(ctx, spec)
 }

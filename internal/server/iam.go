@@ -227,7 +227,7 @@ func (s *Server) checkTokenPolicies(p *auth.Principal, want []string) error {
 func tokenInfo(p auth.Principal) client.TokenInfo {
 	ti := client.TokenInfo{Accessor: p.Accessor, DisplayName: p.DisplayName, Root: p.Root, Kind: p.Kind, Role: p.Role,
 		Subject: p.Subject, Cluster: p.Cluster, Namespace: p.Namespace, ServiceAccount: p.ServiceAccount, Policies: p.Policies,
-		Scoped: p.Scope != nil, CreatedAt: p.CreatedAt}
+		Scoped: len(p.Scopes) > 0, CreatedAt: p.CreatedAt}
 	for _, c := range p.CIDRs {
 		ti.BoundCIDRs = append(ti.BoundCIDRs, c.String())
 	}

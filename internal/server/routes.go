@@ -74,7 +74,9 @@ func (s *Server) routes() {
 					return client.CreateTokenResponse{}, badRequest("policy %q does not exist; create it with `coffer policy put %s FILE`", name, name)
 				}
 			}
-			return issued(s.sys.Tokens.Issue(ctx, auth.Spec{DisplayName: req.DisplayName, TTL: ttl, Policies: req.Policies}))
+			// The new token is bounded by its creator (scopes, networks,
+			// expiry, subject) and revoked with it.
+			return issued(s.sys.Tokens.Issue(ctx, auth.Spec{DisplayName: req.DisplayName, TTL: ttl, Policies: req.Policies, Parent: &p}))
 		}))
 	m.HandleFunc("GET /v1/auth/token/lookup-self", handle(s, route{action: "token:LookupSelf"}, nil,
 		func(_ context.Context, _ *http.Request, p auth.Principal, _ *empty) (client.TokenInfo, error) {
@@ -95,6 +97,13 @@ func (s *Server) routes() {
 			keysOff, already, err := s.sys.IAM.ReportLeaked(ctx, req.Fingerprints)
 			if err != nil {
 				return client.ReportLeakedResponse{}, err
+			}
+			// Sessions obtained with a leaked key die with it (a leaked
+			// token's die with the token: they are its descendants).
+			for _, id := range keysOff {
+				if _, err := s.sys.IAM.RevokePrincipal(ctx, "access-key:"+id); err != nil {
+					return client.ReportLeakedResponse{}, err
+				}
 			}
 			rep.Revoked = append(rep.Revoked, keysOff...)
 			rep.AlreadyRevoked += already
