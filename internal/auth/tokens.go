@@ -571,6 +571,15 @@ func (t *Tokens) Renew(ctx context.Context, accessor string, increment time.Dura
 	return n.principal(), nil
 }
 
+// Exclusive runs f while no token is issued, renewed or revoked: for
+// changes elsewhere that must not interleave with a token being stored
+// (deleting a policy a new token may name).
+func (t *Tokens) Exclusive(f func() error) error {
+	t.gate.Lock()
+	defer t.gate.Unlock()
+	return f()
+}
+
 // RevokeWhere revokes every token whose principal matches, and the tokens
 // made from them, and returns how many it revoked. No token is issued
 // while it runs, so none issued before it returns can escape it.

@@ -157,3 +157,47 @@ func TestAssumeRoleAfterDelete(t *testing.T) {
 		t.Fatalf("token issued for a deleted role: %v", err)
 	}
 }
+
+// TestDeletePolicyWaitsForTokenIssue: a policy cannot be deleted while a
+// token naming it is being stored, and a token is not stored naming a
+// policy deleted before it.
+func TestDeletePolicyWaitsForTokenIssue(t *testing.T) {
+	e := newEnv(t)
+	e.policy(t, "p", allowEncryptApp)
+	checked, resume := make(chan struct{}), make(chan struct{})
+	issued := make(chan error, 1)
+	go func() {
+		valid := e.iam.TokenPoliciesExist([]string{"p"})
+		_, _, err := e.tokens.Issue(ctx, auth.Spec{Policies: []string{"p"}, Valid: func() error {
+			err := valid()
+			close(checked)
+			<-resume
+			return err
+		}})
+		issued <- err
+	}()
+	<-checked
+	deleted := make(chan error, 1)
+	go func() { deleted <- e.iam.DeletePolicy(ctx, "p") }()
+	select {
+	case err := <-deleted:
+		t.Fatalf("policy deleted while a token naming it was being stored: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(resume)
+	if err := <-issued; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-deleted; !errors.Is(err, ErrInUse) {
+		t.Fatalf("delete after the token was stored: %v, want in use", err)
+	}
+	// Once a policy is gone, a token naming it is refused at the last check.
+	e.policy(t, "q", allowEncryptApp)
+	valid := e.iam.TokenPoliciesExist([]string{"q"})
+	if err := e.iam.DeletePolicy(ctx, "q"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.tokens.Issue(ctx, auth.Spec{Policies: []string{"q"}, Valid: valid}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("token naming a deleted policy: %v", err)
+	}
+}

@@ -89,6 +89,13 @@ func (s *Service) attachments(st *state, name string) []string {
 
 // DeletePolicy deletes a policy that nothing carries any more.
 func (s *Service) DeletePolicy(ctx context.Context, name string) error {
+	// No token is issued meanwhile, so none can name the policy after it
+	// was found unattached (a later policy of the same name would then
+	// grant it more than it was given).
+	return s.tokens.Exclusive(func() error { return s.deletePolicy(ctx, name) })
+}
+
+func (s *Service) deletePolicy(ctx context.Context, name string) error {
 	return s.change(func(st *state) error {
 		if st.policies[name] == nil {
 			return fmt.Errorf("%w: policy %q does not exist", ErrNotFound, name)
@@ -105,6 +112,20 @@ func (s *Service) DeletePolicy(ctx context.Context, name string) error {
 		delete(st.policies, name)
 		return nil
 	})
+}
+
+// TokenPoliciesExist is an auth.Spec.Valid check for a token that carries
+// names: each must still be a stored policy.
+func (s *Service) TokenPoliciesExist(names []string) func() error {
+	return func() error {
+		st := s.state.Load()
+		for _, n := range names {
+			if st.policies[n] == nil {
+				return fmt.Errorf("%w: policy %q does not exist; create it with `coffer policy put %s FILE`", ErrInvalidArgument, n, n)
+			}
+		}
+		return nil
+	}
 }
 
 // checkPolicies reports the first unknown or repeated policy name.

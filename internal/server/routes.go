@@ -76,7 +76,8 @@ func (s *Server) routes() {
 			}
 			// The new token is bounded by its creator (scopes, networks,
 			// expiry, subject) and revoked with it.
-			return issued(s.sys.Tokens.Issue(ctx, auth.Spec{DisplayName: req.DisplayName, TTL: ttl, Policies: req.Policies, Parent: &p}))
+			return issued(s.sys.Tokens.Issue(ctx, auth.Spec{DisplayName: req.DisplayName, TTL: ttl, Policies: req.Policies, Parent: &p,
+				Valid: s.sys.IAM.TokenPoliciesExist(req.Policies)}))
 		}))
 	m.HandleFunc("GET /v1/auth/token/lookup-self", handle(s, route{action: "token:LookupSelf"}, nil,
 		func(_ context.Context, _ *http.Request, p auth.Principal, _ *empty) (client.TokenInfo, error) {
