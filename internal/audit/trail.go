@@ -111,6 +111,7 @@ type Trail struct {
 	closeMu  sync.Mutex
 	closed   bool
 	donePool sync.Pool
+	stdout   *lineQueue // the stdout mirror next to a file sink
 }
 
 // Open starts a trail, continuing the chain of the newest file in Dir.
@@ -144,8 +145,20 @@ func Open(opt Options) (*Trail, error) {
 			return nil, err
 		}
 	}
+	if opt.Dir != "" && opt.Stdout != nil {
+		t.stdout = newLineQueue(opt.Stdout)
+	}
 	go t.run()
 	return t, nil
+}
+
+// StdoutDropped counts the batches of lines the stdout mirror dropped
+// because stdout did not keep up.
+func (t *Trail) StdoutDropped() uint64 {
+	if t.stdout == nil {
+		return 0
+	}
+	return t.stdout.dropped.Load()
 }
 
 // Files lists the log files in dir in chain order.
@@ -289,6 +302,11 @@ func (t *Trail) Record(ctx context.Context, r *Record) error {
 		}
 		return errors.New("audit: record cannot be encoded")
 	}
+	if err := ctx.Err(); err != nil {
+		// Refused every time, not only when select below picks Done.
+		bodyPool.Put(buf)
+		return err
+	}
 	done := t.donePool.Get().(chan error)
 	p := &pending{rec: r, body: body, buf: buf, done: done}
 	t.closeMu.Lock()
@@ -346,6 +364,9 @@ func (t *Trail) Close() error {
 	t.closeMu.Unlock()
 	close(t.stop)
 	<-t.stopped
+	if t.stdout != nil {
+		t.stdout.close(2 * time.Second)
+	}
 	return nil
 }
 
@@ -575,8 +596,8 @@ func (t *Trail) write(b []byte) error {
 }
 
 func (t *Trail) mirror(b []byte) {
-	if t.opt.Dir != "" && t.opt.Stdout != nil {
-		t.opt.Stdout.Write(b)
+	if t.stdout != nil {
+		t.stdout.send(b)
 	}
 	if len(t.opt.Mirrors) == 0 {
 		return

@@ -384,3 +384,67 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestRecordRefusesCancelledContext: a caller whose context is already
+// done is refused every time (a select with a free queue used to pick
+// either case at random), and nothing is written for it.
+func TestRecordRefusesCancelledContext(t *testing.T) {
+	dir := t.TempDir()
+	tr, err := Open(Options{Dir: dir, Keys: testKeys(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := range 200 {
+		r := &Record{Time: time.Now().UTC(), RequestID: fmt.Sprintf("c%d", i), Action: "kms:Encrypt", Outcome: "ok"}
+		if err := tr.Record(ctx, r); !errors.Is(err, context.Canceled) {
+			t.Fatalf("record %d with a cancelled context: %v", i, err)
+		}
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range mustFiles(t, dir) {
+		b, _ := os.ReadFile(f)
+		if bytes.Contains(b, []byte(`"request_id":"c`)) {
+			t.Fatalf("%s holds a refused record", f)
+		}
+	}
+}
+
+// stalledWriter blocks every write until release is closed.
+type stalledWriter struct{ release chan struct{} }
+
+func (w stalledWriter) Write(b []byte) (int, error) { <-w.release; return len(b), nil }
+
+// TestStalledStdoutMirrorDoesNotBlock: with a file sink, stdout is a
+// best-effort mirror; a reader that stops reading must not stop commits
+// (it used to be written on the committing goroutine).
+func TestStalledStdoutMirrorDoesNotBlock(t *testing.T) {
+	w := stalledWriter{release: make(chan struct{})}
+	defer close(w.release)
+	tr, err := Open(Options{Dir: t.TempDir(), Keys: testKeys(t), Stdout: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := stdoutQueueLen + 50
+	for i := range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := tr.Record(ctx, &Record{Time: time.Now().UTC(), RequestID: fmt.Sprintf("s%d", i), Action: "kms:Encrypt", Outcome: "ok"})
+		cancel()
+		if err != nil {
+			t.Fatalf("record %d behind a stalled stdout: %v", i, err)
+		}
+	}
+	if tr.StdoutDropped() == 0 {
+		t.Errorf("%d batches behind a stalled stdout, none dropped", n)
+	}
+	done := make(chan struct{})
+	go func() { tr.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hangs on a stalled stdout")
+	}
+}

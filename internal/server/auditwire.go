@@ -96,9 +96,21 @@ func startAlerts(ctx context.Context, cfg Config, s *sys.Sys, rec audit.Recorder
 	respond := func(ctx context.Context, a monitor.Alert) error {
 		ev := &audit.Record{Type: audit.TypeEvent, Time: time.Now().UTC(), Door: "alerts", Action: "alert:RevokeToken",
 			Principal: audit.Principal{Kind: "system", ID: "alert-engine"}, Resource: a.Accessor, Detail: a.Rule + ": " + a.Summary}
-		var err error
-		if strings.HasPrefix(a.Accessor, credential.AccessKeyIDPrefix+"_") {
+		key := strings.HasPrefix(a.Accessor, credential.AccessKeyIDPrefix+"_")
+		if key {
 			ev.Action = "alert:DisableAccessKey"
+		}
+		// Like every change, recorded before it happens: if the trail
+		// cannot write, the credential is left alone (and the alert
+		// itself still goes to its sinks).
+		intent := *ev
+		intent.Phase = audit.PhaseIntent
+		if err := rec.Record(ctx, &intent); err != nil {
+			log.Error("automatic revocation skipped: the audit trail cannot record it", "accessor", a.Accessor, "error", err)
+			return fmt.Errorf("audit trail unavailable: %w", err)
+		}
+		var err error
+		if key {
 			off := false
 			_, err = s.IAM.UpdateAccessKey(ctx, a.Accessor, client.UpdateAccessKeyRequest{Enabled: &off})
 		} else {
@@ -106,9 +118,10 @@ func startAlerts(ctx context.Context, cfg Config, s *sys.Sys, rec audit.Recorder
 		}
 		ev.Outcome = "ok"
 		if err != nil {
-			ev.Outcome, ev.ErrorCode = "error", err.Error()
+			_, code, _ := classify(err)
+			ev.Outcome, ev.ErrorCode = "error", code
 		}
-		if rerr := rec.Record(ctx, ev); rerr != nil {
+		if rerr := rec.Record(context.WithoutCancel(ctx), ev); rerr != nil {
 			log.Error("audit record of an automatic revocation failed", "accessor", a.Accessor, "error", rerr)
 		}
 		return err

@@ -357,7 +357,9 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 		}
 		rec.Status = status
 		rec.LatencyNS = int64(time.Since(st.start))
-		if aerr := s.audit.Record(r.Context(), &rec); aerr != nil {
+		// Not cut short when the client goes away: the request's effect
+		// (a change after its intent record) must still get its outcome.
+		if aerr := s.audit.Record(context.WithoutCancel(r.Context()), &rec); aerr != nil {
 			s.auditFailed(w, r, st, rt, &rec, aerr)
 			return
 		}
