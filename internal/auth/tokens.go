@@ -453,15 +453,20 @@ func intersectCIDRs(a, b []netip.Prefix) []netip.Prefix {
 	for _, x := range a {
 		for _, y := range b {
 			switch {
-			case x.Bits() >= y.Bits() && y.Contains(x.Addr()):
+			case PrefixWithin(x, y):
 				out = append(out, x)
-			case y.Bits() > x.Bits() && x.Contains(y.Addr()):
+			case PrefixWithin(y, x):
 				out = append(out, y)
 			}
 		}
 	}
 	slices.SortFunc(out, func(x, y netip.Prefix) int { return strings.Compare(x.String(), y.String()) })
 	return slices.Compact(out)
+}
+
+// PrefixWithin reports whether every address of inner lies in outer.
+func PrefixWithin(inner, outer netip.Prefix) bool {
+	return outer.Bits() <= inner.Bits() && outer.Contains(inner.Addr())
 }
 
 func joinPrefixes(ps []netip.Prefix) string {
@@ -626,20 +631,32 @@ func (t *Tokens) revokeLocked(ctx context.Context, roots []*tokenRecord) (int, e
 		all = append(all, r)
 		queue = append(queue, children[r.Accessor]...)
 	}
-	ops := make([]storage.Op, len(all))
-	for i, r := range all {
+	if err := t.deleteLocked(ctx, all); err != nil {
+		return 0, err
+	}
+	return len(all), nil
+}
+
+// deleteLocked deletes the records in one storage write, then from memory.
+// The caller holds gate exclusively, so the records are still current.
+func (t *Tokens) deleteLocked(ctx context.Context, recs []*tokenRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	ops := make([]storage.Op, len(recs))
+	for i, r := range recs {
 		ops[i] = storage.Delete(tokenPath + r.Accessor)
 	}
 	if err := t.store.Apply(ctx, ops...); err != nil {
-		return 0, err
+		return err
 	}
 	t.mu.Lock()
-	for _, r := range all {
+	for _, r := range recs {
 		delete(t.byHash, [32]byte(r.Hash))
 		delete(t.byAccessor, r.Accessor)
 	}
 	t.mu.Unlock()
-	return len(all), nil
+	return nil
 }
 
 // PolicyUsers maps each policy name to the accessors of the tokens
@@ -685,6 +702,10 @@ func (t *Tokens) Revoke(ctx context.Context, token, accessor string) error {
 
 // Sweep deletes expired tokens from storage and memory.
 func (t *Tokens) Sweep(ctx context.Context) error {
+	// Only the expired tokens themselves: expiry is not revocation, and a
+	// token made from one cannot outlive its parent's renewal limit anyway.
+	t.gate.Lock()
+	defer t.gate.Unlock()
 	now := t.now()
 	t.mu.RLock()
 	var expired []*tokenRecord
@@ -694,34 +715,5 @@ func (t *Tokens) Sweep(ctx context.Context) error {
 		}
 	}
 	t.mu.RUnlock()
-	if len(expired) == 0 {
-		return nil
-	}
-	// Only the expired tokens themselves: expiry is not revocation, and a
-	// token made from one cannot outlive its parent's renewal limit anyway.
-	t.gate.Lock()
-	defer t.gate.Unlock()
-	ops := make([]storage.Op, 0, len(expired))
-	t.mu.RLock()
-	for _, r := range expired {
-		if t.byAccessor[r.Accessor] == r { // not renewed or revoked meanwhile
-			ops = append(ops, storage.Delete(tokenPath+r.Accessor))
-		}
-	}
-	t.mu.RUnlock()
-	if len(ops) == 0 {
-		return nil
-	}
-	if err := t.store.Apply(ctx, ops...); err != nil {
-		return err
-	}
-	t.mu.Lock()
-	for _, r := range expired {
-		if t.byAccessor[r.Accessor] == r {
-			delete(t.byHash, [32]byte(r.Hash))
-			delete(t.byAccessor, r.Accessor)
-		}
-	}
-	t.mu.Unlock()
-	return nil
+	return t.deleteLocked(ctx, expired)
 }

@@ -150,31 +150,15 @@ func (s *Service) FlushUsage(ctx context.Context) error {
 		return nil
 	}
 	err := s.change(func(st *state) error {
-		// One storage write for all keys: it lands whole or not at all.
-		var ops []storage.Op
 		updated := map[string]*accessKeyEntry{}
 		for id, u := range pending {
-			a := st.accessKeys[id]
-			if a == nil {
-				continue
+			if a := st.accessKeys[id]; a != nil {
+				c := *a
+				c.LastUsedAt, c.LastSource = u.at, u.source
+				updated[id] = &c
 			}
-			c := *a
-			c.LastUsedAt, c.LastSource = u.at, u.source
-			b, err := json.Marshal(c.accessKeyRecord)
-			if err != nil {
-				return err
-			}
-			ops = append(ops, storage.Put(accessKeyPath+id, b))
-			updated[id] = &c
 		}
-		if len(ops) == 0 {
-			return nil
-		}
-		if err := s.store.Apply(ctx, ops...); err != nil {
-			return err
-		}
-		maps.Copy(st.accessKeys, updated)
-		return nil
+		return s.putAccessKeys(ctx, st, updated)
 	})
 	if err != nil {
 		// Keep the uses for the next flush (newer uses recorded meanwhile win).
@@ -289,10 +273,8 @@ func (s *Service) ReportLeaked(ctx context.Context, fingerprints []string) (disa
 		want[strings.ToLower(fp)] = true
 	}
 	err = s.change(func(st *state) error {
-		// One storage write for all reported keys, so a failure disables
-		// none of them in storage as in memory, and the report can be
-		// sent again.
-		var ops []storage.Op
+		// A failure disables none of the keys, in storage as in memory,
+		// and the report can be sent again.
 		updated := map[string]*accessKeyEntry{}
 		for id, a := range st.accessKeys {
 			if !want[hex.EncodeToString(a.Hash)] {
@@ -304,26 +286,35 @@ func (s *Service) ReportLeaked(ctx context.Context, fingerprints []string) (disa
 			}
 			c := *a
 			c.Leaked, c.Disabled = true, true
-			b, err := json.Marshal(c.accessKeyRecord)
-			if err != nil {
-				return err
-			}
-			ops = append(ops, storage.Put(accessKeyPath+id, b))
 			updated[id] = &c
 			disabled = append(disabled, id)
 		}
-		if len(ops) == 0 {
-			return nil
-		}
-		if err := s.store.Apply(ctx, ops...); err != nil {
-			return err
-		}
-		maps.Copy(st.accessKeys, updated)
-		return nil
+		return s.putAccessKeys(ctx, st, updated)
 	})
 	if err != nil {
 		return nil, 0, err
 	}
 	sort.Strings(disabled)
 	return disabled, already, nil
+}
+
+// putAccessKeys stores the updated keys in one storage write, so it lands
+// whole or not at all, and then puts them in st. Call it inside change.
+func (s *Service) putAccessKeys(ctx context.Context, st *state, updated map[string]*accessKeyEntry) error {
+	if len(updated) == 0 {
+		return nil
+	}
+	ops := make([]storage.Op, 0, len(updated))
+	for id, a := range updated {
+		b, err := json.Marshal(a.accessKeyRecord)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, storage.Put(accessKeyPath+id, b))
+	}
+	if err := s.store.Apply(ctx, ops...); err != nil {
+		return err
+	}
+	maps.Copy(st.accessKeys, updated)
+	return nil
 }

@@ -277,7 +277,7 @@ func within(req, role []string) error {
 		ok := false
 		for _, rc := range role {
 			rp, _ := auth.ParseCIDR(rc)
-			if rp.Bits() <= p.Bits() && rp.Contains(p.Addr()) {
+			if auth.PrefixWithin(p, rp) {
 				ok = true
 				break
 			}

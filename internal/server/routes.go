@@ -69,13 +69,9 @@ func (s *Server) routes() {
 				}
 				ttl = d
 			}
-			for _, name := range req.Policies {
-				if _, err := s.sys.IAM.GetPolicy(ctx, name); err != nil {
-					return client.CreateTokenResponse{}, badRequest("policy %q does not exist; create it with `coffer policy put %s FILE`", name, name)
-				}
-			}
 			// The new token is bounded by its creator (scopes, networks,
-			// expiry, subject) and revoked with it.
+			// expiry, subject) and revoked with it; its policies are
+			// checked just before it is stored.
 			return issued(s.sys.Tokens.Issue(ctx, auth.Spec{DisplayName: req.DisplayName, TTL: ttl, Policies: req.Policies, Parent: &p,
 				Valid: s.sys.IAM.TokenPoliciesExist(req.Policies)}))
 		}))
