@@ -29,7 +29,17 @@ const (
 	reserveSlack              = 64 << 10
 	commitLinger              = 200 * time.Microsecond
 	reserveChunk              = 1 << 20
+	// outcomeAllowance is what an outcome record may take beyond its
+	// intent record's size (status, latency, key version, a checkpoint).
+	outcomeAllowance = 512
+	// owedFor forgets a promise whose outcome never came (a crash of the
+	// handler between its two records).
+	owedFor = time.Minute
 )
+
+// errNoSpace marks a batch refused because the disk cannot hold it next
+// to the space owed to admitted state changes.
+var errNoSpace = errors.New("no space")
 
 // genesis is the prev of the first record of an installation.
 var genesis = strings.Repeat("0", 64)
@@ -61,6 +71,10 @@ type Options struct {
 	Observe func(d time.Duration, n int, err error)
 	// OpenFile opens log files; tests inject faults here. Default os.OpenFile.
 	OpenFile func(name string, flag int, perm os.FileMode) (File, error)
+	// Reserve allocates n bytes of f from off without changing its size;
+	// tests simulate a full disk here. Default fallocate (a no-op where
+	// the file system cannot).
+	Reserve func(f File, off, n int64) error
 }
 
 // File is what the trail needs of a log file.
@@ -104,6 +118,11 @@ type Trail struct {
 	firstTime time.Time // of the oldest record not covered by a checkpoint
 	broken    error
 	buf       bytes.Buffer
+	// Space owed to the outcome records of admitted intents: other
+	// records may not use it, and it moves to the next file on rotation.
+	owed      int64
+	owedBy    map[string]owedEntry // by request id
+	releasing int64                // owed space the batch being written may use
 
 	hmac     *hmacPool
 	stop     chan struct{}
@@ -112,6 +131,12 @@ type Trail struct {
 	closed   bool
 	donePool sync.Pool
 	stdout   *lineQueue // the stdout mirror next to a file sink
+}
+
+// owedEntry is space promised to one request's outcome record.
+type owedEntry struct {
+	bytes int64
+	at    time.Time
 }
 
 // Open starts a trail, continuing the chain of the newest file in Dir.
@@ -134,8 +159,11 @@ func Open(opt Options) (*Trail, error) {
 	if opt.OpenFile == nil {
 		opt.OpenFile = func(name string, flag int, perm os.FileMode) (File, error) { return os.OpenFile(name, flag, perm) }
 	}
+	if opt.Reserve == nil {
+		opt.Reserve = reserve
+	}
 	t := &Trail{opt: opt, in: make(chan *pending, maxBatch), seq: 0, prev: genesis, hmac: newHMACPool(opt.Keys),
-		stop: make(chan struct{}), stopped: make(chan struct{})}
+		stop: make(chan struct{}), stopped: make(chan struct{}), owedBy: map[string]owedEntry{}}
 	t.donePool.New = func() any { return make(chan error, 1) }
 	if opt.Dir != "" {
 		if err := os.MkdirAll(opt.Dir, 0o700); err != nil {
@@ -405,7 +433,7 @@ func (t *Trail) run() {
 				timer.Stop()
 			}
 			batch = t.admitIntents(batch)
-			err := t.commit(batch, false)
+			batch, err := t.commitOwing(batch)
 			for _, p := range batch {
 				p.done <- err
 			}
@@ -418,7 +446,10 @@ func (t *Trail) run() {
 			for {
 				select {
 				case p := <-t.in:
-					p.done <- t.commit([]*pending{p}, false)
+					b, err := t.commitOwing([]*pending{p})
+					for _, p := range b {
+						p.done <- err
+					}
 					continue
 				default:
 				}
@@ -442,28 +473,31 @@ func (t *Trail) admitIntents(batch []*pending) []*pending {
 	if t.opt.Dir == "" || t.f == nil {
 		return batch
 	}
-	var need int64
-	intents := false
+	var need, promise int64
 	for _, p := range batch {
 		need += int64(len(p.body)) + 100
 		if p.rec.Phase == PhaseIntent {
-			intents = true
+			promise += int64(len(p.body)) + outcomeAllowance
 		}
 	}
-	if !intents {
+	if promise == 0 {
 		return batch
 	}
-	end := t.size + 2*need + reserveSlack
-	if end <= t.reserved {
-		return batch
-	}
-	err := reserve(t.f, t.size, end-t.size+reserveChunk)
+	t.forgetStaleOwed()
+	end := t.size + need + t.owed + promise + reserveSlack
+	err := t.reserveTo(end)
 	if err == nil {
-		t.reserved = end + reserveChunk
-		return batch
-	}
-	if err = reserve(t.f, t.size, end-t.size); err == nil {
-		t.reserved = end
+		now := time.Now()
+		for _, p := range batch {
+			if p.rec.Phase == PhaseIntent && p.rec.RequestID != "" {
+				n := int64(len(p.body)) + outcomeAllowance
+				e := t.owedBy[p.rec.RequestID]
+				e.bytes += n
+				e.at = now
+				t.owedBy[p.rec.RequestID] = e
+				t.owed += n
+			}
+		}
 		return batch
 	}
 	err = fmt.Errorf("audit file %s: no space for the outcome record of a state change: %w", t.name, err)
@@ -473,12 +507,102 @@ func (t *Trail) admitIntents(batch []*pending) []*pending {
 	kept := batch[:0]
 	for _, p := range batch {
 		if p.rec.Phase == PhaseIntent {
+			p.recycleBody()
 			p.done <- err
 		} else {
 			kept = append(kept, p)
 		}
 	}
 	return kept
+}
+
+// reserveTo makes sure blocks up to offset end of the active file are
+// reserved, taking a chunk more when it can.
+func (t *Trail) reserveTo(end int64) error {
+	if end <= t.reserved {
+		return nil
+	}
+	if err := t.opt.Reserve(t.f, t.size, end-t.size+reserveChunk); err == nil {
+		t.reserved = end + reserveChunk
+		return nil
+	}
+	if err := t.opt.Reserve(t.f, t.size, end-t.size); err != nil {
+		return err
+	}
+	t.reserved = end
+	return nil
+}
+
+// owes reports whether p is the outcome of an admitted intent.
+func (t *Trail) owes(p *pending) bool {
+	if p.rec.Phase == PhaseIntent || p.rec.RequestID == "" {
+		return false
+	}
+	_, ok := t.owedBy[p.rec.RequestID]
+	return ok
+}
+
+// forgetStaleOwed drops promises older than owedFor.
+func (t *Trail) forgetStaleOwed() {
+	cutoff := time.Now().Add(-owedFor)
+	for id, e := range t.owedBy {
+		if e.at.Before(cutoff) {
+			t.owed -= e.bytes
+			delete(t.owedBy, id)
+		}
+	}
+}
+
+// settleOwed updates the promises after records were committed (err nil)
+// or refused: an outcome pays its intent's promise either way (it is not
+// sent again), and a refused intent will have no outcome.
+func (t *Trail) settleOwed(batch []*pending, err error) {
+	for _, p := range batch {
+		if p.rec.RequestID == "" || p.rec.Phase == PhaseIntent && err == nil {
+			continue
+		}
+		if e, ok := t.owedBy[p.rec.RequestID]; ok {
+			t.owed -= e.bytes
+			delete(t.owedBy, p.rec.RequestID)
+		}
+	}
+}
+
+// commitOwing commits a batch. When the disk has no room for it next to
+// the space owed to admitted state changes, the outcomes of those changes
+// still go in (into the space kept for them) and the other records are
+// refused here. It returns the records that share the returned error.
+func (t *Trail) commitOwing(batch []*pending) ([]*pending, error) {
+	t.releasing = 0
+	for _, p := range batch {
+		if t.owes(p) {
+			t.releasing += t.owedBy[p.rec.RequestID].bytes
+		}
+	}
+	err := t.commit(batch, false)
+	if errors.Is(err, errNoSpace) && t.releasing > 0 {
+		var owing, refused []*pending
+		for _, p := range batch {
+			if t.owes(p) {
+				owing = append(owing, p)
+			} else {
+				refused = append(refused, p)
+			}
+		}
+		t.settleOwed(refused, err)
+		for _, p := range refused {
+			p.recycleBody()
+			p.done <- err
+		}
+		batch = owing
+		err = t.commit(batch, false)
+	}
+	t.releasing = 0
+	t.settleOwed(batch, err)
+	for _, p := range batch {
+		p.recycleBody() // kept until here: a refused batch may be written again
+	}
+	return batch, err
 }
 
 // appendLine adds one chained line for body (a JSON object) to t.buf.
@@ -527,8 +651,15 @@ func (t *Trail) commit(batch []*pending, checkpointOnly bool) (err error) {
 	}
 	if t.opt.Dir != "" && t.size >= t.opt.MaxFileSize && !checkpointOnly {
 		if err := t.rotate(); err != nil {
-			t.broken = err
-			return err
+			if t.broken != nil {
+				return err
+			}
+			// The next file cannot be had (a full disk): go on in this
+			// one, whose reserved space holds what is owed; try again
+			// with the next batch.
+			if t.opt.Observe != nil {
+				t.opt.Observe(0, 0, err)
+			}
 		}
 	}
 	seq0, prev0, since0, first0 := t.seq, t.prev, t.sinceCk, t.firstTime
@@ -538,7 +669,6 @@ func (t *Trail) commit(batch []*pending, checkpointOnly bool) (err error) {
 			t.firstTime = time.Now()
 		}
 		p.rec.Seq, p.rec.Prev = t.appendLine(p.body)
-		p.recycleBody()
 		t.sinceCk++
 		if t.sinceCk >= t.opt.CheckpointEvery {
 			t.appendCheckpoint()
@@ -567,17 +697,11 @@ func (t *Trail) write(b []byte) error {
 		_, err := t.opt.Stdout.Write(b)
 		return err
 	}
-	// The write must fit in reserved blocks: a full disk then fails here,
-	// before anything is written.
-	if end := t.size + int64(len(b)); end > t.reserved {
-		if err := reserve(t.f, t.size, end-t.size+reserveChunk); err != nil {
-			if err := reserve(t.f, t.size, end-t.size); err != nil {
-				return fmt.Errorf("audit file %s: reserving space: %w", t.name, err)
-			}
-			t.reserved = end
-		} else {
-			t.reserved = end + reserveChunk
-		}
+	// The write must fit in reserved blocks and leave what is owed to
+	// admitted state changes: a full disk then fails here, before
+	// anything is written.
+	if err := t.reserveTo(t.size + int64(len(b)) + t.owed - t.releasing); err != nil {
+		return fmt.Errorf("audit file %s: reserving space: %w: %w", t.name, errNoSpace, err)
 	}
 	_, err := t.f.Write(b)
 	if err == nil {
@@ -613,21 +737,46 @@ func (t *Trail) mirror(b []byte) {
 }
 
 // rotate ends the active file with a checkpoint and starts the next one.
+// The next file is opened, and the space owed to admitted state changes
+// reserved in it, before the checkpoint is written: if either fails, the
+// active file stays as it was and the error says why.
 func (t *Trail) rotate() error {
-	if t.sinceCk > 0 || t.size > 0 {
+	ck := t.sinceCk > 0 || t.size > 0
+	first := t.seq + 1
+	if ck {
+		first++ // the checkpoint takes t.seq+1
+	}
+	name := fileName(t.opt.Dir, first)
+	f, err := t.opt.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	var reserved int64
+	if t.owed > 0 {
+		reserved = t.owed + reserveSlack
+		if err := t.opt.Reserve(f, 0, reserved); err != nil {
+			f.Close()
+			os.Remove(name)
+			return fmt.Errorf("audit file %s: reserving the space owed to state changes: %w", name, err)
+		}
+	}
+	if ck {
 		t.buf.Reset()
 		seq0, prev0, since0 := t.seq, t.prev, t.sinceCk
 		t.appendCheckpoint()
 		if err := t.write(t.buf.Bytes()); err != nil {
 			t.seq, t.prev, t.sinceCk = seq0, prev0, since0
+			f.Close()
+			os.Remove(name)
 			return err
 		}
 		t.mirror(t.buf.Bytes())
 	}
-	old := t.f
-	if err := t.openNew(t.seq + 1); err != nil {
-		return err
+	if d, err := os.Open(t.opt.Dir); err == nil {
+		d.Sync() // make the new name durable
+		d.Close()
 	}
-	old.Close()
+	t.f.Close()
+	t.f, t.name, t.size, t.reserved = f, name, 0, reserved
 	return nil
 }
