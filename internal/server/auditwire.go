@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cofferkms/coffer/client"
@@ -77,7 +78,7 @@ func openAudit(ctx context.Context, cfg Config, storagePath string, log *slog.Lo
 }
 
 // startAlerts runs the alert engine over the committed records.
-func startAlerts(ctx context.Context, cfg Config, s *sys.Sys, rec audit.Recorder, log *slog.Logger, m *monitor.Metrics) (*monitor.Engine, error) {
+func startAlerts(ctx context.Context, wg *sync.WaitGroup, cfg Config, s *sys.Sys, rec audit.Recorder, log *slog.Logger, m *monitor.Metrics) (*monitor.Engine, error) {
 	rules := monitor.DefaultRules()
 	if cfg.Audit.Alerts != "" {
 		r, err := monitor.LoadRules(cfg.Audit.Alerts)
@@ -134,8 +135,8 @@ func startAlerts(ctx context.Context, cfg Config, s *sys.Sys, rec audit.Recorder
 	if err != nil {
 		return nil, err
 	}
-	go e.Run(ctx)
-	go func() {
+	wg.Go(func() { e.Run(ctx) })
+	wg.Go(func() {
 		t := time.NewTicker(time.Minute)
 		defer t.Stop()
 		for {
@@ -148,7 +149,7 @@ func startAlerts(ctx context.Context, cfg Config, s *sys.Sys, rec audit.Recorder
 				}
 			}
 		}
-	}()
+	})
 	return e, nil
 }
 

@@ -20,6 +20,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -193,8 +195,15 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 	if err != nil {
 		return err
 	}
+	// Background work (alerts, key maintenance, sweeps) records to the
+	// trail: it stops, and is waited for, before the trail closes.
+	var bgWG sync.WaitGroup
 	if trail != nil {
-		defer trail.Close()
+		defer func() {
+			stopBG()
+			bgWG.Wait()
+			trail.Close()
+		}()
 		ban.AuditDir = auditDir(cfg, path)
 	}
 	var rec audit.Recorder = audit.Nop{}
@@ -203,7 +212,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 	}
 	var engine *monitor.Engine
 	if !cfg.Audit.AlertsDisabled {
-		engine, err = startAlerts(bg, cfg, s, rec, logger, metrics)
+		engine, err = startAlerts(bg, &bgWG, cfg, s, rec, logger, metrics)
 		if err != nil {
 			return err
 		}
@@ -290,8 +299,17 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 	} else {
 		protocols.SetUnencryptedHTTP2(true)
 	}
+	// Handlers still running when a graceful shutdown gives up are waited
+	// for (below) so their outcome records reach the trail before it
+	// closes.
+	var inflight atomic.Int64
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inflight.Add(1)
+		defer inflight.Add(-1)
+		api.ServeHTTP(w, r)
+	})
 	hs := &http.Server{
-		Handler:           api,
+		Handler:           handler,
 		TLSConfig:         tlsCfg,
 		Protocols:         protocols,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -303,8 +321,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 	}
 	ban.Addr = scheme + "://" + ln.Addr().String()
 
-	go s.Keys.Run(bg, interval, func(err error) { logger.Error("key maintenance", "error", err) })
-	go func() {
+	bgWG.Go(func() { s.Keys.Run(bg, interval, func(err error) { logger.Error("key maintenance", "error", err) }) })
+	bgWG.Go(func() {
 		t := time.NewTicker(time.Minute)
 		defer t.Stop()
 		for {
@@ -322,7 +340,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 				}
 			}
 		}
-	}()
+	})
 
 	errc := make(chan error, 1)
 	go func() {
@@ -344,6 +362,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 	shut, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := hs.Shutdown(shut); err != nil {
+		hs.Close()
+		for wait := time.Now().Add(30 * time.Second); inflight.Load() > 0 && time.Now().Before(wait); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := inflight.Load(); n > 0 {
+			logger.Error("shutting down with requests still running; their outcome records may be refused", "requests", n)
+		}
 		return err
 	}
 	return nil
