@@ -1,8 +1,8 @@
 package audit
 
 import (
+	"bytes"
 	"io"
-	"sync/atomic"
 	"time"
 )
 
@@ -11,17 +11,17 @@ import (
 // (stdout next to the file sink, read by a stuck log collector) never
 // holds up the commit of records.
 type lineQueue struct {
-	w       io.Writer
-	ch      chan []byte
-	done    chan struct{}
-	dropped atomic.Uint64
+	w      io.Writer
+	ch     chan []byte
+	done   chan struct{}
+	onDrop func(lines int) // may be nil
 }
 
 // stdoutQueueLen is how many batches may wait for a slow mirror.
 const stdoutQueueLen = 1024
 
-func newLineQueue(w io.Writer) *lineQueue {
-	q := &lineQueue{w: w, ch: make(chan []byte, stdoutQueueLen), done: make(chan struct{})}
+func newLineQueue(w io.Writer, onDrop func(lines int)) *lineQueue {
+	q := &lineQueue{w: w, ch: make(chan []byte, stdoutQueueLen), done: make(chan struct{}), onDrop: onDrop}
 	go func() {
 		defer close(q.done)
 		for b := range q.ch {
@@ -36,7 +36,9 @@ func (q *lineQueue) send(b []byte) {
 	select {
 	case q.ch <- append([]byte(nil), b...):
 	default:
-		q.dropped.Add(1)
+		if q.onDrop != nil {
+			q.onDrop(bytes.Count(b, []byte{'\n'}))
+		}
 	}
 }
 

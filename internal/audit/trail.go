@@ -64,6 +64,9 @@ type Options struct {
 	// Stdout is a sink: the primary one when Dir is empty, else a
 	// best-effort mirror.
 	Stdout io.Writer
+	// OnStdoutDrop, if set, counts the lines the stdout mirror dropped
+	// because stdout did not keep up (file mode only).
+	OnStdoutDrop func(lines int)
 	// Mirrors receive committed lines; they must not block.
 	Mirrors []Mirror
 	// Observe, if set, is called with every batch's commit latency, its
@@ -174,19 +177,10 @@ func Open(opt Options) (*Trail, error) {
 		}
 	}
 	if opt.Dir != "" && opt.Stdout != nil {
-		t.stdout = newLineQueue(opt.Stdout)
+		t.stdout = newLineQueue(opt.Stdout, opt.OnStdoutDrop)
 	}
 	go t.run()
 	return t, nil
-}
-
-// StdoutDropped counts the batches of lines the stdout mirror dropped
-// because stdout did not keep up.
-func (t *Trail) StdoutDropped() uint64 {
-	if t.stdout == nil {
-		return 0
-	}
-	return t.stdout.dropped.Load()
 }
 
 // Files lists the log files in dir in chain order.

@@ -59,6 +59,9 @@ func openAudit(ctx context.Context, cfg Config, storagePath string, log *slog.Lo
 	}
 	if a.Stdout {
 		opt.Stdout = os.Stdout
+		if m != nil {
+			opt.OnStdoutDrop = func(n int) { m.Dropped("audit_stdout", n) }
+		}
 	}
 	if a.Webhook != "" {
 		wh := audit.NewWebhook(ctx, a.Webhook, 0)
