@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 
@@ -93,4 +94,32 @@ func TestChangeRecordedWhenClientHangsUp(t *testing.T) {
 		}
 	}
 	t.Fatalf("key %s was created (status %d to the departed client) with no outcome record", got.ID, st)
+}
+
+// TestUnknownRoutesAudited: requests no route matches (404, 405) are
+// audited too, with the method and the presented token (as its HMAC, in
+// the real trail) but not the path.
+func TestUnknownRoutesAudited(t *testing.T) {
+	e := newIAMEnv(t, nil)
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{"GET", "/v1/no-such-route/cft_pasted_by_mistake", http.StatusNotFound, "not_found"},
+		{"DELETE", "/v1/sys/seal-status", http.StatusMethodNotAllowed, "method_not_allowed"},
+	} {
+		st, hdr, raw := e.do(tc.method, tc.path, bearer("cft_probe"), nil)
+		if st != tc.status {
+			t.Fatalf("%s %s: %d %s", tc.method, tc.path, st, raw)
+		}
+		r, ok := e.rec.last("api:UnknownRoute")
+		if !ok || r.RequestID != hdr.Get("X-Request-Id") || r.Status != tc.status || r.ErrorCode != tc.code ||
+			r.Detail != tc.method || r.Token != "cft_probe" || r.Source == "" {
+			t.Fatalf("%s %s: record %+v", tc.method, tc.path, r)
+		}
+		if b, _ := json.Marshal(r); strings.Contains(string(b), "pasted") || strings.Contains(string(b), "seal-status") {
+			t.Fatalf("the path reached the record: %s", b)
+		}
+	}
 }

@@ -143,22 +143,49 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// No pattern: the mux would answer 404 or 405. Let it decide which,
 	// into a recorder, and answer in JSON.
-	rec := &statusRecorder{h: http.Header{}}
-	s.mux.ServeHTTP(rec, r)
-	rid := s.ridPrefix + strconv.FormatUint(s.ridSeq.Add(1), 10)
-	w.Header().Set("X-Request-Id", rid)
-	if rec.status == http.StatusMethodNotAllowed {
-		allow := rec.h.Get("Allow")
+	sr := &statusRecorder{h: http.Header{}}
+	s.mux.ServeHTTP(sr, r)
+	st := reqState{id: s.ridPrefix + strconv.FormatUint(s.ridSeq.Add(1), 10), start: time.Now()}
+	w.Header().Set("X-Request-Id", st.id)
+	status, code := http.StatusNotFound, "not_found"
+	if sr.status == http.StatusMethodNotAllowed {
+		status, code = http.StatusMethodNotAllowed, "method_not_allowed"
+	}
+	// Audited like every request (probing leaves a trace), with the method
+	// but not the path, which may hold anything the caller typed.
+	rec := audit.Record{Time: st.start.UTC(), RequestID: st.id, Door: doorOf(r), Source: sourceOf(r), Action: unknownRoute,
+		Principal: audit.Principal{Kind: "anonymous"}, Detail: truncateMethod(r.Method), Outcome: "error", ErrorCode: code, Status: status}
+	if tok, _ := presentedToken(r); tok != "" {
+		rec.Token = tok // the trail stores only its HMAC
+	}
+	rec.LatencyNS = int64(time.Since(st.start))
+	if aerr := s.audit.Record(context.WithoutCancel(r.Context()), &rec); aerr != nil {
+		s.auditFailed(w, r, st, route{action: unknownRoute}, &rec, aerr)
+		return
+	}
+	s.observe(&rec, st.start)
+	if status == http.StatusMethodNotAllowed {
+		allow := sr.h.Get("Allow")
 		w.Header().Set("Allow", allow)
-		writeJSON(w, http.StatusMethodNotAllowed, errorBody("method_not_allowed",
-			fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, r.URL.Path, allow), rid))
+		writeJSON(w, status, errorBody(code, fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, r.URL.Path, allow), st.id))
 		return
 	}
 	hint := "the API lives under /v1 (see docs/api.md)"
 	if strings.Contains(r.URL.Path, "/alias/") {
 		hint = "an alias in a path must have its / escaped: alias%2FNAME"
 	}
-	writeJSON(w, http.StatusNotFound, errorBody("not_found", fmt.Sprintf("no API route %s %s; %s", r.Method, r.URL.Path, hint), rid))
+	writeJSON(w, status, errorBody(code, fmt.Sprintf("no API route %s %s; %s", r.Method, r.URL.Path, hint), st.id))
+}
+
+// unknownRoute is the audit action of a request no route matched.
+const unknownRoute = "api:UnknownRoute"
+
+// truncateMethod bounds the method a client sent (any token is allowed).
+func truncateMethod(m string) string {
+	if len(m) > 16 {
+		return m[:16]
+	}
+	return m
 }
 
 // statusRecorder captures the status and headers of the mux's own 404 and
