@@ -305,6 +305,7 @@ func (e *Engine) Observe(ctx context.Context, r *audit.Record) []Alert {
 		if last, ok := e.last[key]; ok && r.Time.Sub(last) < time.Duration(e.rules.RepeatInterval) {
 			return
 		}
+		forgetIfFull(e.last)
 		e.last[key] = r.Time
 		out = append(out, Alert{Rule: rule, Severity: c.Severity, Time: r.Time, Subject: subject,
 			Accessor: r.Principal.Accessor, Source: r.Source, Seq: r.Seq, Summary: summary, Response: c.Respond})
@@ -357,6 +358,7 @@ func (e *Engine) Observe(ctx context.Context, r *audit.Record) []Alert {
 	if c := &R.NewSource; !c.Disabled && r.Principal.Accessor != "" && r.Source != "" {
 		cs := e.creds[r.Principal.Accessor]
 		if cs == nil {
+			forgetIfFull(e.creds)
 			cs = &credState{}
 			e.creds[r.Principal.Accessor] = cs
 		}
@@ -449,6 +451,7 @@ func (e *Engine) CheckKeys(ctx context.Context, keys []KeyState, now time.Time) 
 		if last, ok := e.last[key]; ok && now.Sub(last) < time.Duration(e.rules.RepeatInterval) {
 			continue
 		}
+		forgetIfFull(e.last)
 		e.last[key] = now
 		out = append(out, Alert{Rule: RuleKeyState, Severity: c.Severity, Time: now, Subject: k.ID,
 			Summary: fmt.Sprintf("key %s is overdue for rotation: last rotated %s, period %s", k.ID, k.LastRotated.Format(time.RFC3339), k.RotationPeriod)})
@@ -463,12 +466,22 @@ func (e *Engine) CheckKeys(ctx context.Context, keys []KeyState, now time.Time) 
 // roll returns the subject's window at t, starting a new one when t is
 // past the current window. With baseline set it keeps an exponentially
 // weighted average of the counts of past windows (empty ones included).
+// maxTracked bounds each map of per-subject state the engine keeps.
+const maxTracked = 100000
+
+// forgetIfFull empties m when it holds maxTracked entries: the engine
+// forgets everything (and may repeat or miss an alert) rather than grow
+// without bound under, say, denied requests from many IPv6 sources.
+func forgetIfFull[V any](m map[string]V) {
+	if len(m) >= maxTracked {
+		clear(m)
+	}
+}
+
 func roll(m map[string]*window, subj string, t time.Time, d time.Duration, baseline bool) *window {
 	w := m[subj]
 	if w == nil {
-		if len(m) > 100000 { // bound memory: forget everything rather than grow
-			clear(m)
-		}
+		forgetIfFull(m)
 		w = &window{start: t, distinct: map[string]struct{}{}}
 		m[subj] = w
 		return w

@@ -175,3 +175,22 @@ func BenchmarkObserve(b *testing.B) {
 		e.Observe(context.Background(), r)
 	}
 }
+
+// TestEngineMemoryBounded: per-credential and per-alert state stays under
+// maxTracked however many distinct credentials and sources appear.
+func TestEngineMemoryBounded(t *testing.T) {
+	e, err := NewEngine(DefaultRules(), nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxTracked + 500 {
+		// A distinct credential denied from a distinct IPv6 /64 each time.
+		r := rec(float64(i)/1000, fmt.Sprintf("acc_%d", i), fmt.Sprintf("2001:db8:%x:%x::1", i>>16, i&0xffff), "kms:Decrypt", "k1", "permission_denied")
+		e.Observe(context.Background(), r)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.creds) >= maxTracked || len(e.last) >= maxTracked || len(e.denied) >= maxTracked {
+		t.Fatalf("state grew past %d: creds %d, last %d, denied %d", maxTracked, len(e.creds), len(e.last), len(e.denied))
+	}
+}
