@@ -18,10 +18,11 @@ import (
 
 // faults decides, per call, whether a write or an fsync of the log fails.
 type faults struct {
-	failWrite func() bool
-	failSync  func() bool
-	syncs     atomic.Int64
-	syncDelay time.Duration
+	failWrite    func() bool
+	failSync     func() bool
+	failTruncate func() bool
+	syncs        atomic.Int64
+	syncDelay    time.Duration
 }
 
 // faultFile fails writes (after writing half the data, like a disk that
@@ -48,6 +49,13 @@ func (f faultFile) Sync() error {
 		return errors.New("input/output error")
 	}
 	return f.File.Sync()
+}
+
+func (f faultFile) Truncate(size int64) error {
+	if f.fl.failTruncate != nil && f.fl.failTruncate() {
+		return errors.New("input/output error (truncate)")
+	}
+	return f.File.Truncate(size)
 }
 
 func (fl *faults) open(name string, flag int, perm os.FileMode) (File, error) {
@@ -246,5 +254,43 @@ func TestStdoutPrimarySink(t *testing.T) {
 	res, err := Verify([]string{p}, VerifyOptions{PublicKey: k.PublicKey()})
 	if err != nil || res.Problem != nil || res.Records != 5 || res.Checkpoints != 2 {
 		t.Fatalf("%v %+v", err, res)
+	}
+}
+
+// TestRefusedLinesCutWhenTruncateFailed: when an fsync fails and cutting
+// the file back fails too, the refused lines stay on disk for a moment;
+// recovery cuts the file back to what was acknowledged instead of
+// continuing the chain from them.
+func TestRefusedLinesCutWhenTruncateFailed(t *testing.T) {
+	dir := t.TempDir()
+	k := testKeys(t)
+	var failing atomic.Bool
+	fl := &faults{failSync: failing.Load, failTruncate: failing.Load}
+	tr, err := Open(Options{Dir: dir, Keys: k, OpenFile: fl.open})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := func(id string) error {
+		return tr.Record(context.Background(), &Record{Time: time.Now(), Action: "kms:Encrypt", RequestID: id, Outcome: "ok"})
+	}
+	for i := range 5 {
+		if err := rec(fmt.Sprint("a", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	failing.Store(true)
+	if err := rec("refused"); err == nil {
+		t.Fatal("a failed fsync was acknowledged")
+	}
+	failing.Store(false)
+	for i := range 5 {
+		if err := rec(fmt.Sprint("c", i)); err != nil {
+			t.Fatalf("after recovery: %v", err)
+		}
+	}
+	tr.Close()
+	ids := logRequestIDs(t, dir, k)
+	if len(ids) != 10 || slices.Contains(ids, "refused") {
+		t.Fatalf("log holds %v: a refused record was kept", ids)
 	}
 }

@@ -208,6 +208,10 @@ func fileName(dir string, firstSeq uint64) string {
 // complete line. A torn last line (a write that was never acknowledged) is
 // cut off.
 func (t *Trail) recover() error {
+	// On a live trail the acknowledged end of the active file is known:
+	// anything past it was refused (a failed write whose cut-back failed
+	// too) and is cut off, not continued from.
+	ackName, ackSize := t.name, t.size
 	if t.f != nil {
 		t.f.Close()
 		t.f = nil
@@ -223,6 +227,9 @@ func (t *Trail) recover() error {
 	seq, prev, size, err := lastLine(name)
 	if err != nil {
 		return err
+	}
+	if name == ackName && size > ackSize {
+		seq, size = 0, ackSize // keep the chain state in memory
 	}
 	f, err := t.opt.OpenFile(name, os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
