@@ -87,6 +87,10 @@ type Record struct {
 	Status    int               `json:"status,omitempty"`
 	LatencyNS int64             `json:"latency_ns,omitempty"`
 	Detail    string            `json:"detail,omitempty"`
+	// Items are the items of a batch request (encrypt-batch,
+	// decrypt-batch), in request order: each one's key, version, context
+	// and outcome. At most MaxItems; add them with AddItem.
+	Items []Item `json:"items,omitempty"`
 
 	// Checkpoint fields.
 	Key string `json:"key,omitempty"` // Ed25519 public key, base64
@@ -95,6 +99,74 @@ type Record struct {
 	// Inputs, never written.
 	Token         string            `json:"-"`
 	ContextValues map[string]string `json:"-"`
+}
+
+// Bounds of a record's batch items.
+const (
+	// MaxItems is the most items one record holds (a batch's limit).
+	MaxItems = 1000
+	// MaxItemResource bounds an item's resource; longer ones are cut.
+	MaxItemResource = 256
+	// MaxItemContextPairs and MaxItemContextBytes bound an item's context
+	// (the encryption context's own limits); a larger one is not recorded.
+	MaxItemContextPairs = 64
+	MaxItemContextBytes = 8192
+)
+
+// Item is one item of a batch request. Its action is the record's: a batch
+// holds one kind of operation.
+type Item struct {
+	// Resource is the key as the item named it (a key id or alias/NAME;
+	// for a decryption, the key id its ciphertext names).
+	Resource string `json:"resource,omitempty"`
+	KeyID    string `json:"key_id,omitempty"`
+	Version  uint32 `json:"key_version,omitempty"`
+	// Context maps encryption-context keys to HMACs of their values.
+	Context   map[string]string `json:"context,omitempty"`
+	Outcome   string            `json:"outcome"`
+	ErrorCode string            `json:"error_code,omitempty"`
+
+	// ContextValues is an input the Trail replaces by HMACs (Context).
+	ContextValues map[string]string `json:"-"`
+}
+
+// AddItem appends it to r's items within the bounds above: past MaxItems
+// items it is dropped (false), a longer resource is cut, and a context
+// over the limits is left out.
+func (r *Record) AddItem(it Item) bool {
+	if len(r.Items) >= MaxItems {
+		return false
+	}
+	if len(it.Resource) > MaxItemResource {
+		it.Resource = it.Resource[:MaxItemResource]
+	}
+	if len(it.ContextValues) > MaxItemContextPairs {
+		it.ContextValues = nil
+	}
+	n := 0
+	for k, v := range it.ContextValues {
+		n += len(k) + len(v)
+	}
+	if n > MaxItemContextBytes {
+		it.ContextValues = nil
+	}
+	it.Context = nil
+	r.Items = append(r.Items, it)
+	return true
+}
+
+// hashItems replaces the context values of r's items by their HMACs.
+func (r *Record) hashItems(sum func(string) string) {
+	for i := range r.Items {
+		it := &r.Items[i]
+		if len(it.ContextValues) > 0 {
+			it.Context = make(map[string]string, len(it.ContextValues))
+			for k, v := range it.ContextValues {
+				it.Context[k] = sum(v)
+			}
+		}
+		it.ContextValues = nil
+	}
 }
 
 // Recorder persists records durably before Record returns.
@@ -108,5 +180,8 @@ type Nop struct{}
 // Record implements Recorder.
 func (Nop) Record(_ context.Context, r *Record) error {
 	r.Token, r.ContextValues = "", nil
+	for i := range r.Items {
+		r.Items[i].ContextValues = nil
+	}
 	return nil
 }

@@ -77,9 +77,42 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 		b = strconv.AppendInt(b, r.LatencyNS, 10)
 	}
 	b = appendField(b, `,"detail":`, r.Detail)
+	if len(r.Items) > 0 {
+		b = append(b, `,"items":[`...)
+		for i := range r.Items {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendItem(b, &r.Items[i])
+		}
+		b = append(b, ']')
+	}
 	b = appendField(b, `,"key":`, r.Key)
 	b = appendField(b, `,"sig":`, r.Sig)
 	return append(b, '}'), true
+}
+
+// appendItem appends the JSON object of one batch item.
+func appendItem(b []byte, it *Item) []byte {
+	b = append(b, '{')
+	start := len(b)
+	b = appendField(b, `,"resource":`, it.Resource)
+	b = appendField(b, `,"key_id":`, it.KeyID)
+	if it.Version != 0 {
+		b = append(b, `,"key_version":`...)
+		b = strconv.AppendUint(b, uint64(it.Version), 10)
+	}
+	if len(it.Context) > 0 {
+		b = append(b, `,"context":{`...)
+		b = appendStringMap(b, it.Context)
+		b = append(b, '}')
+	}
+	b = append(b, `,"outcome":`...)
+	b = appendJSONString(b, it.Outcome)
+	b = appendField(b, `,"error_code":`, it.ErrorCode)
+	// Every member was written with a leading comma; the first needs none.
+	b = append(b[:start], b[start+1:]...)
+	return append(b, '}')
 }
 
 // appendField appends key and the string v unless v is empty (omitempty).

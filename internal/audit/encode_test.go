@@ -121,6 +121,8 @@ func TestAppendRecordCoversEveryField(t *testing.T) {
 					fv.SetUint(42)
 				case f.Type == reflect.TypeFor[map[string]string]():
 					fv.Set(reflect.ValueOf(map[string]string{"b": "2", "a": "<1>"}))
+				case f.Type == reflect.TypeFor[[]Item]():
+					fv.Set(reflect.ValueOf([]Item{{}}))
 				default:
 					t.Fatalf("%s.%s: type %s is handled neither by this test nor, probably, by appendRecord", path, f.Name, f.Type)
 				}
@@ -134,6 +136,74 @@ func TestAppendRecordCoversEveryField(t *testing.T) {
 		}
 	}
 	walk("Record", reflect.TypeFor[Record](), nil)
+}
+
+// TestAppendItemCoversEveryField does for a batch item what
+// TestAppendRecordCoversEveryField does for the record.
+func TestAppendItemCoversEveryField(t *testing.T) {
+	typ := reflect.TypeFor[Item]()
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if f.Tag.Get("json") == "-" {
+			continue
+		}
+		t.Run(f.Name, func(t *testing.T) {
+			items := []Item{{}, {Outcome: "ok"}, {}}
+			fv := reflect.ValueOf(&items[1]).Elem().Field(i)
+			switch {
+			case fv.Kind() == reflect.String:
+				fv.SetString("v<&>\u2028\x01é")
+			case fv.CanUint():
+				fv.SetUint(4294967295)
+			case f.Type == reflect.TypeFor[map[string]string]():
+				fv.Set(reflect.ValueOf(map[string]string{"b": "2", "a": "<1>", "é": "\u2029"}))
+			default:
+				t.Fatalf("Item.%s: type %s is handled neither by this test nor, probably, by appendItem", f.Name, f.Type)
+			}
+			r := &Record{Type: TypeRequest, Action: "kms:Decrypt", Items: items}
+			before, _ := json.Marshal(&Record{Type: TypeRequest, Action: "kms:Decrypt", Items: []Item{{}, {Outcome: "ok"}, {}}})
+			after, _ := json.Marshal(r)
+			if bytes.Equal(before, after) {
+				t.Fatalf("setting Item.%s does not change what encoding/json writes", f.Name)
+			}
+			checkEncoding(t, r)
+		})
+	}
+	full := Item{Resource: "alias/app", KeyID: "k-1", Version: 7, Context: map[string]string{"tenant": "ab"}, Outcome: "error", ErrorCode: "permission_denied"}
+	checkEncoding(t, &Record{Type: TypeRequest, Action: "kms:Encrypt", Items: []Item{full, {Outcome: "ok"}, full}})
+}
+
+// TestAddItemBounds: a record keeps at most MaxItems items, cuts long
+// resources and leaves out contexts over the limits.
+func TestAddItemBounds(t *testing.T) {
+	var r Record
+	big := map[string]string{"k": strings.Repeat("v", MaxItemContextBytes)}
+	many := map[string]string{}
+	for i := range MaxItemContextPairs + 1 {
+		many[strings.Repeat("k", i+1)] = "v"
+	}
+	for i := range MaxItems + 5 {
+		ok := r.AddItem(Item{Resource: strings.Repeat("r", 10_000), ContextValues: []map[string]string{big, many, {"a": "b"}}[i%3], Outcome: "ok"})
+		if ok != (i < MaxItems) {
+			t.Fatalf("AddItem %d = %v", i, ok)
+		}
+	}
+	if len(r.Items) != MaxItems {
+		t.Fatalf("%d items", len(r.Items))
+	}
+	for i, it := range r.Items[:3] {
+		if len(it.Resource) != MaxItemResource {
+			t.Fatalf("item %d resource of %d bytes", i, len(it.Resource))
+		}
+		if (it.ContextValues != nil) != (i == 2) {
+			t.Fatalf("item %d context %d pairs", i, len(it.ContextValues))
+		}
+	}
+	var n Nop
+	n.Record(t.Context(), &r)
+	if r.Items[2].ContextValues != nil {
+		t.Fatal("Nop keeps item context values")
+	}
 }
 
 func TestAppendRecordRefusesWhatEncodingJSONRefuses(t *testing.T) {

@@ -380,6 +380,7 @@ func (t *Trail) hashSensitive(r *Record) {
 		}
 		r.ContextValues = nil
 	}
+	r.hashItems(t.hmac.sum) // batch items' contexts (audit.go)
 }
 
 // Close writes a final checkpoint and stops the writer.
