@@ -62,6 +62,13 @@ func TestCanSemantics(t *testing.T) {
 		{"pods star not exec", user("u-pods-star"), req("create", "", "pods", "exec", "", "x"), false, ""},
 		{"pods star not pods", user("u-pods-star"), req("create", "", "pods", "", "", "x"), false, ""},
 		{"pods star literal", user("u-pods-star"), req("create", "", "pods", "*", "", "x"), true, ""},
+		// */* is not a wildcard either: as upstream, it is "*/<subresource>"
+		// for the subresource literally named "*", of any resource.
+		{"star star not resource", user("u-star-star"), req("create", "", "pods", "", "", "x"), false, ""},
+		{"star star not sub", user("u-star-star"), req("create", "", "pods", "exec", "", "x"), false, ""},
+		{"star star not other sub", user("u-star-star"), req("create", "", "secrets", "status", "", "x"), false, ""},
+		{"star star literal", user("u-star-star"), req("create", "", "pods", "*", "", "x"), true, ""},
+		{"star star literal other", user("u-star-star"), req("create", "", "nodes", "*", "", ""), true, ""},
 		// resourceNames limit a grant to the names; a request without a
 		// name (list all) is not covered.
 		{"named get", user("u-named"), req("get", "", "secrets", "", "db-password", "x"), true, ""},

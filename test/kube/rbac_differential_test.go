@@ -40,7 +40,7 @@ var (
 	ruleVerbs      = append(slices.Clone(diffVerbs), "*")
 	ruleGroups     = []string{"", "", "", "apps", rbacv1.GroupName, "*"}
 	ruleResources  = []string{"secrets", "secrets", "secrets", "pods", "pods/exec", "pods/*", "*/exec", "*", "deployments",
-		"serviceaccounts", "serviceaccounts/token", "roles", "clusterroles", "configmaps", "nodes/proxy", "users", "*/token"}
+		"serviceaccounts", "serviceaccounts/token", "roles", "clusterroles", "configmaps", "nodes/proxy", "users", "*/token", "*/*"}
 	ruleNames = []string{"s1", "s2", "s3"}
 	users     = []string{"u0", "u1", "u2", "u3"}
 	groups    = []string{"g0", "g1", "g2"}
@@ -52,6 +52,7 @@ var diffQueryResources = [][3]string{
 	{"", "secrets", ""}, {"", "pods", ""}, {"", "pods", "exec"}, {"", "pods", "log"}, {"", "nodes", "proxy"},
 	{"", "serviceaccounts", "token"}, {"", "serviceaccounts", ""}, {"", "configmaps", ""}, {"apps", "deployments", ""},
 	{"apps", "secrets", ""}, {rbacv1.GroupName, "roles", ""}, {rbacv1.GroupName, "clusterroles", ""}, {"", "users", ""},
+	{"", "pods", "*"}, {"", "secrets", "*"},
 }
 
 // generatedPolicy is the seeded random RBAC objects of the test.
