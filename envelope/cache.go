@@ -53,6 +53,19 @@ type CacheLimits struct {
 // key from a random 256-bit salt, so nonces never repeat across files.
 // The cost is exposure: a key that leaks from memory opens every file it
 // sealed, which is what the limits bound.
+//
+// A cached key is used without asking the server. A decryption served
+// from the cache is not authorized, not audited and not stopped by a
+// revocation: until the entry ages out (MaxAge) or is used up
+// (MaxMessages), this process keeps decrypting files whose data key it
+// unwrapped once, even after its token was revoked, its policy narrowed
+// or the key disabled or scheduled for deletion, and the server's audit
+// log shows only the first unwrap (likewise, encryption under a cached
+// key is recorded once, as the GenerateDataKey that made it). Use the cache
+// only in a process that is trusted with the data for MaxAge anyway; keep
+// MaxAge short where revocation must act at once, and call Purge when the
+// process's access is withdrawn. Without the cache, every file's unwrap
+// goes to the server and is authorized and audited on its own.
 type CachingWrapper struct {
 	w      Wrapper
 	u      Unwrapper

@@ -28,7 +28,9 @@
 // Multi wrapper to add a second wrapped copy for disaster recovery (another
 // key, or another Coffer server). CachingWrapper reuses a data key for many
 // small files within strict limits, so that encrypting them does not call
-// Coffer each time.
+// Coffer each time. A key served from its cache bypasses the server: no
+// policy check, no revocation check and no audit record for that file,
+// until the entry expires (see CachingWrapper).
 //
 // The Wrapper and Unwrapper interfaces know nothing of the file format: any
 // other format that protects a data key bound to an encryption context (a
