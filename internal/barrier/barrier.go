@@ -369,9 +369,10 @@ func (b *Barrier) Get(ctx context.Context, path string) (storage.Entry, error) {
 	if err := checkPath(path); err != nil {
 		return storage.Entry{}, err
 	}
+	// The read lock is held to the end, so Seal waits for reads in flight.
 	b.mu.RLock()
+	defer b.mu.RUnlock()
 	ring := b.ring
-	b.mu.RUnlock()
 	if ring == nil {
 		return storage.Entry{}, ErrSealed
 	}
@@ -429,11 +430,13 @@ func (b *Barrier) List(ctx context.Context, prefix string) ([]string, error) {
 	return out, nil
 }
 
-// Apply encrypts the values of ops and applies them atomically.
+// Apply encrypts the values of ops and applies them atomically. Seal waits
+// for an Apply in flight; an Apply that starts after Seal fails with
+// ErrSealed and writes nothing.
 func (b *Barrier) Apply(ctx context.Context, ops ...storage.Op) error {
 	b.mu.RLock()
+	defer b.mu.RUnlock()
 	ring := b.ring
-	b.mu.RUnlock()
 	if ring == nil {
 		return ErrSealed
 	}

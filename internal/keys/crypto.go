@@ -66,7 +66,7 @@ func usable(k *key) error {
 
 // Encrypt seals plaintext under the primary version of the key named by ref,
 // binding the encryption context ec.
-func (s *Service) Encrypt(_ context.Context, ref string, plaintext []byte, ec map[string]string) (Sealed, error) {
+func (s *Service) Encrypt(ctx context.Context, ref string, plaintext []byte, ec map[string]string) (Sealed, error) {
 	if len(plaintext) > MaxPlaintext {
 		return Sealed{}, fmt.Errorf("%w: %d bytes; Encrypt takes at most %d bytes. For larger data use envelope encryption: generate a data key (coffer kms datakey) and encrypt locally with it",
 			ErrTooLarge, len(plaintext), MaxPlaintext)
@@ -75,12 +75,12 @@ func (s *Service) Encrypt(_ context.Context, ref string, plaintext []byte, ec ma
 	if err != nil {
 		return Sealed{}, err
 	}
-	return s.seal(h, plaintext, ec)
+	return s.seal(ctx, h, plaintext, ec)
 }
 
-func (s *Service) seal(h *handle, plaintext []byte, ec map[string]string) (Sealed, error) {
-	k := h.cur.Load()
-	if err := usable(k); err != nil {
+func (s *Service) seal(ctx context.Context, h *handle, plaintext []byte, ec map[string]string) (Sealed, error) {
+	k, err := s.primaryFor(ctx, h)
+	if err != nil {
 		return Sealed{}, err
 	}
 	aead := k.aeads[k.rec.Primary-1]
@@ -97,7 +97,6 @@ func (s *Service) seal(h *handle, plaintext []byte, ec map[string]string) (Seale
 	nonce := out[ciphertext.HeaderSize : ciphertext.HeaderSize+ciphertext.NonceSize]
 	rand.Read(nonce)
 	out = aead.Seal(out[:ciphertext.HeaderSize+ciphertext.NonceSize], nonce, plaintext, aad)
-	h.uses.Add(1)
 	return Sealed{Ciphertext: out, KeyID: k.rec.ID, KeyVersion: k.rec.Primary}, nil
 }
 
@@ -160,7 +159,7 @@ func (s *Service) ReEncrypt(ctx context.Context, ct []byte, srcCtx map[string]st
 	if err != nil {
 		return Opened{}, Sealed{}, err
 	}
-	sealed, err := s.seal(h, opened.Plaintext, destCtx)
+	sealed, err := s.seal(ctx, h, opened.Plaintext, destCtx)
 	src := opened
 	src.Plaintext = nil
 	return src, sealed, err
@@ -181,7 +180,7 @@ func (s *Service) GenerateDataKey(ctx context.Context, ref string, n int, ec map
 	}
 	dk := make([]byte, n)
 	rand.Read(dk)
-	sealed, err := s.seal(h, dk, ec)
+	sealed, err := s.seal(ctx, h, dk, ec)
 	if err != nil {
 		clear(dk)
 		return nil, Sealed{}, err

@@ -443,3 +443,68 @@ func TestRunRotatesWithoutRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestUseCountSurvivesReload checks that the count of encryptions under a
+// version, which forces a rotation at the random-nonce bound, survives a
+// reload (a restart or an unseal): with a bound of 10 uses, no version may
+// encrypt more than 10 times however often the service is reloaded. Before
+// the count was persisted every reload restarted it at zero.
+func TestUseCountSurvivesReload(t *testing.T) {
+	e := newEnv(t)
+	const bound = 10
+	svc := keys.New(e.store, keys.WithUseLimits(bound, 4))
+	k, err := svc.Create(ctx, client.CreateKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	perVersion := map[uint32]int{}
+	for i := 0; i < 60; i++ {
+		if i%3 == 0 {
+			svc = keys.New(e.store, keys.WithUseLimits(bound, 4))
+			if err := svc.Load(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s, err := svc.Encrypt(ctx, k.ID, []byte("p"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		perVersion[s.KeyVersion]++
+		if n := perVersion[s.KeyVersion]; n > bound {
+			t.Fatalf("version %d encrypted %d times across reloads; the bound is %d", s.KeyVersion, n, bound)
+		}
+		if _, err := svc.Decrypt(ctx, s.Ciphertext, nil, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(perVersion) < 6 {
+		t.Fatalf("60 encryptions with a bound of %d made only %d versions", bound, len(perVersion))
+	}
+}
+
+// TestUseCountRotatesInProcess checks the bound without reloads: the
+// version rotates after exactly the bound, and old ciphertexts still open.
+func TestUseCountRotatesInProcess(t *testing.T) {
+	e := newEnv(t)
+	svc := keys.New(e.store, keys.WithUseLimits(5, 2))
+	k, err := svc.Create(ctx, client.CreateKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cts [][]byte
+	for i := 0; i < 12; i++ {
+		s, err := svc.Encrypt(ctx, k.ID, []byte{byte(i)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := uint32(i/5 + 1); s.KeyVersion != want {
+			t.Fatalf("encryption %d used version %d, want %d", i, s.KeyVersion, want)
+		}
+		cts = append(cts, s.Ciphertext)
+	}
+	for i, ct := range cts {
+		if o, err := svc.Decrypt(ctx, ct, nil, ""); err != nil || o.Plaintext[0] != byte(i) {
+			t.Fatalf("ciphertext %d: %v", i, err)
+		}
+	}
+}

@@ -13,6 +13,25 @@
 // snapshot with one atomic read and takes no lock. Writers of one key are
 // serialized by that key's mutex and commit with compare-and-swap on the
 // stored revision, so a future multi-replica store can detect lost updates.
+//
+// Sealing and key material. Every write (Create, the record updates, the
+// lease of uses, destroy, alias writes) holds the service's life lock for
+// reading; Unload takes it for writing, so it waits for writes in flight and
+// later writes see the service unloaded and fail with barrier.ErrSealed. A
+// writer works on a deep copy of the record, so wiping a snapshot can never
+// change what a writer stores, and a record whose live versions have missing
+// or all-zero material is refused, never persisted. When a write publishes a
+// new snapshot, the material of the one it replaces is wiped at once: the
+// lock-free crypto path never reads Material (it uses the cipher.AEAD built
+// from it, which holds its own expanded copy of the key), and every other
+// reader of Material is a writer of the same key, serialized by its mutex.
+//
+// Uses of a version. Random 96-bit nonces bound the messages per key, so
+// the primary version rotates after 2^31 encryptions. The count survives
+// restarts and seals as a lease: the stored record reserves a number of
+// uses of the primary version, an encryption beyond the reservation first
+// stores a larger one, and a loaded key counts every reserved use as spent.
+// A crash can skip uses, never reuse them.
 package keys
 
 import (
@@ -32,6 +51,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/storage"
 )
 
@@ -57,6 +77,10 @@ const (
 	// rotateAfterUses forces a new version well before random 96-bit GCM
 	// nonces reach the 2^32 messages NIST SP 800-38D allows per key.
 	rotateAfterUses = 1 << 31
+	// useLease is how many uses of a version one write of its record
+	// reserves: one storage write per 65,536 encryptions, and at most that
+	// many uses skipped by a restart.
+	useLease = 1 << 16
 
 	keyPrefix   = "keys/"
 	aliasPrefix = "aliases/"
@@ -74,6 +98,9 @@ type versionRecord struct {
 	Version   uint32    `json:"version"`
 	CreatedAt time.Time `json:"created_at"`
 	Material  []byte    `json:"material,omitempty"`
+	// UsesReserved is how many encryptions this version may have made:
+	// the persisted upper bound of its use counter.
+	UsesReserved uint64 `json:"uses_reserved,omitempty"`
 }
 
 // record is the persisted form of a key (inside the barrier).
@@ -96,17 +123,23 @@ type aliasRecord struct {
 
 // key is an immutable snapshot of a key with its ciphers ready.
 type key struct {
-	rec   record
-	rev   int64
-	raw   [16]byte
-	aeads []cipher.AEAD // index version-1; nil for destroyed versions
+	rec      record
+	rev      int64
+	raw      [16]byte
+	aeads    []cipher.AEAD // index version-1; nil for destroyed versions
+	reserved uint64        // UsesReserved of the primary version
 }
 
 // handle holds the current snapshot of one key.
 type handle struct {
-	mu   sync.Mutex // serializes writers of this key
-	cur  atomic.Pointer[key]
-	uses atomic.Uint64 // encryptions under the primary version since load
+	mu  sync.Mutex // serializes writers of this key
+	cur atomic.Pointer[key]
+	// uses counts encryptions under the primary version; it starts at the
+	// stored reservation when the key is loaded.
+	uses atomic.Uint64
+	// gone is set, under the service's life lock, when Unload drops the
+	// handle: a writer that resolved it before must not write.
+	gone bool
 }
 
 // Service is the key service. Create it with New and call Load after the
@@ -114,6 +147,15 @@ type handle struct {
 type Service struct {
 	store Store
 	now   func() time.Time
+
+	// rotateAfter and lease are rotateAfterUses and useLease, smaller in
+	// tests.
+	rotateAfter, lease uint64
+
+	// life is held for reading by every write and for writing by Load and
+	// Unload; unloaded is set by Unload and cleared by Load.
+	life     sync.RWMutex
+	unloaded bool
 
 	keys    sync.Map // id -> *handle
 	aliases sync.Map // alias name -> key id
@@ -179,9 +221,16 @@ type Option func(*Service)
 // WithClock replaces time.Now, for tests of rotation and deletion.
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
 
+// WithUseLimits replaces the number of encryptions after which a version
+// rotates (2^31) and the number of uses one storage write reserves (65,536),
+// for tests of the use counter. Both must be at least 1.
+func WithUseLimits(rotateAfter, lease uint64) Option {
+	return func(s *Service) { s.rotateAfter, s.lease = max(rotateAfter, 1), max(lease, 1) }
+}
+
 // New returns a service over store.
 func New(store Store, opts ...Option) *Service {
-	s := &Service{store: store, now: time.Now}
+	s := &Service{store: store, now: time.Now, rotateAfter: rotateAfterUses, lease: useLease}
 	for _, o := range opts {
 		o(s)
 	}
@@ -190,7 +239,18 @@ func New(store Store, opts ...Option) *Service {
 
 // Load reads every key and alias into memory. Call it after unsealing.
 func (s *Service) Load(ctx context.Context) error {
-	s.Unload()
+	s.life.Lock()
+	defer s.life.Unlock()
+	s.unloadLocked()
+	if err := s.loadLocked(ctx); err != nil {
+		s.unloadLocked()
+		return err
+	}
+	s.unloaded = false
+	return nil
+}
+
+func (s *Service) loadLocked(ctx context.Context) error {
 	paths, err := s.store.List(ctx, keyPrefix)
 	if err != nil {
 		return err
@@ -206,6 +266,9 @@ func (s *Service) Load(ctx context.Context) error {
 		}
 		h := &handle{}
 		h.cur.Store(k)
+		// Every use reserved before counts as spent: a crash or a seal can
+		// skip uses, never reuse them.
+		h.uses.Store(k.reserved)
 		s.keys.Store(k.rec.ID, h)
 	}
 	paths, err = s.store.List(ctx, aliasPrefix)
@@ -227,10 +290,20 @@ func (s *Service) Load(ctx context.Context) error {
 }
 
 // Unload drops every cached key and wipes the key material it owns. Call it
-// when sealing.
+// when sealing, after the barrier is sealed: it waits for writes in flight,
+// and writes that start later fail with barrier.ErrSealed until Load.
 func (s *Service) Unload() {
+	s.life.Lock()
+	defer s.life.Unlock()
+	s.unloadLocked()
+	s.unloaded = true
+}
+
+func (s *Service) unloadLocked() {
 	s.keys.Range(func(id, v any) bool {
-		if k := v.(*handle).cur.Load(); k != nil {
+		h := v.(*handle)
+		h.gone = true
+		if k := h.cur.Load(); k != nil {
 			k.wipe()
 		}
 		s.keys.Delete(id)
@@ -243,9 +316,58 @@ func (s *Service) Unload() {
 }
 
 func (k *key) wipe() {
-	for i := range k.rec.Versions {
-		clear(k.rec.Versions[i].Material)
+	wipeVersions(k.rec.Versions)
+}
+
+func wipeVersions(vs []versionRecord) {
+	for i := range vs {
+		clear(vs[i].Material)
 	}
+}
+
+// beginWrite takes the life lock for a write; it fails when the service is
+// unloaded (sealed). The caller must call s.life.RUnlock.
+func (s *Service) beginWrite() error {
+	s.life.RLock()
+	if s.unloaded {
+		s.life.RUnlock()
+		return fmt.Errorf("key service: %w", barrier.ErrSealed)
+	}
+	return nil
+}
+
+// errBadMaterial is the internal error of a record that would lose keys.
+var errBadMaterial = errors.New("internal error: refusing to store key material that is missing or all zero")
+
+// checkMaterial refuses a record of a key that is not deleted whose
+// versions lack 32 bytes of material or hold only zeros. Storing it would
+// destroy every ciphertext of that version (and encrypt new ones under a
+// known key); it can only come from a bug, so it is an internal error.
+func checkMaterial(r *record) error {
+	if r.State == client.KeyDeleted {
+		return nil
+	}
+	for _, v := range r.Versions {
+		var or byte
+		for _, b := range v.Material {
+			or |= b
+		}
+		if len(v.Material) != 32 || or == 0 {
+			return fmt.Errorf("key %s version %d: %w", r.ID, v.Version, errBadMaterial)
+		}
+	}
+	return nil
+}
+
+// cloneVersions deep-copies versions, material included.
+func cloneVersions(vs []versionRecord) []versionRecord {
+	out := slices.Clone(vs)
+	for i := range out {
+		if out[i].Material != nil {
+			out[i].Material = slices.Clone(out[i].Material)
+		}
+	}
+	return out
 }
 
 func decodeKey(e storage.Entry) (*key, error) {
@@ -278,6 +400,9 @@ func newKey(rec record, rev int64) (*key, error) {
 			return nil, err
 		}
 		k.aeads[v.Version-1] = a
+		if v.Version == rec.Primary {
+			k.reserved = v.UsesReserved
+		}
 	}
 	return k, nil
 }
@@ -397,6 +522,10 @@ func (s *Service) Create(ctx context.Context, req client.CreateKeyRequest) (clie
 			return client.Key{}, err
 		}
 	}
+	if err := s.beginWrite(); err != nil {
+		return client.Key{}, err
+	}
+	defer s.life.RUnlock()
 	now := s.now().UTC()
 	rec := record{
 		ID:             uuid.NewString(),
@@ -408,6 +537,10 @@ func (s *Service) Create(ctx context.Context, req client.CreateKeyRequest) (clie
 		Tags:           req.Tags,
 		Primary:        1,
 		Versions:       []versionRecord{{Version: 1, CreatedAt: now, Material: newMaterial()}},
+	}
+	defer func() { wipeVersions(rec.Versions) }()
+	if err := checkMaterial(&rec); err != nil {
+		return client.Key{}, err
 	}
 	val, err := json.Marshal(rec)
 	if err != nil {
@@ -473,13 +606,25 @@ func (s *Service) update(ctx context.Context, ref string, change func(r *record,
 }
 
 func (s *Service) updateHandle(ctx context.Context, h *handle, change func(r *record, now time.Time) error) (*key, error) {
+	if err := s.beginWrite(); err != nil {
+		return nil, err
+	}
+	defer s.life.RUnlock()
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.gone {
+		// Resolved before a seal; the key was reloaded since (or not).
+		return nil, fmt.Errorf("key service: the server was sealed during this request; retry: %w", barrier.ErrSealed)
+	}
 	old := h.cur.Load()
 	rec := old.rec
-	rec.Versions = slices.Clone(old.rec.Versions)
+	rec.Versions = cloneVersions(old.rec.Versions)
+	defer func() { wipeVersions(rec.Versions) }() // change may replace the slice
 	rec.Tags = cloneMap(old.rec.Tags)
 	if err := change(&rec, s.now().UTC()); err != nil {
+		return nil, err
+	}
+	if err := checkMaterial(&rec); err != nil {
 		return nil, err
 	}
 	val, err := json.Marshal(rec)
@@ -498,6 +643,17 @@ func (s *Service) updateHandle(ctx context.Context, h *handle, change func(r *re
 		return nil, err
 	}
 	h.cur.Store(k)
+	if k.rec.Primary != old.rec.Primary {
+		// A new primary version starts its count here, still under h.mu,
+		// so a lease write waiting for h.mu sees the reset count. An
+		// encryption that loaded old just before counts against the new
+		// version: the count errs high, never low, by at most the number
+		// of encryptions in flight.
+		h.uses.Store(0)
+	}
+	// No writer can hold old (they hold h.mu) and readers never touch its
+	// material, only its ciphers: wipe it now.
+	old.wipe()
 	return k, nil
 }
 
@@ -644,13 +800,72 @@ func (s *Service) rotateHandle(ctx context.Context, h *handle, onlyIfDue bool) (
 		r.LastRotatedAt = now
 		return nil
 	})
-	if err == nil {
-		h.uses.Store(0)
-	}
 	return k, err
 }
 
 var errNotDue = errors.New("rotation not due")
+
+// errLeaseHeld aborts a lease write that another encryption already made.
+var errLeaseHeld = errors.New("uses already reserved")
+
+// primaryFor returns the snapshot whose primary version the next encryption
+// of h may use, counting that use. A use beyond the stored reservation first
+// stores a larger one; a use beyond s.rotateAfter first rotates the key.
+// Nothing is encrypted under a use that is not persisted.
+func (s *Service) primaryFor(ctx context.Context, h *handle) (*key, error) {
+	k := h.cur.Load()
+	if err := usable(k); err != nil {
+		return nil, err
+	}
+	n := h.uses.Add(1)
+	for n > k.reserved || n > s.rotateAfter {
+		if err := s.reserveUses(ctx, h, k); err != nil {
+			return nil, err
+		}
+		prev := k
+		k = h.cur.Load()
+		if err := usable(k); err != nil {
+			return nil, err
+		}
+		if k.rec.Primary != prev.rec.Primary {
+			n = h.uses.Add(1) // the first uses of the new version
+		}
+	}
+	return k, nil
+}
+
+// reserveUses stores a larger reservation of uses for the primary version
+// of h, or rotates the key when its primary version is used up.
+func (s *Service) reserveUses(ctx context.Context, h *handle, seen *key) error {
+	_, err := s.updateHandle(ctx, h, func(r *record, now time.Time) error {
+		cur := h.cur.Load()
+		if cur != seen {
+			return errLeaseHeld // changed since: look again
+		}
+		if r.State != client.KeyEnabled {
+			return usable(cur)
+		}
+		used := h.uses.Load()
+		if used > s.rotateAfter {
+			next := r.Primary + 1
+			r.Versions = append(r.Versions, versionRecord{Version: next, CreatedAt: now, Material: newMaterial()})
+			r.Primary = next
+			r.LastRotatedAt = now
+			return nil
+		}
+		for i := range r.Versions {
+			if r.Versions[i].Version == r.Primary {
+				r.Versions[i].UsesReserved = min(used+s.lease, s.rotateAfter)
+				return nil
+			}
+		}
+		return fmt.Errorf("internal error: key %s has no primary version %d", r.ID, r.Primary)
+	})
+	if errors.Is(err, errLeaseHeld) {
+		return nil
+	}
+	return err
+}
 
 // ScheduleDeletion makes the key unusable now and destroys its material
 // after pendingDays (7..30; 0 means 30).
@@ -704,6 +919,10 @@ func (s *Service) CreateAlias(ctx context.Context, name, ref string) (client.Ali
 	if err := notDeleted(&k.rec); err != nil {
 		return client.Alias{}, err
 	}
+	if err := s.beginWrite(); err != nil {
+		return client.Alias{}, err
+	}
+	defer s.life.RUnlock()
 	s.aliasMu.Lock()
 	defer s.aliasMu.Unlock()
 	if _, ok := s.aliases.Load(name); ok {
@@ -725,6 +944,10 @@ func (s *Service) DeleteAlias(ctx context.Context, name string) error {
 	if !strings.HasPrefix(name, AliasPrefix) {
 		return fmt.Errorf("%w: alias %q must start with %q", ErrInvalidArgument, name, AliasPrefix)
 	}
+	if err := s.beginWrite(); err != nil {
+		return err
+	}
+	defer s.life.RUnlock()
 	s.aliasMu.Lock()
 	defer s.aliasMu.Unlock()
 	if _, ok := s.aliases.Load(name); !ok {
@@ -779,8 +1002,8 @@ func (s *Service) Tick(ctx context.Context) (rotated, destroyed int, err error) 
 				destroyed++
 			}
 		case r.State == client.KeyEnabled && r.RotationPeriod > 0 && !now.Before(r.LastRotatedAt.Add(r.RotationPeriod)),
-			r.State == client.KeyEnabled && h.uses.Load() >= rotateAfterUses:
-			_, err := s.rotateHandle(ctx, h, h.uses.Load() < rotateAfterUses)
+			r.State == client.KeyEnabled && h.uses.Load() >= s.rotateAfter:
+			_, err := s.rotateHandle(ctx, h, h.uses.Load() < s.rotateAfter)
 			if err != nil && !errors.Is(err, errNotDue) {
 				errs = append(errs, err)
 			} else if err == nil {
@@ -795,8 +1018,15 @@ func (s *Service) Tick(ctx context.Context) (rotated, destroyed int, err error) 
 // removes its aliases. A tombstone stays so that Decrypt can say the key was
 // deleted rather than that it never existed.
 func (s *Service) destroy(ctx context.Context, h *handle) error {
+	if err := s.beginWrite(); err != nil {
+		return err
+	}
+	defer s.life.RUnlock()
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.gone {
+		return fmt.Errorf("key service: %w", barrier.ErrSealed)
+	}
 	old := h.cur.Load()
 	rec := old.rec
 	if rec.State != client.KeyPendingDeletion {

@@ -110,18 +110,24 @@ func (s *Sys) Seal() {
 	s.sealLocked()
 }
 
+// sealLocked closes the barrier first and wipes the caches after. Sealing
+// the barrier waits for its reads and writes in flight and makes every later
+// one fail with barrier.ErrSealed; Keys.Unload then waits for the key writers
+// still running (their writes fail) before it wipes key material. Wiping
+// first, as before, let a key write that overlapped the seal store the
+// wiped (all-zero) material.
 func (s *Sys) sealLocked() {
+	if s.IAM != nil && !s.Barrier.Sealed() {
+		// Keep the access keys' last use across a seal or shutdown;
+		// a failure only loses last-used times.
+		_ = s.IAM.FlushUsage(context.Background())
+	}
+	s.Barrier.Seal()
 	if s.IAM != nil {
-		if !s.Barrier.Sealed() {
-			// Keep the access keys' last use across a seal or shutdown;
-			// a failure only loses last-used times.
-			_ = s.IAM.FlushUsage(context.Background())
-		}
 		s.IAM.Unload()
 	}
 	s.Keys.Unload()
 	s.Tokens.Unload()
-	s.Barrier.Seal()
 }
 
 // DevBootstrap initializes a fresh store with one share, or unseals an
