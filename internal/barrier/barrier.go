@@ -22,6 +22,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -61,6 +62,19 @@ const (
 type SealConfig struct {
 	Shares    int `json:"shares"`
 	Threshold int `json:"threshold"`
+}
+
+// validate checks 1 <= Threshold <= Shares <= MaxShares. The seal
+// configuration is stored in plaintext without authentication, so Unseal
+// must not trust it: a threshold of 0 or less used to panic in the share
+// recovery.
+func (c SealConfig) validate() error {
+	if c.Threshold < 1 || c.Threshold > c.Shares || c.Shares > MaxShares {
+		return fmt.Errorf("the seal configuration (%s) says %d shares with a threshold of %d; it must satisfy 1 <= threshold <= shares <= %d. "+
+			"The store was altered or damaged: restore core/seal-config from a backup: %w",
+			pathSealConfig, c.Shares, c.Threshold, MaxShares, ErrCorrupt)
+	}
+	return nil
 }
 
 // Status is the barrier's state for the seal-status endpoint.
@@ -209,13 +223,29 @@ func (b *Barrier) Unseal(ctx context.Context, share string) (Status, error) {
 	if b.ring != nil {
 		return st, nil
 	}
+	if err := cfg.validate(); err != nil {
+		b.resetLocked()
+		st.Sealed = true
+		return st, err
+	}
 	enc := []byte(strings.TrimSpace(share))
 	id, err := shareID(enc)
 	if err != nil {
+		clear(enc)
 		st.Sealed, st.Progress = true, len(b.pending)
 		return st, err
 	}
-	b.pending[id] = enc // a repeated share replaces itself, never counts twice
+	if prev, ok := b.pending[id]; ok {
+		same := subtle.ConstantTimeCompare(prev, enc) == 1
+		clear(enc)
+		st.Sealed, st.Progress = true, len(b.pending)
+		if same {
+			return st, nil // a repeated share counts once
+		}
+		return st, fmt.Errorf("%w: a different share with id %d was already submitted; the first one is kept. "+
+			"If that one was wrong, discard the submitted shares with `coffer operator unseal --reset` and start again", ErrBadShare, id)
+	}
+	b.pending[id] = enc
 	if len(b.pending) < cfg.Threshold {
 		st.Sealed, st.Progress = true, len(b.pending)
 		return st, nil
