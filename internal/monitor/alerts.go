@@ -311,6 +311,67 @@ func (e *Engine) Observe(ctx context.Context, r *audit.Record) []Alert {
 			Accessor: r.Principal.Accessor, Source: r.Source, Seq: r.Seq, Summary: summary, Response: c.Respond})
 	}
 	subj := subjectOf(r)
+	R := &e.rules
+	if len(r.Items) == 0 {
+		e.operationLocked(r, subj, fire)
+	} else {
+		// A batch is as many operations as it has items: each one counts
+		// for the per-operation rules as the single request would.
+		it := *r
+		it.Items = nil
+		for i := range r.Items {
+			x := &r.Items[i]
+			it.Resource, it.KeyID, it.Version, it.Context, it.Outcome, it.ErrorCode = x.Resource, x.KeyID, x.Version, x.Context, x.Outcome, x.ErrorCode
+			e.operationLocked(&it, subj, fire)
+		}
+	}
+	// 4. A credential used from a new network, or after a long idle period.
+	if c := &R.NewSource; !c.Disabled && r.Principal.Accessor != "" && r.Source != "" {
+		cs := e.creds[r.Principal.Accessor]
+		if cs == nil {
+			forgetIfFull(e.creds)
+			cs = &credState{}
+			e.creds[r.Principal.Accessor] = cs
+		}
+		if p, err := networkOf(r.Source, c.IPv4Prefix, c.IPv6Prefix); err == nil {
+			if !slices.Contains(cs.nets, p) {
+				if len(cs.nets) > 0 {
+					fire(RuleNewSource, &c.RuleCommon, r.Principal.Accessor+" "+p.String(), fmt.Sprintf("credential %s used from a new network %s (known: %v)", r.Principal.Accessor, p, cs.nets))
+				}
+				if len(cs.nets) < 64 {
+					cs.nets = append(cs.nets, p)
+				}
+			}
+		}
+		if !cs.lastSeen.IsZero() && r.Time.Sub(cs.lastSeen) > time.Duration(c.Idle) {
+			fire(RuleNewSource, &c.RuleCommon, r.Principal.Accessor+" idle", fmt.Sprintf("credential %s used again after %s idle", r.Principal.Accessor, r.Time.Sub(cs.lastSeen).Round(time.Second)))
+		}
+		if r.Time.After(cs.lastSeen) {
+			cs.lastSeen = r.Time
+		}
+	}
+	// 5. Root token used at all.
+	if c := &R.RootToken; !c.Disabled && r.Principal.Kind == "root" {
+		fire(RuleRoot, &c.RuleCommon, subj, fmt.Sprintf("root token %s used for %s from %s", r.Principal.Accessor, r.Action, r.Source))
+	}
+	// 7. A credential reported as leaked is used again.
+	if c := &R.LeakedCredential; !c.Disabled {
+		e.reloadLeakedLocked()
+		if r.CredentialLeaked || (r.Principal.Accessor != "" && e.leakAcc[r.Principal.Accessor]) || (r.TokenHMAC != "" && e.leakHMAC[r.TokenHMAC]) {
+			fire(RuleLeaked, &c.RuleCommon, subj, fmt.Sprintf("a credential reported as leaked (%s) was used for %s from %s (outcome %s)", subj, r.Action, r.Source, r.Outcome))
+		}
+	}
+	e.mu.Unlock()
+	for i := range out {
+		e.deliver(ctx, &out[i], r)
+	}
+	return out
+}
+
+// operationLocked applies the rules that count operations (spike,
+// enumeration, denials, key lifecycle) to r, a request or one item of a
+// batch. e.mu is held.
+func (e *Engine) operationLocked(r *audit.Record, subj string, fire func(rule string, c *RuleCommon, subject, summary string)) {
 	ok := r.Outcome == "ok"
 	R := &e.rules
 
@@ -354,35 +415,6 @@ func (e *Engine) Observe(ctx context.Context, r *audit.Record) []Alert {
 			}
 		}
 	}
-	// 4. A credential used from a new network, or after a long idle period.
-	if c := &R.NewSource; !c.Disabled && r.Principal.Accessor != "" && r.Source != "" {
-		cs := e.creds[r.Principal.Accessor]
-		if cs == nil {
-			forgetIfFull(e.creds)
-			cs = &credState{}
-			e.creds[r.Principal.Accessor] = cs
-		}
-		if p, err := networkOf(r.Source, c.IPv4Prefix, c.IPv6Prefix); err == nil {
-			if !slices.Contains(cs.nets, p) {
-				if len(cs.nets) > 0 {
-					fire(RuleNewSource, &c.RuleCommon, r.Principal.Accessor+" "+p.String(), fmt.Sprintf("credential %s used from a new network %s (known: %v)", r.Principal.Accessor, p, cs.nets))
-				}
-				if len(cs.nets) < 64 {
-					cs.nets = append(cs.nets, p)
-				}
-			}
-		}
-		if !cs.lastSeen.IsZero() && r.Time.Sub(cs.lastSeen) > time.Duration(c.Idle) {
-			fire(RuleNewSource, &c.RuleCommon, r.Principal.Accessor+" idle", fmt.Sprintf("credential %s used again after %s idle", r.Principal.Accessor, r.Time.Sub(cs.lastSeen).Round(time.Second)))
-		}
-		if r.Time.After(cs.lastSeen) {
-			cs.lastSeen = r.Time
-		}
-	}
-	// 5. Root token used at all.
-	if c := &R.RootToken; !c.Disabled && r.Principal.Kind == "root" {
-		fire(RuleRoot, &c.RuleCommon, subj, fmt.Sprintf("root token %s used for %s from %s", r.Principal.Accessor, r.Action, r.Source))
-	}
 	// 6. Key lifecycle: use of a disabled or pending-deletion key, deletion scheduled.
 	if c := &R.KeyLifecycle; !c.Disabled {
 		switch {
@@ -392,18 +424,6 @@ func (e *Engine) Observe(ctx context.Context, r *audit.Record) []Alert {
 			fire(RuleKeyState, &c.RuleCommon, "deletion "+r.Resource, fmt.Sprintf("%s scheduled the deletion of key %s", subj, r.Resource))
 		}
 	}
-	// 7. A credential reported as leaked is used again.
-	if c := &R.LeakedCredential; !c.Disabled {
-		e.reloadLeakedLocked()
-		if r.CredentialLeaked || (r.Principal.Accessor != "" && e.leakAcc[r.Principal.Accessor]) || (r.TokenHMAC != "" && e.leakHMAC[r.TokenHMAC]) {
-			fire(RuleLeaked, &c.RuleCommon, subj, fmt.Sprintf("a credential reported as leaked (%s) was used for %s from %s (outcome %s)", subj, r.Action, r.Source, r.Outcome))
-		}
-	}
-	e.mu.Unlock()
-	for i := range out {
-		e.deliver(ctx, &out[i], r)
-	}
-	return out
 }
 
 func (e *Engine) deliver(ctx context.Context, a *Alert, r *audit.Record) {

@@ -275,6 +275,7 @@ func registeredMetrics(t *testing.T) map[string]string {
 	})
 	m.ObserveRequest(&audit.Record{Action: "kms:Encrypt", Door: "rest", Outcome: "ok", KeyID: "key-a"}, time.Millisecond)
 	m.ObserveRequest(&audit.Record{Action: "kms:Decrypt", Door: "rest", Outcome: "error", ErrorCode: "unauthenticated"}, time.Millisecond)
+	m.ObserveRequest(&audit.Record{Action: "kms:Decrypt", Door: "rest", Outcome: "ok", Items: []audit.Item{{KeyID: "key-a", Outcome: "ok"}}}, time.Millisecond)
 	m.ObserveAudit(time.Millisecond, 2, nil)
 	m.ObserveAudit(time.Millisecond, 0, errors.New("disk full"))
 	m.Dropped("audit_webhook", 1)

@@ -53,6 +53,7 @@ type Metrics struct {
 	duration     *prometheus.HistogramVec
 	authFailures *prometheus.CounterVec
 	keyOps       *prometheus.CounterVec
+	batchItems   *prometheus.CounterVec
 	auditWrite   prometheus.Histogram
 	auditBatch   prometheus.Histogram
 	auditFail    prometheus.Counter
@@ -82,6 +83,9 @@ func NewMetrics(maxKeys int, state func() State) *Metrics {
 		Help: "Requests refused by authentication (unauthenticated), authorization (permission_denied) or the per-source failure budget (too_many_auth_failures)."}, []string{"reason"})
 	m.keyOps = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coffer_key_operations_total",
 		Help: "Successful cryptographic operations per key (at most max_key_labels keys; the rest under key=\"_other\")."}, []string{"key", "action"})
+	m.batchItems = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coffer_batch_items_total",
+		Help: "Items of batch requests by action and outcome (ok or the error code); each item also counts in coffer_key_operations_total and coffer_auth_failures_total as its single request would."},
+		[]string{"action", "code"})
 	m.auditWrite = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "coffer_audit_write_seconds",
 		Help: "Time to write and fsync one group-commit batch of audit records.", Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)})
 	m.auditBatch = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "coffer_audit_batch_records",
@@ -96,7 +100,7 @@ func NewMetrics(maxKeys int, state func() State) *Metrics {
 		Help: "Storage backend latency by operation.", Buckets: prometheus.ExponentialBuckets(0.00001, 2.5, 14)}, []string{"op"})
 	m.alerts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "coffer_alerts_total",
 		Help: "Alerts raised by the audit-stream rules."}, []string{"rule"})
-	m.Registry.MustRegister(m.requests, m.duration, m.authFailures, m.keyOps, m.auditWrite, m.auditBatch,
+	m.Registry.MustRegister(m.requests, m.duration, m.authFailures, m.keyOps, m.batchItems, m.auditWrite, m.auditBatch,
 		m.auditFail, m.auditRecords, m.auditDropped, m.storage, m.alerts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if state != nil {
@@ -130,12 +134,30 @@ func (m *Metrics) ObserveRequest(r *audit.Record, latency time.Duration) {
 	}
 	m.requests.WithLabelValues(r.Action, r.Door, code).Inc()
 	m.duration.WithLabelValues(r.Action).Observe(latency.Seconds())
-	switch r.ErrorCode {
-	case "unauthenticated", "permission_denied", "too_many_auth_failures":
-		m.authFailures.WithLabelValues(r.ErrorCode).Inc()
+	if len(r.Items) == 0 {
+		m.operation(r.Action, r.Outcome, r.ErrorCode, r.KeyID)
+		return
 	}
-	if r.Outcome == "ok" && r.KeyID != "" && len(r.Action) > 4 && r.Action[:4] == "kms:" {
-		m.keyOps.WithLabelValues(m.keyLabel(r.KeyID), r.Action).Inc()
+	// A batch is as many operations as it has items.
+	for i := range r.Items {
+		it := &r.Items[i]
+		m.operation(r.Action, it.Outcome, it.ErrorCode, it.KeyID)
+		code := it.ErrorCode
+		if it.Outcome == "ok" {
+			code = "ok"
+		}
+		m.batchItems.WithLabelValues(r.Action, code).Inc()
+	}
+}
+
+// operation counts one operation (a request, or one item of a batch).
+func (m *Metrics) operation(action, outcome, errorCode, keyID string) {
+	switch errorCode {
+	case "unauthenticated", "permission_denied", "too_many_auth_failures":
+		m.authFailures.WithLabelValues(errorCode).Inc()
+	}
+	if outcome == "ok" && keyID != "" && len(action) > 4 && action[:4] == "kms:" {
+		m.keyOps.WithLabelValues(m.keyLabel(keyID), action).Inc()
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/audit"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/ciphertext"
 	"github.com/cofferkms/coffer/internal/keys"
@@ -27,16 +28,14 @@ func (s *Server) kmsRoutes() {
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.DecryptRequest) (client.DecryptResponse, error) {
 			return s.decrypt(ctx, req)
 		}))
-	m.HandleFunc("POST /v1/kms/reencrypt", handle(s, route{action: "kms:ReEncrypt"},
+	m.HandleFunc("POST /v1/kms/reencrypt", handle(s, route{action: "kms:ReEncrypt", selfAuthz: true},
 		func(_ *http.Request, req *client.ReEncryptRequest) string { return ciphertextKey(req.Ciphertext) },
 		func(ctx context.Context, r *http.Request, p auth.Principal, req *client.ReEncryptRequest) (client.ReEncryptResponse, error) {
 			if len(req.Ciphertext) == 0 {
 				return client.ReEncryptResponse{}, badRequest("ciphertext is required")
 			}
-			if req.DestinationKeyID != "" {
-				if err := s.authorizeItem(ctx, r, &p, "kms:ReEncryptTo", req.DestinationKeyID, req.DestinationContext); err != nil {
-					return client.ReEncryptResponse{}, err
-				}
+			if err := s.authorizeReEncrypt(ctx, r, &p, req); err != nil {
+				return client.ReEncryptResponse{}, err
 			}
 			src, dst, err := k.ReEncrypt(ctx, req.Ciphertext, req.SourceContext, req.DestinationKeyID, req.DestinationContext)
 			if err != nil {
@@ -71,7 +70,12 @@ func (s *Server) kmsRoutes() {
 			b, err := keys.GenerateRandom(req.Bytes)
 			return client.RandomResponse{Random: b}, err
 		}))
-	m.HandleFunc("POST /v1/kms/encrypt-batch", handle(s, route{action: "kms:Encrypt", limit: MaxBatchBody},
+	// Batches are authorized item by item, each with its own key and
+	// context, exactly as the single call of the item would be; the route
+	// itself is only pre-authorized (the caller must hold some allow of the
+	// action), so neither a batch key nor the route can stand in for an
+	// item's own decision.
+	m.HandleFunc("POST /v1/kms/encrypt-batch", handle(s, route{action: "kms:Encrypt", limit: MaxBatchBody, selfAuthz: true},
 		func(_ *http.Request, req *client.BatchEncryptRequest) string { return req.KeyID },
 		func(ctx context.Context, r *http.Request, p auth.Principal, req *client.BatchEncryptRequest) (client.BatchEncryptResponse, error) {
 			if err := checkBatch(len(req.Items)); err != nil {
@@ -82,39 +86,43 @@ func (s *Server) kmsRoutes() {
 				it := &req.Items[i]
 				if it.KeyID == "" {
 					it.KeyID = req.KeyID
-				} else if it.KeyID != req.KeyID {
-					// Items naming their own key are authorized one by one.
-					if err := s.authorizeItem(ctx, r, &p, "kms:Encrypt", it.KeyID, it.Context); err != nil {
-						out.Results[i].Error = itemError(err)
-						continue
+				}
+				var res client.EncryptResponse
+				err := badRequest("key_id is required on the item or the batch")
+				if it.KeyID != "" {
+					if err = s.authorizeItem(ctx, r, &p, "kms:Encrypt", it.KeyID, it.Context); err == nil {
+						res, err = s.encrypt(ctx, it)
 					}
 				}
-				r, err := s.encrypt(ctx, it)
+				s.recordItem(ctx, it.KeyID, it.Context, res.KeyID, res.KeyVersion, err)
 				if err != nil {
 					out.Results[i].Error = itemError(err)
 					continue
 				}
-				out.Results[i].EncryptResponse = r
+				out.Results[i].EncryptResponse = res
 			}
 			return out, nil
 		}))
-	m.HandleFunc("POST /v1/kms/decrypt-batch", handle(s, route{action: "kms:Decrypt", limit: MaxBatchBody}, nil,
+	m.HandleFunc("POST /v1/kms/decrypt-batch", handle(s, route{action: "kms:Decrypt", limit: MaxBatchBody, selfAuthz: true}, nil,
 		func(ctx context.Context, r *http.Request, p auth.Principal, req *client.BatchDecryptRequest) (client.BatchDecryptResponse, error) {
 			if err := checkBatch(len(req.Items)); err != nil {
 				return client.BatchDecryptResponse{}, err
 			}
 			out := client.BatchDecryptResponse{Results: make([]client.BatchDecryptResult, len(req.Items))}
 			for i := range req.Items {
-				err := s.authorizeItem(ctx, r, &p, "kms:Decrypt", ciphertextKey(req.Items[i].Ciphertext), req.Items[i].Context)
-				var r client.DecryptResponse
+				it := &req.Items[i]
+				keyID, version := ciphertextRef(it.Ciphertext)
+				err := s.authorizeItem(ctx, r, &p, "kms:Decrypt", keyID, it.Context)
+				var res client.DecryptResponse
 				if err == nil {
-					r, err = s.decrypt(ctx, &req.Items[i])
+					res, err = s.decrypt(ctx, it)
 				}
+				s.recordItem(ctx, keyID, it.Context, keyID, version, err)
 				if err != nil {
 					out.Results[i].Error = itemError(err)
 					continue
 				}
-				out.Results[i].DecryptResponse = r
+				out.Results[i].DecryptResponse = res
 			}
 			return out, nil
 		}))
@@ -158,11 +166,78 @@ func (s *Server) decrypt(ctx context.Context, req *client.DecryptRequest) (clien
 // before anything is decrypted; "" when the ciphertext does not parse (the
 // decryption then fails with the parse error).
 func ciphertextKey(ct []byte) string {
+	id, _ := ciphertextRef(ct)
+	return id
+}
+
+// ciphertextRef is ciphertextKey with the key version the ciphertext names.
+func ciphertextRef(ct []byte) (keyID string, version uint32) {
 	p, err := ciphertext.Parse(ct)
 	if err != nil {
-		return ""
+		return "", 0
 	}
-	return uuid.UUID(p.KeyID).String()
+	return uuid.UUID(p.KeyID).String(), p.KeyVersion
+}
+
+// authorizeReEncrypt authorizes a ReEncrypt as the two operations it is:
+// kms:ReEncrypt on the source key (the one the ciphertext names) with the
+// source context, and kms:ReEncryptTo on the destination key with the
+// destination context. The destination defaults to the source key and the
+// destination context to the source context, exactly as keys.ReEncrypt
+// does, and ReEncryptTo is checked also then: both decisions see the
+// context under its own keys (context.NAME), never renamed.
+func (s *Server) authorizeReEncrypt(ctx context.Context, r *http.Request, p *auth.Principal, req *client.ReEncryptRequest) error {
+	src := ciphertextKey(req.Ciphertext)
+	if err := s.authorizeItem(ctx, r, p, "kms:ReEncrypt", src, req.SourceContext); err != nil {
+		return err
+	}
+	dst, dstCtx := req.DestinationKeyID, req.DestinationContext
+	if dst == "" {
+		dst = src
+	}
+	if dstCtx == nil {
+		dstCtx = req.SourceContext
+	}
+	return s.authorizeItem(ctx, r, p, "kms:ReEncryptTo", dst, dstCtx)
+}
+
+// recordKey is the context key under which handle passes a call the audit
+// record of its request.
+type recordKey struct{}
+
+// withRecord gives the call of a route access to its request's audit
+// record, to name what only the call knows (batch items, an alias's key).
+func withRecord(ctx context.Context, rec *audit.Record) context.Context {
+	return context.WithValue(ctx, recordKey{}, rec)
+}
+
+// recordOf returns the audit record of the request ctx serves; nil outside
+// handle.
+func recordOf(ctx context.Context) *audit.Record {
+	rec, _ := ctx.Value(recordKey{}).(*audit.Record)
+	return rec
+}
+
+// recordItem adds one batch item to the request's audit record: the key
+// as named, the key id (resolved when the operation did not get to name
+// it), the version, the context (the trail keeps only HMACs of its values)
+// and the outcome.
+func (s *Server) recordItem(ctx context.Context, ref string, ec map[string]string, keyID string, version uint32, err error) {
+	rec := recordOf(ctx)
+	if rec == nil {
+		return
+	}
+	it := audit.Item{Resource: ref, KeyID: keyID, Version: version, ContextValues: ec, Outcome: "ok"}
+	if err != nil {
+		_, it.ErrorCode, _ = classify(err)
+		it.Outcome = "error"
+	}
+	if it.KeyID == "" && ref != "" {
+		if id, _, nerr := s.sys.Keys.Names(ref); nerr == nil {
+			it.KeyID = id
+		}
+	}
+	rec.AddItem(it)
 }
 
 // authorizeItem authorizes one item of a batch (or a second key of one
