@@ -119,9 +119,25 @@ func ParsePublicKey(s string) (ed25519.PublicKey, error) {
 	return ed25519.PublicKey(b), nil
 }
 
-// checkpointMessage is what a checkpoint's signature covers: the
+// checkpointMessage is what a format-1 checkpoint's signature covers: the
 // checkpoint's own sequence number, the hash of the line before it (which
-// commits to the whole chain) and its time.
+// commits to the whole chain) and its time. Trails no longer write it;
+// Verify reads it in logs written before format 2.
 func checkpointMessage(seq uint64, prev, time string) []byte {
 	return fmt.Appendf(nil, "coffer-audit-checkpoint-v1\n%d\n%s\n%s", seq, prev, time)
+}
+
+// checkpointMessageV2 is what a format-2 checkpoint's signature covers:
+// its sequence number, the hash of the line before it, its time and the
+// sequence number of the first line of its file, so removing records from
+// the head of the file is detected.
+func checkpointMessageV2(seq uint64, prev, time string, fileStart uint64) []byte {
+	return fmt.Appendf(nil, "coffer-audit-checkpoint-v2\n%d\n%s\n%s\n%d", seq, prev, time, fileStart)
+}
+
+// startMessage is what a start record's signature covers: like a format-2
+// checkpoint, plus the range of records the trail found unsigned after
+// the last signed line when it opened the log (0 0 when none).
+func startMessage(seq uint64, prev, time string, fileStart, unverifiedFrom, unverifiedTo uint64) []byte {
+	return fmt.Appendf(nil, "coffer-audit-start-v2\n%d\n%s\n%s\n%d\n%d\n%d", seq, prev, time, fileStart, unverifiedFrom, unverifiedTo)
 }

@@ -17,13 +17,13 @@ type Query struct {
 	Action   string
 	Resource string // key id, alias or path: exact, or the key_id
 	Outcome  string // ok or error, or an error code
-	// Checkpoints includes checkpoint lines.
+	// Checkpoints includes checkpoint and start lines.
 	Checkpoints bool
 }
 
 // Match reports whether r matches q.
 func (q *Query) Match(r *Record) bool {
-	if r.Type == TypeCheckpoint {
+	if r.Type == TypeCheckpoint || r.Type == TypeStart {
 		return q.Checkpoints
 	}
 	if !q.Since.IsZero() && r.Time.Before(q.Since) {

@@ -44,6 +44,12 @@ var errNoSpace = errors.New("no space")
 // genesis is the prev of the first record of an installation.
 var genesis = strings.Repeat("0", 64)
 
+// TypeStart is the type of a start record: the signed line a trail writes
+// at the head of every file and whenever it opens an existing log (format
+// 2; docs/formats.md). It names the first record of its file and the
+// records the trail found unsigned when it opened the log.
+const TypeStart = "start"
+
 // ErrClosed is returned by Record after Close.
 var ErrClosed = errors.New("audit trail closed")
 
@@ -118,9 +124,14 @@ type Trail struct {
 	seq       uint64
 	prev      string
 	sinceCk   int
-	firstTime time.Time // of the oldest record not covered by a checkpoint
-	broken    error
-	buf       bytes.Buffer
+	fileStart uint64 // seq of the first line of the active file
+	// needStart asks for a start record before the next line; startFrom
+	// and startTo are the unverified records it declares (0 0: none).
+	needStart          bool
+	startFrom, startTo uint64
+	firstTime          time.Time // of the oldest record not covered by a checkpoint
+	broken             error
+	buf                bytes.Buffer
 	// Space owed to the outcome records of admitted intents: other
 	// records may not use it, and it moves to the next file on rotation.
 	owed      int64
@@ -143,6 +154,14 @@ type owedEntry struct {
 }
 
 // Open starts a trail, continuing the chain of the newest file in Dir.
+//
+// Before it continues a log, Open checks its end: the last signed line
+// (checkpoint or start record) must verify with opt.Keys and every record
+// after it must chain to it. If they do not, Open fails: the trail would
+// otherwise sign over records it cannot vouch for. Records that chain but
+// follow the last signed line (a crash's unsigned tail, or records added
+// while no server ran) are declared "inherited unverified" in the start
+// record Open writes before any new record.
 func Open(opt Options) (*Trail, error) {
 	if opt.Keys == nil {
 		return nil, errors.New("audit: no keys")
@@ -175,12 +194,35 @@ func Open(opt Options) (*Trail, error) {
 		if err := t.recover(); err != nil {
 			return nil, err
 		}
+		from, to, err := t.checkTail()
+		if err != nil {
+			t.f.Close()
+			return nil, err
+		}
+		t.startFrom, t.startTo = from, to
+	} else {
+		t.fileStart = 1
 	}
 	if opt.Dir != "" && opt.Stdout != nil {
 		t.stdout = newLineQueue(opt.Stdout, opt.OnStdoutDrop)
 	}
+	t.needStart = true
+	t.writeStart()
 	go t.run()
 	return t, nil
+}
+
+// writeStart writes the pending start record now. If it cannot (a full
+// disk), the next commit writes it before its records.
+func (t *Trail) writeStart() {
+	seq0, prev0, since0 := t.seq, t.prev, t.sinceCk
+	t.buf.Reset()
+	t.appendStart()
+	if err := t.write(t.buf.Bytes()); err != nil {
+		t.seq, t.prev, t.sinceCk, t.needStart = seq0, prev0, since0, true
+		return
+	}
+	t.mirror(t.buf.Bytes())
 }
 
 // Files lists the log files in dir in chain order.
@@ -253,7 +295,33 @@ func (t *Trail) recover() error {
 	if seq > 0 {
 		t.seq, t.prev = seq, prev
 	}
+	t.fileStart = t.seq + 1 // an empty file: the next line is its first
+	if size > 0 {
+		if t.fileStart, err = firstSeq(name); err != nil {
+			f.Close()
+			t.f = nil
+			return err
+		}
+	}
 	return nil
+}
+
+// firstSeq returns the sequence number of the first line of a file.
+func firstSeq(name string) (uint64, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var seq uint64
+	err = eachLine(f, func(line []byte) error {
+		seq, _, err = parseHead(line)
+		if err != nil {
+			return fmt.Errorf("%s: first line: %w", name, err)
+		}
+		return errStop
+	})
+	return seq, err
 }
 
 // lastLine returns the sequence number and hash of the last complete line
@@ -312,6 +380,7 @@ func (t *Trail) openNew(firstSeq uint64) error {
 		d.Close()
 	}
 	t.f, t.name, t.size, t.reserved = f, name, 0, 0
+	t.fileStart = firstSeq
 	return nil
 }
 
@@ -457,7 +526,7 @@ func (t *Trail) run() {
 				}
 				break
 			}
-			if t.sinceCk > 0 {
+			if t.sinceCk > 0 || t.needStart {
 				t.commit(nil, true)
 			}
 			if t.f != nil {
@@ -624,15 +693,30 @@ func (t *Trail) appendLine(body []byte) (uint64, string) {
 	return t.seq, prev
 }
 
-// appendCheckpoint adds a signed checkpoint line to t.buf.
+// appendCheckpoint adds a signed checkpoint line (format 2) to t.buf.
 func (t *Trail) appendCheckpoint() {
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	seq := t.seq + 1
-	sig := ed25519.Sign(t.opt.Keys.priv, checkpointMessage(seq, t.prev, now))
-	body := fmt.Appendf(nil, `{"type":"checkpoint","time":%q,"key":%q,"sig":%q}`,
-		now, t.opt.Keys.PublicKeyString(), base64.StdEncoding.EncodeToString(sig))
+	sig := ed25519.Sign(t.opt.Keys.priv, checkpointMessageV2(seq, t.prev, now, t.fileStart))
+	body := fmt.Appendf(nil, `{"type":"checkpoint","time":%q,"v":2,"file_start":%d,"key":%q,"sig":%q}`,
+		now, t.fileStart, t.opt.Keys.PublicKeyString(), base64.StdEncoding.EncodeToString(sig))
 	t.appendLine(body)
 	t.sinceCk = 0
+}
+
+// appendStart adds the pending start record to t.buf.
+func (t *Trail) appendStart() {
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	seq := t.seq + 1
+	sig := ed25519.Sign(t.opt.Keys.priv, startMessage(seq, t.prev, now, t.fileStart, t.startFrom, t.startTo))
+	body := fmt.Appendf(nil, `{"type":"start","time":%q,"v":2,"file_start":%d`, now, t.fileStart)
+	if t.startFrom > 0 {
+		body = fmt.Appendf(body, `,"unverified_from":%d,"unverified_to":%d`, t.startFrom, t.startTo)
+	}
+	body = fmt.Appendf(body, `,"key":%q,"sig":%q}`, t.opt.Keys.PublicKeyString(), base64.StdEncoding.EncodeToString(sig))
+	t.appendLine(body)
+	t.sinceCk = 0
+	t.needStart = false
 }
 
 // commit writes a batch (and any checkpoint due) with one write and one
@@ -664,8 +748,11 @@ func (t *Trail) commit(batch []*pending, checkpointOnly bool) (err error) {
 			}
 		}
 	}
-	seq0, prev0, since0, first0 := t.seq, t.prev, t.sinceCk, t.firstTime
+	seq0, prev0, since0, first0, need0 := t.seq, t.prev, t.sinceCk, t.firstTime, t.needStart
 	t.buf.Reset()
+	if t.needStart {
+		t.appendStart()
+	}
 	for _, p := range batch {
 		if t.sinceCk == 0 {
 			t.firstTime = time.Now()
@@ -683,7 +770,7 @@ func (t *Trail) commit(batch []*pending, checkpointOnly bool) (err error) {
 		return nil
 	}
 	if err := t.write(t.buf.Bytes()); err != nil {
-		t.seq, t.prev, t.sinceCk, t.firstTime = seq0, prev0, since0, first0
+		t.seq, t.prev, t.sinceCk, t.firstTime, t.needStart = seq0, prev0, since0, first0, need0
 		for _, p := range batch {
 			p.rec.Seq, p.rec.Prev = 0, ""
 		}
@@ -780,5 +867,6 @@ func (t *Trail) rotate() error {
 	}
 	t.f.Close()
 	t.f, t.name, t.size, t.reserved = f, name, 0, reserved
+	t.fileStart, t.needStart, t.startFrom, t.startTo = first, true, 0, 0
 	return nil
 }

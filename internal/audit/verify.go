@@ -19,7 +19,7 @@ const (
 	ProblemMissing   = "missing"   // a sequence number is absent
 	ProblemReordered = "reordered" // a record appears out of order or twice
 	ProblemAltered   = "altered"   // a record's bytes changed
-	ProblemTruncated = "truncated" // a file ends inside a record, or the log lost its signed end
+	ProblemTruncated = "truncated" // records cut from the head or the end of the log, or a file ends inside a record
 	ProblemMalformed = "malformed" // a line is not a record
 	ProblemSignature = "signature" // a checkpoint's signature or key is wrong
 )
@@ -47,26 +47,62 @@ type VerifyOptions struct {
 	// AllowOpenTail accepts records after the last checkpoint (a live log);
 	// otherwise an unsigned tail is reported as truncation.
 	AllowOpenTail bool
+	// FirstSeq is the sequence number the log must start at: 0 or 1 for a
+	// complete log (the first record of the installation), the first
+	// sequence number of the oldest file kept after older files were
+	// removed on purpose (retention). A log starting later is reported as
+	// truncated at its head.
+	FirstSeq uint64
+}
+
+// SeqRange is a range of records a start record declared unverified: the
+// trail that wrote the start record found them after the last signed line
+// when it opened the log (a crash's unsigned tail, or records appended
+// while no server was running) and could not vouch for them.
+type SeqRange struct {
+	From uint64 `json:"from"`
+	To   uint64 `json:"to"`
+	// At is the sequence number of the start record that declared them.
+	At uint64 `json:"at"`
 }
 
 // VerifyResult summarizes a verification.
 type VerifyResult struct {
-	Files          int      `json:"files"`
-	Records        uint64   `json:"records"`
-	Checkpoints    uint64   `json:"checkpoints"`
-	FirstSeq       uint64   `json:"first_seq"`
-	LastSeq        uint64   `json:"last_seq"`
-	LastCheckpoint uint64   `json:"last_checkpoint"`
-	UnsignedTail   uint64   `json:"unsigned_tail"`
-	PublicKey      string   `json:"public_key,omitempty"`
-	Problem        *Problem `json:"problem,omitempty"`
+	Files       int    `json:"files"`
+	Records     uint64 `json:"records"`
+	Checkpoints uint64 `json:"checkpoints"`
+	// Starts counts start records: one at the head of every file and one
+	// each time a trail reopened the log (format 2).
+	Starts         uint64 `json:"starts"`
+	FirstSeq       uint64 `json:"first_seq"`
+	LastSeq        uint64 `json:"last_seq"`
+	LastCheckpoint uint64 `json:"last_checkpoint"`
+	UnsignedTail   uint64 `json:"unsigned_tail"`
+	// Format is the newest line format seen: 1 (checkpoints only) or 2
+	// (start records, checkpoints committing to the head of their file).
+	Format int `json:"format"`
+	// Unverified lists the records that start records declared inherited
+	// unverified: chained and later signed over, but not attested by the
+	// trail that wrote them.
+	Unverified []SeqRange `json:"unverified,omitempty"`
+	PublicKey  string     `json:"public_key,omitempty"`
+	Problem    *Problem   `json:"problem,omitempty"`
 }
 
 // Verify checks the chain, the sequence and the checkpoint signatures of
 // files, in order, as one stream. It stops at the first problem, which it
 // returns in the result; the error is for I/O failures only.
+//
+// Beyond the chain it checks the head of the log: the first record must
+// be opt.FirstSeq (1 by default), and in format 2 every file must begin
+// with its signed start record and every signed line names the first
+// sequence number of its file, so records removed from the head of a file
+// are reported even when the file is the first one given.
 func Verify(files []string, opt VerifyOptions) (VerifyResult, error) {
 	v := verifier{opt: opt}
+	if v.opt.FirstSeq == 0 {
+		v.opt.FirstSeq = 1
+	}
 	for _, name := range files {
 		f, err := os.Open(name)
 		if err != nil {
@@ -99,6 +135,9 @@ type verifier struct {
 	lastWasCk bool
 	name      string
 	line      int
+	fileFirst uint64 // seq of the first line of the current file
+	// lastSigned is the seq of the last checkpoint or start record seen.
+	lastSigned uint64
 }
 
 func (v *verifier) fail(kind string, seq uint64, msg string) {
@@ -146,22 +185,43 @@ func (v *verifier) check(line []byte) bool {
 		}
 	} else {
 		v.res.FirstSeq = seq
+		if seq > v.opt.FirstSeq {
+			v.fail(ProblemTruncated, v.opt.FirstSeq, fmt.Sprintf(
+				"the log starts at seq %d, not %d: records %d..%d were removed from its head (the oldest files, or the first records of the oldest file); if older files were deleted on purpose, pass the first sequence number kept (--first-seq)",
+				seq, v.opt.FirstSeq, v.opt.FirstSeq, seq-1))
+			return false
+		}
 		if seq == 1 && string(prev) != genesis {
 			v.fail(ProblemAltered, 1, "record 1 does not start the chain (prev is not the genesis hash)")
 			return false
 		}
 	}
-	ck := isCheckpoint(line)
-	if ck {
-		if !v.checkpoint(line, seq, prev) {
+	kind := lineKind(line)
+	if v.line == 1 {
+		v.fileFirst = seq
+		if v.res.Format >= 2 && kind != TypeStart {
+			v.fail(ProblemTruncated, seq, fmt.Sprintf(
+				"the file does not begin with its signed start record (format 2): its first records were removed (it begins at seq %d)", seq))
 			return false
 		}
-		v.res.Checkpoints++
-		v.res.LastCheckpoint = seq
-	} else {
+	}
+	switch kind {
+	case TypeCheckpoint, TypeStart:
+		if !v.signed(line, kind, seq, prev) {
+			return false
+		}
+		v.lastSigned = seq
+		if kind == TypeCheckpoint {
+			v.res.Checkpoints++
+			v.res.LastCheckpoint = seq
+		} else {
+			v.res.Starts++
+		}
+	default:
 		v.res.Records++
 	}
-	v.lastWasCk = ck
+	// A start record signs the chain before it too: a log may end with one.
+	v.lastWasCk = kind != ""
 	h := sha256.Sum256(line)
 	hex.Encode(v.prevHex[:], h[:])
 	v.havePrev = true
@@ -169,42 +229,110 @@ func (v *verifier) check(line []byte) bool {
 	return true
 }
 
-func (v *verifier) checkpoint(line []byte, seq uint64, prev []byte) bool {
-	var c struct {
-		Time string `json:"time"`
-		Key  string `json:"key"`
-		Sig  string `json:"sig"`
-	}
+// signed checks a checkpoint or start record: its key, its signature and,
+// in format 2, the head of its file and the unverified range it declares.
+func (v *verifier) signed(line []byte, kind string, seq uint64, prev []byte) bool {
+	var c signedLine
 	if err := json.Unmarshal(line, &c); err != nil {
-		v.fail(ProblemMalformed, seq, "checkpoint: "+err.Error())
+		v.fail(ProblemMalformed, seq, kind+": "+err.Error())
 		return false
 	}
 	pub, err := ParsePublicKey(c.Key)
 	if err != nil {
-		v.fail(ProblemSignature, seq, "checkpoint key: "+err.Error())
+		v.fail(ProblemSignature, seq, kind+" key: "+err.Error())
 		return false
 	}
 	if v.opt.PublicKey == nil {
 		v.opt.PublicKey = pub
 		v.res.PublicKey = c.Key
 	} else if !pub.Equal(v.opt.PublicKey) {
-		v.fail(ProblemSignature, seq, "checkpoint signed by another key than the trusted one")
+		v.fail(ProblemSignature, seq, kind+" signed by another key than the trusted one")
 		return false
 	} else if v.res.PublicKey == "" {
 		v.res.PublicKey = c.Key
 	}
-	sig, err := base64.StdEncoding.DecodeString(c.Sig)
-	if err != nil || !ed25519.Verify(v.opt.PublicKey, checkpointMessage(seq, string(prev), c.Time), sig) {
-		v.fail(ProblemSignature, seq, "checkpoint signature does not verify: the checkpoint or the record before it was altered")
+	msg, err := c.message(kind, seq, string(prev))
+	if err != nil {
+		v.fail(ProblemMalformed, seq, err.Error())
 		return false
+	}
+	sig, err := base64.StdEncoding.DecodeString(c.Sig)
+	if err != nil || !ed25519.Verify(v.opt.PublicKey, msg, sig) {
+		v.fail(ProblemSignature, seq, kind+" signature does not verify: the "+kind+" or the record before it was altered")
+		return false
+	}
+	if c.V < 2 {
+		if v.res.Format >= 2 {
+			v.fail(ProblemSignature, seq, "a format-1 checkpoint follows format-2 lines: the log was altered (or written by an older server after a newer one)")
+			return false
+		}
+		v.res.Format = 1
+		return true
+	}
+	v.res.Format = 2
+	if c.FileStart > seq {
+		v.fail(ProblemMalformed, seq, fmt.Sprintf("the %s names its file's first record as seq %d, after itself", kind, c.FileStart))
+		return false
+	}
+	if c.FileStart < v.fileFirst {
+		v.fail(ProblemTruncated, c.FileStart, fmt.Sprintf(
+			"the %s at seq %d says its file begins at seq %d, but the file given begins at seq %d: records %d..%d were removed from the head of the file",
+			kind, seq, c.FileStart, v.fileFirst, c.FileStart, v.fileFirst-1))
+		return false
+	}
+	if kind == TypeStart {
+		// The verifier's own view of the records after the last signed
+		// line, when it saw that line, must match what the trail declared.
+		if v.lastSigned > 0 || v.res.FirstSeq == 1 {
+			var from, to uint64
+			if v.lastSigned+1 < seq {
+				from, to = v.lastSigned+1, seq-1
+			}
+			if c.UnverifiedFrom != from || c.UnverifiedTo != to {
+				v.fail(ProblemMalformed, seq, fmt.Sprintf("the start record declares records %d..%d unverified, but records %d..%d follow the last signed line", c.UnverifiedFrom, c.UnverifiedTo, from, to))
+				return false
+			}
+		}
+		if c.UnverifiedFrom > 0 {
+			if c.UnverifiedFrom > c.UnverifiedTo || c.UnverifiedTo != seq-1 {
+				v.fail(ProblemMalformed, seq, fmt.Sprintf("the start record declares an impossible unverified range %d..%d", c.UnverifiedFrom, c.UnverifiedTo))
+				return false
+			}
+			v.res.Unverified = append(v.res.Unverified, SeqRange{From: c.UnverifiedFrom, To: c.UnverifiedTo, At: seq})
+		}
 	}
 	return true
 }
 
+// signedLine holds the fields of a checkpoint or start record.
+type signedLine struct {
+	Time           string `json:"time"`
+	V              int    `json:"v"`
+	FileStart      uint64 `json:"file_start"`
+	UnverifiedFrom uint64 `json:"unverified_from"`
+	UnverifiedTo   uint64 `json:"unverified_to"`
+	Key            string `json:"key"`
+	Sig            string `json:"sig"`
+}
+
+// message is what the line's signature must cover.
+func (c *signedLine) message(kind string, seq uint64, prev string) ([]byte, error) {
+	switch {
+	case kind == TypeCheckpoint && c.V == 0:
+		return checkpointMessage(seq, prev, c.Time), nil
+	case kind == TypeCheckpoint && c.V == 2:
+		return checkpointMessageV2(seq, prev, c.Time, c.FileStart), nil
+	case kind == TypeStart && c.V == 2:
+		return startMessage(seq, prev, c.Time, c.FileStart, c.UnverifiedFrom, c.UnverifiedTo), nil
+	}
+	return nil, fmt.Errorf("%s format %d is not supported by this version of coffer (it reads formats 1 and 2)", kind, c.V)
+}
+
 var (
-	headSeq  = []byte(`{"seq":`)
-	headPrev = []byte(`,"prev":"`)
-	ckMark   = []byte(`","type":"checkpoint"`)
+	headSeq   = []byte(`{"seq":`)
+	headPrev  = []byte(`,"prev":"`)
+	ckMark    = []byte(`","type":"checkpoint"`)
+	startMark = []byte(`","type":"start"`)
 )
 
 // parseHead reads the sequence number and prev hash that start every line,
@@ -229,7 +357,21 @@ func parseHead(line []byte) (uint64, []byte, error) {
 	return seq, rest[:64], nil
 }
 
-func isCheckpoint(line []byte) bool {
+// lineKind reports TypeCheckpoint or TypeStart for a signed line, "" for
+// any other, from the type that follows the head.
+func lineKind(line []byte) string {
 	i := bytes.Index(line, headPrev)
-	return i > 0 && bytes.HasPrefix(line[i+len(headPrev)+64:], ckMark)
+	if i <= 0 || len(line) < i+len(headPrev)+64 {
+		return ""
+	}
+	rest := line[i+len(headPrev)+64:]
+	switch {
+	case bytes.HasPrefix(rest, ckMark):
+		return TypeCheckpoint
+	case bytes.HasPrefix(rest, startMark):
+		return TypeStart
+	}
+	return ""
 }
+
+func isCheckpoint(line []byte) bool { return lineKind(line) == TypeCheckpoint }
