@@ -21,6 +21,7 @@ func newAuditCmd() *cobra.Command {
 func newAuditVerifyCmd() *cobra.Command {
 	var pub string
 	var openTail bool
+	var firstSeq uint64
 	cmd := &cobra.Command{
 		Use:   "verify FILES...",
 		Short: "Check the hash chain, sequence and signed checkpoints of audit log files",
@@ -35,6 +36,14 @@ end with a checkpoint (the server writes one on rotation, every N records,
 every few seconds and on shutdown); --allow-open-tail accepts unsigned
 records at the end of a live log.
 
+The log must also be complete at its head: it must start at seq 1, and every
+file (format 2) begins with a signed start record and its checkpoints name
+the first record of their file, so records removed from the head of a file
+are reported. After older files were deleted on purpose (retention), pass
+--first-seq with the first sequence number kept (the number in the oldest
+file's name). Records a restarted server found unsigned after the last
+checkpoint are listed as inherited unverified.
+
 Without --pubkey, the key of the first checkpoint is trusted, which proves
 integrity but not origin: pin the key printed by 'coffer audit pubkey'.`,
 		Example: `  coffer audit verify --pubkey "$(coffer audit pubkey)" /var/lib/coffer/audit/audit-*.jsonl`,
@@ -42,6 +51,7 @@ integrity but not origin: pin the key printed by 'coffer audit pubkey'.`,
 		RunE: func(cmd *cobra.Command, files []string) error {
 			var opt audit.VerifyOptions
 			opt.AllowOpenTail = openTail
+			opt.FirstSeq = firstSeq
 			if pub != "" {
 				s := pub
 				if b, err := os.ReadFile(pub); err == nil {
@@ -70,6 +80,9 @@ integrity but not origin: pin the key printed by 'coffer audit pubkey'.`,
 				if res.UnsignedTail > 0 {
 					fmt.Fprintf(cmd.OutOrStdout(), "note: the last %d records follow the last checkpoint (seq %d) and are not signed yet\n", res.UnsignedTail, res.LastCheckpoint)
 				}
+				for _, r := range res.Unverified {
+					fmt.Fprintf(cmd.OutOrStdout(), "note: records %d..%d were found unsigned when the server reopened the log (start record seq %d): they chain, but no server vouched for them\n", r.From, r.To, r.At)
+				}
 				if pub == "" {
 					fmt.Fprintf(cmd.ErrOrStderr(), "note: checkpoints were checked against the key they carry (%s); pass --pubkey to pin it\n", res.PublicKey)
 				}
@@ -83,6 +96,7 @@ integrity but not origin: pin the key printed by 'coffer audit pubkey'.`,
 	}
 	cmd.Flags().StringVar(&pub, "pubkey", "", "trusted audit public key (base64, or a file holding it)")
 	cmd.Flags().BoolVar(&openTail, "allow-open-tail", false, "accept records after the last checkpoint (a log still being written)")
+	cmd.Flags().Uint64Var(&firstSeq, "first-seq", 0, "the sequence number the log starts at after older files were removed on purpose (default 1)")
 	return cmd
 }
 
