@@ -15,6 +15,12 @@
 // Every other path is an encrypted entry: version (1 byte) | keyring term
 // (uint32) | nonce (12) | AES-GCM ciphertext and tag. docs/formats.md has
 // the details.
+//
+// RotateKeyring adds a keyring term that every later write is sealed under;
+// entries keep the term they were written with and stay readable. Rewrap
+// rewrites the entries of older terms under the active one, entry by entry
+// with compare-and-swap, beside normal traffic and resumable by running it
+// again (`coffer operator rotate-keyring`, `coffer operator rewrap`).
 package barrier
 
 import (
@@ -377,6 +383,104 @@ func (b *Barrier) RotateKeyring(ctx context.Context) (uint32, error) {
 	}
 	b.ring = next
 	return next.ActiveTerm, nil
+}
+
+// RewrapResult reports a Rewrap.
+type RewrapResult struct {
+	// Term is the active keyring term entries were rewritten under.
+	Term uint32
+	// Scanned counts the entries looked at, Rewrapped those rewritten and
+	// Current those already under the active term.
+	Scanned, Rewrapped, Current int
+}
+
+// Rewrap rewrites every entry that is sealed under an older keyring term
+// under the active one, so that old terms protect nothing. Each entry is
+// rewritten with compare-and-swap on its revision: a concurrent write wins
+// (and is under the active term already), and the entry is looked at again.
+// Rewrap holds no lock between entries, so writes go on meanwhile; it is
+// idempotent, so an interrupted run is resumed by running it again. Old
+// terms stay in the keyring: an entry restored from a backup made before
+// the rotation still opens.
+func (b *Barrier) Rewrap(ctx context.Context) (RewrapResult, error) {
+	var res RewrapResult
+	if b.Sealed() {
+		return res, ErrSealed
+	}
+	paths, err := b.backend.List(ctx, "")
+	if err != nil {
+		return res, err
+	}
+	for _, p := range paths {
+		if strings.HasPrefix(p, reservedPrefix) {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		res.Scanned++
+		done, err := b.rewrapEntry(ctx, p, &res)
+		for tries := 1; err == nil && !done; tries++ {
+			if tries == 10 {
+				return res, fmt.Errorf("entry %q keeps changing during rewrap; run rewrap again: %w", p, storage.ErrConflict)
+			}
+			done, err = b.rewrapEntry(ctx, p, &res)
+		}
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// rewrapEntry rewrites one entry under the active term. It reports false
+// when a concurrent write changed the entry first.
+func (b *Barrier) rewrapEntry(ctx context.Context, path string, res *RewrapResult) (bool, error) {
+	// The read lock keeps Seal and RotateKeyring out while one entry is
+	// rewritten, as in Apply.
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	ring := b.ring
+	if ring == nil {
+		return false, ErrSealed
+	}
+	res.Term = ring.ActiveTerm
+	e, err := b.backend.Get(ctx, path)
+	if errors.Is(err, storage.ErrNotFound) {
+		return true, nil // deleted meanwhile
+	}
+	if err != nil {
+		return false, err
+	}
+	if len(e.Value) >= entryHeader && binary.BigEndian.Uint32(e.Value[1:5]) == ring.ActiveTerm {
+		res.Current++
+		return true, nil
+	}
+	plain, err := ring.open(path, e.Value)
+	if err != nil {
+		return false, err
+	}
+	sealed := ring.sealEntry(path, plain)
+	clear(plain)
+	err = b.backend.Apply(ctx, storage.Op{Kind: storage.OpPut, Key: path, Value: sealed, IfRevision: e.Revision})
+	if errors.Is(err, storage.ErrConflict) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("rewrapping %q: %w", path, err)
+	}
+	res.Rewrapped++
+	return true, nil
+}
+
+// ActiveTerm returns the keyring term new writes are sealed under.
+func (b *Barrier) ActiveTerm() (uint32, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.ring == nil {
+		return 0, ErrSealed
+	}
+	return b.ring.ActiveTerm, nil
 }
 
 func newAEAD(key []byte) (cipher.AEAD, error) {

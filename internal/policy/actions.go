@@ -108,6 +108,8 @@ var catalogue = []Action{
 	{Name: "sys:Unseal"},
 	{Name: "sys:Seal"},
 	{Name: "sys:SealStatus"},
+	{Name: "sys:RotateKeyring"},
+	{Name: "sys:RewrapKeyring"},
 }
 
 // actionIndex maps an action name to its position in catalogue.

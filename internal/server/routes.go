@@ -119,6 +119,7 @@ func (s *Server) routes() {
 	s.kmsRoutes()
 	s.iamRoutes()
 	s.auditRoutes()
+	s.sysRoutes()
 }
 
 // pathKey is the {key} of a path: a key id or an escaped alias/NAME.

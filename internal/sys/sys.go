@@ -130,6 +130,19 @@ func (s *Sys) sealLocked() {
 	s.Tokens.Unload()
 }
 
+// RotateKeyring adds a new barrier keyring term that every later write is
+// sealed under; entries written before stay readable under their term.
+func (s *Sys) RotateKeyring(ctx context.Context) (uint32, error) {
+	return s.Barrier.RotateKeyring(ctx)
+}
+
+// Rewrap rewrites every stored entry that is sealed under an older keyring
+// term under the active one. It runs beside normal traffic and can be run
+// again to resume.
+func (s *Sys) Rewrap(ctx context.Context) (barrier.RewrapResult, error) {
+	return s.Barrier.Rewrap(ctx)
+}
+
 // DevBootstrap initializes a fresh store with one share, or unseals an
 // existing one with the share given, and makes sure rootToken (when not
 // empty) is a valid root token. It returns the share and the root token.
