@@ -43,6 +43,12 @@ import (
 	"github.com/cofferkms/coffer/client"
 )
 
+// apiserverPatience bounds the waits below for a condition that holds
+// within seconds (a 100ms plugin health check, the apiserver's 3s and 20s
+// probe caches). They poll and go on as soon as it holds; the bound is
+// long so that a loaded CI machine is not mistaken for a broken plugin.
+const apiserverPatience = 3 * time.Minute
+
 const kmsProviderName = "coffer" // the test's only KMS provider name (SetNowFuncForTests is per name)
 
 const encryptionConfigTemplate = `apiVersion: apiserver.config.k8s.io/v1
@@ -231,7 +237,7 @@ func TestAPIServerEnvelope(t *testing.T) {
 		t.Fatal(err)
 	}
 	keyID2 := KeyID(key.ID, 2)
-	waitFor(t, 5*time.Second, "plugin key_id after rotation", func() error {
+	waitFor(t, apiserverPatience, "plugin key_id after rotation", func() error {
 		if k, _, _ := sp.P.Health(); k != keyID2 {
 			return fmt.Errorf("key_id %q", k)
 		}
@@ -239,7 +245,7 @@ func TestAPIServerEnvelope(t *testing.T) {
 	})
 	rotatedAt := time.Now()
 	var stored2 []byte
-	waitFor(t, 30*time.Second, "apiserver writes with the new key_id", func() error {
+	waitFor(t, apiserverPatience, "apiserver writes with the new key_id", func() error {
 		if err := api.health(); err != nil {
 			return err
 		}
@@ -277,7 +283,7 @@ func TestAPIServerEnvelope(t *testing.T) {
 	// --- Coffer down.
 	hostPort, token := srv.HostPort(), srv.Token
 	srv.Stop()
-	waitFor(t, 5*time.Second, "plugin unhealthy with Coffer down", func() error {
+	waitFor(t, apiserverPatience, "plugin unhealthy with Coffer down", func() error {
 		if _, class, err := sp.P.Health(); err == nil || class != "unreachable" {
 			return fmt.Errorf("class %q err %v", class, err)
 		}
@@ -329,7 +335,7 @@ func TestAPIServerEnvelope(t *testing.T) {
 	if srv2.Addr != srv.Addr {
 		t.Fatalf("restarted on %s, want %s", srv2.Addr, srv.Addr)
 	}
-	waitFor(t, 5*time.Second, "plugin healthy after Coffer restart", func() error {
+	waitFor(t, apiserverPatience, "plugin healthy after Coffer restart", func() error {
 		k, _, err := sp.P.Health()
 		if err == nil && k != keyID2 {
 			return fmt.Errorf("key_id %q after restart", k)
@@ -337,7 +343,7 @@ func TestAPIServerEnvelope(t *testing.T) {
 		return err
 	})
 	// The cold apiserver's failed probe is cached for 3s; then it recovers.
-	waitFor(t, 10*time.Second, "cold apiserver recovers", func() error {
+	waitFor(t, apiserverPatience, "cold apiserver recovers", func() error {
 		if err := cold.health(); err != nil {
 			return err
 		}

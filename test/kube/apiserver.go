@@ -180,7 +180,7 @@ func (a *APIServer) start() {
 		if err != nil {
 			a.t.Fatal(err)
 		}
-		if err = a.waitReady(90 * time.Second); err == nil {
+		if err = a.waitReady(Patience()); err == nil {
 			return
 		}
 		a.p.stop(10 * time.Second)

@@ -101,7 +101,7 @@ func BenchmarkSecretsKMSvsIdentity(b *testing.B) {
 		coffer := kube.StartCoffer(b)
 		coffer.CreateKey("alias/k8s")
 		plugin := kube.StartPlugin(b, coffer, kube.PluginOptions{})
-		plugin.WaitKeyID(30*time.Second, nil)
+		plugin.WaitKeyID(kube.Patience(), nil)
 		api := kube.StartAPIServer(b, etcd, kube.APIServerOptions{EncryptionConfig: kube.IdentityConfig(plugin.Socket, "secrets")})
 
 		// Each phase starts on a freshly restarted apiserver and warms it

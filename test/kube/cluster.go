@@ -1,9 +1,6 @@
 package kube
 
-import (
-	"testing"
-	"time"
-)
+import "testing"
 
 // ClusterOptions configure StartCluster.
 type ClusterOptions struct {
@@ -38,7 +35,7 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		c.Coffer = StartCoffer(t)
 		c.KeyID = c.Coffer.CreateKey("alias/k8s")
 		c.Plugin = StartPlugin(t, c.Coffer, PluginOptions{})
-		c.Plugin.WaitKeyID(30*time.Second, nil)
+		c.Plugin.WaitKeyID(Patience(), nil)
 		if opts.APIServer.EncryptionConfig == "" {
 			opts.APIServer.EncryptionConfig = EncryptionConfig(c.Plugin.Socket, opts.Resources...)
 		}

@@ -49,7 +49,7 @@ func (c *Coffer) start(listen string) {
 			c.t.Fatal(err)
 		}
 		var addr string
-		if addr, err = c.p.waitLine("Address:", 30*time.Second); err == nil {
+		if addr, err = c.p.waitLine("Address:", Patience()); err == nil {
 			c.Addr = addr
 			return
 		}

@@ -45,7 +45,7 @@ func StartEtcd(t testing.TB) *Etcd {
 			t.Fatal(err)
 		}
 		e.p, e.URL = p, url
-		lastErr = waitFor(30*time.Second, 50*time.Millisecond, func() error {
+		lastErr = waitFor(Patience(), 50*time.Millisecond, func() error {
 			if p.exited() {
 				return permanent(fmt.Errorf("etcd exited: %v\n%s", p.err, p.out.tail(3000)))
 			}

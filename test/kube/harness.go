@@ -41,7 +41,25 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
+
+// DefaultPatience is how long Patience lets a test wait by default.
+const DefaultPatience = 5 * time.Minute
+
+// Patience is how long an end-to-end test polls for a condition that
+// normally holds within seconds (the apiserver's 10 s authentication
+// cache, its 20 s KMS health cache, the plugin seeing a rotation, a
+// process coming up). Tests poll and go on as soon as the condition holds,
+// so a fast machine never waits for it; it is long so that a loaded CI
+// machine is not mistaken for a broken one. COFFER_E2E_PATIENCE (a Go
+// duration) overrides it.
+func Patience() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("COFFER_E2E_PATIENCE")); err == nil && d > 0 {
+		return d
+	}
+	return DefaultPatience
+}
 
 // RequireE2E skips t unless COFFER_E2E is set.
 func RequireE2E(t testing.TB) {

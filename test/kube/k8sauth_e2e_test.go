@@ -164,9 +164,9 @@ func TestK8sAuthEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The apiserver caches a successful authentication for 10 s, so
-		// the refusal can take that long.
+		// the refusal can take that long (longer on a loaded machine).
 		deleted := time.Now()
-		deadline := deleted.Add(20 * time.Second)
+		deadline := deleted.Add(kube.Patience())
 		for {
 			_, err = v.Verify(ctx, tokA, "coffer")
 			if err != nil || time.Now().After(deadline) {
@@ -183,11 +183,9 @@ func TestK8sAuthEndToEnd(t *testing.T) {
 		}
 	})
 
-	if d := time.Since(start); d > 60*time.Second {
-		t.Errorf("took %s after the apiserver was up, want under 60s", d)
-	} else {
-		t.Logf("checks took %s after the apiserver was up", d.Round(time.Millisecond))
-	}
+	// How long the checks took is logged, not asserted: on a loaded CI
+	// machine a wall-clock budget fails tests that are right.
+	t.Logf("checks took %s after the apiserver was up", time.Since(start).Round(time.Millisecond))
 }
 
 // apiserverCA returns the CA certificate of the apiserver's self-signed

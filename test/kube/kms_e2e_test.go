@@ -173,7 +173,7 @@ func TestKMSEndToEnd(t *testing.T) {
 	coffer := kube.StartCoffer(t)
 	keyUUID := coffer.CreateKey("alias/k8s")
 	plugin := kube.StartPlugin(t, coffer, kube.PluginOptions{})
-	key1 := plugin.WaitKeyID(30*time.Second, nil)
+	key1 := plugin.WaitKeyID(kube.Patience(), nil)
 	if key1 != keyUUID+":1" {
 		t.Fatalf("plugin key_id %q, want %s:1", key1, keyUUID)
 	}
@@ -222,7 +222,7 @@ func TestKMSEndToEnd(t *testing.T) {
 	// plugin's Status when its kms health check runs again (at most every
 	// 20 s while healthy), then new writes carry the new key_id.
 	coffer.RotateKey("alias/k8s")
-	key2 := plugin.WaitKeyID(30*time.Second, func(k string) bool { return k != key1 })
+	key2 := plugin.WaitKeyID(kube.Patience(), func(k string) bool { return k != key1 })
 	if key2 != keyUUID+":2" {
 		t.Fatalf("after rotation the plugin reports %q, want %s:2", key2, keyUUID)
 	}
@@ -234,8 +234,8 @@ func TestKMSEndToEnd(t *testing.T) {
 		if stored(t, etcd, "secrets", probe).KeyID == key2 {
 			break
 		}
-		if time.Since(rotated) > 90*time.Second {
-			t.Fatalf("new secrets still carry %s 90s after the rotation", key1)
+		if d := time.Since(rotated); d > kube.Patience() {
+			t.Fatalf("new secrets still carry %s %s after the rotation", key1, d.Round(time.Second))
 		}
 		time.Sleep(time.Second)
 	}
@@ -317,10 +317,10 @@ func TestKMSEndToEnd(t *testing.T) {
 	// Restart the plugin, then the apiserver: its seed cache is cold, so
 	// reading everything back decrypts through the restarted plugin.
 	plugin.Restart()
-	if k := plugin.WaitKeyID(30*time.Second, nil); k != key2 {
+	if k := plugin.WaitKeyID(kube.Patience(), nil); k != key2 {
 		t.Errorf("restarted plugin reports %q, want %q", k, key2)
 	}
-	kmsHealth(t, api, 30*time.Second, "healthy", func(c int) bool { return c == 200 })
+	kmsHealth(t, api, kube.Patience(), "healthy", func(c int) bool { return c == 200 })
 	createSecret(t, cs, "after-plugin-restart")
 	api.Restart()
 	cs = api.Clientset()
@@ -331,7 +331,7 @@ func TestKMSEndToEnd(t *testing.T) {
 	// seed cache.
 	coffer.Stop()
 	down := time.Now()
-	body := kmsHealth(t, api, 60*time.Second, "failing", func(c int) bool { return c != 200 })
+	body := kmsHealth(t, api, kube.Patience(), "failing", func(c int) bool { return c != 200 })
 	t.Logf("/healthz/kms-providers failed %s after Coffer stopped: %q", time.Since(down).Round(time.Millisecond), body)
 	if ok, _, _ := plugin.Ready(); ok {
 		t.Error("plugin /readyz is ok while Coffer is down")
@@ -339,7 +339,7 @@ func TestKMSEndToEnd(t *testing.T) {
 	readBack(t, cs, encSecrets, nil)
 	coffer.Restart()
 	up := time.Now()
-	kmsHealth(t, api, 60*time.Second, "healthy again", func(c int) bool { return c == 200 })
+	kmsHealth(t, api, kube.Patience(), "healthy again", func(c int) bool { return c == 200 })
 	t.Logf("/healthz/kms-providers recovered %s after Coffer restarted", time.Since(up).Round(time.Millisecond))
 	createSecret(t, cs, "after-recovery")
 	wantEncrypted(t, etcd, "secrets", []string{"after-recovery"}, key2)

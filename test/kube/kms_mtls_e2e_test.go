@@ -77,7 +77,7 @@ func TestKMSPluginMTLS(t *testing.T) {
 	}
 
 	p := kube.StartPlugin(t, c, kube.PluginOptions{Role: "kms-plugin", ClientCert: nodeCert, ClientKey: nodeKey})
-	got := p.WaitKeyID(30*time.Second, nil)
+	got := p.WaitKeyID(kube.Patience(), nil)
 	if !strings.HasPrefix(got, keyID+":") {
 		t.Fatalf("plugin key_id %q, want %s:<version>", got, keyID)
 	}

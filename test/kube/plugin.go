@@ -79,7 +79,7 @@ func (p *Plugin) start() {
 		if err != nil {
 			p.t.Fatal(err)
 		}
-		if _, err = p.p.waitLine("Listening:", 30*time.Second); err == nil {
+		if _, err = p.p.waitLine("Listening:", Patience()); err == nil {
 			return
 		}
 		time.Sleep(250 * time.Millisecond) // health port not free again yet

@@ -156,7 +156,7 @@ func TestWorkloadIdentityE2E(t *testing.T) {
 		api.DeleteServiceAccount(t, "team-a", "api")
 		deleted := time.Now()
 		var err error
-		for time.Since(deleted) < 30*time.Second {
+		for time.Since(deleted) < kube.Patience() {
 			if _, err = login(modes[1], tokA); err != nil {
 				break
 			}
@@ -287,11 +287,9 @@ func TestWorkloadIdentityE2E(t *testing.T) {
 		t.Logf("a token minted after the revocation (waited %s for the next second) logs in", wait.Round(time.Millisecond))
 	})
 
-	if d := time.Since(start); d > 90*time.Second {
-		t.Errorf("took %s after the apiserver and Coffer were up, want under 90s", d.Round(time.Millisecond))
-	} else {
-		t.Logf("took %s after the apiserver and Coffer were up", d.Round(time.Millisecond))
-	}
+	// Logged, not asserted: a wall-clock budget fails right tests on a
+	// loaded CI machine; the waits above are condition polls.
+	t.Logf("took %s after the apiserver and Coffer were up", time.Since(start).Round(time.Millisecond))
 }
 
 // tokenClient returns a client that sends token.
