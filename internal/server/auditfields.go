@@ -4,24 +4,51 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/audit"
 	"github.com/cofferkms/coffer/internal/auth"
 )
 
-// DoorHeader names the front door a request came through when a trusted
-// adapter (the KMS plugin) calls the REST API on behalf of another
-// protocol. Only known values are recorded; anything else is "rest".
+// DoorHeader names the front door a request came through when an adapter
+// (the KMS plugin) calls the REST API on behalf of another protocol. Any
+// client can send it, so it is recorded as a claim: door
+// "claimed:kms-plugin", never "kms-plugin" (docs/audit.md). Only known
+// values are recorded; anything else is "rest".
 const DoorHeader = "X-Coffer-Door"
 
-var knownDoors = map[string]string{"kms-plugin": "kms-plugin"}
+var knownDoors = map[string]string{"kms-plugin": "claimed:kms-plugin"}
 
 func doorOf(r *http.Request) string {
 	if d, ok := knownDoors[r.Header.Get(DoorHeader)]; ok {
 		return d
 	}
 	return "rest"
+}
+
+// Bounds of the caller-controlled strings a record holds: whatever a
+// caller sends, its record stays small (issue 13, item 7).
+const (
+	// maxAuditResource bounds a record's resource (a key id, alias/NAME
+	// of at most 256 characters, a policy, role or access key name).
+	maxAuditResource = 320
+	// maxAuditName bounds each principal field (display names, roles,
+	// Kubernetes names, certificate subjects).
+	maxAuditName = 256
+)
+
+// boundString cuts s to at most n bytes, at a UTF-8 boundary, marking the
+// cut with "...".
+func boundString(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - 3
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
 
 func principalOf(p *auth.Principal) audit.Principal {
@@ -33,8 +60,9 @@ func principalOf(p *auth.Principal) audit.Principal {
 	if p.Kind == auth.KindAccessKey {
 		acc = p.ID // the key id names the credential, for alerts and their responses
 	}
-	return audit.Principal{Kind: kind, ID: p.ID, Name: p.DisplayName, Accessor: acc, Role: p.Role,
-		Cluster: p.Cluster, Namespace: p.Namespace, ServiceAccount: p.ServiceAccount}
+	b := func(s string) string { return boundString(s, maxAuditName) }
+	return audit.Principal{Kind: b(kind), ID: b(p.ID), Name: b(p.DisplayName), Accessor: b(acc), Role: b(p.Role),
+		Cluster: b(p.Cluster), Namespace: b(p.Namespace), ServiceAccount: b(p.ServiceAccount)}
 }
 
 // contextOf returns the encryption context of a request, whose values the

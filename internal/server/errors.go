@@ -113,6 +113,8 @@ func decodeError(err error, v any, limit int64) error {
 		invU *json.InvalidUnmarshalError
 	)
 	switch {
+	case errors.Is(err, errShape):
+		return &apiError{http.StatusBadRequest, "invalid_request", strings.TrimPrefix(err.Error(), errShape.Error()+": ")}
 	case errors.Is(err, io.EOF):
 		return badRequest("the request body is empty; send a JSON object (see docs/api.md)")
 	case errors.Is(err, io.ErrUnexpectedEOF):

@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,6 +97,7 @@ type Server struct {
 	alerts    *monitor.Engine
 	auditKeys AuditKeys
 	limit     *authlimit.Limiter
+	bodies    *bodyBudget
 
 	ridPrefix string
 	ridSeq    atomic.Uint64
@@ -104,7 +106,7 @@ type Server struct {
 // New builds the API server.
 func New(s *sys.Sys, opts Options) *Server {
 	srv := &Server{sys: s, authn: opts.Authenticator, authz: opts.Authorizer, audit: opts.Audit, log: opts.Logger, mux: http.NewServeMux(),
-		metrics: opts.Metrics, alerts: opts.Alerts, auditKeys: opts.AuditKeys, limit: opts.AuthLimit}
+		metrics: opts.Metrics, alerts: opts.Alerts, auditKeys: opts.AuditKeys, limit: opts.AuthLimit, bodies: newBodyBudget()}
 	if srv.authn == nil {
 		srv.authn = Credentials{Tokens: s.Tokens, IAM: s.IAM}
 	}
@@ -135,8 +137,17 @@ func New(s *sys.Sys, opts Options) *Server {
 // ServeHTTP implements http.Handler. Requests that match no route get a
 // JSON error body like every other failure (the mux alone answers in plain
 // text): 404 not_found for an unknown path, 405 method_not_allowed (with
-// the Allow header) for a known path and the wrong method.
+// the Allow header) for a known path and the wrong method, and 400
+// invalid_path for a path with dot segments or doubled slashes (the mux
+// would redirect it, unrecorded, to its clean form).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodConnect {
+		if p := r.URL.EscapedPath(); cleanPath(p) != p || cleanPath(r.URL.Path) != r.URL.Path {
+			s.unrouted(w, r, http.StatusBadRequest, "invalid_path",
+				fmt.Sprintf("the path %q is not canonical (it has . or .. segments or doubled slashes); send %q", p, cleanPath(p)), "")
+			return
+		}
+	}
 	if _, pattern := s.mux.Handler(r); pattern != "" {
 		s.mux.ServeHTTP(w, r)
 		return
@@ -145,12 +156,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// into a recorder, and answer in JSON.
 	sr := &statusRecorder{h: http.Header{}}
 	s.mux.ServeHTTP(sr, r)
+	if sr.status == http.StatusMethodNotAllowed {
+		allow := sr.h.Get("Allow")
+		s.unrouted(w, r, http.StatusMethodNotAllowed, "method_not_allowed", fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, r.URL.Path, allow), allow)
+		return
+	}
+	hint := "the API lives under /v1 (see docs/api.md)"
+	if strings.Contains(r.URL.Path, "/alias/") {
+		hint = "an alias in a path must have its / escaped: alias%2FNAME"
+	}
+	s.unrouted(w, r, http.StatusNotFound, "not_found", fmt.Sprintf("no API route %s %s; %s", r.Method, r.URL.Path, hint), "")
+}
+
+// unrouted answers and audits a request no route takes.
+func (s *Server) unrouted(w http.ResponseWriter, r *http.Request, status int, code, msg, allow string) {
 	st := reqState{id: s.ridPrefix + strconv.FormatUint(s.ridSeq.Add(1), 10), start: time.Now()}
 	w.Header().Set("X-Request-Id", st.id)
-	status, code := http.StatusNotFound, "not_found"
-	if sr.status == http.StatusMethodNotAllowed {
-		status, code = http.StatusMethodNotAllowed, "method_not_allowed"
-	}
 	// Audited like every request (probing leaves a trace), with the method
 	// but not the path, which may hold anything the caller typed.
 	rec := audit.Record{Time: st.start.UTC(), RequestID: st.id, Door: doorOf(r), Source: sourceOf(r), Action: unknownRoute,
@@ -164,17 +185,27 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.observe(&rec, st.start)
-	if status == http.StatusMethodNotAllowed {
-		allow := sr.h.Get("Allow")
+	if allow != "" {
 		w.Header().Set("Allow", allow)
-		writeJSON(w, status, errorBody(code, fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, r.URL.Path, allow), st.id))
-		return
 	}
-	hint := "the API lives under /v1 (see docs/api.md)"
-	if strings.Contains(r.URL.Path, "/alias/") {
-		hint = "an alias in a path must have its / escaped: alias%2FNAME"
+	writeJSON(w, status, errorBody(code, boundString(msg, 1024), st.id))
+}
+
+// cleanPath is the canonical form of an escaped URL path, as the mux
+// computes it: "." and ".." segments resolved, slashes single, a trailing
+// slash kept.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
 	}
-	writeJSON(w, status, errorBody(code, fmt.Sprintf("no API route %s %s; %s", r.Method, r.URL.Path, hint), st.id))
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
 }
 
 // unknownRoute is the audit action of a request no route matched.
@@ -300,6 +331,8 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 
 		var p auth.Principal
 		var req Req
+		release := func() {}
+		defer func() { release() }()
 		err := func() error {
 			if !rt.sealedOK && s.sys.Barrier.Sealed() {
 				if st, err := s.sys.Barrier.Status(r.Context()); err == nil && !st.Initialized {
@@ -327,15 +360,35 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 					return err
 				}
 				rec.Principal = principalOf(&p)
+				// A caller that no policy allows this action on any
+				// resource is refused before a large body is read (a
+				// small one is read: its refusal then names the
+				// resource), and always on a route that authorizes its
+				// items itself (batches).
+				if pa, ok := s.authz.(PreAuthorizer); ok && (largeBody(r) || rt.selfAuthz) {
+					if err := pa.PreAuthorize(&p, rt.action); err != nil {
+						return err
+					}
+				}
 			}
 			if _, isEmpty := any(&req).(*empty); !isEmpty {
+				done, err := s.bodies.acquire(r, rt.limit)
+				if err != nil {
+					return err
+				}
+				release = done
 				if err := decode(w, r, &req, rt.limit); err != nil {
+					return err
+				}
+				// Contexts over the limits are refused before they reach
+				// the record (which holds only bounded ones).
+				if err := checkContexts(&req); err != nil {
 					return err
 				}
 				rec.ContextValues = contextOf(&req)
 			}
 			if res != nil {
-				rec.Resource = res(r, &req)
+				rec.Resource = boundString(res(r, &req), maxAuditResource)
 			}
 			if !rt.public && !rt.selfAuthz {
 				q := policy.Request{Action: rt.action, Resource: rec.Resource, Context: rec.ContextValues, SourceIP: src, Time: st.start}
@@ -357,10 +410,17 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 			intent.Phase = audit.PhaseIntent
 			intent.ContextValues = rec.ContextValues
 			if aerr := s.audit.Record(r.Context(), &intent); aerr != nil {
-				s.auditFailed(w, r, st, rt, &rec, aerr)
-				return
+				if !clientGone(r, aerr) {
+					s.auditFailed(w, r, st, rt, &rec, aerr)
+					return
+				}
+				// The client hung up before the change was recorded:
+				// nothing changes, and that is what the record says. The
+				// trail is healthy; this is no audit failure.
+				err = fmt.Errorf("the client closed the request before it was recorded: %w", aerr)
+			} else {
+				rec.Token, rec.ContextValues, rec.TokenHMAC, rec.Context = intent.Token, intent.ContextValues, intent.TokenHMAC, intent.Context
 			}
-			rec.Token, rec.ContextValues, rec.TokenHMAC, rec.Context = intent.Token, intent.ContextValues, intent.TokenHMAC, intent.Context
 		}
 		var resp Resp
 		if err == nil {
@@ -376,7 +436,7 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 		case err != nil:
 			status, code, msg = classify(err)
 			rec.Outcome, rec.ErrorCode = "error", code
-			if status >= 500 && code != "sealed" {
+			if status >= 500 && code != "sealed" && code != "busy" {
 				s.log.Error("request failed", "request_id", st.id, "action", rt.action, "error", err)
 			}
 		case rt.created:
@@ -385,6 +445,9 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 		if err == nil {
 			rec.Outcome = "ok"
 			keyOf(&rec, resp)
+			if _, ok := any(resp).(noContent); ok {
+				status = http.StatusNoContent
+			}
 		}
 		rec.Status = status
 		rec.LatencyNS = int64(time.Since(st.start))
@@ -400,15 +463,25 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 			if errors.As(err, &th) {
 				w.Header().Set("Retry-After", strconv.Itoa(int(th.retry/time.Second)))
 			}
+			if code == "busy" {
+				w.Header().Set("Retry-After", "1")
+			}
 			writeJSON(w, status, errorBody(code, msg, st.id))
 			return
 		}
-		if _, ok := any(resp).(noContent); ok {
+		if status == http.StatusNoContent {
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
 		writeJSON(w, status, resp)
 	}
+}
+
+// clientGone reports whether a record failed only because the client
+// closed its request (the trail refuses records whose context is done),
+// not because the trail cannot write.
+func clientGone(r *http.Request, aerr error) bool {
+	return r.Context().Err() != nil && (errors.Is(aerr, context.Canceled) || errors.Is(aerr, context.DeadlineExceeded))
 }
 
 // auditFailed refuses a request whose record could not be written: no
@@ -436,7 +509,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
 	if r.Method == http.MethodGet || r.Method == http.MethodDelete {
 		return nil
 	}
-	body := http.MaxBytesReader(w, r.Body, limit)
+	body := &shapeReader{r: http.MaxBytesReader(w, r.Body, limit)}
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
