@@ -16,7 +16,8 @@ const maxShares = 255
 // newOperatorCmd builds `coffer operator`.
 func newOperatorCmd() *cobra.Command {
 	cmd := groupCmd("operator", "Initialize, unseal, seal and check a server")
-	cmd.AddCommand(newOperatorInitCmd(), newOperatorUnsealCmd(), newOperatorSealCmd(), newOperatorStatusCmd())
+	cmd.AddCommand(newOperatorInitCmd(), newOperatorUnsealCmd(), newOperatorSealCmd(), newOperatorStatusCmd(),
+		newOperatorRotateKeyringCmd(), newOperatorRewrapCmd())
 	return cmd
 }
 
