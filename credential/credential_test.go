@@ -1,6 +1,10 @@
 package credential
 
 import (
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
+	"hash/crc32"
 	"regexp"
 	"strings"
 	"testing"
@@ -176,4 +180,49 @@ func FuzzKind(f *testing.F) {
 		}
 		t.Fatalf("unknown kind %q", k)
 	})
+}
+
+// TestEveryBitIsChecked: changing any one bit of a credential's bytes, the
+// checksum bytes included, makes it invalid; so does a checksum that is
+// right for other random bytes. A weakened check (fewer checksum bytes
+// compared, fewer random bytes summed) fails here.
+func TestEveryBitIsChecked(t *testing.T) {
+	id, secret := NewAccessKey()
+	cases := []struct {
+		prefix string
+		value  string
+		enc    interface {
+			DecodeString(string) ([]byte, error)
+			EncodeToString([]byte) string
+		}
+		random int
+	}{
+		{AccessKeyIDPrefix, id, idEncoding, idRandomBytes},
+		{AccessKeySecretPrefix, secret, base64.RawURLEncoding, randomBytes},
+		{TokenPrefix, New(TokenPrefix), base64.RawURLEncoding, randomBytes},
+	}
+	for _, c := range cases {
+		raw, err := c.enc.DecodeString(c.value[len(c.prefix)+1:])
+		if err != nil || len(raw) != c.random+4 {
+			t.Fatalf("%s: %v (%d bytes)", c.value, err, len(raw))
+		}
+		for i := range raw {
+			for bit := range 8 {
+				b := bytes.Clone(raw)
+				b[i] ^= 1 << bit
+				if v := c.prefix + "_" + c.enc.EncodeToString(b); Valid(c.prefix, v) {
+					t.Errorf("%s: flipping bit %d of byte %d (%s) still valid: %s", c.prefix, bit, i,
+						map[bool]string{true: "checksum", false: "random"}[i >= c.random], v)
+				}
+			}
+		}
+		// A checksum that is right, over random bytes of which one is
+		// dropped: only a check over all of them refuses it.
+		b := bytes.Clone(raw)
+		b[c.random-1] ^= 0xff
+		binary.BigEndian.PutUint32(b[c.random:], crc32.ChecksumIEEE(b[:c.random-1]))
+		if v := c.prefix + "_" + c.enc.EncodeToString(b); Valid(c.prefix, v) {
+			t.Errorf("%s: a checksum over all but the last random byte is accepted: %s", c.prefix, v)
+		}
+	}
 }

@@ -127,3 +127,18 @@ func (e *LeakedError) Error() string {
 func (e *LeakedError) Is(target error) bool {
 	return target == ErrUnauthenticated || target == ErrLeaked
 }
+
+// AttributedError is an authentication failure of a credential that names
+// its principal without proving it (a well-formed access key id with a
+// wrong secret, or a disabled key): the audit trail records the failure
+// against that principal, so alerts and searches find the attempts.
+type AttributedError struct {
+	Kind string // a Kind constant
+	ID   string
+	Err  error
+}
+
+func (e *AttributedError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the failure.
+func (e *AttributedError) Unwrap() error { return e.Err }

@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -89,6 +90,12 @@ type Principal struct {
 	// Parent is the accessor of the token this one was made with (token
 	// create or assume-role from a token); revoking it revokes this one.
 	Parent string
+	// AccessKey is the access key a plain token was made from (directly or
+	// through other tokens): the token may use only those of its policies
+	// the key still carries, so narrowing or disabling the key reaches it.
+	// A plain token made from a role token carries Role instead, with the
+	// same effect for the role's current policies.
+	AccessKey string
 	// Policy is the principal as policies see it, built once per
 	// credential (nil: build it per request).
 	Policy       *policy.Principal
@@ -136,6 +143,7 @@ type tokenRecord struct {
 	Scopes         []string          `json:"scopes,omitempty"` // scope-down policies' YAML, all of which must allow
 	CIDRs          []string          `json:"cidrs,omitempty"`
 	Parent         string            `json:"parent,omitempty"` // accessor of the token this one derives from
+	AccessKey      string            `json:"access_key,omitempty"` // access key whose current policies bound a plain token
 	CreatedAt      time.Time         `json:"created_at"`
 	ExpiresAt      time.Time         `json:"expires_at,omitzero"`
 	MaxExpiresAt   time.Time         `json:"max_expires_at,omitzero"`
@@ -193,7 +201,7 @@ func (r *tokenRecord) principal() Principal {
 	return Principal{Kind: r.Kind, ID: r.Accessor, Accessor: r.Accessor, DisplayName: r.DisplayName, Root: r.Root,
 		Role: r.Role, Subject: r.Subject, Cluster: r.Cluster, Namespace: r.Namespace, ServiceAccount: r.ServiceAccount,
 		Attributes: r.Attributes, Policies: r.Policies, Scopes: r.scopes, ScopeDocuments: r.Scopes, CIDRs: r.cidrs,
-		Parent: r.Parent, Policy: r.pp, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, MaxExpiresAt: r.MaxExpiresAt}
+		Parent: r.Parent, AccessKey: r.AccessKey, Policy: r.pp, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, MaxExpiresAt: r.MaxExpiresAt}
 }
 
 // PolicyPrincipal is p as the policy engine sees it: a role token's id is
@@ -399,6 +407,22 @@ func (t *Tokens) Issue(ctx context.Context, spec Spec) (string, Principal, error
 // parent (so revoking that token does too).
 func (r *tokenRecord) inherit(p *Principal, now time.Time) error {
 	r.Parent = p.Accessor
+	if r.Role == "" {
+		// A plain token acts as its maker: it keeps the role it acts in
+		// and the workload identity (so denies on role:, principal.role,
+		// principal.namespace, ... still apply) and the access key it
+		// derives from; the authorizer then grants it only those of its
+		// policies the role or the key still carries.
+		r.Kind = KindToken
+		r.Role, r.Cluster, r.Namespace, r.ServiceAccount = p.Role, p.Cluster, p.Namespace, p.ServiceAccount
+		if len(p.Attributes) > 0 {
+			r.Attributes = maps.Clone(p.Attributes)
+		}
+		r.AccessKey = p.AccessKey
+		if p.Kind == KindAccessKey {
+			r.AccessKey = p.ID
+		}
+	}
 	if r.Subject == "" {
 		r.Subject = p.Subject
 		if r.Subject == "" {

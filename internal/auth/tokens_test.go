@@ -233,3 +233,79 @@ func TestReportLeaked(t *testing.T) {
 		}
 	}
 }
+
+// TestChildOfExpiredParent: a token cannot be made for a caller whose
+// credential has expired (as of the store's clock), even when the caller's
+// principal was looked up before it expired.
+func TestChildOfExpiredParent(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tk := NewTokens(inmem.New(), func() time.Time { return now })
+	_, parent, err := tk.Issue(ctx, Spec{TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Hour)
+	for _, ttl := range []time.Duration{0, time.Minute, 30 * 24 * time.Hour} {
+		if _, _, err := tk.Issue(ctx, Spec{TTL: ttl, Parent: &parent}); !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "expired") {
+			t.Fatalf("child (ttl %s) of an expired parent: %v", ttl, err)
+		}
+	}
+	// An access key (no token: no accessor) that expired is refused too.
+	key := Principal{Kind: KindAccessKey, ID: "cfak_X", ExpiresAt: now.Add(-time.Second)}
+	if _, _, err := tk.Issue(ctx, Spec{Parent: &key}); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("child of an expired access key: %v", err)
+	}
+}
+
+// TestBoundTokenUnknownSource: a token bound to networks is refused when
+// the request's source is unknown (the zero address: a Unix socket), and
+// for an address outside every network, including one that shares the
+// network's first address but not its prefix length.
+func TestBoundTokenUnknownSource(t *testing.T) {
+	tk := NewTokens(inmem.New(), nil)
+	tok, _, err := tk.Issue(ctx, Spec{CIDRs: []string{"10.0.0.0/8"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tk.Lookup(tok, netip.MustParseAddr("10.1.2.3")); err != nil {
+		t.Fatalf("from inside: %v", err)
+	}
+	for _, src := range []netip.Addr{{}, netip.MustParseAddr("11.0.0.1"), netip.MustParseAddr("::ffff:11.0.0.1")} {
+		if _, err := tk.Lookup(tok, src); !errors.Is(err, ErrUnauthenticated) {
+			t.Errorf("from %v: %v, want refused", src, err)
+		}
+	}
+	free, _, _ := tk.Issue(ctx, Spec{})
+	if _, err := tk.Lookup(free, netip.Addr{}); err != nil {
+		t.Errorf("an unbound token from an unknown source: %v", err)
+	}
+}
+
+// TestPrefixWithin: containment compares prefix lengths, not only the
+// first address.
+func TestPrefixWithin(t *testing.T) {
+	p := netip.MustParsePrefix
+	cases := []struct {
+		inner, outer string
+		want         bool
+	}{
+		{"10.1.0.0/16", "10.0.0.0/8", true},
+		{"10.0.0.0/8", "10.0.0.0/8", true},
+		{"10.0.0.0/7", "10.0.0.0/8", false},
+		{"0.0.0.0/0", "0.0.0.0/8", false},
+		{"11.0.0.0/8", "10.0.0.0/8", false},
+	}
+	for _, c := range cases {
+		if got := PrefixWithin(p(c.inner), p(c.outer)); got != c.want {
+			t.Errorf("PrefixWithin(%s, %s) = %v", c.inner, c.outer, got)
+		}
+	}
+	// A child asking for 10.0.0.0/8 inside a parent's 10.0.0.0/7 gets /8,
+	// and one asking for /7 inside a parent's /8 gets /8.
+	for _, c := range [][3]string{{"10.0.0.0/7", "10.0.0.0/8", "10.0.0.0/8"}, {"10.0.0.0/8", "10.0.0.0/7", "10.0.0.0/8"}} {
+		got := intersectCIDRs([]netip.Prefix{p(c[0])}, []netip.Prefix{p(c[1])})
+		if len(got) != 1 || got[0] != p(c[2]) {
+			t.Errorf("parent %s, child %s: %v, want %s", c[0], c[1], got, c[2])
+		}
+	}
+}

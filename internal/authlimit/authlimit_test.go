@@ -81,3 +81,75 @@ func BenchmarkFailure(b *testing.B) {
 		}
 	})
 }
+
+// TestLoginPairs: a workload that logged in before keeps logging in from a
+// source an attacker has run over budget; the attacker's spray across
+// principals and its guessing at one principal (even the workload's) stay
+// refused.
+func TestLoginPairs(t *testing.T) {
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	l := New(Config{Burst: 5, Refill: time.Second, PairBurst: 3, PairRefill: time.Minute, Now: c.now})
+	node := netip.MustParseAddr("10.0.0.7")
+	pod := "kubernetes:payments/team-a/api"
+	if th, _ := l.LoginThrottled(node, pod); th {
+		t.Fatal("a fresh pair is throttled")
+	}
+	l.LoginSuccess(node, pod)
+
+	// Spray: one failure per claimed principal; the source runs out.
+	sprayed := 0
+	for i := range 100 {
+		victim := "kubernetes:payments/team-a/sa-" + string(rune('a'+i%26)) + string(rune('a'+i/26))
+		if th, _ := l.LoginThrottled(node, victim); th {
+			continue
+		}
+		sprayed++
+		l.LoginFailure(node, victim)
+		c.t = c.t.Add(200 * time.Millisecond) // 5 tries a second
+	}
+	if sprayed > 5+25 { // the burst, then one per second refilled over 20 s
+		t.Fatalf("the spray got %d tries from one source", sprayed)
+	}
+	if th, _ := l.LoginThrottled(node, "kubernetes:payments/team-a/never-seen"); !th {
+		t.Fatal("a new principal logs in from a source over budget")
+	}
+	if th, _ := l.LoginThrottled(node, pod); th {
+		t.Fatal("the workload that logged in before is refused because of the attacker's failures")
+	}
+
+	// Guessing at the workload's own principal stops at the pair's budget.
+	for range 3 {
+		l.LoginFailure(node, pod)
+	}
+	if th, retry := l.LoginThrottled(node, pod); !th || retry <= 0 {
+		t.Fatal("guessing at one principal is not stopped by the pair's budget")
+	}
+	// Another source is untouched.
+	if th, _ := l.LoginThrottled(netip.MustParseAddr("10.0.0.8"), pod); th {
+		t.Fatal("another source is throttled")
+	}
+}
+
+// TestLoginPairsBounded: the pair map stays under MaxPairs under a flood of
+// failing pairs from many sources, and keeps the success marks as long as
+// failing pairs can be evicted instead.
+func TestLoginPairsBounded(t *testing.T) {
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	l := New(Config{MaxPairs: 1000, Now: c.now})
+	good := netip.MustParseAddr("10.9.9.9")
+	l.LoginSuccess(good, "pod")
+	for i := range 20_000 {
+		src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		l.LoginFailure(src, "x")
+		if n := l.Pairs(); n > 1000 {
+			t.Fatalf("%d pairs tracked, bound 1000", n)
+		}
+	}
+	// Run the good pair's source over budget: its mark must still be there.
+	for range DefaultBurst + 1 {
+		l.Failure(good)
+	}
+	if th, _ := l.LoginThrottled(good, "pod"); th {
+		t.Fatal("the flood evicted the success mark of a workload")
+	}
+}

@@ -87,28 +87,38 @@ func (s *Service) CreateAccessKey(ctx context.Context, req client.CreateAccessKe
 }
 
 // AuthenticateAccessKey checks an access key id and secret presented from
-// src. Failures say which check failed but never how the secret differs.
+// src. Failures say which check failed but never how the secret differs,
+// and never repeat a malformed id (it may be the secret, sent in the id's
+// place). A failure for a well-formed id is an *auth.AttributedError, so
+// the audit trail records it against that key.
 func (s *Service) AuthenticateAccessKey(id, secret string, src netip.Addr) (auth.Principal, error) {
 	if !credential.Valid(credential.AccessKeyIDPrefix, id) {
-		return auth.Principal{}, fmt.Errorf("%w: %q is not an access key id (they start with %s_ and carry a checksum)", auth.ErrUnauthenticated, truncate(id), credential.AccessKeyIDPrefix)
+		hint := ""
+		if k, ok := credential.Kind(id); ok && k != credential.KindAccessKeyID {
+			hint = "; it looks like a secret: send the id as the user name and the secret as the password, and treat that secret as exposed"
+		}
+		return auth.Principal{}, fmt.Errorf("%w: the user name is not an access key id (they start with %s_ and carry a checksum)%s", auth.ErrUnauthenticated, credential.AccessKeyIDPrefix, hint)
+	}
+	fail := func(err error) (auth.Principal, error) {
+		return auth.Principal{}, &auth.AttributedError{Kind: auth.KindAccessKey, ID: id, Err: err}
 	}
 	a := s.state.Load().accessKeys[id]
 	sum := sha256.Sum256([]byte(secret))
 	if a == nil {
-		return auth.Principal{}, fmt.Errorf("%w: access key %s is unknown or was deleted", auth.ErrUnauthenticated, id)
+		return fail(fmt.Errorf("%w: access key %s is unknown or was deleted", auth.ErrUnauthenticated, id))
 	}
 	if subtle.ConstantTimeCompare(a.Hash, sum[:]) != 1 {
-		return auth.Principal{}, fmt.Errorf("%w: the secret does not match access key %s", auth.ErrUnauthenticated, id)
+		return fail(fmt.Errorf("%w: the secret does not match access key %s", auth.ErrUnauthenticated, id))
 	}
 	now := s.now()
 	if a.Leaked {
-		return auth.Principal{}, &auth.LeakedError{Accessor: id, Kind: "access key"}
+		return fail(&auth.LeakedError{Accessor: id, Kind: "access key"})
 	}
 	if a.Disabled {
-		return auth.Principal{}, fmt.Errorf("%w: access key %s is disabled", auth.ErrUnauthenticated, id)
+		return fail(fmt.Errorf("%w: access key %s is disabled", auth.ErrUnauthenticated, id))
 	}
 	if !a.ExpiresAt.IsZero() && !now.Before(a.ExpiresAt) {
-		return auth.Principal{}, fmt.Errorf("%w: access key %s expired at %s", auth.ErrUnauthenticated, id, a.ExpiresAt.Format(time.RFC3339))
+		return fail(fmt.Errorf("%w: access key %s expired at %s", auth.ErrUnauthenticated, id, a.ExpiresAt.Format(time.RFC3339)))
 	}
 	s.usageMu.Lock()
 	s.usage[id] = usage{at: now.UTC(), source: src.String()}
@@ -192,7 +202,8 @@ func (s *Service) GetAccessKey(_ context.Context, id string) (client.AccessKey, 
 
 func notFoundKey(id string) error {
 	if !strings.HasPrefix(id, credential.AccessKeyIDPrefix+"_") {
-		return fmt.Errorf("%w: %q is not an access key id (they start with %s_)", ErrInvalidArgument, truncate(id), credential.AccessKeyIDPrefix)
+		// Not repeated: it may be a secret typed in the id's place.
+		return fmt.Errorf("%w: that is not an access key id (they start with %s_)", ErrInvalidArgument, credential.AccessKeyIDPrefix)
 	}
 	return fmt.Errorf("%w: access key %q does not exist", ErrNotFound, id)
 }

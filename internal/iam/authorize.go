@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -81,6 +82,51 @@ func (s *Service) Authorize(_ context.Context, p *auth.Principal, req *policy.Re
 	return nil
 }
 
+// EffectivePolicies names the stored policies p may use now: its role's
+// (a role token), its own (an access key), or a token's own narrowed to
+// those the role or access key it was made from still carries. Root has
+// none: it needs none.
+func (s *Service) EffectivePolicies(p *auth.Principal) []string {
+	return s.state.Load().effectivePolicies(p)
+}
+
+func (st *state) effectivePolicies(p *auth.Principal) []string {
+	switch {
+	case p.Root:
+		return nil
+	case p.Kind == auth.KindRole:
+		if r := st.roles[p.Role]; r != nil {
+			return r.Policies
+		}
+		return nil
+	case p.Kind == auth.KindAccessKey:
+		if a := st.accessKeys[p.ID]; a != nil {
+			return a.Policies
+		}
+		return nil
+	}
+	names := p.Policies
+	if p.Role != "" {
+		// A token made from a role token follows the role's current
+		// policies: removing one from the role removes it from the token.
+		r := st.roles[p.Role]
+		if r == nil {
+			return nil
+		}
+		names = both(names, r.Policies)
+	}
+	if p.AccessKey != "" {
+		// The same for a token made from an access key, which also stops
+		// when the key is disabled or deleted.
+		a := st.accessKeys[p.AccessKey]
+		if a == nil || a.Disabled {
+			return nil
+		}
+		names = both(names, a.Policies)
+	}
+	return names
+}
+
 // identitySet is the compiled identity policy set of p.
 func (st *state) identitySet(p *auth.Principal) *policy.Set {
 	switch p.Kind {
@@ -95,16 +141,28 @@ func (st *state) identitySet(p *auth.Principal) *policy.Set {
 		}
 		return nil
 	}
-	if len(p.Policies) == 0 {
+	names := st.effectivePolicies(p)
+	if len(names) == 0 {
 		return nil
 	}
-	key := strings.Join(p.Policies, "\x00")
+	key := strings.Join(names, "\x00")
 	if v, ok := st.tokenSets.Load(key); ok {
 		return v.(*policy.Set)
 	}
-	set := st.setOf(p.Policies)
+	set := st.setOf(names)
 	st.tokenSets.Store(key, set)
 	return set
+}
+
+// both returns the names in a that are also in b, in a's order.
+func both(a, b []string) []string {
+	out := make([]string, 0, len(a))
+	for _, n := range a {
+		if slices.Contains(b, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func policyPrincipal(p *auth.Principal) policy.Principal {

@@ -140,48 +140,65 @@ func (s *Service) DeleteCluster(ctx context.Context, name string) error {
 // unverifiedIssuer reads the iss claim of a JWT without verifying it, only
 // to pick the cluster that will verify it.
 func unverifiedIssuer(jwt string) string {
+	iss, _ := unverifiedClaims(jwt)
+	return iss
+}
+
+// unverifiedClaims reads the iss and sub claims of a JWT without verifying
+// them.
+func unverifiedClaims(jwt string) (iss, sub string) {
 	parts := strings.Split(jwt, ".")
 	if len(parts) != 3 || len(parts[1]) > 16<<10 {
-		return ""
+		return "", ""
 	}
 	b, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
-		return ""
+		return "", ""
 	}
 	var c struct {
 		Iss string `json:"iss"`
+		Sub string `json:"sub"`
 	}
 	if json.Unmarshal(b, &c) != nil {
-		return ""
+		return "", ""
 	}
-	return c.Iss
+	return c.Iss, c.Sub
+}
+
+// KubernetesLoginClaim names, without verifying anything, the principal a
+// Kubernetes login claims to be: the role, the cluster, and the token's
+// issuer and subject (the service account). The server budgets login
+// failures per source and claim (internal/authlimit), so an attacker's
+// failures do not refuse another workload's valid logins.
+func KubernetesLoginClaim(req *client.KubernetesLoginRequest) string {
+	iss, sub := unverifiedClaims(req.JWT)
+	return "kubernetes\x00" + req.Role + "\x00" + req.Cluster + "\x00" + iss + "\x00" + sub
 }
 
 // KubernetesLogin exchanges a pod's projected service-account token for a
 // temporary token of a role that trusts the service account.
+//
+// A login to a role that does not exist is answered as one to a role that
+// does not trust the caller (the token is verified all the same by the
+// registered cluster it names, if there is one), so logins cannot list the
+// roles; both are failures the server counts against the caller's budget.
 func (s *Service) KubernetesLogin(ctx context.Context, req client.KubernetesLoginRequest) (string, auth.Principal, error) {
-	st := s.state.Load()
-	r := st.roles[req.Role]
-	if r == nil {
-		return "", auth.Principal{}, fmt.Errorf("%w: role %q does not exist", ErrNotFound, req.Role)
-	}
 	if req.JWT == "" {
 		return "", auth.Principal{}, fmt.Errorf("%w: jwt is required: the pod's projected service-account token", ErrInvalidArgument)
 	}
-	if len(r.Kubernetes) == 0 {
-		return "", auth.Principal{}, fmt.Errorf("%w: role %q trusts no Kubernetes service account", auth.ErrForbidden, req.Role)
+	iss := unverifiedIssuer(req.JWT)
+	if iss == "" {
+		return "", auth.Principal{}, fmt.Errorf("%w: the token is malformed: not a JWT with an iss claim; send the pod's projected service-account token", auth.ErrUnauthenticated)
 	}
+	st := s.state.Load()
+	r := st.roles[req.Role]
 	// The clusters the role trusts, narrowed to the one named or the one
 	// whose issuer the token claims.
-	var candidates, trustedAll []*clusterEntry
-	iss := unverifiedIssuer(req.JWT)
+	var candidates []*clusterEntry
 	for _, c := range st.clusters {
 		trusted := false
-		for _, k := range r.Kubernetes {
-			trusted = trusted || globMatch(k.Cluster, c.Name)
-		}
-		if trusted {
-			trustedAll = append(trustedAll, c)
+		for i := 0; r != nil && i < len(r.Kubernetes); i++ {
+			trusted = trusted || globMatch(r.Kubernetes[i].Cluster, c.Name)
 		}
 		switch {
 		case !trusted:
@@ -193,16 +210,9 @@ func (s *Service) KubernetesLogin(ctx context.Context, req client.KubernetesLogi
 			candidates = append(candidates, c)
 		}
 	}
-	if len(candidates) == 0 && req.Cluster == "" && len(trustedAll) == 1 {
-		// One cluster only: let its verifier say what is wrong with the
-		// token (malformed, other issuer) precisely.
-		candidates = trustedAll
-	}
 	switch {
-	case len(candidates) == 0 && req.Cluster != "":
-		return "", auth.Principal{}, fmt.Errorf("%w: cluster %q is not registered or not trusted by role %q", auth.ErrUnauthenticated, req.Cluster, req.Role)
 	case len(candidates) == 0:
-		return "", auth.Principal{}, fmt.Errorf("%w: no cluster trusted by role %q has the token's issuer %q", auth.ErrUnauthenticated, req.Role, truncate(iss))
+		return "", auth.Principal{}, s.untrustedLogin(ctx, st, req, iss)
 	case len(candidates) > 1:
 		sort.Slice(candidates, func(i, j int) bool { return candidates[i].Name < candidates[j].Name })
 		return "", auth.Principal{}, fmt.Errorf("%w: the token could come from clusters %s and %s; name one with cluster", ErrInvalidArgument, candidates[0].Name, candidates[1].Name)
@@ -234,7 +244,7 @@ func (s *Service) KubernetesLogin(ctx context.Context, req client.KubernetesLogi
 				globMatch(k2.Namespace, id.Namespace) && globMatch(k2.ServiceAccount, id.ServiceAccount)
 		}
 		if !match {
-			return "", auth.Principal{}, fmt.Errorf("%w: role %q does not trust service account %s/%s of cluster %s", auth.ErrForbidden, req.Role, id.Namespace, id.ServiceAccount, c.Name)
+			return "", auth.Principal{}, notTrustedSA(req.Role, id, c.Name)
 		}
 		subject := "kubernetes:" + c.Name + "/" + id.Namespace + "/" + id.ServiceAccount
 		notRevoked := func() error {
@@ -258,24 +268,66 @@ func (s *Service) KubernetesLogin(ctx context.Context, req client.KubernetesLogi
 		return s.issue(ctx, r, auth.Spec{Valid: notRevoked, Role: r.Name, Subject: subject, Cluster: c.Name, Namespace: id.Namespace, ServiceAccount: id.ServiceAccount,
 			DisplayName: id.Namespace + "/" + id.ServiceAccount, Attributes: attrs}, req.TTL, nil)
 	}
-	if errors.Is(lastErr, k8sauth.ErrUnavailable) {
-		return "", auth.Principal{}, lastErr
+	return "", auth.Principal{}, verifyError(lastErr)
+}
+
+// verifyError is the answer to a token a cluster's verifier refused.
+func verifyError(err error) error {
+	if errors.Is(err, k8sauth.ErrUnavailable) {
+		return err
 	}
-	return "", auth.Principal{}, fmt.Errorf("%w: %s", auth.ErrUnauthenticated, strings.TrimPrefix(lastErr.Error(), "k8sauth: "))
+	return fmt.Errorf("%w: %s", auth.ErrUnauthenticated, strings.TrimPrefix(err.Error(), "k8sauth: "))
+}
+
+// notTrustedSA is the answer to a verified service account the role does
+// not trust, or to one logging in to a role that does not exist.
+func notTrustedSA(role string, id k8sauth.Identity, cluster string) error {
+	return fmt.Errorf("%w: role %q does not exist or does not trust service account %s/%s of cluster %s", auth.ErrForbidden, role, id.Namespace, id.ServiceAccount, cluster)
+}
+
+// untrustedLogin answers a Kubernetes login that no cluster the role
+// trusts can verify, whether the role exists or not: the registered
+// cluster the token names (by cluster, or by its issuer) verifies it with
+// the default audience, so a forged or expired token gets the same answer
+// as it would from a role trusting that cluster, and a genuine one hears
+// that the role does not exist or does not trust it.
+func (s *Service) untrustedLogin(ctx context.Context, st *state, req client.KubernetesLoginRequest, iss string) error {
+	var named []*clusterEntry
+	for _, c := range st.clusters {
+		if req.Cluster != "" && c.Name == req.Cluster || req.Cluster == "" && c.Issuer != "" && c.Issuer == iss {
+			named = append(named, c)
+		}
+	}
+	if len(named) == 1 {
+		c := named[0]
+		id, err := c.verifier.Verify(ctx, req.JWT, DefaultAudience)
+		if err != nil {
+			return verifyError(err)
+		}
+		return notTrustedSA(req.Role, id, c.Name)
+	}
+	if req.Cluster != "" {
+		return fmt.Errorf("%w: role %q does not exist or does not trust cluster %q", auth.ErrUnauthenticated, req.Role, req.Cluster)
+	}
+	return fmt.Errorf("%w: role %q does not exist or trusts no registered cluster with the token's issuer %q", auth.ErrUnauthenticated, req.Role, truncate(iss))
 }
 
 // CertLogin exchanges a verified client certificate for a temporary token
 // of a role whose certificates trust matches it.
+//
+// A role that does not exist is answered as one that does not trust the
+// certificate, so logins cannot list the roles.
 func (s *Service) CertLogin(ctx context.Context, cert *x509.Certificate, req client.CertLoginRequest) (string, auth.Principal, error) {
-	r := s.state.Load().roles[req.Role]
-	if r == nil {
-		return "", auth.Principal{}, fmt.Errorf("%w: role %q does not exist", ErrNotFound, req.Role)
-	}
 	if cert == nil {
 		return "", auth.Principal{}, fmt.Errorf("%w: no verified client certificate; connect over TLS with a certificate signed by the server's client CA", auth.ErrUnauthenticated)
 	}
+	r := s.state.Load().roles[req.Role]
+	var trust []client.CertificateTrust
+	if r != nil {
+		trust = r.Certificates
+	}
 	match := ""
-	for _, t := range r.Certificates {
+	for _, t := range trust {
 		if t.CommonName != "" && cert.Subject.CommonName != "" && globMatch(t.CommonName, cert.Subject.CommonName) {
 			match = cert.Subject.CommonName
 		}
@@ -289,7 +341,7 @@ func (s *Service) CertLogin(ctx context.Context, cert *x509.Certificate, req cli
 		}
 	}
 	if match == "" {
-		return "", auth.Principal{}, fmt.Errorf("%w: role %q does not trust the certificate of %q", auth.ErrForbidden, req.Role, truncate(cert.Subject.CommonName))
+		return "", auth.Principal{}, fmt.Errorf("%w: role %q does not exist or does not trust the certificate of %q", auth.ErrForbidden, req.Role, truncate(cert.Subject.CommonName))
 	}
 	return s.issue(ctx, r, auth.Spec{Role: r.Name, Subject: "cert:" + match, DisplayName: match,
 		Attributes: map[string]string{"certificate_serial": cert.SerialNumber.Text(16)}}, req.TTL, nil)

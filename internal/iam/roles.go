@@ -196,12 +196,14 @@ func (s *Service) DeleteRole(ctx context.Context, name string) (int, error) {
 // has already checked auth:AssumeRole against the caller's policies.
 func (s *Service) AssumeRole(ctx context.Context, caller *auth.Principal, req client.AssumeRoleRequest) (string, auth.Principal, error) {
 	r := s.state.Load().roles[req.Role]
-	if r == nil {
+	name := caller.Name()
+	if r == nil && caller.Root {
 		return "", auth.Principal{}, fmt.Errorf("%w: role %q does not exist", ErrNotFound, req.Role)
 	}
-	name := caller.Name()
-	if !caller.Root && !slices.ContainsFunc(r.TrustPrincipals, func(g string) bool { return globMatch(g, name) }) {
-		return "", auth.Principal{}, fmt.Errorf("%w: role %q does not trust %s (see its trust_principals)", auth.ErrForbidden, req.Role, name)
+	// Other callers hear the same whether the role is missing or does not
+	// trust them, so assume-role cannot list the roles.
+	if r == nil || !caller.Root && !slices.ContainsFunc(r.TrustPrincipals, func(g string) bool { return globMatch(g, name) }) {
+		return "", auth.Principal{}, fmt.Errorf("%w: role %q does not exist or does not trust %s (see its trust_principals)", auth.ErrForbidden, req.Role, name)
 	}
 	subject := name
 	if caller.Kind == auth.KindRole && caller.Subject != "" {
@@ -291,7 +293,8 @@ func within(req, role []string) error {
 
 // RevokeRole revokes every token of a role.
 func (s *Service) RevokeRole(ctx context.Context, role string) (int, error) {
-	return s.tokens.RevokeWhere(ctx, func(p *auth.Principal) bool { return p.Kind == auth.KindRole && p.Role == role })
+	// Tokens made from the role's tokens act in the role too.
+	return s.tokens.RevokeWhere(ctx, func(p *auth.Principal) bool { return p.Role == role })
 }
 
 // RevokePrincipal revokes every token a principal holds or obtained

@@ -155,7 +155,8 @@ func basic(id, secret string) http.Header {
 // principals without permission, over real HTTP: every 401 gives a reason
 // without echoing the secret, every 403 names the action and the resource.
 func TestAuthTable(t *testing.T) {
-	e := newIAMEnv(t, authlimit.New(authlimit.Config{Burst: 1000})) // the table's failures come from one source
+	// The table's failures come from one source, several claiming the pod's principal.
+	e := newIAMEnv(t, authlimit.New(authlimit.Config{Burst: 1000, PairBurst: 1000}))
 	root := e.root
 
 	// A key with an alias, policies, roles, access keys and a cluster.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
+	"github.com/cofferkms/coffer/internal/iam"
 	"github.com/cofferkms/coffer/internal/keys"
 )
 
@@ -138,12 +139,16 @@ func (s *Server) iamRoutes() {
 		func(ctx context.Context, _ *http.Request, p auth.Principal, req *client.AssumeRoleRequest) (client.CreateTokenResponse, error) {
 			return issued(im.AssumeRole(ctx, &p, *req))
 		}))
-	m.HandleFunc("POST /v1/auth/kubernetes/login", handle(s, route{action: "auth:AssumeRole", public: true, login: true},
+	m.HandleFunc("POST /v1/auth/kubernetes/login", handle(s, route{action: "auth:AssumeRole", public: true, login: true,
+		loginKey: func(_ *http.Request, req any) string {
+			return iam.KubernetesLoginClaim(req.(*client.KubernetesLoginRequest))
+		}},
 		func(_ *http.Request, req *client.KubernetesLoginRequest) string { return "role/" + req.Role },
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.KubernetesLoginRequest) (client.CreateTokenResponse, error) {
 			return issued(im.KubernetesLogin(ctx, *req))
 		}))
-	m.HandleFunc("POST /v1/auth/cert/login", handle(s, route{action: "auth:AssumeRole", public: true, login: true},
+	m.HandleFunc("POST /v1/auth/cert/login", handle(s, route{action: "auth:AssumeRole", public: true, login: true,
+		loginKey: certLoginClaim},
 		func(_ *http.Request, req *client.CertLoginRequest) string { return "role/" + req.Role },
 		func(ctx context.Context, r *http.Request, _ auth.Principal, req *client.CertLoginRequest) (client.CreateTokenResponse, error) {
 			var cert = verifiedClientCert(r)
@@ -181,6 +186,17 @@ func (s *Server) iamRoutes() {
 		}))
 }
 
+// certLoginClaim names the principal a certificate login claims: the role
+// and the verified certificate (by serial and issuer), for the failure
+// budget of (source, principal).
+func certLoginClaim(r *http.Request, req any) string {
+	key := "cert\x00" + req.(*client.CertLoginRequest).Role
+	if c := verifiedClientCert(r); c != nil {
+		key += "\x00" + c.Issuer.String() + "\x00" + c.SerialNumber.Text(16)
+	}
+	return key
+}
+
 // issued answers a login with the new token.
 func issued(tok string, p auth.Principal, err error) (client.CreateTokenResponse, error) {
 	if err != nil {
@@ -210,12 +226,9 @@ func (s *Server) checkTokenPolicies(p *auth.Principal, want []string) error {
 	if p.Root || len(want) == 0 {
 		return nil
 	}
-	have := p.Policies
-	if p.Kind == auth.KindRole {
-		if r, err := s.sys.IAM.GetRole(context.Background(), p.Role); err == nil {
-			have = r.Policies
-		}
-	}
+	// What p may use now: a role's or access key's current policies, a
+	// token's own narrowed by the role or key it was made from.
+	have := s.sys.IAM.EffectivePolicies(p)
 	for _, w := range want {
 		if !slices.Contains(have, w) {
 			return &apiError{http.StatusForbidden, "permission_denied", "a token may carry only policies its creator has; " + p.Name() + " does not have policy " + w}

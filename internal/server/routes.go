@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/cofferkms/coffer/client"
@@ -82,6 +83,11 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/auth/token/revoke", handle(s, route{action: "token:Revoke"},
 		func(_ *http.Request, req *client.RevokeTokenRequest) string { return req.Accessor },
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.RevokeTokenRequest) (noContent, error) {
+			// The request is authorized and recorded on the accessor; with
+			// both, the token would be revoked instead of what was decided.
+			if req.Token != "" && req.Accessor != "" {
+				return noContent{}, badRequest("give the token or its accessor, not both")
+			}
 			return noContent{}, s.sys.Tokens.Revoke(ctx, req.Token, req.Accessor)
 		}))
 	m.HandleFunc("POST /v1/auth/token/report-leaked", handle(s, route{action: "token:ReportLeaked"}, nil,
@@ -167,19 +173,66 @@ func (s *Server) keyRoutes() {
 			return k.ScheduleDeletion(ctx, r.PathValue("key"), req.PendingDays)
 		}))
 
-	m.HandleFunc("POST /v1/aliases", handle(s, route{action: "key:CreateAlias", created: true},
+	// An alias operation is an act on the alias and on its key (as AWS KMS
+	// asks for both): the alias half is decided on the alias name alone,
+	// the key half on the key's id, with its other names and its key
+	// policy. The record names the key, also when either half refuses.
+	m.HandleFunc("POST /v1/aliases", handle(s, route{action: "key:CreateAlias", created: true, selfAuthz: true},
 		func(_ *http.Request, req *client.Alias) string { return req.Name },
-		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.Alias) (client.Alias, error) {
-			return k.CreateAlias(ctx, req.Name, req.KeyID)
+		func(ctx context.Context, r *http.Request, p auth.Principal, req *client.Alias) (client.Alias, error) {
+			id, err := s.authorizeAlias(ctx, r, &p, "key:CreateAlias", req.Name, req.KeyID)
+			if err != nil {
+				return client.Alias{}, err
+			}
+			// The id, not the caller's reference: an alias moved meanwhile
+			// cannot redirect the new one to a key not authorized.
+			return k.CreateAlias(ctx, req.Name, id)
 		}))
 	m.HandleFunc("GET /v1/aliases", handle(s, route{action: "key:ListAliases"}, nil,
 		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.AliasList, error) {
 			as, err := k.ListAliases(ctx, r.URL.Query().Get("key_id"))
 			return client.AliasList{Aliases: as}, err
 		}))
-	m.HandleFunc("DELETE /v1/aliases/{name}", handle(s, route{action: "key:DeleteAlias"},
+	m.HandleFunc("DELETE /v1/aliases/{name}", handle(s, route{action: "key:DeleteAlias", selfAuthz: true},
 		func(r *http.Request, _ *empty) string { return r.PathValue("name") },
-		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (noContent, error) {
-			return noContent{}, k.DeleteAlias(ctx, r.PathValue("name"))
+		func(ctx context.Context, r *http.Request, p auth.Principal, _ *empty) (noContent, error) {
+			name := r.PathValue("name")
+			target := name
+			if !strings.HasPrefix(name, keys.AliasPrefix) {
+				target = "" // not an alias: authorized on the name, refused by DeleteAlias
+			}
+			if _, err := s.authorizeAlias(ctx, r, &p, "key:DeleteAlias", name, target); err != nil {
+				return noContent{}, err
+			}
+			return noContent{}, k.DeleteAlias(ctx, name)
 		}))
+}
+
+// authorizeAlias authorizes an alias operation as the two acts it is:
+// action on the alias name alone (iam decides key:CreateAlias and
+// key:DeleteAlias on alias/NAME without the key's other names or key
+// policy), and action on the key ref names, decided on the key's id (so
+// with all its names and its key policy). It returns the key id and puts
+// it in the request's audit record. A ref that names no key is authorized
+// as written and left to the key service to refuse (404).
+func (s *Server) authorizeAlias(ctx context.Context, r *http.Request, p *auth.Principal, action, alias, ref string) (string, error) {
+	id := ref
+	if ref != "" {
+		if kid, _, err := s.sys.Keys.Names(ref); err == nil {
+			id = kid
+			if rec := recordOf(ctx); rec != nil {
+				rec.KeyID = id
+			}
+		}
+	}
+	if err := s.authorizeItem(ctx, r, p, action, alias, nil); err != nil {
+		return "", err
+	}
+	if id == "" {
+		return "", nil
+	}
+	if err := s.authorizeItem(ctx, r, p, action, id, nil); err != nil {
+		return "", err
+	}
+	return id, nil
 }

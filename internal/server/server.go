@@ -290,7 +290,10 @@ type route struct {
 	sealedOK bool // served while sealed
 	created  bool // 201 instead of 200
 	limit    int64
-	login    bool // exchanges a credential: throttled per source before work
+	login    bool // exchanges a credential: throttled per source and principal before work
+	// loginKey names the principal a login claims (unverified), for the
+	// failure budget of (source, principal); "" when unknown.
+	loginKey func(r *http.Request, req any) string
 	// selfAuthz: the call authorizes the request in full itself (every
 	// batch item with its own key and context; both keys of a ReEncrypt),
 	// so handle only pre-authorizes the action (see kms.go).
@@ -331,6 +334,7 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 
 		var p auth.Principal
 		var req Req
+		var loginKey string // the principal a login claims, for its failure budget
 		release := func() {}
 		defer func() { release() }()
 		err := func() error {
@@ -340,19 +344,16 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 				}
 				return &apiError{http.StatusServiceUnavailable, "sealed", "the server is sealed; unseal it with `coffer operator unseal`"}
 			}
-			if rt.login {
-				// Logins may cost a call to the apiserver: a throttled
-				// source gets nothing verified.
-				if th, retry := s.limit.Throttled(src); th {
-					return throttled(retry)
-				}
-			}
 			if !rt.public {
 				var err error
 				if p, err = s.authn.Authenticate(r, src); err != nil {
 					var leaked *auth.LeakedError
 					if errors.As(err, &leaked) {
 						rec.Principal.Accessor, rec.CredentialLeaked = leaked.Accessor, true
+					}
+					if who := (*auth.AttributedError)(nil); errors.As(err, &who) {
+						// A well-formed access key id names who failed.
+						rec.Principal.Kind, rec.Principal.ID, rec.Principal.Accessor = who.Kind, who.ID, who.ID
 					}
 					if th, retry := s.limit.Failure(src); th {
 						return fmt.Errorf("%w (%w)", throttled(retry), err)
@@ -390,6 +391,17 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 			if res != nil {
 				rec.Resource = boundString(res(r, &req), maxAuditResource)
 			}
+			if rt.login {
+				// Logins may cost a call to the apiserver: a (source,
+				// principal) pair or a source over its failure budget
+				// gets nothing verified (internal/authlimit).
+				if rt.loginKey != nil {
+					loginKey = rt.loginKey(r, &req)
+				}
+				if th, retry := s.limit.LoginThrottled(src, loginKey); th {
+					return throttled(retry)
+				}
+			}
 			if !rt.public && !rt.selfAuthz {
 				q := policy.Request{Action: rt.action, Resource: rec.Resource, Context: rec.ContextValues, SourceIP: src, Time: st.start}
 				if err := s.authz.Authorize(r.Context(), &p, &q); err != nil {
@@ -400,7 +412,7 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 		}()
 		if rt.login && err != nil && !errors.Is(err, errThrottled) {
 			if status, _, _ := classify(err); status == http.StatusUnauthorized || status == http.StatusForbidden {
-				s.limit.Failure(src)
+				s.limit.LoginFailure(src, loginKey)
 			}
 		}
 		if err == nil && mutates(r, rt.action) {
@@ -427,8 +439,10 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 			resp, err = fn(withRecord(r.Context(), &rec), r, p, &req) // the call may add to its record (kms.go)
 			if rt.login && err != nil {
 				if status, _, _ := classify(err); status == http.StatusUnauthorized || status == http.StatusForbidden {
-					s.limit.Failure(src)
+					s.limit.LoginFailure(src, loginKey)
 				}
+			} else if rt.login {
+				s.limit.LoginSuccess(src, loginKey)
 			}
 		}
 		status, code, msg := http.StatusOK, "", ""
