@@ -58,7 +58,7 @@ func (s *Service) Authorize(_ context.Context, p *auth.Principal, req *policy.Re
 	identity := st.identitySet(p)
 	req.Principal = policyPrincipal(p)
 	var keySet *policy.Set
-	if req.Resource != "" && isKeyAction(req.Action) {
+	if req.Resource != "" && isKeyAction(req.Action) && !aliasItself(req) {
 		if id, aliases, err := s.keys.Names(req.Resource); err == nil {
 			req.Aliases = append(aliases[:len(aliases):len(aliases)], id)
 			if e := st.keyPolicies[id]; e != nil {
@@ -125,6 +125,18 @@ func (st *state) effectivePolicies(p *auth.Principal) []string {
 		names = both(names, a.Policies)
 	}
 	return names
+}
+
+// aliasItself reports whether req is the alias half of an alias operation:
+// key:CreateAlias or key:DeleteAlias on alias/NAME. That half is decided on
+// the alias name alone (not the key's other names, no key policy); the
+// server decides the key half separately, on the key's id with its names
+// and key policy. Otherwise an alias could vouch for itself: creating
+// alias/team-a-x for team b's key would need only rights on alias/team-a-*,
+// and rights on a key would let one delete any alias of it, even one a
+// deny elsewhere hangs on.
+func aliasItself(req *policy.Request) bool {
+	return (req.Action == "key:CreateAlias" || req.Action == "key:DeleteAlias") && strings.HasPrefix(req.Resource, "alias/")
 }
 
 // identitySet is the compiled identity policy set of p.
@@ -227,7 +239,7 @@ func (s *Service) Simulate(ctx context.Context, req client.SimulateRequest) (cli
 		d = den.Decision
 	} else if err == nil {
 		d = policy.Authorize(st.identitySet(&p), nil, q)
-		if ks := s.keyPolicySet(st, q.Resource); ks != nil {
+		if ks := s.keyPolicySet(st, q.Resource); ks != nil && !aliasItself(&q) {
 			d = policy.Authorize(st.identitySet(&p), ks, q)
 		}
 	} else {
