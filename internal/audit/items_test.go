@@ -39,3 +39,21 @@ func TestTrailHashesItemContexts(t *testing.T) {
 		t.Fatalf("the item's context HMAC is missing: %s", all)
 	}
 }
+
+// TestSearchFindsBatchItems: a search by key or by outcome finds the batch
+// records one of whose items has it.
+func TestSearchFindsBatchItems(t *testing.T) {
+	r := &Record{Type: TypeRequest, Action: "kms:Decrypt", Outcome: "ok", Status: 200}
+	r.AddItem(Item{Resource: "k-1", KeyID: "k-1", Outcome: "ok"})
+	r.AddItem(Item{Resource: "alias/b", KeyID: "k-2", Outcome: "error", ErrorCode: "permission_denied"})
+	for _, q := range []Query{{Resource: "k-1"}, {Resource: "k-2"}, {Resource: "alias/b"}, {Outcome: "permission_denied"}, {Outcome: "error"}} {
+		if !q.Match(r) {
+			t.Errorf("%+v does not match the batch record", q)
+		}
+	}
+	for _, q := range []Query{{Resource: "k-3"}, {Outcome: "key_disabled"}} {
+		if q.Match(r) {
+			t.Errorf("%+v matches the batch record", q)
+		}
+	}
+}

@@ -44,13 +44,28 @@ func (q *Query) Match(r *Record) bool {
 			return false
 		}
 	}
-	if q.Resource != "" && q.Resource != r.Resource && q.Resource != r.KeyID {
+	if q.Resource != "" && q.Resource != r.Resource && q.Resource != r.KeyID && !r.itemMatch(func(it *Item) bool {
+		return q.Resource == it.Resource || q.Resource == it.KeyID
+	}) {
 		return false
 	}
-	if o := q.Outcome; o != "" && o != r.Outcome && o != r.ErrorCode {
+	if o := q.Outcome; o != "" && o != r.Outcome && o != r.ErrorCode && !r.itemMatch(func(it *Item) bool {
+		return o == it.Outcome || o == it.ErrorCode
+	}) {
 		return false
 	}
 	return true
+}
+
+// itemMatch reports whether some batch item of r satisfies f: a batch
+// record matches a key or an outcome any of its items has.
+func (r *Record) itemMatch(f func(*Item) bool) bool {
+	for i := range r.Items {
+		if f(&r.Items[i]) {
+			return true
+		}
+	}
+	return false
 }
 
 // Search streams the lines of r that match q to fn. A literal prefilter
