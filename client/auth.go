@@ -26,6 +26,26 @@ func (c *Client) LookupSelf(ctx context.Context) (*TokenInfo, error) {
 	return &out, nil
 }
 
+// LookupToken describes the token with accessor (POST
+// /v1/auth/token/lookup, action token:Lookup on the accessor).
+func (c *Client) LookupToken(ctx context.Context, accessor string) (*TokenInfo, error) {
+	var out TokenInfo
+	if err := c.do(ctx, http.MethodPost, "/v1/auth/token/lookup", nil, LookupTokenRequest{Accessor: accessor}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ListTokens lists the tokens that have not expired, oldest first, without
+// their values (GET /v1/auth/token/list, action token:List).
+func (c *Client) ListTokens(ctx context.Context) ([]TokenInfo, error) {
+	var out TokenList
+	if err := c.do(ctx, http.MethodGet, "/v1/auth/token/list", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Tokens, nil
+}
+
 // RevokeToken revokes a token named by itself or by its accessor (POST
 // /v1/auth/token/revoke). Exactly one of req.Token and req.Accessor must be
 // set.

@@ -303,6 +303,17 @@ type ReportLeakedResponse struct {
 	Unknown        int      `json:"unknown"`
 }
 
+// LookupTokenRequest names the token POST /v1/auth/token/lookup describes.
+type LookupTokenRequest struct {
+	Accessor string `json:"accessor"`
+}
+
+// TokenList is the answer of GET /v1/auth/token/list: the tokens that have
+// not expired, oldest first, without their values.
+type TokenList struct {
+	Tokens []TokenInfo `json:"tokens"`
+}
+
 // RevokeTokenRequest is the body of POST /v1/auth/token/revoke: either the
 // token itself or its accessor.
 type RevokeTokenRequest struct {

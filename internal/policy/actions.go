@@ -68,6 +68,7 @@ var catalogue = []Action{
 	{Name: "token:Create"},
 	{Name: "token:LookupSelf"},
 	{Name: "token:Lookup", Resource: ResourceToken},
+	{Name: "token:List"},
 	{Name: "token:Renew", Resource: ResourceToken},
 	{Name: "token:RenewSelf"},
 	{Name: "token:Revoke", Resource: ResourceToken},

@@ -125,6 +125,7 @@ func (s *Server) routes() {
 	s.kmsRoutes()
 	s.iamRoutes()
 	s.auditRoutes()
+	s.tokenAdminRoutes()
 	s.sysRoutes()
 }
 
