@@ -119,6 +119,7 @@ type config struct {
 	accessKeyID, accessKeySecret string
 	login                        *loginConfig
 	clientCert                   *tls.Certificate
+	tokenCache                   RoleTokenCache
 }
 
 // Option configures a Client in New or FromEnv.
@@ -248,7 +249,7 @@ func New(addr string, opts ...Option) (*Client, error) {
 		default:
 			return nil, errors.New("client: WithRole needs a credential to assume it with: an access key, a token or a client certificate")
 		}
-		c.session = &session{cfg: *l, now: time.Now}
+		c.session = &session{cfg: *l, now: time.Now, cache: cfg.tokenCache}
 	}
 	return c, nil
 }
@@ -331,20 +332,50 @@ func normalizeAddress(addr string) (string, error) {
 	if addr == "" {
 		addr = DefaultAddress
 	}
+	shown := redactAddress(addr)
+	if !strings.Contains(addr, "://") {
+		return "", fmt.Errorf("client: invalid address %q: it must start with http:// or https:// (like http://%s)", shown, strings.TrimLeft(shown, "/"))
+	}
 	u, err := url.Parse(addr)
 	if err != nil {
-		return "", fmt.Errorf("client: invalid address %q: %w", addr, err)
+		// url.Error repeats the whole address: say only what is wrong.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return "", fmt.Errorf("client: invalid address %q: %v", shown, err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return "", fmt.Errorf("client: invalid address %q: it must start with http:// or https://", addr)
+		return "", fmt.Errorf("client: invalid address %q: it must start with http:// or https://", shown)
 	}
 	if u.Host == "" {
-		return "", fmt.Errorf("client: invalid address %q: missing host", addr)
+		return "", fmt.Errorf("client: invalid address %q: missing host", shown)
 	}
-	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return "", fmt.Errorf("client: invalid address %q: it must not carry credentials, a query or a fragment", addr)
+	if u.User != nil {
+		return "", fmt.Errorf("client: invalid address %q: it must not carry credentials (give a token with WithToken or COFFER_TOKEN)", shown)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("client: invalid address %q: it must not carry a query or a fragment", shown)
 	}
 	return strings.TrimRight(u.Scheme+"://"+u.Host+u.EscapedPath(), "/"), nil
+}
+
+// redactAddress returns addr with any user information (user:password@,
+// or a token put there) replaced by "REDACTED@", for error messages. It
+// works on text that does not parse as a URL too.
+func redactAddress(addr string) string {
+	rest, scheme := addr, ""
+	if i := strings.Index(addr, "://"); i >= 0 {
+		scheme, rest = addr[:i+3], addr[i+3:]
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
+		rest = "REDACTED" + rest[at:]
+	}
+	return scheme + rest
 }
 
 // buildTLSConfig combines WithTLSConfig, WithCACertFile and

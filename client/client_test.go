@@ -704,3 +704,45 @@ func TestWithDoor(t *testing.T) {
 		}
 	}
 }
+
+// TestNewRedactsAddressCredentials checks that an address carrying
+// credentials is refused without repeating them, whatever is wrong with it
+// (issue 13: client.New echoed them in its error).
+func TestNewRedactsAddressCredentials(t *testing.T) {
+	const secret = "cft_s3cr3tT0ken"
+	for _, addr := range []string{
+		"https://admin:" + secret + "@coffer.example:8200",
+		"https://" + secret + "@coffer.example:8200/",
+		"http://user:" + secret + "@[::1:8200",  // does not parse
+		"ftp://user:" + secret + "@coffer.example", // wrong scheme
+		"user:" + secret + "@coffer.example:8200",  // no scheme
+		"https://user:" + secret + "@coffer.example/?q=1",
+	} {
+		_, err := New(addr)
+		if err == nil {
+			t.Fatalf("New(%q) succeeded, want an error", addr)
+		}
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("New(%q) error repeats the credential: %v", addr, err)
+		}
+		if !strings.Contains(err.Error(), "REDACTED") {
+			t.Errorf("New(%q) error %q does not show where the credential was", addr, err)
+		}
+	}
+}
+
+// TestNewAddressWithoutScheme checks the hint for host:port addresses,
+// which Go's URL parser rejects with "first path segment in URL cannot
+// contain colon".
+func TestNewAddressWithoutScheme(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:8200", "localhost:8200", "coffer.example"} {
+		_, err := New(addr)
+		if err == nil {
+			t.Fatalf("New(%q) succeeded", addr)
+		}
+		want := "it must start with http:// or https:// (like http://" + addr + ")"
+		if !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "first path segment") {
+			t.Errorf("New(%q) = %v, want %q", addr, err, want)
+		}
+	}
+}

@@ -89,6 +89,28 @@ func WithClientCertificate(certFile, keyFile string) Option {
 	}
 }
 
+// RoleTokenCache keeps the token of a role session (WithRole,
+// WithKubernetesLogin) between processes, so that a command-line tool does
+// not log in again on every run. Load returns the cached token with when
+// it was issued and when it expires; Store is called after every login.
+// Implementations must keep the token as secret as the credential itself
+// (the coffer CLI writes a 0600 file under the user's config directory).
+type RoleTokenCache interface {
+	Load() (token string, createdAt, expiresAt time.Time, ok bool)
+	Store(token string, createdAt, expiresAt time.Time)
+}
+
+// WithRoleTokenCache makes a role session start from the token in cache,
+// while it is within the first two thirds of its lifetime, and store every
+// token it logs in for. A token the server refuses (401) is replaced by a
+// new login as usual.
+func WithRoleTokenCache(cache RoleTokenCache) Option {
+	return func(c *config) error {
+		c.tokenCache = cache
+		return nil
+	}
+}
+
 type loginConfig struct {
 	kind                     string // kubernetes, assume-role or cert; set in New when empty
 	role, tokenFile, cluster string
@@ -96,8 +118,9 @@ type loginConfig struct {
 
 // session holds the token a login produced and refreshes it.
 type session struct {
-	cfg loginConfig
-	now func() time.Time
+	cfg   loginConfig
+	now   func() time.Time
+	cache RoleTokenCache // nil: none
 
 	mu      sync.Mutex
 	token   string
@@ -111,6 +134,14 @@ func (s *session) current(ctx context.Context, c *Client, force bool) (string, e
 	defer s.mu.Unlock()
 	if s.token != "" && !force && s.now().Before(s.refresh) {
 		return s.token, nil
+	}
+	if s.token == "" && !force && s.cache != nil {
+		if tok, created, expires, ok := s.cache.Load(); ok && tok != "" && !expires.IsZero() && expires.After(created) {
+			if refresh := refreshTime(created, expires); s.now().Before(refresh) {
+				s.token, s.refresh = tok, refresh
+				return tok, nil
+			}
+		}
 	}
 	var resp *CreateTokenResponse
 	var err error
@@ -137,7 +168,16 @@ func (s *session) current(ctx context.Context, c *Client, force bool) (string, e
 		life = resp.ExpiresAt.Sub(resp.CreatedAt)
 	}
 	s.refresh = s.now().Add(time.Duration(float64(life) * refreshAt))
+	if s.cache != nil && resp.ExpiresAt != nil {
+		s.cache.Store(resp.Token, resp.CreatedAt, *resp.ExpiresAt)
+	}
 	return s.token, nil
+}
+
+// refreshTime is when a token issued at created and expiring at expires is
+// due for a new login: after two thirds of its lifetime.
+func refreshTime(created, expires time.Time) time.Time {
+	return created.Add(time.Duration(float64(expires.Sub(created)) * refreshAt))
 }
 
 // authMode says which credential a request carries.

@@ -134,3 +134,85 @@ func TestAccessKeyBasicAuth(t *testing.T) {
 		t.Error("WithRole without any credential was accepted")
 	}
 }
+
+// memCache is a RoleTokenCache in memory.
+type memCache struct {
+	token            string
+	created, expires time.Time
+	stores           int
+}
+
+func (m *memCache) Load() (string, time.Time, time.Time, bool) {
+	return m.token, m.created, m.expires, m.token != ""
+}
+
+func (m *memCache) Store(tok string, created, expires time.Time) {
+	m.token, m.created, m.expires = tok, created, expires
+	m.stores++
+}
+
+// TestRoleTokenCache: a role session starts from a cached token while it
+// is fresh, logs in (and stores) when the cached one is stale, and logs in
+// again when the server refuses the cached one.
+func TestRoleTokenCache(t *testing.T) {
+	var logins, refused int
+	var mu sync.Mutex
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.URL.Path == "/v1/auth/assume-role" {
+			logins++
+			now := time.Now()
+			exp := now.Add(time.Hour)
+			json.NewEncoder(w).Encode(CreateTokenResponse{Token: "cft_new", TokenInfo: TokenInfo{CreatedAt: now, ExpiresAt: &exp}})
+			return
+		}
+		if r.Header.Get("Authorization") == "Bearer cft_revoked" {
+			refused++
+			w.WriteHeader(http.StatusUnauthorized)
+			w.Write([]byte(`{"error":{"code":"unauthenticated","message":"the token is unknown or was revoked"}}`))
+			return
+		}
+		w.Write([]byte(`{"keys":[]}`))
+	})
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+	ctx := t.Context()
+	newClient := func(cache RoleTokenCache) *Client {
+		c, err := New(ts.URL, WithAccessKey("cfak_ID", "cfsk_SECRET"), WithRole("ci"), WithRoleTokenCache(cache))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	now := time.Now()
+
+	// A fresh cached token is used: no login.
+	fresh := &memCache{token: "cft_cached", created: now.Add(-time.Minute), expires: now.Add(time.Hour)}
+	if _, err := newClient(fresh).ListKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if logins != 0 {
+		t.Fatalf("%d logins with a fresh cached token, want 0", logins)
+	}
+
+	// A token past two thirds of its life is replaced, and the new one
+	// stored.
+	stale := &memCache{token: "cft_old", created: now.Add(-50 * time.Minute), expires: now.Add(10 * time.Minute)}
+	if _, err := newClient(stale).ListKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if logins != 1 || stale.token != "cft_new" || stale.stores != 1 {
+		t.Fatalf("stale cache: %d logins, cache %q stored %d times", logins, stale.token, stale.stores)
+	}
+
+	// A cached token the server refuses is replaced by a login.
+	revoked := &memCache{token: "cft_revoked", created: now, expires: now.Add(time.Hour)}
+	if _, err := newClient(revoked).ListKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if refused != 1 || logins != 2 || revoked.token != "cft_new" {
+		t.Fatalf("revoked cache: %d refused, %d logins, cache %q", refused, logins, revoked.token)
+	}
+}
