@@ -50,6 +50,14 @@ const (
 	// Coffer ciphertext made for another purpose does not open here.
 	PurposeContextKey   = "coffer.dev/purpose"
 	PurposeContextValue = "kubernetes-kms-v2"
+	// ClusterContextKey names the cluster in a seed's encryption context
+	// when Config.Cluster is set, so one cluster's seeds do not open for
+	// another cluster's plugin sharing the key.
+	ClusterContextKey = "coffer.dev/cluster"
+	// HealthPurposeValue is the purpose of the health probe's round trip:
+	// the probe (a known plaintext) never shares the seeds' context, so a
+	// probe ciphertext is never a seed and a policy can tell them apart.
+	HealthPurposeValue = "kubernetes-kms-v2-health"
 	// MaxCiphertext is the KMS v2 limit on ciphertexts.
 	MaxCiphertext = 1024
 	// MaxKeyID is the KMS v2 limit on key ids.
@@ -59,6 +67,9 @@ const (
 	MaxPlaintext = MaxCiphertext - ciphertext.Overhead
 )
 
+// purpose is the seed context of a plugin without Config.Cluster, and the
+// one every seed had before the cluster was bound: seeds wrapped under it
+// still decrypt (see seedContexts).
 var purpose = map[string]string{PurposeContextKey: PurposeContextValue}
 
 // Coffer is the part of the Coffer client the plugin uses.
@@ -72,6 +83,10 @@ type Config struct {
 	Coffer Coffer
 	// Key is the Coffer key id or alias that wraps the seeds.
 	Key string
+	// Cluster is the name of the cluster whose apiserver the plugin
+	// serves. When set it is bound into every new seed's encryption
+	// context (coffer.dev/cluster); seeds wrapped without it still decrypt.
+	Cluster string
 	// HealthInterval is how often the round trip runs (default 10s). Health
 	// older than three intervals counts as unhealthy.
 	HealthInterval time.Duration
@@ -93,7 +108,10 @@ type health struct {
 
 // Plugin implements k8s.io/kms/pkg/service.Service.
 type Plugin struct {
-	cfg   Config
+	cfg Config
+	// seedCtx is the encryption context of new seeds; healthCtx that of
+	// the health probe.
+	seedCtx, healthCtx map[string]string
 	state atomic.Pointer[health]
 	mu    sync.Mutex // serializes state updates
 }
@@ -114,7 +132,11 @@ func New(cfg Config) *Plugin {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	p := &Plugin{cfg: cfg}
+	p := &Plugin{cfg: cfg, seedCtx: purpose, healthCtx: map[string]string{PurposeContextKey: HealthPurposeValue}}
+	if cfg.Cluster != "" {
+		p.seedCtx = map[string]string{PurposeContextKey: PurposeContextValue, ClusterContextKey: cfg.Cluster}
+		p.healthCtx = map[string]string{PurposeContextKey: HealthPurposeValue, ClusterContextKey: cfg.Cluster}
+	}
 	p.state.Store(&health{err: errors.New("no health check has run yet"), class: "starting"})
 	return p
 }
@@ -180,7 +202,7 @@ func (p *Plugin) encrypt(ctx context.Context, data []byte) (*kmsservice.EncryptR
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	r, err := p.cfg.Coffer.Encrypt(ctx, client.EncryptRequest{KeyID: p.cfg.Key, Plaintext: data, Context: purpose})
+	r, err := p.cfg.Coffer.Encrypt(ctx, client.EncryptRequest{KeyID: p.cfg.Key, Plaintext: data, Context: p.seedCtx})
 	if err != nil {
 		return nil, grpcError("encrypt", err)
 	}
@@ -226,11 +248,25 @@ func (p *Plugin) decrypt(ctx context.Context, req *kmsservice.DecryptRequest) ([
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	r, err := p.cfg.Coffer.Decrypt(ctx, client.DecryptRequest{Ciphertext: req.Ciphertext, Context: purpose})
+	r, err := p.cfg.Coffer.Decrypt(ctx, client.DecryptRequest{Ciphertext: req.Ciphertext, Context: p.seedCtx})
+	if err != nil && p.cfg.Cluster != "" && contextMismatch(err) {
+		// A seed wrapped before the cluster was bound into the context
+		// (or by a plugin without --cluster): every ciphertext the plugin
+		// ever returned stays decryptable.
+		r, err = p.cfg.Coffer.Decrypt(ctx, client.DecryptRequest{Ciphertext: req.Ciphertext, Context: purpose})
+	}
 	if err != nil {
 		return nil, grpcError("decrypt", err)
 	}
 	return r.Plaintext, nil
+}
+
+// contextMismatch reports whether a Decrypt failed as a wrong encryption
+// context fails: Coffer cannot tell a wrong context from a damaged
+// ciphertext, and answers both with invalid_ciphertext.
+func contextMismatch(err error) bool {
+	var ae *client.APIError
+	return errors.As(err, &ae) && ae.Code == "invalid_ciphertext"
 }
 
 func checkAnnotations(a map[string][]byte) error {
@@ -322,11 +358,11 @@ func (p *Plugin) Check(ctx context.Context) error {
 	defer cancel()
 	now := p.cfg.Now()
 	var keyID string
-	r, err := p.cfg.Coffer.Encrypt(ctx, client.EncryptRequest{KeyID: p.cfg.Key, Plaintext: probe, Context: purpose})
+	r, err := p.cfg.Coffer.Encrypt(ctx, client.EncryptRequest{KeyID: p.cfg.Key, Plaintext: probe, Context: p.healthCtx})
 	if err == nil {
 		keyID = KeyID(r.KeyID, r.KeyVersion)
 		var d *client.DecryptResponse
-		d, err = p.cfg.Coffer.Decrypt(ctx, client.DecryptRequest{Ciphertext: r.Ciphertext, Context: purpose})
+		d, err = p.cfg.Coffer.Decrypt(ctx, client.DecryptRequest{Ciphertext: r.Ciphertext, Context: p.healthCtx})
 		if err == nil && string(d.Plaintext) != string(probe) {
 			err = errors.New("health round trip returned different bytes")
 		}

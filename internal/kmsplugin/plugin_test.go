@@ -44,6 +44,11 @@ type fakeCoffer struct {
 	onEncryp func(ctx context.Context) (uint32, error) // optional hook: returns the version to use
 
 	enc, dec atomic.Int64
+
+	// bound is the encryption context each ciphertext was made with;
+	// ciphertexts the fake did not make are bound to purpose.
+	bound    map[string]map[string]string
+	contexts []map[string]string // contexts of every Encrypt, in order
 }
 
 func newFakeCoffer() *fakeCoffer {
@@ -71,21 +76,33 @@ func (f *fakeCoffer) Encrypt(ctx context.Context, req client.EncryptRequest) (*c
 	if err != nil {
 		return nil, err
 	}
-	if !maps.Equal(req.Context, purpose) {
+	if pv := req.Context[PurposeContextKey]; pv != PurposeContextValue && pv != HealthPurposeValue {
 		return nil, fmt.Errorf("fake: wrong context %v", req.Context)
 	}
-	return &client.EncryptResponse{Ciphertext: fakeCiphertext(id, v, req.Plaintext, pad), KeyID: id, KeyVersion: v}, nil
+	ct := fakeCiphertext(id, v, req.Plaintext, pad)
+	f.mu.Lock()
+	if f.bound == nil {
+		f.bound = map[string]map[string]string{}
+	}
+	f.bound[string(ct)] = maps.Clone(req.Context)
+	f.contexts = append(f.contexts, maps.Clone(req.Context))
+	f.mu.Unlock()
+	return &client.EncryptResponse{Ciphertext: ct, KeyID: id, KeyVersion: v}, nil
 }
 
 func (f *fakeCoffer) Decrypt(_ context.Context, req client.DecryptRequest) (*client.DecryptResponse, error) {
 	f.dec.Add(1)
 	f.mu.Lock()
 	err, corrupt := f.decErr, f.corrupt
+	want, ok := f.bound[string(req.Ciphertext)]
 	f.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	if !maps.Equal(req.Context, purpose) {
+	if !ok {
+		want = purpose
+	}
+	if !maps.Equal(req.Context, want) {
 		return nil, &client.APIError{StatusCode: 400, Code: "invalid_ciphertext", Message: "context differs"}
 	}
 	p, perr := ciphertext.Parse(req.Ciphertext)
@@ -782,5 +799,85 @@ func TestSocketPath(t *testing.T) {
 		if got != want || (want == "") != (err != nil) {
 			t.Errorf("SocketPath(%q) = %q, %v", in, got, err)
 		}
+	}
+}
+
+// TestHealthProbeOwnContext checks that the health round trip never uses
+// the seeds' encryption context (issue 13): a probe ciphertext, of a known
+// plaintext, must not be a valid seed, and a policy can allow the probe
+// apart from the seeds.
+func TestHealthProbeOwnContext(t *testing.T) {
+	t.Parallel()
+	for _, cluster := range []string{"", "prod"} {
+		f := newFakeCoffer()
+		cfg := Config{Coffer: f, Key: "alias/k8s", Cluster: cluster, Logger: slog.New(slog.DiscardHandler)}
+		p := New(cfg)
+		if err := p.Check(context.Background()); err != nil {
+			t.Fatalf("cluster %q: Check: %v", cluster, err)
+		}
+		if _, err := p.Encrypt(context.Background(), "uid", []byte("0123456789abcdef0123456789abcdef")); err != nil {
+			t.Fatalf("cluster %q: Encrypt: %v", cluster, err)
+		}
+		f.mu.Lock()
+		probe, seed := f.contexts[0], f.contexts[1]
+		f.mu.Unlock()
+		if probe[PurposeContextKey] != HealthPurposeValue {
+			t.Errorf("cluster %q: the health probe used context %v, want purpose %s", cluster, probe, HealthPurposeValue)
+		}
+		if maps.Equal(probe, seed) {
+			t.Errorf("cluster %q: the health probe and the seeds share the context %v", cluster, seed)
+		}
+		if seed[PurposeContextKey] != PurposeContextValue {
+			t.Errorf("cluster %q: seed context %v", cluster, seed)
+		}
+	}
+}
+
+// TestSeedContextNamesCluster checks that a plugin with Config.Cluster
+// binds the cluster into new seeds, that seeds wrapped before (without it)
+// still decrypt, and that another cluster's seeds do not.
+func TestSeedContextNamesCluster(t *testing.T) {
+	t.Parallel()
+	f := newFakeCoffer()
+	mk := func(cluster string) *Plugin {
+		return New(Config{Coffer: f, Key: "alias/k8s", Cluster: cluster, Logger: slog.New(slog.DiscardHandler)})
+	}
+	// The fake's ciphertexts are deterministic: a distinct seed per wrap
+	// keeps their contexts apart.
+	n := 0
+	wrap := func(p *Plugin) (*kmsservice.DecryptRequest, []byte) {
+		t.Helper()
+		n++
+		seed := []byte(fmt.Sprintf("seed %d 0123456789abcdef0123456789", n))
+		r, err := p.Encrypt(context.Background(), "uid", seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &kmsservice.DecryptRequest{Ciphertext: r.Ciphertext, KeyID: r.KeyID, Annotations: r.Annotations}, seed
+	}
+	legacy, prod, staging := mk(""), mk("prod"), mk("staging")
+
+	prodSeed, seed := wrap(prod)
+	f.mu.Lock()
+	got := f.contexts[len(f.contexts)-1]
+	f.mu.Unlock()
+	if want := map[string]string{PurposeContextKey: PurposeContextValue, ClusterContextKey: "prod"}; !maps.Equal(got, want) {
+		t.Fatalf("seed context %v, want %v", got, want)
+	}
+	if out, err := prod.Decrypt(context.Background(), "uid", prodSeed); err != nil || !bytes.Equal(out, seed) {
+		t.Fatalf("prod seed with the prod plugin: %q, %v", out, err)
+	}
+	// A seed from before the cluster was bound still decrypts.
+	oldSeed, seed := wrap(legacy)
+	if out, err := prod.Decrypt(context.Background(), "uid", oldSeed); err != nil || !bytes.Equal(out, seed) {
+		t.Fatalf("a seed wrapped without a cluster, with the prod plugin: %q, %v", out, err)
+	}
+	// Another cluster's seed does not.
+	if _, err := staging.Decrypt(context.Background(), "uid", prodSeed); err == nil {
+		t.Fatal("the staging plugin decrypted a prod seed")
+	}
+	// A plugin without a cluster does not open cluster-bound seeds.
+	if _, err := legacy.Decrypt(context.Background(), "uid", prodSeed); err == nil {
+		t.Fatal("a plugin without a cluster decrypted a prod seed")
 	}
 }
