@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -222,11 +223,22 @@ func (s *Service) ListAccessKeys(_ context.Context) []client.AccessKey {
 // UpdateAccessKey enables, disables, re-describes or re-attaches an access
 // key. Disabling takes effect on the key's next request.
 func (s *Service) UpdateAccessKey(ctx context.Context, id string, req client.UpdateAccessKeyRequest) (client.AccessKey, error) {
+	return s.UpdateAccessKeyBy(ctx, nil, id, req)
+}
+
+// UpdateAccessKeyBy is UpdateAccessKey asked for by caller (nil: the
+// server itself). A caller updating its own key (the key itself, a token
+// made from it, or a role session it obtained) may not escalate: it may
+// attach only policies it holds now and may not re-enable the key.
+func (s *Service) UpdateAccessKeyBy(ctx context.Context, caller *auth.Principal, id string, req client.UpdateAccessKeyRequest) (client.AccessKey, error) {
 	var out client.AccessKey
 	err := s.change(func(st *state) error {
 		a := st.accessKeys[id]
 		if a == nil {
 			return notFoundKey(id)
+		}
+		if err := st.checkSelfUpdate(caller, a, req); err != nil {
+			return err
 		}
 		c := *a
 		if req.Enabled != nil {
@@ -327,5 +339,32 @@ func (s *Service) putAccessKeys(ctx context.Context, st *state, updated map[stri
 		return err
 	}
 	maps.Copy(st.accessKeys, updated)
+	return nil
+}
+
+// ownsKey reports whether caller acts as access key id: the key itself, a
+// token made from it, or a session obtained with it.
+func ownsKey(caller *auth.Principal, id string) bool {
+	return caller.Kind == auth.KindAccessKey && caller.ID == id || caller.AccessKey == id || caller.Subject == auth.KindAccessKey+":"+id
+}
+
+// checkSelfUpdate refuses an update by which a caller would grant its own
+// access key rights it does not hold.
+func (st *state) checkSelfUpdate(caller *auth.Principal, a *accessKeyEntry, req client.UpdateAccessKeyRequest) error {
+	if caller == nil || caller.Root || !ownsKey(caller, a.ID) {
+		return nil
+	}
+	if req.Enabled != nil && *req.Enabled && a.Disabled {
+		return fmt.Errorf("%w: %s may not re-enable its own access key %s; ask an administrator", auth.ErrForbidden, caller.Name(), a.ID)
+	}
+	if req.Policies == nil {
+		return nil
+	}
+	held := st.effectivePolicies(caller)
+	for _, n := range *req.Policies {
+		if !slices.Contains(held, n) && !slices.Contains(a.Policies, n) {
+			return fmt.Errorf("%w: %s may not attach policy %q to its own access key %s: it does not hold that policy (no principal may grant itself rights)", auth.ErrForbidden, caller.Name(), n, a.ID)
+		}
+	}
 	return nil
 }

@@ -37,6 +37,8 @@ const (
 	LintNeverMatches      = "never-matches"
 	LintUnusedAction      = "unused-action"
 	LintExpired           = "expired"
+	LintSelfUpdate        = "self-update"
+	LintGrantsPolicies    = "grants-policies"
 )
 
 // Lint returns the warnings of p at the current time.
@@ -57,7 +59,18 @@ func Lint(p *Policy) []Warning { return LintAt(p, time.Now()) }
 //   - shadowed: an unconditional deny of the same policy covers an allow,
 //     which therefore never grants anything;
 //   - redundant: an earlier unconditional allow already covers an allow;
-//   - expired: a DateLessThan lies in the past.
+//   - expired: a DateLessThan lies in the past;
+//   - self-update: an allow of accesskey:Update covers the caller's own
+//     access key (*, cfak_*, ${principal.id}): the key can change its own
+//     policies (the server refuses a policy the caller does not hold, but
+//     it can still re-enable itself or swap policies it holds for others it
+//     holds through a role it assumed);
+//   - grants-policies: an allow of an action that attaches or writes stored
+//     policies (accesskey:Create, accesskey:Update, role:Create,
+//     role:Update, policy:Write): its holder can hand out rights, so it is
+//     worth as much as the strongest policy it can attach.
+//
+// Statements allowing every action ("*") get only wildcard-action.
 func LintAt(p *Policy, now time.Time) []Warning {
 	var ws []Warning
 	for i, st := range p.Statements {
@@ -82,6 +95,7 @@ func lintStatement(p *Policy, i int, st *Statement, now time.Time, add func(code
 				add(LintWildcardResource, "allows every resource (*); name the keys, aliases or paths")
 			}
 		}
+		lintGrants(st, add)
 		if len(st.conds) == 0 {
 			var reads []string
 			for ai, a := range catalogue {
@@ -235,4 +249,39 @@ func countActions(pattern string) int {
 		}
 	}
 	return n
+}
+
+// grantActions attach stored policies to principals, or write them.
+var grantActions = []string{"accesskey:Create", "accesskey:Update", "role:Create", "role:Update", "policy:Write"}
+
+// lintGrants warns about an allow that lets its holder grant policies, and
+// above all its own access key.
+func lintGrants(st *Statement, add func(code, format string, args ...any)) {
+	for _, a := range st.Actions {
+		if a == "*" {
+			return // wildcard-action says it louder
+		}
+	}
+	var named []string
+	for _, name := range grantActions {
+		ai := actionIndex[name]
+		if st.actions.has(ai) && compatible(catalogue[ai], st.resources) {
+			named = append(named, name)
+		}
+	}
+	if len(named) == 0 {
+		return
+	}
+	if st.actions.has(actionIndex["accesskey:Update"]) {
+		var self []string
+		for i, g := range st.resources {
+			if g.any || strings.Contains(g.src, "${principal.id}") || strings.HasPrefix(g.src, "cfak_") && strings.Contains(g.src, "*") {
+				self = append(self, st.Resources[i])
+			}
+		}
+		if len(self) > 0 {
+			add(LintSelfUpdate, "allows accesskey:Update on %s, which includes the caller's own access key: it can change its own policies and re-enable itself; name the ids of the keys it manages, never its own", strings.Join(self, ", "))
+		}
+	}
+	add(LintGrantsPolicies, "allows %s: its holder can attach stored policies to keys or roles (or write them), itself included through a key it creates or a role it may assume; keep it for administrators", strings.Join(named, ", "))
 }

@@ -74,6 +74,22 @@ func TestLint(t *testing.T) {
     actions: key:Rotate
     resources: alias/app
     conditions: {StringEquals: {context.app: web}}`, []string{"never-matches@1"}},
+		{"access key updates itself", `statements:
+  - effect: allow
+    actions: [accesskey:Update, accesskey:Read]
+    resources: ["${principal.id}"]`, []string{"grants-policies@1", "self-update@1"}},
+		{"access keys by glob", `statements:
+  - effect: allow
+    actions: "accesskey:*"
+    resources: ["cfak_*"]`, []string{"grants-policies@1", "self-update@1", "wildcard-action@1"}},
+		{"roles and policies", `statements:
+  - effect: allow
+    actions: [role:Update, policy:Write]
+    resources: [role/app, policy/app]`, []string{"grants-policies@1"}},
+		{"one named other key", `statements:
+  - effect: allow
+    actions: accesskey:Update
+    resources: cfak_ABCDEFGHIJKLMNOPQRSTUVWX`, []string{"grants-policies@1"}},
 		{"empty and expired window", `statements:
   - effect: allow
     actions: kms:Encrypt

@@ -106,8 +106,8 @@ func (s *Server) iamRoutes() {
 		}))
 	m.HandleFunc("PATCH /v1/access-keys/{name}", handle(s, route{action: "accesskey:Update"},
 		func(r *http.Request, _ *client.UpdateAccessKeyRequest) string { return r.PathValue("name") },
-		func(ctx context.Context, r *http.Request, _ auth.Principal, req *client.UpdateAccessKeyRequest) (client.AccessKey, error) {
-			return im.UpdateAccessKey(ctx, r.PathValue("name"), *req)
+		func(ctx context.Context, r *http.Request, p auth.Principal, req *client.UpdateAccessKeyRequest) (client.AccessKey, error) {
+			return im.UpdateAccessKeyBy(ctx, &p, r.PathValue("name"), *req)
 		}))
 	m.HandleFunc("DELETE /v1/access-keys/{name}", handle(s, route{action: "accesskey:Delete"}, pathName(""),
 		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (noContent, error) {

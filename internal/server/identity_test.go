@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -443,4 +444,54 @@ func TestBoundTokenOverUnixSocket(t *testing.T) {
 	if st, body := lookup(bound.Token); st != http.StatusUnauthorized || !strings.Contains(body, "bound to") {
 		t.Errorf("token bound to every network, over a socket with no source address: %d %s, want 401", st, body)
 	}
+}
+
+// TestAccessKeyCannotGrantItself: a key allowed accesskey:Update on its
+// own id may re-describe itself or drop policies, but not attach a policy
+// it does not hold, nor may a token made from it; an administrator still
+// can. (The key could add any policy to itself.)
+func TestAccessKeyCannotGrantItself(t *testing.T) {
+	e := newIAMEnv(t, authlimit.New(authlimit.Config{Burst: 1000}))
+	root := e.root
+	e.must("PUT", "/v1/policies/self", root, client.PutPolicyRequest{Document: `statements:
+  - effect: allow
+    actions: [accesskey:Update, accesskey:Read, token:Create]
+    resources: ["${principal.id}", "*"]
+`}, nil)
+	e.must("PUT", "/v1/policies/admin", root, client.PutPolicyRequest{Document: "statements:\n  - effect: allow\n    actions: [\"*\"]\n    resources: [\"*\"]\n"}, nil)
+	e.must("PUT", "/v1/policies/random", root, client.PutPolicyRequest{Document: "statements:\n  - effect: allow\n    actions: [kms:GenerateRandom]\n    resources: [\"*\"]\n"}, nil)
+	var ak client.CreateAccessKeyResponse
+	e.must("POST", "/v1/access-keys", root, client.CreateAccessKeyRequest{Policies: []string{"self", "random"}}, &ak)
+	me := basic(ak.ID, ak.SecretAccessKey)
+	patch := func(hdr http.Header, req client.UpdateAccessKeyRequest) (int, string) {
+		st, _, raw := e.do("PATCH", "/v1/access-keys/"+ak.ID, hdr, req)
+		return st, string(raw)
+	}
+	if st, body := patch(me, client.UpdateAccessKeyRequest{Policies: &[]string{"self", "random", "admin"}}); st != http.StatusForbidden || !strings.Contains(body, "its own access key") {
+		t.Fatalf("the key attaches admin to itself: %d %s", st, body)
+	}
+	var child client.CreateTokenResponse
+	st, _, raw := e.do("POST", "/v1/auth/token/create", me, client.CreateTokenRequest{Policies: []string{"self"}})
+	if st != http.StatusCreated {
+		t.Fatalf("token create: %d %s", st, raw)
+	}
+	mustJSON(t, raw, &child)
+	if st, body := patch(bearer(child.Token), client.UpdateAccessKeyRequest{Policies: &[]string{"self", "admin"}}); st != http.StatusForbidden {
+		t.Fatalf("a token made from the key attaches admin to the key: %d %s", st, body)
+	}
+	var got client.AccessKey
+	e.must("GET", "/v1/access-keys/"+ak.ID, root, nil, &got)
+	if slices.Contains(got.Policies, "admin") {
+		t.Fatalf("the key holds %v", got.Policies)
+	}
+	// Narrowing itself and describing itself are fine.
+	desc := "mine"
+	if st, body := patch(me, client.UpdateAccessKeyRequest{Description: &desc, Policies: &[]string{"self"}}); st != http.StatusOK {
+		t.Fatalf("the key narrows itself: %d %s", st, body)
+	}
+	if st, body := patch(me, client.UpdateAccessKeyRequest{Policies: &[]string{"self", "random"}}); st != http.StatusForbidden {
+		t.Fatalf("the key re-attaches a policy it dropped: %d %s", st, body)
+	}
+	// An administrator grants what it likes.
+	e.must("PATCH", "/v1/access-keys/"+ak.ID, root, client.UpdateAccessKeyRequest{Policies: &[]string{"self", "random", "admin"}}, nil)
 }
