@@ -82,7 +82,7 @@ func TestCheckpointSignatureCoversPrev(t *testing.T) {
 	}
 }
 
-// dropLines removes lines [i, j) of file k from a copied log.
+// dropHead removes the first n lines of file k of a copied log.
 func dropHead(t *testing.T, files []string, k, n int) {
 	t.Helper()
 	b, err := os.ReadFile(files[k])
@@ -190,6 +190,18 @@ func TestFormat1LogStillVerifies(t *testing.T) {
 	res, err = Verify(mustFiles(t, dir), VerifyOptions{PublicKey: pub})
 	if err != nil || res.Problem != nil || res.Format != 2 || res.Records != 170 || res.Starts < 2 || len(res.Unverified) != 0 {
 		t.Fatalf("format-1 log continued in format 2: %v %+v", err, res)
+	}
+	// The format-1 file that format 2 continued names its head in its start
+	// record and checkpoints: cutting its first records is reported even
+	// when the verifier starts where the file now begins.
+	files := mustFiles(t, dir)[2:]
+	if first := firstSeqOf(t, files[0]); first != 53 {
+		t.Fatalf("fixture: third file begins at %d", first)
+	}
+	dropHead(t, files, 0, 3)
+	res, err = Verify(files, VerifyOptions{PublicKey: pub, FirstSeq: 56})
+	if err != nil || res.Problem == nil || res.Problem.Kind != ProblemTruncated || res.Problem.Seq != 53 {
+		t.Fatalf("head of a continued format-1 file cut: %v %+v", err, res.Problem)
 	}
 }
 
