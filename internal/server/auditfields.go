@@ -36,6 +36,9 @@ const (
 	// maxAuditName bounds each principal field (display names, roles,
 	// Kubernetes names, certificate subjects).
 	maxAuditName = 256
+	// maxMessage bounds an error message, which may quote what the
+	// caller sent.
+	maxMessage = 4096
 )
 
 // boundString cuts s to at most n bytes, at a UTF-8 boundary, marking the

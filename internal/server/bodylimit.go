@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -241,4 +243,26 @@ func checkContexts(req any) error {
 		}
 	}
 	return nil
+}
+
+// writeResults writes a batch answer ({"results":[...]}) one result at a
+// time through a small buffer, so a 16 MiB answer is never held twice
+// more in memory as one encoded buffer and its copy.
+func writeResults[T any](w http.ResponseWriter, status int, results []T) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	bw.WriteString(`{"results":[`)
+	enc := json.NewEncoder(bw)
+	for i := range results {
+		if i > 0 {
+			bw.WriteByte(',')
+		}
+		if err := enc.Encode(&results[i]); err != nil {
+			return // the answer is cut; the client sees truncated JSON
+		}
+	}
+	bw.WriteString("]}\n")
+	bw.Flush()
 }

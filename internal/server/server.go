@@ -29,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/audit"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/authlimit"
@@ -188,7 +189,7 @@ func (s *Server) unrouted(w http.ResponseWriter, r *http.Request, status int, co
 	if allow != "" {
 		w.Header().Set("Allow", allow)
 	}
-	writeJSON(w, status, errorBody(code, boundString(msg, 1024), st.id))
+	writeJSON(w, status, errorBody(code, boundString(msg, maxMessage), st.id))
 }
 
 // cleanPath is the canonical form of an escaped URL path, as the mux
@@ -429,6 +430,7 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 				// The client hung up before the change was recorded:
 				// nothing changes, and that is what the record says. The
 				// trail is healthy; this is no audit failure.
+				s.log.Info("the client closed the request before its change was recorded; nothing changed", "request_id", st.id, "action", rt.action)
 				err = fmt.Errorf("the client closed the request before it was recorded: %w", aerr)
 			} else {
 				rec.Token, rec.ContextValues, rec.TokenHMAC, rec.Context = intent.Token, intent.ContextValues, intent.TokenHMAC, intent.Context
@@ -480,11 +482,19 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 			if code == "busy" {
 				w.Header().Set("Retry-After", "1")
 			}
-			writeJSON(w, status, errorBody(code, msg, st.id))
+			writeJSON(w, status, errorBody(code, boundString(msg, maxMessage), st.id))
 			return
 		}
 		if status == http.StatusNoContent {
 			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		switch v := any(resp).(type) {
+		case client.BatchEncryptResponse:
+			writeResults(w, status, v.Results)
+			return
+		case client.BatchDecryptResponse:
+			writeResults(w, status, v.Results)
 			return
 		}
 		writeJSON(w, status, resp)
