@@ -312,7 +312,7 @@ func (e *Engine) Observe(ctx context.Context, r *audit.Record) []Alert {
 	}
 	subj := subjectOf(r)
 	R := &e.rules
-	if len(r.Items) == 0 {
+	if len(r.Items) == 0 || r.Outcome != "ok" {
 		e.operationLocked(r, subj, fire)
 	} else {
 		// A batch is as many operations as it has items: each one counts

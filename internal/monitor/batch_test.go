@@ -70,6 +70,14 @@ func TestBatchItemsCounted(t *testing.T) {
 	if got := value(m.requests.WithLabelValues("kms:Decrypt", "", "ok")); got != 2 {
 		t.Errorf("requests %v, want 2 (a batch is one request)", got)
 	}
+	// A batch whose record failed is one failed request: its items were
+	// never answered.
+	failed := batchRecord(4, "")
+	failed.Outcome, failed.ErrorCode = "error", "audit_unavailable"
+	m.ObserveRequest(failed, time.Millisecond)
+	if got := value(m.batchItems.WithLabelValues("kms:Decrypt", "ok")); got != 3 {
+		t.Errorf("ok items %v, want 3 (the withheld batch's items do not count)", got)
+	}
 }
 
 func value(c prometheus.Counter) float64 {

@@ -134,7 +134,9 @@ func (m *Metrics) ObserveRequest(r *audit.Record, latency time.Duration) {
 	}
 	m.requests.WithLabelValues(r.Action, r.Door, code).Inc()
 	m.duration.WithLabelValues(r.Action).Observe(latency.Seconds())
-	if len(r.Items) == 0 {
+	if len(r.Items) == 0 || r.Outcome != "ok" {
+		// A single request, or a batch whose answer was withheld (its
+		// record could not be written): one operation.
 		m.operation(r.Action, r.Outcome, r.ErrorCode, r.KeyID)
 		return
 	}
