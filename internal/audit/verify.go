@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 )
 
 // Kinds of verification problems.
@@ -199,6 +201,11 @@ func (v *verifier) check(line []byte) bool {
 	kind := lineKind(line)
 	if v.line == 1 {
 		v.fileFirst = seq
+		if n, ok := nameSeq(v.name); ok && n < seq {
+			v.fail(ProblemTruncated, n, fmt.Sprintf(
+				"the file is named for seq %d but begins at seq %d: records %d..%d were removed from its head (or the file was renamed)", n, seq, n, seq-1))
+			return false
+		}
 		if v.res.Format >= 2 && kind != TypeStart {
 			v.fail(ProblemTruncated, seq, fmt.Sprintf(
 				"the file does not begin with its signed start record (format 2): its first records were removed (it begins at seq %d)", seq))
@@ -355,6 +362,21 @@ func parseHead(line []byte) (uint64, []byte, error) {
 		return 0, nil, errors.New("bad prev hash")
 	}
 	return seq, rest[:64], nil
+}
+
+// nameSeq returns the first sequence number a log file's name carries
+// (audit-<20 digits>.jsonl); ok is false for other names.
+func nameSeq(name string) (uint64, bool) {
+	s, ok := strings.CutPrefix(filepath.Base(name), "audit-")
+	if !ok {
+		return 0, false
+	}
+	s, ok = strings.CutSuffix(s, ".jsonl")
+	if !ok || len(s) != 20 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	return n, err == nil
 }
 
 // lineKind reports TypeCheckpoint or TypeStart for a signed line, "" for

@@ -153,6 +153,19 @@ func TestHeadTruncationDetected(t *testing.T) {
 	dropHead(t, files, 1, 3)
 	want(verify(files[1:], second), second)
 	want(verify(files[1:], second+3), second)
+	// The newest file cut at its head, with no signed line after the cut
+	// (a live log's open tail): its name still says where it began.
+	files = copyLog(t, base)
+	last := len(files) - 1
+	lastFirst := firstSeqOf(t, files[last])
+	lines, _ := readLines(t, files[last:])
+	if err := os.WriteFile(files[last], bytes.Join(append([][]byte{}, lines[len(lines)-3:len(lines)-1]...), nil), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Verify(files[last:], VerifyOptions{PublicKey: k.PublicKey(), FirstSeq: lastFirst + uint64(len(lines)) - 3, AllowOpenTail: true})
+	if err != nil || res.Problem == nil || res.Problem.Kind != ProblemTruncated || res.Problem.Seq != lastFirst {
+		t.Fatalf("open tail cut at its head: %v %+v", err, res.Problem)
+	}
 	// A file in the middle that lost its head: the chain reports it.
 	files = copyLog(t, base)
 	dropHead(t, files, 2, 1)
