@@ -202,8 +202,14 @@ func (s *Server) keyRoutes() {
 			if !strings.HasPrefix(name, keys.AliasPrefix) {
 				target = "" // not an alias: authorized on the name, refused by DeleteAlias
 			}
-			if _, err := s.authorizeAlias(ctx, r, &p, "key:DeleteAlias", name, target); err != nil {
+			id, err := s.authorizeAlias(ctx, r, &p, "key:DeleteAlias", name, target)
+			if err != nil {
 				return noContent{}, err
+			}
+			// The alias must still name the key that was decided on (a
+			// concurrent delete and create could have moved it).
+			if now, _, err := k.Names(name); err == nil && id != "" && now != id {
+				return noContent{}, &apiError{http.StatusConflict, "conflict", name + " was pointed at another key meanwhile; retry"}
 			}
 			return noContent{}, k.DeleteAlias(ctx, name)
 		}))
