@@ -83,7 +83,7 @@ func (s *Service) seal(ctx context.Context, h *handle, plaintext []byte, ec map[
 	if err != nil {
 		return Sealed{}, err
 	}
-	aead := k.aeads[k.rec.Primary-1]
+	aead := k.aeads[k.rec.Primary-1] // not nil: primaryFor checked
 	hdr := ciphertext.Header{KeyID: k.raw, KeyVersion: k.rec.Primary}
 	// One buffer holds the AAD scratch and the output, so Encrypt allocates
 	// once for the ciphertext.

@@ -3,11 +3,14 @@ package keys
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/barrier"
+	"github.com/cofferkms/coffer/internal/storage"
 	"github.com/cofferkms/coffer/internal/storage/inmem"
 )
 
@@ -71,5 +74,42 @@ func TestSupersededSnapshotWiped(t *testing.T) {
 	sealed := old.aeads[0].Seal(nil, nonce, []byte("x"), nil)
 	if _, err := h.cur.Load().aeads[0].Open(nil, nonce, sealed, nil); err != nil {
 		t.Fatal("a reader's cipher from the superseded snapshot stopped matching the key")
+	}
+}
+
+// TestLoadedZeroMaterialNeverUsed: a key whose version was stored as 32
+// zero bytes (by the seal race, before it was fixed) must not encrypt under
+// the all-zero AES key. Encrypt refuses and says to rotate; the rotation
+// works and the new version encrypts.
+func TestLoadedZeroMaterialNeverUsed(t *testing.T) {
+	ctx := context.Background()
+	b := barrier.New(inmem.New())
+	if _, err := b.Initialize(ctx, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	s := New(b)
+	k, err := s.Create(ctx, client.CreateKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := s.resolve(k.ID)
+	rec := h.cur.Load().rec
+	rec.Versions = []versionRecord{{Version: 1, CreatedAt: rec.CreatedAt, Material: make([]byte, 32)}}
+	val, _ := json.Marshal(rec)
+	if err := b.Apply(ctx, storage.Put(keyPrefix+k.ID, val)); err != nil {
+		t.Fatal(err)
+	}
+	r := New(b)
+	if err := r.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Encrypt(ctx, k.ID, []byte("x"), nil); err == nil || !strings.Contains(err.Error(), "rotate the key") {
+		t.Fatalf("encrypting under a version stored as zeros: %v", err)
+	}
+	if _, err := r.Rotate(ctx, k.ID); err != nil {
+		t.Fatalf("rotating a key with a lost version: %v", err)
+	}
+	if out, err := r.Encrypt(ctx, k.ID, []byte("x"), nil); err != nil || out.KeyVersion != 2 {
+		t.Fatalf("after rotation: %+v %v", out, err)
 	}
 }

@@ -342,21 +342,37 @@ var errBadMaterial = errors.New("internal error: refusing to store key material 
 // checkMaterial refuses a record of a key that is not deleted whose
 // versions lack 32 bytes of material or hold only zeros. Storing it would
 // destroy every ciphertext of that version (and encrypt new ones under a
-// known key); it can only come from a bug, so it is an internal error.
-func checkMaterial(r *record) error {
+// known key); it can only come from a bug, so it is an internal error. A
+// version that was already stored without usable material (by the defect
+// this guards against, before it was fixed) is lost either way: when prev,
+// the snapshot decoded from storage, has no cipher for it, it is let
+// through, so the key can still be rotated and changed. (prev's cipher list
+// is fixed when it is decoded; wiping its material later does not change
+// it.)
+func checkMaterial(r *record, prev *key) error {
 	if r.State == client.KeyDeleted {
 		return nil
 	}
 	for _, v := range r.Versions {
-		var or byte
-		for _, b := range v.Material {
-			or |= b
-		}
-		if len(v.Material) != 32 || or == 0 {
+		if !goodMaterial(v.Material) && (prev == nil || !prev.lost(v.Version)) {
 			return fmt.Errorf("key %s version %d: %w", r.ID, v.Version, errBadMaterial)
 		}
 	}
 	return nil
+}
+
+// goodMaterial reports whether m is 32 bytes, not all zero.
+func goodMaterial(m []byte) bool {
+	var or byte
+	for _, b := range m {
+		or |= b
+	}
+	return len(m) == 32 && or != 0
+}
+
+// lost reports whether version n of k was stored without usable material.
+func (k *key) lost(n uint32) bool {
+	return n >= 1 && int(n) <= len(k.aeads) && k.aeads[n-1] == nil
 }
 
 // cloneVersions deep-copies versions, material included.
@@ -392,7 +408,12 @@ func newKey(rec record, rev int64) (*key, error) {
 		for uint32(len(k.aeads)) < v.Version {
 			k.aeads = append(k.aeads, nil)
 		}
-		if len(v.Material) == 0 {
+		if v.Version == rec.Primary {
+			k.reserved = v.UsesReserved
+		}
+		if !goodMaterial(v.Material) {
+			// Destroyed, or lost to the seal race this package now
+			// prevents: never encrypt or decrypt with an all-zero key.
 			continue
 		}
 		a, err := newGCM(v.Material)
@@ -400,9 +421,6 @@ func newKey(rec record, rev int64) (*key, error) {
 			return nil, err
 		}
 		k.aeads[v.Version-1] = a
-		if v.Version == rec.Primary {
-			k.reserved = v.UsesReserved
-		}
 	}
 	return k, nil
 }
@@ -539,7 +557,7 @@ func (s *Service) Create(ctx context.Context, req client.CreateKeyRequest) (clie
 		Versions:       []versionRecord{{Version: 1, CreatedAt: now, Material: newMaterial()}},
 	}
 	defer func() { wipeVersions(rec.Versions) }()
-	if err := checkMaterial(&rec); err != nil {
+	if err := checkMaterial(&rec, nil); err != nil {
 		return client.Key{}, err
 	}
 	val, err := json.Marshal(rec)
@@ -624,7 +642,7 @@ func (s *Service) updateHandle(ctx context.Context, h *handle, change func(r *re
 	if err := change(&rec, s.now().UTC()); err != nil {
 		return nil, err
 	}
-	if err := checkMaterial(&rec); err != nil {
+	if err := checkMaterial(&rec, old); err != nil {
 		return nil, err
 	}
 	val, err := json.Marshal(rec)
@@ -817,8 +835,15 @@ func (s *Service) primaryFor(ctx context.Context, h *handle) (*key, error) {
 	if err := usable(k); err != nil {
 		return nil, err
 	}
+	if k.lost(k.rec.Primary) {
+		return nil, fmt.Errorf("internal error: the material of key %s version %d is lost (stored without usable material by an earlier defect); rotate the key to encrypt with it again",
+			k.rec.ID, k.rec.Primary)
+	}
 	n := h.uses.Add(1)
-	for n > k.reserved || n > s.rotateAfter {
+	for tries := 0; n > k.reserved || n > s.rotateAfter; tries++ {
+		if tries == 100 {
+			return nil, fmt.Errorf("key %s is changing too fast to reserve uses; retry: %w", k.rec.ID, storage.ErrConflict)
+		}
 		if err := s.reserveUses(ctx, h, k); err != nil {
 			return nil, err
 		}
@@ -826,6 +851,9 @@ func (s *Service) primaryFor(ctx context.Context, h *handle) (*key, error) {
 		k = h.cur.Load()
 		if err := usable(k); err != nil {
 			return nil, err
+		}
+		if k.lost(k.rec.Primary) {
+			return nil, fmt.Errorf("internal error: key %s version %d has no usable material", k.rec.ID, k.rec.Primary)
 		}
 		if k.rec.Primary != prev.rec.Primary {
 			n = h.uses.Add(1) // the first uses of the new version
