@@ -142,7 +142,7 @@ type tokenRecord struct {
 	Scope          string            `json:"scope,omitempty"`  // scope-down policy YAML (before inheritance: read, never written)
 	Scopes         []string          `json:"scopes,omitempty"` // scope-down policies' YAML, all of which must allow
 	CIDRs          []string          `json:"cidrs,omitempty"`
-	Parent         string            `json:"parent,omitempty"` // accessor of the token this one derives from
+	Parent         string            `json:"parent,omitempty"`     // accessor of the token this one derives from
 	AccessKey      string            `json:"access_key,omitempty"` // access key whose current policies bound a plain token
 	CreatedAt      time.Time         `json:"created_at"`
 	ExpiresAt      time.Time         `json:"expires_at,omitzero"`
@@ -716,6 +716,10 @@ func (t *Tokens) Revoke(ctx context.Context, token, accessor string) error {
 	t.mu.RUnlock()
 	if r == nil {
 		if accessor != "" && !strings.HasPrefix(accessor, "acc_") {
+			if _, isCred := credential.Kind(accessor); isCred {
+				// Not repeated: it is a credential, maybe this very token.
+				return fmt.Errorf("%w: that is a credential, not an accessor (they start with acc_); pass a token as token", ErrInvalidArgument)
+			}
 			return fmt.Errorf("%w: %q is not an accessor (they start with acc_)", ErrInvalidArgument, accessor)
 		}
 		return fmt.Errorf("%w: no such token or accessor", ErrNotFound)

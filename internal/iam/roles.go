@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/credential"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/policy"
 	"github.com/cofferkms/coffer/internal/storage"
@@ -304,7 +305,11 @@ func (s *Service) RevokeRole(ctx context.Context, role string) (int, error) {
 func (s *Service) RevokePrincipal(ctx context.Context, name string) (int, error) {
 	kind, id, _ := strings.Cut(name, ":")
 	if id == "" || len(name) > 512 || !slices.Contains([]string{"access-key", "token", "role", "kubernetes", "cert"}, kind) {
-		return 0, fmt.Errorf("%w: principal %q: want access-key:ID, token:ACCESSOR, role:NAME, kubernetes:CLUSTER/NAMESPACE/SERVICEACCOUNT or cert:NAME", ErrInvalidArgument, truncate(name))
+		shown := fmt.Sprintf("%q", truncate(name))
+		if _, isCred := credential.Kind(name); isCred {
+			shown = "(a credential, not repeated)"
+		}
+		return 0, fmt.Errorf("%w: principal %s: want access-key:ID, token:ACCESSOR, role:NAME, kubernetes:CLUSTER/NAMESPACE/SERVICEACCOUNT or cert:NAME", ErrInvalidArgument, shown)
 	}
 	now := s.now().UTC()
 	err := s.change(func(st *state) error {

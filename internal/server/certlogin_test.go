@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,6 +117,18 @@ func TestCertLogin(t *testing.T) {
 	} {
 		_, err := newClient(cert).CertLogin(ctx, client.CertLoginRequest{Role: "kms-plugin"})
 		wantStatus(t, name, err, map[string]int{"other name": http.StatusForbidden, "no cert": http.StatusUnauthorized}[name])
+	}
+	// A role that does not exist answers as one that does not trust the
+	// certificate: logins cannot list the roles.
+	other := newClient(ptr(issueCert(t, "web-frontend", &ca, false)))
+	_, errMissing := other.CertLogin(ctx, client.CertLoginRequest{Role: "nope"})
+	_, errUntrusted := other.CertLogin(ctx, client.CertLoginRequest{Role: "kms-plugin"})
+	answer := func(err error, role string) string {
+		msg, _, _ := strings.Cut(err.Error(), " (request id")
+		return strings.ReplaceAll(msg, `"`+role+`"`, `"R"`)
+	}
+	if errMissing == nil || errUntrusted == nil || answer(errMissing, "nope") != answer(errUntrusted, "kms-plugin") {
+		t.Errorf("cert login to a missing role: %v; to a role not trusting the certificate: %v", errMissing, errUntrusted)
 	}
 	// A certificate from another CA fails the handshake itself.
 	foreign := issueCert(t, "kms-plugin-evil", ptr(issueCert(t, "other CA", nil, true)), false)

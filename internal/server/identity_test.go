@@ -495,3 +495,32 @@ func TestAccessKeyCannotGrantItself(t *testing.T) {
 	// An administrator grants what it likes.
 	e.must("PATCH", "/v1/access-keys/"+ak.ID, root, client.UpdateAccessKeyRequest{Policies: &[]string{"self", "random", "admin"}}, nil)
 }
+
+// TestCredentialsNotEchoed: a credential typed where an accessor or a
+// principal name belongs is refused without being repeated.
+func TestCredentialsNotEchoed(t *testing.T) {
+	e := newIAMEnv(t, authlimit.New(authlimit.Config{Burst: 1000}))
+	var tok client.CreateTokenResponse
+	e.must("POST", "/v1/auth/token/create", e.root, client.CreateTokenRequest{TTL: "1h"}, &tok)
+	_, secret := credential.NewAccessKey()
+	for _, c := range []struct {
+		path, cred string
+		body       any
+	}{
+		{"/v1/auth/token/revoke", tok.Token, client.RevokeTokenRequest{Accessor: tok.Token}},
+		{"/v1/auth/token/revoke-principal", secret, client.RevokePrincipalRequest{Principal: secret}},
+		{"/v1/auth/token/revoke-principal", tok.Token, client.RevokePrincipalRequest{Principal: tok.Token}},
+	} {
+		st, _, raw := e.do("POST", c.path, bearer(e.root), c.body)
+		if st != http.StatusBadRequest {
+			t.Errorf("%s with a credential: %d %s", c.path, st, raw)
+		}
+		_, body, _ := strings.Cut(c.cred, "_")
+		for i := 0; i+10 <= len(body); i++ {
+			if strings.Contains(string(raw), body[i:i+10]) {
+				t.Errorf("%s repeats part of the credential: %s", c.path, raw)
+				break
+			}
+		}
+	}
+}
