@@ -9,6 +9,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -322,6 +323,23 @@ func TestAuditBoundedPerRequest(t *testing.T) {
 			if grew := e.auditSize() - before; grew > 64<<10 {
 				t.Errorf("%s (status %d): the audit log grew by %d bytes", c.name, st, grew)
 			}
+		}
+	}
+	// Hostile headers: none of them reaches the record unbounded.
+	for name, h := range map[string]http.Header{
+		"basic long id":  {"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("i", 40<<10)+":s"))}},
+		"bearer long":    {"Authorization": {"Bearer " + strings.Repeat("t", 40<<10)}},
+		"user agent":     {"User-Agent": {strings.Repeat("u", 40<<10)}},
+		"door junk":      {"X-Coffer-Door": {strings.Repeat("d", 40<<10)}},
+		"forwarded junk": {"X-Forwarded-For": {strings.Repeat("1.2.3.4,", 5000)}},
+	} {
+		before := e.auditSize()
+		st, _, raw := e.send("POST", "/v1/kms/encrypt", "", h, bytes.NewReader([]byte(`{"key_id":"alias/x","plaintext":"aGk="}`)))
+		if st >= 500 {
+			t.Errorf("%s: %d %.200s", name, st, raw)
+		}
+		if grew := e.auditSize() - before; grew > 4<<10 {
+			t.Errorf("%s (status %d): the audit log grew by %d bytes", name, st, grew)
 		}
 	}
 }

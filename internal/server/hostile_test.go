@@ -347,3 +347,42 @@ func chunked(s string) string {
 	fmt.Fprintf(&b, "%x\r\n%s\r\n0\r\n\r\n", len(s), s)
 	return b.String()
 }
+
+// TestHostileInitUnseal: the public routes of an uninitialized and then a
+// sealed server, with absurd numbers and shares, answer below 500 (or 503
+// sealed/not_initialized on the other routes) and never panic.
+func TestHostileInitUnseal(t *testing.T) {
+	e := newHTTPEnv(t)
+	check := func(name, method, path, body string) (int, []byte) {
+		t.Helper()
+		st, _, raw := e.send(method, path, nil, []byte(body))
+		if st >= 500 && !(st == http.StatusServiceUnavailable && (bytes.Contains(raw, []byte(`"sealed"`)) || bytes.Contains(raw, []byte(`"not_initialized"`)))) {
+			t.Errorf("%s: %d %s", name, st, raw)
+		}
+		return st, raw
+	}
+	for _, b := range []string{
+		`{"shares":-1,"threshold":-1}`, `{"shares":256,"threshold":2}`, `{"shares":3,"threshold":5}`,
+		`{"shares":1e9,"threshold":1}`, `{"shares":2147483648,"threshold":2147483648}`, `{"shares":9223372036854775807,"threshold":1}`,
+		`{"shares":1,"threshold":0}`, `{"shares":3,"threshold":-3}`, `{"shares":1.5,"threshold":1}`, `{"shares":"3"}`, // zeros ({}, null) mean the defaults
+	} {
+		st, raw := check("init "+b, "POST", "/v1/sys/init", b)
+		if st == http.StatusOK {
+			t.Fatalf("init %s was accepted: %.200s", b, raw)
+		}
+	}
+	check("unseal before init", "POST", "/v1/sys/unseal", `{"share":"AAAA"}`)
+	check("encrypt before init", "POST", "/v1/kms/encrypt", `{}`)
+	if st, raw := check("init", "POST", "/v1/sys/init", `{"shares":3,"threshold":2}`); st != http.StatusOK {
+		t.Fatalf("init: %d %s", st, raw)
+	}
+	for _, b := range []string{
+		`{"share":""}`, `{"share":"x"}`, `{"share":"AAAA"}`, `{"share":"` + strings.Repeat("A", 900<<10) + `"}`,
+		`{"share":"` + strings.Repeat("/", 100) + `"}`, `{"share":"\u0000"}`, `{"reset":true}`, `{"share":"AAAA","reset":true}`,
+		`{"share":1}`, `{"share":null}`, `[]`,
+	} {
+		check("unseal "+b[:min(len(b), 40)], "POST", "/v1/sys/unseal", b)
+	}
+	check("encrypt while sealed", "POST", "/v1/kms/encrypt", `{}`)
+	check("seal status", "GET", "/v1/sys/seal-status", "")
+}
