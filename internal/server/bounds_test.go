@@ -507,3 +507,50 @@ func TestHangupIsNoAuditFailure(t *testing.T) {
 		t.Fatal("a hang-up counted as audit_unavailable")
 	}
 }
+
+// TestSlowBodiesReleaseTheirShare: bodies that stop arriving hit the
+// listener's read timeout and get 408 (not a 5xx), and the large-body
+// budget they held is free again afterwards.
+func TestSlowBodiesReleaseTheirShare(t *testing.T) {
+	s := sys.New(barrier.New(inmem.New()), nil)
+	_, root, err := s.DevBootstrap(context.Background(), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	ts := httptest.NewUnstartedServer(server.New(s, server.Options{Logger: slog.New(slog.NewTextHandler(logs, nil))}))
+	ts.Config.ReadTimeout = 700 * time.Millisecond
+	ts.Start()
+	t.Cleanup(ts.Close)
+	addr := strings.TrimPrefix(ts.URL, "http://")
+	head := "POST /v1/kms/decrypt-batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + root + "\r\n" +
+		fmt.Sprintf("Content-Length: %d\r\n\r\n", server.MaxBatchBody) + `{"items":[{},{},`
+	var wg sync.WaitGroup
+	statuses := make([]int, server.MaxBodyBudget/server.MaxBatchBody+2)
+	for i := range statuses {
+		wg.Go(func() { statuses[i], _ = rawExchange(t, addr, []byte(head), false) })
+	}
+	wg.Wait()
+	for i, st := range statuses {
+		if st != http.StatusRequestTimeout && st != http.StatusServiceUnavailable {
+			t.Errorf("slow body %d: status %d, want 408 (or 503 busy while the budget was taken)", i, st)
+		}
+	}
+	// The shares are back: a large batch goes through at once.
+	body := append(emptyItems(1000)[:0:0], emptyItems(1000)...)
+	body = append(body[:len(body)-2], []byte(strings.Repeat(" ", 100<<10)+"]}")...)
+	req, _ := http.NewRequest("POST", ts.URL+"/v1/kms/decrypt-batch", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+root)
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || time.Since(start) > time.Second {
+		t.Fatalf("large batch after the slow ones: %d after %s", resp.StatusCode, time.Since(start))
+	}
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Fatalf("slow bodies logged errors:\n%s", logs)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"reflect"
 	"strings"
 	"time"
@@ -113,6 +114,8 @@ func decodeError(err error, v any, limit int64) error {
 		invU *json.InvalidUnmarshalError
 	)
 	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return &apiError{http.StatusRequestTimeout, "request_timeout", "the request body did not arrive within the server's read timeout; send it without pauses"}
 	case errors.Is(err, errShape):
 		return &apiError{http.StatusBadRequest, "invalid_request", strings.TrimPrefix(err.Error(), errShape.Error()+": ")}
 	case errors.Is(err, io.EOF):
