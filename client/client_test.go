@@ -713,7 +713,7 @@ func TestNewRedactsAddressCredentials(t *testing.T) {
 	for _, addr := range []string{
 		"https://admin:" + secret + "@coffer.example:8200",
 		"https://" + secret + "@coffer.example:8200/",
-		"http://user:" + secret + "@[::1:8200",  // does not parse
+		"http://user:" + secret + "@[::1:8200",     // does not parse
 		"ftp://user:" + secret + "@coffer.example", // wrong scheme
 		"user:" + secret + "@coffer.example:8200",  // no scheme
 		"https://user:" + secret + "@coffer.example/?q=1",

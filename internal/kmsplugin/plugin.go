@@ -112,8 +112,8 @@ type Plugin struct {
 	// seedCtx is the encryption context of new seeds; healthCtx that of
 	// the health probe.
 	seedCtx, healthCtx map[string]string
-	state atomic.Pointer[health]
-	mu    sync.Mutex // serializes state updates
+	state              atomic.Pointer[health]
+	mu                 sync.Mutex // serializes state updates
 }
 
 var _ kmsservice.Service = (*Plugin)(nil)
