@@ -23,6 +23,7 @@ well, they assume that role and act in it.`
 		newAccessKeyCreateCmd(),
 		newAccessKeyListCmd(),
 		newAccessKeyGetCmd(),
+		newAccessKeyUpdateCmd(),
 		newAccessKeyEnableCmd("disable", "Disable an access key: requests signed with it are refused", false),
 		newAccessKeyEnableCmd("enable", "Enable a disabled access key", true),
 		newAccessKeyDeleteCmd(),
@@ -55,7 +56,7 @@ func newAccessKeyCreateCmd() *cobra.Command {
 				return err
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), resp)
+				return printData(cmd, resp)
 			}
 			if err := printAccessKey(cmd, &resp.AccessKey, resp.SecretAccessKey); err != nil {
 				return err
@@ -91,7 +92,7 @@ func newAccessKeyListCmd() *cobra.Command {
 				if l == nil {
 					l = []client.AccessKey{}
 				}
-				return printJSON(cmd.OutOrStdout(), client.AccessKeyList{AccessKeys: l})
+				return printData(cmd, client.AccessKeyList{AccessKeys: l})
 			}
 			if len(l) == 0 {
 				fmt.Fprintln(cmd.ErrOrStderr(), "No access keys.")
@@ -123,11 +124,57 @@ func newAccessKeyGetCmd() *cobra.Command {
 				return err
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), a)
+				return printData(cmd, a)
 			}
 			return printAccessKey(cmd, a, "")
 		},
 	}
+}
+
+// newAccessKeyUpdateCmd builds `coffer access-key update`.
+func newAccessKeyUpdateCmd() *cobra.Command {
+	var (
+		policies    []string
+		description string
+	)
+	cmd := &cobra.Command{
+		Use:   "update ID [--policy P]... [--description D]",
+		Short: "Change an access key's policies or description",
+		Long: `Change the policies an access key carries (--policy replaces them all) or
+its description. Only what is given changes. A key may not be given a
+policy its updater does not hold itself. Enable and disable have their own
+commands.`,
+		Example: `  coffer access-key update cfak_... --policy ci-deploy --policy ci-read
+  coffer access-key update cfak_... --description "GitHub Actions, repo app"`,
+		Args: exactArgs(1, "ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var req client.UpdateAccessKeyRequest
+			if cmd.Flags().Changed("policy") {
+				req.Policies = &policies
+			}
+			if cmd.Flags().Changed("description") {
+				req.Description = &description
+			}
+			if req.Policies == nil && req.Description == nil {
+				return usageErrorf("nothing to update: give --policy or --description")
+			}
+			c, err := newClient(cmd)
+			if err != nil {
+				return err
+			}
+			a, err := c.UpdateAccessKey(cmd.Context(), args[0], req)
+			if err != nil {
+				return err
+			}
+			if wantJSON(cmd) {
+				return printData(cmd, a)
+			}
+			return printAccessKey(cmd, a, "")
+		},
+	}
+	cmd.Flags().StringArrayVar(&policies, "policy", nil, "stored policy `NAME` the key carries from now on (repeatable; replaces the list)")
+	cmd.Flags().StringVar(&description, "description", "", "new description")
+	return cmd
 }
 
 // newAccessKeyEnableCmd builds `coffer access-key enable` (enabled) or
@@ -147,7 +194,7 @@ func newAccessKeyEnableCmd(name, short string, enabled bool) *cobra.Command {
 				return err
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), a)
+				return printData(cmd, a)
 			}
 			return printAccessKey(cmd, a, "")
 		},
@@ -156,14 +203,18 @@ func newAccessKeyEnableCmd(name, short string, enabled bool) *cobra.Command {
 
 // newAccessKeyDeleteCmd builds `coffer access-key delete`.
 func newAccessKeyDeleteCmd() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "delete ID",
 		Short: "Delete an access key for good",
 		Long: `Delete an access key: requests signed with it are refused from now on.
 Role tokens it obtained live out their lifetime; 'coffer auth revoke
---principal access-key:ID' ends them too.`,
+--principal access-key:ID' ends them too. It asks for confirmation on a
+terminal; --yes confirms in scripts.`,
 		Args: exactArgs(1, "ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := confirm(cmd, "delete the access key "+args[0]+" for good"); err != nil {
+				return err
+			}
 			c, err := newClient(cmd)
 			if err != nil {
 				return err
@@ -177,6 +228,8 @@ Role tokens it obtained live out their lifetime; 'coffer auth revoke
 			return nil
 		},
 	}
+	addYesFlag(cmd)
+	return cmd
 }
 
 // printAccessKey writes an access key, preceded by its secret when secret

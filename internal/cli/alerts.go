@@ -30,8 +30,9 @@ run on the records' own times) and prints one alert per line. Responses
 (revoke_token) are reported as "would revoke", never carried out, and no
 sink is called. Use "-" or an empty file for the built-in defaults.
 Rotation-overdue alerts need the live key list and are not replayed.`,
-		Example: `  coffer alerts test deploy/alerts.yaml < /var/lib/coffer/audit/audit-00000000000000000001.jsonl`,
-		Args:    exactArgs(1, "RULES.yaml"),
+		Example: `  coffer alerts test - < /var/lib/coffer/audit/audit-00000000000000000001.jsonl
+  coffer alerts test my-alerts.yaml < /var/lib/coffer/audit/audit-00000000000000000001.jsonl`,
+		Args: exactArgs(1, "RULES.yaml"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rules := monitor.DefaultRules()
 			if args[0] != "-" {

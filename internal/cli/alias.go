@@ -48,7 +48,7 @@ func newAliasCreateCmd() *cobra.Command {
 				return err
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), a)
+				return printData(cmd, a)
 			}
 			return printFields(cmd.OutOrStdout(), []field{{"Alias", a.Name}, {"Key ID", a.KeyID}})
 		},

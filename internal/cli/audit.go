@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -70,7 +71,7 @@ integrity but not origin: pin the key printed by 'coffer audit pubkey'.`,
 			}
 			el := time.Since(start)
 			if wantJSON(cmd) {
-				if err := printJSON(cmd.OutOrStdout(), res); err != nil {
+				if err := printData(cmd, res); err != nil {
 					return err
 				}
 			} else if res.Problem == nil {
@@ -113,8 +114,8 @@ matching records as JSON lines. Filters combine with AND:
   --action             exact (kms:Decrypt) or a prefix ending in * (key:*)
   --resource           key id, alias or token accessor acted on
   --outcome            ok, error, or an error code (permission_denied)`,
-		Example: `  coffer audit search --principal acc_0123 --since 24h /var/lib/coffer/audit/*.jsonl
-  coffer audit search --principal "$(coffer audit hash "$LEAKED_TOKEN")" audit-*.jsonl`,
+		Example: `  coffer audit search --principal acc_3f1c9a0b2d4e6f8a1b2c3d4e --since 24h /var/lib/coffer/audit/*.jsonl
+  coffer audit search --principal "$(printf %s "$LEAKED_TOKEN" | coffer audit hash -)" audit-*.jsonl`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, files []string) error {
 			var err error
@@ -189,11 +190,14 @@ Search for it to answer "was this token used?".
 With --key-file it computes the HMAC offline from the audit key file;
 otherwise the server computes it (POST /v1/sys/audit/hash, needs a token
 allowed audit:Hash). Use "-" to read VALUE from standard input.`,
-		Example: `  coffer audit hash --key-file /var/lib/coffer/audit/audit.key cft_...
-  echo -n "$TOKEN" | coffer audit hash -`,
+		Example: `  printf %s "$TOKEN" | coffer audit hash --key-file /var/lib/coffer/audit/audit.key -
+  printf %s "$TOKEN" | coffer audit hash -`,
 		Args: exactArgs(1, "VALUE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v := args[0]
+			if strings.HasPrefix(v, "cft_") || strings.HasPrefix(v, "cfsk_") {
+				warnSecretArg(cmd, "the VALUE argument", `pipe it on standard input with "-" instead`)
+			}
 			if v == "-" {
 				b, err := readAllLimited(cmd.InOrStdin(), 1<<20)
 				if err != nil {
@@ -220,7 +224,7 @@ allowed audit:Hash). Use "-" to read VALUE from standard input.`,
 				h = r.HMAC
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), map[string]string{"hmac": h})
+				return printData(cmd, map[string]string{"hmac": h})
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), h)
 			return nil
@@ -260,7 +264,7 @@ from the audit key file. Keep a copy off the server and pass it to
 				pub = r.PublicKey
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), map[string]string{"public_key": pub, "algorithm": "ed25519"})
+				return printData(cmd, map[string]string{"public_key": pub, "algorithm": "ed25519"})
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), pub)
 			return nil

@@ -41,6 +41,23 @@ func resolveCredentials(s settings) credentials {
 	}
 }
 
+// warnCredentialConflict says which credential wins when a token and an
+// access key are both set: the token does, silently until now, so that
+// re-running 'coffer auth assume-role' after 'eval $(... --export)' acted
+// with the role token instead of the access key and failed with a trust
+// error that did not say why.
+func warnCredentialConflict(cmd *cobra.Command, c credentials) {
+	if c.token == "" || c.accessKeyID == "" {
+		return
+	}
+	from := client.EnvToken
+	if cmd.Flags().Changed(flagToken) {
+		from = "--token"
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "coffer: warning: both %s and %s are set; using %s (unset %s to use the access key)\n",
+		from, client.EnvAccessKeyID, from, client.EnvToken)
+}
+
 // given reports whether any credential is set.
 func (c credentials) given() bool {
 	return c.token != "" || c.accessKeyID != "" || c.secretAccessKey != "" ||
@@ -179,7 +196,9 @@ func newAuthKubernetesCmd() *cobra.Command {
 		export    bool
 	)
 	cmd := &cobra.Command{
-		Use:   "kubernetes --role ROLE --token-file PATH",
+		Use: "kubernetes --role ROLE --sa-token-file PATH",
+		Annotations: map[string]string{annotLogin: "The service-account token was refused: check that it is current, that its audience is one the role accepts, " +
+			"that the cluster is registered ('coffer auth cluster list') and that the role trusts the service account ('coffer role get ROLE')."},
 		Short: "Log in as a role with a Kubernetes service-account token",
 		Long: `Exchange a Kubernetes projected service-account token (the file the
 kubelet mounts) for a temporary token of ROLE. The role must trust the
@@ -190,11 +209,11 @@ left out when the token's issuer identifies the cluster.
 Inside a pod, setting COFFER_ROLE and COFFER_TOKEN_FILE instead makes every
 command log in by itself, and log in again before the token expires.`,
 		Example: `  coffer auth kubernetes --role payments \
-    --token-file /var/run/secrets/tokens/coffer --cluster prod`,
+    --sa-token-file /var/run/secrets/tokens/coffer --cluster prod`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if req.Role == "" || tokenFile == "" {
-				return usageErrorf("--role and --token-file are required")
+				return usageErrorf("--role and --sa-token-file are required")
 			}
 			if err := checkPeriodFlag("ttl", req.TTL); err != nil {
 				return err
@@ -222,7 +241,9 @@ command log in by itself, and log in again before the token expires.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&req.Role, "role", "", "role to log in as (required)")
-	f.StringVar(&tokenFile, "token-file", "", "file of the projected service-account token (required)")
+	f.StringVar(&tokenFile, "sa-token-file", "", "file of the projected service-account token (required)")
+	// --token-file names a file of a Coffer token everywhere else.
+	oldFlagNames(cmd, map[string]string{"token-file": "sa-token-file"})
 	f.StringVar(&req.Cluster, "cluster", "", "registered cluster the token comes from (default: found by its issuer)")
 	f.StringVar(&req.TTL, "ttl", "", "lifetime of the token, like 15m (default the role's ttl)")
 	f.BoolVar(&export, "export", false, "print a shell command that sets COFFER_TOKEN, for eval")
@@ -237,7 +258,9 @@ func newAuthCertCmd() *cobra.Command {
 		export            bool
 	)
 	cmd := &cobra.Command{
-		Use:   "cert --role ROLE",
+		Use: "cert --role ROLE",
+		Annotations: map[string]string{annotLogin: "The certificate login was refused: check that the server has a client CA (tls.client_ca_file) that signed the certificate, " +
+			"and that the role trusts its common name or DNS name ('coffer role get ROLE')."},
 		Short: "Log in as a role with a TLS client certificate",
 		Long: `Present a TLS client certificate (verified against the server's client CA)
 and get a temporary token of ROLE. The role must trust the certificate's
@@ -318,7 +341,7 @@ issued); after that, log in again.`,
 				return err
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), ti)
+				return printData(cmd, ti)
 			}
 			return printToken(cmd, "", ti)
 		},
@@ -376,7 +399,7 @@ To revoke one token, use 'coffer token revoke'.`,
 // printRevoked reports the count of a bulk revocation.
 func printRevoked(cmd *cobra.Command, n int) error {
 	if wantJSON(cmd) {
-		return printJSON(cmd.OutOrStdout(), client.RevokeCountResponse{Revoked: n})
+		return printData(cmd, client.RevokeCountResponse{Revoked: n})
 	}
 	_, err := fmt.Fprintf(cmd.OutOrStdout(), "Revoked %d token%s\n", n, plural(n))
 	return err
@@ -398,7 +421,7 @@ func printIssuedToken(cmd *cobra.Command, resp *client.CreateTokenResponse, expo
 		_, err := fmt.Fprintf(cmd.OutOrStdout(), "export %s=%s\n", client.EnvToken, shellQuote(resp.Token))
 		return err
 	case wantJSON(cmd):
-		return printJSON(cmd.OutOrStdout(), resp)
+		return printData(cmd, resp)
 	}
 	if err := printToken(cmd, resp.Token, &resp.TokenInfo); err != nil {
 		return err

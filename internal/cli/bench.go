@@ -2,9 +2,7 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -51,7 +49,7 @@ func newBenchCmd() *cobra.Command {
 each send one request, wait for the whole answer and send the next, for
 --duration or until --requests requests have been sent, whichever comes first.
 Every request carries the same body, built once. It then prints throughput and
-latency percentiles (or JSON with --json).
+latency percentiles (or JSON with -o json).
 
 Operations: ` + strings.Join(ops, ", ") + `.
 decrypt and decrypt-batch encrypt one payload first and then decrypt its
@@ -65,12 +63,12 @@ the other credentials every command takes work too (an access key, COFFER_ROLE
 with a token file or client certificate): bench logs in once before the run
 and uses that session for its whole length; --insecure-skip-verify,
 --tls-skip-verify or COFFER_SKIP_VERIFY=1 turn off TLS verification. Over https
-the load uses HTTP/2. -o json works like --json.
+the load uses HTTP/2. -o json or yaml prints the result as data.
 
 Without --key, bench creates a throwaway key (description "coffer bench") and
 schedules its deletion when done.`,
 		Example: `  coffer bench --op encrypt -c 32 -d 10s
-  coffer bench --op encrypt-batch --batch-size 100 --key alias/bench --json
+  coffer bench --op encrypt-batch --batch-size 100 --key alias/bench -o json
   COFFER_ADDR=https://127.0.0.1:8200 COFFER_TOKEN=... coffer bench -n 100000 --insecure-skip-verify`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -86,7 +84,6 @@ schedules its deletion when done.`,
 	f.DurationVarP(&o.duration, "duration", "d", loadgen.DefaultDuration, "length of the measured run (with only --requests given, no time bound)")
 	f.Int64VarP(&o.requests, "requests", "n", 0, "total requests of the measured run (0: no bound)")
 	f.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load before the run, to open connections and warm caches (0 to skip)")
-	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	f.BoolVar(&o.insecure, "insecure-skip-verify", false, "do not verify the server's TLS certificate")
 	o.context = addKVFlag(cmd, "context", "encryption context of every item")
 	return cmd
@@ -137,9 +134,7 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	if err != nil {
 		return err
 	}
-	if fl := cmd.Flag("output"); fl != nil && fl.Value.String() == "json" {
-		o.json = true
-	}
+	o.json = wantJSON(cmd)
 	cfg := loadgen.Config{
 		Target:             addr,
 		Token:              benchSetting(cmd, "token", client.EnvToken),
@@ -216,7 +211,7 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	if interrupted {
 		fmt.Fprintln(stderr, "coffer bench: interrupted; partial result:")
 	}
-	if err := printBench(cmd.OutOrStdout(), res, o.json); err != nil {
+	if err := printBench(cmd, res, o.json); err != nil {
 		return err
 	}
 	switch {
@@ -267,11 +262,9 @@ func benchBounds(c loadgen.Config) string {
 	return s
 }
 
-func printBench(w io.Writer, res loadgen.Result, asJSON bool) error {
-	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+func printBench(cmd *cobra.Command, res loadgen.Result, asData bool) error {
+	if asData {
+		return printData(cmd, res)
 	}
-	return res.WriteTable(w)
+	return res.WriteTable(cmd.OutOrStdout())
 }

@@ -47,7 +47,7 @@ func (f *clusterFlags) cluster(name string) (client.Cluster, error) {
 		case f.jwksFile != "" && f.issuer == "":
 			return cl, usageErrorf("--jwks-file needs --issuer, the iss claim of the cluster's tokens")
 		case f.jwksFile != "" && (f.caFile != "" || f.reviewerTokenFile != ""):
-			return cl, usageErrorf("--ca-file and --reviewer-token-file are for --discovery-url or --mode tokenreview")
+			return cl, usageErrorf("--k8s-ca-cert and --reviewer-token-file are for --discovery-url or --mode tokenreview")
 		}
 	case clusterModeTokenReview:
 		switch {
@@ -99,19 +99,19 @@ public keys: give them with --jwks-file (the output of
 'kubectl get --raw /openid/v1/jwks') and --issuer, or let the server fetch
 both by OIDC discovery from --discovery-url (the API server, or the issuer
 URL where it is published: the server reads
-URL/.well-known/openid-configuration; --ca-file and --reviewer-token-file
+URL/.well-known/openid-configuration; --k8s-ca-cert and --reviewer-token-file
 reach it when it is not public).
 
 --mode tokenreview asks the cluster's TokenReview API about every token:
 give --api-server, --reviewer-token-file (a token allowed to create
 TokenReviews) and, unless the API server's certificate is publicly
-trusted, --ca-file.`,
+trusted, --k8s-ca-cert.`,
 		Example: `  coffer auth cluster register prod --mode jwks \
     --issuer https://kubernetes.default.svc.cluster.local --jwks-file prod-jwks.json
   coffer auth cluster register prod --mode jwks --discovery-url https://10.0.0.1:6443 \
-    --ca-file prod-ca.crt --reviewer-token-file reviewer.jwt
+    --k8s-ca-cert prod-ca.crt --reviewer-token-file reviewer.jwt
   coffer auth cluster register dev --mode tokenreview --api-server https://10.0.0.1:6443 \
-    --ca-file dev-ca.crt --reviewer-token-file reviewer.jwt`,
+    --k8s-ca-cert dev-ca.crt --reviewer-token-file reviewer.jwt`,
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := f.cluster(args[0])
@@ -135,8 +135,9 @@ trusted, --ca-file.`,
 	fl.StringVar(&f.jwksFile, "jwks-file", "", "JSON Web Key Set of the cluster's token signing keys (jwks)")
 	fl.StringVar(&f.discoveryURL, "discovery-url", "", "API server or issuer URL the server fetches issuer and keys from by OIDC discovery (jwks)")
 	fl.StringVar(&f.apiServer, "api-server", "", "URL of the cluster's API server (tokenreview)")
-	fl.StringVar(&f.caFile, "ca-file", "", "PEM file of the CA of the API server or discovery URL")
+	fl.StringVar(&f.caFile, "k8s-ca-cert", "", "PEM file of the CA of the API server or discovery URL")
 	fl.StringVar(&f.reviewerTokenFile, "reviewer-token-file", "", "file of a token allowed to create TokenReviews (or to read discovery)")
+	oldFlagNames(cmd, map[string]string{"ca-file": "k8s-ca-cert"})
 	_ = cmd.RegisterFlagCompletionFunc("mode", cobra.FixedCompletions(
 		[]string{clusterModeJWKS, clusterModeTokenReview}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
@@ -162,7 +163,7 @@ func newClusterListCmd() *cobra.Command {
 				if l == nil {
 					l = []client.Cluster{}
 				}
-				return printJSON(cmd.OutOrStdout(), client.ClusterList{Clusters: l})
+				return printData(cmd, client.ClusterList{Clusters: l})
 			}
 			if len(l) == 0 {
 				fmt.Fprintln(cmd.ErrOrStderr(), "No clusters.")
@@ -226,7 +227,7 @@ kubernetes:NAME/NAMESPACE/SERVICEACCOUNT' ends them sooner.`,
 // is never returned by the server; the JWKS is summarized.
 func printCluster(cmd *cobra.Command, cl *client.Cluster) error {
 	if wantJSON(cmd) {
-		return printJSON(cmd.OutOrStdout(), cl)
+		return printData(cmd, cl)
 	}
 	ca := "-"
 	if cl.CACert != "" {

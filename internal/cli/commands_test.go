@@ -206,7 +206,11 @@ func TestKeyActions(t *testing.T) {
 		"POST /v1/keys/alias%2Fapp/schedule-deletion": {200, testKey},
 	})
 	for _, action := range []string{"enable", "disable", "rotate", "cancel-deletion", "schedule-deletion"} {
-		if code, _, errOut := runCLI(t, "", "key", action, "alias/app"); code != 0 {
+		args := []string{"key", action, "alias/app"}
+		if action == "schedule-deletion" {
+			args = append(args, "--yes")
+		}
+		if code, _, errOut := runCLI(t, "", args...); code != 0 {
 			t.Errorf("%s: exit %d: %s", action, code, errOut)
 		}
 		if got := f.last(t).route; got != "POST /v1/keys/alias%2Fapp/"+action {
@@ -365,7 +369,7 @@ func TestOperator(t *testing.T) {
 	}
 	sameJSON(t, f.last(t).body, `{"reset":true}`)
 
-	code, out, _ = runCLI(t, "", "operator", "seal")
+	code, out, _ = runCLI(t, "", "operator", "seal", "--yes")
 	if code != 0 || out != "Sealed\n" {
 		t.Errorf("seal: exit %d, stdout %q", code, out)
 	}
@@ -376,7 +380,7 @@ func TestOperatorStatusExitCode(t *testing.T) {
 		"GET /v1/sys/seal-status": {200, `{"initialized":true,"sealed":true,"threshold":3,"shares":5,"progress":2,"version":"0.1.0"}`},
 	})
 	code, out, errOut := runCLI(t, "", "operator", "status")
-	if code != 2 || errOut != "" {
+	if code != exitNo || errOut != "" {
 		t.Errorf("sealed: exit %d, stderr %q", code, errOut)
 	}
 	want := "Initialized:      true\nSealed:           true\nTotal shares:     5\nThreshold:        3\nUnseal progress:  2/3\nVersion:          0.1.0\n"
@@ -416,7 +420,7 @@ func TestTokens(t *testing.T) {
 		t.Errorf("lookup: exit %d, stdout %q", code, out)
 	}
 
-	code, out, _ = runCLI(t, "", "token", "revoke", "--accessor", "acc-1")
+	code, out, _ = runCLI(t, "", "token", "revoke", "--accessor", "acc-1", "--yes")
 	if code != 0 || out != "Revoked\n" {
 		t.Errorf("revoke: exit %d, stdout %q", code, out)
 	}

@@ -29,14 +29,50 @@ type fileFlags struct {
 	force  bool
 }
 
-// add defines -o/--output and --force. -o names the output file here, as
-// in age; it shadows the global -o (output format), which these commands
-// do not use.
+// add defines --out and --force. -o is the output format, as everywhere:
+// with -o json or yaml the command prints a summary of what it wrote to
+// --out, which it then requires.
 func (f *fileFlags) add(cmd *cobra.Command, what string) {
-	cmd.Flags().StringVarP(&f.output, flagOutput, "o", "", "write the "+what+" to `FILE` (default standard output)")
+	cmd.Flags().StringVar(&f.output, "out", "", "write the "+what+" to `FILE` (default standard output)")
 	cmd.Flags().BoolVar(&f.force, "force", false, "overwrite the output file if it exists")
-	// The global -o is a format; skip its validation for these commands.
-	cmd.PersistentPreRunE = func(*cobra.Command, []string) error { return nil }
+}
+
+// check refuses -o json or yaml without --out: the summary and the data
+// would share standard output.
+func (f *fileFlags) check(cmd *cobra.Command) error {
+	if wantJSON(cmd) && (f.output == "" || f.output == "-") {
+		return usageErrorf("-o %s prints a summary and needs --out FILE for the data", outputFormat(cmd))
+	}
+	return nil
+}
+
+// fileSummary is what encrypt and decrypt print with -o json or yaml.
+type fileSummary struct {
+	In                string            `json:"in"`
+	Out               string            `json:"out"`
+	Bytes             int64             `json:"bytes"`
+	KeyID             string            `json:"key_id,omitempty"`
+	EncryptionContext map[string]string `json:"encryption_context,omitempty"`
+}
+
+// countWriter counts the bytes written through it.
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// inName names the input of args for a summary.
+func inName(args []string) string {
+	if len(args) == 0 {
+		return "-"
+	}
+	return args[0]
 }
 
 // newEnvelopeEncryptCmd builds `coffer encrypt`.
@@ -46,7 +82,7 @@ func newEnvelopeEncryptCmd() *cobra.Command {
 	var segSize int
 	var ff fileFlags
 	cmd := &cobra.Command{
-		Use:   "encrypt --key KEY [--context K=V]... [-o OUT] [IN | -]",
+		Use:   "encrypt --key KEY [--context K=V]... [--out FILE] [IN | -]",
 		Short: "Encrypt a file locally under a data key wrapped by Coffer",
 		Long: `Encrypt a file (or standard input) on this machine with a fresh data key
 that Coffer generates and wraps under --key: only the wrapped 32-byte key
@@ -57,10 +93,11 @@ pairs, which are bound to the file and shown by 'coffer inspect'.
 --recovery-key wraps the same data key under more keys, so that the file can
 also be decrypted with any of them (disaster recovery).
 
-The output goes to -o FILE (written to a temporary file and renamed at the
-end; an existing file is kept unless --force) or to standard output, which
-must not be a terminal.`,
-		Example: `  coffer encrypt --key alias/backups --context host=db1 -o db1.sql.cfe db1.sql
+The output goes to --out FILE (written to a temporary file and renamed at
+the end; an existing file is kept unless --force) or to standard output,
+which must not be a terminal. With -o json or yaml (and --out) a summary of
+what was written is printed.`,
+		Example: `  coffer encrypt --key alias/backups --context host=db1 --out db1.sql.cfe db1.sql
   pg_dump app | coffer encrypt --key alias/backups > app.sql.cfe`,
 		Args: maxArgs(1, "IN"),
 	}
@@ -76,6 +113,9 @@ must not be a terminal.`,
 		}
 		if segSize < envelope.MinSegmentSize || segSize > envelope.MaxSegmentSize {
 			return usageErrorf("invalid --segment-size %d: want %d..%d", segSize, envelope.MinSegmentSize, envelope.MaxSegmentSize)
+		}
+		if err := ff.check(cmd); err != nil {
+			return err
 		}
 		in, size, err := openInput(cmd, args, "plaintext")
 		if err != nil {
@@ -100,7 +140,8 @@ must not be a terminal.`,
 			}
 			w = envelope.Multi(ws...)
 		}
-		enc, err := envelope.Encrypt(out.w, w, &envelope.EncryptOptions{
+		cw := &countWriter{w: out.w}
+		enc, err := envelope.Encrypt(cw, w, &envelope.EncryptOptions{
 			Context:           cmd.Context(),
 			EncryptionContext: ctxFlag.Map(),
 			SegmentSize:       segSize,
@@ -117,7 +158,13 @@ must not be a terminal.`,
 			return err
 		}
 		finishProgress(src)
-		return out.commit()
+		if err := out.commit(); err != nil {
+			return err
+		}
+		if wantJSON(cmd) {
+			return printData(cmd, fileSummary{In: inName(args), Out: ff.output, Bytes: cw.n, KeyID: key, EncryptionContext: ctxFlag.Map()})
+		}
+		return nil
 	}
 	return cmd
 }
@@ -126,27 +173,30 @@ must not be a terminal.`,
 func newEnvelopeDecryptCmd() *cobra.Command {
 	var ff fileFlags
 	cmd := &cobra.Command{
-		Use:   "decrypt [--context K=V]... [-o OUT] [IN | -]",
+		Use:   "decrypt [--context K=V]... [--out FILE] [IN | -]",
 		Short: "Decrypt a file made by 'coffer encrypt'",
 		Long: `Decrypt a Coffer envelope file (or standard input): Coffer unwraps the data
 key named in the header, bound to the header's encryption context, and the
 data is decrypted on this machine. Every segment is authenticated before its
 plaintext is written; a truncated, altered or extended file is an error.
 
-With -o FILE the plaintext is written to a temporary file (mode 0600) that is
+With --out FILE the plaintext is written to a temporary file (mode 0600) that is
 renamed to FILE only when the whole file has authenticated, and deleted on
 failure, so no partial plaintext is left behind. On standard output the
 authenticated segments before a failure have already been written; the exit
 code says whether the file was whole.
 
 --context pairs, when given, must be exactly the file's encryption context.`,
-		Example: `  coffer decrypt -o db1.sql db1.sql.cfe
+		Example: `  coffer decrypt --out db1.sql db1.sql.cfe
   coffer decrypt < app.sql.cfe | psql app`,
 		Args: maxArgs(1, "IN"),
 	}
 	ctxFlag := addKVFlag(cmd, "context", "require the file's encryption context to be exactly these pairs")
 	ff.add(cmd, "plaintext")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := ff.check(cmd); err != nil {
+			return err
+		}
 		in, size, err := openInput(cmd, args, "envelope file")
 		if err != nil {
 			return err
@@ -172,11 +222,18 @@ code says whether the file was whole.
 		if err != nil {
 			return decryptError(err)
 		}
-		if _, err := io.Copy(out.w, dec); err != nil {
+		n, err := io.Copy(out.w, dec)
+		if err != nil {
 			return decryptError(err)
 		}
 		finishProgress(src)
-		return out.commit()
+		if err := out.commit(); err != nil {
+			return err
+		}
+		if wantJSON(cmd) {
+			return printData(cmd, fileSummary{In: inName(args), Out: ff.output, Bytes: n})
+		}
+		return nil
 	}
 	return cmd
 }
@@ -258,7 +315,7 @@ file decrypts.`,
 				info.WrappedKeys = append(info.WrappedKeys, inspectKey{s.Type, s.KeyID, s.KeyVersion, len(s.Body)})
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), info)
+				return printData(cmd, info)
 			}
 			plain := "unknown: " + info.SizeError
 			if info.PlaintextSize != nil {
@@ -317,7 +374,7 @@ func createOutput(cmd *cobra.Command, ff fileFlags, plaintext bool) (*output, er
 	if ff.output == "" || ff.output == "-" {
 		w := cmd.OutOrStdout()
 		if f, ok := w.(*os.File); ok && !plaintext && term.IsTerminal(int(f.Fd())) {
-			return nil, usageErrorf("refusing to write an encrypted file to a terminal: use -o FILE or redirect standard output")
+			return nil, usageErrorf("refusing to write an encrypted file to a terminal: use --out FILE or redirect standard output")
 		}
 		return &output{w: w}, nil
 	}
@@ -325,7 +382,7 @@ func createOutput(cmd *cobra.Command, ff fileFlags, plaintext bool) (*output, er
 		// A device or a pipe (/dev/null, a FIFO) is written in place:
 		// renaming a temporary file over it would replace the device.
 		if fi.IsDir() {
-			return nil, usageErrorf("-o %s is a directory; name a file", ff.output)
+			return nil, usageErrorf("--out %s is a directory; name a file", ff.output)
 		}
 		f, err := os.OpenFile(ff.output, os.O_WRONLY, 0)
 		if err != nil {

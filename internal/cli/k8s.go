@@ -39,6 +39,7 @@ type etcdFlags struct {
 	pageSize             int64
 	currentKeyID, plugin string
 	provider             string
+	timeout              time.Duration
 }
 
 func (e *etcdFlags) add(cmd *cobra.Command, required bool) {
@@ -48,7 +49,8 @@ func (e *etcdFlags) add(cmd *cobra.Command, required bool) {
 		what += "; with them only stale objects are rewritten"
 	}
 	f.StringSliceVar(&e.endpoints, "etcd-endpoints", nil, what)
-	f.StringVar(&e.cacert, "etcd-cacert", "", "PEM CA bundle that signed etcd's serving certificate")
+	f.StringVar(&e.cacert, "etcd-ca-cert", "", "PEM CA bundle that signed etcd's serving certificate")
+	oldFlagNames(cmd, map[string]string{"etcd-cacert": "etcd-ca-cert"})
 	f.StringVar(&e.cert, "etcd-cert", "", "PEM client certificate for etcd")
 	f.StringVar(&e.key, "etcd-key", "", "PEM private key of --etcd-cert")
 	f.StringVar(&e.prefix, "etcd-prefix", "/registry", "the apiserver's --etcd-prefix")
@@ -56,10 +58,17 @@ func (e *etcdFlags) add(cmd *cobra.Command, required bool) {
 	f.StringVar(&e.currentKeyID, "current-key-id", "", "the key_id new writes use (default: asked from --plugin-health, else inferred)")
 	f.StringVar(&e.plugin, "plugin-health", "", "health address of a running coffer kms-plugin (its --health-addr); its /readyz tells the current key_id")
 	f.StringVar(&e.provider, "provider", "", "name of the kms v2 provider objects should be under (default: any)")
+	f.DurationVar(&e.timeout, "etcd-timeout", 10*time.Second, "give up when etcd does not answer within this time")
 }
 
-func (e *etcdFlags) client() (*clientv3.Client, error) {
-	cfg := clientv3.Config{Endpoints: e.endpoints, DialTimeout: 10 * time.Second}
+// client connects to etcd and checks that it answers within --etcd-timeout:
+// the etcd client would otherwise retry an unreachable endpoint for as long
+// as the whole command may run.
+func (e *etcdFlags) client(ctx context.Context) (*clientv3.Client, error) {
+	if e.timeout <= 0 {
+		e.timeout = 10 * time.Second
+	}
+	cfg := clientv3.Config{Endpoints: e.endpoints, DialTimeout: e.timeout}
 	if e.cacert != "" || e.cert != "" || e.key != "" {
 		tlsInfo := transport.TLSInfo{CertFile: e.cert, KeyFile: e.key, TrustedCAFile: e.cacert}
 		tc, err := tlsInfo.ClientConfig()
@@ -68,7 +77,21 @@ func (e *etcdFlags) client() (*clientv3.Client, error) {
 		}
 		cfg.TLS = tc
 	}
-	return clientv3.New(cfg)
+	cl, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	if _, err := cl.Get(pctx, e.registryPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithLimit(1)); err != nil {
+		cl.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("etcd at %s did not answer within %s (%v): check --etcd-endpoints, and --etcd-ca-cert, --etcd-cert and --etcd-key for an etcd with TLS",
+			strings.Join(e.endpoints, ","), e.timeout, err)
+	}
+	return cl, nil
 }
 
 func (e *etcdFlags) registryPrefix() string { return strings.TrimSuffix(e.prefix, "/") + "/" }
@@ -108,7 +131,7 @@ The current key_id is --current-key-id, else the one a running plugin reports
 single Coffer key whose key_ids are stored. Right after a rotation no object
 carries the new key_id yet, so the inference is only a fallback.`,
 		Example: `  coffer k8s encryption-status --etcd-endpoints https://127.0.0.1:2379 \
-    --etcd-cacert /etc/kubernetes/pki/etcd/ca.crt \
+    --etcd-ca-cert /etc/kubernetes/pki/etcd/ca.crt \
     --etcd-cert /etc/kubernetes/pki/apiserver-etcd-client.crt \
     --etcd-key /etc/kubernetes/pki/apiserver-etcd-client.key \
     --resources secrets,configmaps --plugin-health 127.0.0.1:8787`,
@@ -122,7 +145,7 @@ carries the new key_id yet, so the inference is only a fallback.`,
 			if err != nil {
 				return err
 			}
-			cl, err := ef.client()
+			cl, err := ef.client(ctx)
 			if err != nil {
 				return err
 			}
@@ -137,7 +160,7 @@ carries the new key_id yet, so the inference is only a fallback.`,
 				return err
 			}
 			if wantJSON(cmd) {
-				if err := printJSON(cmd.OutOrStdout(), rep); err != nil {
+				if err := printData(cmd, rep); err != nil {
 					return err
 				}
 			} else if err := printStatusReport(cmd.OutOrStdout(), cmd.ErrOrStderr(), rep); err != nil {
@@ -261,7 +284,7 @@ interval (one minute), or check that a newly written Secret carries it with
 				if err != nil {
 					return err
 				}
-				cl, err := ef.client()
+				cl, err := ef.client(ctx)
 				if err != nil {
 					return err
 				}
@@ -289,7 +312,7 @@ interval (one minute), or check that a newly written Secret carries it with
 			sum, err := k8senc.Migrate(ctx, opts)
 			if sum != nil {
 				if wantJSON(cmd) {
-					printJSON(cmd.OutOrStdout(), sum)
+					printData(cmd, sum)
 				} else {
 					printMigrateSummary(cmd.OutOrStdout(), resources, sum, dryRun)
 				}

@@ -25,7 +25,7 @@ alias such as alias/payments.`
 	cmd.AddCommand(
 		newKeyCreateCmd(),
 		newKeyListCmd(),
-		newKeyDescribeCmd(),
+		newKeyGetCmd(),
 		newKeyUpdateCmd(),
 		newKeyActionCmd("enable", "Enable a disabled key", (*client.Client).EnableKey),
 		newKeyActionCmd("disable", "Disable a key: it can no longer encrypt or decrypt", (*client.Client).DisableKey),
@@ -65,7 +65,7 @@ func newKeyPolicyGetCmd() *cobra.Command {
 				return err
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), kp)
+				return printData(cmd, kp)
 			}
 			if kp.Document == "" {
 				fmt.Fprintf(cmd.ErrOrStderr(), "Key %s has no key policy.\n", kp.KeyID)
@@ -105,7 +105,7 @@ and column of every problem.`,
 				return err
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), kp)
+				return printData(cmd, kp)
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Set the key policy of key %s\n", kp.KeyID)
 			return err
@@ -129,7 +129,7 @@ func newKeyPolicyDeleteCmd() *cobra.Command {
 				return err
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), kp)
+				return printData(cmd, kp)
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Removed the key policy of key %s\n", kp.KeyID)
 			return err
@@ -195,9 +195,12 @@ func newKeyListCmd() *cobra.Command {
 	}
 }
 
-// newKeyDescribeCmd builds `coffer key describe`.
-func newKeyDescribeCmd() *cobra.Command {
-	return newKeyActionCmd("describe", "Show a key's metadata", (*client.Client).DescribeKey)
+// newKeyGetCmd builds `coffer key get` (its old name, describe, is an
+// alias).
+func newKeyGetCmd() *cobra.Command {
+	cmd := newKeyActionCmd("get", "Show a key's metadata", (*client.Client).DescribeKey)
+	cmd.Aliases = []string{"describe"}
+	return cmd
 }
 
 // newKeyActionCmd builds a command that takes one KEY, calls op on it and
@@ -278,6 +281,9 @@ After it, everything encrypted under the key is lost.`, minPendingDays, maxPendi
 			if days < minPendingDays || days > maxPendingDays {
 				return usageErrorf("invalid --pending-days %d: want %d..%d", days, minPendingDays, maxPendingDays)
 			}
+			if err := confirm(cmd, fmt.Sprintf("schedule key %s for deletion in %d days (everything encrypted under it is lost after that)", args[0], days)); err != nil {
+				return err
+			}
 			c, err := newClient(cmd)
 			if err != nil {
 				return err
@@ -290,5 +296,6 @@ After it, everything encrypted under the key is lost.`, minPendingDays, maxPendi
 		},
 	}
 	cmd.Flags().IntVar(&days, "pending-days", defaultPendingDays, "days before the key is deleted")
+	addYesFlag(cmd)
 	return cmd
 }

@@ -39,13 +39,14 @@ func newEncryptCmd() *cobra.Command {
 		Long: `Encrypt data under a key and print the ciphertext as base64. The data is
 --plaintext, the contents of --in FILE, or standard input, taken byte for byte
 (a trailing newline included).`,
-		Example: `  coffer kms encrypt --key alias/app --plaintext 'hunter2'
-  coffer kms encrypt --key alias/app --context tenant=acme --in secret.txt > secret.b64`,
+		Example: `  coffer kms encrypt --key alias/app --context tenant=acme --in secret.txt > secret.b64
+  printf %s "$SECRET" | coffer kms encrypt --key alias/app`,
 		Args: exactArgs(0),
 	}
 	ctxFlag := addKVFlag(cmd, "context", "encryption context, required again to decrypt")
 	cmd.Flags().StringVar(&key, "key", "", "key id or alias/NAME to encrypt under (required)")
-	cmd.Flags().StringVar(&plaintext, "plaintext", "", "data to encrypt")
+	cmd.Flags().StringVar(&plaintext, "plaintext", "", "data to encrypt (visible in ps and the shell history: prefer --in or standard input for secrets)")
+	markSecretFlag(cmd.Flags(), "plaintext", "pipe the data on standard input or give --in FILE instead")
 	cmd.Flags().StringVar(&in, "in", "", `read the data from FILE ("-" for standard input)`)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if key == "" {
@@ -73,7 +74,7 @@ func newEncryptCmd() *cobra.Command {
 			return err
 		}
 		if wantJSON(cmd) {
-			return printJSON(cmd.OutOrStdout(), resp)
+			return printData(cmd, resp)
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), base64.StdEncoding.EncodeToString(resp.Ciphertext))
 		return nil
@@ -115,7 +116,7 @@ bytes, no newline added), or as base64 with --base64.`,
 		w := cmd.OutOrStdout()
 		switch {
 		case wantJSON(cmd):
-			return printJSON(w, resp)
+			return printData(cmd, resp)
 		case asBase64:
 			_, err = fmt.Fprintln(w, base64.StdEncoding.EncodeToString(resp.Plaintext))
 		default:
@@ -164,7 +165,7 @@ ciphertext.`,
 			return err
 		}
 		if wantJSON(cmd) {
-			return printJSON(cmd.OutOrStdout(), resp)
+			return printData(cmd, resp)
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), base64.StdEncoding.EncodeToString(resp.Ciphertext))
 		return nil
@@ -213,7 +214,7 @@ the key later. --no-plaintext returns only the encrypted copy.`,
 			return err
 		}
 		if wantJSON(cmd) {
-			return printJSON(cmd.OutOrStdout(), resp)
+			return printData(cmd, resp)
 		}
 		fields := []field{
 			{"Key ID", resp.KeyID},
@@ -252,7 +253,7 @@ func newRandomCmd() *cobra.Command {
 			w := cmd.OutOrStdout()
 			switch {
 			case wantJSON(cmd):
-				return printJSON(w, resp)
+				return printData(cmd, resp)
 			case asHex:
 				fmt.Fprintln(w, hex.EncodeToString(resp.Random))
 			default:

@@ -93,7 +93,7 @@ See docs/kubernetes.md.`,
 				return usageErrorf("no credential: give --token-file (or COFFER_TOKEN), or --role with --client-cert/--client-key or --sa-token-file")
 			}
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-			return runKMSPlugin(cmd.Context(), cmd.OutOrStdout(), logger, c, readToken, path, key, healthAddr, healthInterval, timeout)
+			return runKMSPlugin(cmd.Context(), cmd.OutOrStdout(), logger, c, readToken, path, key, cluster, healthAddr, healthInterval, timeout)
 		},
 	}
 	f := cmd.Flags()
@@ -103,7 +103,7 @@ See docs/kubernetes.md.`,
 	f.StringVar(&tokenFile, "token-file", "", "file holding the Coffer token; re-read when it changes")
 	f.StringVar(&role, "role", "", "log in to this role (with --client-cert/--client-key, --sa-token-file, or a token) and refresh the role token automatically")
 	f.StringVar(&saTokenFile, "sa-token-file", "", "Kubernetes projected service-account token to log in to --role with")
-	f.StringVar(&cluster, "cluster", "", "registered cluster of --sa-token-file (optional when its issuer identifies it)")
+	f.StringVar(&cluster, "cluster", "", "name of this cluster: bound into the encryption context of new seeds (older seeds still decrypt), and the registered cluster of --sa-token-file")
 	f.StringVar(&certFile, "client-cert", "", "client certificate (PEM) for mTLS and certificate login")
 	f.StringVar(&keyFile, "client-key", "", "key of --client-cert (PEM)")
 	f.StringVar(&healthAddr, "health-addr", "", "address for /metrics, /livez and /readyz (for example 127.0.0.1:8787)")
@@ -113,12 +113,12 @@ See docs/kubernetes.md.`,
 }
 
 func runKMSPlugin(parent context.Context, out io.Writer, logger *slog.Logger, c *client.Client, readToken func() (string, error),
-	path, key, healthAddr string, interval, timeout time.Duration) error {
+	path, key, cluster, healthAddr string, interval, timeout time.Duration) error {
 	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	metrics := kmsplugin.NewMetrics()
-	p := kmsplugin.New(kmsplugin.Config{Coffer: c, Key: key, HealthInterval: interval, Timeout: timeout, Logger: logger, Metrics: metrics})
+	p := kmsplugin.New(kmsplugin.Config{Coffer: c, Key: key, Cluster: cluster, HealthInterval: interval, Timeout: timeout, Logger: logger, Metrics: metrics})
 	ln, err := kmsplugin.Listen(path)
 	if err != nil {
 		return err

@@ -51,7 +51,7 @@ printed once and never again: hand each share to a different operator.`,
 				"the threshold of shares the data cannot be recovered."
 			if wantJSON(cmd) {
 				fmt.Fprintln(cmd.ErrOrStderr(), "WARNING: "+warning)
-				return printJSON(cmd.OutOrStdout(), resp)
+				return printData(cmd, resp)
 			}
 			w := cmd.OutOrStdout()
 			fields := make([]field, 0, len(resp.Shares)+1)
@@ -91,6 +91,7 @@ threshold is reached. --reset discards the shares submitted so far.`,
 				return usageErrorf("--reset takes no share")
 			case reset:
 			case len(args) == 1:
+				warnSecretArg(cmd, "the SHARE argument", "run 'coffer operator unseal' without it to be prompted, or pipe it on standard input")
 				req.Share = strings.TrimSpace(args[0])
 			default:
 				share, err := readShare(cmd)
@@ -111,7 +112,7 @@ threshold is reached. --reset discards the shares submitted so far.`,
 				return err
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), st)
+				return printData(cmd, st)
 			}
 			switch {
 			case !st.Sealed:
@@ -149,13 +150,18 @@ func readShare(cmd *cobra.Command) (string, error) {
 
 // newOperatorSealCmd builds `coffer operator seal`.
 func newOperatorSealCmd() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "seal",
 		Short: "Seal the server (needs the root token)",
 		Long: `Seal the server: it forgets its root key and refuses all key operations
-until it is unsealed again with the threshold of shares.`,
-		Args: exactArgs(0),
+until it is unsealed again with the threshold of shares. It asks for
+confirmation on a terminal; --yes confirms in scripts.`,
+		Example: "  coffer operator seal --yes",
+		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := confirm(cmd, "seal the server: every key operation fails until the threshold of unseal shares is entered"); err != nil {
+				return err
+			}
 			c, err := newClient(cmd)
 			if err != nil {
 				return err
@@ -169,6 +175,8 @@ until it is unsealed again with the threshold of shares.`,
 			return nil
 		},
 	}
+	addYesFlag(cmd)
+	return cmd
 }
 
 // newOperatorStatusCmd builds `coffer operator status`.
@@ -177,8 +185,8 @@ func newOperatorStatusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Show whether the server is initialized and sealed",
 		Long: `Show whether the server is initialized and sealed. The exit code is 0 when
-the server is unsealed, 2 when it is sealed (or not initialized) and 1 on
-error, so scripts can wait for it.`,
+the server is unsealed, 3 when it is sealed (or not initialized) and 1 on
+error, so scripts can wait for it (docs/cli.md).`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := newClient(cmd)
@@ -193,7 +201,7 @@ error, so scripts can wait for it.`,
 				return err
 			}
 			if st.Sealed {
-				return &exitError{code: 2}
+				return &exitError{code: exitNo}
 			}
 			return nil
 		},

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,14 +13,33 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/cofferkms/coffer/client"
 )
 
-// wantJSON reports whether -o json was given.
-func wantJSON(cmd *cobra.Command) bool {
+// outputFormat returns the output format chosen with -o (or the hidden
+// --json), normalized: table (the default; "human" is its old name), json,
+// yaml, or sarif where a command offers it.
+func outputFormat(cmd *cobra.Command) string {
+	if j, _ := cmd.Flags().GetBool(flagJSON); j {
+		return outputJSON
+	}
 	out, _ := cmd.Flags().GetString(flagOutput)
-	return out == outputJSON
+	if out == outputHuman || out == "" {
+		return outputTable
+	}
+	return out
+}
+
+// wantJSON reports whether a structured output was asked for: -o json or
+// -o yaml. Commands then print their result with printData.
+func wantJSON(cmd *cobra.Command) bool {
+	switch outputFormat(cmd) {
+	case outputJSON, outputYAML:
+		return true
+	}
+	return false
 }
 
 // printJSON writes v as indented JSON followed by a newline.
@@ -27,6 +47,64 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// printData writes v on the command's standard output as JSON, or as YAML
+// with -o yaml. Both have the same field names (snake_case, the JSON tags).
+func printData(cmd *cobra.Command, v any) error {
+	return writeData(cmd, func(w io.Writer) error { return printJSON(w, v) })
+}
+
+// writeData runs write, which writes one JSON document, and sends its
+// output to the command's standard output: as it is, or converted to YAML
+// with -o yaml (keeping the order of the fields).
+func writeData(cmd *cobra.Command, write func(io.Writer) error) error {
+	out := cmd.OutOrStdout()
+	if outputFormat(cmd) != outputYAML {
+		return write(out)
+	}
+	var buf bytes.Buffer
+	if err := write(&buf); err != nil {
+		return err
+	}
+	y, err := jsonToYAML(buf.Bytes())
+	if err != nil {
+		return err
+	}
+	_, err = out.Write(y)
+	return err
+}
+
+// jsonToYAML converts a JSON document to block-style YAML, keeping the
+// order of object fields. JSON is YAML, so the YAML parser reads it; only
+// its flow style is dropped.
+func jsonToYAML(doc []byte) ([]byte, error) {
+	var n yaml.Node
+	if err := yaml.Unmarshal(doc, &n); err != nil {
+		return nil, err
+	}
+	var unflow func(*yaml.Node)
+	unflow = func(n *yaml.Node) {
+		n.Style &^= yaml.FlowStyle
+		if n.Kind == yaml.ScalarNode && n.Tag == "!!str" {
+			// Keep strings that look like other types quoted.
+			n.Style &^= yaml.DoubleQuotedStyle
+		}
+		for _, c := range n.Content {
+			unflow(c)
+		}
+	}
+	unflow(&n)
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(&n); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // field is one line of a key: value listing.
@@ -101,7 +179,7 @@ func fmtList(l []string) string {
 func printKey(cmd *cobra.Command, k *client.Key) error {
 	w := cmd.OutOrStdout()
 	if wantJSON(cmd) {
-		return printJSON(w, k)
+		return printData(cmd, k)
 	}
 	fields := []field{
 		{"ID", k.ID},
@@ -129,7 +207,7 @@ func printKeyList(cmd *cobra.Command, l *client.KeyList) error {
 		if l.Keys == nil {
 			l.Keys = []client.Key{}
 		}
-		return printJSON(w, l)
+		return printData(cmd, l)
 	}
 	if len(l.Keys) == 0 {
 		fmt.Fprintln(cmd.ErrOrStderr(), "No keys.")
@@ -157,7 +235,7 @@ func printAliasList(cmd *cobra.Command, l *client.AliasList) error {
 		if l.Aliases == nil {
 			l.Aliases = []client.Alias{}
 		}
-		return printJSON(w, l)
+		return printData(cmd, l)
 	}
 	if len(l.Aliases) == 0 {
 		fmt.Fprintln(cmd.ErrOrStderr(), "No aliases.")
@@ -182,7 +260,7 @@ func expires(t *time.Time) string {
 func printSealStatus(cmd *cobra.Command, s *client.SealStatus) error {
 	w := cmd.OutOrStdout()
 	if wantJSON(cmd) {
-		return printJSON(w, s)
+		return printData(cmd, s)
 	}
 	fields := []field{
 		{"Initialized", strconv.FormatBool(s.Initialized)},

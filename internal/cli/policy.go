@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,8 +18,8 @@ import (
 
 // Exit codes of the policy commands beyond 0 (ok), 1 (error), 2 (usage).
 const (
-	exitPolicyDenied   = 3 // simulate: the request is denied
-	exitPolicyWarnings = 3 // lint: warnings found
+	exitPolicyDenied   = exitNo // simulate: the request is denied
+	exitPolicyWarnings = exitNo // lint: warnings found
 )
 
 // newPolicyCmd builds `coffer policy`.
@@ -70,7 +72,7 @@ policy see the new version from their next request.`,
 				return err
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), p)
+				return printData(cmd, p)
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Stored policy %s\n", p.Name)
 			return err
@@ -100,7 +102,7 @@ json prints the whole policy, with attached_to.`,
 				return err
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), p)
+				return printData(cmd, p)
 			}
 			doc := p.Document
 			if doc != "" && !strings.HasSuffix(doc, "\n") {
@@ -139,7 +141,7 @@ func newPolicyListCmd() *cobra.Command {
 				if l == nil {
 					l = []client.Policy{}
 				}
-				return printJSON(cmd.OutOrStdout(), client.PolicyList{Policies: l})
+				return printData(cmd, client.PolicyList{Policies: l})
 			}
 			if len(l) == 0 {
 				fmt.Fprintln(cmd.ErrOrStderr(), "No policies.")
@@ -156,13 +158,17 @@ func newPolicyListCmd() *cobra.Command {
 
 // newPolicyDeleteCmd builds `coffer policy delete`.
 func newPolicyDeleteCmd() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "delete NAME",
 		Short: "Delete a stored policy that nothing carries",
 		Long: `Delete a stored policy. The server refuses while a role, an access key or
-a token carries it ('coffer policy get NAME' says which); detach it first.`,
+a token carries it ('coffer policy get NAME' says which); detach it first.
+It asks for confirmation on a terminal; --yes confirms in scripts.`,
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := confirm(cmd, "delete the policy "+args[0]); err != nil {
+				return err
+			}
 			c, err := newClient(cmd)
 			if err != nil {
 				return err
@@ -176,6 +182,8 @@ a token carries it ('coffer policy get NAME' says which); detach it first.`,
 			return nil
 		},
 	}
+	addYesFlag(cmd)
+	return cmd
 }
 
 // loadPolicies parses files; each invalid file's errors go to stderr.
@@ -224,7 +232,7 @@ is invalid.`,
 				for _, p := range ps {
 					rs = append(rs, result{p.Name, len(p.Statements)})
 				}
-				return printJSON(cmd.OutOrStdout(), rs)
+				return printData(cmd, rs)
 			}
 			for _, p := range ps {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%d statements)\n", p.Name, len(p.Statements))
@@ -257,10 +265,11 @@ file is invalid.`,
 				all = append(all, policy.Lint(p)...)
 			}
 			if wantJSON(cmd) {
-				if all == nil {
-					all = []policy.Warning{}
+				ws := make([]lintWarning, 0, len(all))
+				for _, w := range all {
+					ws = append(ws, lintWarning{w.Code, w.Policy, w.Line, w.Statement, w.Sid, w.Message})
 				}
-				if err := printJSON(cmd.OutOrStdout(), all); err != nil {
+				if err := printData(cmd, ws); err != nil {
 					return err
 				}
 			} else {
@@ -403,7 +412,9 @@ func simulateOnServer(cmd *cobra.Command, p policy.Principal, req policy.Request
 		return err
 	}
 	if wantJSON(cmd) {
-		err = printJSON(cmd.OutOrStdout(), resp)
+		out := simulateResult{Allowed: resp.Allowed, Decision: decisionWord(resp.Allowed), Reason: resp.Reason,
+			Summary: resp.Decision, Statement: parseStatementRef(resp.Statement, resp.Allowed)}
+		err = printData(cmd, out)
 	} else {
 		_, err = fmt.Fprintln(cmd.OutOrStdout(), resp.Decision)
 	}
@@ -416,34 +427,76 @@ func simulateOnServer(cmd *cobra.Command, p policy.Principal, req policy.Request
 	return nil
 }
 
+// simulateResult is the JSON of policy simulate, the same offline and from
+// the server: allowed, decision (allow or deny), reason, the one-line
+// summary, and the deciding statement(s).
+type simulateResult struct {
+	Allowed      bool          `json:"allowed"`
+	Decision     string        `json:"decision"`
+	Reason       string        `json:"reason"`
+	Summary      string        `json:"summary"`
+	Statement    *statementRef `json:"statement,omitempty"`
+	KeyStatement *statementRef `json:"key_statement,omitempty"`
+}
+
+// statementRef names a statement: its policy (a file offline, a stored
+// policy's name on the server), line, 1-based index, sid and effect.
+type statementRef struct {
+	Policy    string `json:"policy"`
+	Line      int    `json:"line"`
+	Statement int    `json:"statement"`
+	Sid       string `json:"sid,omitempty"`
+	Effect    string `json:"effect"`
+}
+
+func decisionWord(allowed bool) string {
+	if allowed {
+		return "allow"
+	}
+	return "deny"
+}
+
+func toStatementRef(r *policy.StatementRef) *statementRef {
+	if r == nil {
+		return nil
+	}
+	return &statementRef{r.Policy, r.Line, r.Index + 1, r.Sid, r.Effect.String()}
+}
+
+// statementRefRe parses policy.StatementRef.String: "POLICY:LINE
+// statement N (SID)".
+var statementRefRe = regexp.MustCompile(`^(.+):(\d+) statement (\d+)(?: \((.*)\))?$`)
+
+// parseStatementRef turns the server's statement string back into a
+// statementRef; the statement that decides an allow allows, a deny denies.
+func parseStatementRef(s string, allowed bool) *statementRef {
+	m := statementRefRe.FindStringSubmatch(s)
+	if m == nil {
+		return nil
+	}
+	line, _ := strconv.Atoi(m[2])
+	n, _ := strconv.Atoi(m[3])
+	return &statementRef{Policy: m[1], Line: line, Statement: n, Sid: m[4], Effect: decisionWord(allowed)}
+}
+
 func printPolicyDecision(cmd *cobra.Command, d policy.Decision) error {
 	if wantJSON(cmd) {
-		type ref struct {
-			Policy    string `json:"policy"`
-			Line      int    `json:"line"`
-			Statement int    `json:"statement"`
-			Sid       string `json:"sid,omitempty"`
-			Effect    string `json:"effect"`
-		}
-		conv := func(r *policy.StatementRef) *ref {
-			if r == nil {
-				return nil
-			}
-			return &ref{r.Policy, r.Line, r.Index + 1, r.Sid, r.Effect.String()}
-		}
-		decision := "deny"
-		if d.Allowed {
-			decision = "allow"
-		}
-		return printJSON(cmd.OutOrStdout(), struct {
-			Decision     string `json:"decision"`
-			Reason       string `json:"reason"`
-			Statement    *ref   `json:"statement,omitempty"`
-			KeyStatement *ref   `json:"key_statement,omitempty"`
-		}{decision, d.Reason, conv(d.Statement), conv(d.KeyStatement)})
+		return printData(cmd, simulateResult{Allowed: d.Allowed, Decision: decisionWord(d.Allowed), Reason: d.Reason,
+			Summary: d.String(), Statement: toStatementRef(d.Statement), KeyStatement: toStatementRef(d.KeyStatement)})
 	}
 	_, err := fmt.Fprintln(cmd.OutOrStdout(), d)
 	return err
+}
+
+// lintWarning is a policy.Warning with the JSON field names of the rest of
+// the CLI (snake_case).
+type lintWarning struct {
+	Code      string `json:"code"`
+	Policy    string `json:"policy"`
+	Line      int    `json:"line"`
+	Statement int    `json:"statement"`
+	Sid       string `json:"sid,omitempty"`
+	Message   string `json:"message"`
 }
 
 // parsePrincipal parses KIND:ID[,k=v...].
@@ -494,7 +547,17 @@ func newPolicyActionsCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			acts := policy.Actions()
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), acts)
+				type action struct {
+					Name     string `json:"name"`
+					Resource string `json:"resource,omitempty"`
+					Context  bool   `json:"context"`
+					Reads    bool   `json:"reads"`
+				}
+				out := make([]action, 0, len(acts))
+				for _, a := range acts {
+					out = append(out, action{a.Name, string(a.Resource), a.Context, a.Reads})
+				}
+				return printData(cmd, out)
 			}
 			rows := make([][]string, 0, len(acts))
 			for _, a := range acts {

@@ -94,10 +94,15 @@ func TestPolicySimulate(t *testing.T) {
 
 	code, out, _ := runPolicy(t, append(base, "--resource", "alias/app-web", "--context", "namespace=team-a", "-o", "json")...)
 	var got struct {
-		Decision  string
-		Statement struct{ Line int }
+		Allowed   bool   `json:"allowed"`
+		Decision  string `json:"decision"`
+		Summary   string `json:"summary"`
+		Statement struct {
+			Line int `json:"line"`
+		} `json:"statement"`
 	}
-	if err := json.Unmarshal([]byte(out), &got); err != nil || code != 0 || got.Decision != "allow" || got.Statement.Line != 3 {
+	if err := json.Unmarshal([]byte(out), &got); err != nil || code != 0 || got.Decision != "allow" || got.Statement.Line != 3 ||
+		!got.Allowed || !strings.HasPrefix(got.Summary, "allow: ") {
 		t.Errorf("json: exit %d, %q, %v", code, out, err)
 	}
 }
@@ -209,9 +214,18 @@ func TestPolicyLint(t *testing.T) {
 		t.Errorf("exit %d, want 3", code)
 	}
 	code, out, _ = runPolicy(t, "lint", "-o", "json", broad)
-	var ws []struct{ Code string }
+	var ws []map[string]any
 	if err := json.Unmarshal([]byte(out), &ws); err != nil || code != 3 || len(ws) != 3 {
-		t.Errorf("json: exit %d, %q, %v", code, out, err)
+		t.Fatalf("json: exit %d, %q, %v", code, out, err)
+	}
+	// snake_case field names, as everywhere in the CLI's JSON.
+	for _, k := range []string{"code", "policy", "line", "statement", "message"} {
+		if _, ok := ws[0][k]; !ok {
+			t.Errorf("lint JSON lacks %q: %v", k, ws[0])
+		}
+	}
+	if _, ok := ws[0]["Code"]; ok {
+		t.Errorf("lint JSON has Go field names: %v", ws[0])
 	}
 }
 

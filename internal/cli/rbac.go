@@ -69,8 +69,8 @@ func (s *rbacSource) load(cmd *cobra.Command) (*rbac.Snapshot, []string, error) 
 }
 
 // Exit code of `coffer rbac audit --fail-on` when a finding reaches the
-// threshold, distinct from errors (1) and usage errors (2).
-const exitFindings = 3
+// threshold, distinct from errors (1) and usage errors (2): docs/cli.md.
+const exitFindings = exitNo
 
 // Formats of `coffer rbac audit --format`.
 const (
@@ -100,17 +100,18 @@ exits with 3 when a shown finding is at least that severe.`,
 		Example: `  kubectl get roles,clusterroles,rolebindings,clusterrolebindings,serviceaccounts,pods -A -o yaml > rbac.yaml
   coffer rbac audit -f rbac.yaml
   helm template ./chart | coffer rbac audit -f - --fail-on high
-  coffer rbac audit --kubeconfig ~/.kube/config --format sarif > rbac.sarif`,
-		Args: cobra.NoArgs,
+  coffer rbac audit --kubeconfig ~/.kube/config -o sarif > rbac.sarif`,
+		Annotations: map[string]string{annotSARIF: "yes"},
+		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if format == "" {
-				format = formatTable
-				if wantJSON(cmd) {
-					format = formatJSON
-				}
+				format = outputFormat(cmd)
 			}
-			if !slices.Contains([]string{formatTable, formatJSON, formatSARIF}, format) {
-				return usageErrorf("invalid --format %q: use table, json or sarif", format)
+			if format == outputHuman {
+				format = formatTable
+			}
+			if !slices.Contains([]string{formatTable, formatJSON, outputYAML, formatSARIF}, format) {
+				return usageErrorf("invalid --format %q: use -o table, json, yaml or sarif", format)
 			}
 			var threshold rbac.Severity
 			if failOn != "" {
@@ -127,8 +128,8 @@ exits with 3 when a shown finding is at least that severe.`,
 			rep.Notes = append(notes, rep.Notes...)
 			out := cmd.OutOrStdout()
 			switch format {
-			case formatJSON:
-				err = rbac.WriteJSON(out, rep)
+			case formatJSON, outputYAML:
+				err = writeData(cmd, func(w io.Writer) error { return rbac.WriteJSON(w, rep) })
 			case formatSARIF:
 				err = rbac.WriteSARIF(out, rep, "")
 			default:
@@ -147,7 +148,9 @@ exits with 3 when a shown finding is at least that severe.`,
 	}
 	src.add(cmd)
 	f := cmd.Flags()
-	f.StringVar(&format, "format", "", "output format: table, json or sarif (default table; json with -o json)")
+	// --format is the old spelling of -o.
+	f.StringVar(&format, "format", "", "same as -o: table, json, yaml or sarif")
+	_ = f.MarkHidden("format")
 	f.StringVar(&failOn, "fail-on", "", "exit with 3 if a finding is at least this severe: info, low, medium, high, critical")
 	f.BoolVar(&includeSystem, "include-system", false, "mix findings about system subjects and bootstrap bindings into the report")
 	return cmd
@@ -218,7 +221,7 @@ RoleBindings of every namespace (who can do it anywhere).`,
 				grants = []rbac.Grant{}
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), whoCanResult{Request: req, Grants: grants})
+				return printData(cmd, whoCanResult{Request: req, Grants: grants})
 			}
 			return printGrants(cmd.OutOrStdout(), req, grants)
 		},
@@ -299,14 +302,14 @@ system:serviceaccounts:NAMESPACE and system:authenticated) or group:NAME
 				res.Reason = fmt.Sprintf("no RBAC rule lets %s %s", u.Describe(), req)
 			}
 			if wantJSON(cmd) {
-				if err := printJSON(cmd.OutOrStdout(), res); err != nil {
+				if err := printData(cmd, res); err != nil {
 					return err
 				}
 			} else if err := printDecision(cmd.OutOrStdout(), res); err != nil {
 				return err
 			}
 			if !d.Allowed {
-				return &exitError{code: 1}
+				return &exitError{code: exitNo}
 			}
 			return nil
 		},

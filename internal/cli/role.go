@@ -181,7 +181,7 @@ func newRoleListCmd() *cobra.Command {
 				if l == nil {
 					l = []client.Role{}
 				}
-				return printJSON(cmd.OutOrStdout(), client.RoleList{Roles: l})
+				return printData(cmd, client.RoleList{Roles: l})
 			}
 			if len(l) == 0 {
 				fmt.Fprintln(cmd.ErrOrStderr(), "No roles.")
@@ -199,11 +199,16 @@ func newRoleListCmd() *cobra.Command {
 
 // newRoleDeleteCmd builds `coffer role delete`.
 func newRoleDeleteCmd() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "delete NAME",
 		Short: "Delete a role and revoke its tokens",
-		Args:  exactArgs(1, "NAME"),
+		Long: `Delete a role and revoke every token of it. It asks for confirmation on a
+terminal; --yes confirms in scripts.`,
+		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := confirm(cmd, "delete the role "+args[0]+" and revoke its tokens"); err != nil {
+				return err
+			}
 			c, err := newClient(cmd)
 			if err != nil {
 				return err
@@ -213,12 +218,14 @@ func newRoleDeleteCmd() *cobra.Command {
 				return err
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), client.RevokeCountResponse{Revoked: n})
+				return printData(cmd, client.RevokeCountResponse{Revoked: n})
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Deleted role %s; revoked %d token%s\n", args[0], n, plural(n))
 			return err
 		},
 	}
+	addYesFlag(cmd)
+	return cmd
 }
 
 // changedFlags returns which of the named flags were given.
@@ -380,7 +387,7 @@ func shortDuration(d time.Duration) string {
 // printRole writes a role in the chosen format.
 func printRole(cmd *cobra.Command, r *client.Role) error {
 	if wantJSON(cmd) {
-		return printJSON(cmd.OutOrStdout(), r)
+		return printData(cmd, r)
 	}
 	fields := []field{
 		{"Name", r.Name},

@@ -28,17 +28,39 @@ const (
 	flagCACert     = "ca-cert"
 	flagSkipVerify = "tls-skip-verify"
 	flagOutput     = "output"
+	flagJSON       = "json"
+	flagYes        = "yes"
 )
 
 // Output formats of -o/--output.
 const (
-	outputHuman = "human"
+	outputTable = "table"
+	outputHuman = "human" // the old name of table, still accepted
 	outputJSON  = "json"
+	outputYAML  = "yaml"
+	outputSARIF = "sarif" // only for commands annotated with annotSARIF
+)
+
+// annotSARIF marks a command that also prints -o sarif.
+const annotSARIF = "coffer.sarif"
+
+// annotLogin marks a login command that sends its own credential; its
+// value is the hint shown when the login is refused.
+const annotLogin = "coffer.login"
+
+// Exit codes, the same for every command (docs/cli.md): 0 success, 1 an
+// error, 2 a usage error (nothing was done), 3 the command worked and its
+// answer is "no": findings (scan, rbac audit --fail-on), warnings (policy
+// lint), a denied request (policy simulate, rbac can), a sealed server
+// (operator status). coffer exec passes on its command's exit code.
+const (
+	exitCodeError = 1
+	exitCodeUsage = 2
+	exitNo        = 3
 )
 
 // Main runs the coffer command with the process's arguments and standard
-// streams, and returns the exit code: 0 on success, 1 on error, 2 on a usage
-// error (and for `coffer operator status` when the server is sealed).
+// streams, and returns the exit code (exitCodeError, exitCodeUsage, exitNo).
 func Main() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -68,12 +90,19 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitErr.code
 	}
 	var usageErr *usageError
+	if errors.As(err, &usageErr) && cmd.HasAvailableSubCommands() {
+		// "coffer kms encrpyt --key k": the group command fails on the
+		// flag, but what is wrong is the subcommand.
+		if word := unknownSubcommand(cmd, args); word != "" {
+			err = subcommandArgs(cmd, []string{word})
+		}
+	}
 	if errors.As(err, &usageErr) {
 		fmt.Fprintf(stderr, "coffer: error: %v\nRun '%s --help' for usage.\n", usageErr.err, cmd.CommandPath())
-		return 2
+		return exitCodeUsage
 	}
 	fmt.Fprintf(stderr, "coffer: error: %s\n", describeError(cmd, err))
-	return 1
+	return exitCodeError
 }
 
 // newRootCmd builds the whole command tree.
@@ -87,17 +116,24 @@ with them over a REST API.
 
 The same binary runs the server (coffer server) and is the command line
 client of a running server. The client finds the server with --address or
-COFFER_ADDR, authenticates with --token or COFFER_TOKEN (or an access key:
+COFFER_ADDR, authenticates with COFFER_TOKEN (or --token, which shows in ps
+and the shell history; or an access key:
 COFFER_ACCESS_KEY_ID and COFFER_SECRET_ACCESS_KEY; or a Kubernetes
 service-account token: COFFER_ROLE and COFFER_TOKEN_FILE; COFFER_ROLE with any
 of them acts in that role; see docs/identity.md), and trusts the CA
 certificates in --ca-cert or COFFER_CACERT (COFFER_SKIP_VERIFY=1 skips TLS
-verification for a development server with a self-signed certificate).`,
+verification for a development server with a self-signed certificate).
+
+-o sets the output format of every command that prints a result: table
+(the default), json or yaml. Destructive commands ask for confirmation on a
+terminal and take --yes in scripts. Exit codes: 0 success, 1 error, 2 usage
+error, 3 a "no" answer (findings, warnings, a denied request, a sealed
+server). See docs/cli.md.`,
 		Example: `  coffer operator init --shares 5 --threshold 3
   coffer operator unseal
-  export COFFER_TOKEN=...
+  read -rs COFFER_TOKEN && export COFFER_TOKEN
   coffer key create --alias alias/app
-  coffer kms encrypt --key alias/app --plaintext 'secret' > secret.b64
+  coffer kms encrypt --key alias/app --in secret.txt > secret.b64
   coffer kms decrypt --in secret.b64`,
 		SilenceErrors:     true,
 		SilenceUsage:      true,
@@ -115,14 +151,22 @@ verification for a development server with a self-signed certificate).`,
 
 	pf := root.PersistentFlags()
 	pf.String(flagAddress, "", "server address (env COFFER_ADDR, default "+client.DefaultAddress+")")
-	pf.String(flagToken, "", "authentication token (env COFFER_TOKEN)")
+	pf.String(flagToken, "", "authentication token (env COFFER_TOKEN; prefer the variable: arguments show in ps)")
+	markSecretFlag(pf, flagToken, "set COFFER_TOKEN instead")
 	pf.String(flagCACert, "", "PEM file of CA certificates to trust (env COFFER_CACERT)")
 	pf.Bool(flagSkipVerify, false, "skip TLS certificate verification, for development only (env COFFER_SKIP_VERIFY=1)")
-	pf.StringP(flagOutput, "o", outputHuman, "output format: human or json")
+	pf.StringP(flagOutput, "o", outputTable, "output format: table, json or yaml")
 	_ = root.RegisterFlagCompletionFunc(flagOutput, cobra.FixedCompletions(
-		[]string{outputHuman, outputJSON}, cobra.ShellCompDirectiveNoFileComp))
+		[]string{outputTable, outputJSON, outputYAML}, cobra.ShellCompDirectiveNoFileComp))
+	// --json is the old spelling of -o json.
+	pf.Bool(flagJSON, false, "same as -o json")
+	_ = pf.MarkHidden(flagJSON)
 
+	root.Version = currentVersion().String()
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.InitDefaultVersionFlag()
 	root.AddCommand(
+		newVersionCmd(),
 		newServerCmd(),
 		newKMSPluginCmd(),
 		newK8sCmd(),
@@ -184,10 +228,57 @@ func validateGlobalFlags(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	switch out {
-	case outputHuman, outputJSON:
-		return nil
+	case outputTable, outputHuman, outputJSON, outputYAML:
+	case outputSARIF:
+		if cmd.Annotations[annotSARIF] == "" {
+			return usageErrorf("invalid --output %q: %s prints table, json or yaml", out, cmd.CommandPath())
+		}
+	default:
+		msg := fmt.Sprintf("invalid --output %q: use table, json or yaml", out)
+		if cmd.Annotations[annotSARIF] != "" {
+			msg = fmt.Sprintf("invalid --output %q: use table, json, yaml or sarif", out)
+		}
+		if cmd.Flags().Lookup("out") != nil {
+			msg += " (-o is the output format; name the output file with --out FILE)"
+		}
+		return usageErrorf("%s", msg)
 	}
-	return usageErrorf("invalid --output %q: use human or json", out)
+	if j, _ := cmd.Flags().GetBool(flagJSON); j && cmd.Flags().Changed(flagOutput) && out != outputJSON {
+		return usageErrorf("--json and -o %s disagree: give one", out)
+	}
+	warnSecretFlags(cmd)
+	return nil
+}
+
+// unknownSubcommand returns the first word of args after cmd's path that
+// is not a flag (nor a flag's value), when cmd holds subcommands: the
+// subcommand the user meant. "" when there is none.
+func unknownSubcommand(cmd *cobra.Command, args []string) string {
+	depth := 0
+	for c := cmd; c.HasParent(); c = c.Parent() {
+		depth++
+	}
+	words := 0
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if strings.HasPrefix(a, "-") {
+			// A global flag's value is the next word unless given with =.
+			name := strings.TrimLeft(a, "-")
+			if f := cmd.Flags().Lookup(name); f != nil && !strings.Contains(a, "=") && f.Value.Type() != "bool" {
+				i++
+			} else if len(name) == 1 {
+				if f := cmd.Flags().ShorthandLookup(name); f != nil && f.Value.Type() != "bool" {
+					i++
+				}
+			}
+			continue
+		}
+		if words == depth {
+			return a
+		}
+		words++
+	}
+	return ""
 }
 
 // groupCmd returns a command that only holds subcommands.
@@ -333,9 +424,14 @@ func newClient(cmd *cobra.Command, extra ...client.Option) (*client.Client, erro
 	if err != nil {
 		return nil, err
 	}
-	creds, err := resolveCredentials(s).options()
+	rc := resolveCredentials(s)
+	warnCredentialConflict(cmd, rc)
+	creds, err := rc.options()
 	if err != nil {
 		return nil, err
+	}
+	if cache := roleTokenCache(s, rc); cache != nil {
+		creds = append(creds, client.WithRoleTokenCache(cache))
 	}
 	opts := append(creds,
 		client.WithCACertFile(s.caCert),
@@ -366,6 +462,9 @@ func describeError(cmd *cobra.Command, err error) string {
 			msg = strings.TrimPrefix(pre, "client: ") + msg
 		}
 		switch {
+		case apiErr.StatusCode == http.StatusUnauthorized && cmd.Annotations[annotLogin] != "":
+			// A login sends its own credential: COFFER_TOKEN is not the fix.
+			msg += "\n" + cmd.Annotations[annotLogin]
 		case apiErr.StatusCode == http.StatusUnauthorized && !credSet:
 			if !strings.Contains(msg, "COFFER_TOKEN") {
 				msg += " (no token given: pass --token or set COFFER_TOKEN)"

@@ -12,10 +12,11 @@ import (
 	"github.com/cofferkms/coffer/internal/scan"
 )
 
-// Exit codes of coffer scan.
+// Exit codes of coffer scan, in the scheme of docs/cli.md: findings are
+// the command's "no" answer (3); an error that stopped the scan is 1.
 const (
-	scanExitFindings = 1
-	scanExitError    = 2
+	scanExitFindings = exitNo
+	scanExitError    = exitCodeError
 )
 
 func newScanCmd() *cobra.Command {
@@ -45,25 +46,27 @@ With --report-to URL, the SHA-256 fingerprints (never the tokens) of the
 Coffer tokens found are sent to that Coffer server, which revokes them and
 raises an alert if one is used again.
 
-Exit status: 0 no findings, 1 findings, 2 error. See docs/scan.md.`,
+Exit status: 0 no findings, 3 findings, 1 error, 2 usage error (see
+docs/cli.md). -o sets the output: table (the default), json, yaml or sarif.
+See docs/scan.md.`,
 		Example: `  coffer scan .
   coffer scan --git --since origin/main
   git diff | coffer scan -
   coffer scan --staged                      # in a pre-commit hook
-  coffer scan --format sarif . > scan.sarif
+  coffer scan -o sarif . > scan.sarif
   coffer scan --write-baseline .coffer-scan-baseline.json .
   coffer scan --baseline .coffer-scan-baseline.json .`,
+		Annotations: map[string]string{annotSARIF: "yes"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if format == "" {
-				format = "human"
-				if wantJSON(cmd) {
-					format = "json"
-				}
+				format = outputFormat(cmd)
 			}
 			switch format {
-			case "human", "json", "sarif":
+			case outputHuman:
+				format = outputTable
+			case outputTable, outputJSON, outputYAML, outputSARIF:
 			default:
-				return usageErrorf("invalid --format %q: use human, json or sarif", format)
+				return usageErrorf("invalid --format %q: use -o table, json, yaml or sarif", format)
 			}
 			if (since != "" || revRange != "") && !gitHistory {
 				return usageErrorf("--since and --range need --git")
@@ -143,9 +146,9 @@ Exit status: 0 no findings, 1 findings, 2 error. See docs/scan.md.`,
 				return nil
 			}
 			switch format {
-			case "json":
-				err = scan.WriteJSON(out, res, showSecrets)
-			case "sarif":
+			case outputJSON, outputYAML:
+				err = writeData(cmd, func(w io.Writer) error { return scan.WriteJSON(w, res, showSecrets) })
+			case outputSARIF:
 				err = scan.WriteSARIF(out, res, s.Rules(), showSecrets)
 			default:
 				err = scan.WriteHuman(out, res, showSecrets)
@@ -171,7 +174,9 @@ Exit status: 0 no findings, 1 findings, 2 error. See docs/scan.md.`,
 	f.BoolVar(&staged, "staged", false, "scan the changes staged for commit (for a pre-commit hook)")
 	f.BoolVar(&noIgnore, "no-ignore", false, "scan files that .gitignore excludes")
 	f.BoolVar(&showSecrets, "show-secrets", false, "print secrets in full instead of redacted")
-	f.StringVar(&format, "format", "", "output format: human, json or sarif (default: human, or json with -o json)")
+	// --format is the old spelling of -o.
+	f.StringVar(&format, "format", "", "same as -o: table, json, yaml or sarif")
+	_ = f.MarkHidden("format")
 	f.StringVar(&baselinePath, "baseline", "", "do not report findings whose fingerprints are in this baseline `FILE`")
 	f.StringVar(&writeBaseline, "write-baseline", "", "write the fingerprints of the findings to `FILE` and exit 0")
 	f.StringVar(&configPath, "config", "", "YAML `FILE` with custom rules, disabled rules and allowlists")
@@ -208,7 +213,7 @@ func printRules(cmd *cobra.Command, s *scan.Scanner) error {
 		for _, r := range s.Rules() {
 			rs = append(rs, rule{r.ID, r.Description, r.Severity})
 		}
-		return printJSON(out, rs)
+		return printData(cmd, rs)
 	}
 	rows := [][]string{}
 	for _, r := range s.Rules() {

@@ -210,7 +210,7 @@ plaintext reaches shared storage or version control.`,
 			}
 		}
 		if wantJSON(cmd) {
-			return printJSON(cmd.OutOrStdout(), out)
+			return printData(cmd, out)
 		}
 		msg := fmt.Sprintf("%s: sealed %d new value%s", path, res.Sealed, plural(res.Sealed))
 		if res.Kept > 0 {
@@ -293,6 +293,12 @@ under that name.`,
 	cmd.Flags().StringVar(&format, "format", "", "file format: yaml, json or env (default: from the file name)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		path := args[0]
+		if _, err := os.Stat(path); err != nil && looksLikeShare(path) {
+			// Never repeat it: it is a secret, already in the shell
+			// history.
+			warnSecretArg(cmd, "the argument", "it looks like an unseal share")
+			return usageErrorf("coffer unseal decrypts sealed files, and no such file exists; to unseal the Coffer server, run 'coffer operator unseal' (it prompts for the share)")
+		}
 		o, _, _, err := openSealed(cmd, path, format, name)
 		if err != nil {
 			return err
@@ -305,6 +311,13 @@ under that name.`,
 		return err
 	}
 	return cmd
+}
+
+// looksLikeShare reports whether s has the shape of an unseal share
+// (docs/formats.md): base64 of 38 bytes starting with version 1.
+func looksLikeShare(s string) bool {
+	b, err := decodeBase64(s)
+	return err == nil && len(b) == 38 && b[0] == 1
 }
 
 // newEditCmd builds `coffer edit`.
@@ -453,7 +466,13 @@ container entrypoint.
 
 The files must be sealed ('coffer seal'): every sealed value must
 authenticate and the MAC must match, or COMMAND is not run. Variables the
-file's --only selection left in plaintext are passed as they are.`,
+file's --only selection left in plaintext are passed as they are.
+
+The Coffer credential that decrypted the files (COFFER_TOKEN,
+COFFER_ACCESS_KEY_ID, COFFER_SECRET_ACCESS_KEY) is not passed on to COMMAND
+unless --pass-credentials is given: the command gets its secrets, not the
+power to decrypt everything else the credential may decrypt. A file that
+sets one of these variables itself still sets it.`,
 		Example: `  coffer exec --env-file app.sealed.env -- ./app --port 8080
   coffer exec --env-file base.env --env-file prod.env -- sh -c 'echo $DB_HOST'`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -463,13 +482,21 @@ file's --only selection left in plaintext are passed as they are.`,
 			return nil
 		},
 	}
+	var passCreds bool
 	cmd.Flags().SetInterspersed(false)
 	cmd.Flags().StringArrayVar(&envFiles, "env-file", nil, "sealed .env `FILE` to decrypt into the environment (repeatable, required)")
+	cmd.Flags().BoolVar(&passCreds, "pass-credentials", false, "pass COFFER_TOKEN and the access key variables on to COMMAND")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if len(envFiles) == 0 {
 			return usageErrorf("--env-file is required")
 		}
 		env := os.Environ()
+		if !passCreds {
+			env = slices.DeleteFunc(env, func(kv string) bool {
+				k, _, _ := strings.Cut(kv, "=")
+				return k == client.EnvToken || k == client.EnvAccessKeyID || k == client.EnvSecretAccessKey
+			})
+		}
 		for _, path := range envFiles {
 			o, _, _, err := openSealed(cmd, path, string(sealedfile.Dotenv), "")
 			if err != nil {

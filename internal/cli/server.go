@@ -1,11 +1,14 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -60,6 +63,9 @@ once with 'coffer operator init' and unseal it with 'coffer operator unseal'.`,
 					return usageErrorf("--log-level %q: want debug, info, warn or error", run.LogLevel)
 				}
 			}
+			if err := checkStorageDir(run); err != nil {
+				return err
+			}
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -78,6 +84,26 @@ once with 'coffer operator init' and unseal it with 'coffer operator unseal'.`,
 	f.StringVar(&cfg.RotationCheckInterval, "rotation-check-interval", "", "how often due key rotations and deletions run (default 1m)")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error")
 	return cmd
+}
+
+// checkStorageDir says how to create a production server's storage
+// directory when it is missing, instead of the bare "no such file or
+// directory" of opening the file in it.
+func checkStorageDir(cfg server.Config) error {
+	if cfg.Dev || cfg.Storage.Path == "" {
+		return nil
+	}
+	dir := filepath.Dir(cfg.Storage.Path)
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("the storage directory %s does not exist: create it, private to the user that runs coffer, with\n  mkdir -p -m 700 %s\nand start the server again (storage.path is %s)", dir, shellQuote(dir), cfg.Storage.Path)
+	case err != nil:
+		return fmt.Errorf("storage directory: %w", err)
+	case !st.IsDir():
+		return fmt.Errorf("storage.path %s: %s is not a directory", cfg.Storage.Path, dir)
+	}
+	return nil
 }
 
 func printBanner(w io.Writer, cfg server.Config, b server.Banner) {

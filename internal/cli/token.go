@@ -11,8 +11,8 @@ import (
 
 // newTokenCmd builds `coffer token`.
 func newTokenCmd() *cobra.Command {
-	cmd := groupCmd("token", "Create, look up and revoke API tokens")
-	cmd.AddCommand(newTokenCreateCmd(), newTokenLookupCmd(), newTokenRevokeCmd())
+	cmd := groupCmd("token", "Create, list, look up and revoke API tokens")
+	cmd.AddCommand(newTokenCreateCmd(), newTokenListCmd(), newTokenLookupCmd(), newTokenRevokeCmd())
 	return cmd
 }
 
@@ -41,7 +41,7 @@ give a new token only policies it carries itself.`,
 				return err
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), resp)
+				return printData(cmd, resp)
 			}
 			if err := printToken(cmd, resp.Token, &resp.TokenInfo); err != nil {
 				return err
@@ -56,27 +56,69 @@ give a new token only policies it carries itself.`,
 	return cmd
 }
 
-// newTokenLookupCmd builds `coffer token lookup`.
-func newTokenLookupCmd() *cobra.Command {
+// newTokenListCmd builds `coffer token list`.
+func newTokenListCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "lookup",
-		Short: "Describe the token in use",
-		Args:  exactArgs(0),
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List the tokens that have not expired (never their values)",
+		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := newClient(cmd)
 			if err != nil {
 				return err
 			}
-			ti, err := c.LookupSelf(cmd.Context())
+			l, err := c.ListTokens(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), ti)
+				if l == nil {
+					l = []client.TokenInfo{}
+				}
+				return printData(cmd, client.TokenList{Tokens: l})
+			}
+			rows := make([][]string, 0, len(l))
+			for _, t := range l {
+				rows = append(rows, []string{t.Accessor, orDash(t.Kind), orDash(t.DisplayName), orDash(t.Role),
+					fmtList(t.Policies), fmtTime(t.CreatedAt), expires(t.ExpiresAt)})
+			}
+			return printTable(cmd.OutOrStdout(), []string{"ACCESSOR", "KIND", "DISPLAY NAME", "ROLE", "POLICIES", "CREATED", "EXPIRES"}, rows)
+		},
+	}
+}
+
+// newTokenLookupCmd builds `coffer token lookup`.
+func newTokenLookupCmd() *cobra.Command {
+	var accessor string
+	cmd := &cobra.Command{
+		Use:   "lookup [--accessor ACCESSOR]",
+		Short: "Describe the token in use, or the one with an accessor",
+		Example: `  coffer token lookup
+  coffer token lookup --accessor acc_3f1c...`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := newClient(cmd)
+			if err != nil {
+				return err
+			}
+			var ti *client.TokenInfo
+			if accessor != "" {
+				ti, err = c.LookupToken(cmd.Context(), accessor)
+			} else {
+				ti, err = c.LookupSelf(cmd.Context())
+			}
+			if err != nil {
+				return err
+			}
+			if wantJSON(cmd) {
+				return printData(cmd, ti)
 			}
 			return printToken(cmd, "", ti)
 		},
 	}
+	cmd.Flags().StringVar(&accessor, "accessor", "", "accessor of the token to describe (default: the token in use)")
+	return cmd
 }
 
 // newTokenRevokeCmd builds `coffer token revoke`.
@@ -85,7 +127,7 @@ func newTokenRevokeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "revoke [TOKEN | --accessor ACCESSOR]",
 		Short:   "Revoke a token, named by itself or by its accessor",
-		Example: "  coffer token revoke --accessor 3f1c...",
+		Example: "  coffer token revoke --accessor acc_3f1c...",
 		Args:    maxArgs(1, "TOKEN"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var req client.RevokeTokenRequest
@@ -98,6 +140,16 @@ func newTokenRevokeCmd() *cobra.Command {
 				req.Accessor = accessor
 			default:
 				return usageErrorf("give the TOKEN to revoke or its --accessor")
+			}
+			if req.Token != "" {
+				warnSecretArg(cmd, "the TOKEN argument", "revoke by --accessor instead")
+			}
+			what := "revoke the token with accessor " + req.Accessor + " and every token made from it"
+			if req.Token != "" {
+				what = "revoke the token given and every token made from it"
+			}
+			if err := confirm(cmd, what); err != nil {
+				return err
 			}
 			c, err := newClient(cmd)
 			if err != nil {
@@ -113,6 +165,7 @@ func newTokenRevokeCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&accessor, "accessor", "", "accessor of the token to revoke")
+	addYesFlag(cmd)
 	return cmd
 }
 
