@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -32,6 +33,11 @@ import (
 //     files, keys or cluster a page assumes (exit 1, or 3 for a "no"
 //     answer), but never with a usage error (exit 2): that would be the doc
 //     showing an invocation the CLI refuses.
+//   - TestDocWalkthroughs runs the shell blocks marked with a line
+//     "<!-- doctest: run -->" just before them as a user would, through sh
+//     with the coffer binary on PATH, against a dev server: every line of
+//     such a block must succeed, in order (export and read lines are
+//     skipped: the test sets COFFER_ADDR and COFFER_TOKEN itself).
 
 // docSkips are the commands TestDocCommandsRun does not run, by pattern
 // over the command line, with the reason. They are still parsed.
@@ -408,4 +414,80 @@ func TestDocCommandsRun(t *testing.T) {
 			}
 		})
 	}
+}
+
+// docWalkthrough is a marked shell block.
+type docWalkthrough struct {
+	where string
+	lines []string
+}
+
+// extractWalkthroughs returns the shell blocks of a page marked with
+// "<!-- doctest: run -->", as logical lines.
+func extractWalkthroughs(t *testing.T, path string) []docWalkthrough {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimPrefix(path, "../../")
+	lines := strings.Split(string(data), "\n")
+	var out []docWalkthrough
+	for i := 0; i+1 < len(lines); i++ {
+		if strings.TrimSpace(lines[i]) != "<!-- doctest: run -->" {
+			continue
+		}
+		if m := fenceRe.FindStringSubmatch(lines[i+1]); m == nil || m[1] != "sh" {
+			t.Fatalf("%s:%d: a doctest marker must come right before a ```sh block", name, i+1)
+		}
+		w := docWalkthrough{where: fmt.Sprintf("%s:%d", name, i+2)}
+		for j := i + 2; j < len(lines) && fenceRe.FindStringSubmatch(lines[j]) == nil; j++ {
+			l := strings.TrimSpace(lines[j])
+			for strings.HasSuffix(l, "\\") && j+1 < len(lines) {
+				j++
+				l = strings.TrimSuffix(l, "\\") + " " + strings.TrimSpace(lines[j])
+			}
+			if l == "" || strings.HasPrefix(l, "#") || strings.HasPrefix(l, "export ") || strings.HasPrefix(l, "read ") {
+				continue
+			}
+			w.lines = append(w.lines, strings.ReplaceAll(l, "go run ./cmd/coffer", "coffer"))
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+func TestDocWalkthroughs(t *testing.T) {
+	dir := t.TempDir()
+	n := 0
+	for _, page := range docPages(t) {
+		for _, w := range extractWalkthroughs(t, page) {
+			n++
+			var b strings.Builder
+			fmt.Fprintf(&b, "# %s, run as written.\ncoffer-server\nenv COFFER_TOKEN_CACHE=0\n", w.where)
+			for _, l := range w.lines {
+				fmt.Fprintf(&b, "exec sh -c '%s'\n", strings.ReplaceAll(l, "'", "''"))
+			}
+			name := strings.NewReplacer("/", "_", ".", "_", ":", "_").Replace(w.where) + ".txtar"
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(b.String()), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n < 2 {
+		t.Fatalf("found %d marked walkthroughs; README.md and docs/cli.md have one each", n)
+	}
+	testscript.Run(t, testscript.Params{
+		Dir:                 dir,
+		RequireExplicitExec: true,
+		Setup: func(env *testscript.Env) error {
+			for _, setup := range scriptSetups {
+				if err := setup(env); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		Cmds: scriptCmds,
+	})
 }
