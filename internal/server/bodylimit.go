@@ -266,3 +266,16 @@ func writeResults[T any](w http.ResponseWriter, status int, results []T) {
 	bw.WriteString("]}\n")
 	bw.Flush()
 }
+
+// wipeRequest clears the plaintexts a request carried, once the call that
+// used them returned.
+func wipeRequest(req any) {
+	switch v := req.(type) {
+	case *client.EncryptRequest:
+		clear(v.Plaintext)
+	case *client.BatchEncryptRequest:
+		for i := range v.Items {
+			clear(v.Items[i].Plaintext)
+		}
+	}
+}

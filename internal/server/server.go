@@ -439,6 +439,10 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 		var resp Resp
 		if err == nil {
 			resp, err = fn(withRecord(r.Context(), &rec), r, p, &req) // the call may add to its record (kms.go)
+			// The request is done with: its plaintexts are wiped and the
+			// rest left to the collector while the answer is written.
+			wipeRequest(&req)
+			req = *new(Req)
 			if rt.login && err != nil {
 				if status, _, _ := classify(err); status == http.StatusUnauthorized || status == http.StatusForbidden {
 					s.limit.LoginFailure(src, loginKey)
