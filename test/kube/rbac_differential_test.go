@@ -535,8 +535,9 @@ func runCofferCode(t *testing.T, args ...string) (string, int) {
 	switch {
 	case err == nil:
 		return stdout.String(), 0
-	case errors.As(err, &ee) && ee.ExitCode() == 1 && stderr.Len() == 0:
-		return stdout.String(), 1
+	case errors.As(err, &ee) && ee.ExitCode() == 3 && stderr.Len() == 0:
+		// 3 is the CLI's "no" answer (docs/cli.md): rbac can denies.
+		return stdout.String(), 3
 	}
 	t.Fatalf("coffer %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	return "", 0
