@@ -303,6 +303,19 @@ func checkParses(args []string, span bool) error {
 		!(span && strings.HasPrefix(err.Error(), "flag needs an argument")) {
 		return fmt.Errorf("%s: %v", cmd.CommandPath(), err)
 	}
+	if f := cmd.Flags().Lookup(flagOutput); f != nil && f.Changed {
+		switch v := f.Value.String(); v {
+		case outputTable, outputHuman, outputJSON, outputYAML:
+		case outputSARIF:
+			if cmd.Annotations[annotSARIF] == "" {
+				return fmt.Errorf("%s: -o sarif is for scan and rbac audit", cmd.CommandPath())
+			}
+		default:
+			if !span || !strings.HasPrefix(v, "<") {
+				return fmt.Errorf("%s: -o %q is not an output format (files are --out FILE)", cmd.CommandPath(), v)
+			}
+		}
+	}
 	if cmd.HasAvailableSubCommands() {
 		if pos := cmd.Flags().Args(); len(pos) > 0 && !strings.HasPrefix(pos[0], "<") {
 			return fmt.Errorf("%s has no subcommand %q", cmd.CommandPath(), pos[0])
@@ -335,6 +348,8 @@ func TestDocCommandsParseCatchesDrift(t *testing.T) {
 		"coffer key lst",
 		"coffer bench --json-out x",
 		"coffer encrypt --output-file x.cfe in.txt",
+		"coffer encrypt --key k -o x.cfe in.txt",
+		"coffer key list -o sarif",
 	} {
 		if err := checkParses(shellWords(line)[1:], false); err == nil {
 			t.Errorf("%s parses; want an error", line)
