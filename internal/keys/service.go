@@ -492,6 +492,14 @@ func checkAlias(name string) error {
 	if strings.HasPrefix(name, "alias/coffer/") {
 		return fmt.Errorf("%w: aliases under alias/coffer/ are reserved", ErrInvalidArgument)
 	}
+	// A name the API could not put in a path: the server refuses paths
+	// with dot segments or doubled slashes (also escaped as %2F), so such
+	// an alias could be neither deleted nor named in a key route.
+	for _, seg := range strings.Split(strings.TrimSuffix(strings.TrimPrefix(name, AliasPrefix), "/"), "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("%w: alias %q has an empty, . or .. segment; name it without //, /./ or /../", ErrInvalidArgument, name)
+		}
+	}
 	return nil
 }
 

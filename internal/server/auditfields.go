@@ -107,6 +107,8 @@ func keyOf(rec *audit.Record, resp any) {
 		rec.KeyID, rec.Version = v.KeyID, v.KeyVersion
 	case client.Key:
 		rec.KeyID, rec.Version = v.ID, v.PrimaryVersion
+	case client.KeyPolicy:
+		rec.KeyID = v.KeyID // the key a policy named by alias was read or set on
 	case client.BatchEncryptResponse:
 		for _, r := range v.Results {
 			if r.Error == nil {
