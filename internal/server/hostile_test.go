@@ -13,12 +13,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -26,10 +28,12 @@ import (
 	"github.com/cofferkms/coffer/internal/server"
 )
 
-// runLogged starts server.Run in dev mode on loopback with its log in buf.
-func runLogged(t *testing.T, buf *syncBuffer) server.Banner {
+// runLogged starts server.Run in dev mode on loopback with its log in buf
+// (with a self-signed certificate when tlsAuto is set).
+func runLogged(t *testing.T, buf *syncBuffer, tlsAuto ...bool) server.Banner {
 	t.Helper()
 	cfg := server.Config{Dev: true, Listen: "127.0.0.1:0", DevDir: t.TempDir()}
+	cfg.TLS.Auto = len(tlsAuto) > 0 && tlsAuto[0]
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan server.Banner, 1)
 	errc := make(chan error, 1)
@@ -385,4 +389,47 @@ func TestHostileInitUnseal(t *testing.T) {
 	}
 	check("encrypt while sealed", "POST", "/v1/kms/encrypt", `{}`)
 	check("seal status", "GET", "/v1/sys/seal-status", "")
+}
+
+// TestHostileHTTP2TLS: the bad bodies and paths over HTTP/2 with TLS (ALPN
+// h2), the production protocol, as root and without a credential.
+func TestHostileHTTP2TLS(t *testing.T) {
+	logs := &syncBuffer{}
+	b := runLogged(t, logs, true)
+	pem, err := os.ReadFile(b.CACertFile)
+	if err != nil {
+		t.Fatalf("the self-signed certificate: %v", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	n := 0
+	for name, body := range hostileBodies {
+		for _, rt := range []string{"POST /v1/kms/encrypt", "POST /v1/kms/decrypt-batch", "POST /v1/kms/encrypt-batch", "POST /v1/keys", "PUT /v1/policies/p", "POST /v1/x/../keys", "POST /v1/auth/assume-role"} {
+			method, path, _ := strings.Cut(rt, " ")
+			for _, tok := range []string{b.RootToken, ""} {
+				n++
+				req, _ := http.NewRequest(method, b.Addr+path, strings.NewReader(body))
+				if tok != "" {
+					req.Header.Set("Authorization", "Bearer "+tok)
+				}
+				resp, err := hc.Do(req)
+				if err != nil {
+					t.Fatalf("h2 %s %s: %v", name, path, err)
+				}
+				raw, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+				resp.Body.Close()
+				if resp.ProtoMajor != 2 {
+					t.Fatalf("the answer came over %s", resp.Proto)
+				}
+				if resp.StatusCode >= 500 {
+					t.Errorf("h2 %s %s %s: %d %s", name, method, path, resp.StatusCode, raw)
+				}
+			}
+		}
+	}
+	if l := logs.String(); strings.Contains(l, "panic") || strings.Contains(l, "request failed") {
+		t.Fatalf("the server log has a panic or a 5xx:\n%.4000s", l)
+	}
+	t.Logf("%d hostile requests over h2+TLS", n)
 }
