@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cofferkms/coffer/client"
 )
@@ -157,5 +160,61 @@ func TestReviewBatchDuplicateAndCaseFoldedKeys(t *testing.T) {
 		case b.wantKey != "" && (res[0].Error != nil || res[0].KeyID != b.wantKey):
 			t.Errorf("%s: %+v, want a ciphertext under %s", b.raw, res[0], b.wantKey)
 		}
+	}
+}
+
+// TestReviewCreateAliasRefResolvedOnce: an alias is created on the key that
+// was authorized, never on one its key_id names only later. A key_id that
+// names no key when the request is authorized is decided as written (no key
+// names, no key policy); if the key service resolved it again afterwards, an
+// alias created meanwhile (here by its owner, in a loop) would point the new
+// alias at a key whose key policy refuses the caller. The race is driven
+// for a bounded time; on the old code it shows within a few hundred tries.
+func TestReviewCreateAliasRefResolvedOnce(t *testing.T) {
+	e := newIAMEnv(t, nil)
+	var b client.Key
+	e.must("POST", "/v1/keys", e.root, client.CreateKeyRequest{Alias: "alias/team-b-main"}, &b)
+	// Team b's key policy lets nobody but root make aliases for it.
+	e.must("PUT", "/v1/keys/"+b.ID+"/policy", e.root, client.KeyPolicy{Document: "statements:\n  - effect: allow\n    actions: [\"kms:*\"]\n    resources: [\"*\"]\n"}, nil)
+	attacker := e.policyToken("alias-maker", "statements:\n  - effect: allow\n    actions: [key:CreateAlias, key:DeleteAlias]\n    resources: [\"*\"]\n")
+	if st, raw := e.call("POST", "/v1/aliases", attacker, client.Alias{Name: "alias/team-a-x", KeyID: "alias/team-b-main"}); st != 403 {
+		t.Fatalf("the key policy does not hold to begin with: %d %s", st, raw)
+	}
+
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // the owner moves alias/team-b-new in and out
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			e.do("POST", "/v1/aliases", bearer(e.root), client.Alias{Name: "alias/team-b-new", KeyID: b.ID})
+			e.do("DELETE", "/v1/aliases/"+url.PathEscape("alias/team-b-new"), bearer(e.root), nil)
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	deadline := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	var won atomic.Int64
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) && won.Load() == 0 {
+				st, _, _ := e.do("POST", "/v1/aliases", bearer(attacker), client.Alias{Name: "alias/team-a-x", KeyID: "alias/team-b-new"})
+				if st == 201 {
+					won.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := won.Load(); n > 0 {
+		var list client.AliasList
+		e.must("GET", "/v1/aliases?key_id="+b.ID, e.root, nil, &list)
+		t.Fatalf("an alias was created on a key whose key policy refuses its maker (it named the key by an alias that appeared after authorization): %+v", list.Aliases)
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -185,6 +186,12 @@ func (s *Server) keyRoutes() {
 			if err != nil {
 				return client.Alias{}, err
 			}
+			if strings.HasPrefix(id, keys.AliasPrefix) {
+				// key_id named no key when it was authorized (as written,
+				// with no key policy): it is not resolved again, or an
+				// alias created meanwhile would decide the key.
+				return client.Alias{}, fmt.Errorf("%w: alias %q does not exist", keys.ErrNotFound, req.KeyID)
+			}
 			// The id, not the caller's reference: an alias moved meanwhile
 			// cannot redirect the new one to a key not authorized.
 			return k.CreateAlias(ctx, req.Name, id)
@@ -221,7 +228,8 @@ func (s *Server) keyRoutes() {
 // policy), and action on the key ref names, decided on the key's id (so
 // with all its names and its key policy). It returns the key id and puts
 // it in the request's audit record. A ref that names no key is authorized
-// as written and left to the key service to refuse (404).
+// as written and returned as is: the caller must not let the key service
+// resolve it again (an alias created meanwhile was not decided on).
 func (s *Server) authorizeAlias(ctx context.Context, r *http.Request, p *auth.Principal, action, alias, ref string) (string, error) {
 	id := ref
 	if ref != "" {
