@@ -218,3 +218,54 @@ func TestReviewCreateAliasRefResolvedOnce(t *testing.T) {
 		t.Fatalf("an alias was created on a key whose key policy refuses its maker (it named the key by an alias that appeared after authorization): %+v", list.Aliases)
 	}
 }
+
+// TestReviewHostileBodiesBelow500: odd but well-formed bodies on the routes
+// the authorization fixes changed answer below 500.
+func TestReviewHostileBodiesBelow500(t *testing.T) {
+	e := newIAMEnv(t, nil)
+	var k client.Key
+	e.must("POST", "/v1/keys", e.root, client.CreateKeyRequest{Alias: "alias/h"}, &k)
+	var ct client.EncryptResponse
+	e.must("POST", "/v1/kms/encrypt", e.root, client.EncryptRequest{KeyID: k.ID, Plaintext: []byte("x")}, &ct)
+	// A ciphertext naming the key with the largest version, and one naming
+	// a key that does not exist.
+	bigVersion := append([]byte(nil), ct.Ciphertext...)
+	copy(bigVersion[19:23], []byte{0xff, 0xff, 0xff, 0xff})
+	otherKey := append([]byte(nil), ct.Ciphertext...)
+	otherKey[3] ^= 0xff
+	tok := e.policyToken("h-all", "statements:\n  - effect: allow\n    actions: [\"kms:*\", \"key:*\"]\n    resources: [\"*\"]\n")
+	bodies := []struct{ path, body string }{
+		{"/v1/kms/encrypt-batch", `{"key_id":"alias/h","items":[null]}`},
+		{"/v1/kms/encrypt-batch", `{"items":[{}]}`},
+		{"/v1/kms/encrypt-batch", `{"key_id":"alias/","items":[{"plaintext":""}]}`},
+		{"/v1/kms/decrypt-batch", `{"items":[null,{}]}`},
+		{"/v1/kms/reencrypt", `{"ciphertext":null,"destination_context":null}`},
+		{"/v1/kms/reencrypt", `{"ciphertext":"AAAA","destination_key_id":"alias/h","destination_context":{}}`},
+		{"/v1/aliases", `{"name":"alias/h2","key_id":"alias/"}`},
+		{"/v1/aliases", `{"name":"alias/h2","key_id":""}`},
+		{"/v1/aliases", `{}`},
+		{"/v1/auth/token/revoke", `{"token":"","accessor":""}`},
+	}
+	for _, b := range bodies {
+		for _, who := range []string{e.root, tok} {
+			if st, raw := e.call("POST", b.path, who, json.RawMessage(b.body)); st >= 500 {
+				t.Errorf("%s %s: %d %s", b.path, b.body, st, raw)
+			}
+		}
+	}
+	for _, c := range [][]byte{bigVersion, otherKey} {
+		for _, who := range []string{e.root, tok} {
+			if st, raw := e.call("POST", "/v1/kms/decrypt-batch", who, client.BatchDecryptRequest{Items: []client.DecryptRequest{{Ciphertext: c}}}); st >= 500 {
+				t.Errorf("decrypt-batch of a doctored ciphertext: %d %s", st, raw)
+			}
+			if st, raw := e.call("POST", "/v1/kms/reencrypt", who, client.ReEncryptRequest{Ciphertext: c}); st >= 500 {
+				t.Errorf("reencrypt of a doctored ciphertext: %d %s", st, raw)
+			}
+		}
+	}
+	for _, name := range []string{"alias%2F", "alias%2Fnone", "x", k.ID, "alias%2F%FF"} {
+		if st, raw := e.call("DELETE", "/v1/aliases/"+name, tok, nil); st >= 500 || st/100 == 2 {
+			t.Errorf("DELETE /v1/aliases/%s: %d %s", name, st, raw)
+		}
+	}
+}
