@@ -99,6 +99,10 @@ type Record struct {
 	// Inputs, never written.
 	Token         string            `json:"-"`
 	ContextValues map[string]string `json:"-"`
+
+	// itemsContextCost is what the items' recorded contexts cost so far
+	// (AddItem keeps it under MaxItemsContextBytes).
+	itemsContextCost int `json:"-"`
 }
 
 // Bounds of a record's batch items.
@@ -111,7 +115,17 @@ const (
 	// (the encryption context's own limits); a larger one is not recorded.
 	MaxItemContextPairs = 64
 	MaxItemContextBytes = 8192
+	// MaxItemsContextBytes bounds the contexts of all of a record's items
+	// together, counted as recorded (each key plus its value's HMAC), so a
+	// batch of 1,000 denied items with large contexts cannot write
+	// megabytes of audit: past it, items keep their key and outcome and
+	// are marked context_omitted.
+	MaxItemsContextBytes = 32 << 10
 )
+
+// itemHMACLen is what one context value costs in a record once hashed (at
+// most: the HMAC's encoding plus quotes and separators).
+const itemHMACLen = 64 + 6
 
 // Item is one item of a batch request. Its action is the record's: a batch
 // holds one kind of operation.
@@ -125,6 +139,9 @@ type Item struct {
 	Context   map[string]string `json:"context,omitempty"`
 	Outcome   string            `json:"outcome"`
 	ErrorCode string            `json:"error_code,omitempty"`
+	// ContextOmitted says the item had an encryption context that is not
+	// recorded: over an item's limits or the record's (MaxItemsContextBytes).
+	ContextOmitted bool `json:"context_omitted,omitempty"`
 
 	// ContextValues is an input the Trail replaces by HMACs (Context).
 	ContextValues map[string]string `json:"-"`
@@ -140,17 +157,19 @@ func (r *Record) AddItem(it Item) bool {
 	if len(it.Resource) > MaxItemResource {
 		it.Resource = it.Resource[:MaxItemResource]
 	}
-	if len(it.ContextValues) > MaxItemContextPairs {
-		it.ContextValues = nil
+	it.Context, it.ContextOmitted = nil, false
+	if len(it.ContextValues) > 0 {
+		n, cost := 0, 0
+		for k, v := range it.ContextValues {
+			n += len(k) + len(v)
+			cost += len(k) + itemHMACLen
+		}
+		if len(it.ContextValues) > MaxItemContextPairs || n > MaxItemContextBytes || r.itemsContextCost+cost > MaxItemsContextBytes {
+			it.ContextValues, it.ContextOmitted = nil, true
+		} else {
+			r.itemsContextCost += cost
+		}
 	}
-	n := 0
-	for k, v := range it.ContextValues {
-		n += len(k) + len(v)
-	}
-	if n > MaxItemContextBytes {
-		it.ContextValues = nil
-	}
-	it.Context = nil
 	r.Items = append(r.Items, it)
 	return true
 }

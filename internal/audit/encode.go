@@ -110,6 +110,9 @@ func appendItem(b []byte, it *Item) []byte {
 	b = append(b, `,"outcome":`...)
 	b = appendJSONString(b, it.Outcome)
 	b = appendField(b, `,"error_code":`, it.ErrorCode)
+	if it.ContextOmitted {
+		b = append(b, `,"context_omitted":true`...)
+	}
 	// Every member was written with a leading comma; the first needs none.
 	b = append(b[:start], b[start+1:]...)
 	return append(b, '}')

@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -155,6 +156,8 @@ func TestAppendItemCoversEveryField(t *testing.T) {
 				fv.SetString("v<&>\u2028\x01é")
 			case fv.CanUint():
 				fv.SetUint(4294967295)
+			case fv.Kind() == reflect.Bool:
+				fv.SetBool(true)
 			case f.Type == reflect.TypeFor[map[string]string]():
 				fv.Set(reflect.ValueOf(map[string]string{"b": "2", "a": "<1>", "é": "\u2029"}))
 			default:
@@ -169,7 +172,7 @@ func TestAppendItemCoversEveryField(t *testing.T) {
 			checkEncoding(t, r)
 		})
 	}
-	full := Item{Resource: "alias/app", KeyID: "k-1", Version: 7, Context: map[string]string{"tenant": "ab"}, Outcome: "error", ErrorCode: "permission_denied"}
+	full := Item{Resource: "alias/app", KeyID: "k-1", Version: 7, Context: map[string]string{"tenant": "ab"}, Outcome: "error", ErrorCode: "permission_denied", ContextOmitted: true}
 	checkEncoding(t, &Record{Type: TypeRequest, Action: "kms:Encrypt", Items: []Item{full, {Outcome: "ok"}, full}})
 }
 
@@ -195,14 +198,51 @@ func TestAddItemBounds(t *testing.T) {
 		if len(it.Resource) != MaxItemResource {
 			t.Fatalf("item %d resource of %d bytes", i, len(it.Resource))
 		}
-		if (it.ContextValues != nil) != (i == 2) {
-			t.Fatalf("item %d context %d pairs", i, len(it.ContextValues))
+		if (it.ContextValues != nil) != (i == 2) || it.ContextOmitted != (i != 2) {
+			t.Fatalf("item %d context %d pairs, omitted %v", i, len(it.ContextValues), it.ContextOmitted)
 		}
 	}
 	var n Nop
 	n.Record(t.Context(), &r)
 	if r.Items[2].ContextValues != nil {
 		t.Fatal("Nop keeps item context values")
+	}
+}
+
+// TestItemsContextBudget: 1,000 items with contexts at the per-item limit
+// record at most MaxItemsContextBytes of contexts in all; the rest are
+// marked context_omitted, and the encoded record stays small.
+func TestItemsContextBudget(t *testing.T) {
+	ctx := map[string]string{}
+	for i := range MaxItemContextPairs {
+		ctx[fmt.Sprintf("%063d", i)] = strings.Repeat("v", 60)
+	}
+	var r Record
+	for range MaxItems {
+		r.AddItem(Item{Resource: "k", ContextValues: ctx, Outcome: "error", ErrorCode: "permission_denied"})
+	}
+	kept, omitted := 0, 0
+	for i := range r.Items {
+		switch {
+		case r.Items[i].ContextValues != nil:
+			kept++
+			r.Items[i].Context, r.Items[i].ContextValues = map[string]string{}, nil
+			for k := range ctx {
+				r.Items[i].Context[k] = strings.Repeat("h", 44)
+			}
+		case r.Items[i].ContextOmitted:
+			omitted++
+		}
+	}
+	if kept == 0 || omitted == 0 || kept+omitted != MaxItems {
+		t.Fatalf("kept %d, omitted %d", kept, omitted)
+	}
+	b, ok := appendRecord(nil, &r)
+	if !ok {
+		t.Fatal("appendRecord refused the record")
+	}
+	if len(b) > MaxItemsContextBytes+MaxItems*128 {
+		t.Fatalf("record of %d bytes for %d items", len(b), MaxItems)
 	}
 }
 
