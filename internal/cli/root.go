@@ -449,9 +449,11 @@ func newClient(cmd *cobra.Command, extra ...client.Option) (*client.Client, erro
 // describeError turns an error into a message with a hint where one helps.
 func describeError(cmd *cobra.Command, err error) string {
 	addr := client.DefaultAddress
-	credSet := false
+	credSet, tokenOverKey := false, false
 	if s, serr := resolveSettings(cmd); serr == nil {
-		addr, credSet = s.address, resolveCredentials(s).given()
+		rc := resolveCredentials(s)
+		addr, credSet = s.address, rc.given()
+		tokenOverKey = rc.token != "" && rc.accessKeyID != ""
 	}
 
 	var apiErr *client.APIError
@@ -462,6 +464,9 @@ func describeError(cmd *cobra.Command, err error) string {
 			msg = strings.TrimPrefix(pre, "client: ") + msg
 		}
 		switch {
+		case (apiErr.StatusCode == http.StatusForbidden || apiErr.StatusCode == http.StatusUnauthorized) && tokenOverKey:
+			msg += fmt.Sprintf("\nThe request carried the token (%s), not the access key in %s: unset %s to use the key "+
+				"(it may be left from eval \"$(coffer auth assume-role ... --export)\").", client.EnvToken, client.EnvAccessKeyID, client.EnvToken)
 		case apiErr.StatusCode == http.StatusUnauthorized && cmd.Annotations[annotLogin] != "":
 			// A login sends its own credential: COFFER_TOKEN is not the fix.
 			msg += "\n" + cmd.Annotations[annotLogin]
