@@ -50,12 +50,12 @@ func warnCredentialConflict(cmd *cobra.Command, c credentials) {
 	if c.token == "" || c.accessKeyID == "" {
 		return
 	}
-	from := client.EnvToken
+	from, fix := client.EnvToken, "unset "+client.EnvToken
 	if cmd.Flags().Changed(flagToken) {
-		from = "--token"
+		from, fix = "--token", "drop --token"
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "coffer: warning: both %s and %s are set; using %s (unset %s to use the access key)\n",
-		from, client.EnvAccessKeyID, from, client.EnvToken)
+	fmt.Fprintf(cmd.ErrOrStderr(), "coffer: warning: both %s and %s are set; using %s (%s to use the access key)\n",
+		from, client.EnvAccessKeyID, from, fix)
 }
 
 // given reports whether any credential is set.
