@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/cofferkms/coffer/client"
@@ -46,5 +47,25 @@ func TestBatchAuditBounded(t *testing.T) {
 	}
 	if grew < 1000*20 {
 		t.Fatalf("the audit log grew by %d bytes: are the items recorded?", grew)
+	}
+}
+
+// TestAuthorizeOnWholeResource: the audit record's copy of a resource is
+// cut at a bound, but authorization must see all of it: a deny on a suffix
+// pattern applies to a name longer than the record keeps.
+func TestAuthorizeOnWholeResource(t *testing.T) {
+	e := newBoundsEnv(t, nil)
+	e.must("PUT", "/v1/policies/describe-but-secret", e.root, client.PutPolicyRequest{Document: "statements:\n" +
+		"  - effect: allow\n    actions: [key:Describe]\n    resources: [\"*\"]\n" +
+		"  - effect: deny\n    actions: [key:Describe]\n    resources: [\"*-secret\"]\n"}, nil)
+	var tr client.CreateTokenResponse
+	e.must("POST", "/v1/auth/token/create", e.root, client.CreateTokenRequest{Policies: []string{"describe-but-secret"}, TTL: "1h"}, &tr)
+	name := strings.Repeat("k", 1000) + "-secret"
+	st, _, raw := e.send("GET", "/v1/keys/"+name, tr.Token, nil, nil)
+	if st != http.StatusForbidden {
+		t.Fatalf("a denied name longer than the record keeps: %d %.200s", st, raw)
+	}
+	if st, _, raw := e.send("GET", "/v1/keys/"+strings.Repeat("k", 1000), tr.Token, nil, nil); st != http.StatusNotFound {
+		t.Fatalf("an allowed long name: %d %.200s", st, raw)
 	}
 }

@@ -389,8 +389,12 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 				}
 				rec.ContextValues = contextOf(&req)
 			}
+			// Authorization sees the whole resource; only the record's
+			// copy is bounded (a cut name could match another pattern).
+			var resource string
 			if res != nil {
-				rec.Resource = boundString(res(r, &req), maxAuditResource)
+				resource = res(r, &req)
+				rec.Resource = boundString(resource, maxAuditResource)
 			}
 			if rt.login {
 				// Logins may cost a call to the apiserver: a (source,
@@ -404,7 +408,7 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 				}
 			}
 			if !rt.public && !rt.selfAuthz {
-				q := policy.Request{Action: rt.action, Resource: rec.Resource, Context: rec.ContextValues, SourceIP: src, Time: st.start}
+				q := policy.Request{Action: rt.action, Resource: resource, Context: rec.ContextValues, SourceIP: src, Time: st.start}
 				if err := s.authz.Authorize(r.Context(), &p, &q); err != nil {
 					return err
 				}
