@@ -43,8 +43,9 @@ func newBenchCmd() *cobra.Command {
 		ops = append(ops, string(op))
 	}
 	cmd := &cobra.Command{
-		Use:   "bench",
-		Short: "Load-test a Coffer server's KMS API",
+		Use:         "bench",
+		Annotations: map[string]string{annotNoTokenCache: "yes"},
+		Short:       "Load-test a Coffer server's KMS API",
 		Long: `Bench runs a closed-loop load against a Coffer server: --concurrency workers
 each send one request, wait for the whole answer and send the next, for
 --duration or until --requests requests have been sent, whichever comes first.

@@ -29,8 +29,9 @@ func newKMSPluginCmd() *cobra.Command {
 		healthInterval, timeout                       time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "kms-plugin",
-		Short: "Run the Kubernetes KMS v2 plugin beside a kube-apiserver",
+		Use:         "kms-plugin",
+		Annotations: map[string]string{annotNoTokenCache: "yes"},
+		Short:       "Run the Kubernetes KMS v2 plugin beside a kube-apiserver",
 		Long: `Run the Kubernetes KMS v2 plugin on a unix socket. The kube-apiserver's
 EncryptionConfiguration points a kms provider (apiVersion v2, name coffer) at
 the socket; the plugin wraps the apiserver's seeds with a Coffer key.

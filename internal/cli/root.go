@@ -44,6 +44,11 @@ const (
 // annotSARIF marks a command that also prints -o sarif.
 const annotSARIF = "coffer.sarif"
 
+// annotNoTokenCache marks a command that runs long (bench, kms-plugin):
+// it logs in afresh instead of starting from a cached role token, which
+// may have only a third of its life left.
+const annotNoTokenCache = "coffer.no-token-cache"
+
 // annotLogin marks a login command that sends its own credential; its
 // value is the hint shown when the login is refused.
 const annotLogin = "coffer.login"
@@ -430,7 +435,7 @@ func newClient(cmd *cobra.Command, extra ...client.Option) (*client.Client, erro
 	if err != nil {
 		return nil, err
 	}
-	if cache := roleTokenCache(s, rc); cache != nil {
+	if cache := roleTokenCache(s, rc); cache != nil && cmd.Annotations[annotNoTokenCache] == "" {
 		creds = append(creds, client.WithRoleTokenCache(cache))
 	}
 	opts := append(creds,

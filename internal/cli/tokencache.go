@@ -23,7 +23,8 @@ import (
 // service-account token file and cluster, the client certificate), so
 // different servers, roles and credentials never share a token, and a
 // rotated secret starts a new session. COFFER_TOKEN_CACHE=0 turns the
-// cache off. A file that another user could read, or that is not a regular
+// cache off; bench and kms-plugin, which run long, never use it. A file
+// that another user could read, or that is not a regular
 // file owned by the caller, is ignored. docs/identity.md describes it.
 
 // envTokenCache turns the role token cache off when it is 0 (or false).
