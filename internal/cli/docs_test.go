@@ -125,6 +125,18 @@ func extractDocCommands(t *testing.T, path string) []docCommand {
 			}
 			continue
 		}
+		// An indented code block line (four spaces or more) that runs
+		// coffer; continuations joined.
+		if strings.HasPrefix(l, "    ") && strings.HasPrefix(strings.TrimSpace(l), "coffer ") {
+			for strings.HasSuffix(strings.TrimSpace(l), "\\") && i+1 < len(lines) {
+				i++
+				l = strings.TrimSuffix(strings.TrimSpace(l), "\\") + " " + strings.TrimSpace(lines[i])
+			}
+			for _, cmdLine := range shellCoffer(l) {
+				out = append(out, docCommand{where: where, line: cmdLine, args: synopsisArgs(shellWords(cmdLine)[1:])})
+			}
+			continue
+		}
 		for _, m := range codeSpanRe.FindAllStringSubmatch(l, -1) {
 			cmdLine := strings.TrimPrefix(m[1], "./")
 			for _, c := range shellCoffer(cmdLine) {
