@@ -167,7 +167,7 @@ carries the new key_id yet, so the inference is only a fallback.`,
 				return err
 			}
 			if exitCode && rep.Stale > 0 {
-				return &exitError{code: 3}
+				return &exitError{code: exitNo}
 			}
 			return nil
 		},
