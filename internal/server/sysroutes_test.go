@@ -1,17 +1,22 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/server"
+	"github.com/cofferkms/coffer/internal/storage"
 	"github.com/cofferkms/coffer/internal/storage/bolt"
 	"github.com/cofferkms/coffer/internal/storage/inmem"
 	"github.com/cofferkms/coffer/internal/sys"
@@ -143,5 +148,129 @@ func TestUnsealRefusesConflictingShareOverHTTP(t *testing.T) {
 	json.Unmarshal(raw, &ss)
 	if st != http.StatusOK || ss.Sealed {
 		t.Fatalf("second valid share: %d %s", st, raw)
+	}
+}
+
+// gatedBackend is an in-memory backend whose next batch that writes
+// target, once armed, waits for release and then fails: a key write stuck
+// in storage while other requests arrive.
+type gatedBackend struct {
+	*inmem.Backend
+	target  atomic.Value // string
+	armed   atomic.Bool
+	reached chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedBackend) Apply(ctx context.Context, ops ...storage.Op) error {
+	for _, op := range ops {
+		if t, _ := g.target.Load().(string); op.Key == t && g.armed.CompareAndSwap(true, false) {
+			close(g.reached)
+			<-g.release
+			return errors.New("injected storage failure")
+		}
+	}
+	return g.Backend.Apply(ctx, ops...)
+}
+
+// TestSealDuringKeyUpdatesOverHTTP: one key update is stuck in storage
+// (holding the key's writer lock) and a second waits behind it when
+// POST /v1/sys/seal arrives; if the seal does not wait for them, the server
+// is unsealed again before they go on. Afterwards the key must still decrypt
+// what it encrypted before and no stored version may be all zero. Before
+// the fix the second update stored the material the seal had wiped.
+func TestSealDuringKeyUpdatesOverHTTP(t *testing.T) {
+	ctx := context.Background()
+	be := &gatedBackend{Backend: inmem.New(), reached: make(chan struct{}), release: make(chan struct{})}
+	bar := barrier.New(be)
+	s := sys.New(bar, nil)
+	res, err := s.Init(ctx, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(server.New(s, server.Options{}))
+	defer ts.Close()
+	root := res.RootToken
+	unseal := func() {
+		t.Helper()
+		if st, raw := doJSON(t, "POST", ts.URL+"/v1/sys/unseal", "", client.UnsealRequest{Share: res.Shares[0]}); st != http.StatusOK {
+			t.Fatalf("unseal: %d %s", st, raw)
+		}
+	}
+	unseal()
+	st, raw := doJSON(t, "POST", ts.URL+"/v1/keys", root, client.CreateKeyRequest{})
+	if st != http.StatusCreated {
+		t.Fatalf("create: %d %s", st, raw)
+	}
+	var k client.Key
+	json.Unmarshal(raw, &k)
+	st, raw = doJSON(t, "POST", ts.URL+"/v1/kms/encrypt", root, client.EncryptRequest{KeyID: k.ID, Plaintext: []byte("before")})
+	if st != http.StatusOK {
+		t.Fatalf("encrypt: %d %s", st, raw)
+	}
+	var ct client.EncryptResponse
+	json.Unmarshal(raw, &ct)
+
+	be.target.Store("keys/" + k.ID)
+	be.armed.Store(true)
+	update := func(desc string, done chan<- int) {
+		st, _ := doJSON(t, "PATCH", ts.URL+"/v1/keys/"+k.ID, root, client.UpdateKeyRequest{Description: &desc})
+		done <- st
+	}
+	first, second := make(chan int, 1), make(chan int, 1)
+	go update("first", first)
+	<-be.reached
+	go update("second", second)
+	time.Sleep(100 * time.Millisecond) // the second update waits for the key's writer lock
+	sealed := make(chan int, 1)
+	go func() { st, _ := doJSON(t, "POST", ts.URL+"/v1/sys/seal", root, nil); sealed <- st }()
+	select {
+	case st := <-sealed:
+		sealed <- st
+		unseal() // the seal did not wait: unseal before the writers go on
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(be.release)
+	t.Logf("updates overlapping the seal: %d, %d", <-first, <-second)
+	<-sealed
+
+	s.Seal()
+	unseal()
+	checkStoredKeys(t, bar)
+	st, raw = doJSON(t, "POST", ts.URL+"/v1/kms/decrypt", root, client.DecryptRequest{Ciphertext: ct.Ciphertext})
+	var out client.DecryptResponse
+	json.Unmarshal(raw, &out)
+	if st != http.StatusOK || string(out.Plaintext) != "before" {
+		t.Fatalf("decrypting a ciphertext made before the seal: %d %s", st, raw)
+	}
+}
+
+// checkStoredKeys fails when a stored key that is not deleted has a version
+// whose material is missing or all zero.
+func checkStoredKeys(t *testing.T, bar *barrier.Barrier) {
+	t.Helper()
+	ctx := context.Background()
+	paths, err := bar.List(ctx, "keys/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range paths {
+		e, err := bar.Get(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec struct {
+			State    client.KeyState `json:"state"`
+			Versions []struct {
+				Version  uint32 `json:"version"`
+				Material []byte `json:"material"`
+			} `json:"versions"`
+		}
+		json.Unmarshal(e.Value, &rec)
+		for _, v := range rec.Versions {
+			if rec.State != client.KeyDeleted && (len(v.Material) != 32 || bytes.Equal(v.Material, make([]byte, 32))) {
+				t.Errorf("%s version %d: stored material %x", p, v.Version, v.Material)
+			}
+		}
 	}
 }
