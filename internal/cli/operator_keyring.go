@@ -28,7 +28,7 @@ on a schedule.`,
 				return err
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), resp)
+				return printData(cmd, resp)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Keyring rotated: new writes use term %d.\nRun 'coffer operator rewrap' to rewrite the entries written before.\n", resp.Term)
 			return nil
@@ -58,7 +58,7 @@ stay in the keyring, so an entry restored from an older backup still opens.`,
 				return err
 			}
 			if wantJSON(cmd) {
-				return printJSON(cmd.OutOrStdout(), resp)
+				return printData(cmd, resp)
 			}
 			return printFields(cmd.OutOrStdout(), []field{
 				{"Keyring term", fmt.Sprint(resp.Term)},
