@@ -115,8 +115,15 @@ func shareID(enc []byte) (byte, error) {
 	return raw[1], nil
 }
 
-func checkShare(enc []byte) ([]byte, error) {
+// checkShare decodes and checks enc; on an error it wipes what it decoded
+// (a share with a typo is still almost all of a secret share).
+func checkShare(enc []byte) (_ []byte, err error) {
 	raw := make([]byte, base64.StdEncoding.DecodedLen(len(enc)))
+	defer func() {
+		if err != nil {
+			clear(raw)
+		}
+	}()
 	n, err := base64.StdEncoding.Decode(raw, enc)
 	if err != nil {
 		return nil, fmt.Errorf("%w: it is not base64; paste the share exactly as init printed it", errBadShare)
