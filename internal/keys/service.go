@@ -602,9 +602,13 @@ func (s *Service) Create(ctx context.Context, req client.CreateKeyRequest) (clie
 	return s.view(k), nil
 }
 
-// reload reads a key back from the store (for its new revision).
+// reload reads a key back from the store (for its new revision). It is
+// called after a write was stored, so it reads even when the caller's
+// context is done: a client that hangs up between the write and the read
+// must not leave the old revision cached, or every later write of the key
+// fails compare-and-swap until the next seal.
 func (s *Service) reload(ctx context.Context, id string) (*key, error) {
-	e, err := s.store.Get(ctx, keyPrefix+id)
+	e, err := s.store.Get(context.WithoutCancel(ctx), keyPrefix+id)
 	if err != nil {
 		return nil, err
 	}
