@@ -107,7 +107,7 @@ func globMatch(pattern, s string) bool {
 
 // CreateRole stores a new role.
 func (s *Service) CreateRole(ctx context.Context, r client.Role) (client.Role, error) {
-	return s.putRole(ctx, r, true)
+	return s.putRole(ctx, r, true, nil)
 }
 
 // UpdateRole replaces an existing role. Tokens already issued keep their
@@ -117,10 +117,35 @@ func (s *Service) UpdateRole(ctx context.Context, name string, r client.Role) (c
 		return client.Role{}, fmt.Errorf("%w: the body names role %q but the path %q; roles cannot be renamed", ErrInvalidArgument, r.Name, name)
 	}
 	r.Name = name
-	return s.putRole(ctx, r, false)
+	return s.putRole(ctx, r, false, nil)
 }
 
-func (s *Service) putRole(ctx context.Context, r client.Role, create bool) (client.Role, error) {
+// UpdateRoleBy is UpdateRole asked for by caller (nil: the server itself).
+// A caller acting in the role (one of its sessions, or a token made from
+// one) may not attach a policy the role does not carry already: no
+// principal grants itself rights, through its role no more than through
+// its access key (UpdateAccessKeyBy).
+func (s *Service) UpdateRoleBy(ctx context.Context, caller *auth.Principal, name string, r client.Role) (client.Role, error) {
+	if r.Name != "" && r.Name != name {
+		return client.Role{}, fmt.Errorf("%w: the body names role %q but the path %q; roles cannot be renamed", ErrInvalidArgument, r.Name, name)
+	}
+	r.Name = name
+	return s.putRole(ctx, r, false, func(old *roleEntry) error {
+		if caller == nil || caller.Root || caller.Role != name {
+			return nil
+		}
+		for _, n := range r.Policies {
+			if !slices.Contains(old.Policies, n) {
+				return fmt.Errorf("%w: %s may not attach policy %q to role %q, in which it acts: the role does not carry it (no principal may grant itself rights)", auth.ErrForbidden, caller.Name(), n, name)
+			}
+		}
+		return nil
+	})
+}
+
+// putRole creates or replaces a role; check, when set, may refuse the
+// replacement of old.
+func (s *Service) putRole(ctx context.Context, r client.Role, create bool, check func(old *roleEntry) error) (client.Role, error) {
 	if r.Policies == nil {
 		r.Policies = []string{}
 	}
@@ -138,6 +163,11 @@ func (s *Service) putRole(ctx context.Context, r client.Role, create bool) (clie
 		}
 		if err := checkPolicies(st, r.Policies); err != nil {
 			return err
+		}
+		if check != nil && old != nil {
+			if err := check(old); err != nil {
+				return err
+			}
 		}
 		now := s.now().UTC()
 		e.CreatedAt, e.UpdatedAt = now, now
@@ -207,8 +237,12 @@ func (s *Service) AssumeRole(ctx context.Context, caller *auth.Principal, req cl
 		return "", auth.Principal{}, fmt.Errorf("%w: role %q does not exist or does not trust %s (see its trust_principals)", auth.ErrForbidden, req.Role, name)
 	}
 	subject := name
-	if caller.Kind == auth.KindRole && caller.Subject != "" {
-		subject = caller.Subject // chained roles keep the original subject, so revoking it reaches them
+	if caller.Subject != "" {
+		// Chained roles keep the original subject, so revoking it reaches
+		// them; so do sessions obtained by a token made from another
+		// principal's credential (it acts as its maker), so the session
+		// still counts as that access key's own (no self-granted policies).
+		subject = caller.Subject
 	}
 	// The caller bounds the new token (auth.Spec.Parent): a chained role
 	// token keeps the caller's scope-down policies and networks and

@@ -82,8 +82,8 @@ func (s *Server) iamRoutes() {
 		}))
 	m.HandleFunc("PUT /v1/roles/{name}", handle(s, route{action: "role:Update"},
 		func(r *http.Request, _ *client.Role) string { return "role/" + r.PathValue("name") },
-		func(ctx context.Context, r *http.Request, _ auth.Principal, req *client.Role) (client.Role, error) {
-			return im.UpdateRole(ctx, r.PathValue("name"), *req)
+		func(ctx context.Context, r *http.Request, p auth.Principal, req *client.Role) (client.Role, error) {
+			return im.UpdateRoleBy(ctx, &p, r.PathValue("name"), *req)
 		}))
 	m.HandleFunc("DELETE /v1/roles/{name}", handle(s, route{action: "role:Delete"}, pathName("role/"),
 		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.RevokeCountResponse, error) {

@@ -322,6 +322,12 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req, Resp]) http.HandlerFunc {
 	if rt.limit == 0 {
 		rt.limit = MaxBody
+		if rt.public {
+			// Anonymous bodies (init, unseal, logins) are tiny: bounded
+			// below the large-body budget, so callers without any
+			// credential never hold a share of it.
+			rt.limit = smallBody
+		}
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		st := reqState{id: s.ridPrefix + strconv.FormatUint(s.ridSeq.Add(1), 10), start: time.Now()}
