@@ -345,6 +345,10 @@ func (s *Service) RevokePrincipal(ctx context.Context, name string) (int, error)
 		}
 		return 0, fmt.Errorf("%w: principal %s: want access-key:ID, token:ACCESSOR, role:NAME, kubernetes:CLUSTER/NAMESPACE/SERVICEACCOUNT or cert:NAME", ErrInvalidArgument, shown)
 	}
+	if k, isCred := credential.Kind(id); isCred && k != credential.KindAccessKeyID {
+		// Not repeated nor stored: a secret typed in a name's place.
+		return 0, fmt.Errorf("%w: principal %s:(a credential, not repeated): want access-key:ID, token:ACCESSOR, ...; treat that credential as exposed", ErrInvalidArgument, kind)
+	}
 	now := s.now().UTC()
 	err := s.change(func(st *state) error {
 		b, _ := now.MarshalText()

@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/credential"
 	"github.com/cofferkms/coffer/internal/audit"
 	"github.com/cofferkms/coffer/internal/auth"
 )
@@ -40,6 +41,19 @@ const (
 	// caller sent.
 	maxMessage = 4096
 )
+
+// auditResource is a request's resource as its record keeps it: bounded,
+// and never a token or access key secret typed where a name belongs (an
+// accessor, a principal, an access key id): the trail is read by more
+// people than the credential's owner.
+func auditResource(s string) string {
+	for _, part := range strings.FieldsFunc(s, func(r rune) bool { return r == ':' || r == '/' }) {
+		if k, ok := credential.Kind(part); ok && k != credential.KindAccessKeyID {
+			return "(a credential, not recorded)"
+		}
+	}
+	return boundString(s, maxAuditResource)
+}
 
 // boundString cuts s to at most n bytes, at a UTF-8 boundary, marking the
 // cut with "...".

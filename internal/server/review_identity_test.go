@@ -2,14 +2,18 @@ package server_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/credential"
+	"github.com/cofferkms/coffer/internal/audit"
 	"github.com/cofferkms/coffer/internal/authlimit"
 	"github.com/cofferkms/coffer/internal/server"
 )
@@ -153,4 +157,55 @@ func TestReviewRoleSessionCannotGrantItsRole(t *testing.T) {
 		t.Fatalf("the session updates its role without granting: %d %s", st, raw)
 	}
 	e.must("PUT", "/v1/roles/ops", root, grant, nil)
+}
+
+// TestReviewCredentialsNotRecorded: a token or secret typed where an
+// accessor, a principal or an access key id belongs is neither repeated in
+// the answer nor written to the audit trail as the request's resource.
+// (The answers were fixed, but the records kept the credential in clear,
+// and token lookup still echoed it.)
+func TestReviewCredentialsNotRecorded(t *testing.T) {
+	e := newIAMEnv(t, authlimit.New(authlimit.Config{Burst: 1000}))
+	var tok client.CreateTokenResponse
+	e.must("POST", "/v1/auth/token/create", e.root, client.CreateTokenRequest{TTL: "1h"}, &tok)
+	_, secret := credential.NewAccessKey()
+	cases := []struct {
+		method, path, cred string
+		body               any
+	}{
+		{"POST", "/v1/auth/token/revoke", tok.Token, client.RevokeTokenRequest{Accessor: tok.Token}},
+		{"POST", "/v1/auth/token/lookup", tok.Token, client.LookupTokenRequest{Accessor: tok.Token}},
+		{"POST", "/v1/auth/token/revoke-principal", secret, client.RevokePrincipalRequest{Principal: secret}},
+		{"POST", "/v1/auth/token/revoke-principal", secret, client.RevokePrincipalRequest{Principal: "access-key:" + secret}},
+		{"GET", "/v1/access-keys/" + secret, secret, nil},
+		{"DELETE", "/v1/access-keys/" + secret, secret, nil},
+	}
+	for _, c := range cases {
+		before := len(e.rec.all())
+		st, _, raw := e.do(c.method, c.path, bearer(e.root), c.body)
+		if st/100 == 2 || st >= 500 {
+			t.Errorf("%s %s with a credential: %d %s", c.method, c.path, st, raw)
+		}
+		_, body, _ := strings.Cut(c.cred, "_")
+		recs, _ := json.Marshal(e.rec.all()[before:])
+		for i := 0; i+10 <= len(body); i++ {
+			if strings.Contains(string(raw), body[i:i+10]) {
+				t.Errorf("%s %s repeats part of the credential: %s", c.method, c.path, raw)
+				break
+			}
+		}
+		for i := 0; i+10 <= len(body); i++ {
+			if strings.Contains(string(recs), body[i:i+10]) {
+				t.Errorf("%s %s: the audit record holds part of the credential: %s", c.method, c.path, recs)
+				break
+			}
+		}
+	}
+}
+
+// all returns a copy of the records so far.
+func (m *memRecorder) all() []audit.Record {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.recs)
 }

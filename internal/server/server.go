@@ -400,7 +400,7 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 			var resource string
 			if res != nil {
 				resource = res(r, &req)
-				rec.Resource = boundString(resource, maxAuditResource)
+				rec.Resource = auditResource(resource)
 			}
 			if rt.login {
 				// Logins may cost a call to the apiserver: a (source,

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/credential"
 	"github.com/cofferkms/coffer/internal/auth"
 )
 
@@ -22,6 +23,10 @@ func (s *Server) tokenAdminRoutes() {
 			}
 			p, ok := s.sys.Tokens.Get(req.Accessor)
 			if !ok {
+				if _, isCred := credential.Kind(req.Accessor); isCred {
+					// Not repeated: it may be the very token.
+					return client.TokenInfo{}, badRequest("that is a credential, not an accessor (they start with acc_); treat it as exposed")
+				}
 				return client.TokenInfo{}, fmt.Errorf("%w: no such token or accessor %q", auth.ErrNotFound, req.Accessor)
 			}
 			return tokenInfo(p), nil
