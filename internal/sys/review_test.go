@@ -1,0 +1,115 @@
+package sys_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"testing"
+
+	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/keys"
+)
+
+// TestReviewRewrapLeavesKeysWritable rotates the barrier keyring and
+// rewraps while the server stays unsealed, as `coffer operator rewrap` does.
+// Rewrap rewrites every entry, so every stored revision grows; the key
+// service commits with compare-and-swap on the revision it cached. A key
+// must stay writable afterwards (update, rotate) and must keep encrypting
+// past its current use lease, which needs a write of its record.
+func TestReviewRewrapLeavesKeysWritable(t *testing.T) {
+	const lease = 4
+	s, _ := newSys(t, keys.WithUseLimits(1<<20, lease))
+	k, err := s.Keys.Create(ctx, client.CreateKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Keys.Encrypt(ctx, k.ID, []byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RotateKeyring(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := s.Rewrap(ctx); err != nil || res.Rewrapped == 0 {
+		t.Fatalf("rewrap: %+v %v", res, err)
+	}
+	for i := range 3 * lease {
+		if _, err := s.Keys.Encrypt(ctx, k.ID, []byte("x"), nil); err != nil {
+			t.Fatalf("encryption %d after rewrap: %v", i, err)
+		}
+	}
+	desc := "after rewrap"
+	if _, err := s.Keys.Update(ctx, k.ID, client.UpdateKeyRequest{Description: &desc}); err != nil {
+		t.Fatalf("update after rewrap: %v", err)
+	}
+	if _, err := s.Keys.Rotate(ctx, k.ID); err != nil {
+		t.Fatalf("rotate after rewrap: %v", err)
+	}
+}
+
+// TestReviewUseBoundUnderSealsAndRotations encrypts from several goroutines
+// while the server seals and unseals and keys rotate by hand, with a bound
+// of 50 uses per version and a lease of 7, and counts the encryptions each
+// version made. No version may pass the bound by more than the encryptions
+// that can be in flight at a rotation (one per encrypting goroutine).
+func TestReviewUseBoundUnderSealsAndRotations(t *testing.T) {
+	const bound, workers = 50, 6
+	s, share := newSys(t, keys.WithUseLimits(bound, 7))
+	var ids []string
+	for range 3 {
+		k, err := s.Keys.Create(ctx, client.CreateKeyRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, k.ID)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	var counts sync.Map // "id/version" -> *atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for time.Now().Before(deadline) {
+			s.Seal()
+			if _, err := s.Unseal(ctx, share); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+		}
+	})
+	wg.Go(func() {
+		for time.Now().Before(deadline) {
+			time.Sleep(time.Duration(20+rand.IntN(20)) * time.Millisecond)
+			_, _ = s.Keys.Rotate(ctx, ids[rand.IntN(len(ids))])
+		}
+	})
+	for range workers {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				out, err := s.Keys.Encrypt(ctx, ids[rand.IntN(len(ids))], []byte("p"), nil)
+				if err != nil {
+					continue
+				}
+				v, _ := counts.LoadOrStore(fmt.Sprintf("%s/%d", out.KeyID, out.KeyVersion), new(atomic.Int64))
+				v.(*atomic.Int64).Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	var versions, total, most int64
+	counts.Range(func(k, v any) bool {
+		n := v.(*atomic.Int64).Load()
+		versions++
+		total += n
+		most = max(most, n)
+		if n > bound+workers {
+			t.Errorf("%s encrypted %d times; the bound is %d", k, n, bound)
+		}
+		return true
+	})
+	t.Logf("%d encryptions over %d versions, at most %d under one", total, versions, most)
+	if most < bound {
+		t.Fatalf("no version reached the bound of %d uses (at most %d): the test did not exercise it", bound, most)
+	}
+}
