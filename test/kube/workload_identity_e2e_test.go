@@ -219,26 +219,31 @@ func TestWorkloadIdentityE2E(t *testing.T) {
 		// The real binary, as a pod would run it: no Coffer credential in
 		// the environment, only the projected token file.
 		writeToken(preRevoke)
-		run := func(env []string, args ...string) string {
+		// Standard output only: warnings and notes go to standard error.
+		run := func(env []string, stdin string, args ...string) string {
 			t.Helper()
 			cmd := exec.Command(kube.CofferBin(t), args...)
 			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "COFFER_ADDR=" + coffer.Addr}, env...)
-			out, err := cmd.CombinedOutput()
+			cmd.Stdin = strings.NewReader(stdin)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
 			if err != nil {
-				t.Fatalf("coffer %s: %v\n%s", strings.Join(args, " "), err, out)
+				t.Fatalf("coffer %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.String())
 			}
 			return string(out)
 		}
-		out := run(nil, "auth", "kubernetes", "--role", "app-jwks", "--token-file", tokenFile, "--cluster", jwksName, "-o", "json")
+		out := run(nil, "", "auth", "kubernetes", "--role", "app-jwks", "--token-file", tokenFile, "--cluster", jwksName, "-o", "json")
 		var ti client.CreateTokenResponse
 		if err := json.Unmarshal([]byte(out), &ti); err != nil || ti.Namespace != "team-a" || ti.Role != "app-jwks" || !strings.HasPrefix(ti.Token, "cft_") {
 			t.Fatalf("coffer auth kubernetes -o json: %v\n%s", err, out)
 		}
+		// The plaintext on standard input, not on the command line.
 		out = run([]string{"COFFER_ROLE=app-jwks", "COFFER_TOKEN_FILE=" + tokenFile, "COFFER_CLUSTER=" + jwksName},
-			"kms", "encrypt", "--key", alias, "--context", "namespace=team-a", "--plaintext", "from the cli")
+			"from the cli", "kms", "encrypt", "--key", alias, "--context", "namespace=team-a")
 		ct := strings.TrimSpace(out)
 		out = run([]string{"COFFER_ROLE=app-jwks", "COFFER_TOKEN_FILE=" + tokenFile, "COFFER_CLUSTER=" + jwksName},
-			"kms", "decrypt", "--context", "namespace=team-a", ct)
+			"", "kms", "decrypt", "--context", "namespace=team-a", ct)
 		if strings.TrimSpace(out) != "from the cli" {
 			t.Fatalf("decrypt through COFFER_ROLE + COFFER_TOKEN_FILE: %q", out)
 		}
