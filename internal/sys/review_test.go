@@ -113,3 +113,84 @@ func TestReviewUseBoundUnderSealsAndRotations(t *testing.T) {
 		t.Fatalf("no version reached the bound of %d uses (at most %d): the test did not exercise it", bound, most)
 	}
 }
+
+// TestReviewRewrapDuringWrites rotates the keyring and rewraps in a loop
+// while keys are updated, rotated and used (with a tiny lease, so use
+// reservations are written constantly). No request may fail, and every
+// ciphertext must decrypt after a restart.
+func TestReviewRewrapDuringWrites(t *testing.T) {
+	s, share := newSys(t, keys.WithUseLimits(1<<20, 3))
+	var ids []string
+	for range 3 {
+		k, err := s.Keys.Create(ctx, client.CreateKeyRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, k.ID)
+	}
+	deadline := time.Now().Add(time.Second)
+	var wg sync.WaitGroup
+	var cts sync.Map // ciphertext string -> plaintext
+	var rewraps atomic.Int64
+	wg.Go(func() {
+		for time.Now().Before(deadline) {
+			if _, err := s.RotateKeyring(ctx); err != nil {
+				t.Error(err)
+				return
+			}
+			if _, err := s.Rewrap(ctx); err != nil {
+				t.Errorf("rewrap: %v", err)
+				return
+			}
+			rewraps.Add(1)
+			time.Sleep(2 * time.Millisecond) // far more often than any operator
+		}
+	})
+	for w := range 4 {
+		wg.Go(func() {
+			for i := 0; time.Now().Before(deadline); i++ {
+				id := ids[(w+i)%len(ids)]
+				switch i % 5 {
+				case 0:
+					d := fmt.Sprint(i)
+					if _, err := s.Keys.Update(ctx, id, client.UpdateKeyRequest{Description: &d}); err != nil {
+						t.Errorf("update during rewrap: %v", err)
+						return
+					}
+				case 1:
+					if _, err := s.Keys.Rotate(ctx, id); err != nil {
+						t.Errorf("rotate during rewrap: %v", err)
+						return
+					}
+				default:
+					p := fmt.Sprintf("%d/%d", w, i)
+					out, err := s.Keys.Encrypt(ctx, id, []byte(p), nil)
+					if err != nil {
+						t.Errorf("encrypt during rewrap: %v", err)
+						return
+					}
+					cts.Store(string(out.Ciphertext), p)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	s.Seal()
+	if _, err := s.Unseal(ctx, share); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	cts.Range(func(ct, p any) bool {
+		n++
+		o, err := s.Keys.Decrypt(ctx, []byte(ct.(string)), nil, "")
+		if err != nil || string(o.Plaintext) != p.(string) {
+			t.Errorf("ciphertext of %q after rewraps and a restart: %v", p, err)
+			return false
+		}
+		return true
+	})
+	t.Logf("%d rewraps, %d ciphertexts", rewraps.Load(), n)
+	if rewraps.Load() == 0 || n == 0 {
+		t.Fatal("nothing was rewrapped or encrypted")
+	}
+}
