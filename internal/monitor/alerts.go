@@ -288,9 +288,23 @@ func (e *Engine) Feed(r *audit.Record) bool {
 
 func subjectOf(r *audit.Record) string {
 	if r.Principal.Accessor != "" {
+		if claimed(r) {
+			// Counted apart from the credential's own requests: anyone
+			// can claim an access key id.
+			return "claimed:" + r.Principal.Accessor
+		}
 		return r.Principal.Accessor
 	}
 	return "source:" + r.Source
+}
+
+// claimed reports whether r is a failed authentication, whose principal
+// is only what the request claimed (a well-formed access key id, which is
+// not secret), not a credential it proved. Such a record never triggers an
+// automatic response and never counts as the credential's use. A leaked
+// credential's record is not claimed: it matched the credential.
+func claimed(r *audit.Record) bool {
+	return !r.CredentialLeaked && (r.ErrorCode == "unauthenticated" || r.ErrorCode == "too_many_auth_failures")
 }
 
 // Observe evaluates one record and returns the alerts it raised.
@@ -326,7 +340,7 @@ func (e *Engine) Observe(ctx context.Context, r *audit.Record) []Alert {
 		}
 	}
 	// 4. A credential used from a new network, or after a long idle period.
-	if c := &R.NewSource; !c.Disabled && r.Principal.Accessor != "" && r.Source != "" {
+	if c := &R.NewSource; !c.Disabled && r.Principal.Accessor != "" && r.Source != "" && !claimed(r) {
 		cs := e.creds[r.Principal.Accessor]
 		if cs == nil {
 			forgetIfFull(e.creds)
@@ -431,6 +445,8 @@ func (e *Engine) deliver(ctx context.Context, a *Alert, r *audit.Record) {
 		switch {
 		case a.Accessor == "" || r.Principal.Kind == "root":
 			a.Response = "none (no revocable credential)"
+		case claimed(r):
+			a.Response = "none (the credential was claimed by a failed authentication, not used)"
 		case e.respond == nil:
 			a.Response = "would revoke " + a.Accessor
 		default:
