@@ -646,6 +646,53 @@ func (s *Service) updateHandle(ctx context.Context, h *handle, change func(r *re
 		// Resolved before a seal; the key was reloaded since (or not).
 		return nil, fmt.Errorf("key service: the server was sealed during this request; retry: %w", barrier.ErrSealed)
 	}
+	for attempt := 0; ; attempt++ {
+		k, err := s.writeLocked(ctx, h, change)
+		if attempt == maxWriteAttempts-1 || !errors.Is(err, storage.ErrConflict) {
+			return k, err
+		}
+		// The stored record moved on without this process: a rewrap
+		// rewrote it, or a write was stored but not read back. Take the
+		// stored record and apply change to it again (maxWriteAttempts in all), as a
+		// rewrap may move it on once more.
+		if s.refreshLocked(ctx, h) != nil {
+			return nil, err
+		}
+	}
+}
+
+// maxWriteAttempts bounds how often a write whose stored record moved on
+// (a rewrap, a write stored but not read back) is applied again to the
+// stored record. One rewrap pass moves a record once; more attempts only
+// matter while rewraps run back to back.
+const maxWriteAttempts = 16
+
+// refreshLocked replaces h's snapshot with the stored record when its
+// revision differs. The caller holds h.mu and the life lock.
+func (s *Service) refreshLocked(ctx context.Context, h *handle) error {
+	old := h.cur.Load()
+	k, err := s.reload(ctx, old.rec.ID)
+	if err != nil {
+		return err
+	}
+	if k.rev == old.rev {
+		k.wipe()
+		return errors.New("the stored key is unchanged")
+	}
+	h.cur.Store(k)
+	if k.rec.Primary != old.rec.Primary {
+		h.uses.Store(k.reserved)
+	} else {
+		for u := h.uses.Load(); u < k.reserved && !h.uses.CompareAndSwap(u, k.reserved); u = h.uses.Load() {
+		}
+	}
+	old.wipe()
+	return nil
+}
+
+// writeLocked applies change to a copy of h's record and stores it with
+// compare-and-swap. The caller holds h.mu and the life lock.
+func (s *Service) writeLocked(ctx context.Context, h *handle, change func(r *record, now time.Time) error) (*key, error) {
 	old := h.cur.Load()
 	rec := old.rec
 	rec.Versions = cloneVersions(old.rec.Versions)
@@ -1089,6 +1136,9 @@ func (s *Service) destroy(ctx context.Context, h *handle) error {
 		ops = append(ops, storage.Delete(aliasPath(n)))
 	}
 	if err := s.store.Apply(ctx, ops...); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			_ = s.refreshLocked(ctx, h) // the next Tick tries again
+		}
 		return fmt.Errorf("destroying key %s: %w", rec.ID, err)
 	}
 	k, err := s.reload(ctx, rec.ID)
