@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cofferkms/coffer/internal/storage"
@@ -125,8 +126,12 @@ func (k *keyring) wipe() {
 type Barrier struct {
 	backend storage.Backend
 
-	mu      sync.RWMutex
-	ring    *keyring        // nil while sealed
+	mu   sync.RWMutex
+	ring *keyring // nil while sealed
+	// open is true while ring is set and no Seal is under way. It is read
+	// without mu, so that a Seal waiting for a slow storage call in flight
+	// does not queue seal-status and every new request behind it.
+	open    atomic.Bool
 	pending map[byte][]byte // unseal shares by id, while sealed
 }
 
@@ -144,16 +149,17 @@ func (b *Barrier) Status(ctx context.Context) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	return Status{Initialized: true, Sealed: b.ring == nil, SealConfig: cfg, Progress: len(b.pending)}, nil
+	st := Status{Initialized: true, Sealed: !b.open.Load(), SealConfig: cfg}
+	if b.mu.TryRLock() { // fails while a Seal or Unseal holds or waits for mu
+		st.Progress = len(b.pending)
+		b.mu.RUnlock()
+	}
+	return st, nil
 }
 
 // Sealed reports whether data operations are refused.
 func (b *Barrier) Sealed() bool {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	return b.ring == nil
+	return !b.open.Load()
 }
 
 func (b *Barrier) sealConfig(ctx context.Context) (SealConfig, error) {
@@ -210,6 +216,7 @@ func (b *Barrier) Initialize(ctx context.Context, shares, threshold int) ([]stri
 	}
 	b.mu.Lock()
 	b.ring = ring
+	b.open.Store(true)
 	b.mu.Unlock()
 	return encShares, nil
 }
@@ -273,6 +280,7 @@ func (b *Barrier) Unseal(ctx context.Context, share string) (Status, error) {
 		return st, err
 	}
 	b.ring = ring
+	b.open.Store(true)
 	return st, nil
 }
 
@@ -293,6 +301,7 @@ func (b *Barrier) resetLocked() {
 // Seal forgets the root key and keyring. Data operations fail with ErrSealed
 // until the next Unseal.
 func (b *Barrier) Seal() {
+	b.open.Store(false) // new operations fail now, not once mu is ours
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.ring != nil {
@@ -503,6 +512,9 @@ func (b *Barrier) Get(ctx context.Context, path string) (storage.Entry, error) {
 	if err := checkPath(path); err != nil {
 		return storage.Entry{}, err
 	}
+	if !b.open.Load() {
+		return storage.Entry{}, ErrSealed
+	}
 	// The read lock is held to the end, so Seal waits for reads in flight.
 	b.mu.RLock()
 	defer b.mu.RUnlock()
@@ -568,6 +580,9 @@ func (b *Barrier) List(ctx context.Context, prefix string) ([]string, error) {
 // for an Apply in flight; an Apply that starts after Seal fails with
 // ErrSealed and writes nothing.
 func (b *Barrier) Apply(ctx context.Context, ops ...storage.Op) error {
+	if !b.open.Load() {
+		return ErrSealed
+	}
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	ring := b.ring
