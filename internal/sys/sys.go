@@ -116,11 +116,18 @@ func (s *Sys) Seal() {
 // still running (their writes fail) before it wipes key material. Wiping
 // first, as before, let a key write that overlapped the seal store the
 // wiped (all-zero) material.
+// sealFlushTimeout bounds the access-key usage flush before a seal.
+const sealFlushTimeout = 3 * time.Second
+
 func (s *Sys) sealLocked() {
 	if s.IAM != nil && !s.Barrier.Sealed() {
 		// Keep the access keys' last use across a seal or shutdown;
-		// a failure only loses last-used times.
-		_ = s.IAM.FlushUsage(context.Background())
+		// a failure only loses last-used times, so the flush gets a few
+		// seconds (where the store honours cancellation), not the power
+		// to hold up an emergency seal.
+		ctx, cancel := context.WithTimeout(context.Background(), sealFlushTimeout)
+		_ = s.IAM.FlushUsage(ctx)
+		cancel()
 	}
 	s.Barrier.Seal()
 	if s.IAM != nil {
