@@ -52,10 +52,10 @@ func TestReviewClaimedCredentialNotActedOn(t *testing.T) {
 		raised = append(raised, use(fmt.Sprintf("192.0.2.%d", i%3), "error", "unauthenticated")...)
 	}
 	mu.Lock()
-	defer mu.Unlock()
 	if len(acted) > 0 {
 		t.Errorf("the automatic response acted on a credential that was only claimed: %v", acted)
 	}
+	mu.Unlock()
 	for _, a := range raised {
 		if a.Rule == RuleNewSource {
 			t.Errorf("a failed authentication counted as the key's use from a new network: %+v", a)
