@@ -275,7 +275,7 @@ func lintGrants(st *Statement, add func(code, format string, args ...any)) {
 	if st.actions.has(actionIndex["accesskey:Update"]) {
 		var self []string
 		for i, g := range st.resources {
-			if g.any || strings.Contains(g.src, "${principal.id}") || strings.HasPrefix(g.src, "cfak_") && strings.Contains(g.src, "*") {
+			if g.any || strings.Contains(g.src, "${principal.id}") || mayMatchAccessKey(g.src) {
 				self = append(self, st.Resources[i])
 			}
 		}
@@ -284,4 +284,16 @@ func lintGrants(st *Statement, add func(code, format string, args ...any)) {
 		}
 	}
 	add(LintGrantsPolicies, "allows %s: its holder can attach stored policies to keys or roles (or write them), itself included through a key it creates or a role it may assume; keep it for administrators", strings.Join(named, ", "))
+}
+
+// mayMatchAccessKey reports whether a resource glob with a star can match
+// an access key id it does not name (cf*, cfak_*, *_*): its text before
+// the first star agrees with the prefix cfak_.
+func mayMatchAccessKey(src string) bool {
+	before, _, star := strings.Cut(src, "*")
+	if !star {
+		return false
+	}
+	const prefix = "cfak_"
+	return strings.HasPrefix(prefix, before) || strings.HasPrefix(before, prefix)
 }
