@@ -106,3 +106,46 @@ func (op Op) Validate() error {
 	}
 	return nil
 }
+
+// EventKind says what a watch event reports.
+type EventKind int
+
+// Watch event kinds.
+const (
+	// EventPut: Key was written at Revision.
+	EventPut EventKind = iota + 1
+	// EventDelete: Key was deleted at Revision.
+	EventDelete
+	// EventProgress: every change up to Revision has been delivered. A
+	// watcher sends one at least every progress interval while it is
+	// connected, so a consumer can prove its view is fresh.
+	EventProgress
+	// EventReset: the watch lost history (a compacted revision, or a
+	// backend that cannot resume) and resumed after Revision. Every cached
+	// entry under the prefix must be read again.
+	EventReset
+)
+
+// Event is one change reported by a watch. Consumers re-read the key
+// through the barrier rather than trusting a value in the event; that keeps
+// refreshing idempotent and independent of delivery order across keys.
+type Event struct {
+	Kind     EventKind
+	Key      string
+	Revision int64
+}
+
+// Watcher is implemented by backends shared by several replicas (etcd, and
+// inmem for unit tests). A single-node bbolt store has no other writer and
+// needs none.
+type Watcher interface {
+	// Revision returns the store's current revision: every write so far
+	// has a revision at or below it.
+	Revision(ctx context.Context) (int64, error)
+	// Watch delivers, in revision order, every change to keys under
+	// prefix with a revision greater than fromRevision, interleaved with
+	// EventProgress and, when history was lost, EventReset. It reconnects
+	// by itself; while it cannot, no progress events arrive. The channel
+	// is closed when ctx is done.
+	Watch(ctx context.Context, prefix string, fromRevision int64) <-chan Event
+}
