@@ -1,0 +1,493 @@
+package ha
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cofferkms/coffer/client"
+)
+
+// Build the binary once per test process.
+var (
+	buildOnce sync.Once
+	binDir    string
+	binPath   string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// cofferBin builds ./cmd/coffer from the module root into a temporary
+// directory and returns the binary's path.
+func cofferBin(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			buildErr = fmt.Errorf("finding the go tool: %w", err)
+			return
+		}
+		out, err := exec.Command(goTool, "env", "GOMOD").Output()
+		if err != nil {
+			buildErr = fmt.Errorf("go env GOMOD: %w", err)
+			return
+		}
+		gomod := strings.TrimSpace(string(out))
+		if gomod == "" || gomod == os.DevNull {
+			buildErr = errors.New("go env GOMOD: not inside the module")
+			return
+		}
+		if binDir, err = os.MkdirTemp("", "coffer-ha-"); err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(binDir, "coffer")
+		cmd := exec.Command(goTool, "build", "-o", binPath, "./cmd/coffer")
+		cmd.Dir = filepath.Dir(gomod)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/coffer: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// clusterOptions shape the replicas' config.
+type clusterOptions struct {
+	// Bolt runs one replica on a bbolt file instead of etcd (a baseline).
+	Bolt bool
+	// FreshnessBound and LeaseTTL go to ha.freshness_bound and ha.lease_ttl
+	// ("" leaves the server's default).
+	FreshnessBound string
+	LeaseTTL       string
+	// RotationCheckInterval is how often the job leader looks for due
+	// rotations (default 1h: no automatic rotation in the way).
+	RotationCheckInterval string
+	// AuditDisabled turns the trail off (benchmarks).
+	AuditDisabled bool
+	// Prefix is the etcd prefix (default /coffer-ha).
+	Prefix string
+}
+
+// replica is one `coffer server` process with a stable address.
+type replica struct {
+	idx     int
+	id      string
+	addr    string // http://127.0.0.1:PORT
+	dir     string
+	cfgPath string
+	logPath string
+	p       *proc
+	api     *API
+}
+
+// cofferCluster is N coffer replicas on one etcd cluster (or one on bbolt).
+type cofferCluster struct {
+	t        testing.TB
+	etcd     *etcdCluster
+	opts     clusterOptions
+	replicas []*replica
+	shares   []string
+	root     string
+	// Threshold is how many shares unseal.
+	threshold int
+}
+
+// startCoffer starts n replicas on etcd (nil for the bbolt baseline, n=1),
+// initializes through replica 0 and unseals every replica with the same
+// shares. Replicas are killed at cleanup.
+func startCoffer(t testing.TB, etcd *etcdCluster, n int, opts clusterOptions) *cofferCluster {
+	t.Helper()
+	if opts.Prefix == "" {
+		opts.Prefix = "/coffer-ha"
+	}
+	if opts.RotationCheckInterval == "" {
+		opts.RotationCheckInterval = "1h"
+	}
+	c := &cofferCluster{t: t, etcd: etcd, opts: opts, threshold: 2}
+	t.Cleanup(func() {
+		for _, r := range c.replicas {
+			r.p.kill()
+		}
+	})
+	dumpLogsOnFailure(t, func() []string {
+		var ls []string
+		for _, r := range c.replicas {
+			ls = append(ls, r.logPath)
+		}
+		return ls
+	})
+	bin := cofferBin(t)
+	_ = bin
+	base := t.TempDir()
+	for i := range n {
+		r := &replica{idx: i, id: fmt.Sprintf("coffer-%d", i), dir: filepath.Join(base, fmt.Sprintf("r%d", i))}
+		if err := os.MkdirAll(r.dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		r.logPath = filepath.Join(r.dir, "server.log")
+		c.replicas = append(c.replicas, r)
+		c.startReplica(r, true)
+	}
+	var ir client.InitResponse
+	c.replicas[0].api.Must(t, "POST", "/v1/sys/init", client.InitRequest{Shares: 3, Threshold: c.threshold}, &ir)
+	if len(ir.Shares) != 3 || ir.RootToken == "" {
+		t.Fatalf("init answered %d shares and root token %q", len(ir.Shares), ir.RootToken)
+	}
+	c.shares, c.root = ir.Shares, ir.RootToken
+	for _, r := range c.replicas {
+		r.api.Token = c.root
+		c.unseal(r)
+	}
+	return c
+}
+
+// config writes r's config file.
+func (c *cofferCluster) config(r *replica, port int) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "listen: %s\n", hostPort(port))
+	if c.etcd == nil {
+		fmt.Fprintf(&b, "storage:\n  path: %s\n", filepath.Join(r.dir, "coffer.db"))
+	} else {
+		fmt.Fprintf(&b, "storage:\n  etcd:\n    endpoints: [%s]\n    prefix: %s\n    dial_timeout: 5s\n",
+			strings.Join(c.etcd.Endpoints(), ", "), c.opts.Prefix)
+		fmt.Fprintf(&b, "data_dir: %s\n", r.dir)
+		fmt.Fprintf(&b, "ha:\n  replica_id: %s\n  advertise_address: http://%s\n", r.id, hostPort(port))
+		if c.opts.FreshnessBound != "" {
+			fmt.Fprintf(&b, "  freshness_bound: %s\n", c.opts.FreshnessBound)
+		}
+		if c.opts.LeaseTTL != "" {
+			fmt.Fprintf(&b, "  lease_ttl: %s\n", c.opts.LeaseTTL)
+		}
+	}
+	fmt.Fprintf(&b, "rotation_check_interval: %s\nlog_level: info\n", c.opts.RotationCheckInterval)
+	if c.opts.AuditDisabled {
+		b.WriteString("audit:\n  disabled: true\n")
+	}
+	r.cfgPath = filepath.Join(r.dir, "coffer.yaml")
+	if err := os.WriteFile(r.cfgPath, []byte(b.String()), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// startReplica starts r's process and waits for its address line. A fresh
+// replica gets a free port (retried if taken meanwhile); a restart keeps
+// its address.
+func (c *cofferCluster) startReplica(r *replica, fresh bool) {
+	t := c.t
+	t.Helper()
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		if fresh {
+			port := freePort(t)
+			c.config(r, port)
+			r.addr = "http://" + hostPort(port)
+		}
+		p, err := startProc("coffer "+r.id, cofferBin(t), []string{"server", "--config", r.cfgPath},
+			[]string{"COFFER_TOKEN=", "COFFER_ADDR="}, r.logPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.p = p
+		if r.api == nil {
+			r.api = newAPI(r.addr, c.root)
+		}
+		_, lastErr = p.waitLine("Address:", patience())
+		if lastErr == nil {
+			return
+		}
+		p.kill()
+		if !fresh && !strings.Contains(lastErr.Error(), "address already in use") {
+			break
+		}
+	}
+	t.Fatalf("coffer %s did not start: %v", r.id, lastErr)
+}
+
+// unseal submits shares to r until it is unsealed; it retries while the
+// replica cannot reach storage yet.
+func (c *cofferCluster) unseal(r *replica) {
+	c.t.Helper()
+	err := waitFor(patience(), 200*time.Millisecond, func() error {
+		if r.p.exited() {
+			return permanent(fmt.Errorf("coffer %s exited: %v", r.id, r.p.err))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var st client.SealStatus
+		for _, sh := range c.shares[:c.threshold] {
+			if err := r.api.Do(ctx, "POST", "/v1/sys/unseal", client.UnsealRequest{Share: sh}, &st); err != nil {
+				r.api.Do(ctx, "POST", "/v1/sys/unseal", client.UnsealRequest{Reset: true}, nil)
+				return err
+			}
+			if !st.Sealed {
+				break
+			}
+		}
+		if st.Sealed {
+			return fmt.Errorf("coffer %s still sealed: %+v", r.id, st)
+		}
+		return nil
+	})
+	if err != nil {
+		c.t.Fatalf("unsealing %s: %v", r.id, err)
+	}
+	c.waitReady(r)
+}
+
+// waitReady polls /readyz until it answers 200.
+func (c *cofferCluster) waitReady(r *replica) {
+	c.t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second}
+	err := waitFor(patience(), 100*time.Millisecond, func() error {
+		if r.p.exited() {
+			return permanent(fmt.Errorf("coffer %s exited: %v", r.id, r.p.err))
+		}
+		resp, err := hc.Get(r.addr + "/readyz")
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s /readyz: %s %s", r.id, resp.Status, b)
+		}
+		return nil
+	})
+	if err != nil {
+		c.t.Fatalf("coffer %s not ready: %v", r.id, err)
+	}
+}
+
+// Kill sends SIGKILL to replica i.
+func (c *cofferCluster) Kill(i int) { c.replicas[i].p.kill() }
+
+// Pause sends SIGSTOP to replica i; Resume sends SIGCONT.
+func (c *cofferCluster) Pause(i int) {
+	if err := c.replicas[i].p.signal(syscall.SIGSTOP); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *cofferCluster) Resume(i int) {
+	if err := c.replicas[i].p.signal(syscall.SIGCONT); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// Restart starts replica i again (it must have ended), on the same
+// address, and unseals it.
+func (c *cofferCluster) Restart(i int) {
+	c.t.Helper()
+	r := c.replicas[i]
+	r.p.stop(20 * time.Second)
+	c.startReplica(r, false)
+	c.unseal(r)
+}
+
+// member is one entry of GET /v1/sys/members, decoded loosely so that the
+// harness does not depend on every field.
+type member map[string]any
+
+// Leader returns the index of the replica that holds the job leadership,
+// from GET /v1/sys/members on any live replica, or -1 when no replica says.
+func (c *cofferCluster) Leader() int {
+	for _, r := range c.replicas {
+		if r.p.exited() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		var raw json.RawMessage
+		err := r.api.Do(ctx, "GET", "/v1/sys/members", nil, &raw)
+		cancel()
+		if err != nil {
+			continue
+		}
+		if i := leaderIn(raw, c.replicas); i >= 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// leaderIn finds the leader's replica index in a members answer: an object
+// {"members": [...], "leader": ID?} or a bare list; a member is the leader
+// when its "leader" (or "is_leader") field is true, or when its id equals
+// the top-level "leader".
+func leaderIn(raw json.RawMessage, rs []*replica) int {
+	var wrapped struct {
+		Members []member `json:"members"`
+		Leader  any      `json:"leader"`
+	}
+	var list []member
+	if json.Unmarshal(raw, &wrapped) != nil || wrapped.Members == nil {
+		if json.Unmarshal(raw, &list) != nil {
+			return -1
+		}
+	} else {
+		list = wrapped.Members
+	}
+	idx := func(id string) int {
+		for i, r := range rs {
+			if r.id == id || strings.TrimRight(r.addr, "/") == strings.TrimRight(id, "/") {
+				return i
+			}
+		}
+		return -1
+	}
+	if s, ok := wrapped.Leader.(string); ok && s != "" {
+		if i := idx(s); i >= 0 {
+			return i
+		}
+	}
+	for _, m := range list {
+		lead := m["leader"] == true || m["is_leader"] == true || m["job_leader"] == true
+		if !lead {
+			continue
+		}
+		for _, f := range []string{"replica_id", "id", "address", "advertise_address"} {
+			if s, ok := m[f].(string); ok {
+				if i := idx(s); i >= 0 {
+					return i
+				}
+			}
+		}
+	}
+	return -1
+}
+
+// API calls a replica's REST API with raw net/http and the client
+// package's wire types.
+type API struct {
+	Base  string
+	Token string
+	HC    *http.Client
+}
+
+func newAPI(base, token string) *API {
+	return &API{Base: base, Token: token,
+		HC: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32}}}
+}
+
+// withToken is a copy of a that sends tok.
+func (a *API) withToken(tok string) *API { return &API{Base: a.Base, Token: tok, HC: a.HC} }
+
+// StatusError is a non-2xx answer.
+type StatusError struct {
+	Status int
+	Body   client.Error
+	Raw    string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("status %d: %s: %s", e.Status, e.Body.Code, e.Body.Message)
+}
+
+// statusOf returns the HTTP status of err (0: not an answer).
+func statusOf(err error) int {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.Status
+	}
+	return 0
+}
+
+// codeOf returns the error code of err ("" if not an answer).
+func codeOf(err error) string {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.Body.Code
+	}
+	return ""
+}
+
+// Do sends in as JSON (nil: no body) and decodes a 2xx answer into out.
+// Non-2xx answers come back as *StatusError; transport failures as they are.
+func (a *API) Do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, a.Base+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if a.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.Token)
+	}
+	resp, err := a.HC.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		se := &StatusError{Status: resp.StatusCode, Raw: string(raw)}
+		var eb client.ErrorBody
+		if json.Unmarshal(raw, &eb) == nil {
+			se.Body = eb.Error
+		}
+		return se
+	}
+	if out != nil && resp.StatusCode != http.StatusNoContent {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return fmt.Errorf("decoding %s %s answer %q: %w", method, path, raw, err)
+		}
+	}
+	return nil
+}
+
+// Must is Do that fails the test on any error.
+func (a *API) Must(t testing.TB, method, path string, in, out any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := a.Do(ctx, method, path, in, out); err != nil {
+		t.Fatalf("%s %s%s: %v", method, a.Base, path, err)
+	}
+}
+
+// Eventually retries Do until it succeeds (a replica may be restarting or
+// its etcd member away); it fails the test after the patience deadline.
+func (a *API) Eventually(t testing.TB, method, path string, in, out any) {
+	t.Helper()
+	err := waitFor(patience(), 200*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return a.Do(ctx, method, path, in, out)
+	})
+	if err != nil {
+		t.Fatalf("%s %s%s: %v", method, a.Base, path, err)
+	}
+}

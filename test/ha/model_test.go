@@ -1,0 +1,250 @@
+package ha
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// The linearizability check, as etcd's robustness tests do it: every client
+// operation is recorded with its call and return times and the history of
+// each object is checked against a sequential model with porcupine. An
+// operation whose outcome is unknown (a transport error, a timeout, a 5xx)
+// is recorded as pending: its return time is infinity and the model lets it
+// take effect at any point after its call, or never (linearized last).
+// Reads with an unknown outcome constrain nothing and are not recorded.
+//
+// Replicas answer reads of keys, aliases, policies and tokens from caches
+// kept coherent through etcd watches, which the design bounds by the
+// freshness bound rather than making them linearizable. A read therefore
+// gets a window: its call time is moved back by the bound ("stale"), so the
+// check is "every read returns a value the object had at some point
+// between bound before its call and its return, and writes are
+// linearizable". A stale value older than the bound, a lost or doubled
+// rotation, an alias seen moving backwards or a revoked token accepted
+// after the bound all fail it.
+
+// Operation kinds.
+const (
+	opCreateKey   = "create-key"   // out.N: version
+	opRotate      = "rotate"       // out.N: new primary version
+	opDescribe    = "describe"     // out.N: primary version (read)
+	opAliasCreate = "alias-create" // arg: key id; out.OK: created, else "exists"
+	opAliasDelete = "alias-delete" // out.OK: deleted, else "not found"
+	opResolve     = "resolve"      // out.S: key id, "" for none (read)
+	opPolicyPut   = "policy-put"   // arg: "allow" or "deny"
+	opEvaluate    = "evaluate"     // out.OK: allowed (read)
+	opRevoke      = "revoke"       // revoke a token
+	opUse         = "use"          // out.OK: accepted (read)
+)
+
+// linInput is what a client asked, on which object.
+type linInput struct {
+	Obj     string
+	Kind    string
+	Arg     string
+	Replica int
+}
+
+// linOutput is what it was told. Unknown: no answer that says.
+type linOutput struct {
+	Unknown bool
+	OK      bool
+	N       int
+	S       string
+}
+
+// linState is one object's state: N a key's primary version, S an alias's
+// key id, B a policy's allow or a token's revoked.
+type linState struct {
+	N int
+	S string
+	B bool
+}
+
+func isRead(kind string) bool {
+	return kind == opDescribe || kind == opResolve || kind == opEvaluate || kind == opUse
+}
+
+// linStep is the sequential specification of every object kind.
+func linStep(state, input, output any) (bool, any) {
+	s, in, out := state.(linState), input.(linInput), output.(linOutput)
+	switch in.Kind {
+	case opCreateKey:
+		return out.Unknown || out.N == 1, linState{N: 1}
+	case opRotate:
+		return out.Unknown || out.N == s.N+1, linState{N: s.N + 1}
+	case opDescribe:
+		return out.N == s.N, s
+	case opAliasCreate:
+		switch {
+		case out.Unknown:
+			if s.S == "" {
+				return true, linState{S: in.Arg}
+			}
+			return true, s
+		case out.OK:
+			return s.S == "", linState{S: in.Arg}
+		default:
+			return s.S != "", s
+		}
+	case opAliasDelete:
+		switch {
+		case out.Unknown:
+			return true, linState{}
+		case out.OK:
+			return s.S != "", linState{}
+		default:
+			return s.S == "", s
+		}
+	case opResolve:
+		return out.S == s.S, s
+	case opPolicyPut:
+		return true, linState{B: in.Arg == "allow"}
+	case opEvaluate:
+		return out.OK == s.B, s
+	case opRevoke:
+		return true, linState{B: true}
+	case opUse:
+		return out.OK == !s.B, s
+	}
+	return false, s
+}
+
+// linModel partitions the history by object.
+var linModel = porcupine.Model{
+	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
+		by := map[string][]porcupine.Operation{}
+		var objs []string
+		for _, op := range history {
+			o := op.Input.(linInput).Obj
+			if _, ok := by[o]; !ok {
+				objs = append(objs, o)
+			}
+			by[o] = append(by[o], op)
+		}
+		sort.Strings(objs)
+		out := make([][]porcupine.Operation, 0, len(objs))
+		for _, o := range objs {
+			out = append(out, by[o])
+		}
+		return out
+	},
+	Init: func() any { return linState{} },
+	Step: linStep,
+	DescribeOperation: func(input, output any) string {
+		in, out := input.(linInput), output.(linOutput)
+		res := ""
+		switch {
+		case out.Unknown:
+			res = "?"
+		case in.Kind == opCreateKey || in.Kind == opRotate || in.Kind == opDescribe:
+			res = fmt.Sprint(out.N)
+		case in.Kind == opResolve:
+			res = fmt.Sprintf("%q", out.S)
+		default:
+			res = fmt.Sprint(out.OK)
+		}
+		return fmt.Sprintf("r%d %s %s(%s) -> %s", in.Replica, in.Obj, in.Kind, in.Arg, res)
+	},
+	DescribeState: func(state any) string { return fmt.Sprintf("%+v", state.(linState)) },
+}
+
+// history records client operations. Times are nanoseconds since start.
+type history struct {
+	mu    sync.Mutex
+	start time.Time
+	stale time.Duration // window given to reads
+	ops   []porcupine.Operation
+	// counts per kind, for the report
+	counts map[string]int
+}
+
+func newHistory(stale time.Duration) *history {
+	return &history{start: time.Now(), stale: stale, counts: map[string]int{}}
+}
+
+// now is the current history time.
+func (h *history) now() int64 { return int64(time.Since(h.start)) }
+
+// add records one operation called at call and answered at ret with out;
+// an unknown outcome makes a write pending and drops a read.
+func (h *history) add(client int, in linInput, call int64, out linOutput, ret int64) {
+	if out.Unknown {
+		if isRead(in.Kind) {
+			return
+		}
+		ret = math.MaxInt64
+	}
+	if isRead(in.Kind) {
+		call -= int64(h.stale)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.counts[in.Kind]++
+	if out.Unknown {
+		h.counts[in.Kind+" (pending)"]++
+	}
+	h.ops = append(h.ops, porcupine.Operation{ClientId: client, Input: in, Call: call, Output: out, Return: ret})
+}
+
+// summary lists the recorded counts.
+func (h *history) summary() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var ks []string
+	for k := range h.counts {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	var b strings.Builder
+	for _, k := range ks {
+		fmt.Fprintf(&b, "%s=%d ", k, h.counts[k])
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// check runs porcupine on the history; on a violation (or a check that
+// could not finish) it writes the visualisation and fails t with its path.
+func (h *history) check(t testing.TB, timeout time.Duration) porcupine.CheckResult {
+	t.Helper()
+	h.mu.Lock()
+	ops := append([]porcupine.Operation(nil), h.ops...)
+	h.mu.Unlock()
+	began := time.Now()
+	res, info := porcupine.CheckOperationsVerbose(linModel, ops, timeout)
+	t.Logf("linearizability: %d operations (%s), stale window for reads %s: %s in %s",
+		len(ops), h.summary(), h.stale, res, time.Since(began).Round(time.Millisecond))
+	if res != porcupine.Ok {
+		path := artifactPath(t, "linearizability.html")
+		if err := porcupine.VisualizePath(linModel, info, path); err != nil {
+			t.Errorf("writing the visualisation: %v", err)
+		}
+		t.Errorf("history is %s; visualisation: %s", res, path)
+	}
+	return res
+}
+
+// artifactPath is a file in $COFFER_HA_ARTIFACTS, or in a new directory
+// under the system temp dir that outlives the test (t.TempDir would not).
+func artifactPath(t testing.TB, name string) string {
+	dir := os.Getenv("COFFER_HA_ARTIFACTS")
+	if dir == "" {
+		d, err := os.MkdirTemp("", "coffer-ha-artifacts-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir = d
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+name)
+}
