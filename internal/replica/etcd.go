@@ -15,12 +15,17 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
-// Paths under the store's prefix. Member records and election keys are
-// plain JSON and replica ids, not barrier-encrypted: a sealed replica has
-// no barrier key and must still publish its record.
+// Paths beside the store's data. The etcd backend keeps the barrier's
+// entries under "<prefix>/"; member records and election keys live under
+// "<prefix>.replicas/", outside that range, so that listing, watching,
+// rewrapping, snapshotting or restoring the store never meets them (a
+// restored member record would have no lease and never expire). An etcd
+// role granted the key prefix "<prefix>" covers both. They are plain JSON
+// and replica ids, not barrier-encrypted: a sealed replica has no barrier
+// key and must still publish its record. They hold no secret.
 const (
-	membersDir  = "/replicas/members/"
-	electionDir = "/replicas/leader"
+	membersDir  = ".replicas/members/"
+	electionDir = ".replicas/leader"
 )
 
 // Etcd is the replica of a server on etcd. Its background loop keeps one

@@ -130,6 +130,11 @@ func TestMembersAndOneLeader(t *testing.T) {
 			t.Fatalf("member %s: sealed=%v", m.ID, m.Sealed)
 		}
 	}
+	// Nothing lands in the store's data range, which the barrier lists,
+	// watches, rewraps and snapshots.
+	if resp, err := rs[0].cli.Get(context.Background(), "/coffer-test/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != 0 {
+		t.Fatalf("keys under the data prefix: %v %v", resp, err)
+	}
 	// The seal state follows the replica (polled every second).
 	rs[1].sealed.Store(false)
 	rs[2].sealed.Store(true)
