@@ -375,7 +375,19 @@ func (b *Barrier) RotateKeyring(ctx context.Context) (uint32, error) {
 	if b.ring == nil {
 		return 0, ErrSealed
 	}
-	old := b.ring
+	// Build on the stored keyring, and write it back only if no other
+	// replica rotated meanwhile: a lost term loses every entry under it.
+	old, rev, err := b.storedRingLocked(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if old != b.ring {
+		prev := b.ring
+		b.ring = old
+		for _, t := range prev.Terms {
+			clear(t.Key)
+		}
+	}
 	next := &keyring{ActiveTerm: old.ActiveTerm + 1, root: old.root}
 	t := &term{Term: next.ActiveTerm, Key: make([]byte, 32), Created: time.Now().UTC()}
 	rand.Read(t.Key)
@@ -387,7 +399,10 @@ func (b *Barrier) RotateKeyring(ctx context.Context) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := b.backend.Apply(ctx, storage.Put(pathKeyring, sealed)); err != nil {
+	if err := b.backend.Apply(ctx, storage.Op{Kind: storage.OpPut, Key: pathKeyring, Value: sealed, IfRevision: rev}); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return 0, errKeyringRotated
+		}
 		return 0, fmt.Errorf("writing keyring: %w", err)
 	}
 	b.ring = next

@@ -1,0 +1,131 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cofferkms/coffer/internal/storage"
+)
+
+// Cache coherence with other replicas. A token issued, renewed or revoked
+// on another replica, or a leak report made there, reaches this one as a
+// watch event naming the stored path (internal/sys). Refresh reads that
+// path again and updates or drops the cached record; it reads the current
+// stored value, so it is idempotent.
+//
+// Revocation across replicas. A revocation deletes the tokens the
+// revoking replica knows and their descendants. Two cases escape that and
+// are closed here:
+//   - a token made from a parent another replica is revoking at the same
+//     moment, stored after the parent's deletion: when its creation
+//     arrives and its parent is already gone, it is revoked here;
+//   - a descendant the revoking replica had not seen yet: when the
+//     parent's deletion arrives, the cached descendants are revoked here
+//     (unless the parent had expired: expiry is not revocation).
+// Every replica that sees such a case deletes the same records, which is
+// idempotent.
+
+// Refresh re-reads one stored path of the token store (auth/tokens/ACC or
+// auth/leaked/FINGERPRINT) and brings the cache in line with it. Other
+// paths are ignored.
+func (t *Tokens) Refresh(ctx context.Context, path string) error {
+	switch {
+	case strings.HasPrefix(path, tokenPath):
+		return t.refreshToken(ctx, strings.TrimPrefix(path, tokenPath))
+	case strings.HasPrefix(path, leakedPath):
+		return t.refreshLeaked(ctx, path)
+	}
+	return nil
+}
+
+// Resync reloads every token and leak mark, with issuing, renewing and
+// revoking held off meanwhile so no local change is lost: after a watch
+// lost history (storage.EventReset).
+func (t *Tokens) Resync(ctx context.Context) error {
+	t.gate.Lock()
+	defer t.gate.Unlock()
+	return t.Load(ctx)
+}
+
+func (t *Tokens) refreshToken(ctx context.Context, accessor string) error {
+	// Exclusive, like a revocation: no token is issued or renewed here
+	// while the cache changes under it.
+	t.gate.Lock()
+	defer t.gate.Unlock()
+	t.mu.RLock()
+	cached := t.byAccessor[accessor]
+	t.mu.RUnlock()
+	e, err := t.store.Get(ctx, tokenPath+accessor)
+	if errors.Is(err, storage.ErrNotFound) {
+		if cached == nil {
+			return nil
+		}
+		return t.dropLocked(ctx, cached)
+	}
+	if err != nil {
+		return fmt.Errorf("refreshing token %s: %w", accessor, err)
+	}
+	r := &tokenRecord{}
+	if err := json.Unmarshal(e.Value, r); err != nil || len(r.Hash) != 32 || r.Accessor != accessor {
+		return fmt.Errorf("refreshing token %s: malformed token record", accessor)
+	}
+	if err := r.compile(); err != nil {
+		return fmt.Errorf("refreshing token %s: %w", accessor, err)
+	}
+	if cached == nil && r.Parent != "" {
+		t.mu.RLock()
+		parent := t.byAccessor[r.Parent]
+		t.mu.RUnlock()
+		if parent == nil {
+			// Made from a token that was revoked before this one was
+			// stored: it must not outlive its parent's revocation.
+			return t.deleteLocked(ctx, []*tokenRecord{r})
+		}
+	}
+	t.mu.Lock()
+	t.byHash[[32]byte(r.Hash)] = r
+	t.byAccessor[accessor] = r
+	t.mu.Unlock()
+	return nil
+}
+
+// dropLocked forgets a token deleted elsewhere. A revoked (not expired)
+// token's descendants cached here are revoked too. The caller holds gate.
+func (t *Tokens) dropLocked(ctx context.Context, r *tokenRecord) error {
+	t.mu.Lock()
+	delete(t.byHash, [32]byte(r.Hash))
+	delete(t.byAccessor, r.Accessor)
+	var children []*tokenRecord
+	for _, c := range t.byAccessor {
+		if c.Parent == r.Accessor {
+			children = append(children, c)
+		}
+	}
+	t.mu.Unlock()
+	if expired := !r.ExpiresAt.IsZero() && !t.now().Before(r.ExpiresAt); expired || len(children) == 0 {
+		return nil
+	}
+	_, err := t.revokeLocked(ctx, children)
+	return err
+}
+
+func (t *Tokens) refreshLeaked(ctx context.Context, path string) error {
+	fp := strings.TrimPrefix(path, leakedPath)
+	e, err := t.store.Get(ctx, path)
+	if errors.Is(err, storage.ErrNotFound) {
+		t.mu.Lock()
+		delete(t.leaked, fp)
+		t.mu.Unlock()
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("refreshing leak report %s: %w", truncate(fp), err)
+	}
+	t.mu.Lock()
+	t.leaked[fp] = string(e.Value)
+	t.mu.Unlock()
+	return nil
+}
