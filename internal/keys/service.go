@@ -853,14 +853,19 @@ func (s *Service) Rotate(ctx context.Context, ref string) (client.Key, error) {
 	if err != nil {
 		return client.Key{}, err
 	}
-	k, err := s.rotateHandle(ctx, h, false)
+	k, err := s.rotateHandle(ctx, h, false, 0)
 	if err != nil {
 		return client.Key{}, err
 	}
 	return s.view(k), nil
 }
 
-func (s *Service) rotateHandle(ctx context.Context, h *handle, onlyIfDue bool) (*key, error) {
+// rotateHandle adds a primary version. With onlyIfDue it rotates only
+// when the rotation period has passed, and with ifPrimary (not 0) only
+// while ifPrimary is still the primary version: both are decided again on
+// the stored record when compare-and-swap finds that it moved on (another
+// replica rotated first), so one due rotation makes one version.
+func (s *Service) rotateHandle(ctx context.Context, h *handle, onlyIfDue bool, ifPrimary uint32) (*key, error) {
 	k, err := s.updateHandle(ctx, h, func(r *record, now time.Time) error {
 		if r.State != client.KeyEnabled {
 			if err := notDeleted(r); err != nil {
@@ -869,6 +874,9 @@ func (s *Service) rotateHandle(ctx context.Context, h *handle, onlyIfDue bool) (
 			return fmt.Errorf("%w: key %s is %s; only enabled keys rotate", ErrInvalidState, r.ID, r.State)
 		}
 		if onlyIfDue && (r.RotationPeriod == 0 || now.Before(r.LastRotatedAt.Add(r.RotationPeriod))) {
+			return errNotDue
+		}
+		if ifPrimary != 0 && r.Primary != ifPrimary {
 			return errNotDue
 		}
 		next := r.Primary + 1
@@ -1083,14 +1091,24 @@ func (s *Service) Tick(ctx context.Context) (rotated, destroyed int, err error) 
 		r := h.cur.Load().rec
 		switch {
 		case r.State == client.KeyPendingDeletion && r.DeletionDate != nil && !now.Before(*r.DeletionDate):
-			if err := s.destroy(ctx, h); err != nil {
+			if err := s.destroy(ctx, h); errors.Is(err, errNotDue) {
+				// Destroyed, or cancelled, elsewhere since it was cached.
+			} else if err != nil {
 				errs = append(errs, err)
 			} else {
 				destroyed++
 			}
 		case r.State == client.KeyEnabled && r.RotationPeriod > 0 && !now.Before(r.LastRotatedAt.Add(r.RotationPeriod)),
 			r.State == client.KeyEnabled && h.uses.Load() >= s.rotateAfter:
-			_, err := s.rotateHandle(ctx, h, h.uses.Load() < s.rotateAfter)
+			// Due by its period, or by the uses of primary version
+			// r.Primary: either is decided again on the stored record if
+			// another replica wrote it first.
+			usedUp := h.uses.Load() >= s.rotateAfter
+			ifPrimary := uint32(0)
+			if usedUp {
+				ifPrimary = r.Primary
+			}
+			_, err := s.rotateHandle(ctx, h, !usedUp, ifPrimary)
 			if err != nil && !errors.Is(err, errNotDue) {
 				errs = append(errs, err)
 			} else if err == nil {
@@ -1103,7 +1121,9 @@ func (s *Service) Tick(ctx context.Context) (rotated, destroyed int, err error) 
 
 // destroy wipes the material of a key whose deletion date has passed and
 // removes its aliases. A tombstone stays so that Decrypt can say the key was
-// deleted rather than that it never existed.
+// deleted rather than that it never existed. It returns errNotDue when the
+// stored record is no longer due: another replica destroyed the key first,
+// or the deletion was cancelled.
 func (s *Service) destroy(ctx context.Context, h *handle) error {
 	if err := s.beginWrite(); err != nil {
 		return err
@@ -1114,10 +1134,31 @@ func (s *Service) destroy(ctx context.Context, h *handle) error {
 	if h.gone {
 		return fmt.Errorf("key service: %w", barrier.ErrSealed)
 	}
+	s.aliasMu.Lock()
+	defer s.aliasMu.Unlock()
+	for attempt := 0; ; attempt++ {
+		err := s.destroyLocked(ctx, h)
+		if attempt == maxWriteAttempts-1 || !errors.Is(err, storage.ErrConflict) {
+			return err
+		}
+		// The stored record (or an alias) moved on: another replica, or a
+		// rewrap, wrote it since this one cached it. Decide again on what
+		// is stored now.
+		if s.refreshLocked(ctx, h) != nil {
+			return err
+		}
+	}
+}
+
+// destroyLocked is one attempt of destroy. The caller holds h.mu, the
+// alias lock and the life lock. The record is written with
+// compare-and-swap on its cached revision, and each alias is deleted only
+// if it still points at this key, unchanged since it was read.
+func (s *Service) destroyLocked(ctx context.Context, h *handle) error {
 	old := h.cur.Load()
 	rec := old.rec
-	if rec.State != client.KeyPendingDeletion {
-		return nil
+	if rec.State != client.KeyPendingDeletion || rec.DeletionDate == nil || s.now().Before(*rec.DeletionDate) {
+		return errNotDue
 	}
 	rec.State = client.KeyDeleted
 	rec.Versions = make([]versionRecord, len(old.rec.Versions))
@@ -1129,16 +1170,23 @@ func (s *Service) destroy(ctx context.Context, h *handle) error {
 		return err
 	}
 	ops := []storage.Op{{Kind: storage.OpPut, Key: keyPrefix + rec.ID, Value: val, IfRevision: old.rev}}
-	s.aliasMu.Lock()
-	defer s.aliasMu.Unlock()
-	names := s.aliasesOf(rec.ID)
-	for _, n := range names {
-		ops = append(ops, storage.Delete(aliasPath(n)))
+	var names []string
+	for _, n := range s.aliasesOf(rec.ID) {
+		e, err := s.store.Get(ctx, aliasPath(n))
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("destroying key %s: reading alias %s: %w", rec.ID, n, err)
+		}
+		var a aliasRecord
+		if json.Unmarshal(e.Value, &a) != nil || a.KeyID != rec.ID {
+			continue // moved to another key elsewhere: not this key's to delete
+		}
+		ops = append(ops, storage.Op{Kind: storage.OpDelete, Key: aliasPath(n), IfRevision: e.Revision})
+		names = append(names, n)
 	}
 	if err := s.store.Apply(ctx, ops...); err != nil {
-		if errors.Is(err, storage.ErrConflict) {
-			_ = s.refreshLocked(ctx, h) // the next Tick tries again
-		}
 		return fmt.Errorf("destroying key %s: %w", rec.ID, err)
 	}
 	k, err := s.reload(ctx, rec.ID)
