@@ -4,6 +4,12 @@
 // exits: nothing is durable, so it must never back a real Coffer server. Its
 // semantics (revisions, conditions, atomic batches) match the durable
 // backends, which the storagetest suite checks.
+//
+// It also implements storage.Watcher from an in-process log of every change
+// (kept for the backend's lifetime: tests only), so code that follows a
+// shared store can be unit-tested without etcd. Its history is never
+// compacted, so it never sends storage.EventReset. SetWatchPaused stops
+// every watch's delivery (changes and progress) to simulate a lost watch.
 package inmem
 
 import (
@@ -11,8 +17,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cofferkms/coffer/internal/storage"
 )
@@ -32,13 +40,52 @@ type Backend struct {
 	data     map[string]entry
 	revision int64 // revision of the last write; 0 before the first
 	closed   bool
+
+	log      []storage.Event // every change, in revision order
+	notify   chan struct{}   // closed and replaced on every change to watchers' view
+	progress time.Duration   // progress interval of new watches
+	paused   bool
 }
 
-var _ storage.Backend = (*Backend)(nil)
+var (
+	_ storage.Backend = (*Backend)(nil)
+	_ storage.Watcher = (*Backend)(nil)
+)
+
+// DefaultProgressInterval is the progress interval of a new backend's
+// watches.
+const DefaultProgressInterval = 50 * time.Millisecond
 
 // New returns an empty in-memory backend.
 func New() *Backend {
-	return &Backend{data: make(map[string]entry)}
+	return &Backend{data: make(map[string]entry), notify: make(chan struct{}), progress: DefaultProgressInterval}
+}
+
+// SetProgressInterval sets how often watches started afterwards send
+// storage.EventProgress.
+func (b *Backend) SetProgressInterval(d time.Duration) {
+	if d <= 0 {
+		panic("inmem: progress interval must be positive")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.progress = d
+}
+
+// SetWatchPaused pauses (true) or resumes (false) every watch: while paused,
+// watches deliver neither changes nor progress, as if their connection were
+// lost; on resume they deliver what they missed, in order.
+func (b *Backend) SetWatchPaused(paused bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.paused = paused
+	b.wake()
+}
+
+// wake tells watchers to look again; b.mu is held for writing.
+func (b *Backend) wake() {
+	close(b.notify)
+	b.notify = make(chan struct{})
 }
 
 // Get returns the entry at key, or storage.ErrNotFound.
@@ -115,18 +162,99 @@ func (b *Backend) Apply(ctx context.Context, ops ...storage.Op) error {
 		switch op.Kind {
 		case storage.OpPut:
 			b.data[op.Key] = entry{value: slices.Clone(op.Value), revision: b.revision}
+			b.log = append(b.log, storage.Event{Kind: storage.EventPut, Key: op.Key, Revision: b.revision})
 		case storage.OpDelete:
-			delete(b.data, op.Key)
+			if _, ok := b.data[op.Key]; ok {
+				delete(b.data, op.Key)
+				b.log = append(b.log, storage.Event{Kind: storage.EventDelete, Key: op.Key, Revision: b.revision})
+			}
 		}
 	}
+	b.wake()
 	return nil
 }
 
 // Close discards the data. Every later call fails; closing again is a no-op.
+// Open watches end.
 func (b *Backend) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
 	b.closed = true
 	b.data = nil
+	b.log = nil
+	b.wake()
 	return nil
+}
+
+// Revision returns the revision of the last write.
+func (b *Backend) Revision(ctx context.Context) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return 0, errClosed
+	}
+	return b.revision, nil
+}
+
+// Watch implements storage.Watcher from the backend's change log. Progress
+// events come every progress interval (see SetProgressInterval); the
+// channel is closed when ctx is done or the backend is closed.
+func (b *Backend) Watch(ctx context.Context, prefix string, fromRevision int64) <-chan storage.Event {
+	out := make(chan storage.Event, 64)
+	b.mu.RLock()
+	interval := b.progress
+	b.mu.RUnlock()
+	go func() {
+		defer close(out)
+		send := func(e storage.Event) bool {
+			select {
+			case out <- e:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		last := fromRevision
+		for {
+			b.mu.RLock()
+			closed, paused, notify := b.closed, b.paused, b.notify
+			var batch []storage.Event
+			if !closed && !paused {
+				i := sort.Search(len(b.log), func(i int) bool { return b.log[i].Revision > last })
+				for _, e := range b.log[i:] {
+					if strings.HasPrefix(e.Key, prefix) {
+						batch = append(batch, e)
+					}
+				}
+				last = max(last, b.revision)
+			}
+			b.mu.RUnlock()
+			if closed {
+				return
+			}
+			for _, e := range batch {
+				if !send(e) {
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-notify:
+			case <-tick.C:
+				if !paused && !send(storage.Event{Kind: storage.EventProgress, Revision: last}) {
+					return
+				}
+			}
+		}
+	}()
+	return out
 }
