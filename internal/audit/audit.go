@@ -64,6 +64,9 @@ type Record struct {
 	Seq  uint64 `json:"seq,omitempty"`
 	Prev string `json:"prev,omitempty"`
 	Type string `json:"type"`
+	// Replica is the replica whose trail holds the record (format 3);
+	// the Trail sets it.
+	Replica string `json:"replica,omitempty"`
 
 	Time      time.Time `json:"time"`
 	RequestID string    `json:"request_id,omitempty"`

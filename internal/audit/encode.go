@@ -29,6 +29,7 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 	}
 	b = append(b, `"type":`...)
 	b = appendJSONString(b, r.Type)
+	b = appendField(b, `,"replica":`, r.Replica)
 	b = append(b, `,"time":`...)
 	var ok bool
 	if b, ok = appendJSONTime(b, r.Time); !ok {

@@ -135,6 +135,19 @@ func checkpointMessageV2(seq uint64, prev, time string, fileStart uint64) []byte
 	return fmt.Appendf(nil, "coffer-audit-checkpoint-v2\n%d\n%s\n%s\n%d", seq, prev, time, fileStart)
 }
 
+// checkpointMessageV3 is what a format-3 checkpoint's signature covers:
+// a format-2 checkpoint's message, plus the replica whose trail it ends,
+// so a replica's trail cannot be passed off as another's.
+func checkpointMessageV3(replica string, seq uint64, prev, time string, fileStart uint64) []byte {
+	return fmt.Appendf(nil, "coffer-audit-checkpoint-v3\n%s\n%d\n%s\n%s\n%d", replica, seq, prev, time, fileStart)
+}
+
+// startMessageV3 is what a format-3 start record's signature covers: a
+// format-2 start record's message, plus the replica.
+func startMessageV3(replica string, seq uint64, prev, time string, fileStart, unverifiedFrom, unverifiedTo uint64) []byte {
+	return fmt.Appendf(nil, "coffer-audit-start-v3\n%s\n%d\n%s\n%s\n%d\n%d\n%d", replica, seq, prev, time, fileStart, unverifiedFrom, unverifiedTo)
+}
+
 // startMessage is what a start record's signature covers: like a format-2
 // checkpoint, plus the range of records the trail found unsigned after
 // the last signed line when it opened the log (0 0 when none).

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"slices"
 	"strings"
 	"time"
 )
@@ -19,10 +20,15 @@ type Query struct {
 	Outcome  string // ok or error, or an error code
 	// Checkpoints includes checkpoint and start lines.
 	Checkpoints bool
+	// Replicas, if set, keeps the records of these replicas only.
+	Replicas []string
 }
 
 // Match reports whether r matches q.
 func (q *Query) Match(r *Record) bool {
+	if len(q.Replicas) > 0 && !slices.Contains(q.Replicas, r.Replica) {
+		return false
+	}
 	if r.Type == TypeCheckpoint || r.Type == TypeStart {
 		return q.Checkpoints
 	}
@@ -71,6 +77,19 @@ func (r *Record) itemMatch(f func(*Item) bool) bool {
 // Search streams the lines of r that match q to fn. A literal prefilter
 // skips the JSON decoding of lines that cannot match.
 func Search(r io.Reader, q Query, fn func(line []byte, rec *Record) error) error {
+	match := q.matcher()
+	return eachLine(r, func(line []byte) error {
+		if rec := match(line); rec != nil {
+			return fn(bytes.TrimSuffix(line, []byte("\n")), rec)
+		}
+		return nil
+	})
+}
+
+// matcher returns a function that decodes a line and returns its record
+// when it matches q (nil otherwise). A literal prefilter skips the JSON
+// decoding of lines that cannot match.
+func (q *Query) matcher() func(line []byte) *Record {
 	var needles [][]byte
 	for _, s := range []string{q.Principal, strings.TrimSuffix(q.Action, "*"), q.Resource} {
 		if s != "" {
@@ -78,7 +97,7 @@ func Search(r io.Reader, q Query, fn func(line []byte, rec *Record) error) error
 			needles = append(needles, b[1:len(b)-1])
 		}
 	}
-	return eachLine(r, func(line []byte) error {
+	return func(line []byte) *Record {
 		for _, n := range needles {
 			if !bytes.Contains(line, n) {
 				return nil
@@ -86,8 +105,8 @@ func Search(r io.Reader, q Query, fn func(line []byte, rec *Record) error) error
 		}
 		var rec Record
 		if json.Unmarshal(line, &rec) == nil && q.Match(&rec) {
-			return fn(bytes.TrimSuffix(line, []byte("\n")), &rec)
+			return &rec
 		}
 		return nil
-	})
+	}
 }

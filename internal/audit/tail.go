@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 )
 
 // checkTail verifies the end of the log an opening trail continues: the
@@ -24,7 +23,7 @@ func (t *Trail) checkTail() (from, to uint64, err error) {
 	if t.seq == 0 {
 		return 0, 0, nil // a new log
 	}
-	files, err := Files(t.opt.Dir)
+	files, err := t.chainFiles()
 	if err != nil {
 		return 0, 0, err
 	}
@@ -48,8 +47,8 @@ func (t *Trail) checkTail() (from, to uint64, err error) {
 		return 0, 0, nil
 	}
 	refuse := func(seq uint64, format string, a ...any) error {
-		return fmt.Errorf("audit: cannot continue the log in %s at record seq %d: %s. The server does not sign over records it cannot vouch for: check the log with 'coffer audit verify --allow-open-tail %s', then move the audit files aside (keep them as evidence) to start a new log",
-			t.opt.Dir, seq, fmt.Sprintf(format, a...), filepath.Join(t.opt.Dir, "audit-*.jsonl"))
+		return fmt.Errorf("audit: cannot continue the log in %s at record seq %d: %s. The server does not sign over records it cannot vouch for: check the log with 'coffer audit verify --allow-open-tail%s %s', then move the audit files of this replica aside (keep them as evidence) to start a new log",
+			t.opt.Dir, seq, fmt.Sprintf(format, a...), replicaFlag(t.opt.ReplicaID), t.opt.Dir)
 	}
 	seq, prev, err := parseHead(lines[0])
 	if err != nil {
@@ -162,4 +161,12 @@ func checkSignedLine(line []byte, seq uint64, prev []byte, pub ed25519.PublicKey
 		return errors.New("its signature does not verify: it or the record before it was altered")
 	}
 	return nil
+}
+
+// replicaFlag is the --replica option naming replica ("" for none).
+func replicaFlag(replica string) string {
+	if replica == "" {
+		return ""
+	}
+	return " --replica " + replica
 }

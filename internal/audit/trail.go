@@ -13,7 +13,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,9 +54,15 @@ var ErrClosed = errors.New("audit trail closed")
 
 // Options configure a Trail.
 type Options struct {
-	// Dir holds the log files (audit-<first seq>.jsonl). Empty: no file;
-	// then Stdout must be set and is the primary sink.
+	// Dir holds the log files (audit-<replica>-<first seq>.jsonl, or
+	// audit-<first seq>.jsonl without ReplicaID). Empty: no file; then
+	// Stdout must be set and is the primary sink.
 	Dir string
+	// ReplicaID names the replica whose trail this is (ValidateReplicaID):
+	// it is in every line (format 3) and in the file names, so replicas
+	// can share Dir, each with its own chain. Empty: a trail of one
+	// server, in format 2 and the names of logs written before replicas.
+	ReplicaID string
 	// Keys hash and sign; required.
 	Keys *Keys
 	// MaxFileSize rotates the active file when it would grow past it.
@@ -125,6 +130,9 @@ type Trail struct {
 	prev      string
 	sinceCk   int
 	fileStart uint64 // seq of the first line of the active file
+	// legacy: this replica continues the chain of the log without
+	// replica id in Dir (it claimed it; replica.go).
+	legacy bool
 	// needStart asks for a start record before the next line; startFrom
 	// and startTo are the unverified records it declares (0 0: none).
 	needStart          bool
@@ -169,6 +177,11 @@ func Open(opt Options) (*Trail, error) {
 	if opt.Dir == "" && opt.Stdout == nil {
 		return nil, errors.New("audit: no sink: set a directory or stdout")
 	}
+	if opt.ReplicaID != "" {
+		if err := ValidateReplicaID(opt.ReplicaID); err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+	}
 	if opt.MaxFileSize <= 0 {
 		opt.MaxFileSize = DefaultMaxFileSize
 	}
@@ -189,6 +202,9 @@ func Open(opt Options) (*Trail, error) {
 	t.donePool.New = func() any { return make(chan error, 1) }
 	if opt.Dir != "" {
 		if err := os.MkdirAll(opt.Dir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := t.findLegacy(); err != nil {
 			return nil, err
 		}
 		if err := t.recover(); err != nil {
@@ -225,25 +241,42 @@ func (t *Trail) writeStart() {
 	t.mirror(t.buf.Bytes())
 }
 
-// Files lists the log files in dir in chain order.
-func Files(dir string) ([]string, error) {
-	ents, err := os.ReadDir(dir)
+// findLegacy decides whether this replica continues the log without
+// replica id in its directory: it does when it claimed that log, which it
+// tries when it has no files of its own yet.
+func (t *Trail) findLegacy() error {
+	if t.opt.ReplicaID == "" {
+		return nil
+	}
+	legacy, err := ReplicaFiles(t.opt.Dir, "")
+	if err != nil || len(legacy) == 0 {
+		return err
+	}
+	own, err := ReplicaFiles(t.opt.Dir, t.opt.ReplicaID)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out []string
-	for _, e := range ents {
-		n := e.Name()
-		if strings.HasPrefix(n, "audit-") && strings.HasSuffix(n, ".jsonl") {
-			out = append(out, filepath.Join(dir, n))
-		}
+	if len(own) == 0 {
+		t.legacy, err = claimLegacy(t.opt.Dir, t.opt.ReplicaID)
+		return err
 	}
-	slices.Sort(out) // names carry a zero-padded first sequence number
-	return out, nil
+	b, err := os.ReadFile(filepath.Join(t.opt.Dir, legacyClaim))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	t.legacy = strings.TrimSpace(string(b)) == t.opt.ReplicaID
+	return nil
 }
 
-func fileName(dir string, firstSeq uint64) string {
-	return filepath.Join(dir, fmt.Sprintf("audit-%020d.jsonl", firstSeq))
+// chainFiles lists the files of this trail's chain in order: its own,
+// after those of the log without replica id it continues, if any.
+func (t *Trail) chainFiles() ([]string, error) {
+	own, err := ReplicaFiles(t.opt.Dir, t.opt.ReplicaID)
+	if err != nil || !t.legacy {
+		return own, err
+	}
+	legacy, err := ReplicaFiles(t.opt.Dir, "")
+	return append(legacy, own...), err
 }
 
 // recover opens the newest file and restores seq and prev from its last
@@ -258,7 +291,7 @@ func (t *Trail) recover() error {
 		t.f.Close()
 		t.f = nil
 	}
-	files, err := Files(t.opt.Dir)
+	files, err := t.chainFiles()
 	if err != nil {
 		return err
 	}
@@ -290,6 +323,15 @@ func (t *Trail) recover() error {
 			f.Close()
 			return err
 		}
+	}
+	if r, _, _ := parseFileName(name); r != t.opt.ReplicaID {
+		// The newest file is the log without replica id this replica
+		// continues: the chain goes on in a file of its own.
+		f.Close()
+		if seq > 0 {
+			t.seq, t.prev = seq, prev
+		}
+		return t.openNew(t.seq + 1)
 	}
 	t.f, t.name, t.size, t.reserved = f, name, size, 0
 	if seq > 0 {
@@ -370,15 +412,12 @@ func lastLine(name string) (seq uint64, hash string, size int64, err error) {
 }
 
 func (t *Trail) openNew(firstSeq uint64) error {
-	name := fileName(t.opt.Dir, firstSeq)
+	name := fileName(t.opt.Dir, t.opt.ReplicaID, firstSeq)
 	f, err := t.opt.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
-	if d, err := os.Open(t.opt.Dir); err == nil {
-		d.Sync() // make the new name durable
-		d.Close()
-	}
+	syncDir(t.opt.Dir) // make the new name durable
 	t.f, t.name, t.size, t.reserved = f, name, 0, 0
 	t.fileStart = firstSeq
 	return nil
@@ -389,6 +428,7 @@ func (t *Trail) Record(ctx context.Context, r *Record) error {
 	if r.Type == "" {
 		r.Type = TypeRequest
 	}
+	r.Replica = t.opt.ReplicaID
 	t.hashSensitive(r)
 	buf := bodyPool.Get().(*[]byte)
 	body, ok := appendRecord((*buf)[:0], r)
@@ -693,13 +733,21 @@ func (t *Trail) appendLine(body []byte) (uint64, string) {
 	return t.seq, prev
 }
 
-// appendCheckpoint adds a signed checkpoint line (format 2) to t.buf.
+// appendCheckpoint adds a signed checkpoint line to t.buf: format 3 (it
+// names and signs the replica) when the trail has a replica id, else 2.
 func (t *Trail) appendCheckpoint() {
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	seq := t.seq + 1
-	sig := ed25519.Sign(t.opt.Keys.priv, checkpointMessageV2(seq, t.prev, now, t.fileStart))
-	body := fmt.Appendf(nil, `{"type":"checkpoint","time":%q,"v":2,"file_start":%d,"key":%q,"sig":%q}`,
-		now, t.fileStart, t.opt.Keys.PublicKeyString(), base64.StdEncoding.EncodeToString(sig))
+	var body []byte
+	if r := t.opt.ReplicaID; r != "" {
+		sig := ed25519.Sign(t.opt.Keys.priv, checkpointMessageV3(r, seq, t.prev, now, t.fileStart))
+		body = fmt.Appendf(nil, `{"type":"checkpoint","replica":%q,"time":%q,"v":3,"file_start":%d,"key":%q,"sig":%q}`,
+			r, now, t.fileStart, t.opt.Keys.PublicKeyString(), base64.StdEncoding.EncodeToString(sig))
+	} else {
+		sig := ed25519.Sign(t.opt.Keys.priv, checkpointMessageV2(seq, t.prev, now, t.fileStart))
+		body = fmt.Appendf(nil, `{"type":"checkpoint","time":%q,"v":2,"file_start":%d,"key":%q,"sig":%q}`,
+			now, t.fileStart, t.opt.Keys.PublicKeyString(), base64.StdEncoding.EncodeToString(sig))
+	}
 	t.appendLine(body)
 	t.sinceCk = 0
 }
@@ -708,8 +756,20 @@ func (t *Trail) appendCheckpoint() {
 func (t *Trail) appendStart() {
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	seq := t.seq + 1
+	var body []byte
+	if r := t.opt.ReplicaID; r != "" {
+		sig := ed25519.Sign(t.opt.Keys.priv, startMessageV3(r, seq, t.prev, now, t.fileStart, t.startFrom, t.startTo))
+		body = fmt.Appendf(nil, `{"type":"start","replica":%q,"time":%q,"v":3,"file_start":%d`, r, now, t.fileStart)
+		t.appendStartRest(body, sig)
+		return
+	}
 	sig := ed25519.Sign(t.opt.Keys.priv, startMessage(seq, t.prev, now, t.fileStart, t.startFrom, t.startTo))
-	body := fmt.Appendf(nil, `{"type":"start","time":%q,"v":2,"file_start":%d`, now, t.fileStart)
+	body = fmt.Appendf(body, `{"type":"start","time":%q,"v":2,"file_start":%d`, now, t.fileStart)
+	t.appendStartRest(body, sig)
+}
+
+// appendStartRest ends a start record's body and appends it.
+func (t *Trail) appendStartRest(body, sig []byte) {
 	if t.startFrom > 0 {
 		body = fmt.Appendf(body, `,"unverified_from":%d,"unverified_to":%d`, t.startFrom, t.startTo)
 	}
@@ -835,7 +895,7 @@ func (t *Trail) rotate() error {
 	if ck {
 		first++ // the checkpoint takes t.seq+1
 	}
-	name := fileName(t.opt.Dir, first)
+	name := fileName(t.opt.Dir, t.opt.ReplicaID, first)
 	f, err := t.opt.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
@@ -861,10 +921,7 @@ func (t *Trail) rotate() error {
 		}
 		t.mirror(t.buf.Bytes())
 	}
-	if d, err := os.Open(t.opt.Dir); err == nil {
-		d.Sync() // make the new name durable
-		d.Close()
-	}
+	syncDir(t.opt.Dir) // make the new name durable
 	t.f.Close()
 	t.f, t.name, t.size, t.reserved = f, name, 0, reserved
 	t.fileStart, t.needStart, t.startFrom, t.startTo = first, true, 0, 0

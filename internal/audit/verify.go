@@ -11,9 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 )
 
 // Kinds of verification problems.
@@ -24,11 +22,16 @@ const (
 	ProblemTruncated = "truncated" // records cut from the head or the end of the log, or a file ends inside a record
 	ProblemMalformed = "malformed" // a line is not a record
 	ProblemSignature = "signature" // a checkpoint's signature or key is wrong
+	// ProblemForeign: a record or file of another replica's trail (or of
+	// none) in this replica's: moved between trails.
+	ProblemForeign = "foreign"
 )
 
 // Problem is the first fault Verify finds.
 type Problem struct {
-	Kind string `json:"kind"`
+	// Replica names the trail the problem is in (VerifyTrails).
+	Replica string `json:"replica,omitempty"`
+	Kind    string `json:"kind"`
 	// Seq is the sequence number of the first record missing, altered,
 	// reordered or truncated.
 	Seq     uint64 `json:"seq"`
@@ -38,6 +41,9 @@ type Problem struct {
 }
 
 func (p *Problem) Error() string {
+	if p.Replica != "" {
+		return fmt.Sprintf("replica %s: %s:%d: record seq %d: %s: %s", p.Replica, p.File, p.Line, p.Seq, p.Kind, p.Message)
+	}
 	return fmt.Sprintf("%s:%d: record seq %d: %s: %s", p.File, p.Line, p.Seq, p.Kind, p.Message)
 }
 
@@ -55,6 +61,11 @@ type VerifyOptions struct {
 	// removed on purpose (retention). A log starting later is reported as
 	// truncated at its head.
 	FirstSeq uint64
+	// Replica is the replica whose trail the files hold; empty: the one
+	// the first file's name, or the first record naming one, names. Every
+	// record of format 3 must name it, and files named for a replica must
+	// be its.
+	Replica string
 }
 
 // SeqRange is a range of records a start record declared unverified: the
@@ -80,9 +91,12 @@ type VerifyResult struct {
 	LastSeq        uint64 `json:"last_seq"`
 	LastCheckpoint uint64 `json:"last_checkpoint"`
 	UnsignedTail   uint64 `json:"unsigned_tail"`
-	// Format is the newest line format seen: 1 (checkpoints only) or 2
-	// (start records, checkpoints committing to the head of their file).
+	// Format is the newest line format seen: 1 (checkpoints only), 2
+	// (start records, checkpoints committing to the head of their file)
+	// or 3 (every line names its replica, signatures cover it).
 	Format int `json:"format"`
+	// Replica is the replica whose trail this is ("" before format 3).
+	Replica string `json:"replica,omitempty"`
 	// Unverified lists the records that start records declared inherited
 	// unverified: chained and later signed over, but not attested by the
 	// trail that wrote them.
@@ -102,6 +116,9 @@ type VerifyResult struct {
 // are reported even when the file is the first one given.
 func Verify(files []string, opt VerifyOptions) (VerifyResult, error) {
 	v := verifier{opt: opt}
+	if opt.Replica != "" {
+		v.replica = []byte(opt.Replica)
+	}
 	if v.opt.FirstSeq == 0 {
 		v.opt.FirstSeq = 1
 	}
@@ -122,6 +139,7 @@ func Verify(files []string, opt VerifyOptions) (VerifyResult, error) {
 			"the log ends at seq %d without a signed checkpoint after seq %d: records were cut from its end, or the server crashed or is still writing (use --allow-open-tail for a live log)",
 			v.res.LastSeq, v.res.LastCheckpoint))
 	}
+	v.res.Replica = string(v.replica)
 	v.res.UnsignedTail = v.res.LastSeq - v.res.LastCheckpoint
 	if v.res.Records == 0 {
 		v.res.UnsignedTail = 0
@@ -140,6 +158,12 @@ type verifier struct {
 	fileFirst uint64 // seq of the first line of the current file
 	// lastSigned is the seq of the last checkpoint or start record seen.
 	lastSigned uint64
+	// replica is the replica whose trail is verified (nil: not known yet).
+	replica []byte
+	// fileNamed: the current file has a log file's name; fileReplica is
+	// the replica it names ("" for a log without replica ids).
+	fileNamed   bool
+	fileReplica string
 }
 
 func (v *verifier) fail(kind string, seq uint64, msg string) {
@@ -148,6 +172,12 @@ func (v *verifier) fail(kind string, seq uint64, msg string) {
 
 func (v *verifier) file(name string, r io.Reader) error {
 	v.name, v.line = name, 0
+	var ok bool
+	v.fileReplica, _, ok = parseFileName(name)
+	v.fileNamed = ok
+	if ok && v.fileReplica != "" && v.replica == nil {
+		v.replica = []byte(v.fileReplica)
+	}
 	return eachLine(r, func(line []byte) error {
 		v.line++
 		if line[len(line)-1] != '\n' {
@@ -171,6 +201,9 @@ func (v *verifier) check(line []byte) bool {
 		} else {
 			v.fail(ProblemMalformed, 0, "the first line is not an audit record: "+err.Error())
 		}
+		return false
+	}
+	if !v.checkReplica(line, seq) {
 		return false
 	}
 	if v.havePrev {
@@ -270,13 +303,21 @@ func (v *verifier) signed(line []byte, kind string, seq uint64, prev []byte) boo
 	}
 	if c.V < 2 {
 		if v.res.Format >= 2 {
-			v.fail(ProblemSignature, seq, "a format-1 checkpoint follows format-2 lines: the log was altered (or written by an older server after a newer one)")
+			v.fail(ProblemSignature, seq, fmt.Sprintf("a format-1 checkpoint follows format-%d lines: the log was altered (or written by an older server after a newer one)", v.res.Format))
 			return false
 		}
 		v.res.Format = 1
 		return true
 	}
-	v.res.Format = 2
+	if c.V == 2 && v.res.Format >= 3 {
+		v.fail(ProblemSignature, seq, fmt.Sprintf("a format-2 %s follows format-3 lines: the log was altered (or written by an older server after a newer one)", kind))
+		return false
+	}
+	if c.V >= 3 && c.Replica != string(v.replica) {
+		v.fail(ProblemForeign, seq, fmt.Sprintf("the %s names replica %q in the trail of replica %q", kind, c.Replica, v.replica))
+		return false
+	}
+	v.res.Format = c.V
 	if c.FileStart > seq {
 		v.fail(ProblemMalformed, seq, fmt.Sprintf("the %s names its file's first record as seq %d, after itself", kind, c.FileStart))
 		return false
@@ -313,6 +354,7 @@ func (v *verifier) signed(line []byte, kind string, seq uint64, prev []byte) boo
 
 // signedLine holds the fields of a checkpoint or start record.
 type signedLine struct {
+	Replica        string `json:"replica"`
 	Time           string `json:"time"`
 	V              int    `json:"v"`
 	FileStart      uint64 `json:"file_start"`
@@ -331,8 +373,14 @@ func (c *signedLine) message(kind string, seq uint64, prev string) ([]byte, erro
 		return checkpointMessageV2(seq, prev, c.Time, c.FileStart), nil
 	case kind == TypeStart && c.V == 2:
 		return startMessage(seq, prev, c.Time, c.FileStart, c.UnverifiedFrom, c.UnverifiedTo), nil
+	case c.V == 3 && ValidateReplicaID(c.Replica) != nil:
+		return nil, fmt.Errorf("the format-3 %s has no valid replica id", kind)
+	case kind == TypeCheckpoint && c.V == 3:
+		return checkpointMessageV3(c.Replica, seq, prev, c.Time, c.FileStart), nil
+	case kind == TypeStart && c.V == 3:
+		return startMessageV3(c.Replica, seq, prev, c.Time, c.FileStart, c.UnverifiedFrom, c.UnverifiedTo), nil
 	}
-	return nil, fmt.Errorf("%s format %d is not supported by this version of coffer (it reads formats 1 and 2)", kind, c.V)
+	return nil, fmt.Errorf("%s format %d is not supported by this version of coffer (it reads formats 1 to 3)", kind, c.V)
 }
 
 var (
@@ -364,21 +412,6 @@ func parseHead(line []byte) (uint64, []byte, error) {
 	return seq, rest[:64], nil
 }
 
-// nameSeq returns the first sequence number a log file's name carries
-// (audit-<20 digits>.jsonl); ok is false for other names.
-func nameSeq(name string) (uint64, bool) {
-	s, ok := strings.CutPrefix(filepath.Base(name), "audit-")
-	if !ok {
-		return 0, false
-	}
-	s, ok = strings.CutSuffix(s, ".jsonl")
-	if !ok || len(s) != 20 {
-		return 0, false
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	return n, err == nil
-}
-
 // lineKind reports TypeCheckpoint or TypeStart for a signed line, "" for
 // any other, from the type that follows the head.
 func lineKind(line []byte) string {
@@ -397,3 +430,54 @@ func lineKind(line []byte) string {
 }
 
 func isCheckpoint(line []byte) bool { return lineKind(line) == TypeCheckpoint }
+
+var (
+	typeMark    = []byte(`","type":"`)
+	replicaMark = []byte(`,"replica":"`)
+)
+
+// lineReplica returns the replica a line names: the "replica" member that
+// follows its type (format 3); ok is false when there is none.
+func lineReplica(line []byte) (replica []byte, ok bool) {
+	i := bytes.Index(line, headPrev)
+	if i <= 0 || len(line) < i+len(headPrev)+64 {
+		return nil, false
+	}
+	rest, ok := bytes.CutPrefix(line[i+len(headPrev)+64:], typeMark)
+	if !ok {
+		return nil, false
+	}
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 {
+		return nil, false
+	}
+	if rest, ok = bytes.CutPrefix(rest[j+1:], replicaMark); !ok {
+		return nil, false
+	}
+	j = bytes.IndexByte(rest, '"')
+	if j < 0 {
+		return nil, false
+	}
+	return rest[:j], true
+}
+
+// checkReplica checks that a line belongs to the trail verified: in format
+// 3 every line names the trail's replica; a file named for a replica holds
+// only its lines, a file of a log without replica ids none.
+func (v *verifier) checkReplica(line []byte, seq uint64) bool {
+	r, has := lineReplica(line)
+	switch {
+	case has && v.fileNamed && v.fileReplica == "":
+		v.fail(ProblemForeign, seq, fmt.Sprintf("record seq %d names replica %q, in a file without replica id: it was moved from that replica's trail", seq, r))
+		return false
+	case has && v.replica == nil:
+		v.replica = bytes.Clone(r)
+	case has && !bytes.Equal(r, v.replica):
+		v.fail(ProblemForeign, seq, fmt.Sprintf("record seq %d names replica %q, in the trail of replica %q: it was moved between the replicas' trails", seq, r, v.replica))
+		return false
+	case !has && (v.res.Format >= 3 || v.fileNamed && v.fileReplica != ""):
+		v.fail(ProblemForeign, seq, fmt.Sprintf("record seq %d names no replica, in the trail of replica %q (format 3): it does not belong to it", seq, v.replica))
+		return false
+	}
+	return true
+}
