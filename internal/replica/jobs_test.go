@@ -23,7 +23,7 @@ var ctx = context.Background()
 // clock is a fake clock shared by the replicas of a test.
 type clock struct{ ns atomic.Int64 }
 
-func (c *clock) now() time.Time            { return time.Unix(0, c.ns.Load()) }
+func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // replicas opens n barriers over one shared backend (initialized by the
