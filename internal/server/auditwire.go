@@ -35,6 +35,27 @@ func AuditKeyFile(cfg Config, storagePath string) string {
 	return filepath.Join(auditDir(cfg, storagePath), "audit.key")
 }
 
+// auditReplicaID is the replica id the audit trail carries: ha.replica_id,
+// or the host name (docs/audit.md: set it where the host name is not
+// stable, or a restart begins a new trail instead of continuing its own).
+func auditReplicaID(cfg Config) (string, error) {
+	id := cfg.HA.ReplicaID
+	if id == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return "", fmt.Errorf("ha.replica_id is not set and the host name cannot be read (%v): set ha.replica_id", err)
+		}
+		if err := audit.ValidateReplicaID(h); err != nil {
+			return "", fmt.Errorf("ha.replica_id is not set and the host name cannot serve as one: %v; set ha.replica_id", err)
+		}
+		return h, nil
+	}
+	if err := audit.ValidateReplicaID(id); err != nil {
+		return "", fmt.Errorf("ha.replica_id: %v", err)
+	}
+	return id, nil
+}
+
 // openAudit starts the audit trail of cfg (nil when disabled).
 func openAudit(ctx context.Context, cfg Config, storagePath string, log *slog.Logger, m *monitor.Metrics) (*audit.Trail, *audit.Keys, error) {
 	a := cfg.Audit
@@ -46,7 +67,11 @@ func openAudit(ctx context.Context, cfg Config, storagePath string, log *slog.Lo
 	if err != nil {
 		return nil, nil, fmt.Errorf("audit key: %w", err)
 	}
-	opt := audit.Options{Keys: k, MaxFileSize: int64(a.MaxFileSizeMB) << 20, CheckpointEvery: a.CheckpointEvery}
+	replica, err := auditReplicaID(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	opt := audit.Options{Keys: k, ReplicaID: replica, MaxFileSize: int64(a.MaxFileSizeMB) << 20, CheckpointEvery: a.CheckpointEvery}
 	if !a.NoFile {
 		opt.Dir = auditDir(cfg, storagePath)
 	}
