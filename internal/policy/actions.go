@@ -111,6 +111,8 @@ var catalogue = []Action{
 	{Name: "sys:SealStatus"},
 	{Name: "sys:RotateKeyring"},
 	{Name: "sys:RewrapKeyring"},
+	{Name: "sys:ReadMembers"},
+	{Name: "sys:Snapshot"}, // a whole-store backup: barrier ciphertexts only
 }
 
 // actionIndex maps an action name to its position in catalogue.

@@ -97,6 +97,7 @@ type Writer struct {
 	lastKey string
 	err     error
 	closed  bool
+	final   [32]byte // the trailer's checksum
 }
 
 // NewWriter writes h's header to w and returns a Writer for the records.
@@ -187,18 +188,15 @@ func (w *Writer) Close() error {
 		return w.fail(err)
 	}
 	// The checksum itself is not part of what it covers.
-	if _, err := w.w.Write(w.sum.Sum(nil)); err != nil {
+	copy(w.final[:], w.sum.Sum(nil))
+	if _, err := w.w.Write(w.final[:]); err != nil {
 		return w.fail(err)
 	}
 	return w.fail(w.w.Flush())
 }
 
 // Checksum returns the SHA-256 the trailer holds; valid after Close.
-func (w *Writer) Checksum() [32]byte {
-	var s [32]byte
-	copy(s[:], w.sum.Sum(nil))
-	return s
-}
+func (w *Writer) Checksum() [32]byte { return w.final }
 
 // Digest returns the content digest of the entries written so far.
 func (w *Writer) Digest() [32]byte { return w.digest.Sum() }

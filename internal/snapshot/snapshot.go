@@ -59,7 +59,8 @@ func ViewOf(ctx context.Context, b storage.Backend, fn func(storage.View) error)
 type SaveOptions struct {
 	// CofferVersion is the version of this Coffer (sys.Version).
 	CofferVersion string
-	// Backend names the store's kind: "bbolt" or "etcd".
+	// Backend names the store's kind in the header; default: what the
+	// view says ("bbolt", "etcd"), or "unknown".
 	Backend string
 	// Now is the clock of the header's created time; default time.Now.
 	Now func() time.Time
@@ -75,7 +76,14 @@ func Save(ctx context.Context, src storage.Backend, w io.Writer, opts SaveOption
 	cw := &countWriter{w: w}
 	var sum Summary
 	err := ViewOf(ctx, src, func(v storage.View) error {
-		h := Header{Format: FormatVersion, CofferVersion: opts.CofferVersion, Backend: opts.Backend,
+		kind := opts.Backend
+		if kind == "" {
+			kind = v.Backend
+		}
+		if kind == "" {
+			kind = "unknown"
+		}
+		h := Header{Format: FormatVersion, CofferVersion: opts.CofferVersion, Backend: kind,
 			Revision: v.Revision, Created: now().UTC().Truncate(time.Nanosecond), Count: uint64(v.Count)}
 		sw, err := NewWriter(cw, h)
 		if err != nil {
@@ -97,7 +105,7 @@ func Save(ctx context.Context, src storage.Backend, w io.Writer, opts SaveOption
 		return nil
 	})
 	if err != nil {
-		return Summary{}, fmt.Errorf("snapshot: %w", err)
+		return Summary{}, fmt.Errorf("taking a snapshot: %w", err)
 	}
 	sum.Bytes = cw.n
 	return sum, nil

@@ -114,6 +114,10 @@ func TestSaveRestoreBolt(t *testing.T) {
 	if sum.Bytes != fi.Size() {
 		t.Errorf("summary says %d bytes, the file has %d", sum.Bytes, fi.Size())
 	}
+	data, _ := os.ReadFile(path)
+	if v, err := Verify(bytes.NewReader(data), ReadOptions{}); err != nil || v != sum {
+		t.Errorf("Save's summary %+v, Verify's %+v (%v)", sum, v, err)
+	}
 	dst := openBolt(t)
 	res, err := restoreFile(t, path, dst, RestoreOptions{batch: batchLimits{ops: 9}})
 	if err != nil {

@@ -22,6 +22,8 @@ type Snapshotter interface {
 
 // View is a consistent, read-only view of a store.
 type View struct {
+	// Backend names the kind of store: "bbolt" or "etcd".
+	Backend string
 	// Revision is the store's revision at the view: every write at or
 	// below it is in the view, none after it.
 	Revision int64

@@ -55,7 +55,7 @@ func (b *Backend) Snapshot(ctx context.Context, fn func(storage.View) error) err
 				}
 			}
 		}
-		fnErr = fn(storage.View{Revision: rev, Count: count, Entries: entries})
+		fnErr = fn(storage.View{Backend: "bbolt", Revision: rev, Count: count, Entries: entries})
 		return fnErr
 	})
 	if err != nil && err == fnErr {
