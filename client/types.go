@@ -39,6 +39,26 @@ type SealStatus struct {
 	Version  string `json:"version"`
 }
 
+// Member is one replica in the answer of GET /v1/sys/members: what it
+// publishes in the store (its record holds no secret) and whether it holds
+// the job leadership (background rotation, deletion, sweeps).
+type Member struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Version string `json:"version"`
+	Sealed  bool   `json:"sealed"`
+	// Started is when the replica's process started.
+	Started time.Time `json:"started"`
+	// LastHeartbeat is when the replica last renewed its record.
+	LastHeartbeat time.Time `json:"last_heartbeat"`
+	Leader        bool      `json:"leader"`
+}
+
+// MemberList is the answer of GET /v1/sys/members, by id.
+type MemberList struct {
+	Members []Member `json:"members"`
+}
+
 // InitRequest is the body of POST /v1/sys/init.
 type InitRequest struct {
 	Shares    int `json:"shares"`

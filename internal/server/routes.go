@@ -128,6 +128,7 @@ func (s *Server) routes() {
 	s.auditRoutes()
 	s.tokenAdminRoutes()
 	s.sysRoutes()
+	s.memberRoutes()
 }
 
 // pathKey is the {key} of a path: a key id or an escaped alias/NAME.

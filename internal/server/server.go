@@ -36,6 +36,7 @@ import (
 	"github.com/cofferkms/coffer/internal/iam"
 	"github.com/cofferkms/coffer/internal/monitor"
 	"github.com/cofferkms/coffer/internal/policy"
+	"github.com/cofferkms/coffer/internal/replica"
 	"github.com/cofferkms/coffer/internal/sys"
 )
 
@@ -77,6 +78,9 @@ type Options struct {
 	// AuthLimit throttles authentication failures per source; default
 	// authlimit.New with its defaults.
 	AuthLimit *authlimit.Limiter
+	// Replica lists the replicas (GET /v1/sys/members); default: this
+	// process alone, as on a single node.
+	Replica replica.Replica
 }
 
 // AuditKeys is what the audit routes need of the audit key.
@@ -99,6 +103,7 @@ type Server struct {
 	auditKeys AuditKeys
 	limit     *authlimit.Limiter
 	bodies    *bodyBudget
+	replica   replica.Replica
 
 	ridPrefix string
 	ridSeq    atomic.Uint64
@@ -107,7 +112,8 @@ type Server struct {
 // New builds the API server.
 func New(s *sys.Sys, opts Options) *Server {
 	srv := &Server{sys: s, authn: opts.Authenticator, authz: opts.Authorizer, audit: opts.Audit, log: opts.Logger, mux: http.NewServeMux(),
-		metrics: opts.Metrics, alerts: opts.Alerts, auditKeys: opts.AuditKeys, limit: opts.AuthLimit, bodies: newBodyBudget()}
+		metrics: opts.Metrics, alerts: opts.Alerts, auditKeys: opts.AuditKeys, limit: opts.AuthLimit, bodies: newBodyBudget(),
+		replica: opts.Replica}
 	if srv.authn == nil {
 		srv.authn = Credentials{Tokens: s.Tokens, IAM: s.IAM}
 	}
