@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -152,36 +153,79 @@ func (s *Service) LastUse(id string) (time.Time, string, bool) {
 // FlushUsage stores the access keys' last-use times gathered since the
 // last flush (the server calls it every minute and on shutdown), so a use
 // costs no write on the request path.
+//
+// Every replica flushes the uses it observed. Each key's stored record is
+// read, given the later of its stored and observed last use, and written
+// back with compare-and-swap on the revision read (read again on a
+// conflict): a flush never overwrites what another replica changed in the
+// meantime (a disable above all), and an earlier use never replaces a
+// later one stored by another replica.
 func (s *Service) FlushUsage(ctx context.Context) error {
 	s.usageMu.Lock()
 	pending := s.usage
 	s.usage = map[string]usage{}
 	s.usageMu.Unlock()
-	if len(pending) == 0 {
-		return nil
-	}
-	err := s.change(func(st *state) error {
-		updated := map[string]*accessKeyEntry{}
-		for id, u := range pending {
-			if a := st.accessKeys[id]; a != nil {
-				c := *a
-				c.LastUsedAt, c.LastSource = u.at, u.source
-				updated[id] = &c
-			}
-		}
-		return s.putAccessKeys(ctx, st, updated)
-	})
-	if err != nil {
-		// Keep the uses for the next flush (newer uses recorded meanwhile win).
-		s.usageMu.Lock()
-		for id, u := range pending {
+	var errs []error
+	for id, u := range pending {
+		if err := s.flushUse(ctx, id, u); err != nil {
+			errs = append(errs, err)
+			// Keep the use for the next flush (a newer use recorded
+			// meanwhile wins).
+			s.usageMu.Lock()
 			if cur, ok := s.usage[id]; !ok || cur.at.Before(u.at) {
 				s.usage[id] = u
 			}
+			s.usageMu.Unlock()
 		}
-		s.usageMu.Unlock()
 	}
-	return err
+	return errors.Join(errs...)
+}
+
+// maxFlushAttempts bounds the re-reads of one key's record whose revision
+// moved on between the read and the write of a usage flush.
+const maxFlushAttempts = 8
+
+// flushUse merges one observed use into access key id's stored record.
+func (s *Service) flushUse(ctx context.Context, id string, u usage) error {
+	path := accessKeyPath + id
+	for range maxFlushAttempts {
+		e, err := s.store.Get(ctx, path)
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil // deleted since it was used
+		}
+		if err != nil {
+			return err
+		}
+		var rec accessKeyRecord
+		if err := json.Unmarshal(e.Value, &rec); err != nil {
+			return fmt.Errorf("access key %s: malformed stored record", id)
+		}
+		if u.at.After(rec.LastUsedAt) {
+			rec.LastUsedAt, rec.LastSource = u.at, u.source
+			b, err := json.Marshal(rec)
+			if err != nil {
+				return err
+			}
+			err = s.store.Apply(ctx, storage.Op{Kind: storage.OpPut, Key: path, Value: b, IfRevision: e.Revision})
+			if errors.Is(err, storage.ErrConflict) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+		}
+		// The cache takes the stored last use; the rest of the record
+		// reaches it the way every change does.
+		return s.change(func(st *state) error {
+			if a := st.accessKeys[id]; a != nil && a.LastUsedAt.Before(rec.LastUsedAt) {
+				c := *a
+				c.LastUsedAt, c.LastSource = rec.LastUsedAt, rec.LastSource
+				st.accessKeys[id] = &c
+			}
+			return nil
+		})
+	}
+	return fmt.Errorf("access key %s: its record kept changing during the usage flush; it is retried at the next one: %w", id, storage.ErrConflict)
 }
 
 func (s *Service) accessKeyView(a *accessKeyEntry) client.AccessKey {
