@@ -99,8 +99,8 @@ type TrailFiles struct {
 // taken, or files) by the replica their names carry, each group in chain
 // order (names carry a zero-padded first sequence number); the groups are
 // sorted by replica id, the log without a replica id first. A file whose
-// name is not a log file's forms a group of its own, under the replica
-// its records name.
+// name is not a log file's forms a group of its own, with replica ""
+// (Verify takes the replica its records name).
 func Trails(paths []string) ([]TrailFiles, error) {
 	by := map[string][]string{}
 	var unnamed []string
@@ -110,6 +110,7 @@ func Trails(paths []string) ([]TrailFiles, error) {
 			return nil, err
 		}
 		if !st.IsDir() {
+			p = filepath.Clean(p)
 			if r, _, ok := parseFileName(p); ok {
 				by[r] = append(by[r], p)
 			} else {
