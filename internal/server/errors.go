@@ -20,6 +20,7 @@ import (
 	"github.com/cofferkms/coffer/internal/k8sauth"
 	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/storage"
+	"github.com/cofferkms/coffer/internal/storage/etcd"
 	"github.com/cofferkms/coffer/internal/sys"
 )
 
@@ -81,6 +82,8 @@ var classes = []struct {
 	{storage.ErrConflict, http.StatusConflict, "conflict"},
 	{keys.ErrDeleted, http.StatusGone, "key_deleted"},
 	{barrier.ErrSealed, http.StatusServiceUnavailable, "sealed"},
+	{sys.ErrStale, http.StatusServiceUnavailable, "replica_stale"},
+	{barrier.ErrKeyringMismatch, http.StatusServiceUnavailable, "keyring_mismatch"},
 	{barrier.ErrNotInitialized, http.StatusServiceUnavailable, "not_initialized"},
 	{context.Canceled, 499, "canceled"},
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, "timeout"},
@@ -92,6 +95,10 @@ func classify(err error) (int, string, string) {
 	var ae *apiError
 	if errors.As(err, &ae) {
 		return ae.status, ae.code, ae.msg
+	}
+	// The cause (endpoints, gRPC detail) stays in the log.
+	if errors.Is(err, etcd.ErrUnavailable) {
+		return http.StatusServiceUnavailable, "storage_unavailable", "the storage cluster (etcd) did not answer; retry later (the server log has the reason under this request id)"
 	}
 	for _, c := range classes {
 		if errors.Is(err, c.err) {

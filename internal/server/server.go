@@ -357,6 +357,14 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 				}
 				return &apiError{http.StatusServiceUnavailable, "sealed", "the server is sealed; unseal it with `coffer operator unseal`"}
 			}
+			if !rt.public || rt.login {
+				// A replica that cannot prove it has seen every
+				// revocation made on the others serves no credential
+				// and issues none (internal/sys, follow.go).
+				if err := s.sys.Fresh(); err != nil {
+					return err
+				}
+			}
 			if !rt.public {
 				var err error
 				if p, err = s.authn.Authenticate(r, src); err != nil {

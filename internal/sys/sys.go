@@ -34,6 +34,9 @@ type Sys struct {
 	IAM *iam.Service
 
 	mu sync.Mutex // serializes init, unseal and seal
+
+	// follow keeps the caches coherent with other replicas (follow.go).
+	follow follower
 }
 
 // Status reports the seal state.
@@ -79,10 +82,17 @@ func (s *Sys) Unseal(ctx context.Context, share string) (client.SealStatus, erro
 		return client.SealStatus{}, err
 	}
 	if wasSealed && !s.Barrier.Sealed() {
-		if err := s.load(ctx); err != nil {
+		// The revision is read before the caches load, so the follow
+		// loop misses no change made meanwhile (follow.go).
+		rev, at, err := s.follow.revision(ctx)
+		if err == nil {
+			err = s.load(ctx)
+		}
+		if err != nil {
 			s.sealLocked()
 			return client.SealStatus{}, fmt.Errorf("loading state after unseal: %w", err)
 		}
+		s.follow.start(s, rev, at)
 	}
 	return s.Status(ctx)
 }
@@ -120,6 +130,7 @@ func (s *Sys) Seal() {
 const sealFlushTimeout = 3 * time.Second
 
 func (s *Sys) sealLocked() {
+	s.follow.stop()
 	if s.IAM != nil && !s.Barrier.Sealed() {
 		// Keep the access keys' last use across a seal or shutdown;
 		// a failure only loses last-used times, so the flush gets a few

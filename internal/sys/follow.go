@@ -1,0 +1,367 @@
+package sys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cofferkms/coffer/internal/barrier"
+	"github.com/cofferkms/coffer/internal/storage"
+)
+
+// Cache coherence across replicas.
+//
+// Every service behind the barrier serves from memory: key snapshots,
+// tokens, the IAM snapshot, the barrier keyring. When several replicas
+// share one store (etcd), a change made on one must reach the caches of
+// all. After an unseal, the follow loop takes the store's revision, the
+// services load, and a watch from that revision delivers every later
+// change in order; each event names a path, and the service owning it
+// reads the path again through the barrier (Refresh). This replica's own
+// writes update its caches directly, as on a single node; their events
+// find nothing new.
+//
+// Freshness. A cache is only as good as the proof that no change was
+// missed. The loop records the last moment T it could prove its caches
+// held every change committed before T: every bound/4 it reads the store's
+// current revision R (a quorum read) at time T, and once the applied
+// revision reaches R (through change events, or a progress event saying
+// every change up to some revision >= R was delivered) the caches are
+// proven fresh as of T. A resync after lost history proves freshness as of
+// its start. A refresh that failed blocks the proof until it succeeds. Fresh returns
+// an error when the last proof is older than the bound (ha.freshness_bound,
+// default 2s): a lost watch, an unreachable store or a paused process past
+// the bound makes the replica refuse credential-authenticated requests
+// rather than honour a revoked token, and it serves again, without a
+// restart, as soon as a new proof arrives.
+
+// DefaultFreshnessBound is how long a replica serves credentials without a
+// new proof that its caches are fresh.
+const DefaultFreshnessBound = 2 * time.Second
+
+// ErrStale is wrapped by Fresh when the replica cannot prove that its
+// caches hold every change (a revocation above all) made on other
+// replicas.
+var ErrStale = errors.New("replica stale")
+
+// Follow makes the system service follow changes made by other replicas
+// through w after every unseal, and refuse credentials (Fresh) when it
+// cannot prove its caches fresh within bound (0: DefaultFreshnessBound).
+// Call it once, before the first unseal; log may be nil.
+func (s *Sys) Follow(w storage.Watcher, bound time.Duration, log *slog.Logger) {
+	if bound <= 0 {
+		bound = DefaultFreshnessBound
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	s.follow.mu.Lock()
+	s.follow.w, s.follow.bound, s.follow.log = w, bound, log
+	s.follow.now = time.Now
+	s.follow.mu.Unlock()
+}
+
+// follower is the follow loop's state. The zero value follows nothing.
+type follower struct {
+	mu    sync.Mutex
+	w     storage.Watcher
+	bound time.Duration
+	log   *slog.Logger
+	now   func() time.Time
+
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	running  bool
+	proof    time.Time // last moment the caches were proven fresh
+	applied  int64     // every change up to this revision is applied
+	probes   []probe   // revisions read from the store, waiting for applied
+	failed   map[string]error
+	mismatch error // the stored keyring is not ours (barrier.ErrKeyringMismatch)
+	lastErr  error
+}
+
+type probe struct {
+	at  time.Time
+	rev int64
+}
+
+// revision returns the store's revision before a load, or 0 when nothing
+// is followed.
+func (f *follower) revision(ctx context.Context) (int64, time.Time, error) {
+	f.mu.Lock()
+	w, now := f.w, f.now
+	f.mu.Unlock()
+	if w == nil {
+		return 0, time.Time{}, nil
+	}
+	at := now()
+	rev, err := w.Revision(ctx)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("reading the store's revision: %w", err)
+	}
+	return rev, at, nil
+}
+
+// start runs the follow loop from rev, read at the time at before the
+// services loaded.
+func (f *follower) start(s *Sys, rev int64, at time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.w == nil || f.running {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel, f.done, f.running = cancel, make(chan struct{}), true
+	f.proof, f.applied, f.probes, f.failed, f.mismatch, f.lastErr = at, rev, nil, map[string]error{}, nil, nil
+	done := f.done
+	go func() {
+		defer close(done)
+		f.run(ctx, s, rev)
+	}()
+	go func() { f.probeLoop(ctx) }()
+}
+
+// stopWait bounds how long a seal waits for the follow loop to leave a
+// refresh (a store that ignores cancellation must not hold up a seal).
+const stopWait = 3 * time.Second
+
+// stop ends the follow loop and waits (boundedly) for it.
+func (f *follower) stop() {
+	f.mu.Lock()
+	if !f.running {
+		f.mu.Unlock()
+		return
+	}
+	f.running = false
+	cancel, done := f.cancel, f.done
+	f.mu.Unlock()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(stopWait):
+	}
+}
+
+func (f *follower) run(ctx context.Context, s *Sys, rev int64) {
+	for ev := range f.w.Watch(ctx, "", rev) {
+		switch ev.Kind {
+		case storage.EventPut, storage.EventDelete:
+			err := s.refresh(ctx, ev.Key)
+			f.mu.Lock()
+			f.note(ev.Key, err)
+			if ev.Revision > f.applied {
+				f.applied = ev.Revision
+			}
+			f.settleLocked(time.Time{})
+			f.mu.Unlock()
+		case storage.EventProgress:
+			// Every change up to ev.Revision is applied. That proves
+			// freshness as of the moment the store was at that revision,
+			// which the event does not say: the probes that revision
+			// reaches carry the time.
+			f.retryFailed(ctx, s)
+			f.mu.Lock()
+			if ev.Revision > f.applied {
+				f.applied = ev.Revision
+			}
+			f.settleLocked(time.Time{})
+			f.mu.Unlock()
+		case storage.EventReset:
+			at := f.now()
+			err := s.resync(ctx)
+			f.mu.Lock()
+			if err == nil {
+				clear(f.failed)
+			}
+			f.note("", err)
+			if ev.Revision > f.applied {
+				f.applied = ev.Revision
+			}
+			f.settleLocked(at)
+			f.mu.Unlock()
+		}
+	}
+}
+
+// note records the outcome of refreshing path ("" for a full resync).
+// The caller holds mu.
+func (f *follower) note(path string, err error) {
+	if errors.Is(err, barrier.ErrKeyringMismatch) {
+		f.mismatch = err
+	} else if path == barrier.KeyringPath || path == "" {
+		if err == nil {
+			f.mismatch = nil
+		}
+	}
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return
+		}
+		f.failed[path] = err
+		f.lastErr = err
+		f.log.Error("replica cache refresh failed; credentials are refused until it succeeds", "path", path, "error", err)
+		return
+	}
+	delete(f.failed, path)
+}
+
+// retryFailed refreshes again the paths whose refresh failed.
+func (f *follower) retryFailed(ctx context.Context, s *Sys) {
+	f.mu.Lock()
+	paths := make([]string, 0, len(f.failed))
+	for p := range f.failed {
+		paths = append(paths, p)
+	}
+	f.mu.Unlock()
+	for _, p := range paths {
+		var err error
+		if p == "" {
+			err = s.resync(ctx)
+		} else {
+			err = s.refresh(ctx, p)
+		}
+		f.mu.Lock()
+		f.note(p, err)
+		f.mu.Unlock()
+	}
+}
+
+// settleLocked moves the proof forward: to at (a progress event or a
+// resync, when not zero) and to every probe the applied revision reached,
+// unless a refresh is still failing. The caller holds mu.
+func (f *follower) settleLocked(at time.Time) {
+	if len(f.failed) > 0 {
+		return
+	}
+	if at.After(f.proof) {
+		f.proof = at
+	}
+	n := 0
+	for _, p := range f.probes {
+		if p.rev <= f.applied {
+			if p.at.After(f.proof) {
+				f.proof = p.at
+			}
+			continue
+		}
+		f.probes[n] = p
+		n++
+	}
+	f.probes = f.probes[:n]
+}
+
+// probeLoop reads the store's revision every bound/4; the caches are
+// proven fresh as of the read once the follow loop has applied it. This
+// proves freshness while a steady stream of changes keeps a watch from
+// sending progress events.
+func (f *follower) probeLoop(ctx context.Context) {
+	f.mu.Lock()
+	every := f.bound / 4
+	f.mu.Unlock()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		at := f.now()
+		pctx, cancel := context.WithTimeout(ctx, f.bound)
+		rev, err := f.w.Revision(pctx)
+		cancel()
+		f.mu.Lock()
+		if err != nil {
+			if ctx.Err() == nil {
+				f.lastErr = fmt.Errorf("reading the store's revision: %w", err)
+			}
+		} else if len(f.probes) < 64 {
+			f.probes = append(f.probes, probe{at: at, rev: rev})
+			f.settleLocked(time.Time{})
+		}
+		f.mu.Unlock()
+	}
+}
+
+// fresh implements Sys.Fresh.
+func (f *follower) fresh() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.w == nil || !f.running {
+		return nil
+	}
+	if f.mismatch != nil {
+		return f.mismatch
+	}
+	age := f.now().Sub(f.proof)
+	if age <= f.bound {
+		return nil
+	}
+	why := "the watch of the store delivers no progress (store unreachable, watch lost or this process paused)"
+	if len(f.failed) > 0 {
+		why = "a cache refresh keeps failing"
+	}
+	if f.lastErr != nil {
+		why += "; last error: " + truncateErr(f.lastErr.Error())
+	}
+	return fmt.Errorf("%w: this replica cannot prove that it has seen every change made on other replicas (revocations above all) for %s, longer than its freshness bound of %s; %s. "+
+		"It refuses credentials until it catches up; send the request to another replica or retry", ErrStale, age.Round(time.Millisecond), f.bound, why)
+}
+
+func truncateErr(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "..."
+	}
+	return s
+}
+
+// Fresh returns nil when this replica can serve credential-authenticated
+// requests: it follows no shared store (bbolt), it is sealed (requests are
+// refused as sealed anyway), or it has proven within its freshness bound
+// that its caches hold every change made on other replicas. Otherwise the
+// error wraps ErrStale (or barrier.ErrKeyringMismatch) and says since when
+// and why.
+func (s *Sys) Fresh() error { return s.follow.fresh() }
+
+// Follows reports whether a follow loop is running (for tests and status).
+func (s *Sys) Follows() bool {
+	s.follow.mu.Lock()
+	defer s.follow.mu.Unlock()
+	return s.follow.running
+}
+
+// refresh hands one changed path to the service that caches it.
+func (s *Sys) refresh(ctx context.Context, path string) error {
+	switch {
+	case path == barrier.KeyringPath:
+		return s.Barrier.ReloadKeyring(ctx)
+	case strings.HasPrefix(path, "core/"):
+		return nil
+	case strings.HasPrefix(path, "keys/"), strings.HasPrefix(path, "aliases/"):
+		return s.Keys.Refresh(ctx, path)
+	case strings.HasPrefix(path, "auth/"):
+		return s.Tokens.Refresh(ctx, path)
+	case strings.HasPrefix(path, "iam/"):
+		if s.IAM != nil {
+			return s.IAM.Refresh(ctx, path)
+		}
+	}
+	return nil
+}
+
+// resync reads every cache again after a watch lost history.
+func (s *Sys) resync(ctx context.Context) error {
+	if err := s.Barrier.ReloadKeyring(ctx); err != nil {
+		return err
+	}
+	errs := []error{s.Keys.Resync(ctx), s.Tokens.Resync(ctx)}
+	if s.IAM != nil {
+		errs = append(errs, s.IAM.Resync(ctx))
+	}
+	return errors.Join(errs...)
+}
