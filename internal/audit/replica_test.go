@@ -349,6 +349,27 @@ func TestReplicaTrailsTamper(t *testing.T) {
 	os.WriteFile(fa, b, 0o600)
 	want(verifyAll(t, []string{dir}, opt), "r-a", ProblemForeign)
 
+	// A file of r-a's under the name of a log without replica id, and a
+	// file without replica ids under r-a's name: neither belongs.
+	dir = copyDir(t, base)
+	fa = filesOf(dir, "r-a")[1]
+	legacyName := fileName(dir, "", firstSeqOf(t, fa))
+	os.Rename(fa, legacyName)
+	r, err := Verify([]string{legacyName}, VerifyOptions{PublicKey: k.PublicKey(), FirstSeq: firstSeqOf(t, legacyName)})
+	if err != nil || r.Problem == nil || r.Problem.Kind != ProblemForeign {
+		t.Fatalf("a replica's file under an old name: %v %+v", err, r.Problem)
+	}
+	legacyDir := t.TempDir()
+	writeLog(t, legacyDir, k, 5, Options{})
+	old, _ := ReplicaFiles(legacyDir, "")
+	b, _ = os.ReadFile(old[0])
+	renamed := fileName(t.TempDir(), "r-a", 1)
+	os.WriteFile(renamed, b, 0o600)
+	r, err = Verify([]string{renamed}, VerifyOptions{PublicKey: k.PublicKey()})
+	if err != nil || r.Problem == nil || r.Problem.Kind != ProblemForeign {
+		t.Fatalf("an old file under a replica's name: %v %+v", err, r.Problem)
+	}
+
 	// A missing file in the middle of r-a's trail.
 	dir = copyDir(t, base)
 	os.Remove(filesOf(dir, "r-a")[1])
@@ -447,39 +468,41 @@ func replaceSig(t *testing.T, line, sig []byte) []byte {
 // starts its own trail; verify checks the old log as the head of the
 // first replica's trail.
 func TestLegacyLogContinuedByOneReplica(t *testing.T) {
+	// r-b opens first and continues the old log; r-a, sorting first,
+	// must not be taken for its heir.
 	k := testKeys(t)
 	dir := t.TempDir()
 	writeLog(t, dir, k, 50, Options{CheckpointEvery: 20})
 	legacy, _ := ReplicaFiles(dir, "")
 	lastSeq, _, _, _ := lastLine(legacy[len(legacy)-1])
-	writeLog(t, dir, k, 30, Options{ReplicaID: "r-a", MaxFileSize: 4 << 10, CheckpointEvery: 20})
-	writeLog(t, dir, k, 20, Options{ReplicaID: "r-b", CheckpointEvery: 20})
-	fa, _ := ReplicaFiles(dir, "r-a")
-	if first := firstSeqOf(t, fa[0]); first != lastSeq+1 {
-		t.Fatalf("r-a's first file begins at %d, the old log ends at %d", first, lastSeq)
+	writeLog(t, dir, k, 30, Options{ReplicaID: "r-b", MaxFileSize: 4 << 10, CheckpointEvery: 20})
+	writeLog(t, dir, k, 20, Options{ReplicaID: "r-a", CheckpointEvery: 20})
+	fh, _ := ReplicaFiles(dir, "r-b")
+	if first := firstSeqOf(t, fh[0]); first != lastSeq+1 {
+		t.Fatalf("r-b's first file begins at %d, the old log ends at %d", first, lastSeq)
 	}
-	fb, _ := ReplicaFiles(dir, "r-b")
-	if first := firstSeqOf(t, fb[0]); first != 1 {
-		t.Fatalf("r-b continued the old log too (begins at %d)", first)
+	fo, _ := ReplicaFiles(dir, "r-a")
+	if first := firstSeqOf(t, fo[0]); first != 1 {
+		t.Fatalf("r-a continued the old log too (begins at %d)", first)
 	}
 	if b, _ := os.ReadFile(legacy[len(legacy)-1]); bytes.Contains(b, []byte(`"replica"`)) {
 		t.Fatal("a replica wrote to the old log's file")
 	}
-	// A restart of r-a goes on in its own files.
-	writeLog(t, dir, k, 10, Options{ReplicaID: "r-a", CheckpointEvery: 20})
+	// A restart of r-b goes on in its own files.
+	writeLog(t, dir, k, 10, Options{ReplicaID: "r-b", CheckpointEvery: 20})
 	res := verifyAll(t, []string{dir}, TrailsOptions{PublicKey: k.PublicKey()})
 	if len(res) != 2 {
-		t.Fatalf("want r-a (with the old log) and r-b, got %+v", res)
+		t.Fatalf("want r-b (with the old log) and r-a, got %+v", res)
 	}
-	if v := res["r-a"]; v.Problem != nil || !v.ContinuesLegacy || v.Records != 90 || v.Format != 3 || v.FirstSeq != 1 {
-		t.Fatalf("r-a: %+v %+v", v, v.Problem)
-	}
-	if v := res["r-b"]; v.Problem != nil || v.ContinuesLegacy || v.Records != 20 {
+	if v := res["r-b"]; v.Problem != nil || !v.ContinuesLegacy || v.Records != 90 || v.Format != 3 || v.FirstSeq != 1 {
 		t.Fatalf("r-b: %+v %+v", v, v.Problem)
 	}
-	// A file without replica id after r-a's format-3 files (an older
+	if v := res["r-a"]; v.Problem != nil || v.ContinuesLegacy || v.Records != 20 {
+		t.Fatalf("r-a: %+v %+v", v, v.Problem)
+	}
+	// A file without replica id after r-b's format-3 files (an older
 	// server writing after a newer one, or a file moved) is refused.
-	all := append(slices.Clone(legacy), fa...)
+	all := append(slices.Clone(legacy), fh...)
 	extra := filepath.Join(t.TempDir(), "audit-99999999999999999999.jsonl")
 	b, _ := os.ReadFile(legacy[0])
 	os.WriteFile(extra, b, 0o600)
