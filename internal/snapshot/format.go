@@ -280,21 +280,35 @@ func NewReader(r io.Reader, opts ReadOptions) (*Reader, error) {
 	sr.h.Created = time.Unix(0, int64(binary.BigEndian.Uint64(fixed[8:]))).UTC()
 	sr.h.Count = binary.BigEndian.Uint64(fixed[16:])
 
-	wmaj, wmin, err := parseVersion(sr.h.CofferVersion)
-	if err != nil {
+	if _, _, err := parseVersion(sr.h.CofferVersion); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if opts.CofferVersion != "" {
-		maj, min, err := parseVersion(opts.CofferVersion)
-		if err != nil {
+		if err := Compatible(sr.h.CofferVersion, opts.CofferVersion); err != nil {
 			return nil, err
-		}
-		if wmaj > maj || wmaj == maj && wmin > min {
-			return nil, fmt.Errorf("%w: written by Coffer %s, this is %s; restore it with Coffer %d.%d or newer",
-				ErrNewerVersion, sr.h.CofferVersion, opts.CofferVersion, wmaj, wmin)
 		}
 	}
 	return sr, nil
+}
+
+// Compatible reports whether a snapshot written by Coffer writer can be
+// restored by Coffer reader: not when writer has a newer major or minor
+// version (its entries may be in a layout reader does not know). The error
+// matches ErrNewerVersion.
+func Compatible(writer, reader string) error {
+	wmaj, wmin, err := parseVersion(writer)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	maj, min, err := parseVersion(reader)
+	if err != nil {
+		return err
+	}
+	if wmaj > maj || wmaj == maj && wmin > min {
+		return fmt.Errorf("%w: written by Coffer %s, this is %s; restore it with Coffer %d.%d or newer",
+			ErrNewerVersion, writer, reader, wmaj, wmin)
+	}
+	return nil
 }
 
 // Header returns the snapshot's header.
