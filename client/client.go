@@ -62,6 +62,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -94,10 +95,13 @@ const maxErrorBytes = 64 << 10
 
 // Client is a Coffer API client. It is safe for concurrent use.
 type Client struct {
-	base      string // scheme://host[:port][/prefix], no trailing slash
-	http      *http.Client
-	userAgent string
-	door      string
+	endpoints      []*endpoint // at least one
+	pref           atomic.Int32
+	backoff        time.Duration
+	attemptTimeout time.Duration
+	http           *http.Client
+	userAgent      string
+	door           string
 
 	mu    sync.RWMutex
 	token string
@@ -120,6 +124,9 @@ type config struct {
 	login                        *loginConfig
 	clientCert                   *tls.Certificate
 	tokenCache                   RoleTokenCache
+
+	backoff        *time.Duration // nil: DefaultFailoverBackoff
+	attemptTimeout time.Duration
 }
 
 // Option configures a Client in New or FromEnv.
@@ -202,8 +209,20 @@ func WithUserAgent(ua string) Option {
 // such as "https://coffer.example.com:8200". An empty addr means
 // DefaultAddress. A path in addr (for a server behind a reverse proxy) is
 // kept as a prefix of every request path.
+//
+// addr may list several replicas of one server, separated by commas
+// ("https://coffer-0:8200,https://coffer-1:8200"): the Client then fails
+// over between them (see NewEndpoints and failover.go's rules).
 func New(addr string, opts ...Option) (*Client, error) {
-	base, err := normalizeAddress(addr)
+	addrs, err := splitAddresses(addr)
+	if err != nil {
+		return nil, err
+	}
+	return newClient(addrs, opts)
+}
+
+func newClient(addrs []string, opts []Option) (*Client, error) {
+	eps, err := normalizeAddresses(addrs)
 	if err != nil {
 		return nil, err
 	}
@@ -231,13 +250,18 @@ func New(addr string, opts ...Option) (*Client, error) {
 	}
 
 	c := &Client{
-		base:            base,
+		endpoints:       eps,
+		backoff:         DefaultFailoverBackoff,
+		attemptTimeout:  cfg.attemptTimeout,
 		http:            hc,
 		userAgent:       cfg.userAgent,
 		door:            cfg.door,
 		token:           cfg.token,
 		accessKeyID:     cfg.accessKeyID,
 		accessKeySecret: cfg.accessKeySecret,
+	}
+	if cfg.backoff != nil {
+		c.backoff = *cfg.backoff
 	}
 	if l := cfg.login; l != nil {
 		switch {
@@ -307,8 +331,10 @@ func ParseBoolEnv(v string) (bool, error) {
 	return false, fmt.Errorf("invalid boolean %q (use 1 or 0)", v)
 }
 
-// Address returns the server address the Client talks to.
-func (c *Client) Address() string { return c.base }
+// Address returns the server address the Client talks to: with several
+// endpoints, the one its next request goes to first (the last that
+// answered, unless it failed since).
+func (c *Client) Address() string { return c.endpoints[c.order(time.Now())[0]].base }
 
 // SetToken replaces the bearer token used by subsequent requests, for
 // example after a token refresh. It is safe to call concurrently with
@@ -453,27 +479,49 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 	return status, err
 }
 
+// sendOnce sends a request, to each endpoint in turn as the failover rules
+// allow. The body is encoded once and replayed from memory.
 func (c *Client) sendOnce(ctx context.Context, method, path string, query url.Values, in, out any, mode authMode, relogin bool) (int, error) {
-	target := c.base + path
+	var buf []byte
+	if in != nil {
+		var err error
+		buf, err = json.Marshal(in)
+		if err != nil {
+			return 0, fmt.Errorf("client: encoding %s %s request: %w", method, path, err)
+		}
+	}
+	// The credential is set up (a role login, which itself fails over)
+	// before the first attempt, so an attempt's error is its endpoint's.
+	if mode == authDefault && c.session != nil {
+		if _, err := c.session.current(ctx, c, relogin); err != nil {
+			return 0, fmt.Errorf("client: logging in as role %q: %w", c.session.cfg.role, err)
+		}
+		relogin = false
+	}
+	return c.sendFailover(ctx, method, path, func(ctx context.Context, base string) (int, bool, error) {
+		return c.attemptOn(ctx, base, method, path, query, buf, in != nil, out, mode, relogin)
+	})
+}
+
+// attemptOn sends the request to one endpoint. transport reports that err
+// came before any HTTP answer.
+func (c *Client) attemptOn(ctx context.Context, base, method, path string, query url.Values, buf []byte, hasBody bool, out any, mode authMode, relogin bool) (status int, transport bool, err error) {
+	target := base + path
 	if len(query) > 0 {
 		target += "?" + query.Encode()
 	}
 	var body io.Reader
-	if in != nil {
-		buf, err := json.Marshal(in)
-		if err != nil {
-			return 0, fmt.Errorf("client: encoding %s %s request: %w", method, path, err)
-		}
+	if hasBody {
 		body = bytes.NewReader(buf)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, target, body)
 	if err != nil {
-		return 0, fmt.Errorf("client: %w", err)
+		return 0, false, fmt.Errorf("client: %w", err)
 	}
 	if err := c.setAuth(ctx, req, mode, relogin); err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	if in != nil {
+	if hasBody {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
@@ -486,7 +534,7 @@ func (c *Client) sendOnce(ctx context.Context, method, path string, query url.Va
 
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, true, err
 	}
 	defer func() {
 		// Drain what is left so the connection can be reused.
@@ -495,20 +543,20 @@ func (c *Client) sendOnce(ctx context.Context, method, path string, query url.Va
 	}()
 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return resp.StatusCode, decodeError(method, path, resp)
+		return resp.StatusCode, false, decodeError(method, path, resp)
 	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
-		return resp.StatusCode, nil
+		return resp.StatusCode, false, nil
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
 	if err != nil {
-		return resp.StatusCode, fmt.Errorf("client: reading %s %s response: %w", method, path, err)
+		return resp.StatusCode, false, fmt.Errorf("client: reading %s %s response: %w", method, path, err)
 	}
 	if len(data) > maxResponseBytes {
-		return resp.StatusCode, fmt.Errorf("client: %s %s response is larger than %d bytes", method, path, maxResponseBytes)
+		return resp.StatusCode, false, fmt.Errorf("client: %s %s response is larger than %d bytes", method, path, maxResponseBytes)
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return resp.StatusCode, &ResponseError{
+		return resp.StatusCode, false, &ResponseError{
 			Method:      method,
 			Path:        path,
 			StatusCode:  resp.StatusCode,
@@ -517,7 +565,7 @@ func (c *Client) sendOnce(ctx context.Context, method, path string, query url.Va
 			Err:         err,
 		}
 	}
-	return resp.StatusCode, nil
+	return resp.StatusCode, false, nil
 }
 
 // decodeError turns a non-2xx response into an *APIError.

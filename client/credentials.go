@@ -216,7 +216,7 @@ func (c *Client) setAuth(ctx context.Context, req *http.Request, mode authMode, 
 // requests, such as load generators: a role token is not refreshed there,
 // so it is good for that token's lifetime.
 func (c *Client) AuthorizationHeader(ctx context.Context) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Address(), nil)
 	if err != nil {
 		return "", err
 	}

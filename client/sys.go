@@ -28,7 +28,8 @@ func (c *Client) Ready(ctx context.Context) (bool, error) {
 }
 
 // SealStatus returns the seal state (GET /v1/sys/seal-status). It needs no
-// token.
+// token. With several endpoints it is the state of the first that answers
+// (Address names it afterwards).
 func (c *Client) SealStatus(ctx context.Context) (*SealStatus, error) {
 	var out SealStatus
 	if err := c.do(ctx, http.MethodGet, "/v1/sys/seal-status", nil, nil, &out); err != nil {
@@ -51,7 +52,13 @@ func (c *Client) Init(ctx context.Context, req InitRequest) (*InitResponse, erro
 // Unseal submits one unseal share, or discards the shares submitted so far
 // when req.Reset is set (POST /v1/sys/unseal). The answer tells the progress;
 // Sealed turns false once the threshold is reached. It needs no token.
+//
+// Each replica is unsealed on its own, so Unseal refuses to run on a Client
+// with several endpoints: use one Client per replica.
 func (c *Client) Unseal(ctx context.Context, req UnsealRequest) (*SealStatus, error) {
+	if err := c.oneEndpoint("Unseal"); err != nil {
+		return nil, err
+	}
 	var out SealStatus
 	if err := c.do(ctx, http.MethodPost, "/v1/sys/unseal", nil, req, &out); err != nil {
 		return nil, err
@@ -59,7 +66,11 @@ func (c *Client) Unseal(ctx context.Context, req UnsealRequest) (*SealStatus, er
 	return &out, nil
 }
 
-// Seal seals the server (POST /v1/sys/seal). It needs the root token.
+// Seal seals the server (POST /v1/sys/seal). It needs the root token. Like
+// Unseal it acts on one replica and refuses a Client with several endpoints.
 func (c *Client) Seal(ctx context.Context) error {
+	if err := c.oneEndpoint("Seal"); err != nil {
+		return err
+	}
 	return c.do(ctx, http.MethodPost, "/v1/sys/seal", nil, nil, nil)
 }

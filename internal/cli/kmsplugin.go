@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -24,9 +25,10 @@ import (
 // newKMSPluginCmd builds `coffer kms-plugin`.
 func newKMSPluginCmd() *cobra.Command {
 	var (
-		listen, server, key, tokenFile, healthAddr    string
+		listen, key, tokenFile, healthAddr            string
 		role, saTokenFile, cluster, certFile, keyFile string
-		healthInterval, timeout                       time.Duration
+		servers                                       []string
+		healthInterval, timeout, attemptTimeout       time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:         "kms-plugin",
@@ -38,6 +40,9 @@ the socket; the plugin wraps the apiserver's seeds with a Coffer key.
 See docs/kubernetes.md.`,
 		Example: `  coffer kms-plugin --listen unix:///var/run/coffer/kms.sock \
     --server https://coffer:8200 --key alias/k8s --token-file /etc/coffer/token
+  # several replicas: the plugin fails over between them
+  coffer kms-plugin --server https://coffer-0:8200 --server https://coffer-1:8200 \
+    --key alias/k8s --token-file /etc/coffer/token
   # mTLS: log in to a role that trusts the node's certificate, refreshed automatically
   coffer kms-plugin --server https://coffer:8200 --key alias/k8s \
     --role kms-plugin --client-cert /etc/coffer/node.crt --client-key /etc/coffer/node.key`,
@@ -50,10 +55,14 @@ See docs/kubernetes.md.`,
 			if err != nil {
 				return usageErrorf("%v", err)
 			}
-			if server != "" {
-				cmd.Flags().Set("address", server)
+			if len(servers) > 0 {
+				cmd.Flags().Set("address", strings.Join(servers, ","))
 			}
-			opts := []client.Option{client.WithDoor("kms-plugin"), client.WithUserAgent("coffer-kms-plugin")}
+			if attemptTimeout <= 0 {
+				return usageErrorf("--attempt-timeout must be positive")
+			}
+			opts := []client.Option{client.WithDoor("kms-plugin"), client.WithUserAgent("coffer-kms-plugin"),
+				client.WithAttemptTimeout(attemptTimeout)}
 			if (certFile == "") != (keyFile == "") {
 				return usageErrorf("--client-cert and --client-key go together")
 			}
@@ -99,7 +108,7 @@ See docs/kubernetes.md.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "unix:///var/run/coffer/kms.sock", "unix socket for the kube-apiserver")
-	f.StringVar(&server, "server", "", "Coffer server URL (default: --address / COFFER_ADDR)")
+	f.StringSliceVar(&servers, "server", nil, "Coffer server URL; repeat it (or separate URLs with commas) for the replicas of one server, between which the plugin fails over (default: --address / COFFER_ADDR)")
 	f.StringVar(&key, "key", "", "Coffer key id or alias that wraps the apiserver's seeds")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the Coffer token; re-read when it changes")
 	f.StringVar(&role, "role", "", "log in to this role (with --client-cert/--client-key, --sa-token-file, or a token) and refresh the role token automatically")
@@ -110,6 +119,7 @@ See docs/kubernetes.md.`,
 	f.StringVar(&healthAddr, "health-addr", "", "address for /metrics, /livez and /readyz (for example 127.0.0.1:8787)")
 	f.DurationVar(&healthInterval, "health-interval", 10*time.Second, "how often the encrypt/decrypt health round trip runs")
 	f.DurationVar(&timeout, "timeout", 5*time.Second, "timeout of each call to Coffer")
+	f.DurationVar(&attemptTimeout, "attempt-timeout", time.Second, "with several --server: how long one replica may take to answer an encrypt or decrypt before the next is tried")
 	return cmd
 }
 
@@ -161,7 +171,7 @@ func runKMSPlugin(parent context.Context, out io.Writer, logger *slog.Logger, c 
 
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(ln) }()
-	logger.Info("coffer kms plugin listening", "socket", path, "key", key, "server", c.Address())
+	logger.Info("coffer kms plugin listening", "socket", path, "key", key, "server", strings.Join(c.Endpoints(), ","))
 	fmt.Fprintf(out, "Listening: unix://%s\n", path)
 	select {
 	case err := <-errc:

@@ -155,7 +155,7 @@ server). See docs/cli.md.`,
 	})
 
 	pf := root.PersistentFlags()
-	pf.String(flagAddress, "", "server address (env COFFER_ADDR, default "+client.DefaultAddress+")")
+	pf.String(flagAddress, "", "server address (env COFFER_ADDR, default "+client.DefaultAddress+"); the replicas of one server separated by commas, to fail over between them")
 	pf.String(flagToken, "", "authentication token (env COFFER_TOKEN; prefer the variable: arguments show in ps)")
 	markSecretFlag(pf, flagToken, "set COFFER_TOKEN instead")
 	pf.String(flagCACert, "", "PEM file of CA certificates to trust (env COFFER_CACERT)")
@@ -461,6 +461,17 @@ func describeError(cmd *cobra.Command, err error) string {
 		tokenOverKey = rc.token != "" && rc.accessKeyID != ""
 	}
 
+	var fe *client.FailoverError
+	if errors.As(err, &fe) && len(fe.Attempts) > 0 {
+		// Several endpoints: name each and what went wrong there, unless
+		// the last one answered the request itself (a 401, a 404, ...),
+		// which the hints below explain.
+		var last *client.APIError
+		if !errors.As(fe.Attempts[len(fe.Attempts)-1].Err, &last) || last.StatusCode >= 500 {
+			return strings.ReplaceAll(strings.TrimPrefix(fe.Error(), "client: "), ": client: ", ": ")
+		}
+		err = last
+	}
 	var apiErr *client.APIError
 	if errors.As(err, &apiErr) {
 		msg := apiErr.Error()
