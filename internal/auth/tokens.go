@@ -590,7 +590,24 @@ func (t *Tokens) Renew(ctx context.Context, accessor string, increment time.Dura
 		n.ExpiresAt = n.MaxExpiresAt
 	}
 	val, _ := json.Marshal(&n)
-	if err := t.store.Apply(ctx, storage.Put(tokenPath+n.Accessor, val)); err != nil {
+	// Store the renewal only over the stored record: another replica may
+	// have revoked the token (or renewed it) before this one heard of it,
+	// and an unconditional write would bring a revoked token back.
+	cur, err := t.store.Get(ctx, tokenPath+n.Accessor)
+	if errors.Is(err, storage.ErrNotFound) {
+		t.mu.Lock()
+		delete(t.byHash, [32]byte(n.Hash))
+		delete(t.byAccessor, accessor)
+		t.mu.Unlock()
+		return Principal{}, fmt.Errorf("%w: the token was revoked", ErrNotFound)
+	}
+	if err != nil {
+		return Principal{}, err
+	}
+	if err := t.store.Apply(ctx, storage.Op{Kind: storage.OpPut, Key: tokenPath + n.Accessor, Value: val, IfRevision: cur.Revision}); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return Principal{}, fmt.Errorf("the token was renewed or revoked at the same time on another replica; retry: %w", err)
+		}
 		return Principal{}, err
 	}
 	t.mu.Lock()

@@ -1,0 +1,170 @@
+package auth
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/cofferkms/coffer/internal/storage"
+	"github.com/cofferkms/coffer/internal/storage/inmem"
+)
+
+// twoReplicas returns two token stores over one backend, as two replicas
+// over one etcd, with a shared clock.
+func twoReplicas(t *testing.T, now *time.Time) (*Tokens, *Tokens, *inmem.Backend) {
+	t.Helper()
+	store := inmem.New()
+	clock := func() time.Time { return *now }
+	return NewTokens(store, clock), NewTokens(store, clock), store
+}
+
+func fingerprint(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(sum[:])
+}
+
+func stored(t *testing.T, store storage.Backend, accessor string) bool {
+	t.Helper()
+	_, err := store.Get(ctx, tokenPath+accessor)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		t.Fatal(err)
+	}
+	return err == nil
+}
+
+// TestRefreshFollowsIssueAndRevoke: a token issued on A becomes usable on
+// B once B refreshes its path, and unusable once A revokes it; a leak
+// report made on A is recognised on B.
+func TestRefreshFollowsIssueAndRevoke(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a, b, _ := twoReplicas(t, &now)
+	tok, p, err := a.Create(ctx, "x", false, time.Hour, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Lookup(tok, netip.Addr{}); err == nil {
+		t.Fatal("B knows a token before refreshing")
+	}
+	if err := b.Refresh(ctx, tokenPath+p.Accessor); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Lookup(tok, netip.Addr{}); err != nil {
+		t.Fatalf("B after refreshing: %v", err)
+	}
+	if _, err := a.ReportLeaked(ctx, []string{fingerprint(tok)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{tokenPath + p.Accessor, leakedPath + fingerprint(tok)} {
+		if err := b.Refresh(ctx, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.Lookup(tok, netip.Addr{}); !errors.Is(err, ErrLeaked) {
+		t.Fatalf("B after a leak report on A: %v", err)
+	}
+}
+
+// TestRefreshRevokesUnseenDescendants: a token made on B from a parent
+// that A revokes without knowing the child is revoked when B learns of
+// the parent's deletion, and when A learns of the child after deleting
+// its parent.
+func TestRefreshRevokesUnseenDescendants(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, learner := range []string{"B learns the parent's deletion", "A learns the child's creation"} {
+		t.Run(learner, func(t *testing.T) {
+			a, b, store := twoReplicas(t, &now)
+			_, parent, err := a.Create(ctx, "parent", false, time.Hour, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Refresh(ctx, tokenPath+parent.Accessor); err != nil {
+				t.Fatal(err)
+			}
+			_, child, err := b.Issue(ctx, Spec{DisplayName: "child", TTL: time.Hour, Parent: &parent})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Revoke(ctx, "", parent.Accessor); err != nil {
+				t.Fatal(err)
+			}
+			if !stored(t, store, child.Accessor) {
+				t.Fatal("setup: A revoked a child it did not know")
+			}
+			if learner == "B learns the parent's deletion" {
+				err = b.Refresh(ctx, tokenPath+parent.Accessor)
+			} else {
+				err = a.Refresh(ctx, tokenPath+child.Accessor)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stored(t, store, child.Accessor) {
+				t.Fatal("a child of a revoked token survives its parent's revocation")
+			}
+		})
+	}
+}
+
+// TestRefreshExpiryIsNotRevocation: a parent swept because it expired does
+// not take a renewed child with it.
+func TestRefreshExpiryIsNotRevocation(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a, b, store := twoReplicas(t, &now)
+	_, parent, err := a.Issue(ctx, Spec{DisplayName: "parent", TTL: time.Hour, MaxTTL: 10 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Refresh(ctx, tokenPath+parent.Accessor); err != nil {
+		t.Fatal(err)
+	}
+	childTok, child, err := b.Issue(ctx, Spec{DisplayName: "child", TTL: time.Hour, MaxTTL: 10 * time.Hour, Parent: &parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(30 * time.Minute)
+	if _, err := b.Renew(ctx, child.Accessor, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(40 * time.Minute) // the parent expired; the child lives on
+	if err := a.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Refresh(ctx, tokenPath+parent.Accessor); err != nil {
+		t.Fatal(err)
+	}
+	if !stored(t, store, child.Accessor) {
+		t.Fatal("an expired parent's sweep revoked its renewed child")
+	}
+	if _, err := b.Lookup(childTok, netip.Addr{}); err != nil {
+		t.Fatalf("the child after its parent expired: %v", err)
+	}
+}
+
+// TestRenewDoesNotUndoRevocation: a renewal on B of a token A revoked, made
+// before B saw the revocation, fails and does not store the token again.
+func TestRenewDoesNotUndoRevocation(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a, b, store := twoReplicas(t, &now)
+	tok, p, err := a.Issue(ctx, Spec{DisplayName: "x", TTL: time.Hour, MaxTTL: 10 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Refresh(ctx, tokenPath+p.Accessor); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Revoke(ctx, tok, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Renew(ctx, p.Accessor, time.Hour); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("renewing a token revoked on another replica: %v", err)
+	}
+	if stored(t, store, p.Accessor) {
+		t.Fatal("a renewal stored a revoked token again")
+	}
+	if _, err := b.Lookup(tok, netip.Addr{}); err == nil {
+		t.Fatal("B still serves a token whose renewal found it revoked")
+	}
+}
