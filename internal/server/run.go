@@ -30,7 +30,6 @@ import (
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/monitor"
 	"github.com/cofferkms/coffer/internal/storage"
-	"github.com/cofferkms/coffer/internal/storage/bolt"
 	"github.com/cofferkms/coffer/internal/sys"
 )
 
@@ -41,7 +40,15 @@ type Config struct {
 	Storage struct {
 		// Path is the bbolt file.
 		Path string `json:"path"`
+		// Etcd stores everything in an etcd cluster shared by replicas
+		// instead (storagewire.go); mutually exclusive with Path.
+		Etcd *EtcdConfig `json:"etcd"`
 	} `json:"storage"`
+	// DataDir holds this replica's local files (audit trail, tls.auto
+	// certificate); required with storage.etcd, default the directory of
+	// storage.path.
+	DataDir string `json:"data_dir"`
+
 	TLS struct {
 		CertFile string `json:"cert_file"`
 		KeyFile  string `json:"key_file"`
@@ -62,6 +69,8 @@ type Config struct {
 	Audit AuditConfig `json:"audit"`
 	// Metrics configures /metrics.
 	Metrics MetricsConfig `json:"metrics"`
+	// HA configures replicas sharing one store (etcd).
+	HA HAConfig `json:"ha"`
 
 	// Dev mode (flags only): initialize and unseal automatically.
 	Dev          bool   `json:"-"`
@@ -94,6 +103,34 @@ type AuditConfig struct {
 	Alerts string `json:"alerts"`
 	// AlertsDisabled turns the alert engine off.
 	AlertsDisabled bool `json:"alerts_disabled"`
+}
+
+// HAConfig is the ha: section of the config: how a replica works beside
+// others on a shared store.
+type HAConfig struct {
+	// ReplicaID names this replica (default: the host name).
+	ReplicaID string `json:"replica_id"`
+	// AdvertiseAddress is the URL other replicas and operators reach this
+	// one at (default: the listen URL).
+	AdvertiseAddress string `json:"advertise_address"`
+	// FreshnessBound is the longest a replica serves credentials without
+	// proof that its caches hold every change made on the others (a
+	// revocation above all); default 2s (sys.DefaultFreshnessBound).
+	FreshnessBound string `json:"freshness_bound"`
+	// LeaseTTL bounds member heartbeats and job leadership (default 10s).
+	LeaseTTL string `json:"lease_ttl"`
+}
+
+// freshnessBound parses ha.freshness_bound.
+func (c HAConfig) freshnessBound() (time.Duration, error) {
+	if c.FreshnessBound == "" {
+		return sys.DefaultFreshnessBound, nil
+	}
+	d, err := time.ParseDuration(c.FreshnessBound)
+	if err != nil || d < 100*time.Millisecond {
+		return 0, fmt.Errorf("ha.freshness_bound %q: want a duration of at least 100ms like 2s", c.FreshnessBound)
+	}
+	return d, nil
 }
 
 // MetricsConfig is the metrics: section of the config.
@@ -164,29 +201,49 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 		}
 		path = filepath.Join(dir, "coffer.db")
 	}
-	if path == "" {
-		return errors.New("no storage path: set storage.path in the config file (or use --dev)")
+	// Storage selection (storagewire.go): bbolt or etcd, and the
+	// directory of local files, which path stands for from here on.
+	where, err := chooseStorage(cfg, path)
+	if err != nil {
+		return err
 	}
-	ban.StoragePath = path
+	path = filepath.Join(where.dataDir, "coffer.db")
+	ban.StoragePath = where.describe()
 	useTLS := cfg.TLS.Auto || cfg.TLS.CertFile != ""
 	if cfg.Dev && !useTLS && !isLoopback(cfg.Listen) {
 		return fmt.Errorf("dev mode without TLS listens only on loopback; %q is not loopback (add --tls-auto or use 127.0.0.1)", cfg.Listen)
 	}
 
-	store, err := bolt.Open(path, bolt.Options{})
+	// etcdStore (nil with bbolt) is for what needs more than key-value
+	// storage: membership and job leadership.
+	store, etcdStore, err := openStorage(ctx, where, logger)
 	if err != nil {
+		if ctx.Err() != nil {
+			logger.Info("stopped while waiting for storage", "storage", ban.StoragePath)
+			return nil
+		}
 		return err
 	}
 	defer store.Close()
+	_ = etcdStore
 	var backend storage.Backend = store
 	var s *sys.Sys
 	var metrics *monitor.Metrics
 	if !cfg.Metrics.Disabled {
 		metrics = monitor.NewMetrics(cfg.Metrics.MaxKeyLabels, func() monitor.State { return sysState(s) })
-		backend = monitor.TimedBackend{Backend: store, M: metrics}
+		backend = monitor.Timed(store, metrics)
 	}
 	bar := barrier.New(backend)
 	s = sys.New(bar, nil)
+	// HA: a shared store's changes made by other replicas reach this
+	// one's caches through its watch (internal/sys, follow.go).
+	bound, err := cfg.HA.freshnessBound()
+	if err != nil {
+		return err
+	}
+	if w, ok := backend.(storage.Watcher); ok {
+		s.Follow(w, bound, logger)
+	}
 	defer s.Seal()
 
 	bg, stopBG := context.WithCancel(ctx)
@@ -350,7 +407,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 			errc <- hs.Serve(ln)
 		}
 	}()
-	logger.Info("coffer server listening", "addr", ban.Addr, "storage", path, "dev", cfg.Dev)
+	logger.Info("coffer server listening", "addr", ban.Addr, "storage", ban.StoragePath, "dev", cfg.Dev)
 	if ready != nil {
 		ready(ban)
 	}

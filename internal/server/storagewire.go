@@ -1,0 +1,160 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cofferkms/coffer/internal/storage"
+	"github.com/cofferkms/coffer/internal/storage/bolt"
+	"github.com/cofferkms/coffer/internal/storage/etcd"
+)
+
+// EtcdConfig is the storage.etcd section of the config: several replicas
+// share one etcd cluster (docs/config.md).
+type EtcdConfig struct {
+	// Endpoints are the etcd members' client URLs.
+	Endpoints []string `json:"endpoints"`
+	// Prefix is the etcd key everything is stored under (default /coffer).
+	Prefix string `json:"prefix"`
+	// TLS: ca_file verifies etcd; cert_file and key_file authenticate
+	// this replica to etcd (--client-cert-auth).
+	TLS etcd.TLSConfig `json:"tls"`
+	// DialTimeout bounds connecting (default 5s).
+	DialTimeout string `json:"dial_timeout"`
+	// RequestTimeout bounds each storage request (default 5s); a request
+	// that times out answers 503 storage_unavailable.
+	RequestTimeout string `json:"request_timeout"`
+	// MaxTxnOps and MaxRequestBytes mirror etcd's --max-txn-ops and
+	// --max-request-bytes when the cluster raised them (defaults 128 and
+	// 1.5 MiB).
+	MaxTxnOps       int `json:"max_txn_ops"`
+	MaxRequestBytes int `json:"max_request_bytes"`
+}
+
+// backend turns the YAML section into etcd.Config.
+func (c *EtcdConfig) backend() (etcd.Config, error) {
+	out := etcd.Config{Endpoints: c.Endpoints, Prefix: c.Prefix, TLS: c.TLS, MaxTxnOps: c.MaxTxnOps, MaxRequestBytes: c.MaxRequestBytes}
+	for _, d := range []struct {
+		name string
+		in   string
+		out  *time.Duration
+	}{{"dial_timeout", c.DialTimeout, &out.DialTimeout}, {"request_timeout", c.RequestTimeout, &out.RequestTimeout}} {
+		if d.in == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.in)
+		if err != nil || v <= 0 {
+			return out, fmt.Errorf("storage.etcd.%s %q: want a duration like 5s", d.name, d.in)
+		}
+		*d.out = v
+	}
+	return out, nil
+}
+
+// Bounds of the pause between two attempts to reach etcd at start, and how
+// often the wait is logged.
+const (
+	etcdRetryMin = 500 * time.Millisecond
+	etcdRetryMax = 10 * time.Second
+	etcdRetryLog = 5 * time.Second
+)
+
+// storageChoice is the storage a config selects, and where local files go.
+type storageChoice struct {
+	boltPath string      // bbolt file, or ""
+	etcd     *EtcdConfig // or nil
+	// dataDir holds this replica's local files: audit trail, tls-auto
+	// certificate, dev unseal share.
+	dataDir string
+}
+
+// chooseStorage checks that cfg names exactly one storage (storage.path or
+// storage.etcd; --dev always uses bbolt at devPath) and where local files go.
+func chooseStorage(cfg Config, devPath string) (storageChoice, error) {
+	e := cfg.Storage.Etcd
+	switch {
+	case cfg.Dev && e != nil:
+		return storageChoice{}, errors.New("--dev uses a bbolt file of its own; remove storage.etcd from the config (or run without --dev)")
+	case cfg.Dev:
+		return storageChoice{boltPath: devPath, dataDir: filepath.Dir(devPath)}, nil
+	case e != nil && cfg.Storage.Path != "":
+		return storageChoice{}, errors.New("storage.path and storage.etcd are both set: choose one (storage.path for a single server on a bbolt file, storage.etcd for replicas sharing an etcd cluster)")
+	case e == nil && cfg.Storage.Path == "":
+		return storageChoice{}, errors.New("no storage: set storage.path (a bbolt file, one server) or storage.etcd (replicas sharing an etcd cluster) in the config file (or use --dev)")
+	case e != nil:
+		if cfg.DataDir == "" {
+			return storageChoice{}, errors.New("data_dir is required with storage.etcd: it holds this replica's local files (audit trail, tls.auto certificate); set it to a private directory such as /var/lib/coffer")
+		}
+		return storageChoice{etcd: e, dataDir: cfg.DataDir}, nil
+	}
+	dir := cfg.DataDir
+	if dir == "" {
+		dir = filepath.Dir(cfg.Storage.Path)
+	}
+	return storageChoice{boltPath: cfg.Storage.Path, dataDir: dir}, nil
+}
+
+// describe is the storage line of the banner and the log.
+func (c storageChoice) describe() string {
+	if c.etcd == nil {
+		return c.boltPath
+	}
+	prefix := c.etcd.Prefix
+	if prefix == "" {
+		prefix = etcd.DefaultPrefix
+	}
+	return fmt.Sprintf("etcd %s prefix %s", strings.Join(c.etcd.Endpoints, ","), prefix)
+}
+
+// openStorage opens the chosen backend. An etcd cluster that does not
+// answer is retried with growing pauses (logged at most every few seconds,
+// with the reason) until it answers or ctx ends; then the error is ctx's.
+// A configuration mistake fails at once. The second result is the etcd
+// backend itself (nil with bbolt), for what needs more than key-value
+// storage (membership, job leadership).
+func openStorage(ctx context.Context, c storageChoice, log *slog.Logger) (storage.Backend, *etcd.Backend, error) {
+	if c.etcd == nil {
+		b, err := bolt.Open(c.boltPath, bolt.Options{})
+		if err != nil {
+			return nil, nil, err
+		}
+		return b, nil, nil
+	}
+	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("data_dir: %w", err)
+	}
+	ecfg, err := c.etcd.backend()
+	if err != nil {
+		return nil, nil, err
+	}
+	pause := etcdRetryMin
+	var logged time.Time
+	for {
+		b, err := etcd.Open(ctx, ecfg)
+		if err == nil {
+			return b, b, nil
+		}
+		if !errors.Is(err, etcd.ErrUnavailable) {
+			return nil, nil, fmt.Errorf("storage.etcd: %w", err)
+		}
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		if time.Since(logged) >= etcdRetryLog {
+			log.Warn("etcd does not answer; the server waits for it before it listens", "endpoints", strings.Join(ecfg.Endpoints, ","), "error", err, "retry_in", pause)
+			logged = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, etcdRetryMax)
+	}
+}
