@@ -15,6 +15,8 @@ import (
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/storage"
+	"github.com/cofferkms/coffer/internal/storage/etcd"
+	"github.com/cofferkms/coffer/internal/storage/etcd/etcdtest"
 	"github.com/cofferkms/coffer/internal/storage/inmem"
 )
 
@@ -81,6 +83,15 @@ func storedVersions(t *testing.T, b *barrier.Barrier, id string) ([]uint32, [][]
 func backends(t *testing.T) map[string]func(t *testing.T) storage.Backend {
 	return map[string]func(t *testing.T) storage.Backend{
 		"inmem": func(*testing.T) storage.Backend { return inmem.New() },
+		"etcd": func(t *testing.T) storage.Backend {
+			c := etcdtest.Start(t, 3)
+			b, err := etcd.Open(ctx, etcd.Config{Endpoints: c.Endpoints(), Prefix: "/coffer"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { b.Close() })
+			return b
+		},
 	}
 }
 
