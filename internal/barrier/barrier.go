@@ -522,8 +522,9 @@ func checkPath(p string) error {
 	return nil
 }
 
-// Get returns the decrypted entry at path.
-func (b *Barrier) Get(ctx context.Context, path string) (storage.Entry, error) {
+// get returns the decrypted entry at path (Get, reload.go, adds a
+// keyring reload for a term rotated in by another replica).
+func (b *Barrier) get(ctx context.Context, path string) (storage.Entry, error) {
 	if err := checkPath(path); err != nil {
 		return storage.Entry{}, err
 	}
@@ -551,7 +552,7 @@ func (k *keyring) open(path string, v []byte) ([]byte, error) {
 	}
 	t := k.term(binary.BigEndian.Uint32(v[1:5]))
 	if t == nil {
-		return nil, fmt.Errorf("entry %q names an unknown keyring term: %w", path, ErrCorrupt)
+		return nil, fmt.Errorf("entry %q names an unknown keyring term (%w): %w", path, errUnknownTerm, ErrCorrupt)
 	}
 	plain, err := t.aead.Open(nil, v[5:entryHeader], v[entryHeader:], []byte(path))
 	if err != nil {

@@ -98,3 +98,22 @@ func (b *Barrier) storedRingLocked(ctx context.Context) (*keyring, int64, error)
 // errKeyringRotated is returned by RotateKeyring when another replica
 // rotated the keyring between its read and its write.
 var errKeyringRotated = fmt.Errorf("the keyring was rotated concurrently (by another replica); run rotate-keyring again if another term is still wanted: %w", storage.ErrConflict)
+
+// errUnknownTerm is wrapped (with ErrCorrupt) by an entry sealed under a
+// keyring term this replica does not hold.
+var errUnknownTerm = errors.New("unknown keyring term")
+
+// Get returns the decrypted entry at path. An entry sealed under a keyring
+// term this replica does not hold yet (rotated in by another replica, whose
+// watch event has not arrived) makes it read the stored keyring once and
+// try again.
+func (b *Barrier) Get(ctx context.Context, path string) (storage.Entry, error) {
+	e, err := b.get(ctx, path)
+	if errors.Is(err, errUnknownTerm) {
+		if rerr := b.ReloadKeyring(ctx); rerr != nil {
+			return storage.Entry{}, errors.Join(err, rerr)
+		}
+		e, err = b.get(ctx, path)
+	}
+	return e, err
+}
