@@ -95,7 +95,10 @@ func (m *Metrics) setHealth(ok bool, at time.Time) {
 // /livez fails only when the plugin itself is broken (its gRPC server
 // stopped), never because Coffer is unreachable: restarting the plugin would
 // not help. /readyz fails when the last round trip failed or is stale, and
-// names the error class (unreachable, key_unusable, auth, sealed, ...).
+// names the error class (unreachable, key_unusable, auth, sealed, ...). With
+// a client of several Coffer replicas the round trip fails over like every
+// call, so /readyz is ok while any replica answers; "server" names the one
+// in use.
 func HealthHandler(p *Plugin, m *Metrics, serving func() bool) http.Handler {
 	mux := http.NewServeMux()
 	if m != nil {
@@ -110,11 +113,21 @@ func HealthHandler(p *Plugin, m *Metrics, serving func() bool) http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		keyID, class, err := p.Health()
+		var body map[string]string
 		if err != nil {
-			writeHealth(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "class": class, "error": err.Error(), "key_id": keyID})
+			body = map[string]string{"status": "not ready", "class": class, "error": err.Error(), "key_id": keyID}
+		} else {
+			body = map[string]string{"status": "ok", "key_id": keyID}
+		}
+		// With several Coffer replicas, say which one the plugin uses now.
+		if a, ok := p.cfg.Coffer.(interface{ Address() string }); ok {
+			body["server"] = a.Address()
+		}
+		if err != nil {
+			writeHealth(w, http.StatusServiceUnavailable, body)
 			return
 		}
-		writeHealth(w, http.StatusOK, map[string]string{"status": "ok", "key_id": keyID})
+		writeHealth(w, http.StatusOK, body)
 	})
 	return mux
 }
