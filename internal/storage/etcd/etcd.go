@@ -24,6 +24,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -182,9 +183,56 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 	b := &Backend{cli: cli, prefix: prefix, root: prefix + "/", cfg: cfg}
 	if _, err := b.Revision(ctx); err != nil {
 		cli.Close()
+		// The client retries quietly until its deadline; say why.
+		if why := diagnose(cfg, tlsCfg); why != "" && errors.Is(err, ErrUnavailable) {
+			return nil, fmt.Errorf("%w (%s)", err, why)
+		}
 		return nil, err
 	}
 	return b, nil
+}
+
+// diagnose connects to each endpoint itself and returns the first reason
+// one cannot be used (refused connection, TLS handshake or client
+// certificate refused), or "" when every endpoint accepts a connection.
+func diagnose(cfg Config, tlsCfg *tls.Config) string {
+	for _, ep := range cfg.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil {
+			continue
+		}
+		conn, err := net.DialTimeout("tcp", u.Host, cfg.DialTimeout)
+		if err != nil {
+			return fmt.Sprintf("endpoint %s: %v", ep, err)
+		}
+		if u.Scheme != "https" || tlsCfg == nil {
+			conn.Close()
+			continue
+		}
+		c := tlsCfg.Clone()
+		c.ServerName = u.Hostname()
+		c.NextProtos = []string{"h2"}
+		tc := tls.Client(conn, c)
+		tc.SetDeadline(time.Now().Add(cfg.DialTimeout))
+		err = tc.Handshake()
+		if err == nil {
+			// With TLS 1.3 a refused client certificate arrives as an
+			// alert after the handshake: wait briefly for one.
+			tc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			var one [1]byte
+			if _, rerr := tc.Read(one[:]); rerr != nil {
+				var ne net.Error
+				if !errors.As(rerr, &ne) || !ne.Timeout() {
+					err = rerr
+				}
+			}
+		}
+		tc.Close()
+		if err != nil {
+			return fmt.Sprintf("endpoint %s: TLS: %v; check storage.etcd.tls", ep, err)
+		}
+	}
+	return ""
 }
 
 func loadTLS(t TLSConfig) (*tls.Config, error) {

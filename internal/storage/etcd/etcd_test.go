@@ -294,3 +294,48 @@ func TestOpenUnreachable(t *testing.T) {
 		t.Errorf("Open of a stopped cluster: %v, want ErrUnavailable", err)
 	}
 }
+
+// TestTLS: over TLS with client-certificate authentication, the backend
+// works with the configured CA and client certificate, and is refused
+// without a certificate, with one from another CA, or without the CA.
+func TestTLS(t *testing.T) {
+	c := etcdtest.StartWith(t, 1, etcdtest.Options{ClientTLS: true})
+	files := c.TLS()
+	ctx := context.Background()
+	good := etcd.TLSConfig{CAFile: files.CAFile, CertFile: files.ClientCertFile, KeyFile: files.ClientKeyFile}
+	b := open(t, etcd.Config{Endpoints: c.Endpoints(), TLS: good})
+	if err := b.Apply(ctx, storage.Put("k", []byte("v"))); err != nil {
+		t.Fatalf("Apply over TLS: %v", err)
+	}
+	if e, err := b.Get(ctx, "k"); err != nil || string(e.Value) != "v" {
+		t.Fatalf("Get over TLS: %q %v", e.Value, err)
+	}
+	b.Close()
+
+	for _, tc := range []struct {
+		name string
+		tls  etcd.TLSConfig
+		why  string // in the error
+	}{
+		{"no client certificate", etcd.TLSConfig{CAFile: files.CAFile}, "certificate required"},
+		{"client certificate of another CA", etcd.TLSConfig{CAFile: files.CAFile, CertFile: files.OtherClientCertFile, KeyFile: files.OtherClientKeyFile}, "certificate"}, // Go offers no certificate the server's CA list does not name
+		{"server not verified (system roots)", etcd.TLSConfig{CertFile: files.ClientCertFile, KeyFile: files.ClientKeyFile}, "unknown authority"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := etcd.Open(ctx, etcd.Config{Endpoints: c.Endpoints(), TLS: tc.tls, DialTimeout: time.Second, RequestTimeout: time.Second})
+			if err == nil {
+				b.Close()
+				t.Fatal("Open succeeded")
+			}
+			t.Logf("Open: %v", err)
+			if !strings.Contains(err.Error(), tc.why) || !strings.Contains(err.Error(), "storage.etcd.tls") {
+				t.Errorf("Open: %v, want the reason (%s) and the setting to check", err, tc.why)
+			}
+		})
+	}
+	// An http endpoint with TLS configured is a configuration mistake.
+	_, err := etcd.Open(ctx, etcd.Config{Endpoints: []string{strings.Replace(c.Endpoint(0), "https:", "http:", 1)}, TLS: good})
+	if err == nil || !strings.Contains(err.Error(), "plain http") {
+		t.Errorf("http endpoint with tls: %v, want an error naming plain http", err)
+	}
+}

@@ -22,6 +22,7 @@ type Cluster struct {
 	t       testing.TB
 	members []*member
 	mu      sync.Mutex
+	tls     TLSFiles
 }
 
 type member struct {
@@ -38,6 +39,10 @@ type Options struct {
 	// ProgressNotify is the server's periodic watch progress interval
 	// (0 leaves etcd's default of 10 minutes).
 	ProgressNotify time.Duration
+	// ClientTLS serves clients over TLS and requires a client certificate
+	// signed by the cluster's CA (etcd --client-cert-auth); Cluster.TLS
+	// has the files. Endpoints are then https URLs.
+	ClientTLS bool
 }
 
 // Start starts an n-member cluster and stops it when the test ends.
@@ -47,12 +52,17 @@ func Start(t testing.TB, n int) *Cluster { return StartWith(t, n, Options{}) }
 func StartWith(t testing.TB, n int, o Options) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t}
+	clientScheme := "http"
+	if o.ClientTLS {
+		c.tls = makeTLS(t)
+		clientScheme = "https"
+	}
 	var initial []string
 	for i := 0; i < n; i++ {
 		m := &member{
 			name:      fmt.Sprintf("m%d", i),
 			dir:       t.TempDir(),
-			clientURL: url.URL{Scheme: "http", Host: freeAddr(t)},
+			clientURL: url.URL{Scheme: clientScheme, Host: freeAddr(t)},
 			peerURL:   url.URL{Scheme: "http", Host: freeAddr(t)},
 		}
 		c.members = append(c.members, m)
@@ -71,6 +81,12 @@ func StartWith(t testing.TB, n int, o Options) *Cluster {
 		cfg.LogLevel = "error"
 		cfg.LogOutputs = []string{"stderr"}
 		cfg.WatchProgressNotifyInterval = o.ProgressNotify
+		if o.ClientTLS {
+			cfg.ClientTLSInfo.CertFile = c.tls.serverCert
+			cfg.ClientTLSInfo.KeyFile = c.tls.serverKey
+			cfg.ClientTLSInfo.TrustedCAFile = c.tls.CAFile
+			cfg.ClientTLSInfo.ClientCertAuth = true
+		}
 		m.configured = cfg
 	}
 	// Members of a new cluster wait for each other: start them together.
