@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -42,11 +43,26 @@ type PluginOptions struct {
 // line.
 func StartPlugin(t testing.TB, c *Coffer, opts PluginOptions) *Plugin {
 	t.Helper()
-	if opts.Key == "" {
-		opts.Key = "alias/k8s"
-	}
 	if opts.Token == "" {
 		opts.Token = c.Token
+	}
+	return startPlugin(t, []string{c.Addr}, c.CACertFile, opts)
+}
+
+// StartPluginReplicas starts the plugin with every replica's address (one
+// --server flag each), so that it fails over between them.
+func StartPluginReplicas(t testing.TB, r *Replicas, opts PluginOptions) *Plugin {
+	t.Helper()
+	if opts.Token == "" {
+		opts.Token = r.Token
+	}
+	return startPlugin(t, r.Addrs, "", opts)
+}
+
+func startPlugin(t testing.TB, servers []string, caCert string, opts PluginOptions) *Plugin {
+	t.Helper()
+	if opts.Key == "" {
+		opts.Key = "alias/k8s"
 	}
 	if opts.HealthInterval == 0 {
 		opts.HealthInterval = time.Second
@@ -56,15 +72,22 @@ func StartPlugin(t testing.TB, c *Coffer, opts PluginOptions) *Plugin {
 	dumpOnFailure(t, "kms-plugin", func() *proc { return p.p })
 	health := hostPort(freePort(t))
 	p.HealthURL = "http://" + health
-	p.args = []string{"kms-plugin", "--listen", "unix://" + p.Socket, "--server", c.Addr, "--key", opts.Key,
+	p.args = []string{"kms-plugin", "--listen", "unix://" + p.Socket, "--key", opts.Key,
 		"--health-addr", health, "--health-interval", opts.HealthInterval.String()}
+	for _, s := range servers {
+		p.args = append(p.args, "--server", s)
+	}
 	if opts.Role != "" {
 		p.args = append(p.args, "--role", opts.Role, "--client-cert", opts.ClientCert, "--client-key", opts.ClientKey)
 	} else {
-		p.args = append(p.args, "--token-file", c.TokenFile(opts.Token))
+		tf := filepath.Join(dir, "token")
+		if err := os.WriteFile(tf, []byte(opts.Token+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p.args = append(p.args, "--token-file", tf)
 	}
-	if c.CACertFile != "" {
-		p.args = append(p.args, "--ca-cert", c.CACertFile)
+	if caCert != "" {
+		p.args = append(p.args, "--ca-cert", caCert)
 	}
 	p.start()
 	t.Cleanup(p.Stop)
@@ -100,19 +123,33 @@ func (p *Plugin) Restart() {
 
 // Ready returns the plugin's /readyz answer: ok, and the key_id it reports.
 func (p *Plugin) Ready() (ok bool, keyID string, err error) {
+	r, err := p.Readyz()
+	return r.OK, r.KeyID, err
+}
+
+// Readyz is the plugin's /readyz answer.
+type Readyz struct {
+	OK     bool
+	KeyID  string `json:"key_id"`
+	Server string `json:"server"` // the Coffer replica in use
+	Class  string `json:"class"`
+	Error  string `json:"error"`
+}
+
+// Readyz returns the plugin's /readyz answer.
+func (p *Plugin) Readyz() (Readyz, error) {
+	var r Readyz
 	resp, err := http.Get(p.HealthURL + "/readyz")
 	if err != nil {
-		return false, "", err
+		return r, err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	var r struct {
-		KeyID string `json:"key_id"`
-	}
 	if err := json.Unmarshal(b, &r); err != nil {
-		return false, "", fmt.Errorf("/readyz: %s: %s", resp.Status, b)
+		return r, fmt.Errorf("/readyz: %s: %s", resp.Status, b)
 	}
-	return resp.StatusCode == http.StatusOK, r.KeyID, nil
+	r.OK = resp.StatusCode == http.StatusOK
+	return r, nil
 }
 
 // WaitKeyID waits until the plugin is ready and reports a key_id for which
