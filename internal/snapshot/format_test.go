@@ -78,6 +78,8 @@ type raw struct {
 	records      [][]byte
 	trailerCount *uint64
 	badSum       bool
+	formatZero   bool
+	revision     int64
 }
 
 func rec(key string, value []byte) []byte {
@@ -92,8 +94,11 @@ func (r raw) bytes() []byte {
 	if r.magic == "" {
 		r.magic = Magic
 	}
-	if r.format == 0 {
+	if r.format == 0 && !r.formatZero {
 		r.format = FormatVersion
+	}
+	if r.revision == 0 {
+		r.revision = 7
 	}
 	if r.version == "" {
 		r.version = "0.14.0"
@@ -105,7 +110,7 @@ func (r raw) bytes() []byte {
 	b = binary.BigEndian.AppendUint16(b, r.format)
 	b = appendStr16(b, r.version)
 	b = appendStr16(b, r.backend)
-	b = binary.BigEndian.AppendUint64(b, 7)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.revision))
 	b = binary.BigEndian.AppendUint64(b, uint64(testTime.UnixNano()))
 	b = binary.BigEndian.AppendUint64(b, r.count)
 	for _, x := range r.records {
@@ -242,7 +247,9 @@ func TestRefusals(t *testing.T) {
 		{"empty file", nil, ReadOptions{}, ErrNotSnapshot, "shorter than the magic"},
 		{"a bbolt file", append([]byte{0, 0, 0, 0, 0, 0, 0, 0, 0xED, 0xDA, 0x0C, 0xED}, make([]byte, 100)...), ReadOptions{}, ErrNotSnapshot, ""},
 		{"newer format", raw{format: FormatVersion + 1, count: 1, records: one}.bytes(), ReadOptions{}, ErrNewerFormat, "format 2"},
-		{"format zero", raw{format: 0xFFFF, count: 1, records: one}.bytes(), ReadOptions{}, ErrNewerFormat, ""},
+		{"format 0xFFFF", raw{format: 0xFFFF, count: 1, records: one}.bytes(), ReadOptions{}, ErrNewerFormat, ""},
+		{"format zero", raw{formatZero: true, count: 1, records: one}.bytes(), ReadOptions{}, ErrMalformed, "format version 0"},
+		{"negative revision", raw{revision: -1, count: 1, records: one}.bytes(), ReadOptions{}, ErrMalformed, "negative revision"},
 		{"newer minor", raw{version: "0.15.0", count: 1, records: one}.bytes(), ReadOptions{CofferVersion: "0.14.9"}, ErrNewerVersion, "Coffer 0.15"},
 		{"newer major", raw{version: "1.0.0", count: 1, records: one}.bytes(), ReadOptions{CofferVersion: "0.99.0"}, ErrNewerVersion, "snapshot from a newer version"},
 		{"malformed version", raw{version: "banana", count: 1, records: one}.bytes(), ReadOptions{}, ErrMalformed, "MAJOR.MINOR.PATCH"},

@@ -360,3 +360,31 @@ func TestCopyConditionalOnTarget(t *testing.T) {
 		t.Fatalf("copy beside a writer: %v", err)
 	}
 }
+
+// swappingFile serves one snapshot until it is rewound, then another: the
+// file changed between Restore's verification and its write.
+type swappingFile struct {
+	*bytes.Reader
+	next []byte
+}
+
+func (s *swappingFile) Seek(off int64, whence int) (int64, error) {
+	if s.next != nil {
+		s.Reader, s.next = bytes.NewReader(s.next), nil
+	}
+	return s.Reader.Seek(off, whence)
+}
+
+func TestRestoreNoticesAFileChangedMeanwhile(t *testing.T) {
+	a, b := openBolt(t), openBolt(t)
+	fill(t, a, 10, "keys/")
+	fill(t, b, 10, "other/")
+	pa, _ := saveFile(t, a)
+	pb, _ := saveFile(t, b)
+	da, _ := os.ReadFile(pa)
+	db, _ := os.ReadFile(pb)
+	_, err := Restore(context.Background(), &swappingFile{bytes.NewReader(da), db}, openBolt(t), RestoreOptions{CofferVersion: "0.14.0"})
+	if !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "changed between its verification") {
+		t.Fatalf("restore of a file swapped after verification: %v", err)
+	}
+}
