@@ -1,6 +1,7 @@
 package sys_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,9 +31,10 @@ type sharedStore interface {
 // replica is one Coffer instance (system service and REST API on a real
 // listener) over a shared store.
 type replica struct {
-	sys  *sys.Sys
-	url  string
-	root *client.Client
+	sys   *sys.Sys
+	url   string
+	root  *client.Client
+	share string // the unseal share
 }
 
 // testBound is the freshness bound of these tests' replicas.
@@ -77,7 +80,7 @@ func replicasOn(t *testing.T, stores ...sharedStore) []*replica {
 		if !r.sys.Follows() {
 			t.Fatal("a replica over a shared store does not follow it after unseal")
 		}
-		r.root = r.as(t, res.RootToken)
+		r.root, r.share = r.as(t, res.RootToken), res.Shares[0]
 	}
 	return out
 }
@@ -528,4 +531,150 @@ func TestKeyringMismatchRefuses(t *testing.T) {
 	if err := rs[1].sys.Fresh(); !errors.Is(err, barrier.ErrKeyringMismatch) {
 		t.Fatalf("Fresh: %v", err)
 	}
+}
+
+// lossyStore delivers its watches through a switch: while lose is on,
+// changes are dropped (as a watch whose history was compacted away); when
+// it is turned off, the watch sends storage.EventReset at the store's
+// revision and goes on after it, as the etcd backend does after a
+// compaction.
+type lossyStore struct {
+	*inmem.Backend
+	mu   sync.Mutex
+	lose bool
+	wake chan struct{}
+}
+
+func (l *lossyStore) setLose(on bool) {
+	l.mu.Lock()
+	l.lose = on
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (l *lossyStore) Watch(ctx context.Context, prefix string, from int64) <-chan storage.Event {
+	in := l.Backend.Watch(ctx, prefix, from)
+	out := make(chan storage.Event)
+	go func() {
+		defer close(out)
+		lost := false
+		var skipTo int64
+		for {
+			var ev storage.Event
+			var ok bool
+			select {
+			case ev, ok = <-in:
+				if !ok {
+					return
+				}
+			case <-l.wake:
+				ev = storage.Event{} // look at the switch
+			}
+			l.mu.Lock()
+			lose := l.lose
+			l.mu.Unlock()
+			if lose {
+				lost = true
+				continue
+			}
+			if lost {
+				rev, err := l.Backend.Revision(ctx)
+				if err != nil {
+					return
+				}
+				lost, skipTo = false, rev
+				select {
+				case out <- storage.Event{Kind: storage.EventReset, Revision: rev}:
+				case <-ctx.Done():
+					return
+				}
+			}
+			if ev.Kind == 0 || (ev.Kind != storage.EventProgress && ev.Revision <= skipTo) {
+				continue
+			}
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// TestFollowAfterLostHistory: changes a replica's watch lost (a compacted
+// revision) reach its caches through the resync that EventReset starts: a
+// token revoked and a key disabled meanwhile.
+func TestFollowAfterLostHistory(t *testing.T) {
+	base := inmem.New()
+	base.SetProgressInterval(50 * time.Millisecond)
+	t.Cleanup(func() { base.Close() })
+	lossy := &lossyStore{Backend: base, wake: make(chan struct{}, 1)}
+	rs := replicasOn(t, base, lossy)
+	a := rs[0].root
+	k, err := a.CreateKey(ctx, client.CreateKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := a.CreateToken(ctx, client.CreateTokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	onB := rs[1].as(t, tok.Token)
+	eventually(t, "a token issued on A", func() error { _, err := onB.LookupSelf(ctx); return err })
+	eventually(t, "a key created on A", func() error { _, err := rs[1].root.DescribeKey(ctx, k.ID); return err })
+
+	lossy.setLose(true)
+	if err := a.RevokeToken(ctx, client.RevokeTokenRequest{Accessor: tok.Accessor}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.DisableKey(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // let the watch drop both events
+	lossy.setLose(false)
+	eventually(t, "a revocation whose event was lost", func() error { _, err := onB.LookupSelf(ctx); return wantCode(err, "unauthenticated") })
+	eventually(t, "a key disabled while the watch lost history", func() error {
+		d, err := rs[1].root.DescribeKey(ctx, k.ID)
+		if err == nil && d.State != client.KeyDisabled {
+			err = fmt.Errorf("state %s", d.State)
+		}
+		return err
+	})
+}
+
+// TestFollowStopsOnSeal: sealing stops the follow loop and an unseal
+// starts it again, from what the store holds then.
+func TestFollowStopsOnSeal(t *testing.T) {
+	store := newInmem(t)
+	rs := replicas(t, store, 2)
+	b := rs[1]
+	b.sys.Seal()
+	if b.sys.Follows() {
+		t.Fatal("a sealed replica still follows the store")
+	}
+	if err := b.sys.Fresh(); err != nil {
+		t.Fatalf("Fresh of a sealed replica: %v", err)
+	}
+	tok, err := rs[0].root.CreateToken(ctx, client.CreateTokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.sys.Unseal(ctx, b.share); err != nil {
+		t.Fatal(err)
+	}
+	if !b.sys.Follows() {
+		t.Fatal("an unsealed replica does not follow the store again")
+	}
+	onB := b.as(t, tok.Token)
+	if _, err := onB.LookupSelf(ctx); err != nil {
+		t.Fatalf("a token issued while B was sealed: %v", err)
+	}
+	if err := rs[0].root.RevokeToken(ctx, client.RevokeTokenRequest{Accessor: tok.Accessor}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a revocation after B unsealed again", func() error { _, err := onB.LookupSelf(ctx); return wantCode(err, "unauthenticated") })
 }
