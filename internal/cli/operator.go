@@ -17,7 +17,7 @@ const maxShares = 255
 func newOperatorCmd() *cobra.Command {
 	cmd := groupCmd("operator", "Initialize, unseal, seal and check a server")
 	cmd.AddCommand(newOperatorInitCmd(), newOperatorUnsealCmd(), newOperatorSealCmd(), newOperatorStatusCmd(),
-		newOperatorRotateKeyringCmd(), newOperatorRewrapCmd())
+		newOperatorRotateKeyringCmd(), newOperatorRewrapCmd(), newOperatorMembersCmd())
 	return cmd
 }
 

@@ -163,21 +163,9 @@ func startAlerts(ctx context.Context, wg *sync.WaitGroup, cfg Config, s *sys.Sys
 	if err != nil {
 		return nil, err
 	}
+	// The key-state rules (e.CheckKeys) need one evaluator: they run with
+	// the background jobs, on the job leader (replicawire.go).
 	wg.Go(func() { e.Run(ctx) })
-	wg.Go(func() {
-		t := time.NewTicker(time.Minute)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-t.C:
-				if !s.Barrier.Sealed() {
-					e.CheckKeys(ctx, keyStates(s), now)
-				}
-			}
-		}
-	})
 	return e, nil
 }
 

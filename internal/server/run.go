@@ -331,7 +331,21 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 		ln.Close()
 		return errors.New("tls.client_ca_file needs TLS (tls.cert_file or tls.auto)")
 	}
-	opts := Options{Logger: logger, Audit: rec, Metrics: metrics, MetricsSeparate: cfg.Metrics.Addr != "", Alerts: engine}
+	// Membership and job leadership (replicawire.go): on etcd this
+	// replica's record and campaign; on bbolt the only, leading, member.
+	// Closed (the lease revoked, the leadership handed over at once)
+	// before the background jobs are waited for.
+	var shared sharedStore
+	if etcdStore != nil {
+		shared = etcdStore
+	}
+	rep, err := startReplica(cfg, shared, s, scheme+"://"+ln.Addr().String(), logger)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer rep.Close()
+	opts := Options{Logger: logger, Audit: rec, Metrics: metrics, MetricsSeparate: cfg.Metrics.Addr != "", Alerts: engine, Replica: rep}
 	if akeys != nil {
 		opts.AuditKeys = akeys
 	}
@@ -378,26 +392,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 	}
 	ban.Addr = scheme + "://" + ln.Addr().String()
 
-	bgWG.Go(func() { s.Keys.Run(bg, interval, func(err error) { logger.Error("key maintenance", "error", err) }) })
-	bgWG.Go(func() {
-		t := time.NewTicker(time.Minute)
-		defer t.Stop()
-		for {
-			select {
-			case <-bg.Done():
-				return
-			case <-t.C:
-				if !bar.Sealed() {
-					if err := s.Tokens.Sweep(bg); err != nil {
-						logger.Error("token sweep", "error", err)
-					}
-					if err := s.IAM.FlushUsage(bg); err != nil {
-						logger.Error("storing access key last use", "error", err)
-					}
-				}
-			}
-		}
-	})
+	// Background jobs: rotation, deletion, token sweeps and key alerts on
+	// the job leader only; access-key use flushes everywhere (replicawire.go).
+	startJobs(bg, &bgWG, rep, s, interval, engine, logger)
 
 	errc := make(chan error, 1)
 	go func() {
