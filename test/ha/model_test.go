@@ -42,7 +42,9 @@ const (
 	opResolve     = "resolve"      // out.S: key id, "" for none (read)
 	opPolicyPut   = "policy-put"   // arg: "allow" or "deny"
 	opEvaluate    = "evaluate"     // out.OK: allowed (read)
+	opTokenCreate = "token-create" // a token issued
 	opRevoke      = "revoke"       // revoke a token
+	opRevokeNone  = "revoke-none"  // a revocation answered "no such token" (read)
 	opUse         = "use"          // out.OK: accepted (read)
 )
 
@@ -62,8 +64,9 @@ type linOutput struct {
 	S       string
 }
 
-// linState is one object's state: N a key's primary version, S an alias's
-// key id, B a policy's allow or a token's revoked.
+// linState is one object's state: N a key's primary version or a token's
+// life (0 not issued, 1 valid, 2 revoked), S an alias's key id, B a
+// policy's allow.
 type linState struct {
 	N int
 	S string
@@ -71,7 +74,7 @@ type linState struct {
 }
 
 func isRead(kind string) bool {
-	return kind == opDescribe || kind == opResolve || kind == opEvaluate || kind == opUse
+	return kind == opDescribe || kind == opResolve || kind == opEvaluate || kind == opUse || kind == opRevokeNone
 }
 
 // linStep is the sequential specification of every object kind.
@@ -111,10 +114,14 @@ func linStep(state, input, output any) (bool, any) {
 		return true, linState{B: in.Arg == "allow"}
 	case opEvaluate:
 		return out.OK == s.B, s
+	case opTokenCreate:
+		return true, linState{N: 1}
 	case opRevoke:
-		return true, linState{B: true}
+		return true, linState{N: 2}
+	case opRevokeNone:
+		return s.N == 0, s
 	case opUse:
-		return out.OK == !s.B, s
+		return out.OK == (s.N == 1), s
 	}
 	return false, s
 }
@@ -196,6 +203,40 @@ func (h *history) add(client int, in linInput, call int64, out linOutput, ret in
 	h.ops = append(h.ops, porcupine.Operation{ClientId: client, Input: in, Call: call, Output: out, Return: ret})
 }
 
+// keepPending keeps the n earliest-called pending operations of kind on
+// obj and drops the other pending ones (as never applied). Callers use it
+// when they know how many took effect.
+func (h *history) keepPending(obj, kind string, n int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var pending []int
+	for i, op := range h.ops {
+		in := op.Input.(linInput)
+		if in.Obj == obj && in.Kind == kind && op.Output.(linOutput).Unknown {
+			pending = append(pending, i)
+		}
+	}
+	sort.SliceStable(pending, func(a, b int) bool { return h.ops[pending[a]].Call < h.ops[pending[b]].Call })
+	if n < 0 {
+		n = 0
+	}
+	if n >= len(pending) {
+		return
+	}
+	drop := map[int]bool{}
+	for _, i := range pending[n:] {
+		drop[i] = true
+	}
+	kept := h.ops[:0]
+	for i, op := range h.ops {
+		if !drop[i] {
+			kept = append(kept, op)
+		}
+	}
+	h.ops = kept
+	h.counts[kind+" (pending, dropped as not applied)"] += len(drop)
+}
+
 // summary lists the recorded counts.
 func (h *history) summary() string {
 	h.mu.Lock()
@@ -224,6 +265,14 @@ func (h *history) check(t testing.TB, timeout time.Duration) porcupine.CheckResu
 	t.Logf("linearizability: %d operations (%s), stale window for reads %s: %s in %s",
 		len(ops), h.summary(), h.stale, res, time.Since(began).Round(time.Millisecond))
 	if res != porcupine.Ok {
+		// Name the objects whose own history fails (each alone is small).
+		var bad []string
+		for _, part := range linModel.Partition(ops) {
+			if porcupine.CheckOperationsTimeout(linModel, part, 10*time.Second) == porcupine.Illegal {
+				bad = append(bad, fmt.Sprintf("%s (%d ops)", part[0].Input.(linInput).Obj, len(part)))
+			}
+		}
+		t.Errorf("objects whose history is not linearizable: %v", bad)
 		path := artifactPath(t, "linearizability.html")
 		if err := porcupine.VisualizePath(linModel, info, path); err != nil {
 			t.Errorf("writing the visualisation: %v", err)
@@ -233,18 +282,33 @@ func (h *history) check(t testing.TB, timeout time.Duration) porcupine.CheckResu
 	return res
 }
 
-// artifactPath is a file in $COFFER_HA_ARTIFACTS, or in a new directory
-// under the system temp dir that outlives the test (t.TempDir would not).
+// artifactPath is a file in the test's artifact directory.
 func artifactPath(t testing.TB, name string) string {
-	dir := os.Getenv("COFFER_HA_ARTIFACTS")
-	if dir == "" {
-		d, err := os.MkdirTemp("", "coffer-ha-artifacts-")
+	return filepath.Join(artifactDir(t), name)
+}
+
+var artifactDirs sync.Map // test name -> directory
+
+// artifactDir is $COFFER_HA_ARTIFACTS/TESTNAME, or a new directory under
+// the system temp dir that outlives the test (t.TempDir would not).
+func artifactDir(t testing.TB) string {
+	name := strings.ReplaceAll(t.Name(), "/", "_")
+	if d, ok := artifactDirs.Load(name); ok {
+		return d.(string)
+	}
+	var dir string
+	if root := os.Getenv("COFFER_HA_ARTIFACTS"); root != "" {
+		dir = filepath.Join(root, name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		d, err := os.MkdirTemp("", "coffer-ha-"+name+"-")
 		if err != nil {
 			t.Fatal(err)
 		}
 		dir = d
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
 	}
-	return filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+name)
+	d, _ := artifactDirs.LoadOrStore(name, dir)
+	return d.(string)
 }

@@ -52,11 +52,15 @@ func TestLinearizabilityModel(t *testing.T) {
 		{"deleted alias deleted again", 0, []op{{0, 1, k(opAliasCreate, "a"), ok}, {2, 3, k(opAliasDelete), ok}, {4, 5, k(opAliasDelete), ok}}, false},
 		{"policy deny then allowed", 0, []op{{0, 1, k(opPolicyPut, "allow"), ok}, {2, 3, k(opPolicyPut, "deny"), ok}, {4, 5, k(opEvaluate), ok}}, false},
 		{"policy allow then allowed", 0, []op{{0, 1, k(opPolicyPut, "deny"), ok}, {2, 3, k(opPolicyPut, "allow"), ok}, {4, 5, k(opEvaluate), ok}}, true},
-		{"token used after revoke", 0, []op{{0, 1, k(opUse), ok}, {2, 3, k(opRevoke), ok}, {4, 5, k(opUse), ok}}, false},
-		{"token used during revoke", 0, []op{{0, 1, k(opUse), ok}, {2, 6, k(opRevoke), ok}, {4, 5, k(opUse), ok}}, true},
-		{"token refused before revoke", 0, []op{{0, 1, k(opUse), no}, {2, 3, k(opRevoke), ok}}, false},
-		{"token used within the window", 10, []op{{2, 3, k(opRevoke), ok}, {8, 9, k(opUse), ok}}, true},
-		{"token used beyond the window", 10, []op{{2, 3, k(opRevoke), ok}, {18, 19, k(opUse), ok}}, false},
+		{"token used after revoke", 0, []op{{0, 0, k(opTokenCreate), ok}, {0, 1, k(opUse), ok}, {2, 3, k(opRevoke), ok}, {4, 5, k(opUse), ok}}, false},
+		{"token used during revoke", 0, []op{{0, 0, k(opTokenCreate), ok}, {0, 1, k(opUse), ok}, {2, 6, k(opRevoke), ok}, {4, 5, k(opUse), ok}}, true},
+		{"token refused before revoke", 0, []op{{0, 0, k(opTokenCreate), ok}, {1, 2, k(opUse), no}, {3, 4, k(opRevoke), ok}}, false},
+		{"token used before issued", 0, []op{{0, 1, k(opUse), ok}, {2, 3, k(opTokenCreate), ok}}, false},
+		{"new token unknown within the window", 10, []op{{0, 1, k(opTokenCreate), ok}, {2, 3, k(opUse), no}}, true},
+		{"revoke finds no token after it was issued", 0, []op{{0, 1, k(opTokenCreate), ok}, {2, 3, k(opRevokeNone), no}}, false},
+		{"revoke finds no token within the window", 10, []op{{0, 1, k(opTokenCreate), ok}, {2, 3, k(opRevokeNone), no}}, true},
+		{"token used within the window", 10, []op{{0, 0, k(opTokenCreate), ok}, {2, 3, k(opRevoke), ok}, {8, 9, k(opUse), ok}}, true},
+		{"token used beyond the window", 10, []op{{0, 0, k(opTokenCreate), ok}, {2, 3, k(opRevoke), ok}, {18, 19, k(opUse), ok}}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -115,3 +119,29 @@ type fakeT struct {
 func (f *fakeT) Errorf(string, ...any) { f.failed = true }
 func (f *fakeT) Fatalf(string, ...any) { f.failed = true }
 func (f *fakeT) Helper()               {}
+
+// keepPending keeps the earliest pending operations: with as many kept as
+// took effect the history checks, with fewer it does not.
+func TestLinearizabilityKeepPending(t *testing.T) {
+	build := func() *history {
+		h := newHistory(0)
+		in := func(kind string) linInput { return linInput{Obj: "key:k", Kind: kind} }
+		h.add(0, in(opCreateKey), 0, linOutput{N: 1}, 1)
+		h.add(1, in(opRotate), 2, linOutput{Unknown: true}, 3)
+		h.add(2, in(opRotate), 4, linOutput{Unknown: true}, 5)
+		h.add(3, in(opRotate), 30, linOutput{Unknown: true}, 31)
+		h.add(0, in(opDescribe), 10, linOutput{N: 3}, 11)
+		return h
+	}
+	ops := func(h *history) []porcupine.Operation { return h.ops }
+	h := build()
+	h.keepPending("key:k", opRotate, 2)
+	if len(h.ops) != 4 || !porcupine.CheckOperations(linModel, ops(h)) {
+		t.Fatalf("two earliest pending rotations kept: %d ops, want 4 and linearizable", len(h.ops))
+	}
+	h = build()
+	h.keepPending("key:k", opRotate, 1)
+	if porcupine.CheckOperations(linModel, ops(h)) {
+		t.Fatal("one pending rotation kept cannot explain version 3")
+	}
+}

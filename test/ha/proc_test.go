@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -237,19 +238,25 @@ func (e permanentError) Error() string { return e.err.Error() }
 
 func permanent(err error) error { return permanentError{err} }
 
-// dumpLogsOnFailure prints the tails of the named log files when t fails.
+// dumpLogsOnFailure prints the tails of the named log files when t fails
+// and copies the whole files to the test's artifact directory.
 func dumpLogsOnFailure(t testing.TB, logs func() []string) {
 	t.Cleanup(func() {
 		if !t.Failed() {
 			return
 		}
+		dir := artifactDir(t)
 		for _, path := range logs() {
 			b, err := os.ReadFile(path)
 			if err != nil {
 				continue
 			}
-			if len(b) > 6000 {
-				b = b[len(b)-6000:]
+			dst := filepath.Join(dir, filepath.Base(filepath.Dir(path))+"-"+filepath.Base(path))
+			if os.WriteFile(dst, b, 0o644) == nil {
+				t.Logf("log copied to %s", dst)
+			}
+			if len(b) > 3000 {
+				b = b[len(b)-3000:]
 			}
 			t.Logf("---- tail of %s ----\n%s", path, b)
 		}
