@@ -21,3 +21,28 @@ func TestClassifyUnavailable(t *testing.T) {
 		t.Errorf("message %q shows the cause to the client", msg)
 	}
 }
+
+// TestChooseStorage: where local files go for each storage.
+func TestChooseStorage(t *testing.T) {
+	var bolt, boltDir, etcdCfg, dev Config
+	bolt.Storage.Path = "/srv/coffer/coffer.db"
+	boltDir.Storage.Path, boltDir.DataDir = "/srv/coffer/coffer.db", "/var/lib/coffer"
+	etcdCfg.Storage.Etcd, etcdCfg.DataDir = &EtcdConfig{Endpoints: []string{"http://127.0.0.1:2379"}}, "/var/lib/coffer"
+	dev.Dev = true
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		bolt    string
+		dataDir string
+	}{
+		{"bbolt", bolt, "/srv/coffer/coffer.db", "/srv/coffer"},
+		{"bbolt with data_dir", boltDir, "/srv/coffer/coffer.db", "/var/lib/coffer"},
+		{"etcd", etcdCfg, "", "/var/lib/coffer"},
+		{"dev", dev, "/tmp/dev/coffer.db", "/tmp/dev"},
+	} {
+		got, err := chooseStorage(tc.cfg, "/tmp/dev/coffer.db")
+		if err != nil || got.boltPath != tc.bolt || got.dataDir != tc.dataDir || (got.etcd != nil) != (tc.bolt == "") {
+			t.Errorf("%s: %+v, %v; want bolt %q, data dir %q", tc.name, got, err, tc.bolt, tc.dataDir)
+		}
+	}
+}
