@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -132,15 +133,12 @@ func closedAddr(t *testing.T) string { return closedAddrs(t, 1)[0] }
 // hangUpServer reads each request's body completely and then closes the
 // connection without answering: the request reached the server, and its
 // outcome is unknown to the client.
-func hangUpServer(t *testing.T) (*httptest.Server, *int64) {
+func hangUpServer(t *testing.T) (*httptest.Server, *atomic.Int64) {
 	t.Helper()
-	var mu sync.Mutex
-	var n int64
+	var n atomic.Int64
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
-		mu.Lock()
-		n++
-		mu.Unlock()
+		n.Add(1)
 		conn, _, err := w.(http.Hijacker).Hijack()
 		if err != nil {
 			t.Errorf("hijack: %v", err)
@@ -281,8 +279,8 @@ func TestFailoverNoRepeatAfterSend(t *testing.T) {
 	if n := b.count("POST", "/v1/keys"); n != 1 { // the set-up's CreateKey only
 		t.Fatalf("the second server got %d key creations, want 1 (the set-up's): the write was repeated", n)
 	}
-	if *hangCount != 1 {
-		t.Fatalf("the hanging server got %d requests, want 1", *hangCount)
+	if n := hangCount.Load(); n != 1 {
+		t.Fatalf("the hanging server got %d requests, want 1", n)
 	}
 
 	// A policy put marked idempotent goes on.
@@ -300,8 +298,8 @@ func TestFailoverNoRepeatAfterSend(t *testing.T) {
 	if n := b.count("POST", "/v1/kms/encrypt"); n != 1 {
 		t.Errorf("the second server got %d encrypt requests, want 1", n)
 	}
-	if *hangCount != 3 {
-		t.Errorf("the hanging server got %d requests, want 3", *hangCount)
+	if n := hangCount.Load(); n != 3 {
+		t.Errorf("the hanging server got %d requests, want 3", n)
 	}
 }
 
