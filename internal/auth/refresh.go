@@ -51,29 +51,33 @@ func (t *Tokens) Resync(ctx context.Context) error {
 }
 
 func (t *Tokens) refreshToken(ctx context.Context, accessor string) error {
-	// Exclusive, like a revocation: no token is issued or renewed here
-	// while the cache changes under it.
+	// A token stored or renewed elsewhere (or here: every write comes
+	// back as an event) is taken in beside issuing, which adds other
+	// tokens, but not beside a renewal or a revocation, which could
+	// interleave with the read. A deletion, or a token whose parent is
+	// gone, is handled exclusively, like a revocation.
+	t.gate.RLock()
+	t.renewMu.Lock()
+	done, err := t.refreshPut(ctx, accessor)
+	t.renewMu.Unlock()
+	t.gate.RUnlock()
+	if done || err != nil {
+		return err
+	}
 	t.gate.Lock()
 	defer t.gate.Unlock()
 	t.mu.RLock()
 	cached := t.byAccessor[accessor]
 	t.mu.RUnlock()
-	e, err := t.store.Get(ctx, tokenPath+accessor)
-	if errors.Is(err, storage.ErrNotFound) {
+	r, err := t.readToken(ctx, accessor)
+	if err != nil {
+		return err
+	}
+	if r == nil {
 		if cached == nil {
 			return nil
 		}
 		return t.dropLocked(ctx, cached)
-	}
-	if err != nil {
-		return fmt.Errorf("refreshing token %s: %w", accessor, err)
-	}
-	r := &tokenRecord{}
-	if err := json.Unmarshal(e.Value, r); err != nil || len(r.Hash) != 32 || r.Accessor != accessor {
-		return fmt.Errorf("refreshing token %s: malformed token record", accessor)
-	}
-	if err := r.compile(); err != nil {
-		return fmt.Errorf("refreshing token %s: %w", accessor, err)
 	}
 	if cached == nil && r.Parent != "" {
 		t.mu.RLock()
@@ -90,6 +94,44 @@ func (t *Tokens) refreshToken(ctx context.Context, accessor string) error {
 	t.byAccessor[accessor] = r
 	t.mu.Unlock()
 	return nil
+}
+
+// refreshPut takes in a stored token that is already cached or whose
+// parent is live here, and reports whether it did; a deleted token or an
+// orphan is left to the exclusive path. The caller holds gate for reading
+// and renewMu.
+func (t *Tokens) refreshPut(ctx context.Context, accessor string) (bool, error) {
+	r, err := t.readToken(ctx, accessor)
+	if err != nil || r == nil {
+		return false, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.byAccessor[accessor] == nil && r.Parent != "" && t.byAccessor[r.Parent] == nil {
+		return false, nil
+	}
+	t.byHash[[32]byte(r.Hash)] = r
+	t.byAccessor[accessor] = r
+	return true, nil
+}
+
+// readToken reads and compiles a stored token; nil when it is not stored.
+func (t *Tokens) readToken(ctx context.Context, accessor string) (*tokenRecord, error) {
+	e, err := t.store.Get(ctx, tokenPath+accessor)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("refreshing token %s: %w", accessor, err)
+	}
+	r := &tokenRecord{}
+	if err := json.Unmarshal(e.Value, r); err != nil || len(r.Hash) != 32 || r.Accessor != accessor {
+		return nil, fmt.Errorf("refreshing token %s: malformed token record", accessor)
+	}
+	if err := r.compile(); err != nil {
+		return nil, fmt.Errorf("refreshing token %s: %w", accessor, err)
+	}
+	return r, nil
 }
 
 // dropLocked forgets a token deleted elsewhere. A revoked (not expired)
