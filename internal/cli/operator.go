@@ -18,6 +18,7 @@ func newOperatorCmd() *cobra.Command {
 	cmd := groupCmd("operator", "Initialize, unseal, seal and check a server")
 	cmd.AddCommand(newOperatorInitCmd(), newOperatorUnsealCmd(), newOperatorSealCmd(), newOperatorStatusCmd(),
 		newOperatorRotateKeyringCmd(), newOperatorRewrapCmd(), newOperatorMembersCmd())
+	cmd.AddCommand(newOperatorSnapshotCmd(), newOperatorMigrateCmd()) // operator_snapshot.go
 	return cmd
 }
 

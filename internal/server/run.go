@@ -350,6 +350,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 		opts.AuditKeys = akeys
 	}
 	api := New(s, opts)
+	api.ServeSnapshots(store) // GET /v1/sys/storage/snapshot (snapshot.go): the raw store, not the metrics wrapper
 	if metrics != nil && cfg.Metrics.Addr != "" {
 		mln, err := net.Listen("tcp", cfg.Metrics.Addr)
 		if err != nil {

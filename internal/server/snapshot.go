@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -14,6 +16,8 @@ import (
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/snapshot"
 	"github.com/cofferkms/coffer/internal/storage"
+	"github.com/cofferkms/coffer/internal/storage/bolt"
+	"github.com/cofferkms/coffer/internal/storage/etcd"
 	"github.com/cofferkms/coffer/internal/sys"
 )
 
@@ -40,7 +44,15 @@ func (s *Server) ServeSnapshots(store storage.Backend) {
 		// is written: the writer below swaps that answer for the stream.
 		// Errors (and a failed record) pass through as JSON.
 		sw := &snapshotWriter{ResponseWriter: w}
-		defer sw.close()
+		defer func() {
+			if sw.err != nil {
+				// The record says ok: the snapshot was taken. The client
+				// got a short file, which its checksum check refuses.
+				s.log.Warn("sending a snapshot failed; the client got a truncated file", "request_id", w.Header().Get("X-Request-Id"),
+					"sent", sw.sent, "bytes", sw.size, "error", sw.err)
+			}
+			sw.close()
+		}()
 		h(sw, r.WithContext(context.WithValue(r.Context(), snapshotWriterKey{}, sw)))
 	})
 }
@@ -145,4 +157,55 @@ func (sw *snapshotWriter) close() {
 	}
 	sw.f.Close()
 	sw.release()
+}
+
+// OpenOfflineStorage opens the storage cfg names for a tool that works on
+// it while no server runs (snapshot restore): the bbolt file, failing at
+// once when a server holds its lock, or the etcd prefix, refused while
+// running replicas keep leased records beside it. It does not retry. The
+// string describes the store for messages.
+func OpenOfflineStorage(ctx context.Context, cfg Config) (storage.Backend, string, error) {
+	cfg.Dev = false
+	where, err := chooseStorage(cfg, "")
+	if err != nil {
+		return nil, "", err
+	}
+	if where.etcd == nil {
+		b, err := bolt.Open(where.boltPath, bolt.Options{LockTimeout: -1})
+		if errors.Is(err, bolt.ErrLocked) {
+			return nil, "", fmt.Errorf("%w: a coffer server is probably running on it; stop it first (this works offline)", err)
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		return b, "bbolt file " + where.boltPath, nil
+	}
+	ecfg, err := where.etcd.backend()
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := etcd.Open(ctx, ecfg)
+	if err != nil {
+		return nil, "", fmt.Errorf("storage.etcd: %w", err)
+	}
+	if err := RefuseLiveReplicas(ctx, b); err != nil {
+		b.Close()
+		return nil, "", err
+	}
+	return b, where.describe(), nil
+}
+
+// RefuseLiveReplicas fails while replicas running on b keep leased
+// records beside its prefix (internal/replica): an offline tool must not
+// write under them.
+func RefuseLiveReplicas(ctx context.Context, b *etcd.Backend) error {
+	live, err := b.LeasedKeys(ctx)
+	if err != nil {
+		return err
+	}
+	if len(live) > 0 {
+		return fmt.Errorf("replicas are running on etcd prefix %s (%d leased records, such as %s): stop every replica first, and wait for their leases (ha.lease_ttl) to end",
+			b.Prefix(), len(live), strings.Join(live[:1], ""))
+	}
+	return nil
 }
