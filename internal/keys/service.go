@@ -731,7 +731,16 @@ func (s *Service) writeLocked(ctx context.Context, h *handle, change func(r *rec
 	// No writer can hold old (they hold h.mu) and readers never touch its
 	// material, only its ciphers: wipe it now.
 	old.wipe()
-	return k, nil
+	// The answer is the record this write stored, not the one read back:
+	// another replica may have stored a later one in between (the cache
+	// takes that). Its versions carry no material.
+	ans := &key{rec: rec}
+	ans.rec.Versions = make([]versionRecord, len(rec.Versions))
+	for i, v := range rec.Versions {
+		v.Material = nil
+		ans.rec.Versions[i] = v
+	}
+	return ans, nil
 }
 
 func cloneMap(m map[string]string) map[string]string {
