@@ -351,7 +351,7 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 		release := func() {}
 		defer func() { release() }()
 		err := func() error {
-			if !rt.sealedOK && s.sys.Barrier.Sealed() {
+			if !rt.sealedOK && s.sys.Sealed() {
 				if st, err := s.sys.Barrier.Status(r.Context()); err == nil && !st.Initialized {
 					return &apiError{http.StatusServiceUnavailable, "not_initialized", "the server is not initialized; run `coffer operator init`"}
 				}

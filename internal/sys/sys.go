@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cofferkms/coffer/client"
@@ -34,6 +35,11 @@ type Sys struct {
 	IAM *iam.Service
 
 	mu sync.Mutex // serializes init, unseal and seal
+	// loaded is set once every cache is loaded after an unseal and cleared
+	// first thing on a seal: the barrier opens before the caches are
+	// loaded, and a request served in between would find a valid token
+	// unknown (test/ha saw 401s, then 429s, on a replica being unsealed).
+	loaded atomic.Bool
 
 	// follow keeps the caches coherent with other replicas (follow.go).
 	follow follower
@@ -45,7 +51,7 @@ func (s *Sys) Status(ctx context.Context) (client.SealStatus, error) {
 	if err != nil {
 		return client.SealStatus{}, err
 	}
-	return client.SealStatus{Initialized: st.Initialized, Sealed: st.Sealed, Shares: st.Shares,
+	return client.SealStatus{Initialized: st.Initialized, Sealed: st.Sealed || !s.loaded.Load(), Shares: st.Shares,
 		Threshold: st.Threshold, Progress: st.Progress, Version: Version}, nil
 }
 
@@ -93,6 +99,7 @@ func (s *Sys) Unseal(ctx context.Context, share string) (client.SealStatus, erro
 			return client.SealStatus{}, fmt.Errorf("loading state after unseal: %w", err)
 		}
 		s.follow.start(s, rev, at)
+		s.loaded.Store(true)
 	}
 	return s.Status(ctx)
 }
@@ -109,6 +116,10 @@ func (s *Sys) load(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Sealed reports whether requests must be refused as sealed: the barrier
+// is closed, or it is open but the caches behind it are not loaded yet.
+func (s *Sys) Sealed() bool { return !s.loaded.Load() || s.Barrier.Sealed() }
 
 // ResetUnseal discards submitted shares.
 func (s *Sys) ResetUnseal() { s.Barrier.ResetUnseal() }
@@ -130,6 +141,7 @@ func (s *Sys) Seal() {
 const sealFlushTimeout = 3 * time.Second
 
 func (s *Sys) sealLocked() {
+	s.loaded.Store(false)
 	s.follow.stop()
 	if s.IAM != nil && !s.Barrier.Sealed() {
 		// Keep the access keys' last use across a seal or shutdown;
