@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,4 +128,74 @@ func TestMembersSingleNode(t *testing.T) {
 	if len(ms) != 1 || !ms[0].Leader || ms[0].Sealed || ms[0].ID == "" || ms[0].Address != ban.Addr {
 		t.Fatalf("members: %+v (server %s)", ms, ban.Addr)
 	}
+}
+
+// TestMembersOfRunOnEtcd: two real servers (server.Run) on one etcd prefix
+// publish their records with their ha settings; the list shows both, one
+// the leader. When the leader stops, it revokes its lease: the other one
+// leads at once, and the stopped one is gone from the list.
+func TestMembersOfRunOnEtcd(t *testing.T) {
+	ctx := context.Background()
+	c := etcdtest.Start(t, 1)
+	var srvs []etcdServer
+	var share, root string
+	for i, id := range []string{"run-a", "run-b"} {
+		cfg := etcdConfig(c.Endpoints(), "/coffer-members", t.TempDir())
+		cfg.HA.ReplicaID, cfg.HA.AdvertiseAddress, cfg.HA.LeaseTTL = id, "https://"+id+".example:8200", "30s"
+		srv := startEtcdServer(t, cfg, slog.New(slog.DiscardHandler))
+		srv.stop = sync.OnceValue(srv.stop)
+		defer srv.stop()
+		anon, _ := client.New(srv.ban.Addr)
+		if i == 0 {
+			ini, err := anon.Init(ctx, client.InitRequest{Shares: 1, Threshold: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			share, root = ini.Shares[0], ini.RootToken
+		}
+		if _, err := anon.Unseal(ctx, client.UnsealRequest{Share: share}); err != nil {
+			t.Fatal(err)
+		}
+		srvs = append(srvs, srv)
+	}
+	list := func(i int) []client.Member {
+		t.Helper()
+		cl, _ := client.New(srvs[i].ban.Addr, client.WithToken(root))
+		ms, err := cl.Members(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ms
+	}
+	var ms []client.Member
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ms = list(1)
+		if len(ms) == 2 && ms[0].Leader != ms[1].Leader && !ms[0].Sealed && !ms[1].Sealed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("members: %+v", ms)
+		}
+	}
+	if ms[0].ID != "run-a" || ms[0].Address != "https://run-a.example:8200" || ms[1].ID != "run-b" {
+		t.Fatalf("members: %+v", ms)
+	}
+	lead, other := 0, 1
+	if ms[1].Leader {
+		lead, other = 1, 0
+	}
+	if err := srvs[lead].stop(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for deadline := start.Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		ms = list(other)
+		if len(ms) == 1 && ms[0].Leader {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the leader stopped (lease TTL 30s): %+v", ms)
+		}
+	}
+	t.Logf("leadership handed over %s after the leader stopped (lease TTL 30s)", time.Since(start))
 }
