@@ -85,6 +85,9 @@ type follower struct {
 	lastErr  error
 }
 
+// maxProbes bounds the probes waiting for the watch to catch up.
+const maxProbes = 64
+
 type probe struct {
 	at  time.Time
 	rev int64
@@ -280,7 +283,12 @@ func (f *follower) probeLoop(ctx context.Context) {
 			if ctx.Err() == nil {
 				f.lastErr = fmt.Errorf("reading the store's revision: %w", err)
 			}
-		} else if len(f.probes) < 64 {
+		} else {
+			if len(f.probes) == maxProbes {
+				// The watch lags far behind: the newest probes prove
+				// the most once it catches up.
+				f.probes = append(f.probes[:0], f.probes[1:]...)
+			}
 			f.probes = append(f.probes, probe{at: at, rev: rev})
 			f.settleLocked(time.Time{})
 		}
@@ -302,7 +310,7 @@ func (f *follower) fresh() error {
 	if age <= f.bound {
 		return nil
 	}
-	why := "the watch of the store delivers no progress (store unreachable, watch lost or this process paused)"
+	why := "the store's current revision could not be read and seen delivered by its watch in time (store unreachable or overloaded, watch lost, or this process paused)"
 	if len(f.failed) > 0 {
 		why = "a cache refresh keeps failing"
 	}
