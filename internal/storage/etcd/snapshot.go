@@ -21,7 +21,7 @@ var snapshotPage int64 = 500
 // page is pinned to, so writes made meanwhile are not in the view. Nothing
 // is held on the cluster; if a compaction passes the view's revision before
 // the last page is read, the iteration fails with an error that says to
-// take the snapshot again.
+// run the snapshot (or migration) again.
 func (b *Backend) Snapshot(ctx context.Context, fn func(storage.View) error) error {
 	if err := b.check(ctx); err != nil {
 		return err
@@ -43,7 +43,7 @@ func (b *Backend) Snapshot(ctx context.Context, fn func(storage.View) error) err
 			cancel()
 			switch {
 			case errors.Is(err, rpctypes.ErrCompacted):
-				yield(storage.Entry{}, fmt.Errorf("etcd compacted its history past revision %d while the snapshot read it; take the snapshot again (or compact less often): %w", rev, err))
+				yield(storage.Entry{}, fmt.Errorf("etcd compacted its history past revision %d while this consistent read was in progress; run the snapshot or migration again (or compact less often): %w", rev, err))
 				return
 			case err != nil:
 				yield(storage.Entry{}, b.fail(ctx, "snapshot read", err))

@@ -125,7 +125,7 @@ func TestSnapshot(t *testing.T) {
 			}
 			return nil
 		})
-		if err == nil || !strings.Contains(err.Error(), "take the snapshot again") {
+		if err == nil || !strings.Contains(err.Error(), "run the snapshot or migration again") {
 			t.Fatalf("a view read past a compaction: %v", err)
 		}
 	})
