@@ -331,3 +331,58 @@ func TestWatchClose(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchProgressUnderSustainedWrites: while writers keep the watch
+// busy, progress events keep coming. etcd answers a progress request only
+// when the watch has nothing pending, which under steady writes is almost
+// never; delivered events past the gate prove freshness as well (test/ha
+// saw a replica go replica_stale for a whole run of 32 writers).
+func TestWatchProgressUnderSustainedWrites(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	b := open(t, etcd.Config{Endpoints: c.Endpoints()})
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	from, err := b.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := watch(ctx, t, b, "", from)
+	e.waitFor(t, "first progress", 20*time.Second, progressAtLeast(from))
+
+	wctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			for i := 0; wctx.Err() == nil; i++ {
+				_ = b.Apply(wctx, storage.Put(fmt.Sprintf("w%d/%d", w, i), []byte("v")))
+			}
+		})
+	}
+	const run = 5 * time.Second
+	time.Sleep(run / 5) // let the writers get going
+	began := time.Now()
+	time.Sleep(run)
+	stop()
+	wg.Wait()
+
+	// The longest stretch of the busy period without a progress event.
+	e.mu.Lock()
+	last, longest := began, time.Duration(0)
+	progress := 0
+	for i, x := range e.all {
+		if x.Kind != storage.EventProgress || e.at[i].Before(began) || e.at[i].After(began.Add(run)) {
+			continue
+		}
+		progress++
+		longest = max(longest, e.at[i].Sub(last))
+		last = e.at[i]
+	}
+	longest = max(longest, began.Add(run).Sub(last))
+	e.mu.Unlock()
+	t.Logf("%d progress events in %v of sustained writes; longest gap %v", progress, run, longest.Round(time.Millisecond))
+	if longest > 1500*time.Millisecond {
+		t.Errorf("no progress event for %v while writers were busy; a replica would turn stale", longest.Round(time.Millisecond))
+	}
+	changesOnce(t, e.snapshot())
+}
