@@ -760,5 +760,58 @@ func (t *Tokens) Sweep(ctx context.Context) error {
 		}
 	}
 	t.mu.RUnlock()
-	return t.deleteLocked(ctx, expired)
+	// On a store shared by replicas this cache may be behind: a token
+	// renewed on another replica shortly before it expired still looks
+	// expired here. The stored record decides, and it is deleted only if
+	// unchanged since it was read; a renewed one reaches the cache through
+	// the watch. Batches stay below etcd's default of 128 ops per
+	// transaction.
+	var errs []error
+	for len(expired) > 0 {
+		n := min(len(expired), sweepBatch)
+		errs = append(errs, t.sweepStored(ctx, expired[:n], now))
+		expired = expired[n:]
+	}
+	return errors.Join(errs...)
+}
+
+// sweepBatch bounds the deletions of one sweep write.
+const sweepBatch = 100
+
+// sweepStored deletes those of recs whose stored record is still expired
+// at now, with compare-and-swap on the revision read, and drops them from
+// the cache. A conflict (a token renewed or revoked meanwhile) leaves its
+// batch to the next sweep.
+func (t *Tokens) sweepStored(ctx context.Context, recs []*tokenRecord, now time.Time) error {
+	var ops []storage.Op
+	var gone []*tokenRecord
+	for _, r := range recs {
+		e, err := t.store.Get(ctx, tokenPath+r.Accessor)
+		if errors.Is(err, storage.ErrNotFound) {
+			gone = append(gone, r) // deleted elsewhere
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		var stored tokenRecord
+		if err := json.Unmarshal(e.Value, &stored); err != nil || stored.ExpiresAt.IsZero() || now.Before(stored.ExpiresAt) {
+			continue
+		}
+		ops = append(ops, storage.Op{Kind: storage.OpDelete, Key: tokenPath + r.Accessor, IfRevision: e.Revision})
+		gone = append(gone, r)
+	}
+	if err := t.store.Apply(ctx, ops...); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return nil // changed meanwhile: decided again at the next sweep
+		}
+		return err
+	}
+	t.mu.Lock()
+	for _, r := range gone {
+		delete(t.byHash, [32]byte(r.Hash))
+		delete(t.byAccessor, r.Accessor)
+	}
+	t.mu.Unlock()
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/storage"
@@ -280,6 +281,31 @@ func TestUsedUpRotationExactlyOnce(t *testing.T) {
 			wg.Wait()
 			if vs, _, _ := storedVersions(t, bar, k.ID); len(vs) != 2 || rotated.Load() != 1 {
 				t.Fatalf("versions %v, %d rotations reported, after one used-up primary", vs, rotated.Load())
+			}
+		})
+	}
+}
+
+// TestSweepManyExpiredTokens: a sweep of more expired tokens than etcd
+// takes in one transaction (128 ops by default) deletes them all.
+func TestSweepManyExpiredTokens(t *testing.T) {
+	for name, open := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			var c clock
+			c.ns.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+			backend := open(t)
+			toks := auth.NewTokens(backend, c.now)
+			for range 300 {
+				if _, _, err := toks.Issue(ctx, auth.Spec{DisplayName: "short", TTL: time.Minute}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.advance(2 * time.Minute)
+			if err := toks.Sweep(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if left, err := backend.List(ctx, "auth/tokens/"); err != nil || len(left) != 0 {
+				t.Fatalf("%d token records left after the sweep (%v)", len(left), err)
 			}
 		})
 	}
