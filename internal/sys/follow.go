@@ -27,17 +27,18 @@ import (
 //
 // Freshness. A cache is only as good as the proof that no change was
 // missed. The loop records the last moment T it could prove its caches
-// held every change committed before T: every bound/4 it reads the store's
-// current revision R (a quorum read) at time T, and once the applied
-// revision reaches R (through change events, or a progress event saying
-// every change up to some revision >= R was delivered) the caches are
-// proven fresh as of T. A resync after lost history proves freshness as of
-// its start. A refresh that failed blocks the proof until it succeeds. Fresh returns
-// an error when the last proof is older than the bound (ha.freshness_bound,
-// default 2s): a lost watch, an unreachable store or a paused process past
-// the bound makes the replica refuse credential-authenticated requests
-// rather than honour a revoked token, and it serves again, without a
-// restart, as soon as a new proof arrives.
+// held every change committed before T: every bound/4 (at most every
+// 250ms) it reads the store's current revision R (a quorum read) at time
+// T, and once the applied revision reaches R (through change events, or a
+// progress event saying every change up to some revision >= R was
+// delivered) the caches are proven fresh as of T. A resync after lost
+// history proves freshness as of its start. A refresh that failed blocks
+// the proof until it succeeds. Fresh returns an error when the last proof
+// is older than the bound (ha.freshness_bound, default 2s): a lost watch,
+// an unreachable store or a paused process past the bound makes the
+// replica refuse credential-authenticated requests rather than honour a
+// revoked token, and it serves again, without a restart, as soon as a new
+// proof arrives.
 
 // DefaultFreshnessBound is how long a replica serves credentials without a
 // new proof that its caches are fresh.
@@ -84,6 +85,10 @@ type follower struct {
 	mismatch error // the stored keyring is not ours (barrier.ErrKeyringMismatch)
 	lastErr  error
 }
+
+// maxProbeEvery is the longest pause between two revision probes: a
+// proof is normally this fresh, far inside the bound.
+const maxProbeEvery = 250 * time.Millisecond
 
 // maxProbes bounds the probes waiting for the watch to catch up.
 const maxProbes = 64
@@ -258,13 +263,13 @@ func (f *follower) settleLocked(at time.Time) {
 	f.probes = f.probes[:n]
 }
 
-// probeLoop reads the store's revision every bound/4; the caches are
+// probeLoop reads the store's revision every bound/4 (at most 250ms); the caches are
 // proven fresh as of the read once the follow loop has applied it. This
 // proves freshness while a steady stream of changes keeps a watch from
 // sending progress events.
 func (f *follower) probeLoop(ctx context.Context) {
 	f.mu.Lock()
-	every := f.bound / 4
+	every := min(f.bound/4, maxProbeEvery)
 	f.mu.Unlock()
 	t := time.NewTicker(every)
 	defer t.Stop()
