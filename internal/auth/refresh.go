@@ -171,3 +171,24 @@ func (t *Tokens) refreshLeaked(ctx context.Context, path string) error {
 	t.mu.Unlock()
 	return nil
 }
+
+// SetSync gives the token store a function that waits until every token
+// other replicas stored so far is in this cache (sys.Sys.Sync). Revocations
+// call it before they look for the tokens to revoke, so a token another
+// replica stored before the revocation started cannot escape it for not
+// having reached this replica yet. nil removes it.
+func (t *Tokens) SetSync(sync func(context.Context) error) {
+	if sync == nil {
+		t.sync.Store(nil)
+		return
+	}
+	t.sync.Store(&sync)
+}
+
+// syncOthers runs the sync function, if any.
+func (t *Tokens) syncOthers(ctx context.Context) error {
+	if f := t.sync.Load(); f != nil {
+		return (*f)(ctx)
+	}
+	return nil
+}

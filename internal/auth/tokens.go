@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cofferkms/coffer/credential"
@@ -243,6 +244,10 @@ type Tokens struct {
 	byHash     map[[32]byte]*tokenRecord
 	byAccessor map[string]*tokenRecord
 	leaked     map[string]string // hex SHA-256 of reported tokens -> accessor
+
+	// sync, when set, waits until the cache holds every token stored by
+	// other replicas so far (refresh.go, SetSync).
+	sync atomic.Pointer[func(context.Context) error]
 }
 
 // NewTokens returns a token store over store; now is time.Now when nil.
@@ -630,6 +635,9 @@ func (t *Tokens) Exclusive(f func() error) error {
 // made from them, and returns how many it revoked. No token is issued
 // while it runs, so none issued before it returns can escape it.
 func (t *Tokens) RevokeWhere(ctx context.Context, match func(*Principal) bool) (int, error) {
+	if err := t.syncOthers(ctx); err != nil {
+		return 0, err
+	}
 	t.gate.Lock()
 	defer t.gate.Unlock()
 	t.mu.RLock()
@@ -719,6 +727,9 @@ func (t *Tokens) PolicyUsers() map[string][]string {
 func (t *Tokens) Revoke(ctx context.Context, token, accessor string) error {
 	if token == "" && accessor == "" {
 		return fmt.Errorf("%w: give a token or an accessor to revoke", ErrInvalidArgument)
+	}
+	if err := t.syncOthers(ctx); err != nil {
+		return err
 	}
 	t.gate.Lock()
 	defer t.gate.Unlock()

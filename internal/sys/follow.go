@@ -64,6 +64,9 @@ func (s *Sys) Follow(w storage.Watcher, bound time.Duration, log *slog.Logger) {
 	s.follow.w, s.follow.bound, s.follow.log = w, bound, log
 	s.follow.now = time.Now
 	s.follow.mu.Unlock()
+	if s.Tokens != nil {
+		s.Tokens.SetSync(s.Sync)
+	}
 }
 
 // follower is the follow loop's state. The zero value follows nothing.
@@ -78,9 +81,10 @@ type follower struct {
 	done   chan struct{}
 
 	running  bool
-	proof    time.Time // last moment the caches were proven fresh
-	applied  int64     // every change up to this revision is applied
-	probes   []probe   // revisions read from the store, waiting for applied
+	proof    time.Time     // last moment the caches were proven fresh
+	applied  int64         // every change up to this revision is applied
+	advanced chan struct{} // closed and replaced whenever applied grows
+	probes   []probe       // revisions read from the store, waiting for applied
 	failed   map[string]error
 	mismatch error // the stored keyring is not ours (barrier.ErrKeyringMismatch)
 	lastErr  error
@@ -123,8 +127,8 @@ func (f *follower) start(s *Sys, rev int64, at time.Time) {
 	if f.w == nil || f.running {
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	f.cancel, f.done, f.running = cancel, make(chan struct{}), true
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), inLoop{}, true))
+	f.cancel, f.done, f.running, f.advanced = cancel, make(chan struct{}), true, make(chan struct{})
 	f.proof, f.applied, f.probes, f.failed, f.mismatch, f.lastErr = at, rev, nil, map[string]error{}, nil, nil
 	done := f.done
 	go func() {
@@ -162,9 +166,7 @@ func (f *follower) run(ctx context.Context, s *Sys, rev int64) {
 			err := s.refresh(ctx, ev.Key)
 			f.mu.Lock()
 			f.note(ev.Key, err)
-			if ev.Revision > f.applied {
-				f.applied = ev.Revision
-			}
+			f.advanceLocked(ev.Revision)
 			f.settleLocked(time.Time{})
 			f.mu.Unlock()
 		case storage.EventProgress:
@@ -174,9 +176,7 @@ func (f *follower) run(ctx context.Context, s *Sys, rev int64) {
 			// reaches carry the time.
 			f.retryFailed(ctx, s)
 			f.mu.Lock()
-			if ev.Revision > f.applied {
-				f.applied = ev.Revision
-			}
+			f.advanceLocked(ev.Revision)
 			f.settleLocked(time.Time{})
 			f.mu.Unlock()
 		case storage.EventReset:
@@ -187,12 +187,20 @@ func (f *follower) run(ctx context.Context, s *Sys, rev int64) {
 				clear(f.failed)
 			}
 			f.note("", err)
-			if ev.Revision > f.applied {
-				f.applied = ev.Revision
-			}
+			f.advanceLocked(ev.Revision)
 			f.settleLocked(at)
 			f.mu.Unlock()
 		}
+	}
+}
+
+// advanceLocked records that every change up to rev is applied and wakes
+// the Syncs waiting for it. The caller holds mu.
+func (f *follower) advanceLocked(rev int64) {
+	if rev > f.applied {
+		f.applied = rev
+		close(f.advanced)
+		f.advanced = make(chan struct{})
 	}
 }
 
@@ -331,6 +339,57 @@ func truncateErr(s string) string {
 		return s[:200] + "..."
 	}
 	return s
+}
+
+// inLoop marks the follow loop's context: a refresh that revokes tokens
+// (a revocation mark, a descendant) must not wait for the loop it runs in.
+type inLoop struct{}
+
+// Sync waits until this replica's caches hold every change stored by any
+// replica before Sync was called: it reads the store's revision and waits
+// for the follow loop to apply it, at most the freshness bound. A
+// revocation calls it first (auth.Tokens.SetSync), so a token another
+// replica stored before the revocation started is found and revoked too.
+// It returns nil at once when nothing is followed or it is called from the
+// follow loop itself, and an error wrapping ErrStale when the loop does not
+// catch up in time.
+func (s *Sys) Sync(ctx context.Context) error { return s.follow.sync(ctx) }
+
+func (f *follower) sync(ctx context.Context) error {
+	if ctx.Value(inLoop{}) != nil {
+		return nil
+	}
+	f.mu.Lock()
+	w, running, bound := f.w, f.running, f.bound
+	f.mu.Unlock()
+	if w == nil || !running {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	rev, err := w.Revision(wctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w: this replica could not read the store's revision within %s to make sure it has seen every token stored on other replicas (%v); nothing was revoked: retry, or use another replica", ErrStale, bound, err)
+	}
+	for {
+		f.mu.Lock()
+		applied, advanced := f.applied, f.advanced
+		f.mu.Unlock()
+		if applied >= rev {
+			return nil
+		}
+		select {
+		case <-advanced:
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%w: this replica's watch did not deliver the store's changes up to revision %d within %s, so it cannot be sure it has seen every token stored on other replicas; nothing was revoked: retry, or use another replica", ErrStale, rev, bound)
+		}
+	}
 }
 
 // Fresh returns nil when this replica can serve credential-authenticated

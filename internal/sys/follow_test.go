@@ -685,3 +685,46 @@ func TestFollowStopsOnSeal(t *testing.T) {
 	}
 	eventually(t, "a revocation after B unsealed again", func() error { _, err := onB.LookupSelf(ctx); return wantCode(err, "unauthenticated") })
 }
+
+// TestRevocationSeesTokensStoredElsewhere: a role revocation on A waits
+// until A has seen every token stored before it started, so a role token
+// B had just issued (its event still on the way to A) is revoked too.
+func TestRevocationSeesTokensStoredElsewhere(t *testing.T) {
+	store := inmem.New()
+	t.Cleanup(func() { store.Close() })
+	rs := replicas(t, store, 2)
+	a := rs[0].root
+	if _, err := a.PutPolicy(ctx, "assume", client.PutPolicyRequest{Document: strings.ReplaceAll(allowEncrypt, "kms:Encrypt", "auth:AssumeRole")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CreateRole(ctx, client.Role{Name: "ci", Policies: []string{"assume"}, TrustPrincipals: []string{"access-key:*"}}); err != nil {
+		t.Fatal(err)
+	}
+	ak, err := a.CreateAccessKey(ctx, client.CreateAccessKeyRequest{Policies: []string{"assume"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "an access key created on A", func() error {
+		_, err := rs[1].withKey(t, ak.ID, ak.SecretAccessKey).LookupSelf(ctx)
+		return err
+	})
+
+	store.SetWatchPaused(true)
+	tok, err := rs[1].withKey(t, ak.ID, ak.SecretAccessKey).AssumeRole(ctx, client.AssumeRoleRequest{Role: "ci"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		store.SetWatchPaused(false)
+	}()
+	n, err := a.RevokeRoleTokens(ctx, "ci")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("A revoked %d tokens of the role, want the one B issued just before", n)
+	}
+	onB := rs[1].as(t, tok.Token)
+	eventually(t, "a role token revoked on A", func() error { _, err := onB.LookupSelf(ctx); return wantCode(err, "unauthenticated") })
+}
