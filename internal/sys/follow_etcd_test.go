@@ -113,11 +113,13 @@ func TestStaleReplicaOverEtcd(t *testing.T) {
 // TestRevocationPropagation measures how long a token revoked over HTTP on
 // replica A stays usable on replica B, over a real 3-member etcd cluster,
 // each replica with its own client: from the moment A acknowledged the
-// revocation to B's first refusal. 1,000 samples (100 with -short); it
-// prints p50 and p99 and fails only if p99 exceeds 1 s.
+// revocation to B's first refusal. 1,000 samples (100 with -short or under
+// the race detector); it prints p50 and p99 and fails only if p99 exceeds
+// 1 s (not checked under the race detector, whose slowdown it would
+// measure).
 func TestRevocationPropagation(t *testing.T) {
 	n := 1000
-	if testing.Short() {
+	if testing.Short() || raceDetector {
 		n = 100
 	}
 	cl := etcdtest.Start(t, 3)
@@ -154,6 +156,10 @@ func TestRevocationPropagation(t *testing.T) {
 	t.Logf("revocation propagation A -> B over etcd, %d samples: p50 %s, p99 %s, max %s", n,
 		p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), worst.Round(10*time.Microsecond))
 	fmt.Printf("TestRevocationPropagation: samples=%d p50=%s p99=%s max=%s\n", n, p50, p99, worst)
+	if raceDetector {
+		t.Logf("under the race detector the figures measure it; the 1 s bound is checked without it")
+		return
+	}
 	if p99 > time.Second {
 		t.Fatalf("p99 %s exceeds the 1 s propagation bound", p99)
 	}
