@@ -479,6 +479,12 @@ func TestStaleReplicaRefusesCredentials(t *testing.T) {
 		return err
 	}
 	eventually(t, "a token issued on A", use)
+	// Every write so far (B's encryption reserved uses) delivered first.
+	for _, r := range rs {
+		if err := r.sys.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	store.SetWatchPaused(true)
 	time.Sleep(testBound + testBound/2)
