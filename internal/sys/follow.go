@@ -199,9 +199,14 @@ func (f *follower) run(ctx context.Context, s *Sys, rev int64) {
 func (f *follower) advanceLocked(rev int64) {
 	if rev > f.applied {
 		f.applied = rev
-		close(f.advanced)
-		f.advanced = make(chan struct{})
+		f.wakeLocked()
 	}
+}
+
+// wakeLocked wakes the Syncs waiting. The caller holds mu.
+func (f *follower) wakeLocked() {
+	close(f.advanced)
+	f.advanced = make(chan struct{})
 }
 
 // note records the outcome of refreshing path ("" for a full resync).
@@ -223,7 +228,10 @@ func (f *follower) note(path string, err error) {
 		f.log.Error("replica cache refresh failed; credentials are refused until it succeeds", "path", path, "error", err)
 		return
 	}
-	delete(f.failed, path)
+	if _, ok := f.failed[path]; ok {
+		delete(f.failed, path)
+		f.wakeLocked()
+	}
 }
 
 // retryFailed refreshes again the paths whose refresh failed.
@@ -347,7 +355,8 @@ type inLoop struct{}
 
 // Sync waits until this replica's caches hold every change stored by any
 // replica before Sync was called: it reads the store's revision and waits
-// for the follow loop to apply it, at most the freshness bound. A
+// for the follow loop to apply it, with no refresh failing, at most the
+// freshness bound. A
 // revocation calls it first (auth.Tokens.SetSync), so a token another
 // replica stored before the revocation started is found and revoked too.
 // It returns nil at once when nothing is followed or it is called from the
@@ -376,9 +385,10 @@ func (f *follower) sync(ctx context.Context) error {
 	}
 	for {
 		f.mu.Lock()
-		applied, advanced := f.applied, f.advanced
+		caughtUp := f.applied >= rev && len(f.failed) == 0
+		advanced := f.advanced
 		f.mu.Unlock()
-		if applied >= rev {
+		if caughtUp {
 			return nil
 		}
 		select {

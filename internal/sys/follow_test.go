@@ -734,3 +734,30 @@ func TestRevocationSeesTokensStoredElsewhere(t *testing.T) {
 	onB := rs[1].as(t, tok.Token)
 	eventually(t, "a role token revoked on A", func() error { _, err := onB.LookupSelf(ctx); return wantCode(err, "unauthenticated") })
 }
+
+// TestFailingRefreshRefuses: a change this replica cannot apply (a record
+// it cannot decode) keeps it from proving its caches fresh, so it refuses
+// credentials after its bound and a revocation on it refuses to run; once
+// the record is repaired it serves again.
+func TestFailingRefreshRefuses(t *testing.T) {
+	store := newInmem(t)
+	rs := replicasBound(t, 500*time.Millisecond, store, store)
+	b := rs[1]
+	if err := rs[0].sys.Barrier.Apply(ctx, storage.Put("iam/policies/broken", []byte("not a policy record"))); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a record B cannot decode", func() error {
+		_, err := b.root.LookupSelf(ctx)
+		return wantCode(err, "replica_stale")
+	})
+	if err := b.sys.Sync(ctx); !errors.Is(err, sys.ErrStale) {
+		t.Fatalf("Sync with a refresh failing: %v", err)
+	}
+	if err := rs[0].sys.Barrier.Apply(ctx, storage.Delete("iam/policies/broken")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the record repaired", func() error { _, err := b.root.LookupSelf(ctx); return err })
+	if err := b.sys.Sync(ctx); err != nil {
+		t.Fatalf("Sync after the repair: %v", err)
+	}
+}
