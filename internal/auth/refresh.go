@@ -51,6 +51,14 @@ func (t *Tokens) Resync(ctx context.Context) error {
 }
 
 func (t *Tokens) refreshToken(ctx context.Context, accessor string) error {
+	if t.takeOwn(accessor) {
+		// This replica's own new token: the first event of a fresh,
+		// random accessor is its creation, and the cache holds what was
+		// written (or, if the write failed, nobody holds the token).
+		// Reading it back cost one store read per token issued and let
+		// a replica issuing tokens fast fall behind its watch.
+		return nil
+	}
 	// A token stored or renewed elsewhere (or here: every write comes
 	// back as an event) is taken in beside issuing, which adds other
 	// tokens, but not beside a renewal or a revocation, which could
@@ -191,4 +199,36 @@ func (t *Tokens) syncOthers(ctx context.Context) error {
 		return (*f)(ctx)
 	}
 	return nil
+}
+
+// markOwn records that this replica is about to store a new token. Only a
+// followed store (SetSync) sends the events that consume marks.
+func (t *Tokens) markOwn(accessor string) {
+	if t.sync.Load() == nil {
+		return
+	}
+	t.mu.Lock()
+	if t.own == nil {
+		t.own = map[string]bool{}
+	}
+	t.own[accessor] = true
+	t.mu.Unlock()
+}
+
+// unmarkOwn forgets a mark whose write failed.
+func (t *Tokens) unmarkOwn(accessor string) {
+	t.mu.Lock()
+	delete(t.own, accessor)
+	t.mu.Unlock()
+}
+
+// takeOwn consumes the mark of accessor, reporting whether there was one.
+func (t *Tokens) takeOwn(accessor string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.own[accessor] {
+		return false
+	}
+	delete(t.own, accessor)
+	return true
 }

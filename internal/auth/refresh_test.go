@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -166,5 +167,53 @@ func TestRenewDoesNotUndoRevocation(t *testing.T) {
 	}
 	if _, err := b.Lookup(tok, netip.Addr{}); err == nil {
 		t.Fatal("B still serves a token whose renewal found it revoked")
+	}
+}
+
+// TestOwnTokenEventNotReadBack: on a followed store a replica does not read
+// back the creation of a token it issued itself (one store read per
+// token), but the next event of that token, a revocation elsewhere, is
+// read; on a store nobody follows nothing is marked.
+func TestOwnTokenEventNotReadBack(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a, b, store := twoReplicas(t, &now)
+	_, p, err := a.Create(ctx, "unfollowed", false, time.Hour, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.own) != 0 {
+		t.Fatalf("a store nobody follows keeps marks: %v", a.own)
+	}
+	if !stored(t, store, p.Accessor) {
+		t.Fatal("setup")
+	}
+	a.SetSync(func(context.Context) error { return nil })
+	tok, p, err := a.Create(ctx, "followed", false, time.Hour, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.own[p.Accessor] {
+		t.Fatal("a token issued on a followed store is not marked")
+	}
+	if err := a.Refresh(ctx, tokenPath+p.Accessor); err != nil { // its own creation
+		t.Fatal(err)
+	}
+	if a.own[p.Accessor] {
+		t.Fatal("the creation event did not consume the mark")
+	}
+	if err := b.Refresh(ctx, tokenPath+p.Accessor); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Revoke(ctx, tok, ""); err != nil {
+		t.Fatal(err)
+	}
+	if stored(t, store, p.Accessor) {
+		t.Fatal("setup: B did not revoke")
+	}
+	if err := a.Refresh(ctx, tokenPath+p.Accessor); err != nil { // the revocation
+		t.Fatal(err)
+	}
+	if _, err := a.Lookup(tok, netip.Addr{}); err == nil {
+		t.Fatal("a revocation made elsewhere, after this replica's own creation event, was not read")
 	}
 }

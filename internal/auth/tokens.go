@@ -248,6 +248,9 @@ type Tokens struct {
 	// sync, when set, waits until the cache holds every token stored by
 	// other replicas so far (refresh.go, SetSync).
 	sync atomic.Pointer[func(context.Context) error]
+	// own holds the accessors of tokens this replica is storing, whose
+	// first watch event is their own creation (refresh.go). Guarded by mu.
+	own map[string]bool
 }
 
 // NewTokens returns a token store over store; now is time.Now when nil.
@@ -287,6 +290,7 @@ func (t *Tokens) Load(ctx context.Context) error {
 	}
 	t.mu.Lock()
 	t.byHash, t.byAccessor, t.leaked = byHash, byAcc, leaked
+	t.own = nil // what it marked is loaded; a later event must be read
 	t.mu.Unlock()
 	return nil
 }
@@ -295,6 +299,7 @@ func (t *Tokens) Load(ctx context.Context) error {
 func (t *Tokens) Unload() {
 	t.mu.Lock()
 	t.byHash, t.byAccessor, t.leaked = map[[32]byte]*tokenRecord{}, map[string]*tokenRecord{}, map[string]string{}
+	t.own = nil
 	t.mu.Unlock()
 }
 
@@ -395,7 +400,9 @@ func (t *Tokens) Issue(ctx context.Context, spec Spec) (string, Principal, error
 			return "", Principal{}, err
 		}
 	}
+	t.markOwn(r.Accessor) // its watch event need not be read back (refresh.go)
 	if err := t.store.Apply(ctx, storage.Op{Kind: storage.OpPut, Key: tokenPath + r.Accessor, Value: val, IfRevision: 0}); err != nil {
+		t.unmarkOwn(r.Accessor)
 		return "", Principal{}, err
 	}
 	t.mu.Lock()
