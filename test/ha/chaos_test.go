@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
-	"sort"
 	"net/url"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -715,4 +715,3 @@ func checkAutoRotations(t *testing.T, c *cofferCluster, keys []string, created t
 	}
 	t.Logf("automatic rotations: %d keys with period %s, each rotated once per due time", len(keys), period)
 }
-

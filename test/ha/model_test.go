@@ -44,12 +44,12 @@ const (
 	// on that replica's cache, so it is checked as a read.
 	opAliasCreateNo = "alias-create-exists"   // (read)
 	opAliasDeleteNo = "alias-delete-notfound" // (read)
-	opPolicyPut   = "policy-put"   // arg: "allow" or "deny"
-	opEvaluate    = "evaluate"     // out.OK: allowed (read)
-	opTokenCreate = "token-create" // a token issued
-	opRevoke      = "revoke"       // revoke a token
-	opRevokeNone  = "revoke-none"  // a revocation answered "no such token" (read)
-	opUse         = "use"          // out.OK: accepted (read)
+	opPolicyPut     = "policy-put"            // arg: "allow" or "deny"
+	opEvaluate      = "evaluate"              // out.OK: allowed (read)
+	opTokenCreate   = "token-create"          // a token issued
+	opRevoke        = "revoke"                // revoke a token
+	opRevokeNone    = "revoke-none"           // a revocation answered "no such token" (read)
+	opUse           = "use"                   // out.OK: accepted (read)
 )
 
 // linInput is what a client asked, on which object.

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"syscall"
 	"time"
-
 )
 
 // outcome classifies an answer: ok, refused (a definite answer that nothing
