@@ -2,6 +2,7 @@ package keys
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -67,5 +68,49 @@ func TestRotateAnswersTheVersionItMade(t *testing.T) {
 	}
 	if cached := handleOf(t, a, k.ID).cur.Load().rec.Primary; cached != 3 {
 		t.Fatalf("cache holds primary %d, want the newest stored (3)", cached)
+	}
+}
+
+// TestDeleteAliasDecidesOnTheStoredAlias: a replica whose cache still
+// maps an alias to key X must not delete the alias once another replica
+// has re-created it for key Y (test/ha found it), nor answer success for
+// an alias already gone.
+func TestDeleteAliasDecidesOnTheStoredAlias(t *testing.T) {
+	ctx := context.Background()
+	a, b, _ := twoServices(t)
+	x, err := a.Create(ctx, client.CreateKeyRequest{Alias: "alias/app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := a.Create(ctx, client.CreateKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{keyPrefix + x.ID, keyPrefix + y.ID, aliasPath("alias/app")} {
+		if err := b.Refresh(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.DeleteAlias(ctx, "alias/app"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CreateAlias(ctx, "alias/app", y.ID); err != nil {
+		t.Fatal(err)
+	}
+	// b has not heard of either change.
+	if err := b.DeleteAlias(ctx, "alias/app"); !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("stale replica deleting a re-created alias: %v, want a conflict", err)
+	}
+	if err := a.Refresh(ctx, aliasPath("alias/app")); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := a.Describe(ctx, "alias/app"); err != nil || k.ID != y.ID {
+		t.Fatalf("alias/app after the refused delete: %v, %v; want key %s", k.ID, err, y.ID)
+	}
+	if err := a.DeleteAlias(ctx, "alias/app"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DeleteAlias(ctx, "alias/app"); !errors.Is(err, ErrAliasNotFound) {
+		t.Fatalf("stale replica deleting an alias already gone: %v, want not found", err)
 	}
 }

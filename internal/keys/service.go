@@ -1054,10 +1054,34 @@ func (s *Service) DeleteAlias(ctx context.Context, name string) error {
 	defer s.life.RUnlock()
 	s.aliasMu.Lock()
 	defer s.aliasMu.Unlock()
-	if _, ok := s.aliases.Load(name); !ok {
+	cached, ok := s.aliases.Load(name)
+	if !ok {
 		return fmt.Errorf("%w: %q does not exist", ErrAliasNotFound, name)
 	}
-	if err := s.store.Apply(ctx, storage.Delete(aliasPath(name))); err != nil {
+	// Decide on the stored alias, not the cache: another replica may have
+	// deleted it, or deleted and re-created it for another key, since this
+	// replica last heard (the caller was authorized on the cached key).
+	e, err := s.store.Get(ctx, aliasPath(name))
+	if errors.Is(err, storage.ErrNotFound) {
+		s.dropAlias(name)
+		return fmt.Errorf("%w: %q does not exist", ErrAliasNotFound, name)
+	}
+	if err != nil {
+		return err
+	}
+	var stored aliasRecord
+	uerr := json.Unmarshal(e.Value, &stored)
+	clear(e.Value)
+	if uerr != nil {
+		return fmt.Errorf("alias %s: %w", name, uerr)
+	}
+	if stored.KeyID != cached.(string) {
+		return fmt.Errorf("alias %s was moved to another key concurrently; retry: %w", name, storage.ErrConflict)
+	}
+	if err := s.store.Apply(ctx, storage.Op{Kind: storage.OpDelete, Key: aliasPath(name), IfRevision: e.Revision}); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return fmt.Errorf("alias %s was changed concurrently; retry: %w", name, err)
+		}
 		return err
 	}
 	s.dropAlias(name)
