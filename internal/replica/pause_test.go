@@ -26,12 +26,9 @@ import (
 // session has noticed the expired lease, and only the check with etcd
 // before each run stops it.
 func TestPausedProcessRunsNoJobAfterWaking(t *testing.T) {
-	if os.Getenv("COFFER_REPLICA_CHILD") != "" {
-		t.Skip("child mode runs from TestReplicaChildProcess")
-	}
 	c := etcdtest.Start(t, 1)
 	log := t.TempDir() + "/runs"
-	cmd := exec.Command(os.Args[0], "-test.run=^TestReplicaChildProcess$", "-test.v")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "COFFER_REPLICA_CHILD="+c.Endpoint(0), "COFFER_REPLICA_LOG="+log)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -99,31 +96,41 @@ func TestPausedProcessRunsNoJobAfterWaking(t *testing.T) {
 	}
 }
 
-// TestReplicaChildProcess is the child of
-// TestPausedProcessRunsNoJobAfterWaking; it does nothing in a normal run.
-func TestReplicaChildProcess(t *testing.T) {
-	endpoint := os.Getenv("COFFER_REPLICA_CHILD")
-	if endpoint == "" {
-		t.Skip("runs only as the child of TestPausedProcessRunsNoJobAfterWaking")
+// TestMain turns this test binary into the child replica of
+// TestPausedProcessRunsNoJobAfterWaking when COFFER_REPLICA_CHILD names an
+// etcd endpoint; otherwise it runs the tests.
+func TestMain(m *testing.M) {
+	if endpoint := os.Getenv("COFFER_REPLICA_CHILD"); endpoint != "" {
+		if err := runChild(endpoint, os.Getenv("COFFER_REPLICA_LOG")); err != nil {
+			fmt.Fprintln(os.Stderr, "child replica:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
-	f, err := os.OpenFile(os.Getenv("COFFER_REPLICA_LOG"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	os.Exit(m.Run())
+}
+
+// runChild runs the job every 50ms while it leads, logging each run to
+// log, until the parent kills it.
+func runChild(endpoint, log string) error {
+	f, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer f.Close()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer cli.Close()
 	r, err := NewEtcd(cli, "/coffer-test", Config{ID: "child", TTL: testTTL})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer r.Close()
-	// Runs until the parent kills it.
 	RunJob(context.Background(), r, 50*time.Millisecond, func(context.Context) error {
 		_, err := fmt.Fprintf(f, "run %d\n", time.Now().UnixNano())
 		return err
 	}, nil)
+	return nil
 }

@@ -240,14 +240,15 @@ func TestRestoreVerifiesReadBack(t *testing.T) {
 	}
 }
 
-// TestViewOfWithoutSnapshotter: a backend without a consistent view
-// (inmem) is listed and read; the copy is the same.
+// plainBackend hides every optional interface of the backend it holds.
+type plainBackend struct{ storage.Backend }
+
+// TestViewOfWithoutSnapshotter: a backend without a consistent view is
+// listed and read; the copy is the same.
 func TestViewOfWithoutSnapshotter(t *testing.T) {
-	src := inmem.New()
-	want := fill(t, src, 30, "iam/")
-	if _, ok := storage.Backend(src).(storage.Snapshotter); ok {
-		t.Skip("inmem became a Snapshotter; this test needs a backend that is not")
-	}
+	inner := inmem.New()
+	want := fill(t, inner, 30, "iam/")
+	src := plainBackend{inner}
 	dst := inmem.New()
 	res, err := Copy(context.Background(), src, dst, CopyOptions{})
 	if err != nil {

@@ -15,16 +15,14 @@ import (
 	"github.com/cofferkms/coffer/internal/loadgen"
 )
 
-// TestHAThroughput measures (it asserts nothing about speed) what
+// BenchmarkHAThroughput measures what
 // bench/ha-throughput.sh reports: encrypt and decrypt ops/s on one replica
 // on etcd against one on bbolt in the same run, aggregate encrypt ops/s
 // with 1, 2 and 3 replicas behind a client that spreads the load, with the
 // CPU each replica used, and key creation and token issue throughput on
-// etcd against bbolt. It runs only with COFFER_HA_BENCH=1.
-func TestHAThroughput(t *testing.T) {
-	if os.Getenv("COFFER_HA_BENCH") == "" {
-		t.Skip("set COFFER_HA_BENCH=1 (bench/ha-throughput.sh) to measure HA throughput")
-	}
+// etcd against bbolt. One pass takes minutes: run it with -benchtime 1x.
+func BenchmarkHAThroughput(b *testing.B) {
+	var t testing.TB = b
 	dur := envDuration("DURATION", 10*time.Second)
 	conc := envInt("CONCURRENCY", 32)
 	cofferBin(t)
@@ -94,7 +92,7 @@ func TestHAThroughput(t *testing.T) {
 
 // benchKey creates a key on r and waits until every replica of its cluster
 // can use it.
-func benchKey(t *testing.T, r *replica) string {
+func benchKey(t testing.TB, r *replica) string {
 	var k client.Key
 	r.api.Must(t, "POST", "/v1/keys", client.CreateKeyRequest{Description: "ha bench"}, &k)
 	return k.ID
@@ -102,7 +100,7 @@ func benchKey(t *testing.T, r *replica) string {
 
 // runLoad runs loadgen against each replica at once, conc workers in all,
 // and returns the summed ops/s and each replica's CPU in cores.
-func runLoad(t *testing.T, rs []*replica, token, key string, op loadgen.Op, conc int, dur time.Duration) (float64, []float64) {
+func runLoad(t testing.TB, rs []*replica, token, key string, op loadgen.Op, conc int, dur time.Duration) (float64, []float64) {
 	t.Helper()
 	// Every replica serves the key before the measure.
 	for _, r := range rs {
@@ -157,7 +155,7 @@ func runLoad(t *testing.T, rs []*replica, token, key string, op loadgen.Op, conc
 
 // runWrites posts in() to path from conc workers for dur and returns the
 // acknowledged writes per second and a summary of the failures.
-func runWrites(t *testing.T, r *replica, token, path string, in func() any, conc int, dur time.Duration) (float64, string) {
+func runWrites(t testing.TB, r *replica, token, path string, in func() any, conc int, dur time.Duration) (float64, string) {
 	t.Helper()
 	api := newAPI(r.addr, token)
 	var ok, failed atomic.Int64
