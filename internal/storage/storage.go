@@ -126,13 +126,35 @@ const (
 	EventReset
 )
 
-// Event is one change reported by a watch. Consumers re-read the key
-// through the barrier rather than trusting a value in the event; that keeps
-// refreshing idempotent and independent of delivery order across keys.
+// Event is one change reported by a watch. A put carries the value stored
+// at Revision, so a consumer applies the change without reading the store
+// again: events arrive in revision order, and a consumer applies one only
+// when Revision is greater than the revision it already holds for Key (its
+// own writes, and anything it read later, are not undone by an older
+// event).
 type Event struct {
 	Kind     EventKind
 	Key      string
 	Revision int64
+	// Value is, for EventPut, the value stored at Revision, as stored
+	// (above the backend: still barrier-encrypted; an empty value may be
+	// nil); nil otherwise. It belongs to the consumer.
+	Value []byte
+}
+
+// Change is one stored change as a cache applies it: a watch event whose
+// value the barrier has opened. Services bring their caches in line with
+// it (Refresh) without reading the store.
+type Change struct {
+	// Path is the changed key, below the barrier ("keys/ID").
+	Path string
+	// Revision is the revision of the write; a cache holding Path at this
+	// revision or a later one ignores the change.
+	Revision int64
+	// Value is the plaintext stored at Revision; nil when Deleted.
+	Value []byte
+	// Deleted reports that Path was deleted at Revision.
+	Deleted bool
 }
 
 // Watcher is implemented by backends shared by several replicas (etcd, and

@@ -1,6 +1,7 @@
 package etcd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -137,6 +138,8 @@ func (b *Backend) watchOnce(ctx context.Context, key string, last int64, send fu
 			e := storage.Event{Kind: storage.EventPut, Key: string(ev.Kv.Key[len(b.root):]), Revision: rev}
 			if ev.Type == mvccpb.DELETE {
 				e.Kind = storage.EventDelete
+			} else {
+				e.Value = bytes.Clone(ev.Kv.Value)
 			}
 			if !send(e) {
 				return last, false, true

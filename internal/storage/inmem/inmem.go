@@ -162,7 +162,7 @@ func (b *Backend) Apply(ctx context.Context, ops ...storage.Op) error {
 		switch op.Kind {
 		case storage.OpPut:
 			b.data[op.Key] = entry{value: slices.Clone(op.Value), revision: b.revision}
-			b.log = append(b.log, storage.Event{Kind: storage.EventPut, Key: op.Key, Revision: b.revision})
+			b.log = append(b.log, storage.Event{Kind: storage.EventPut, Key: op.Key, Revision: b.revision, Value: slices.Clone(op.Value)})
 		case storage.OpDelete:
 			if _, ok := b.data[op.Key]; ok {
 				delete(b.data, op.Key)
@@ -241,6 +241,7 @@ func (b *Backend) Watch(ctx context.Context, prefix string, fromRevision int64) 
 				return
 			}
 			for _, e := range batch {
+				e.Value = slices.Clone(e.Value) // the log keeps its own
 				if !send(e) {
 					return
 				}

@@ -22,7 +22,8 @@ const watchDeadline = 20 * time.Second
 // The suite checks that every change under the watched prefix is delivered
 // exactly once and in revision order, from any revision still in history
 // (replay), with deletes, atomic batches and concurrent writers; that
-// progress events arrive and cover the last write; and that cancelling the
+// progress events arrive and cover the last write; that a put carries the
+// value stored at its revision (and a delete none); and that cancelling the
 // context closes the channel.
 func RunWatch(t *testing.T, open func(t *testing.T) storage.Backend) {
 	t.Helper()
@@ -38,6 +39,7 @@ func RunWatch(t *testing.T, open func(t *testing.T) storage.Backend) {
 		{"ConcurrentWriters", testWatchConcurrent},
 		{"CancelCloses", testWatchCancel},
 		{"RevisionCoversWrites", testWatchRevision},
+		{"Values", testWatchValues},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -398,17 +400,17 @@ func testWatchConcurrent(t *testing.T, b storage.Backend, w storage.Watcher) {
 	}
 	checkOrder(t, got)
 	seen := map[int64]bool{}
-	lastOf := map[string]int64{}
+	lastOf := map[string]storage.Event{}
 	for _, e := range got {
 		if seen[e.Revision] {
 			t.Errorf("revision %d delivered twice (single-key writes each get their own)", e.Revision)
 		}
 		seen[e.Revision] = true
-		lastOf[e.Key] = e.Revision
+		lastOf[e.Key] = e
 	}
-	for key, rev := range lastOf {
-		if e := mustGet(t, b, key); e.Revision != rev {
-			t.Errorf("%s: last delivered revision %d, stored %d", key, rev, e.Revision)
+	for key, ev := range lastOf {
+		if e := mustGet(t, b, key); e.Revision != ev.Revision || string(e.Value) != string(ev.Value) {
+			t.Errorf("%s: last delivered revision %d value %q, stored %d %q", key, ev.Revision, ev.Value, e.Revision, e.Value)
 		}
 	}
 	if len(lastOf) != writers*5 {
@@ -455,4 +457,66 @@ func testWatchRevision(t *testing.T, b storage.Backend, w storage.Watcher) {
 	if got := c.waitChanges(t, 1); got[0].Key != "k2" {
 		t.Errorf("watch from Revision() delivered %v first", got[0])
 	}
+}
+
+// testWatchValues: every put carries the value stored at its revision, live
+// and replayed from history, in a batch too; a delete carries none. A
+// consumer applies events without reading the store again, so a missing or
+// wrong value would leave its cache wrong.
+func testWatchValues(t *testing.T, b storage.Backend, w storage.Watcher) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	from := currentRevision(t, w)
+	live := collect(w.Watch(ctx, "v/", from))
+
+	mustPut(t, b, "v/a", "first")
+	mustPut(t, b, "v/a", "second")
+	mustApply(t, b, storage.Put("v/b", []byte("in a batch")), storage.Put("v/c", []byte{0, 1, 2, 0xff}))
+	mustApply(t, b, storage.Delete("v/a"))
+	mustPut(t, b, "v/a", "again")
+
+	want := []struct {
+		kind  storage.EventKind
+		key   string
+		value string
+	}{
+		{storage.EventPut, "v/a", "first"},
+		{storage.EventPut, "v/a", "second"},
+		{storage.EventPut, "v/b", "in a batch"},
+		{storage.EventPut, "v/c", "\x00\x01\x02\xff"},
+		{storage.EventDelete, "v/a", ""},
+		{storage.EventPut, "v/a", "again"},
+	}
+	check := func(name string, got []storage.Event) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%s: got %d changes %v, want %d", name, len(got), got, len(want))
+		}
+		for i, w := range want {
+			g := got[i]
+			if g.Kind != w.kind || g.Key != w.key {
+				t.Errorf("%s: change %d = %v %s, want %v %s", name, i, g.Kind, g.Key, w.kind, w.key)
+				continue
+			}
+			if w.kind == storage.EventDelete {
+				if g.Value != nil {
+					t.Errorf("%s: delete of %s carries value %q, want nil", name, g.Key, g.Value)
+				}
+				continue
+			}
+			if g.Value == nil || string(g.Value) != w.value {
+				t.Errorf("%s: put of %s at %d carries value %q, want %q", name, g.Key, g.Revision, g.Value, w.value)
+			}
+		}
+	}
+	got := live.waitChanges(t, len(want))
+	check("live", got)
+	// The value belongs to the consumer: changing it changes neither the
+	// store nor another watch's events.
+	clear(got[5].Value)
+	if e := mustGet(t, b, "v/a"); string(e.Value) != "again" {
+		t.Errorf("after a consumer changed an event's value, stored v/a = %q", e.Value)
+	}
+	replay := collect(w.Watch(ctx, "v/", from))
+	check("replayed", replay.waitChanges(t, len(want)))
 }
