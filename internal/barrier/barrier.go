@@ -525,25 +525,43 @@ func checkPath(p string) error {
 // get returns the decrypted entry at path (Get, reload.go, adds a
 // keyring reload for a term rotated in by another replica).
 func (b *Barrier) get(ctx context.Context, path string) (storage.Entry, error) {
+	return b.unsealed(path, func(ring *keyring) (storage.Entry, error) {
+		e, err := b.backend.Get(ctx, path)
+		if err != nil {
+			return e, err
+		}
+		e.Value, err = ring.open(path, e.Value)
+		return e, err
+	})
+}
+
+// openEntry decrypts a raw entry of path obtained elsewhere (Open,
+// reload.go), with the checks of get.
+func (b *Barrier) openEntry(path string, e storage.Entry) (storage.Entry, error) {
+	return b.unsealed(path, func(ring *keyring) (storage.Entry, error) {
+		var err error
+		e.Key = path
+		e.Value, err = ring.open(path, e.Value)
+		return e, err
+	})
+}
+
+// unsealed checks path and runs fn with the keyring, holding the read lock
+// to the end so Seal waits for reads in flight.
+func (b *Barrier) unsealed(path string, fn func(*keyring) (storage.Entry, error)) (storage.Entry, error) {
 	if err := checkPath(path); err != nil {
 		return storage.Entry{}, err
 	}
 	if !b.open.Load() {
 		return storage.Entry{}, ErrSealed
 	}
-	// The read lock is held to the end, so Seal waits for reads in flight.
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	ring := b.ring
 	if ring == nil {
 		return storage.Entry{}, ErrSealed
 	}
-	e, err := b.backend.Get(ctx, path)
-	if err != nil {
-		return e, err
-	}
-	e.Value, err = ring.open(path, e.Value)
-	return e, err
+	return fn(ring)
 }
 
 func (k *keyring) open(path string, v []byte) ([]byte, error) {

@@ -108,12 +108,29 @@ var errUnknownTerm = errors.New("unknown keyring term")
 // watch event has not arrived) makes it read the stored keyring once and
 // try again.
 func (b *Barrier) Get(ctx context.Context, path string) (storage.Entry, error) {
-	e, err := b.get(ctx, path)
+	return b.withReload(ctx, func() (storage.Entry, error) { return b.get(ctx, path) })
+}
+
+// Open decrypts e, a raw entry of path obtained from the store by other
+// means (a watch event's value), with exactly the checks of Get: the path
+// is the entry's associated data, so an entry moved to another path does
+// not open, and an entry sealed under a keyring term this replica does not
+// hold yet makes it read the stored keyring once and try again. A value
+// that does not open is ErrCorrupt. e.Value is not changed; the result's
+// Value is new plaintext.
+func (b *Barrier) Open(ctx context.Context, path string, e storage.Entry) (storage.Entry, error) {
+	return b.withReload(ctx, func() (storage.Entry, error) { return b.openEntry(path, e) })
+}
+
+// withReload runs read, and once more after reloading the keyring when it
+// fails for an unknown term.
+func (b *Barrier) withReload(ctx context.Context, read func() (storage.Entry, error)) (storage.Entry, error) {
+	e, err := read()
 	if errors.Is(err, errUnknownTerm) {
 		if rerr := b.ReloadKeyring(ctx); rerr != nil {
 			return storage.Entry{}, errors.Join(err, rerr)
 		}
-		e, err = b.get(ctx, path)
+		e, err = read()
 	}
 	return e, err
 }

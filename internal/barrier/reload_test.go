@@ -116,3 +116,58 @@ func TestReloadRefusesForeignKeyring(t *testing.T) {
 		t.Fatalf("B's keyring after refusing: active term %d", term)
 	}
 }
+
+// TestOpenRawEntry: Open decrypts a raw stored entry (a watch event's
+// value) with Get's checks: the right path opens it, another path or a
+// tampered value is ErrCorrupt, and an entry under a term rotated in by
+// another replica makes it reload the keyring once.
+func TestOpenRawEntry(t *testing.T) {
+	a, b, store := twoBarriers(t)
+	if err := a.Apply(ctx, storage.Put("x", []byte("plain"))); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := store.Get(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := b.Open(ctx, "x", raw)
+	if err != nil || string(e.Value) != "plain" || e.Revision != raw.Revision || e.Key != "x" {
+		t.Fatalf("Open(x) = %q rev %d key %q, %v; want plain rev %d", e.Value, e.Revision, e.Key, err, raw.Revision)
+	}
+	if string(raw.Value) == "plain" || len(raw.Value) < 10 {
+		t.Fatal("Open changed the raw value it was given")
+	}
+	if _, err := b.Open(ctx, "y", raw); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open of x's entry as y: %v, want ErrCorrupt", err)
+	}
+	tampered := storage.Entry{Key: "x", Revision: raw.Revision, Value: append([]byte(nil), raw.Value...)}
+	tampered.Value[len(tampered.Value)-1] ^= 1
+	if _, err := b.Open(ctx, "x", tampered); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open of a tampered value: %v, want ErrCorrupt", err)
+	}
+	if _, err := b.Open(ctx, "core/keyring", raw); err == nil {
+		t.Fatal("Open of a reserved path succeeded")
+	}
+
+	if _, err := a.RotateKeyring(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(ctx, storage.Put("z", []byte("under term 2"))); err != nil {
+		t.Fatal(err)
+	}
+	raw, err = store.Get(ctx, "z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := b.Open(ctx, "z", raw); err != nil || string(e.Value) != "under term 2" {
+		t.Fatalf("B opens an entry under a term rotated in by A: %q %v", e.Value, err)
+	}
+	if term, _ := b.ActiveTerm(); term != 2 {
+		t.Fatalf("B's active term after Open reloaded: %d, want 2", term)
+	}
+
+	b.Seal()
+	if _, err := b.Open(ctx, "x", raw); !errors.Is(err, ErrSealed) {
+		t.Fatalf("Open while sealed: %v, want ErrSealed", err)
+	}
+}
