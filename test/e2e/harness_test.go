@@ -20,60 +20,10 @@ import (
 	"time"
 
 	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/test/proc"
 )
 
-// Build the binary once per test process.
-var (
-	buildOnce sync.Once
-	binDir    string
-	binPath   string
-	buildErr  error
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
-
-// cofferBin builds ./cmd/coffer from the module root (found with
-// `go env GOMOD`) into a temporary directory and returns the binary's path.
-func cofferBin(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			buildErr = fmt.Errorf("finding the go tool: %w", err)
-			return
-		}
-		out, err := exec.Command(goTool, "env", "GOMOD").Output()
-		if err != nil {
-			buildErr = fmt.Errorf("go env GOMOD: %w", err)
-			return
-		}
-		gomod := strings.TrimSpace(string(out))
-		if gomod == "" || gomod == os.DevNull {
-			buildErr = errors.New("go env GOMOD: not inside the module")
-			return
-		}
-		if binDir, err = os.MkdirTemp("", "coffer-e2e-"); err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(binDir, "coffer")
-		cmd := exec.Command(goTool, "build", "-o", binPath, "./cmd/coffer")
-		cmd.Dir = filepath.Dir(gomod)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/coffer: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+func TestMain(m *testing.M) { proc.Main(m) }
 
 // writeConfig writes a production config file (no dev mode) with storage in
 // dir and returns its path.
@@ -163,7 +113,7 @@ func (s *Server) start() {
 	addr := make(chan string, 1)
 	s.out = &lineLog{addr: addr}
 	s.done = make(chan struct{})
-	s.cmd = exec.Command(cofferBin(s.t), append([]string{"server"}, s.args...)...)
+	s.cmd = exec.Command(proc.CofferBin(s.t), append([]string{"server"}, s.args...)...)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	s.cmd.Env = append(os.Environ(), "COFFER_TOKEN=", "COFFER_ADDR=")
 	if err := s.cmd.Start(); err != nil {

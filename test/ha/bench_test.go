@@ -13,6 +13,7 @@ import (
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/loadgen"
+	"github.com/cofferkms/coffer/test/proc"
 )
 
 // BenchmarkHAThroughput measures what
@@ -25,7 +26,7 @@ func BenchmarkHAThroughput(b *testing.B) {
 	var t testing.TB = b
 	dur := envDuration("DURATION", 10*time.Second)
 	conc := envInt("CONCURRENCY", 32)
-	cofferBin(t)
+	proc.CofferBin(t)
 	etcd := startEtcdCluster(t, 3)
 	opts := clusterOptions{AuditDisabled: os.Getenv("AUDIT") != "on"}
 	bolt := startCoffer(t, nil, 1, opts)
@@ -37,7 +38,7 @@ func BenchmarkHAThroughput(b *testing.B) {
 		fmt.Fprintln(report, line)
 	}
 	say("settings: duration %s per run, %d workers, audit %v, etcd: 3 members on loopback (binary %s), machine: %d CPUs",
-		dur, conc, !opts.AuditDisabled, etcd.bin, numCPU())
+		dur, conc, !opts.AuditDisabled, etcd.Bin(), numCPU())
 
 	// One replica: etcd against bbolt, alternated twice to cancel drift.
 	boltKey := benchKey(t, bolt.replicas[0])
@@ -114,7 +115,7 @@ func runLoad(t testing.TB, rs []*replica, token, key string, op loadgen.Op, conc
 	)
 	before := make([]float64, len(rs))
 	for i, r := range rs {
-		before[i] = cpuSeconds(r.p.pid())
+		before[i] = cpuSeconds(r.p.Pid())
 	}
 	began := time.Now()
 	for i, r := range rs {
@@ -148,7 +149,7 @@ func runLoad(t testing.TB, rs []*replica, token, key string, op loadgen.Op, conc
 	}
 	cpu := make([]float64, len(rs))
 	for i, r := range rs {
-		cpu[i] = (cpuSeconds(r.p.pid()) - before[i]) / wall
+		cpu[i] = (cpuSeconds(r.p.Pid()) - before[i]) / wall
 	}
 	return total, cpu
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/test/proc"
 )
 
 var chaosDuration = flag.Duration("ha.chaos", 60*time.Second, "how long TestHAChaos loads the replicas while it injects faults")
@@ -88,7 +89,7 @@ func policyDoc(effect, keyID string) string {
 // freshness bound).
 func TestHAChaos(t *testing.T) {
 	requireE2E(t)
-	cofferBin(t) // fail before starting etcd if it does not build
+	proc.CofferBin(t) // fail before starting etcd if it does not build
 	D := *chaosDuration
 	etcd := startEtcdCluster(t, 3)
 	c := startCoffer(t, etcd, haReplicas, clusterOptions{
@@ -483,7 +484,7 @@ func TestHAChaos(t *testing.T) {
 	failover := time.Duration(-1)
 	if !fromMembers {
 		// Nothing to measure.
-	} else if err := waitFor(3*chaosLeaseTTL+patience()/4, 100*time.Millisecond, func() error {
+	} else if err := proc.WaitFor(3*chaosLeaseTTL+patience()/4, 100*time.Millisecond, func() error {
 		if l := c.Leader(); l >= 0 && l != leader {
 			return nil
 		}
@@ -522,11 +523,11 @@ func TestHAChaos(t *testing.T) {
 	for i := range c.replicas {
 		c.Kill(i)
 	}
-	for i := range etcd.members {
+	for i := range etcd.Len() {
 		etcd.Stop(i)
 	}
 	t.Logf("%s: everything stopped", elapsed())
-	for i := range etcd.members {
+	for i := range etcd.Len() {
 		if err := etcd.Start(i); err != nil {
 			t.Fatal(err)
 		}
@@ -583,7 +584,7 @@ func checkChaosOutcome(t *testing.T, c *cofferCluster, st *chaosState, rotKeys [
 			if get() == nil {
 				continue
 			}
-			if err := waitFor(10*time.Second, 200*time.Millisecond, get); err != nil {
+			if err := proc.WaitFor(10*time.Second, 200*time.Millisecond, get); err != nil {
 				missing++
 				var where []string
 				for _, o := range c.replicas {
@@ -690,7 +691,7 @@ func checkAutoRotations(t *testing.T, c *cofferCluster, keys []string, created t
 	deadline := created.Add(period).Add(patience())
 	for _, key := range keys {
 		var k client.Key
-		err := waitFor(time.Until(deadline), 500*time.Millisecond, func() error {
+		err := proc.WaitFor(time.Until(deadline), 500*time.Millisecond, func() error {
 			if err := c.replicas[0].api.Do(t.Context(), "GET", keyPath(key), nil, &k); err != nil {
 				return err
 			}

@@ -9,69 +9,15 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/test/proc"
 )
-
-// Build the binary once per test process.
-var (
-	buildOnce sync.Once
-	binDir    string
-	binPath   string
-	buildErr  error
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
-
-// cofferBin builds ./cmd/coffer from the module root into a temporary
-// directory and returns the binary's path.
-func cofferBin(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			buildErr = fmt.Errorf("finding the go tool: %w", err)
-			return
-		}
-		out, err := exec.Command(goTool, "env", "GOMOD").Output()
-		if err != nil {
-			buildErr = fmt.Errorf("go env GOMOD: %w", err)
-			return
-		}
-		gomod := strings.TrimSpace(string(out))
-		if gomod == "" || gomod == os.DevNull {
-			buildErr = errors.New("go env GOMOD: not inside the module")
-			return
-		}
-		if binDir, err = os.MkdirTemp("", "coffer-ha-"); err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(binDir, "coffer")
-		cmd := exec.Command(goTool, "build", "-o", binPath, "./cmd/coffer")
-		cmd.Dir = filepath.Dir(gomod)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/coffer: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
 
 // clusterOptions shape the replicas' config.
 type clusterOptions struct {
@@ -98,14 +44,14 @@ type replica struct {
 	dir     string
 	cfgPath string
 	logPath string
-	p       *proc
+	p       *proc.Proc
 	api     *API
 }
 
 // cofferCluster is N coffer replicas on one etcd cluster (or one on bbolt).
 type cofferCluster struct {
 	t        testing.TB
-	etcd     *etcdCluster
+	etcd     *proc.Etcd
 	opts     clusterOptions
 	replicas []*replica
 	shares   []string
@@ -117,7 +63,7 @@ type cofferCluster struct {
 // startCoffer starts n replicas on etcd (nil for the bbolt baseline, n=1),
 // initializes through replica 0 and unseals every replica with the same
 // shares. Replicas are killed at cleanup.
-func startCoffer(t testing.TB, etcd *etcdCluster, n int, opts clusterOptions) *cofferCluster {
+func startCoffer(t testing.TB, etcd *proc.Etcd, n int, opts clusterOptions) *cofferCluster {
 	t.Helper()
 	if opts.Prefix == "" {
 		opts.Prefix = "/coffer-ha"
@@ -128,7 +74,7 @@ func startCoffer(t testing.TB, etcd *etcdCluster, n int, opts clusterOptions) *c
 	c := &cofferCluster{t: t, etcd: etcd, opts: opts, threshold: 2}
 	t.Cleanup(func() {
 		for _, r := range c.replicas {
-			r.p.kill()
+			r.p.Kill()
 		}
 	})
 	dumpLogsOnFailure(t, func() []string {
@@ -138,8 +84,7 @@ func startCoffer(t testing.TB, etcd *etcdCluster, n int, opts clusterOptions) *c
 		}
 		return ls
 	})
-	bin := cofferBin(t)
-	_ = bin
+	proc.CofferBin(t) // build before starting anything
 	base := t.TempDir()
 	for i := range n {
 		r := &replica{idx: i, id: fmt.Sprintf("coffer-%d", i), dir: filepath.Join(base, fmt.Sprintf("r%d", i))}
@@ -166,14 +111,14 @@ func startCoffer(t testing.TB, etcd *etcdCluster, n int, opts clusterOptions) *c
 // config writes r's config file.
 func (c *cofferCluster) config(r *replica, port int) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen: %s\n", hostPort(port))
+	fmt.Fprintf(&b, "listen: %s\n", proc.HostPort(port))
 	if c.etcd == nil {
 		fmt.Fprintf(&b, "storage:\n  path: %s\n", filepath.Join(r.dir, "coffer.db"))
 	} else {
 		fmt.Fprintf(&b, "storage:\n  etcd:\n    endpoints: [%s]\n    prefix: %s\n    dial_timeout: 5s\n",
 			strings.Join(c.etcd.Endpoints(), ", "), c.opts.Prefix)
 		fmt.Fprintf(&b, "data_dir: %s\n", r.dir)
-		fmt.Fprintf(&b, "ha:\n  replica_id: %s\n  advertise_address: http://%s\n", r.id, hostPort(port))
+		fmt.Fprintf(&b, "ha:\n  replica_id: %s\n  advertise_address: http://%s\n", r.id, proc.HostPort(port))
 		if c.opts.FreshnessBound != "" {
 			fmt.Fprintf(&b, "  freshness_bound: %s\n", c.opts.FreshnessBound)
 		}
@@ -200,11 +145,11 @@ func (c *cofferCluster) startReplica(r *replica, fresh bool) {
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
 		if fresh {
-			port := freePort(t)
+			port := proc.FreePort(t)
 			c.config(r, port)
-			r.addr = "http://" + hostPort(port)
+			r.addr = "http://" + proc.HostPort(port)
 		}
-		p, err := startProc("coffer "+r.id, cofferBin(t), []string{"server", "--config", r.cfgPath},
+		p, err := proc.Start("coffer "+r.id, proc.CofferBin(t), []string{"server", "--config", r.cfgPath},
 			[]string{"COFFER_TOKEN=", "COFFER_ADDR="}, r.logPath)
 		if err != nil {
 			t.Fatal(err)
@@ -213,11 +158,11 @@ func (c *cofferCluster) startReplica(r *replica, fresh bool) {
 		if r.api == nil {
 			r.api = newAPI(r.addr, c.root)
 		}
-		_, lastErr = p.waitLine("Address:", patience())
+		_, lastErr = p.WaitLine("Address:", patience())
 		if lastErr == nil {
 			return
 		}
-		p.kill()
+		p.Kill()
 		if !fresh && !strings.Contains(lastErr.Error(), "address already in use") {
 			break
 		}
@@ -229,9 +174,9 @@ func (c *cofferCluster) startReplica(r *replica, fresh bool) {
 // replica cannot reach storage yet.
 func (c *cofferCluster) unseal(r *replica) {
 	c.t.Helper()
-	err := waitFor(patience(), 200*time.Millisecond, func() error {
-		if r.p.exited() {
-			return permanent(fmt.Errorf("coffer %s exited: %v", r.id, r.p.err))
+	err := proc.WaitFor(patience(), 200*time.Millisecond, func() error {
+		if r.p.Exited() {
+			return proc.Permanent(fmt.Errorf("coffer %s exited: %v", r.id, r.p.Err()))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -260,9 +205,9 @@ func (c *cofferCluster) unseal(r *replica) {
 func (c *cofferCluster) waitReady(r *replica) {
 	c.t.Helper()
 	hc := &http.Client{Timeout: 5 * time.Second}
-	err := waitFor(patience(), 100*time.Millisecond, func() error {
-		if r.p.exited() {
-			return permanent(fmt.Errorf("coffer %s exited: %v", r.id, r.p.err))
+	err := proc.WaitFor(patience(), 100*time.Millisecond, func() error {
+		if r.p.Exited() {
+			return proc.Permanent(fmt.Errorf("coffer %s exited: %v", r.id, r.p.Err()))
 		}
 		resp, err := hc.Get(r.addr + "/readyz")
 		if err != nil {
@@ -281,17 +226,17 @@ func (c *cofferCluster) waitReady(r *replica) {
 }
 
 // Kill sends SIGKILL to replica i.
-func (c *cofferCluster) Kill(i int) { c.replicas[i].p.kill() }
+func (c *cofferCluster) Kill(i int) { c.replicas[i].p.Kill() }
 
 // Pause sends SIGSTOP to replica i; Resume sends SIGCONT.
 func (c *cofferCluster) Pause(i int) {
-	if err := c.replicas[i].p.signal(syscall.SIGSTOP); err != nil {
+	if err := c.replicas[i].p.Signal(syscall.SIGSTOP); err != nil {
 		c.t.Fatal(err)
 	}
 }
 
 func (c *cofferCluster) Resume(i int) {
-	if err := c.replicas[i].p.signal(syscall.SIGCONT); err != nil {
+	if err := c.replicas[i].p.Signal(syscall.SIGCONT); err != nil {
 		c.t.Fatal(err)
 	}
 }
@@ -301,7 +246,7 @@ func (c *cofferCluster) Resume(i int) {
 func (c *cofferCluster) Restart(i int) {
 	c.t.Helper()
 	r := c.replicas[i]
-	r.p.stop(20 * time.Second)
+	r.p.Stop(20 * time.Second)
 	c.startReplica(r, false)
 	c.unseal(r)
 }
@@ -314,7 +259,7 @@ type member map[string]any
 // from GET /v1/sys/members on any live replica, or -1 when no replica says.
 func (c *cofferCluster) Leader() int {
 	for _, r := range c.replicas {
-		if r.p.exited() {
+		if r.p.Exited() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -482,7 +427,7 @@ func (a *API) Must(t testing.TB, method, path string, in, out any) {
 // its etcd member away); it fails the test after the patience deadline.
 func (a *API) Eventually(t testing.TB, method, path string, in, out any) {
 	t.Helper()
-	err := waitFor(patience(), 200*time.Millisecond, func() error {
+	err := proc.WaitFor(patience(), 200*time.Millisecond, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		return a.Do(ctx, method, path, in, out)

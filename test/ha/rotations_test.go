@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/test/proc"
 )
 
 // haReplicas is how many coffer replicas the HA tests run.
@@ -17,7 +18,7 @@ const haReplicas = 3
 // exactly 50 new versions: no gaps, no duplicates, every replica agrees.
 func TestHAConcurrentRotations(t *testing.T) {
 	requireE2E(t)
-	cofferBin(t) // fail before starting etcd if it does not build
+	proc.CofferBin(t) // fail before starting etcd if it does not build
 	etcd := startEtcdCluster(t, 3)
 	c := startCoffer(t, etcd, haReplicas, clusterOptions{})
 
@@ -94,7 +95,7 @@ func TestHAConcurrentRotations(t *testing.T) {
 	// Every replica converges on 51 versions, 1..51 in order.
 	for _, r := range c.replicas {
 		var k client.Key
-		err := waitFor(patience(), 50*time.Millisecond, func() error {
+		err := proc.WaitFor(patience(), 50*time.Millisecond, func() error {
 			if err := r.api.Do(t.Context(), "GET", keyPath(key.ID), nil, &k); err != nil {
 				return err
 			}

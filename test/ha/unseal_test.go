@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/test/proc"
 )
 
 // A replica being unsealed answers a valid token "sealed" (503) until it
@@ -16,7 +17,7 @@ import (
 // root token.
 func TestHAUnsealRefusesNoValidToken(t *testing.T) {
 	requireE2E(t)
-	cofferBin(t)
+	proc.CofferBin(t)
 	etcd := startEtcdCluster(t, 3)
 	c := startCoffer(t, etcd, 2, clusterOptions{})
 	var k client.Key

@@ -17,6 +17,8 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/cofferkms/coffer/test/proc"
 )
 
 // AdminToken is the bearer token of the apiserver's admin user (group
@@ -50,7 +52,7 @@ type APIServer struct {
 	dir  string
 	port int
 	opts APIServerOptions
-	p    *proc
+	p    *proc.Proc
 }
 
 // KMSProviderName is the kms provider name EncryptionConfig uses, so
@@ -108,10 +110,10 @@ func StartAPIServer(t testing.TB, etcd *Etcd, opts APIServerOptions) *APIServer 
 	t.Helper()
 	APIServerBin(t)
 	a := &APIServer{t: t, etcd: etcd, dir: tempDir(t), opts: opts}
-	dumpOnFailure(t, "kube-apiserver", func() *proc { return a.p })
+	dumpOnFailure(t, "kube-apiserver", func() *proc.Proc { return a.p })
 	a.writeFiles()
-	a.port = freePort(t)
-	a.URL = "https://" + hostPort(a.port)
+	a.port = proc.FreePort(t)
+	a.URL = "https://" + proc.HostPort(a.port)
 	a.start()
 	t.Cleanup(a.Stop)
 	return a
@@ -176,27 +178,27 @@ func (a *APIServer) start() {
 	a.t.Helper()
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		a.p, err = startProc(a.t, "kube-apiserver", APIServerBin(a.t), a.args(), nil, filepath.Join(a.dir, "apiserver.log"))
+		a.p, err = proc.Start("kube-apiserver", APIServerBin(a.t), a.args(), nil, filepath.Join(a.dir, "apiserver.log"))
 		if err != nil {
 			a.t.Fatal(err)
 		}
 		if err = a.waitReady(Patience()); err == nil {
 			return
 		}
-		a.p.stop(10 * time.Second)
-		if strings.Contains(a.p.out.tail(20000), "address already in use") {
+		a.p.Stop(10 * time.Second)
+		if strings.Contains(a.p.Tail(20000), "address already in use") {
 			time.Sleep(time.Second)
 			continue
 		}
 		break
 	}
-	a.t.Fatalf("kube-apiserver did not become ready: %v\n%s", err, a.p.out.tail(6000))
+	a.t.Fatalf("kube-apiserver did not become ready: %v\n%s", err, a.p.Tail(6000))
 }
 
 func (a *APIServer) waitReady(timeout time.Duration) error {
-	return waitFor(timeout, 100*time.Millisecond, func() error {
-		if a.p.exited() {
-			return permanent(fmt.Errorf("kube-apiserver exited: %v", a.p.err))
+	return proc.WaitFor(timeout, 100*time.Millisecond, func() error {
+		if a.p.Exited() {
+			return proc.Permanent(fmt.Errorf("kube-apiserver exited: %v", a.p.Err()))
 		}
 		code, body, err := a.RawGet("/readyz")
 		if err != nil {
@@ -210,7 +212,7 @@ func (a *APIServer) waitReady(timeout time.Duration) error {
 }
 
 // Stop stops the apiserver. It is idempotent.
-func (a *APIServer) Stop() { a.p.stop(15 * time.Second) }
+func (a *APIServer) Stop() { a.p.Stop(15 * time.Second) }
 
 // Restart stops the apiserver and starts it again on the same port (with
 // the current EncryptionConfig), and waits for /readyz.

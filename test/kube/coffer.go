@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/test/proc"
 )
 
 // Coffer is a Coffer dev server (`coffer server --dev`) with its store in a
@@ -24,7 +25,7 @@ type Coffer struct {
 	CACertFile string
 	t          testing.TB
 	dir        string
-	p          *proc
+	p          *proc.Proc
 	extra      []string // more server flags
 }
 
@@ -32,7 +33,7 @@ type Coffer struct {
 func StartCoffer(t testing.TB) *Coffer {
 	t.Helper()
 	c := &Coffer{t: t, dir: tempDir(t), Token: "kube-root-token"}
-	dumpOnFailure(t, "coffer server", func() *proc { return c.p })
+	dumpOnFailure(t, "coffer server", func() *proc.Proc { return c.p })
 	c.start("127.0.0.1:0")
 	t.Cleanup(c.Stop)
 	return c
@@ -44,12 +45,12 @@ func (c *Coffer) start(listen string) {
 	args := append([]string{"server", "--dev", "--dev-dir", filepath.Join(c.dir, "store"), "--dev-root-token", c.Token, "--listen", listen}, c.extra...)
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {
-		c.p, err = startProc(c.t, "coffer server", bin, args, nil, filepath.Join(c.dir, "server.log"))
+		c.p, err = proc.Start("coffer server", bin, args, nil, filepath.Join(c.dir, "server.log"))
 		if err != nil {
 			c.t.Fatal(err)
 		}
 		var addr string
-		if addr, err = c.p.waitLine("Address:", Patience()); err == nil {
+		if addr, err = c.p.WaitLine("Address:", Patience()); err == nil {
 			c.Addr = addr
 			return
 		}
@@ -81,7 +82,7 @@ func StartCofferMTLS(t testing.TB, clientCAFile string) *Coffer {
 	}
 	c.extra = []string{"--config", cfg}
 	c.CACertFile = filepath.Join(c.dir, "store", "tls-auto-cert.pem")
-	dumpOnFailure(t, "coffer server", func() *proc { return c.p })
+	dumpOnFailure(t, "coffer server", func() *proc.Proc { return c.p })
 	c.start("127.0.0.1:0")
 	t.Cleanup(c.Stop)
 	return c
@@ -123,7 +124,7 @@ func (c *Coffer) TokenFile(token string) string {
 }
 
 // Stop stops the server; its store is kept for Restart.
-func (c *Coffer) Stop() { c.p.stop(10 * time.Second) }
+func (c *Coffer) Stop() { c.p.Stop(10 * time.Second) }
 
 // Restart stops the server if it runs and starts it again on the same
 // address with the same store.

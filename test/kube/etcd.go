@@ -2,21 +2,21 @@ package kube
 
 import (
 	"context"
-	"fmt"
-	"net/http"
-	"runtime"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/cofferkms/coffer/test/proc"
 )
 
-// Etcd is an etcd server with a temporary data directory.
+// Etcd is a one-member etcd (the etcd binary) with a temporary data
+// directory.
 type Etcd struct {
 	// URL is the client URL (http://127.0.0.1:PORT).
 	URL string
 	t   testing.TB
-	p   *proc
+	c   *proc.Etcd
 	cl  *clientv3.Client
 }
 
@@ -24,60 +24,10 @@ type Etcd struct {
 // /health. It is stopped at cleanup.
 func StartEtcd(t testing.TB) *Etcd {
 	t.Helper()
-	bin := EtcdBin(t)
-	dir := tempDir(t)
-	e := &Etcd{t: t}
-	dumpOnFailure(t, "etcd", func() *proc { return e.p })
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		client, peer := hostPort(freePort(t)), hostPort(freePort(t))
-		url := "http://" + client
-		args := []string{
-			"--name", "default",
-			"--data-dir", fmt.Sprintf("%s/data%d", dir, attempt),
-			"--listen-client-urls", url, "--advertise-client-urls", url,
-			"--listen-peer-urls", "http://" + peer, "--initial-advertise-peer-urls", "http://" + peer,
-			"--initial-cluster", "default=http://" + peer,
-			"--log-level", "warn",
-		}
-		p, err := startProc(t, "etcd", bin, args, etcdEnv(), dir+"/etcd.log")
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.p, e.URL = p, url
-		lastErr = waitFor(Patience(), 50*time.Millisecond, func() error {
-			if p.exited() {
-				return permanent(fmt.Errorf("etcd exited: %v\n%s", p.err, p.out.tail(3000)))
-			}
-			resp, err := http.Get(url + "/health")
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("etcd /health: %s", resp.Status)
-			}
-			return nil
-		})
-		if lastErr == nil {
-			break
-		}
-		p.stop(5 * time.Second) // a port was taken meanwhile: try others
-	}
-	if lastErr != nil {
-		t.Fatalf("etcd did not start: %v", lastErr)
-	}
+	c := proc.StartEtcd(t, 1, proc.EtcdOptions{Patience: Patience()})
+	e := &Etcd{t: t, c: c, URL: c.Endpoints()[0]}
 	t.Cleanup(e.Stop)
 	return e
-}
-
-// etcdEnv sets ETCD_UNSUPPORTED_ARCH, which etcd 3.4 wants on
-// architectures it does not officially support.
-func etcdEnv() []string {
-	if runtime.GOARCH == "amd64" {
-		return nil
-	}
-	return []string{"ETCD_UNSUPPORTED_ARCH=" + runtime.GOARCH}
 }
 
 // Client returns a v3 client of this etcd, closed at cleanup.
@@ -132,5 +82,5 @@ func (e *Etcd) Stop() {
 		e.cl.Close()
 		e.cl = nil
 	}
-	e.p.stop(10 * time.Second)
+	e.c.Stop(0)
 }

@@ -33,15 +33,12 @@
 package kube
 
 import (
-	"errors"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/cofferkms/coffer/test/proc"
 )
 
 // DefaultPatience is how long Patience lets a test wait by default.
@@ -54,102 +51,28 @@ const DefaultPatience = 5 * time.Minute
 // so a fast machine never waits for it; it is long so that a loaded CI
 // machine is not mistaken for a broken one. COFFER_E2E_PATIENCE (a Go
 // duration) overrides it.
-func Patience() time.Duration {
-	if d, err := time.ParseDuration(os.Getenv("COFFER_E2E_PATIENCE")); err == nil && d > 0 {
-		return d
-	}
-	return DefaultPatience
-}
+func Patience() time.Duration { return proc.Patience(DefaultPatience) }
 
 // RequireE2E skips t unless COFFER_E2E is set.
 func RequireE2E(t testing.TB) {
 	t.Helper()
-	if os.Getenv("COFFER_E2E") == "" {
-		t.Skip("set COFFER_E2E=1 to run tests with real etcd and kube-apiserver binaries")
-	}
+	proc.RequireE2E(t, "tests with real etcd and kube-apiserver binaries")
 }
 
 // Main runs the tests and removes the coffer binary built for them. Call
 // it from TestMain: func TestMain(m *testing.M) { kube.Main(m) }.
-func Main(m *testing.M) {
-	code := m.Run()
-	if builtDir != "" {
-		os.RemoveAll(builtDir)
-	}
-	os.Exit(code)
-}
-
-var (
-	rootOnce sync.Once
-	rootDir  string
-	rootErr  error
-
-	buildOnce sync.Once
-	builtDir  string
-	builtBin  string
-	buildErr  error
-)
+func Main(m *testing.M) { proc.Main(m) }
 
 // ModuleRoot returns the directory of the coffer module's go.mod.
-func ModuleRoot(t testing.TB) string {
-	t.Helper()
-	rootOnce.Do(func() {
-		out, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			rootErr = fmt.Errorf("go env GOMOD: %w", err)
-			return
-		}
-		gomod := strings.TrimSpace(string(out))
-		if gomod == "" || gomod == os.DevNull {
-			rootErr = errors.New("go env GOMOD: not inside the module")
-			return
-		}
-		rootDir = filepath.Dir(gomod)
-	})
-	if rootErr != nil {
-		t.Fatal(rootErr)
-	}
-	return rootDir
-}
+func ModuleRoot(t testing.TB) string { t.Helper(); return proc.ModuleRoot(t) }
 
 // CofferBin returns the coffer binary: $COFFER_BIN, or ./cmd/coffer built
 // once per test process.
-func CofferBin(t testing.TB) string {
-	t.Helper()
-	if b := os.Getenv("COFFER_BIN"); b != "" {
-		return b
-	}
-	root := ModuleRoot(t)
-	buildOnce.Do(func() {
-		if builtDir, buildErr = os.MkdirTemp("", "coffer-kube-"); buildErr != nil {
-			return
-		}
-		builtBin = filepath.Join(builtDir, "coffer")
-		cmd := exec.Command("go", "build", "-o", builtBin, "./cmd/coffer")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/coffer: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return builtBin
-}
+func CofferBin(t testing.TB) string { t.Helper(); return proc.CofferBin(t) }
 
-// EtcdBin returns the etcd binary ($COFFER_ETCD or etcd from PATH); it
-// fails t when there is none.
-func EtcdBin(t testing.TB) string {
-	t.Helper()
-	if b := os.Getenv("COFFER_ETCD"); b != "" {
-		return b
-	}
-	b, err := exec.LookPath("etcd")
-	if err != nil {
-		t.Fatalf("etcd not found in PATH (install Debian's etcd-server, or set COFFER_ETCD): %v", err)
-	}
-	return b
-}
+// EtcdBin returns the etcd binary ($COFFER_ETCD, $ETCD_BIN or etcd from
+// PATH); it fails t when there is none.
+func EtcdBin(t testing.TB) string { t.Helper(); return proc.EtcdBin(t) }
 
 // APIServerBin returns the kube-apiserver binary ($COFFER_KUBE_APISERVER or
 // <module root>/.bin/kube-apiserver); it fails t when there is none.
@@ -178,11 +101,11 @@ func tempDir(t testing.TB) string {
 }
 
 // dumpOnFailure logs the tail of a process's output when t failed.
-func dumpOnFailure(t testing.TB, name string, p func() *proc) {
+func dumpOnFailure(t testing.TB, name string, p func() *proc.Proc) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			if pr := p(); pr != nil {
-				t.Logf("---- %s output (tail) ----\n%s", name, pr.out.tail(6000))
+				t.Logf("---- %s output (tail) ----\n%s", name, pr.Tail(6000))
 			}
 		}
 	})

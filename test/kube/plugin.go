@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/cofferkms/coffer/test/proc"
 )
 
 // Plugin is `coffer kms-plugin` on a unix socket, with its health endpoints
@@ -22,7 +24,7 @@ type Plugin struct {
 	t         testing.TB
 	args      []string
 	dir       string
-	p         *proc
+	p         *proc.Proc
 }
 
 // PluginOptions configure StartPlugin.
@@ -69,8 +71,8 @@ func startPlugin(t testing.TB, servers []string, caCert string, opts PluginOptio
 	}
 	dir := tempDir(t) // short: the socket lives here
 	p := &Plugin{t: t, dir: dir, Socket: filepath.Join(dir, "kms.sock")}
-	dumpOnFailure(t, "kms-plugin", func() *proc { return p.p })
-	health := hostPort(freePort(t))
+	dumpOnFailure(t, "kms-plugin", func() *proc.Proc { return p.p })
+	health := proc.HostPort(proc.FreePort(t))
 	p.HealthURL = "http://" + health
 	p.args = []string{"kms-plugin", "--listen", "unix://" + p.Socket, "--key", opts.Key,
 		"--health-addr", health, "--health-interval", opts.HealthInterval.String()}
@@ -98,11 +100,11 @@ func (p *Plugin) start() {
 	p.t.Helper()
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {
-		p.p, err = startProc(p.t, "kms-plugin", CofferBin(p.t), p.args, nil, filepath.Join(p.dir, "plugin.log"))
+		p.p, err = proc.Start("kms-plugin", CofferBin(p.t), p.args, nil, filepath.Join(p.dir, "plugin.log"))
 		if err != nil {
 			p.t.Fatal(err)
 		}
-		if _, err = p.p.waitLine("Listening:", Patience()); err == nil {
+		if _, err = p.p.WaitLine("Listening:", Patience()); err == nil {
 			return
 		}
 		time.Sleep(250 * time.Millisecond) // health port not free again yet
@@ -111,7 +113,7 @@ func (p *Plugin) start() {
 }
 
 // Stop stops the plugin (SIGTERM, graceful).
-func (p *Plugin) Stop() { p.p.stop(15 * time.Second) }
+func (p *Plugin) Stop() { p.p.Stop(15 * time.Second) }
 
 // Restart stops the plugin and starts it again on the same socket and
 // health address.
@@ -157,7 +159,7 @@ func (p *Plugin) Readyz() (Readyz, error) {
 func (p *Plugin) WaitKeyID(timeout time.Duration, accept func(string) bool) string {
 	p.t.Helper()
 	var id string
-	err := waitFor(timeout, 100*time.Millisecond, func() error {
+	err := proc.WaitFor(timeout, 100*time.Millisecond, func() error {
 		ok, k, err := p.Ready()
 		if err != nil {
 			return err

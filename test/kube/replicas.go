@@ -6,11 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/test/proc"
 )
 
 // Replicas are several `coffer server` processes sharing one store in an
@@ -24,7 +24,7 @@ type Replicas struct {
 	shares []string
 	t      testing.TB
 	dirs   []string
-	procs  []*proc
+	procs  []*proc.Proc
 }
 
 // StartReplicas starts n replicas on etcd under prefix (for example
@@ -43,18 +43,18 @@ func StartReplicas(t testing.TB, etcd *Etcd, n int, prefix string) *Replicas {
 		r.procs = append(r.procs, nil)
 		r.Addrs = append(r.Addrs, "")
 		i := i
-		dumpOnFailure(t, fmt.Sprintf("coffer replica %d", i), func() *proc { return r.procs[i] })
+		dumpOnFailure(t, fmt.Sprintf("coffer replica %d", i), func() *proc.Proc { return r.procs[i] })
 		r.start(i, etcd, prefix)
 	}
 	t.Cleanup(func() {
 		for _, p := range r.procs {
-			p.stop(10 * time.Second)
+			p.Stop(10 * time.Second)
 		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), Patience())
 	defer cancel()
 	var ini *client.InitResponse
-	err := waitFor(Patience(), 200*time.Millisecond, func() error {
+	err := proc.WaitFor(Patience(), 200*time.Millisecond, func() error {
 		var err error
 		ini, err = r.client(0, "").Init(ctx, client.InitRequest{Shares: 3, Threshold: 2})
 		return err
@@ -75,7 +75,7 @@ func (r *Replicas) start(i int, etcd *Etcd, prefix string) {
 	t.Helper()
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		listen := hostPort(freePort(t))
+		listen := proc.HostPort(proc.FreePort(t))
 		cfg := fmt.Sprintf("listen: %s\nstorage:\n  etcd:\n    endpoints: [%s]\n    prefix: %s\n    dial_timeout: 5s\n"+
 			"data_dir: %s\nha:\n  replica_id: coffer-%d\n  advertise_address: http://%s\n",
 			listen, etcd.URL, prefix, r.dirs[i], i, listen)
@@ -83,18 +83,18 @@ func (r *Replicas) start(i int, etcd *Etcd, prefix string) {
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		p, perr := startProc(t, fmt.Sprintf("coffer replica %d", i), CofferBin(t), []string{"server", "--config", path},
+		p, perr := proc.Start(fmt.Sprintf("coffer replica %d", i), CofferBin(t), []string{"server", "--config", path},
 			[]string{"COFFER_ADDR=", "COFFER_TOKEN="}, filepath.Join(r.dirs[i], "server.log"))
 		if perr != nil {
 			t.Fatal(perr)
 		}
 		r.procs[i] = p
 		var addr string
-		if addr, err = p.waitLine("Address:", Patience()); err == nil {
+		if addr, err = p.WaitLine("Address:", Patience()); err == nil {
 			r.Addrs[i] = strings.TrimSpace(addr)
 			return
 		}
-		p.stop(5 * time.Second) // the port was taken meanwhile: try another
+		p.Stop(5 * time.Second) // the port was taken meanwhile: try another
 	}
 	t.Fatalf("coffer replica %d did not start: %v", i, err)
 }
@@ -124,9 +124,9 @@ func (r *Replicas) Client() *client.Client {
 func (r *Replicas) Unseal(i int) {
 	r.t.Helper()
 	c := r.client(i, "")
-	err := waitFor(Patience(), 200*time.Millisecond, func() error {
-		if r.procs[i].exited() {
-			return permanent(fmt.Errorf("replica %d exited: %v", i, r.procs[i].err))
+	err := proc.WaitFor(Patience(), 200*time.Millisecond, func() error {
+		if r.procs[i].Exited() {
+			return proc.Permanent(fmt.Errorf("replica %d exited: %v", i, r.procs[i].Err()))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -155,12 +155,7 @@ func (r *Replicas) Unseal(i int) {
 
 // Kill sends SIGKILL to replica i and waits for it to end.
 func (r *Replicas) Kill(i int) {
-	p := r.procs[i]
-	if p == nil || p.exited() {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
+	r.procs[i].Kill()
 }
 
 // Index returns the index of the replica at addr, or -1.
@@ -179,7 +174,7 @@ func (r *Replicas) WaitKey(key string) {
 	r.t.Helper()
 	for i := range r.Addrs {
 		c := r.client(i, r.Token)
-		err := waitFor(Patience(), 50*time.Millisecond, func() error {
+		err := proc.WaitFor(Patience(), 50*time.Millisecond, func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			_, err := c.Encrypt(ctx, client.EncryptRequest{KeyID: key, Plaintext: []byte("probe")})
