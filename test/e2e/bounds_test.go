@@ -46,7 +46,7 @@ func procKB(t testing.TB, pid int, field string) int64 {
 func TestRequestMemoryBounded(t *testing.T) {
 	const limit = 64 << 20
 	srv := StartServer(t, "--dev", "--dev-dir", t.TempDir(), "--dev-root-token", "memtest", "--listen", "127.0.0.1:0")
-	pid := srv.cmd.Process.Pid
+	pid := srv.Pid()
 	root := newAPI(srv, "memtest")
 	root.HC.Timeout = 60 * time.Second
 	root.Must(t, "POST", "/v1/keys", client.CreateKeyRequest{Alias: "alias/mem"}, nil)

@@ -11,10 +11,7 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -42,61 +39,9 @@ func writeConfig(t testing.TB, dir string) string {
 type Server struct {
 	t    testing.TB
 	args []string
-	cmd  *exec.Cmd
+	p    *proc.Proc
 	// Addr is the API's base URL, from the "Address:" line.
 	Addr string
-	out  *lineLog
-	done chan struct{}
-	err  error // of Wait, after done
-}
-
-// lineLog collects a child's output and reports the "Address:" line.
-type lineLog struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	partial []byte
-	lines   []string
-	addr    chan string
-}
-
-func (l *lineLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Write(p)
-	l.partial = append(l.partial, p...)
-	for {
-		i := bytes.IndexByte(l.partial, '\n')
-		if i < 0 {
-			break
-		}
-		line := strings.TrimSpace(string(l.partial[:i]))
-		l.partial = l.partial[i+1:]
-		l.lines = append(l.lines, line)
-		if a, ok := strings.CutPrefix(line, "Address: "); ok && l.addr != nil {
-			l.addr <- a
-			l.addr = nil
-		}
-	}
-	return len(p), nil
-}
-
-func (l *lineLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// Line returns the value of the first output line starting with prefix and
-// whether there is one.
-func (l *lineLog) Line(prefix string) (string, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, ln := range l.lines {
-		if v, ok := strings.CutPrefix(ln, prefix); ok {
-			return strings.TrimSpace(v), true
-		}
-	}
-	return "", false
 }
 
 // StartServer runs `coffer server args...` and waits for its address. The
@@ -110,40 +55,23 @@ func StartServer(t testing.TB, args ...string) *Server {
 
 func (s *Server) start() {
 	s.t.Helper()
-	addr := make(chan string, 1)
-	s.out = &lineLog{addr: addr}
-	s.done = make(chan struct{})
-	s.cmd = exec.Command(proc.CofferBin(s.t), append([]string{"server"}, s.args...)...)
-	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	s.cmd.Env = append(os.Environ(), "COFFER_TOKEN=", "COFFER_ADDR=")
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatalf("starting coffer: %v", err)
+	p, err := proc.Start("coffer server", proc.CofferBin(s.t), append([]string{"server"}, s.args...),
+		[]string{"COFFER_TOKEN=", "COFFER_ADDR="}, "")
+	if err != nil {
+		s.t.Fatal(err)
 	}
-	cmd, done := s.cmd, s.done
-	go func() {
-		s.err = cmd.Wait()
-		close(done)
-	}()
-	s.t.Cleanup(func() {
-		select {
-		case <-done:
-		default:
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	select {
-	case a := <-addr:
-		s.Addr = a
-	case <-done:
-		s.t.Fatalf("coffer server exited before listening (%v):\n%s", s.err, s.out)
-	case <-time.After(30 * time.Second):
-		s.t.Fatalf("coffer server did not print its address in 30s:\n%s", s.out)
+	s.p = p
+	s.t.Cleanup(p.Kill)
+	if s.Addr, err = p.WaitLine("Address:", 30*time.Second); err != nil {
+		s.t.Fatal(err)
 	}
 }
 
+// Pid is the server process's id.
+func (s *Server) Pid() int { return s.p.Pid() }
+
 // Output is what the child printed so far (stdout and stderr).
-func (s *Server) Output() string { return s.out.String() }
+func (s *Server) Output() string { return s.p.Output() }
 
 // OutputLine returns the first printed line's value after prefix. The
 // banner is written in several pieces after the "Address:" line that start
@@ -151,7 +79,7 @@ func (s *Server) Output() string { return s.out.String() }
 func (s *Server) OutputLine(prefix string) string {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if v, ok := s.out.Line(prefix); ok || time.Now().After(deadline) {
+		if v, ok := s.p.Line(prefix); ok || time.Now().After(deadline) {
 			return v
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -161,23 +89,21 @@ func (s *Server) OutputLine(prefix string) string {
 // Kill sends SIGKILL and waits for the child to be gone.
 func (s *Server) Kill() {
 	s.t.Helper()
-	s.cmd.Process.Signal(syscall.SIGKILL)
-	<-s.done
+	s.p.Kill()
 }
 
 // Stop sends SIGTERM and waits (up to 20 s) for a clean exit with status 0.
 func (s *Server) Stop() {
 	s.t.Helper()
-	s.cmd.Process.Signal(syscall.SIGTERM)
+	_ = s.p.Signal(syscall.SIGTERM)
 	select {
-	case <-s.done:
+	case <-s.p.Done():
 	case <-time.After(20 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.done
-		s.t.Fatalf("coffer server ignored SIGTERM for 20s:\n%s", s.out)
+		s.p.Kill()
+		s.t.Fatalf("coffer server ignored SIGTERM for 20s:\n%s", s.Output())
 	}
-	if s.err != nil {
-		s.t.Fatalf("coffer server exited with %v after SIGTERM:\n%s", s.err, s.out)
+	if err := s.p.Err(); err != nil {
+		s.t.Fatalf("coffer server exited with %v after SIGTERM:\n%s", err, s.Output())
 	}
 }
 
@@ -185,9 +111,7 @@ func (s *Server) Stop() {
 // stopped. The address changes (port 0).
 func (s *Server) Restart() {
 	s.t.Helper()
-	select {
-	case <-s.done:
-	default:
+	if !s.p.Exited() {
 		s.t.Fatal("Restart of a running server")
 	}
 	s.start()

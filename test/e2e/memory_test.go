@@ -46,7 +46,7 @@ func TestMemory(t *testing.T) {
 	args := []string{"--dev", "--dev-dir", dir, "--dev-root-token", "memtest", "--listen", "127.0.0.1:0"}
 	srv := StartServer(t, args...)
 	time.Sleep(300 * time.Millisecond) // let start-up garbage be collected
-	idle := rssBytes(t, srv.cmd.Process.Pid)
+	idle := rssBytes(t, srv.Pid())
 	t.Logf("idle dev server: %.1f MiB RSS", float64(idle)/(1<<20))
 	if idle > idleLimit {
 		t.Errorf("idle RSS %d MiB exceeds %d MiB", idle>>20, idleLimit>>20)
@@ -78,7 +78,7 @@ func TestMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("created %d keys in %v", nKeys, time.Since(start).Round(time.Millisecond))
-	t.Logf("after creating %d keys: %.1f MiB RSS", nKeys, float64(rssBytes(t, srv.cmd.Process.Pid))/(1<<20))
+	t.Logf("after creating %d keys: %.1f MiB RSS", nKeys, float64(rssBytes(t, srv.Pid()))/(1<<20))
 
 	srv.Stop()
 	srv.Restart()
@@ -90,7 +90,7 @@ func TestMemory(t *testing.T) {
 	if len(l.Keys) != nKeys {
 		t.Fatalf("%d keys after restart, want %d", len(l.Keys), nKeys)
 	}
-	loaded := rssBytes(t, srv.cmd.Process.Pid)
+	loaded := rssBytes(t, srv.Pid())
 	t.Logf("after restart with %d keys loaded and listed: %.1f MiB RSS", nKeys, float64(loaded)/(1<<20))
 	if loaded > keysLimit {
 		t.Errorf("RSS with %d keys %d MiB exceeds %d MiB", nKeys, loaded>>20, keysLimit>>20)

@@ -127,6 +127,16 @@ func (p *Proc) WaitLine(prefix string, timeout time.Duration) (string, error) {
 	return "", fmt.Errorf("%s printed no %q line within %s:\n%s", p.Name, prefix, timeout, p.out.tail(4000))
 }
 
+// Done is closed when the process has ended.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Line returns the rest (trimmed) of the first output line starting with
+// prefix, and whether there is one so far.
+func (p *Proc) Line(prefix string) (string, bool) { return p.out.line(prefix) }
+
+// Output is what the process printed so far (the first MiB of it).
+func (p *Proc) Output() string { return p.out.tail(maxKept) }
+
 // Tail is the last n bytes of what the process printed (of the first MiB
 // kept in memory).
 func (p *Proc) Tail(n int) string { return p.out.tail(n) }
