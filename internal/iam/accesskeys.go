@@ -76,7 +76,17 @@ func (s *Service) CreateAccessKey(ctx context.Context, req client.CreateAccessKe
 		if err := checkPolicies(st, req.Policies); err != nil {
 			return err
 		}
-		if err := s.put(ctx, accessKeyPath+id, rec); err != nil {
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		// Created only if absent (the id is random, so it always is).
+		if err := s.writeStored(ctx, accessKeyPath+id, "access key "+id, func(cur []byte) ([]byte, error) {
+			if cur != nil {
+				return nil, fmt.Errorf("%w: access key %s", ErrExists, id)
+			}
+			return b, nil
+		}); err != nil {
 			return err
 		}
 		st.accessKeys[id] = &accessKeyEntry{accessKeyRecord: rec, set: st.setOf(rec.Policies)}
@@ -274,39 +284,56 @@ func (s *Service) UpdateAccessKey(ctx context.Context, id string, req client.Upd
 // server itself). A caller updating its own key (the key itself, a token
 // made from it, or a role session it obtained) may not escalate: it may
 // attach only policies it holds now and may not re-enable the key.
+//
+// The update applies to the stored record, and the self-update rules are
+// decided on it, not on this replica's cache: a key disabled, or a policy
+// detached, on another replica a moment ago stays so (writeStored).
 func (s *Service) UpdateAccessKeyBy(ctx context.Context, caller *auth.Principal, id string, req client.UpdateAccessKeyRequest) (client.AccessKey, error) {
+	if req.Description != nil && len(*req.Description) > maxDescLen {
+		return client.AccessKey{}, fmt.Errorf("%w: description is longer than %d bytes", ErrInvalidArgument, maxDescLen)
+	}
 	var out client.AccessKey
 	err := s.change(func(st *state) error {
-		a := st.accessKeys[id]
-		if a == nil {
-			return notFoundKey(id)
-		}
-		if err := st.checkSelfUpdate(caller, a, req); err != nil {
-			return err
-		}
-		c := *a
-		if req.Enabled != nil {
-			c.Disabled = !*req.Enabled
-		}
-		if req.Description != nil {
-			if len(*req.Description) > maxDescLen {
-				return fmt.Errorf("%w: description is longer than %d bytes", ErrInvalidArgument, maxDescLen)
-			}
-			c.Description = *req.Description
-		}
 		if req.Policies != nil {
 			if err := checkPolicies(st, *req.Policies); err != nil {
 				return err
 			}
-			c.Policies = *req.Policies
-			if c.Policies == nil {
-				c.Policies = []string{}
-			}
-			c.set = st.setOf(c.Policies)
 		}
-		if err := s.put(ctx, accessKeyPath+id, c.accessKeyRecord); err != nil {
+		var c accessKeyEntry
+		err := s.writeStored(ctx, accessKeyPath+id, "access key "+id, func(cur []byte) ([]byte, error) {
+			if cur == nil {
+				return nil, notFoundKey(id)
+			}
+			stored, err := decodeAccessKey(id, cur)
+			if err != nil {
+				return nil, err
+			}
+			// The stored record replaces the cached one in this working
+			// copy before the checks, so what the caller holds through
+			// this very key is what is stored too.
+			st.accessKeys[id] = &accessKeyEntry{accessKeyRecord: stored, set: st.setOf(stored.Policies)}
+			if err := st.checkSelfUpdate(caller, st.accessKeys[id], req); err != nil {
+				return nil, err
+			}
+			c = accessKeyEntry{accessKeyRecord: stored}
+			if req.Enabled != nil {
+				c.Disabled = !*req.Enabled
+			}
+			if req.Description != nil {
+				c.Description = *req.Description
+			}
+			if req.Policies != nil {
+				c.Policies = *req.Policies
+				if c.Policies == nil {
+					c.Policies = []string{}
+				}
+			}
+			return json.Marshal(c.accessKeyRecord)
+		})
+		if err != nil {
 			return err
 		}
+		c.set = st.setOf(c.Policies)
 		st.accessKeys[id] = &c
 		out = s.accessKeyView(&c)
 		return nil
@@ -314,15 +341,29 @@ func (s *Service) UpdateAccessKeyBy(ctx context.Context, caller *auth.Principal,
 	return out, err
 }
 
+// decodeAccessKey reads a stored access key record.
+func decodeAccessKey(id string, v []byte) (accessKeyRecord, error) {
+	var a accessKeyRecord
+	if err := json.Unmarshal(v, &a); err != nil || len(a.Hash) != 32 || a.ID != id {
+		return accessKeyRecord{}, fmt.Errorf("access key %s: malformed stored record", id)
+	}
+	return a, nil
+}
+
 // DeleteAccessKey deletes an access key; it fails from its next request.
 // Tokens obtained with it stay valid until they expire unless revoked with
 // RevokePrincipal("access-key:ID").
+//
+// Whether the key exists is decided on the stored record, not the cache.
 func (s *Service) DeleteAccessKey(ctx context.Context, id string) error {
 	return s.change(func(st *state) error {
-		if st.accessKeys[id] == nil {
-			return notFoundKey(id)
-		}
-		if err := s.store.Apply(ctx, storage.Delete(accessKeyPath+id)); err != nil {
+		err := s.writeStored(ctx, accessKeyPath+id, "access key "+id, func(cur []byte) ([]byte, error) {
+			if cur == nil {
+				return nil, notFoundKey(id)
+			}
+			return nil, nil
+		})
+		if err != nil {
 			return err
 		}
 		delete(st.accessKeys, id)
@@ -334,6 +375,11 @@ func (s *Service) DeleteAccessKey(ctx context.Context, id string) error {
 // lower case) is in fingerprints and marks them leaked, so a later use is
 // recognised (auth.ErrLeaked) and alerted on. It returns the ids of the
 // keys it disabled and how many were reported before.
+//
+// The keys are changed as stored, not as cached: a stored key this
+// replica has not heard of yet is found too, and a change another replica
+// made to a reported key meanwhile is kept (compare-and-swap on each
+// record, all in one write, decided again on a conflict).
 func (s *Service) ReportLeaked(ctx context.Context, fingerprints []string) (disabled []string, already int, err error) {
 	want := make(map[string]bool, len(fingerprints))
 	for _, fp := range fingerprints {
@@ -342,21 +388,41 @@ func (s *Service) ReportLeaked(ctx context.Context, fingerprints []string) (disa
 	err = s.change(func(st *state) error {
 		// A failure disables none of the keys, in storage as in memory,
 		// and the report can be sent again.
-		updated := map[string]*accessKeyEntry{}
+		var candidates []string
 		for id, a := range st.accessKeys {
-			if !want[hex.EncodeToString(a.Hash)] {
-				continue
+			if want[hex.EncodeToString(a.Hash)] {
+				candidates = append(candidates, id)
 			}
-			if a.Leaked {
-				already++
-				continue
-			}
-			c := *a
-			c.Leaked, c.Disabled = true, true
-			updated[id] = &c
-			disabled = append(disabled, id)
 		}
-		return s.putAccessKeys(ctx, st, updated)
+		paths, err := s.store.List(ctx, accessKeyPath)
+		if err != nil {
+			return err
+		}
+		for _, p := range paths {
+			if id := strings.TrimPrefix(p, accessKeyPath); st.accessKeys[id] == nil {
+				candidates = append(candidates, id)
+			}
+		}
+		for range maxWriteAttempts {
+			var updated map[string]*accessKeyEntry
+			var ops []storage.Op
+			updated, ops, disabled, already, err = s.leakOps(ctx, st, want, candidates)
+			if err != nil {
+				return err
+			}
+			if len(ops) == 0 {
+				return nil
+			}
+			if err = s.store.Apply(ctx, ops...); errors.Is(err, storage.ErrConflict) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			maps.Copy(st.accessKeys, updated)
+			return nil
+		}
+		return fmt.Errorf("the reported access keys were changed on other replicas %d times while the report was being applied; send it again: %w", maxWriteAttempts, storage.ErrConflict)
 	})
 	if err != nil {
 		return nil, 0, err
@@ -365,25 +431,40 @@ func (s *Service) ReportLeaked(ctx context.Context, fingerprints []string) (disa
 	return disabled, already, nil
 }
 
-// putAccessKeys stores the updated keys in one storage write, so it lands
-// whole or not at all, and then puts them in st. Call it inside change.
-func (s *Service) putAccessKeys(ctx context.Context, st *state, updated map[string]*accessKeyEntry) error {
-	if len(updated) == 0 {
-		return nil
-	}
-	ops := make([]storage.Op, 0, len(updated))
-	for id, a := range updated {
-		b, err := json.Marshal(a.accessKeyRecord)
-		if err != nil {
-			return err
+// leakOps reads the candidates' stored records and returns the writes that
+// mark those with a wanted fingerprint leaked, each conditional on the
+// revision read.
+func (s *Service) leakOps(ctx context.Context, st *state, want map[string]bool, candidates []string) (updated map[string]*accessKeyEntry, ops []storage.Op, disabled []string, already int, err error) {
+	updated = map[string]*accessKeyEntry{}
+	for _, id := range candidates {
+		e, err := s.store.Get(ctx, accessKeyPath+id)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue // deleted meanwhile
 		}
-		ops = append(ops, storage.Put(accessKeyPath+id, b))
+		if err != nil {
+			return nil, nil, nil, 0, err
+		}
+		rec, err := decodeAccessKey(id, e.Value)
+		if err != nil {
+			return nil, nil, nil, 0, err
+		}
+		if !want[hex.EncodeToString(rec.Hash)] {
+			continue
+		}
+		if rec.Leaked {
+			already++
+			continue
+		}
+		rec.Leaked, rec.Disabled = true, true
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return nil, nil, nil, 0, err
+		}
+		ops = append(ops, storage.Op{Kind: storage.OpPut, Key: accessKeyPath + id, Value: b, IfRevision: e.Revision})
+		updated[id] = &accessKeyEntry{accessKeyRecord: rec, set: st.setOf(rec.Policies)}
+		disabled = append(disabled, id)
 	}
-	if err := s.store.Apply(ctx, ops...); err != nil {
-		return err
-	}
-	maps.Copy(st.accessKeys, updated)
-	return nil
+	return updated, ops, disabled, already, nil
 }
 
 // ownsKey reports whether caller acts as access key id: the key itself, a

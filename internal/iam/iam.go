@@ -342,12 +342,50 @@ func (s *Service) Unload() {
 	s.usageMu.Unlock()
 }
 
-func (s *Service) put(ctx context.Context, path string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
+// maxWriteAttempts bounds the re-reads of a record whose stored revision
+// moved on between the read and the compare-and-swap write of a change.
+const maxWriteAttempts = 5
+
+// writeStored changes the record at path as decided on its STORED value,
+// not on this replica's cache, which may lag the writes of other replicas
+// by up to the freshness bound. decide gets the stored value (nil when
+// there is none) and returns the value to store, or nil to delete the
+// record; an error from decide is returned as is. The write is a
+// compare-and-swap on the revision read (0: the record must still be
+// absent), so a change another replica stored meanwhile is never
+// overwritten: the record is read and decided again, up to
+// maxWriteAttempts times, after which the answer is a conflict (HTTP 409
+// conflict) the caller may retry. Call it inside change, and update the
+// cache copy once it returns nil.
+func (s *Service) writeStored(ctx context.Context, path, what string, decide func(cur []byte) ([]byte, error)) error {
+	for range maxWriteAttempts {
+		var cur []byte
+		var rev int64
+		e, err := s.store.Get(ctx, path)
+		switch {
+		case err == nil:
+			cur, rev = e.Value, e.Revision
+			if cur == nil {
+				cur = []byte{}
+			}
+		case !errors.Is(err, storage.ErrNotFound):
+			return err
+		}
+		next, err := decide(cur)
+		if err != nil {
+			return err
+		}
+		op := storage.Op{Kind: storage.OpPut, Key: path, Value: next, IfRevision: rev}
+		if next == nil {
+			op.Kind = storage.OpDelete
+		}
+		err = s.store.Apply(ctx, op)
+		if errors.Is(err, storage.ErrConflict) {
+			continue
+		}
 		return err
 	}
-	return s.store.Apply(ctx, storage.Put(path, b))
+	return fmt.Errorf("%s was changed on other replicas %d times while this change was being decided; retry: %w", what, maxWriteAttempts, storage.ErrConflict)
 }
 
 // parseDuration reads 90s, 15m, 1h or 7d.

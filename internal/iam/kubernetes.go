@@ -15,7 +15,6 @@ import (
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/k8sauth"
-	"github.com/cofferkms/coffer/internal/storage"
 )
 
 // Modes of cluster registration.
@@ -81,12 +80,16 @@ func (s *Service) RegisterCluster(ctx context.Context, c client.Cluster) (client
 		return client.Cluster{}, err
 	}
 	err = s.change(func(st *state) error {
-		now := s.now().UTC()
-		e.CreatedAt = now
-		if old := st.clusters[c.Name]; old != nil {
-			e.CreatedAt = old.CreatedAt
-		}
-		if err := s.put(ctx, clusterPath+c.Name, e.Cluster); err != nil {
+		// A replacement keeps the stored cluster's creation time, not the
+		// cached one's (writeStored); otherwise the last writer wins.
+		if err := s.writeStored(ctx, clusterPath+c.Name, "cluster "+c.Name, func(cur []byte) ([]byte, error) {
+			e.CreatedAt = s.now().UTC()
+			var old client.Cluster
+			if cur != nil && json.Unmarshal(cur, &old) == nil && !old.CreatedAt.IsZero() {
+				e.CreatedAt = old.CreatedAt
+			}
+			return json.Marshal(e.Cluster)
+		}); err != nil {
 			return err
 		}
 		st.clusters[c.Name] = e
@@ -126,10 +129,13 @@ func (s *Service) ListClusters(_ context.Context) []client.Cluster {
 // in (tokens already issued live out their TTL unless revoked).
 func (s *Service) DeleteCluster(ctx context.Context, name string) error {
 	return s.change(func(st *state) error {
-		if st.clusters[name] == nil {
-			return fmt.Errorf("%w: cluster %q is not registered", ErrNotFound, name)
-		}
-		if err := s.store.Apply(ctx, storage.Delete(clusterPath+name)); err != nil {
+		// Whether it is registered is the store's say, not the cache's.
+		if err := s.writeStored(ctx, clusterPath+name, "cluster "+name, func(cur []byte) ([]byte, error) {
+			if cur == nil {
+				return nil, fmt.Errorf("%w: cluster %q is not registered", ErrNotFound, name)
+			}
+			return nil, nil
+		}); err != nil {
 			return err
 		}
 		delete(st.clusters, name)
@@ -382,10 +388,21 @@ func (s *Service) refreshJWKS(ctx context.Context, name string) *clusterEntry {
 		return nil
 	}
 	err = s.change(func(st *state) error {
-		if cur := st.clusters[name]; cur == nil || cur.DiscoveryURL != c.DiscoveryURL {
-			return ErrInUse // replaced or deleted meanwhile: leave it
-		}
-		if err := s.put(ctx, clusterPath+name, e.Cluster); err != nil {
+		// Only the keys change, on the stored cluster as it is now: one
+		// replaced or deleted meanwhile, here or on another replica, is
+		// left alone.
+		if err := s.writeStored(ctx, clusterPath+name, "cluster "+name, func(cur []byte) ([]byte, error) {
+			var stored client.Cluster
+			if cur == nil || json.Unmarshal(cur, &stored) != nil || stored.Mode != ModeJWKS || stored.DiscoveryURL != c.DiscoveryURL || stored.Issuer != c.Issuer {
+				return nil, ErrInUse
+			}
+			stored.JWKS = string(jwks)
+			var err error
+			if e, err = compileCluster(stored, s.now); err != nil {
+				return nil, err
+			}
+			return json.Marshal(e.Cluster)
+		}); err != nil {
 			return err
 		}
 		st.clusters[name] = e

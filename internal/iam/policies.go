@@ -2,6 +2,7 @@ package iam
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -14,6 +15,11 @@ import (
 // PutPolicy creates or replaces a stored policy. The document is parsed
 // and validated first; its errors name the line. Roles, access keys and
 // tokens that carry the policy see the new version from their next request.
+//
+// A put replaces the whole document, so the last writer wins, as with
+// PUT in Vault or AWS IAM; the creation time kept is the stored
+// policy's, written with compare-and-swap so a policy created on another
+// replica meanwhile keeps its own (writeStored).
 func (s *Service) PutPolicy(ctx context.Context, name string, req client.PutPolicyRequest) (client.Policy, error) {
 	if err := checkName("policy", name); err != nil {
 		return client.Policy{}, err
@@ -27,12 +33,16 @@ func (s *Service) PutPolicy(ctx context.Context, name string, req client.PutPoli
 	}
 	var out client.Policy
 	err = s.change(func(st *state) error {
-		now := s.now().UTC()
-		p := client.Policy{Name: name, Description: req.Description, Document: req.Document, CreatedAt: now, UpdatedAt: now}
-		if old := st.policies[name]; old != nil {
-			p.CreatedAt = old.CreatedAt
-		}
-		if err := s.put(ctx, policyPath+name, p); err != nil {
+		var p client.Policy
+		if err := s.writeStored(ctx, policyPath+name, "policy "+name, func(cur []byte) ([]byte, error) {
+			now := s.now().UTC()
+			p = client.Policy{Name: name, Description: req.Description, Document: req.Document, CreatedAt: now, UpdatedAt: now}
+			var old client.Policy
+			if cur != nil && json.Unmarshal(cur, &old) == nil && !old.CreatedAt.IsZero() {
+				p.CreatedAt = old.CreatedAt
+			}
+			return json.Marshal(p)
+		}); err != nil {
 			return err
 		}
 		st.policies[name] = &storedPolicy{Policy: p, parsed: parsed}
@@ -88,6 +98,13 @@ func (s *Service) attachments(st *state, name string) []string {
 }
 
 // DeletePolicy deletes a policy that nothing carries any more.
+//
+// Whether the policy exists is the store's say: the stored policy, as it
+// is when deleted (compare-and-swap on the revision read), is the one
+// deleted, even one this replica has not heard of yet. Whether something
+// carries it is decided on this replica's view, which may lag another
+// replica's attachment by up to the freshness bound; a role or key left
+// naming a deleted policy gets nothing from the name (setOf).
 func (s *Service) DeletePolicy(ctx context.Context, name string) error {
 	// No token is issued meanwhile, so none can name the policy after it
 	// was found unattached (a later policy of the same name would then
@@ -97,19 +114,24 @@ func (s *Service) DeletePolicy(ctx context.Context, name string) error {
 
 func (s *Service) deletePolicy(ctx context.Context, name string) error {
 	return s.change(func(st *state) error {
-		if st.policies[name] == nil {
-			return fmt.Errorf("%w: policy %q does not exist", ErrNotFound, name)
-		}
 		if at := s.attachments(st, name); len(at) > 0 {
 			if len(at) > 5 {
 				at = append(at[:5], fmt.Sprintf("and %d more", len(at)-5))
 			}
 			return fmt.Errorf("%w: policy %q is attached to %v; detach it first", ErrInUse, name, at)
 		}
-		if err := s.store.Apply(ctx, storage.Delete(policyPath+name)); err != nil {
+		if err := s.writeStored(ctx, policyPath+name, "policy "+name, func(cur []byte) ([]byte, error) {
+			if cur == nil {
+				return nil, fmt.Errorf("%w: policy %q does not exist", ErrNotFound, name)
+			}
+			return nil, nil
+		}); err != nil {
 			return err
 		}
-		delete(st.policies, name)
+		if _, ok := st.policies[name]; ok {
+			delete(st.policies, name)
+			st.relink()
+		}
 		return nil
 	})
 }
@@ -145,7 +167,9 @@ func checkPolicies(st *state, names []string) error {
 }
 
 // PutKeyPolicy sets the key policy of the key with id keyID (resolved by
-// the caller). An empty document removes it.
+// the caller). An empty document removes it. The document replaces the
+// stored one whole and nothing is kept from it, so the last writer wins
+// (no compare-and-swap needed).
 func (s *Service) PutKeyPolicy(ctx context.Context, keyID, doc string) (client.KeyPolicy, error) {
 	if doc == "" {
 		err := s.change(func(st *state) error {

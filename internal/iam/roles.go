@@ -2,6 +2,7 @@ package iam
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path"
 	"slices"
@@ -13,7 +14,6 @@ import (
 	"github.com/cofferkms/coffer/credential"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/policy"
-	"github.com/cofferkms/coffer/internal/storage"
 )
 
 // compileRole validates a role and prepares its durations.
@@ -144,7 +144,9 @@ func (s *Service) UpdateRoleBy(ctx context.Context, caller *auth.Principal, name
 }
 
 // putRole creates or replaces a role; check, when set, may refuse the
-// replacement of old.
+// replacement of old. Whether the role exists, what check sees and the
+// creation time kept are the stored role's, not the cached one's: the
+// cache may lag another replica's change (writeStored).
 func (s *Service) putRole(ctx context.Context, r client.Role, create bool, check func(old *roleEntry) error) (client.Role, error) {
 	if r.Policies == nil {
 		r.Policies = []string{}
@@ -154,27 +156,37 @@ func (s *Service) putRole(ctx context.Context, r client.Role, create bool, check
 		return client.Role{}, err
 	}
 	err = s.change(func(st *state) error {
-		old := st.roles[r.Name]
-		switch {
-		case create && old != nil:
-			return fmt.Errorf("%w: role %q exists; update it with PUT /v1/roles/%s", ErrExists, r.Name, r.Name)
-		case !create && old == nil:
-			return fmt.Errorf("%w: role %q does not exist", ErrNotFound, r.Name)
-		}
 		if err := checkPolicies(st, r.Policies); err != nil {
 			return err
 		}
-		if check != nil && old != nil {
-			if err := check(old); err != nil {
-				return err
+		err := s.writeStored(ctx, rolePath+r.Name, "role "+r.Name, func(cur []byte) ([]byte, error) {
+			var old *roleEntry
+			if cur != nil {
+				var stored client.Role
+				if err := json.Unmarshal(cur, &stored); err != nil {
+					return nil, fmt.Errorf("role %q: malformed stored record", r.Name)
+				}
+				old = &roleEntry{Role: stored}
 			}
-		}
-		now := s.now().UTC()
-		e.CreatedAt, e.UpdatedAt = now, now
-		if old != nil {
-			e.CreatedAt = old.CreatedAt
-		}
-		if err := s.put(ctx, rolePath+r.Name, e.Role); err != nil {
+			switch {
+			case create && old != nil:
+				return nil, fmt.Errorf("%w: role %q exists; update it with PUT /v1/roles/%s", ErrExists, r.Name, r.Name)
+			case !create && old == nil:
+				return nil, fmt.Errorf("%w: role %q does not exist", ErrNotFound, r.Name)
+			}
+			if check != nil && old != nil {
+				if err := check(old); err != nil {
+					return nil, err
+				}
+			}
+			now := s.now().UTC()
+			e.CreatedAt, e.UpdatedAt = now, now
+			if old != nil {
+				e.CreatedAt = old.CreatedAt
+			}
+			return json.Marshal(e.Role)
+		})
+		if err != nil {
 			return err
 		}
 		e.set = st.setOf(e.Policies)
@@ -207,10 +219,13 @@ func (s *Service) ListRoles(_ context.Context) []client.Role {
 // DeleteRole deletes a role and revokes its tokens.
 func (s *Service) DeleteRole(ctx context.Context, name string) (int, error) {
 	err := s.change(func(st *state) error {
-		if st.roles[name] == nil {
-			return fmt.Errorf("%w: role %q does not exist", ErrNotFound, name)
-		}
-		if err := s.store.Apply(ctx, storage.Delete(rolePath+name)); err != nil {
+		// Whether it exists is the store's say, not the cache's.
+		if err := s.writeStored(ctx, rolePath+name, "role "+name, func(cur []byte) ([]byte, error) {
+			if cur == nil {
+				return nil, fmt.Errorf("%w: role %q does not exist", ErrNotFound, name)
+			}
+			return nil, nil
+		}); err != nil {
 			return err
 		}
 		delete(st.roles, name)
@@ -351,11 +366,21 @@ func (s *Service) RevokePrincipal(ctx context.Context, name string) (int, error)
 	}
 	now := s.now().UTC()
 	err := s.change(func(st *state) error {
-		b, _ := now.MarshalText()
-		if err := s.store.Apply(ctx, storage.Put(revokedPath+escape(name), b)); err != nil {
+		// The mark keeps the later of the stored time and now: a replica
+		// whose clock is behind must not move a mark another replica set
+		// back, which would let credentials issued in between through.
+		at := now
+		if err := s.writeStored(ctx, revokedPath+escape(name), "the revocation mark of "+name, func(cur []byte) ([]byte, error) {
+			at = now
+			var stored time.Time
+			if cur != nil && stored.UnmarshalText(cur) == nil && stored.After(now) {
+				at = stored
+			}
+			return at.MarshalText()
+		}); err != nil {
 			return err
 		}
-		st.revoked[name] = now
+		st.revoked[name] = at
 		return nil
 	})
 	if err != nil {
