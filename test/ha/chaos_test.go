@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"maps"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,13 +65,8 @@ func (s *chaosState) count(op string, o outcome) {
 func (s *chaosState) opsSummary() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var names []string
-	for k := range s.ops {
-		names = append(names, k)
-	}
-	sort.Strings(names)
 	var b strings.Builder
-	for _, k := range names {
+	for _, k := range slices.Sorted(maps.Keys(s.ops)) {
 		c := s.ops[k]
 		fmt.Fprintf(&b, "\n  %-14s ok %6d  refused %5d  unknown %5d  unreached %5d", k, c[0], c[1], c[2], c[3])
 	}
