@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/cofferkms/coffer/internal/storage"
@@ -12,9 +13,15 @@ import (
 
 // Cache coherence with other replicas. A token issued, renewed or revoked
 // on another replica, or a leak report made there, reaches this one as a
-// watch event naming the stored path (internal/sys). Refresh reads that
-// path again and updates or drops the cached record; it reads the current
-// stored value, so it is idempotent.
+// watch event carrying the stored value, which internal/sys opens through
+// the barrier and hands to Refresh as a storage.Change: it is applied
+// without reading the store. Events arrive in revision order; a change
+// applies only when it is newer than the cached record (each record keeps
+// the revision it was read or written at), and a deletion drops a cached
+// record only when it is older than the deletion. A token this replica
+// deleted (revoked, swept, found revoked by a renewal) leaves a tombstone
+// until its deletion's event arrives, so an older event of it (a renewal
+// stored elsewhere just before the revocation) cannot bring it back.
 //
 // Revocation across replicas. A revocation deletes the tokens the
 // revoking replica knows and their descendants. Two cases escape that and
@@ -28,17 +35,31 @@ import (
 // Every replica that sees such a case deletes the same records, which is
 // idempotent.
 
-// Refresh re-reads one stored path of the token store (auth/tokens/ACC or
-// auth/leaked/FINGERPRINT) and brings the cache in line with it. Other
-// paths are ignored.
-func (t *Tokens) Refresh(ctx context.Context, path string) error {
+// Refresh applies one change of the token store (auth/tokens/ACC or
+// auth/leaked/FINGERPRINT) to the cache. Other paths are ignored.
+func (t *Tokens) Refresh(ctx context.Context, c storage.Change) error {
 	switch {
-	case strings.HasPrefix(path, tokenPath):
-		return t.refreshToken(ctx, strings.TrimPrefix(path, tokenPath))
-	case strings.HasPrefix(path, leakedPath):
-		return t.refreshLeaked(ctx, path)
+	case strings.HasPrefix(c.Path, tokenPath):
+		return t.refreshToken(ctx, strings.TrimPrefix(c.Path, tokenPath), c)
+	case strings.HasPrefix(c.Path, leakedPath):
+		return t.refreshLeaked(c)
 	}
 	return nil
+}
+
+// Reread brings the cache in line with what is stored at path now, read
+// again: after a change could not be applied from its event (a retry in
+// internal/sys). A token that is not stored is forgotten, whatever its
+// cached revision.
+func (t *Tokens) Reread(ctx context.Context, path string) error {
+	e, err := t.store.Get(ctx, path)
+	c := storage.Change{Path: path, Revision: e.Revision, Value: e.Value}
+	if errors.Is(err, storage.ErrNotFound) {
+		c = storage.Change{Path: path, Revision: math.MaxInt64, Deleted: true}
+	} else if err != nil {
+		return fmt.Errorf("refreshing %s: %w", path, err)
+	}
+	return t.Refresh(ctx, c)
 }
 
 // Resync reloads every token and leak mark, with issuing, renewing and
@@ -50,96 +71,110 @@ func (t *Tokens) Resync(ctx context.Context) error {
 	return t.Load(ctx)
 }
 
-func (t *Tokens) refreshToken(ctx context.Context, accessor string) error {
-	if t.takeOwn(accessor) {
+func (t *Tokens) refreshToken(ctx context.Context, accessor string, c storage.Change) error {
+	if !c.Deleted && t.takeOwn(accessor) {
 		// This replica's own new token: the first event of a fresh,
 		// random accessor is its creation, and the cache holds what was
 		// written (or, if the write failed, nobody holds the token).
-		// Reading it back cost one store read per token issued and let
-		// a replica issuing tokens fast fall behind its watch.
 		return nil
 	}
-	// A token stored or renewed elsewhere (or here: every write comes
-	// back as an event) is taken in beside issuing, which adds other
-	// tokens, but not beside a renewal or a revocation, which could
-	// interleave with the read. A deletion, or a token whose parent is
-	// gone, is handled exclusively, like a revocation.
-	t.gate.RLock()
-	t.renewMu.Lock()
-	done, err := t.refreshPut(ctx, accessor)
-	t.renewMu.Unlock()
-	t.gate.RUnlock()
-	if done || err != nil {
-		return err
+	var r *tokenRecord
+	if !c.Deleted {
+		var err error
+		if r, err = decodeToken(accessor, c); err != nil {
+			return err
+		}
+		// A token stored or renewed elsewhere is taken in beside
+		// issuing, which adds other tokens, but not beside a renewal or
+		// a revocation. An orphan is handled exclusively, like a
+		// revocation.
+		t.gate.RLock()
+		t.renewMu.Lock()
+		done := t.putLocked(r)
+		t.renewMu.Unlock()
+		t.gate.RUnlock()
+		if done {
+			return nil
+		}
 	}
 	t.gate.Lock()
 	defer t.gate.Unlock()
-	t.mu.RLock()
-	cached := t.byAccessor[accessor]
-	t.mu.RUnlock()
-	r, err := t.readToken(ctx, accessor)
-	if err != nil {
-		return err
-	}
-	if r == nil {
-		if cached == nil {
+	if r != nil {
+		if t.putLocked(r) {
 			return nil
 		}
-		return t.dropLocked(ctx, cached)
-	}
-	if cached == nil && r.Parent != "" {
-		t.mu.RLock()
-		parent := t.byAccessor[r.Parent]
-		t.mu.RUnlock()
-		if parent == nil {
-			// Made from a token that was revoked before this one was
-			// stored: it must not outlive its parent's revocation.
-			return t.deleteLocked(ctx, []*tokenRecord{r})
-		}
+		// Made from a token that was revoked before this one was
+		// stored: it must not outlive its parent's revocation.
+		return t.deleteLocked(ctx, []*tokenRecord{r})
 	}
 	t.mu.Lock()
-	t.byHash[[32]byte(r.Hash)] = r
-	t.byAccessor[accessor] = r
+	if _, ok := t.deleted[accessor]; ok {
+		// This replica's own deletion (or a later one): nothing cached.
+		delete(t.deleted, accessor)
+	}
+	cached := t.byAccessor[accessor]
 	t.mu.Unlock()
-	return nil
+	if cached == nil || cached.rev >= c.Revision {
+		return nil // not known here, or stored again since
+	}
+	return t.dropLocked(ctx, cached)
 }
 
-// refreshPut takes in a stored token that is already cached or whose
-// parent is live here, and reports whether it did; a deleted token or an
-// orphan is left to the exclusive path. The caller holds gate for reading
-// and renewMu.
-func (t *Tokens) refreshPut(ctx context.Context, accessor string) (bool, error) {
-	r, err := t.readToken(ctx, accessor)
-	if err != nil || r == nil {
-		return false, err
-	}
+// putLocked takes in r, stored at r.rev, unless the cache holds the token
+// at that revision or a later one or this replica deleted it. It reports
+// false, leaving it out, for an orphan: a new token whose parent is not
+// cached. The caller holds gate (for reading, and renewMu, or
+// exclusively).
+func (t *Tokens) putLocked(r *tokenRecord) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.byAccessor[accessor] == nil && r.Parent != "" && t.byAccessor[r.Parent] == nil {
-		return false, nil
+	if _, gone := t.deleted[r.Accessor]; gone {
+		return true // an older write of a token deleted here
+	}
+	cached := t.byAccessor[r.Accessor]
+	if cached != nil && cached.rev >= r.rev {
+		return true // this replica's own write, or older than what it holds
+	}
+	if cached == nil && r.Parent != "" && t.byAccessor[r.Parent] == nil {
+		return false
+	}
+	if cached != nil && [32]byte(cached.Hash) != [32]byte(r.Hash) {
+		delete(t.byHash, [32]byte(cached.Hash))
 	}
 	t.byHash[[32]byte(r.Hash)] = r
-	t.byAccessor[accessor] = r
-	return true, nil
+	t.byAccessor[r.Accessor] = r
+	return true
 }
 
-// readToken reads and compiles a stored token; nil when it is not stored.
-func (t *Tokens) readToken(ctx context.Context, accessor string) (*tokenRecord, error) {
-	e, err := t.store.Get(ctx, tokenPath+accessor)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("refreshing token %s: %w", accessor, err)
-	}
+// decodeToken compiles a token record from a change's value; c.Value is
+// wiped.
+func decodeToken(accessor string, c storage.Change) (*tokenRecord, error) {
+	defer clear(c.Value)
 	r := &tokenRecord{}
-	if err := json.Unmarshal(e.Value, r); err != nil || len(r.Hash) != 32 || r.Accessor != accessor {
+	if err := json.Unmarshal(c.Value, r); err != nil || len(r.Hash) != 32 || r.Accessor != accessor {
 		return nil, fmt.Errorf("refreshing token %s: malformed token record", accessor)
 	}
 	if err := r.compile(); err != nil {
 		return nil, fmt.Errorf("refreshing token %s: %w", accessor, err)
 	}
+	r.rev = c.Revision
 	return r, nil
+}
+
+// forgetLocked drops r from the cache after this replica deleted it from
+// the store, leaving a tombstone when a watch will deliver the deletion:
+// until then an older event of the token (a renewal stored elsewhere
+// before the deletion) must not bring it back. The caller holds mu.
+func (t *Tokens) forgetLocked(r *tokenRecord) {
+	delete(t.byHash, [32]byte(r.Hash))
+	delete(t.byAccessor, r.Accessor)
+	if t.sync.Load() == nil {
+		return
+	}
+	if t.deleted == nil {
+		t.deleted = map[string]struct{}{}
+	}
+	t.deleted[r.Accessor] = struct{}{}
 }
 
 // dropLocked forgets a token deleted elsewhere. A revoked (not expired)
@@ -162,21 +197,18 @@ func (t *Tokens) dropLocked(ctx context.Context, r *tokenRecord) error {
 	return err
 }
 
-func (t *Tokens) refreshLeaked(ctx context.Context, path string) error {
-	fp := strings.TrimPrefix(path, leakedPath)
-	e, err := t.store.Get(ctx, path)
-	if errors.Is(err, storage.ErrNotFound) {
-		t.mu.Lock()
+// refreshLeaked applies a leak report made or withdrawn elsewhere. A mark
+// only ever restricts, so an older event replayed over a newer local one
+// costs nothing but the time to its own event.
+func (t *Tokens) refreshLeaked(c storage.Change) error {
+	fp := strings.TrimPrefix(c.Path, leakedPath)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c.Deleted {
 		delete(t.leaked, fp)
-		t.mu.Unlock()
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("refreshing leak report %s: %w", truncate(fp), err)
-	}
-	t.mu.Lock()
-	t.leaked[fp] = string(e.Value)
-	t.mu.Unlock()
+	t.leaked[fp] = string(c.Value)
 	return nil
 }
 
@@ -223,6 +255,8 @@ func (t *Tokens) unmarkOwn(accessor string) {
 }
 
 // takeOwn consumes the mark of accessor, reporting whether there was one.
+// The cached token keeps revision 0: no event of it is older than its
+// creation, and every later one is newer.
 func (t *Tokens) takeOwn(accessor string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -22,6 +22,24 @@ func twoReplicas(t *testing.T, now *time.Time) (*Tokens, *Tokens, *inmem.Backend
 	return NewTokens(store, clock), NewTokens(store, clock), store
 }
 
+// changeAt returns the change a watch would deliver for what is stored at
+// path now: its value and revision, or a deletion at the store's revision.
+func changeAt(t *testing.T, x *Tokens, path string) storage.Change {
+	t.Helper()
+	e, err := x.store.Get(ctx, path)
+	if errors.Is(err, storage.ErrNotFound) {
+		rev, err := x.store.(storage.Watcher).Revision(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return storage.Change{Path: path, Revision: rev, Deleted: true}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return storage.Change{Path: path, Revision: e.Revision, Value: e.Value}
+}
+
 func fingerprint(tok string) string {
 	sum := sha256.Sum256([]byte(tok))
 	return hex.EncodeToString(sum[:])
@@ -49,7 +67,7 @@ func TestRefreshFollowsIssueAndRevoke(t *testing.T) {
 	if _, err := b.Lookup(tok, netip.Addr{}); err == nil {
 		t.Fatal("B knows a token before refreshing")
 	}
-	if err := b.Refresh(ctx, tokenPath+p.Accessor); err != nil {
+	if err := b.Refresh(ctx, changeAt(t, b, tokenPath+p.Accessor)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Lookup(tok, netip.Addr{}); err != nil {
@@ -59,7 +77,7 @@ func TestRefreshFollowsIssueAndRevoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, path := range []string{tokenPath + p.Accessor, leakedPath + fingerprint(tok)} {
-		if err := b.Refresh(ctx, path); err != nil {
+		if err := b.Refresh(ctx, changeAt(t, b, path)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -81,7 +99,7 @@ func TestRefreshRevokesUnseenDescendants(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := b.Refresh(ctx, tokenPath+parent.Accessor); err != nil {
+			if err := b.Refresh(ctx, changeAt(t, b, tokenPath+parent.Accessor)); err != nil {
 				t.Fatal(err)
 			}
 			_, child, err := b.Issue(ctx, Spec{DisplayName: "child", TTL: time.Hour, Parent: &parent})
@@ -95,9 +113,9 @@ func TestRefreshRevokesUnseenDescendants(t *testing.T) {
 				t.Fatal("setup: A revoked a child it did not know")
 			}
 			if learner == "B learns the parent's deletion" {
-				err = b.Refresh(ctx, tokenPath+parent.Accessor)
+				err = b.Refresh(ctx, changeAt(t, b, tokenPath+parent.Accessor))
 			} else {
-				err = a.Refresh(ctx, tokenPath+child.Accessor)
+				err = a.Refresh(ctx, changeAt(t, a, tokenPath+child.Accessor))
 			}
 			if err != nil {
 				t.Fatal(err)
@@ -118,7 +136,7 @@ func TestRefreshExpiryIsNotRevocation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Refresh(ctx, tokenPath+parent.Accessor); err != nil {
+	if err := b.Refresh(ctx, changeAt(t, b, tokenPath+parent.Accessor)); err != nil {
 		t.Fatal(err)
 	}
 	childTok, child, err := b.Issue(ctx, Spec{DisplayName: "child", TTL: time.Hour, MaxTTL: 10 * time.Hour, Parent: &parent})
@@ -133,7 +151,7 @@ func TestRefreshExpiryIsNotRevocation(t *testing.T) {
 	if err := a.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Refresh(ctx, tokenPath+parent.Accessor); err != nil {
+	if err := b.Refresh(ctx, changeAt(t, b, tokenPath+parent.Accessor)); err != nil {
 		t.Fatal(err)
 	}
 	if !stored(t, store, child.Accessor) {
@@ -153,7 +171,7 @@ func TestRenewDoesNotUndoRevocation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Refresh(ctx, tokenPath+p.Accessor); err != nil {
+	if err := b.Refresh(ctx, changeAt(t, b, tokenPath+p.Accessor)); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Revoke(ctx, tok, ""); err != nil {
@@ -195,13 +213,13 @@ func TestOwnTokenEventNotReadBack(t *testing.T) {
 	if !a.own[p.Accessor] {
 		t.Fatal("a token issued on a followed store is not marked")
 	}
-	if err := a.Refresh(ctx, tokenPath+p.Accessor); err != nil { // its own creation
+	if err := a.Refresh(ctx, changeAt(t, a, tokenPath+p.Accessor)); err != nil { // its own creation
 		t.Fatal(err)
 	}
 	if a.own[p.Accessor] {
 		t.Fatal("the creation event did not consume the mark")
 	}
-	if err := b.Refresh(ctx, tokenPath+p.Accessor); err != nil {
+	if err := b.Refresh(ctx, changeAt(t, b, tokenPath+p.Accessor)); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Revoke(ctx, tok, ""); err != nil {
@@ -210,7 +228,7 @@ func TestOwnTokenEventNotReadBack(t *testing.T) {
 	if stored(t, store, p.Accessor) {
 		t.Fatal("setup: B did not revoke")
 	}
-	if err := a.Refresh(ctx, tokenPath+p.Accessor); err != nil { // the revocation
+	if err := a.Refresh(ctx, changeAt(t, a, tokenPath+p.Accessor)); err != nil { // the revocation
 		t.Fatal(err)
 	}
 	if _, err := a.Lookup(tok, netip.Addr{}); err == nil {

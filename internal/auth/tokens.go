@@ -152,6 +152,9 @@ type tokenRecord struct {
 	scopes []*policy.Set
 	cidrs  []netip.Prefix
 	pp     *policy.Principal
+	// rev is the stored revision this record was read or written over
+	// (0: issued here, not read back); refresh.go compares it.
+	rev int64
 }
 
 // compile prepares the parsed forms of a loaded or new record.
@@ -251,6 +254,10 @@ type Tokens struct {
 	// own holds the accessors of tokens this replica is storing, whose
 	// first watch event is their own creation (refresh.go). Guarded by mu.
 	own map[string]bool
+	// deleted holds the accessors of tokens this replica deleted, whose
+	// deletion's watch event has not arrived yet (refresh.go). Guarded by
+	// mu.
+	deleted map[string]struct{}
 }
 
 // NewTokens returns a token store over store; now is time.Now when nil.
@@ -281,6 +288,7 @@ func (t *Tokens) Load(ctx context.Context) error {
 		if err := r.compile(); err != nil {
 			return fmt.Errorf("loading %s: %w", p, err)
 		}
+		r.rev = e.Revision
 		byHash[[32]byte(r.Hash)] = r
 		byAcc[r.Accessor] = r
 	}
@@ -291,6 +299,7 @@ func (t *Tokens) Load(ctx context.Context) error {
 	t.mu.Lock()
 	t.byHash, t.byAccessor, t.leaked = byHash, byAcc, leaked
 	t.own = nil // what it marked is loaded; a later event must be read
+	t.deleted = nil
 	t.mu.Unlock()
 	return nil
 }
@@ -299,7 +308,7 @@ func (t *Tokens) Load(ctx context.Context) error {
 func (t *Tokens) Unload() {
 	t.mu.Lock()
 	t.byHash, t.byAccessor, t.leaked = map[[32]byte]*tokenRecord{}, map[string]*tokenRecord{}, map[string]string{}
-	t.own = nil
+	t.own, t.deleted = nil, nil
 	t.mu.Unlock()
 }
 
@@ -608,8 +617,7 @@ func (t *Tokens) Renew(ctx context.Context, accessor string, increment time.Dura
 	cur, err := t.store.Get(ctx, tokenPath+n.Accessor)
 	if errors.Is(err, storage.ErrNotFound) {
 		t.mu.Lock()
-		delete(t.byHash, [32]byte(n.Hash))
-		delete(t.byAccessor, accessor)
+		t.forgetLocked(r)
 		t.mu.Unlock()
 		return Principal{}, fmt.Errorf("%w: the token was revoked", ErrNotFound)
 	}
@@ -622,6 +630,7 @@ func (t *Tokens) Renew(ctx context.Context, accessor string, increment time.Dura
 		}
 		return Principal{}, err
 	}
+	n.rev = cur.Revision // no other write of it can come between (refresh.go)
 	t.mu.Lock()
 	t.byHash[[32]byte(n.Hash)] = &n
 	t.byAccessor[accessor] = &n
@@ -708,8 +717,7 @@ func (t *Tokens) deleteLocked(ctx context.Context, recs []*tokenRecord) error {
 	}
 	t.mu.Lock()
 	for _, r := range recs {
-		delete(t.byHash, [32]byte(r.Hash))
-		delete(t.byAccessor, r.Accessor)
+		t.forgetLocked(r)
 	}
 	t.mu.Unlock()
 	return nil
@@ -827,8 +835,7 @@ func (t *Tokens) sweepStored(ctx context.Context, recs []*tokenRecord, now time.
 	}
 	t.mu.Lock()
 	for _, r := range gone {
-		delete(t.byHash, [32]byte(r.Hash))
-		delete(t.byAccessor, r.Accessor)
+		t.forgetLocked(r)
 	}
 	t.mu.Unlock()
 	return nil

@@ -17,19 +17,28 @@ import (
 
 // Cache coherence with other replicas. A policy, role, access key,
 // cluster, key policy or revocation mark changed on another replica
-// reaches this one as a watch event naming the stored path
-// (internal/sys). Refresh reads that path again and publishes a new
-// snapshot with the entry replaced or dropped, every role's and access
-// key's policy set recompiled, and the compiled token policy sets
-// (state.tokenSets, which live in the snapshot) left behind with the old
-// one. It reads the current stored value, so it is idempotent.
+// reaches this one as a watch event (internal/sys, a storage.Change).
+// Refresh reads that path again and publishes a new snapshot with the
+// entry replaced or dropped, every role's and access key's policy set
+// recompiled, and the compiled token policy sets (state.tokenSets, which
+// live in the snapshot) left behind with the old one. It reads the current
+// stored value rather than applying the change's: the snapshot keeps no
+// revision per entry, so an event older than a local write could not be
+// told apart from a newer one, and configuration changes are rare enough
+// for one store read each. Reading makes it idempotent.
 
-// Refresh re-reads one stored path under iam/ and brings the snapshot in
-// line with it. Other paths are ignored. A revocation mark
+// Refresh re-reads the path of one change under iam/ and brings the
+// snapshot in line with it. Other paths are ignored. A revocation mark
 // (iam/revoked/NAME) also revokes the tokens of that principal cached
 // here and made before the mark: a token another replica issued while the
 // revocation was being made, which the revoking replica did not know.
-func (s *Service) Refresh(ctx context.Context, path string) error {
+func (s *Service) Refresh(ctx context.Context, c storage.Change) error {
+	return s.Reread(ctx, c.Path)
+}
+
+// Reread brings the snapshot in line with what is stored at path now
+// (Refresh, and a retry of a failed one).
+func (s *Service) Reread(ctx context.Context, path string) error {
 	kind := refreshKind(path)
 	if kind == "" {
 		return nil

@@ -9,6 +9,7 @@ import (
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/policy"
+	"github.com/cofferkms/coffer/internal/storage"
 )
 
 // replicaOf returns a second identity service (with its own token store
@@ -55,7 +56,7 @@ func TestRefreshRevocationMarkReachesUnseenTokens(t *testing.T) {
 	if _, err := bTokens.Lookup(before, netip.Addr{}); err != nil {
 		t.Fatalf("setup: B's token before the mark arrives: %v", err)
 	}
-	if err := b.Refresh(ctx, revokedPath+escape("access-key:cfak_A")); err != nil {
+	if err := b.Refresh(ctx, storage.Change{Path: revokedPath + escape("access-key:cfak_A")}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := bTokens.Lookup(before, netip.Addr{}); err == nil {
@@ -99,7 +100,7 @@ func TestRefreshPolicyRecompilesSets(t *testing.T) {
     actions: [kms:Decrypt]
     resources: [alias/app]
 `)
-	if err := b.Refresh(ctx, policyPath+"enc"); err != nil {
+	if err := b.Refresh(ctx, storage.Change{Path: policyPath+"enc"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := authorize(); err == nil {
@@ -108,7 +109,7 @@ func TestRefreshPolicyRecompilesSets(t *testing.T) {
 	if err := e.iam.DeletePolicy(ctx, "enc"); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Refresh(ctx, policyPath+"enc"); err != nil {
+	if err := b.Refresh(ctx, storage.Change{Path: policyPath+"enc"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.GetPolicy(ctx, "enc"); err == nil {

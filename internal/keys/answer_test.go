@@ -49,7 +49,7 @@ func TestRotateAnswersTheVersionItMade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Refresh(ctx, keyPrefix+k.ID); err != nil {
+	if err := b.Refresh(ctx, changeAt(t, b, keyPrefix+k.ID)); err != nil {
 		t.Fatal(err)
 	}
 	hooked := &afterApply{Backend: inner}
@@ -87,7 +87,7 @@ func TestDeleteAliasDecidesOnTheStoredAlias(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []string{keyPrefix + x.ID, keyPrefix + y.ID, aliasPath("alias/app")} {
-		if err := b.Refresh(ctx, p); err != nil {
+		if err := b.Refresh(ctx, changeAt(t, b, p)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -101,7 +101,7 @@ func TestDeleteAliasDecidesOnTheStoredAlias(t *testing.T) {
 	if err := b.DeleteAlias(ctx, "alias/app"); !errors.Is(err, storage.ErrConflict) {
 		t.Fatalf("stale replica deleting a re-created alias: %v, want a conflict", err)
 	}
-	if err := a.Refresh(ctx, aliasPath("alias/app")); err != nil {
+	if err := a.Refresh(ctx, changeAt(t, a, aliasPath("alias/app"))); err != nil {
 		t.Fatal(err)
 	}
 	if k, err := a.Describe(ctx, "alias/app"); err != nil || k.ID != y.ID {

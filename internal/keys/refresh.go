@@ -5,34 +5,71 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/cofferkms/coffer/internal/storage"
 )
 
 // Cache coherence with other replicas. When several replicas share one
-// store, a write made elsewhere reaches this one as a watch event naming
-// the stored path (internal/sys). Refresh reads that path again and
-// replaces, adds or drops the cached entry. It reads the current stored
-// value, not the event's, so it is idempotent and the order of events of
-// different keys does not matter. This replica's own writes update the
-// cache directly, as before; their events are refreshes that find nothing
-// new.
+// store, a write made elsewhere reaches this one as a watch event carrying
+// the stored value, which internal/sys opens through the barrier and hands
+// to Refresh as a storage.Change. A key's change applies only when it is
+// newer than the cached snapshot (its revision greater), and a deletion
+// drops a cached key only when the cached snapshot is older than it: this
+// replica's own writes, which update the cache directly with the revision
+// they stored, come back as events that find nothing new, and cost no
+// store read. Aliases are rare writes whose local revision the writers do
+// not learn, so an alias change is still decided on the stored alias,
+// read again.
 
-// Refresh re-reads one stored path of the key service (keys/ID or
-// aliases/NAME) and brings the cache in line with it. Paths of other
-// services are ignored. It does nothing while the service is unloaded.
-func (s *Service) Refresh(ctx context.Context, path string) error {
+// Refresh brings the cache in line with one change of the key service
+// (keys/ID or aliases/NAME). Changes of other services are ignored. It
+// does nothing while the service is unloaded.
+func (s *Service) Refresh(ctx context.Context, c storage.Change) error {
+	switch {
+	case strings.HasPrefix(c.Path, keyPrefix):
+		return s.refreshKey(strings.TrimPrefix(c.Path, keyPrefix), c)
+	case strings.HasPrefix(c.Path, aliasPrefix):
+		return s.refreshAlias(ctx, c.Path)
+	}
+	return nil
+}
+
+// Reread brings the cache in line with what is stored at path now, read
+// again: after a change could not be applied from its event (a retry) or
+// history was lost (Resync). A key that is not stored is forgotten,
+// whatever its cached revision.
+func (s *Service) Reread(ctx context.Context, path string) error {
 	switch {
 	case strings.HasPrefix(path, keyPrefix):
-		return s.refreshKey(ctx, strings.TrimPrefix(path, keyPrefix))
+		c, err := readChange(ctx, s.store, path)
+		if err != nil {
+			return fmt.Errorf("refreshing key %s: %w", strings.TrimPrefix(path, keyPrefix), err)
+		}
+		return s.refreshKey(strings.TrimPrefix(path, keyPrefix), c)
 	case strings.HasPrefix(path, aliasPrefix):
 		return s.refreshAlias(ctx, path)
 	}
 	return nil
 }
 
-// Resync refreshes every key and alias, stored or cached: after a watch
+// readChange reads path as a change: its stored value and revision, or a
+// deletion newer than any cached revision when it is not stored.
+func readChange(ctx context.Context, store interface {
+	Get(context.Context, string) (storage.Entry, error)
+}, path string) (storage.Change, error) {
+	e, err := store.Get(ctx, path)
+	if errors.Is(err, storage.ErrNotFound) {
+		return storage.Change{Path: path, Revision: math.MaxInt64, Deleted: true}, nil
+	}
+	if err != nil {
+		return storage.Change{}, err
+	}
+	return storage.Change{Path: path, Revision: e.Revision, Value: e.Value}, nil
+}
+
+// Resync reads every key and alias again, stored or cached: after a watch
 // lost history (storage.EventReset), when any change may have been missed.
 // Unlike Load it never empties the cache, so the crypto path keeps
 // working while it runs.
@@ -57,21 +94,22 @@ func (s *Service) Resync(ctx context.Context) error {
 	})
 	var errs []error
 	for p := range paths {
-		if err := s.Refresh(ctx, p); err != nil {
+		if err := s.Reread(ctx, p); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// refreshKey brings the cached snapshot of key id in line with the store.
-// It follows the writers' rules (architecture.md, "Concurrency of the key
-// service"): it holds the life lock for reading and the key's mutex, it
-// publishes a new immutable snapshot with one atomic store and wipes the
-// material of the one it replaces. A version stored without usable
-// material gets no cipher (newKey), so it can never encrypt under a zero
-// key; refusing such a record is the writer's check (checkMaterial).
-func (s *Service) refreshKey(ctx context.Context, id string) error {
+// refreshKey applies one change of key id to the cache. It follows the
+// writers' rules (architecture.md, "Concurrency of the key service"): it
+// holds the life lock for reading and the key's mutex, it publishes a new
+// immutable snapshot with one atomic store and wipes the material of the
+// one it replaces. A version stored without usable material gets no
+// cipher (newKey), so it can never encrypt under a zero key; refusing such
+// a record is the writer's check (checkMaterial). c.Value is wiped.
+func (s *Service) refreshKey(id string, c storage.Change) error {
+	defer clear(c.Value)
 	s.life.RLock()
 	defer s.life.RUnlock()
 	if s.unloaded {
@@ -84,24 +122,19 @@ func (s *Service) refreshKey(ctx context.Context, id string) error {
 		if h.gone {
 			return nil
 		}
-		e, err := s.store.Get(ctx, keyPrefix+id)
-		if errors.Is(err, storage.ErrNotFound) {
+		old := h.cur.Load()
+		if c.Revision <= old.rev {
+			return nil // this replica's own write, or older than what it holds
+		}
+		if c.Deleted {
 			// Keys leave tombstones, so only a restore or a repair
 			// removes a record: forget the key here too.
 			h.gone = true
 			s.keys.Delete(id)
-			h.cur.Load().wipe()
+			old.wipe()
 			return nil
 		}
-		if err != nil {
-			return fmt.Errorf("refreshing key %s: %w", id, err)
-		}
-		old := h.cur.Load()
-		if e.Revision <= old.rev {
-			clear(e.Value)
-			return nil // this replica's own write, or nothing new
-		}
-		k, err := decodeKey(e)
+		k, err := decodeKey(storage.Entry{Key: c.Path, Value: c.Value, Revision: c.Revision})
 		if err != nil {
 			return fmt.Errorf("refreshing key %s: %w", id, err)
 		}
@@ -117,14 +150,10 @@ func (s *Service) refreshKey(ctx context.Context, id string) error {
 		old.wipe()
 		return nil
 	}
-	e, err := s.store.Get(ctx, keyPrefix+id)
-	if errors.Is(err, storage.ErrNotFound) {
+	if c.Deleted {
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("refreshing key %s: %w", id, err)
-	}
-	k, err := decodeKey(e)
+	k, err := decodeKey(storage.Entry{Key: c.Path, Value: c.Value, Revision: c.Revision})
 	if err != nil {
 		return fmt.Errorf("refreshing key %s: %w", id, err)
 	}

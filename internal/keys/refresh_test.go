@@ -3,6 +3,7 @@ package keys
 import (
 	"context"
 	"errors"
+	"math"
 	"testing"
 
 	"github.com/cofferkms/coffer/client"
@@ -21,6 +22,26 @@ func twoServices(t *testing.T, opts ...Option) (*Service, *Service, *inmem.Backe
 		}
 	}
 	return a, b, store
+}
+
+// changeAt returns the change a watch would deliver for what is stored at
+// path now: its value and revision, or a deletion at the store's revision.
+func changeAt(t *testing.T, s *Service, path string) storage.Change {
+	t.Helper()
+	e, err := s.store.Get(context.Background(), path)
+	if errors.Is(err, storage.ErrNotFound) {
+		rev := int64(math.MaxInt64)
+		if w, ok := s.store.(storage.Watcher); ok {
+			if rev, err = w.Revision(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return storage.Change{Path: path, Revision: rev, Deleted: true}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return storage.Change{Path: path, Revision: e.Revision, Value: e.Value}
 }
 
 func handleOf(t *testing.T, s *Service, id string) *handle {
@@ -42,7 +63,7 @@ func TestRefreshCountsOtherReplicasUses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Refresh(ctx, keyPrefix+k.ID); err != nil {
+	if err := b.Refresh(ctx, changeAt(t, b, keyPrefix+k.ID)); err != nil {
 		t.Fatal(err)
 	}
 	for range 15 {
@@ -54,7 +75,7 @@ func TestRefreshCountsOtherReplicasUses(t *testing.T) {
 	if reserved < 15 {
 		t.Fatalf("setup: A reserved %d uses for 15 encryptions", reserved)
 	}
-	if err := b.Refresh(ctx, keyPrefix+k.ID); err != nil {
+	if err := b.Refresh(ctx, changeAt(t, b, keyPrefix+k.ID)); err != nil {
 		t.Fatal(err)
 	}
 	if used := handleOf(t, b, k.ID).uses.Load(); used < reserved {
@@ -79,7 +100,7 @@ func TestRefreshReplacesSnapshots(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []string{keyPrefix + k.ID, aliasPath("alias/app")} {
-		if err := b.Refresh(ctx, p); err != nil {
+		if err := b.Refresh(ctx, changeAt(t, b, p)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -88,7 +109,7 @@ func TestRefreshReplacesSnapshots(t *testing.T) {
 		t.Fatalf("B encrypts with a key created on A: %v", err)
 	}
 	before := handleOf(t, b, k.ID).cur.Load()
-	if err := b.Refresh(ctx, keyPrefix+k.ID); err != nil {
+	if err := b.Refresh(ctx, changeAt(t, b, keyPrefix+k.ID)); err != nil {
 		t.Fatal(err)
 	}
 	if handleOf(t, b, k.ID).cur.Load() != before {
@@ -100,7 +121,7 @@ func TestRefreshReplacesSnapshots(t *testing.T) {
 	if _, err := a.Disable(ctx, k.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Refresh(ctx, keyPrefix+k.ID); err != nil {
+	if err := b.Refresh(ctx, changeAt(t, b, keyPrefix+k.ID)); err != nil {
 		t.Fatal(err)
 	}
 	if goodMaterial(before.rec.Versions[0].Material) {
@@ -129,7 +150,7 @@ func TestRefreshReplacesSnapshots(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []string{keyPrefix + k2.ID, aliasPath("alias/app")} { // in the watch's order
-		if err := b.Refresh(ctx, p); err != nil {
+		if err := b.Refresh(ctx, changeAt(t, b, p)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -142,7 +163,7 @@ func TestRefreshReplacesSnapshots(t *testing.T) {
 	if err := store.Apply(ctx, storage.Delete(keyPrefix+k.ID)); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Refresh(ctx, keyPrefix+k.ID); err != nil {
+	if err := b.Refresh(ctx, changeAt(t, b, keyPrefix+k.ID)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Encrypt(ctx, k.ID, []byte("x"), nil); !errors.Is(err, ErrNotFound) {

@@ -20,10 +20,16 @@ import (
 // share one store (etcd), a change made on one must reach the caches of
 // all. After an unseal, the follow loop takes the store's revision, the
 // services load, and a watch from that revision delivers every later
-// change in order; each event names a path, and the service owning it
-// reads the path again through the barrier (Refresh). This replica's own
-// writes update its caches directly, as on a single node; their events
-// find nothing new.
+// change in order, each with the value stored (still sealed). The loop
+// opens the value through the barrier (Barrier.Open: the same checks as a
+// read) and hands the change to the service owning the path (Refresh),
+// which applies it only when it is newer than what its cache holds: no
+// store read per change, so a replica keeps up with a busy writer. This
+// replica's own writes update its caches directly, as on a single node,
+// with the revision they stored; their events find nothing new. A change
+// that cannot be applied (a value that does not open or decode) is
+// retried by reading the path from the store again, and a watch that lost
+// history (EventReset) makes every service read everything again.
 //
 // Freshness. A cache is only as good as the proof that no change was
 // missed. The loop records the last moment T it could prove its caches
@@ -159,16 +165,68 @@ func (f *follower) stop() {
 	}
 }
 
+// maxBatch bounds the events the loop applies before it records them:
+// under a steady stream of changes it takes the follower's lock (and
+// moves the proof) once per batch, not once per change.
+const maxBatch = 256
+
 func (f *follower) run(ctx context.Context, s *Sys, rev int64) {
-	for ev := range f.w.Watch(ctx, "", rev) {
+	ch := f.w.Watch(ctx, "", rev)
+	batch := make([]storage.Event, 0, maxBatch)
+	for ev := range ch {
+		// Take what the watch has already delivered, without waiting.
+		batch = append(batch[:0], ev)
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case e, ok := <-ch:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, e)
+			default:
+				break drain
+			}
+		}
+		f.handle(ctx, s, batch)
+	}
+}
+
+// outcome is the result of applying one change, to be recorded.
+type outcome struct {
+	path string
+	err  error
+}
+
+// handle applies a batch of events in order. Changes are recorded (note,
+// applied revision, proof) together, once before any other kind of event
+// and once at the end.
+func (f *follower) handle(ctx context.Context, s *Sys, batch []storage.Event) {
+	var done []outcome
+	var last int64
+	record := func() {
+		if len(done) == 0 {
+			return
+		}
+		f.mu.Lock()
+		for _, o := range done {
+			f.note(o.path, o.err)
+		}
+		f.advanceLocked(last)
+		f.settleLocked(time.Time{})
+		f.mu.Unlock()
+		done = done[:0]
+	}
+	defer record()
+	for _, ev := range batch {
 		switch ev.Kind {
 		case storage.EventPut, storage.EventDelete:
-			err := s.refresh(ctx, ev.Key)
-			f.mu.Lock()
-			f.note(ev.Key, err)
-			f.advanceLocked(ev.Revision)
-			f.settleLocked(time.Time{})
-			f.mu.Unlock()
+			done = append(done, outcome{ev.Key, s.apply(ctx, ev)})
+			last = ev.Revision
+			continue
+		}
+		record()
+		switch ev.Kind {
 		case storage.EventProgress:
 			// Every change up to ev.Revision is applied. That proves
 			// freshness as of the moment the store was at that revision,
@@ -234,7 +292,9 @@ func (f *follower) note(path string, err error) {
 	}
 }
 
-// retryFailed refreshes again the paths whose refresh failed.
+// retryFailed refreshes again the paths whose refresh failed, reading
+// them from the store: the value of the event that failed may be outdated
+// by now.
 func (f *follower) retryFailed(ctx context.Context, s *Sys) {
 	f.mu.Lock()
 	paths := make([]string, 0, len(f.failed))
@@ -247,7 +307,7 @@ func (f *follower) retryFailed(ctx context.Context, s *Sys) {
 		if p == "" {
 			err = s.resync(ctx)
 		} else {
-			err = s.refresh(ctx, p)
+			err = s.reread(ctx, p)
 		}
 		f.mu.Lock()
 		f.note(p, err)
@@ -417,23 +477,65 @@ func (s *Sys) Follows() bool {
 	return s.follow.running
 }
 
-// refresh hands one changed path to the service that caches it.
-func (s *Sys) refresh(ctx context.Context, path string) error {
+// apply hands one watch event to the service that caches its path, as a
+// change whose value the barrier opened.
+func (s *Sys) apply(ctx context.Context, ev storage.Event) error {
+	path := ev.Key
 	switch {
 	case path == barrier.KeyringPath:
 		return s.Barrier.ReloadKeyring(ctx)
 	case strings.HasPrefix(path, "core/"):
 		return nil
-	case strings.HasPrefix(path, "keys/"), strings.HasPrefix(path, "aliases/"):
-		return s.Keys.Refresh(ctx, path)
-	case strings.HasPrefix(path, "auth/"):
-		return s.Tokens.Refresh(ctx, path)
-	case strings.HasPrefix(path, "iam/"):
-		if s.IAM != nil {
-			return s.IAM.Refresh(ctx, path)
+	case s.owner(path) == "":
+		return nil
+	}
+	c := storage.Change{Path: path, Revision: ev.Revision, Deleted: ev.Kind == storage.EventDelete}
+	if !c.Deleted {
+		e, err := s.Barrier.Open(ctx, path, storage.Entry{Key: path, Value: ev.Value, Revision: ev.Revision})
+		if err != nil {
+			return fmt.Errorf("opening the change of %s at revision %d: %w", path, ev.Revision, err)
 		}
+		c.Value = e.Value
+	}
+	switch s.owner(path) {
+	case "keys":
+		return s.Keys.Refresh(ctx, c)
+	case "auth":
+		return s.Tokens.Refresh(ctx, c)
+	case "iam":
+		return s.IAM.Refresh(ctx, c)
 	}
 	return nil
+}
+
+// reread brings the cache of one path in line with what is stored now,
+// reading it (a retry of a change that could not be applied).
+func (s *Sys) reread(ctx context.Context, path string) error {
+	if path == barrier.KeyringPath {
+		return s.Barrier.ReloadKeyring(ctx)
+	}
+	switch s.owner(path) {
+	case "keys":
+		return s.Keys.Reread(ctx, path)
+	case "auth":
+		return s.Tokens.Reread(ctx, path)
+	case "iam":
+		return s.IAM.Reread(ctx, path)
+	}
+	return nil
+}
+
+// owner names the service that caches path, or "" for none.
+func (s *Sys) owner(path string) string {
+	switch {
+	case strings.HasPrefix(path, "keys/"), strings.HasPrefix(path, "aliases/"):
+		return "keys"
+	case strings.HasPrefix(path, "auth/"):
+		return "auth"
+	case strings.HasPrefix(path, "iam/") && s.IAM != nil:
+		return "iam"
+	}
+	return ""
 }
 
 // resync reads every cache again after a watch lost history.

@@ -14,7 +14,6 @@ import (
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/loadgen"
 	"github.com/cofferkms/coffer/test/proc"
-	"github.com/cofferkms/coffer/test/rawapi"
 )
 
 // BenchmarkHAThroughput measures what
@@ -106,7 +105,7 @@ func runLoad(t testing.TB, rs []*replica, token, key string, op loadgen.Op, conc
 	t.Helper()
 	// Every replica serves the key before the measure.
 	for _, r := range rs {
-		r.api.Eventually(t, patience(), "POST", "/v1/kms/encrypt", client.EncryptRequest{KeyID: key, Plaintext: []byte("w")}, nil)
+		r.api.Eventually(t, "POST", "/v1/kms/encrypt", client.EncryptRequest{KeyID: key, Plaintext: []byte("w")}, nil)
 	}
 	var (
 		wg    sync.WaitGroup
@@ -159,7 +158,7 @@ func runLoad(t testing.TB, rs []*replica, token, key string, op loadgen.Op, conc
 // acknowledged writes per second and a summary of the failures.
 func runWrites(t testing.TB, r *replica, token, path string, in func() any, conc int, dur time.Duration) (float64, string) {
 	t.Helper()
-	api := rawapi.New(rawapi.At(r.addr), token)
+	api := newAPI(r.addr, token)
 	var ok, failed atomic.Int64
 	var first atomic.Value
 	deadline := time.Now().Add(dur)

@@ -7,7 +7,6 @@ import (
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/test/proc"
-	"github.com/cofferkms/coffer/test/rawapi"
 )
 
 // A replica being unsealed answers a valid token "sealed" (503) until it
@@ -36,7 +35,7 @@ func TestHAUnsealRefusesNoValidToken(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				api := rawapi.New(rawapi.At(r.addr), c.root)
+				api := newAPI(r.addr, c.root)
 				for {
 					select {
 					case <-stop:
@@ -45,13 +44,13 @@ func TestHAUnsealRefusesNoValidToken(t *testing.T) {
 					}
 					err := api.Do(t.Context(), "POST", "/v1/kms/encrypt", client.EncryptRequest{KeyID: k.ID, Plaintext: []byte("x")}, nil)
 					mu.Lock()
-					switch s := rawapi.StatusOf(err); {
+					switch s := statusOf(err); {
 					case err == nil:
 						counts["ok"]++
 					case s == 503:
-						counts["503 "+rawapi.CodeOf(err)]++
+						counts["503 "+codeOf(err)]++
 					default:
-						counts[fmt.Sprint(s, " ", rawapi.CodeOf(err))]++
+						counts[fmt.Sprint(s, " ", codeOf(err))]++
 						bad = append(bad, fmt.Sprintf("round %d: %v", round, err))
 					}
 					mu.Unlock()
@@ -60,7 +59,7 @@ func TestHAUnsealRefusesNoValidToken(t *testing.T) {
 		}
 		c.unseal(r)
 		// A few more answers after the unseal returned.
-		api := rawapi.New(rawapi.At(r.addr), c.root)
+		api := newAPI(r.addr, c.root)
 		for range 20 {
 			api.Do(t.Context(), "POST", "/v1/kms/encrypt", client.EncryptRequest{KeyID: k.ID, Plaintext: []byte("x")}, nil)
 		}
