@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/test/rawapi"
 )
 
 // ledger is what the server acknowledged (answered 2xx): after any crash,
@@ -102,7 +103,7 @@ func TestCrashDurability(t *testing.T) {
 						failed++
 					}
 					statMu.Unlock()
-					var se *StatusError
+					var se *rawapi.StatusError
 					if errors.As(err, &se) {
 						// A live server never refuses these writes.
 						t.Errorf("cycle %d: %v", cycle, err)
@@ -155,7 +156,7 @@ func TestCrashDurability(t *testing.T) {
 }
 
 // writeOnce does one random write and records it when acknowledged.
-func writeOnce(ctx context.Context, api *API, led *ledger, r *rand.Rand) error {
+func writeOnce(ctx context.Context, api *rawapi.API, led *ledger, r *rand.Rand) error {
 	switch n := r.IntN(10); {
 	case n < 3:
 		var k client.Key
@@ -195,7 +196,7 @@ func randBytes(r *rand.Rand, n int) []byte {
 // (primary_version at least the acknowledged one) and ciphertext (decrypts
 // to its plaintext with its context). It returns how many keys and
 // ciphertexts it checked.
-func verifyLedger(t *testing.T, api *API, led *ledger) (int, int) {
+func verifyLedger(t *testing.T, api *rawapi.API, led *ledger) (int, int) {
 	t.Helper()
 	led.mu.Lock()
 	defer led.mu.Unlock()

@@ -3,21 +3,15 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/test/proc"
+	"github.com/cofferkms/coffer/test/rawapi"
 )
 
 func TestMain(m *testing.M) { proc.Main(m) }
@@ -117,124 +111,7 @@ func (s *Server) Restart() {
 	s.start()
 }
 
-// API calls a server's REST API with raw net/http and the client package's
-// wire types.
-type API struct {
-	Base  func() string // the current base URL (it changes on restart)
-	Token string
-	HC    *http.Client
-}
-
-func newAPI(s *Server, token string) *API {
-	return &API{Base: func() string { return s.Addr }, Token: token,
-		HC: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
-}
-
-// StatusError is a non-2xx answer.
-type StatusError struct {
-	Status int
-	Body   client.Error
-	Raw    string
-}
-
-func (e *StatusError) Error() string {
-	return fmt.Sprintf("status %d: %s: %s", e.Status, e.Body.Code, e.Body.Message)
-}
-
-// Do sends in as JSON (nil: no body) and decodes a 2xx answer into out.
-// Non-2xx answers come back as *StatusError; transport failures as they are.
-func (a *API) Do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, a.Base()+path, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if a.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.Token)
-	}
-	resp, err := a.HC.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		se := &StatusError{Status: resp.StatusCode, Raw: string(raw)}
-		var eb client.ErrorBody
-		if json.Unmarshal(raw, &eb) == nil {
-			se.Body = eb.Error
-		}
-		return se
-	}
-	if out != nil && resp.StatusCode != http.StatusNoContent {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return fmt.Errorf("decoding %s %s answer %q: %w", method, path, raw, err)
-		}
-	}
-	return nil
-}
-
-// Must is Do that fails the test on any error.
-func (a *API) Must(t testing.TB, method, path string, in, out any) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := a.Do(ctx, method, path, in, out); err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-}
-
-// WantStatus calls and checks a non-2xx answer's status and code.
-func (a *API) WantStatus(t testing.TB, method, path string, in any, status int, code string) {
-	t.Helper()
-	err := a.Do(context.Background(), method, path, in, nil)
-	var se *StatusError
-	if !errors.As(err, &se) || se.Status != status || se.Body.Code != code {
-		t.Fatalf("%s %s: %v; want status %d %s", method, path, err, status, code)
-	}
-}
-
-// SealStatus reads GET /v1/sys/seal-status.
-func (a *API) SealStatus(t testing.TB) client.SealStatus {
-	t.Helper()
-	var st client.SealStatus
-	a.Must(t, "GET", "/v1/sys/seal-status", nil, &st)
-	return st
-}
-
-// Init initializes the server and returns the shares and root token.
-func (a *API) Init(t testing.TB, shares, threshold int) client.InitResponse {
-	t.Helper()
-	var ir client.InitResponse
-	a.Must(t, "POST", "/v1/sys/init", client.InitRequest{Shares: shares, Threshold: threshold}, &ir)
-	if len(ir.Shares) != shares || ir.RootToken == "" {
-		t.Fatalf("init answered %d shares, root token %q", len(ir.Shares), ir.RootToken)
-	}
-	return ir
-}
-
-// Unseal submits shares in order and fails unless the server is unsealed
-// after the last one.
-func (a *API) Unseal(t testing.TB, shares ...string) {
-	t.Helper()
-	var st client.SealStatus
-	for _, sh := range shares {
-		a.Must(t, "POST", "/v1/sys/unseal", client.UnsealRequest{Share: sh}, &st)
-	}
-	if st.Sealed {
-		t.Fatalf("still sealed after %d shares: %+v", len(shares), st)
-	}
+// newAPI is the REST API of s (wherever it listens now) with token.
+func newAPI(s *Server, token string) *rawapi.API {
+	return rawapi.New(func() string { return s.Addr }, token)
 }

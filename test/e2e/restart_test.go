@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/test/rawapi"
 )
 
 // sealedText is a ciphertext and what it must decrypt to.
@@ -19,14 +20,14 @@ type sealedText struct {
 	version uint32
 }
 
-func encryptText(t *testing.T, api *API, keyRef, text string, ec map[string]string) sealedText {
+func encryptText(t *testing.T, api *rawapi.API, keyRef, text string, ec map[string]string) sealedText {
 	t.Helper()
 	var r client.EncryptResponse
 	api.Must(t, "POST", "/v1/kms/encrypt", client.EncryptRequest{KeyID: keyRef, Plaintext: []byte(text), Context: ec}, &r)
 	return sealedText{ct: r.Ciphertext, pt: []byte(text), ec: ec, keyID: r.KeyID, version: r.KeyVersion}
 }
 
-func checkDecrypts(t *testing.T, api *API, texts []sealedText) {
+func checkDecrypts(t *testing.T, api *rawapi.API, texts []sealedText) {
 	t.Helper()
 	for _, s := range texts {
 		var d client.DecryptResponse
@@ -121,7 +122,7 @@ func TestRestartProduction(t *testing.T) {
 		t.Errorf("after restart: %+v", k)
 	}
 	// The token made before the restart still works.
-	userAPI := &API{Base: api.Base, Token: user.Token, HC: api.HC}
+	userAPI := &rawapi.API{Base: api.Base, Token: user.Token, HC: api.HC}
 	var ti client.TokenInfo
 	userAPI.Must(t, "GET", "/v1/auth/token/lookup-self", nil, &ti)
 	if ti.Root || ti.Accessor != user.Accessor {

@@ -14,6 +14,7 @@ import (
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/loadgen"
 	"github.com/cofferkms/coffer/test/proc"
+	"github.com/cofferkms/coffer/test/rawapi"
 )
 
 // BenchmarkHAThroughput measures what
@@ -105,7 +106,7 @@ func runLoad(t testing.TB, rs []*replica, token, key string, op loadgen.Op, conc
 	t.Helper()
 	// Every replica serves the key before the measure.
 	for _, r := range rs {
-		r.api.Eventually(t, "POST", "/v1/kms/encrypt", client.EncryptRequest{KeyID: key, Plaintext: []byte("w")}, nil)
+		r.api.Eventually(t, patience(), "POST", "/v1/kms/encrypt", client.EncryptRequest{KeyID: key, Plaintext: []byte("w")}, nil)
 	}
 	var (
 		wg    sync.WaitGroup
@@ -158,7 +159,7 @@ func runLoad(t testing.TB, rs []*replica, token, key string, op loadgen.Op, conc
 // acknowledged writes per second and a summary of the failures.
 func runWrites(t testing.TB, r *replica, token, path string, in func() any, conc int, dur time.Duration) (float64, string) {
 	t.Helper()
-	api := newAPI(r.addr, token)
+	api := rawapi.New(rawapi.At(r.addr), token)
 	var ok, failed atomic.Int64
 	var first atomic.Value
 	deadline := time.Now().Add(dur)

@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"maps"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/test/proc"
+	"github.com/cofferkms/coffer/test/rawapi"
 )
 
 var chaosDuration = flag.Duration("ha.chaos", 60*time.Second, "how long TestHAChaos loads the replicas while it injects faults")
@@ -63,13 +65,8 @@ func (s *chaosState) count(op string, o outcome) {
 func (s *chaosState) opsSummary() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var names []string
-	for k := range s.ops {
-		names = append(names, k)
-	}
-	sort.Strings(names)
 	var b strings.Builder
-	for _, k := range names {
+	for _, k := range slices.Sorted(maps.Keys(s.ops)) {
 		c := s.ops[k]
 		fmt.Fprintf(&b, "\n  %-14s ok %6d  refused %5d  unknown %5d  unreached %5d", k, c[0], c[1], c[2], c[3])
 	}
@@ -103,7 +100,7 @@ func TestHAChaos(t *testing.T) {
 	// Objects the workers share.
 	newKey := func(req client.CreateKeyRequest) string {
 		var k client.Key
-		root.Eventually(t, "POST", "/v1/keys", req, &k)
+		root.Eventually(t, patience(), "POST", "/v1/keys", req, &k)
 		return k.ID
 	}
 	var cryptoKeys, rotKeys, autoKeys []string
@@ -129,24 +126,24 @@ func TestHAChaos(t *testing.T) {
 	first := "alias/chaos-lin-0"
 	aliasName.Store(&first)
 	call := h.now()
-	root.Eventually(t, "POST", "/v1/aliases", client.Alias{Name: first, KeyID: aliasA}, nil)
+	root.Eventually(t, patience(), "POST", "/v1/aliases", client.Alias{Name: first, KeyID: aliasA}, nil)
 	h.add(0, linInput{Obj: first, Kind: opAliasCreate, Arg: aliasA}, call, linOutput{OK: true}, h.now())
 	polKey := newKey(client.CreateKeyRequest{Description: "chaos policy"})
 	type policyUnderTest struct{ name, token string }
 	var pol atomic.Pointer[policyUnderTest]
 	call = h.now()
-	root.Eventually(t, "PUT", "/v1/policies/chaos-lin-0", client.PutPolicyRequest{Document: policyDoc("allow", polKey)}, nil)
+	root.Eventually(t, patience(), "PUT", "/v1/policies/chaos-lin-0", client.PutPolicyRequest{Document: policyDoc("allow", polKey)}, nil)
 	h.add(0, linInput{Obj: "policy/chaos-lin-0", Kind: opPolicyPut, Arg: "allow"}, call, linOutput{OK: true}, h.now())
-	root.Eventually(t, "PUT", "/v1/policies/chaos-use", client.PutPolicyRequest{Document: policyDoc("allow", cryptoKeys[0])}, nil)
+	root.Eventually(t, patience(), "PUT", "/v1/policies/chaos-use", client.PutPolicyRequest{Document: policyDoc("allow", cryptoKeys[0])}, nil)
 	var polTok client.CreateTokenResponse
-	root.Eventually(t, "POST", "/v1/auth/token/create", client.CreateTokenRequest{TTL: "2h", DisplayName: "chaos-policy", Policies: []string{"chaos-lin-0"}}, &polTok)
+	root.Eventually(t, patience(), "POST", "/v1/auth/token/create", client.CreateTokenRequest{TTL: "2h", DisplayName: "chaos-policy", Policies: []string{"chaos-lin-0"}}, &polTok)
 	pol.Store(&policyUnderTest{name: "chaos-lin-0", token: polTok.Token})
 	// Every replica sees the setup before the load starts.
 	for _, r := range c.replicas {
 		for _, id := range append(append(append([]string{aliasA, aliasB, polKey}, cryptoKeys...), rotKeys...), autoKeys...) {
-			r.api.Eventually(t, "GET", keyPath(id), nil, nil)
+			r.api.Eventually(t, patience(), "GET", keyPath(id), nil, nil)
 		}
-		r.api.withToken(polTok.Token).Eventually(t, "POST", "/v1/kms/encrypt", client.EncryptRequest{KeyID: polKey, Plaintext: []byte("x")}, nil)
+		r.api.WithToken(polTok.Token).Eventually(t, patience(), "POST", "/v1/kms/encrypt", client.EncryptRequest{KeyID: polKey, Plaintext: []byte("x")}, nil)
 	}
 
 	st := &chaosState{rotAcked: map[string]int{}, rotUnknown: map[string]int{}, ops: map[string]*[4]int{}}
@@ -286,7 +283,7 @@ func TestHAChaos(t *testing.T) {
 		switch {
 		case o == outOK || o == outUnknown:
 			h.add(id, in, call, linOutput{OK: o == outOK, Unknown: o == outUnknown}, ret)
-		case o == outRefused && statusOf(err) == no:
+		case o == outRefused && rawapi.StatusOf(err) == no:
 			in.Kind = map[string]string{opAliasCreate: opAliasCreateNo, opAliasDelete: opAliasDeleteNo}[in.Kind]
 			in.Arg = ""
 			h.add(id, in, call, linOutput{}, ret)
@@ -339,7 +336,7 @@ func TestHAChaos(t *testing.T) {
 		switch {
 		case err == nil:
 			h.add(id, linInput{Obj: alias, Kind: opResolve, Replica: i}, call, linOutput{S: k.ID}, ret)
-		case statusOf(err) == 404:
+		case rawapi.StatusOf(err) == 404:
 			h.add(id, linInput{Obj: alias, Kind: opResolve, Replica: i}, call, linOutput{S: ""}, ret)
 		}
 		pause(classify(err))
@@ -398,7 +395,7 @@ func TestHAChaos(t *testing.T) {
 		err := l.do(i, cur.token, "POST", "/v1/kms/encrypt", client.EncryptRequest{KeyID: polKey, Plaintext: []byte("p")}, nil)
 		ret := h.now()
 		st.count("policy-eval", classify(err))
-		if err == nil || statusOf(err) == 403 {
+		if err == nil || rawapi.StatusOf(err) == 403 {
 			h.add(id, linInput{Obj: "policy/" + cur.name, Kind: opEvaluate, Replica: i}, call, linOutput{OK: err == nil}, ret)
 		}
 		pause(classify(err))
@@ -443,7 +440,7 @@ func TestHAChaos(t *testing.T) {
 			ret = h.now()
 			o = classify(err)
 			st.count("token-revoke", o)
-			if o == outRefused && statusOf(err) == 404 {
+			if o == outRefused && rawapi.StatusOf(err) == 404 {
 				h.add(id, linInput{Obj: obj, Kind: opRevokeNone, Replica: i}, call, linOutput{}, ret)
 			} else if o == outRefused {
 				t.Errorf("%s refused to revoke a token: %v", c.replicas[i].id, err)
@@ -673,7 +670,7 @@ func checkChaosOutcome(t *testing.T, c *cofferCluster, st *chaosState, rotKeys [
 		}
 		revoked++
 		for _, r := range c.replicas {
-			err := r.api.withToken(tk.token).Do(t.Context(), "POST", "/v1/kms/encrypt", client.EncryptRequest{KeyID: useKey, Plaintext: []byte("t")}, nil)
+			err := r.api.WithToken(tk.token).Do(t.Context(), "POST", "/v1/kms/encrypt", client.EncryptRequest{KeyID: useKey, Plaintext: []byte("t")}, nil)
 			if !refusedAuth(err) {
 				t.Errorf("%s: token %s revoked but answered: %v", r.id, tk.accessor, err)
 			}

@@ -1,10 +1,8 @@
 package ha
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/test/proc"
+	"github.com/cofferkms/coffer/test/rawapi"
 )
 
 // clusterOptions shape the replicas' config.
@@ -45,7 +44,7 @@ type replica struct {
 	cfgPath string
 	logPath string
 	p       *proc.Proc
-	api     *API
+	api     *rawapi.API
 }
 
 // cofferCluster is N coffer replicas on one etcd cluster (or one on bbolt).
@@ -156,7 +155,7 @@ func (c *cofferCluster) startReplica(r *replica, fresh bool) {
 		}
 		r.p = p
 		if r.api == nil {
-			r.api = newAPI(r.addr, c.root)
+			r.api = rawapi.New(rawapi.At(r.addr), c.root)
 		}
 		_, lastErr = p.WaitLine("Address:", patience())
 		if lastErr == nil {
@@ -320,119 +319,4 @@ func leaderIn(raw json.RawMessage, rs []*replica) int {
 		}
 	}
 	return -1
-}
-
-// API calls a replica's REST API with raw net/http and the client
-// package's wire types.
-type API struct {
-	Base  string
-	Token string
-	HC    *http.Client
-}
-
-func newAPI(base, token string) *API {
-	return &API{Base: base, Token: token,
-		HC: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32}}}
-}
-
-// withToken is a copy of a that sends tok.
-func (a *API) withToken(tok string) *API { return &API{Base: a.Base, Token: tok, HC: a.HC} }
-
-// StatusError is a non-2xx answer.
-type StatusError struct {
-	Status int
-	Body   client.Error
-	Raw    string
-}
-
-func (e *StatusError) Error() string {
-	return fmt.Sprintf("status %d: %s: %s", e.Status, e.Body.Code, e.Body.Message)
-}
-
-// statusOf returns the HTTP status of err (0: not an answer).
-func statusOf(err error) int {
-	var se *StatusError
-	if errors.As(err, &se) {
-		return se.Status
-	}
-	return 0
-}
-
-// codeOf returns the error code of err ("" if not an answer).
-func codeOf(err error) string {
-	var se *StatusError
-	if errors.As(err, &se) {
-		return se.Body.Code
-	}
-	return ""
-}
-
-// Do sends in as JSON (nil: no body) and decodes a 2xx answer into out.
-// Non-2xx answers come back as *StatusError; transport failures as they are.
-func (a *API) Do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, a.Base+path, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if a.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.Token)
-	}
-	resp, err := a.HC.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		se := &StatusError{Status: resp.StatusCode, Raw: string(raw)}
-		var eb client.ErrorBody
-		if json.Unmarshal(raw, &eb) == nil {
-			se.Body = eb.Error
-		}
-		return se
-	}
-	if out != nil && resp.StatusCode != http.StatusNoContent {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return fmt.Errorf("decoding %s %s answer %q: %w", method, path, raw, err)
-		}
-	}
-	return nil
-}
-
-// Must is Do that fails the test on any error.
-func (a *API) Must(t testing.TB, method, path string, in, out any) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := a.Do(ctx, method, path, in, out); err != nil {
-		t.Fatalf("%s %s%s: %v", method, a.Base, path, err)
-	}
-}
-
-// Eventually retries Do until it succeeds (a replica may be restarting or
-// its etcd member away); it fails the test after the patience deadline.
-func (a *API) Eventually(t testing.TB, method, path string, in, out any) {
-	t.Helper()
-	err := proc.WaitFor(patience(), 200*time.Millisecond, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		return a.Do(ctx, method, path, in, out)
-	})
-	if err != nil {
-		t.Fatalf("%s %s%s: %v", method, a.Base, path, err)
-	}
 }

@@ -2,9 +2,11 @@ package ha
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -253,13 +255,8 @@ func (h *history) keepPending(obj, kind string, n int) {
 func (h *history) summary() string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var ks []string
-	for k := range h.counts {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
 	var b strings.Builder
-	for _, k := range ks {
+	for _, k := range slices.Sorted(maps.Keys(h.counts)) {
 		fmt.Fprintf(&b, "%s=%d ", k, h.counts[k])
 	}
 	return strings.TrimSpace(b.String())

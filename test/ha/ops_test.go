@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"syscall"
 	"time"
+
+	"github.com/cofferkms/coffer/test/rawapi"
 )
 
 // outcome classifies an answer: ok, refused (a definite answer that nothing
@@ -27,7 +29,7 @@ func classify(err error) outcome {
 	if err == nil {
 		return outOK
 	}
-	var se *StatusError
+	var se *rawapi.StatusError
 	if errors.As(err, &se) && se.Status/100 == 4 {
 		return outRefused
 	}
@@ -52,8 +54,8 @@ func newLoadClient(c *cofferCluster, seed uint64) *loadClient {
 }
 
 // api is replica i's API with token tok on this client's connections.
-func (l *loadClient) api(i int, tok string) *API {
-	return &API{Base: l.c.replicas[i].addr, Token: tok, HC: l.hc}
+func (l *loadClient) api(i int, tok string) *rawapi.API {
+	return &rawapi.API{Base: rawapi.At(l.c.replicas[i].addr), Token: tok, HC: l.hc}
 }
 
 // pick is a random replica index.
@@ -69,8 +71,8 @@ func (l *loadClient) do(i int, tok, method, path string, in, out any) error {
 // 401, 403, or 429 from the failed-authentication budget (which a server
 // answers only after the credential failed).
 func refusedAuth(err error) bool {
-	s := statusOf(err)
-	return s == 401 || s == 403 || (s == 429 && codeOf(err) == "too_many_auth_failures")
+	s := rawapi.StatusOf(err)
+	return s == 401 || s == 403 || (s == 429 && rawapi.CodeOf(err) == "too_many_auth_failures")
 }
 
 // keyPath is the API path of a key id or alias.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/test/proc"
+	"github.com/cofferkms/coffer/test/rawapi"
 )
 
 // haReplicas is how many coffer replicas the HA tests run.
@@ -27,7 +28,7 @@ func TestHAConcurrentRotations(t *testing.T) {
 	// Every replica knows the key before the race starts.
 	for _, r := range c.replicas {
 		var k client.Key
-		r.api.Eventually(t, "GET", keyPath(key.ID), nil, &k)
+		r.api.Eventually(t, patience(), "GET", keyPath(key.ID), nil, &k)
 	}
 
 	const n = 50
@@ -60,7 +61,7 @@ func TestHAConcurrentRotations(t *testing.T) {
 				case outRefused:
 					// A definite refusal applied nothing: a conflict
 					// under contention is retried, anything else fails.
-					if statusOf(err) == 409 {
+					if rawapi.StatusOf(err) == 409 {
 						conflict++
 						mu.Unlock()
 						continue

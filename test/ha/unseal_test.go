@@ -7,6 +7,7 @@ import (
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/test/proc"
+	"github.com/cofferkms/coffer/test/rawapi"
 )
 
 // A replica being unsealed answers a valid token "sealed" (503) until it
@@ -35,7 +36,7 @@ func TestHAUnsealRefusesNoValidToken(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				api := newAPI(r.addr, c.root)
+				api := rawapi.New(rawapi.At(r.addr), c.root)
 				for {
 					select {
 					case <-stop:
@@ -44,13 +45,13 @@ func TestHAUnsealRefusesNoValidToken(t *testing.T) {
 					}
 					err := api.Do(t.Context(), "POST", "/v1/kms/encrypt", client.EncryptRequest{KeyID: k.ID, Plaintext: []byte("x")}, nil)
 					mu.Lock()
-					switch s := statusOf(err); {
+					switch s := rawapi.StatusOf(err); {
 					case err == nil:
 						counts["ok"]++
 					case s == 503:
-						counts["503 "+codeOf(err)]++
+						counts["503 "+rawapi.CodeOf(err)]++
 					default:
-						counts[fmt.Sprint(s, " ", codeOf(err))]++
+						counts[fmt.Sprint(s, " ", rawapi.CodeOf(err))]++
 						bad = append(bad, fmt.Sprintf("round %d: %v", round, err))
 					}
 					mu.Unlock()
@@ -59,7 +60,7 @@ func TestHAUnsealRefusesNoValidToken(t *testing.T) {
 		}
 		c.unseal(r)
 		// A few more answers after the unseal returned.
-		api := newAPI(r.addr, c.root)
+		api := rawapi.New(rawapi.At(r.addr), c.root)
 		for range 20 {
 			api.Do(t.Context(), "POST", "/v1/kms/encrypt", client.EncryptRequest{KeyID: k.ID, Plaintext: []byte("x")}, nil)
 		}
