@@ -189,67 +189,6 @@ func TestRunOnEtcd(t *testing.T) {
 	}
 }
 
-// TestRunWaitsForEtcd: etcd unreachable at start: the server neither
-// crashes nor listens; it logs why and retries, and serves once etcd
-// answers.
-func TestRunWaitsForEtcd(t *testing.T) {
-	c := etcdtest.Start(t, 1)
-	c.Stop(0)
-	var log lockedBuffer
-	cfg := etcdConfig(c.Endpoints(), "/coffer-wait", t.TempDir())
-	cfg.Listen = "127.0.0.1:0"
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan server.Banner, 1)
-	errc := make(chan error, 1)
-	go func() {
-		errc <- server.Run(ctx, cfg, slog.New(slog.NewTextHandler(&log, nil)), func(b server.Banner) { ready <- b })
-	}()
-	select {
-	case err := <-errc:
-		t.Fatalf("server.Run returned while etcd is down: %v", err)
-	case <-ready:
-		t.Fatal("server listening while etcd is down")
-	case <-time.After(4 * time.Second):
-	}
-	if !strings.Contains(log.String(), "etcd does not answer") {
-		t.Errorf("log while etcd is down does not say why:\n%s", log.String())
-	}
-	c.Restart(0)
-	var ban server.Banner
-	select {
-	case ban = <-ready:
-	case err := <-errc:
-		t.Fatalf("server.Run: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("server not listening 60s after etcd came back")
-	}
-	resp, err := http.Get(ban.Addr + "/v1/sys/seal-status")
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("seal-status: %v %v", resp, err)
-	}
-	resp.Body.Close()
-	cancel()
-	if err := <-errc; err != nil {
-		t.Errorf("server.Run after stop: %v", err)
-	}
-
-	// Stopped while still waiting: Run returns without error.
-	c.Stop(0)
-	ctx2, cancel2 := context.WithCancel(context.Background())
-	go func() { errc <- server.Run(ctx2, cfg, slog.New(slog.DiscardHandler), nil) }()
-	time.Sleep(time.Second)
-	cancel2()
-	select {
-	case err := <-errc:
-		if err != nil {
-			t.Errorf("Run stopped while waiting for etcd: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Error("Run did not return after its context ended")
-	}
-}
-
 // TestStorageConfigErrors: the storage section names exactly one backend,
 // and etcd needs a data_dir.
 func TestStorageConfigErrors(t *testing.T) {

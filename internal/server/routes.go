@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
+	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/keys"
 )
 
@@ -17,15 +19,31 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	// /readyz: whether this replica can serve (a load balancer's or
+	// Kubernetes' readiness probe); status stays the machine-readable
+	// word, reason says why not. Freshness comes first: it fails only on
+	// an unsealed replica following a shared store, and then says more
+	// than a storage error would.
 	m.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.sys.Fresh(); err != nil {
+			status := "stale"
+			if errors.Is(err, barrier.ErrKeyringMismatch) {
+				status = "keyring mismatch"
+			}
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": status, "reason": err.Error()})
+			return
+		}
 		st, err := s.sys.Status(r.Context())
 		switch {
 		case err != nil:
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "storage unavailable"})
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "storage unavailable",
+				"reason": "the seal state could not be read from the storage (unreachable or failing); requests that need the storage fail too"})
 		case !st.Initialized:
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not initialized"})
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not initialized",
+				"reason": "the store holds no root key yet: run `coffer operator init` once, against any replica"})
 		case st.Sealed:
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "sealed"})
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "sealed",
+				"reason": fmt.Sprintf("this replica is sealed (%d of %d shares submitted): unseal it with `coffer operator unseal`; each replica is unsealed on its own", st.Progress, st.Threshold)})
 		default:
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 		}

@@ -30,6 +30,7 @@ import (
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/monitor"
 	"github.com/cofferkms/coffer/internal/storage"
+	"github.com/cofferkms/coffer/internal/storage/etcd"
 	"github.com/cofferkms/coffer/internal/sys"
 )
 
@@ -213,19 +214,98 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 	if cfg.Dev && !useTLS && !isLoopback(cfg.Listen) {
 		return fmt.Errorf("dev mode without TLS listens only on loopback; %q is not loopback (add --tls-auto or use 127.0.0.1)", cfg.Listen)
 	}
-
-	// etcdStore (nil with bbolt) is for what needs more than key-value
-	// storage: membership and job leadership.
-	store, etcdStore, err := openStorage(ctx, where, logger)
+	if !useTLS && cfg.TLS.ClientCAFile != "" {
+		return errors.New("tls.client_ca_file needs TLS (tls.cert_file or tls.auto)")
+	}
+	bound, err := cfg.HA.freshnessBound()
 	if err != nil {
-		if ctx.Err() != nil {
-			logger.Info("stopped while waiting for storage", "storage", ban.StoragePath)
-			return nil
-		}
 		return err
 	}
-	defer store.Close()
-	_ = etcdStore
+	opener, err := prepareStorage(where)
+	if err != nil {
+		return err
+	}
+
+	// A bbolt file opens at once (a mistake fails before listening). etcd
+	// is reached after the listener is up: meanwhile the start gate
+	// answers the probes and refuses the rest (storagewire.go).
+	var store storage.Backend
+	var etcdStore *etcd.Backend // nil with bbolt: membership and job leadership need more than key-value storage
+	defer func() {
+		if store != nil {
+			store.Close()
+		}
+	}()
+	if !opener.waits() {
+		if store, _, err = opener.open(ctx, logger, nil); err != nil {
+			return err
+		}
+	}
+
+	// The listener, with its TLS, comes up before anything waits, so that
+	// probes reach it; the gate serves until the server is built.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	scheme, tlsCfg, err := serverTLS(cfg, useTLS, ln, filepath.Dir(path), &ban)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	ban.Addr = scheme + "://" + ln.Addr().String()
+	gate := newStartGate(opener.waits())
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	if useTLS {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
+	// Handlers still running when a graceful shutdown gives up are waited
+	// for (below) so their outcome records reach the trail before it
+	// closes.
+	var inflight atomic.Int64
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inflight.Add(1)
+		defer inflight.Add(-1)
+		gate.ServeHTTP(w, r)
+	})
+	hs := &http.Server{
+		Handler:           handler,
+		TLSConfig:         tlsCfg,
+		Protocols:         protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	// On every early return (the gate still serving); after a graceful
+	// shutdown below it does nothing.
+	defer hs.Close()
+	errc := make(chan error, 1)
+	go func() {
+		if useTLS {
+			errc <- hs.ServeTLS(ln, "", "")
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+
+	if opener.waits() {
+		logger.Info("coffer server listening while it reaches its storage; /readyz answers 503 until it is ready", "addr", ban.Addr, "storage", ban.StoragePath)
+		store, etcdStore, err = opener.open(ctx, logger, gate.waiting)
+		if err != nil {
+			if ctx.Err() != nil {
+				logger.Info("stopped while waiting for storage", "storage", ban.StoragePath)
+				return nil
+			}
+			return err
+		}
+		gate.reached()
+	}
 	var backend storage.Backend = store
 	var s *sys.Sys
 	var metrics *monitor.Metrics
@@ -237,10 +317,6 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 	s = sys.New(bar, nil)
 	// HA: a shared store's changes made by other replicas reach this
 	// one's caches through its watch (internal/sys, follow.go).
-	bound, err := cfg.HA.freshnessBound()
-	if err != nil {
-		return err
-	}
 	if w, ok := backend.(storage.Watcher); ok {
 		s.Follow(w, bound, logger)
 	}
@@ -293,44 +369,6 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 		}
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return err
-	}
-	scheme := "http"
-	var tlsCfg *tls.Config
-	if useTLS {
-		scheme = "https"
-		var cert tls.Certificate
-		if cfg.TLS.Auto {
-			certFile := filepath.Join(filepath.Dir(path), "tls-auto-cert.pem")
-			cert, ban.Fingerprint, err = selfSigned(ln.Addr().(*net.TCPAddr).IP, certFile)
-			ban.CACertFile = certFile
-		} else {
-			cert, err = tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
-		}
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("TLS: %w", err)
-		}
-		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		if cfg.TLS.ClientCAFile != "" {
-			pem, err := os.ReadFile(cfg.TLS.ClientCAFile)
-			if err != nil {
-				ln.Close()
-				return fmt.Errorf("TLS client CA: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				ln.Close()
-				return fmt.Errorf("TLS client CA: %s holds no PEM certificate", cfg.TLS.ClientCAFile)
-			}
-			tlsCfg.ClientCAs, tlsCfg.ClientAuth = pool, tls.VerifyClientCertIfGiven
-		}
-	} else if cfg.TLS.ClientCAFile != "" {
-		ln.Close()
-		return errors.New("tls.client_ca_file needs TLS (tls.cert_file or tls.auto)")
-	}
 	// Membership and job leadership (replicawire.go): on etcd this
 	// replica's record and campaign; on bbolt the only, leading, member.
 	// Closed (the lease revoked, the leadership handed over at once)
@@ -339,9 +377,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 	if etcdStore != nil {
 		shared = etcdStore
 	}
-	rep, err := startReplica(cfg, shared, s, scheme+"://"+ln.Addr().String(), logger)
+	rep, err := startReplica(cfg, shared, s, ban.Addr, logger)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	defer rep.Close()
@@ -354,7 +391,6 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 	if metrics != nil && cfg.Metrics.Addr != "" {
 		mln, err := net.Listen("tcp", cfg.Metrics.Addr)
 		if err != nil {
-			ln.Close()
 			return fmt.Errorf("metrics listener: %w", err)
 		}
 		mux := http.NewServeMux()
@@ -364,47 +400,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 		defer ms.Close()
 		ban.MetricsAddr = "http://" + mln.Addr().String() + "/metrics"
 	}
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	if useTLS {
-		protocols.SetHTTP2(true)
-	} else {
-		protocols.SetUnencryptedHTTP2(true)
-	}
-	// Handlers still running when a graceful shutdown gives up are waited
-	// for (below) so their outcome records reach the trail before it
-	// closes.
-	var inflight atomic.Int64
-	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		inflight.Add(1)
-		defer inflight.Add(-1)
-		api.ServeHTTP(w, r)
-	})
-	hs := &http.Server{
-		Handler:           handler,
-		TLSConfig:         tlsCfg,
-		Protocols:         protocols,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
-	ban.Addr = scheme + "://" + ln.Addr().String()
 
 	// Background jobs: rotation, deletion, token sweeps and key alerts on
 	// the job leader only; access-key use flushes everywhere (replicawire.go).
 	startJobs(bg, &bgWG, rep, s, interval, engine, logger)
 
-	errc := make(chan error, 1)
-	go func() {
-		if useTLS {
-			errc <- hs.ServeTLS(ln, "", "")
-		} else {
-			errc <- hs.Serve(ln)
-		}
-	}()
+	// From here on the listener serves the API.
+	gate.open(api)
 	logger.Info("coffer server listening", "addr", ban.Addr, "storage", ban.StoragePath, "dev", cfg.Dev)
 	if ready != nil {
 		ready(ban)
@@ -427,6 +429,40 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 		return err
 	}
 	return nil
+}
+
+// serverTLS returns the scheme and the TLS configuration of the API
+// listener ln (nil without TLS); a tls.auto certificate is written to dir
+// and reported in ban.
+func serverTLS(cfg Config, useTLS bool, ln net.Listener, dir string, ban *Banner) (string, *tls.Config, error) {
+	if !useTLS {
+		return "http", nil, nil
+	}
+	var cert tls.Certificate
+	var err error
+	if cfg.TLS.Auto {
+		certFile := filepath.Join(dir, "tls-auto-cert.pem")
+		cert, ban.Fingerprint, err = selfSigned(ln.Addr().(*net.TCPAddr).IP, certFile)
+		ban.CACertFile = certFile
+	} else {
+		cert, err = tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("TLS: %w", err)
+	}
+	tlsCfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if cfg.TLS.ClientCAFile != "" {
+		pem, err := os.ReadFile(cfg.TLS.ClientCAFile)
+		if err != nil {
+			return "", nil, fmt.Errorf("TLS client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return "", nil, fmt.Errorf("TLS client CA: %s holds no PEM certificate", cfg.TLS.ClientCAFile)
+		}
+		tlsCfg.ClientCAs, tlsCfg.ClientAuth = pool, tls.VerifyClientCertIfGiven
+	}
+	return "https", tlsCfg, nil
 }
 
 func isLoopback(addr string) bool {

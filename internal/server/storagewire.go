@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cofferkms/coffer/internal/storage"
@@ -112,31 +115,51 @@ func (c storageChoice) describe() string {
 	return fmt.Sprintf("etcd %s prefix %s", strings.Join(c.etcd.Endpoints, ","), prefix)
 }
 
-// openStorage opens the chosen backend. An etcd cluster that does not
-// answer is retried with growing pauses (logged at most every few seconds,
-// with the reason) until it answers or ctx ends; then the error is ctx's.
-// A configuration mistake fails at once. The second result is the etcd
-// backend itself (nil with bbolt), for what needs more than key-value
-// storage (membership, job leadership).
-func openStorage(ctx context.Context, c storageChoice, log *slog.Logger) (storage.Backend, *etcd.Backend, error) {
+// storageOpener opens the chosen storage. prepareStorage checks the
+// configuration first, so that a mistake fails before the server listens.
+type storageOpener struct {
+	c    storageChoice
+	ecfg etcd.Config
+}
+
+// prepareStorage checks the storage configuration and makes data_dir (with
+// etcd: the tls.auto certificate goes there before the storage answers).
+func prepareStorage(c storageChoice) (storageOpener, error) {
+	o := storageOpener{c: c}
 	if c.etcd == nil {
-		b, err := bolt.Open(c.boltPath, bolt.Options{})
+		return o, nil
+	}
+	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+		return o, fmt.Errorf("data_dir: %w", err)
+	}
+	var err error
+	o.ecfg, err = c.etcd.backend()
+	return o, err
+}
+
+// waits reports whether opening may wait for a remote store (etcd), so the
+// server listens first and answers its probes meanwhile (startGate).
+func (o storageOpener) waits() bool { return o.c.etcd != nil }
+
+// open opens the chosen backend. An etcd cluster that does not answer is
+// retried with growing pauses (logged at most every few seconds, with the
+// reason; each failed attempt is passed to waiting, which may be nil)
+// until it answers or ctx ends; then the error is ctx's. A configuration
+// mistake fails at once. The second result is the etcd backend itself (nil
+// with bbolt), for what needs more than key-value storage (membership, job
+// leadership).
+func (o storageOpener) open(ctx context.Context, log *slog.Logger, waiting func(error)) (storage.Backend, *etcd.Backend, error) {
+	if o.c.etcd == nil {
+		b, err := bolt.Open(o.c.boltPath, bolt.Options{})
 		if err != nil {
 			return nil, nil, err
 		}
 		return b, nil, nil
 	}
-	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("data_dir: %w", err)
-	}
-	ecfg, err := c.etcd.backend()
-	if err != nil {
-		return nil, nil, err
-	}
 	pause := etcdRetryMin
 	var logged time.Time
 	for {
-		b, err := etcd.Open(ctx, ecfg)
+		b, err := etcd.Open(ctx, o.ecfg)
 		if err == nil {
 			return b, b, nil
 		}
@@ -146,8 +169,11 @@ func openStorage(ctx context.Context, c storageChoice, log *slog.Logger) (storag
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
 		}
+		if waiting != nil {
+			waiting(err)
+		}
 		if time.Since(logged) >= etcdRetryLog {
-			log.Warn("etcd does not answer; the server waits for it before it listens", "endpoints", strings.Join(ecfg.Endpoints, ","), "error", err, "retry_in", pause)
+			log.Warn("etcd does not answer; the server waits for it (/readyz answers 503 until it does)", "endpoints", strings.Join(o.ecfg.Endpoints, ","), "error", err, "retry_in", pause)
 			logged = time.Now()
 		}
 		select {
@@ -156,5 +182,80 @@ func openStorage(ctx context.Context, c storageChoice, log *slog.Logger) (storag
 		case <-time.After(pause):
 		}
 		pause = min(2*pause, etcdRetryMax)
+	}
+}
+
+// Statuses of /readyz while the server starts (startGate).
+const (
+	readyWaitingStorage = "waiting for storage"
+	readyStarting       = "starting"
+)
+
+// startGate is the API listener's handler from the moment it listens:
+// until the server is built (storage reached, audit trail open, replica
+// joined) it answers the probes itself (/healthz 200, /readyz 503 with the
+// reason) and every other request 503; then it hands every request to the
+// real handler. What it answers itself is no operation: nothing reaches a
+// service, so nothing needs the audit trail, which is not open yet.
+type startGate struct {
+	api atomic.Pointer[http.Handler]
+
+	mu      sync.Mutex
+	status  string    // readyWaitingStorage or readyStarting
+	since   time.Time // when the wait began
+	lastErr string    // the last attempt's error, while waiting
+}
+
+func newStartGate(waitsForStorage bool) *startGate {
+	g := &startGate{status: readyStarting, since: time.Now()}
+	if waitsForStorage {
+		g.status = readyWaitingStorage
+	}
+	return g
+}
+
+// waiting records a failed attempt to reach the storage.
+func (g *startGate) waiting(err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.lastErr = err.Error()
+}
+
+// reached records that the storage answered; the rest is being built.
+func (g *startGate) reached() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.status, g.lastErr = readyStarting, ""
+}
+
+// open hands every later request to h.
+func (g *startGate) open(h http.Handler) { g.api.Store(&h) }
+
+func (g *startGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h := g.api.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
+		return
+	}
+	g.mu.Lock()
+	status, since, lastErr := g.status, g.since, g.lastErr
+	g.mu.Unlock()
+	probe := r.Method == http.MethodGet || r.Method == http.MethodHead
+	switch {
+	case probe && r.URL.Path == "/healthz":
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	case probe && r.URL.Path == "/readyz":
+		reason := "the storage answered; the server is opening its audit trail and joining the replicas"
+		if status == readyWaitingStorage {
+			reason = fmt.Sprintf("the storage has not answered since %s (%s)", since.UTC().Format(time.RFC3339), time.Since(since).Round(time.Second))
+			if lastErr != "" {
+				reason += "; last error: " + boundString(lastErr, 500)
+			}
+		}
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": status, "reason": reason, "since": since.UTC().Format(time.RFC3339)})
+	case status == readyWaitingStorage:
+		writeJSON(w, http.StatusServiceUnavailable, errorBody("storage_unavailable",
+			"the server is still waiting for its storage (etcd) to answer and serves nothing yet; retry later or use another replica (GET /readyz says why)", ""))
+	default:
+		writeJSON(w, http.StatusServiceUnavailable, errorBody("unavailable", "the server is starting; retry in a moment", ""))
 	}
 }
