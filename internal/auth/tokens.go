@@ -702,26 +702,48 @@ func (t *Tokens) revokeLocked(ctx context.Context, roots []*tokenRecord) (int, e
 	return len(all), nil
 }
 
-// deleteLocked deletes the records in one storage write, then from memory.
-// The caller holds gate exclusively, so the records are still current.
+// deleteLocked deletes the records from storage, then from memory. The
+// caller holds gate exclusively, so the records are still current.
+//
+// recs lists every token after the token it was made from (revokeLocked's
+// order). They are deleted in writes of at most revokeBatch, since etcd
+// refuses a transaction of more than --max-txn-ops (128 by default), so a
+// large revocation is not atomic. The batches go from the end of recs:
+// every token is deleted in the same write as the token it was made from,
+// or an earlier one. So a failure midway leaves the parents stored and
+// cached with whatever remains below them, and repeating the revocation
+// (same token, role or principal) finds them; it never leaves a token
+// alive whose parent is gone. Replicas following the store see the
+// children go before their parent, so they find no descendant left to
+// revoke when the parent's deletion arrives. Each batch leaves the cache
+// as soon as it is stored: the cache drops exactly what was deleted.
 func (t *Tokens) deleteLocked(ctx context.Context, recs []*tokenRecord) error {
-	if len(recs) == 0 {
-		return nil
+	for end := len(recs); end > 0; {
+		start := max(0, end-revokeBatch)
+		batch := recs[start:end]
+		ops := make([]storage.Op, len(batch))
+		for i, r := range batch {
+			ops[i] = storage.Delete(tokenPath + r.Accessor)
+		}
+		if err := t.store.Apply(ctx, ops...); err != nil {
+			if end < len(recs) {
+				return fmt.Errorf("revoked %d of %d tokens; the rest, which the revoked ones were made from, are still valid: revoke again: %w", len(recs)-end, len(recs), err)
+			}
+			return err
+		}
+		t.mu.Lock()
+		for _, r := range batch {
+			t.forgetLocked(r)
+		}
+		t.mu.Unlock()
+		end = start
 	}
-	ops := make([]storage.Op, len(recs))
-	for i, r := range recs {
-		ops[i] = storage.Delete(tokenPath + r.Accessor)
-	}
-	if err := t.store.Apply(ctx, ops...); err != nil {
-		return err
-	}
-	t.mu.Lock()
-	for _, r := range recs {
-		t.forgetLocked(r)
-	}
-	t.mu.Unlock()
 	return nil
 }
+
+// revokeBatch bounds the deletions of one revocation write, below etcd's
+// default --max-txn-ops of 128.
+const revokeBatch = 100
 
 // PolicyUsers maps each policy name to the accessors of the tokens
 // carrying it.
