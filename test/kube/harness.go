@@ -23,13 +23,14 @@
 // than the automatic reload, which polls once a minute); Plugin.Restart and
 // Coffer.Stop/Restart keep their addresses so the others reconnect.
 //
-// Binaries: etcd from $COFFER_ETCD or PATH (Debian's etcd-server package
-// works), kube-apiserver from $COFFER_KUBE_APISERVER or
+// Binaries: etcd from $COFFER_ETCD, $ETCD_BIN, PATH or /usr/bin/etcd
+// (Debian's etcd-server package works), kube-apiserver from $COFFER_KUBE_APISERVER or
 // <module root>/.bin/kube-apiserver (test/kube/build-apiserver.sh builds
 // it). RequireE2E skips a test when COFFER_E2E is unset; when it is set, a
 // missing binary fails the test. Tests in a package that uses the harness
 // should call kube.Main from TestMain so the built coffer binary is
-// removed at the end.
+// removed at the end. The child processes, free ports, polling and the
+// coffer build come from test/proc, which test/ha and test/e2e share.
 package kube
 
 import (
@@ -64,15 +65,17 @@ func RequireE2E(t testing.TB) {
 func Main(m *testing.M) { proc.Main(m) }
 
 // ModuleRoot returns the directory of the coffer module's go.mod.
-func ModuleRoot(t testing.TB) string { t.Helper(); return proc.ModuleRoot(t) }
+func ModuleRoot(t testing.TB) string {
+	t.Helper()
+	return proc.ModuleRoot(t)
+}
 
 // CofferBin returns the coffer binary: $COFFER_BIN, or ./cmd/coffer built
 // once per test process.
-func CofferBin(t testing.TB) string { t.Helper(); return proc.CofferBin(t) }
-
-// EtcdBin returns the etcd binary ($COFFER_ETCD, $ETCD_BIN or etcd from
-// PATH); it fails t when there is none.
-func EtcdBin(t testing.TB) string { t.Helper(); return proc.EtcdBin(t) }
+func CofferBin(t testing.TB) string {
+	t.Helper()
+	return proc.CofferBin(t)
+}
 
 // APIServerBin returns the kube-apiserver binary ($COFFER_KUBE_APISERVER or
 // <module root>/.bin/kube-apiserver); it fails t when there is none.
