@@ -235,3 +235,75 @@ func TestOwnTokenEventNotReadBack(t *testing.T) {
 		t.Fatal("a revocation made elsewhere, after this replica's own creation event, was not read")
 	}
 }
+
+// TestRefreshOlderEventsDoNotUndo: events older than what a replica holds
+// change nothing. A renewal stored on A before B revoked the token, whose
+// event reaches B after the revocation, does not bring the token back on
+// B (a tombstone holds until the deletion's own event); an older renewal
+// does not shorten a newer one; a deletion older than the cached record
+// does not drop it.
+func TestRefreshOlderEventsDoNotUndo(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a, b, _ := twoReplicas(t, &now)
+	for _, x := range []*Tokens{a, b} {
+		x.SetSync(func(context.Context) error { return nil }) // followed
+	}
+	tok, p, err := a.Issue(ctx, Spec{DisplayName: "x", TTL: time.Hour, MaxTTL: 10 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := tokenPath + p.Accessor
+	if err := b.Refresh(ctx, changeAt(t, b, path)); err != nil {
+		t.Fatal(err)
+	}
+	// An older renewal does not undo a newer one.
+	now = now.Add(time.Minute)
+	if _, err := a.Renew(ctx, p.Accessor, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	first := changeAt(t, b, path)
+	now = now.Add(time.Minute)
+	if _, err := b.Renew(ctx, p.Accessor, 5*time.Hour); err != nil {
+		t.Fatal(err) // B's own renewal, over A's
+	}
+	if err := b.Refresh(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := b.Get(p.Accessor); !ok || !got.ExpiresAt.Equal(now.Add(5*time.Hour)) {
+		t.Fatalf("after an older renewal's event, B's token expires at %v, want %v (its own, newer renewal)", got.ExpiresAt, now.Add(5*time.Hour))
+	}
+	// A deletion older than the cached record does not drop it.
+	if err := b.Refresh(ctx, storage.Change{Path: path, Revision: first.Revision, Deleted: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Lookup(tok, netip.Addr{}); err != nil {
+		t.Fatalf("a deletion older than B's renewal dropped the token: %v", err)
+	}
+	// A renews again; B revokes before that event reaches it.
+	if err := a.Refresh(ctx, changeAt(t, a, path)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Renew(ctx, p.Accessor, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	renewal := changeAt(t, b, path)
+	if err := b.Revoke(ctx, "", p.Accessor); err != nil {
+		t.Fatal(err)
+	}
+	deletion := changeAt(t, b, path)
+	if !deletion.Deleted {
+		t.Fatal("setup: B did not delete the token")
+	}
+	if err := b.Refresh(ctx, renewal); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Lookup(tok, netip.Addr{}); err == nil {
+		t.Fatal("an older renewal's event brought back a token this replica revoked")
+	}
+	if err := b.Refresh(ctx, deletion); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.deleted) != 0 {
+		t.Fatalf("the deletion's own event left tombstones: %v", b.deleted)
+	}
+}

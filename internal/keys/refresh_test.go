@@ -170,3 +170,83 @@ func TestRefreshReplacesSnapshots(t *testing.T) {
 		t.Fatalf("a key removed from the store: %v", err)
 	}
 }
+
+// TestRefreshIgnoresOlderChanges: a change at or below the cached
+// revision (this replica's own write, or an event older than what it
+// read or wrote since) neither replaces the cached snapshot nor, for a
+// deletion, drops it; a newer one does.
+func TestRefreshIgnoresOlderChanges(t *testing.T) {
+	ctx := context.Background()
+	a, b, _ := twoServices(t)
+	k, err := a.Create(ctx, client.CreateKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := changeAt(t, b, keyPrefix+k.ID)
+	if err := b.Refresh(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	older := changeAt(t, b, keyPrefix+k.ID)        // the creation again, read before the rotation
+	if _, err := b.Rotate(ctx, k.ID); err != nil { // b's own write: cached at its revision
+		t.Fatal(err)
+	}
+	rotated := handleOf(t, b, k.ID).cur.Load()
+	if err := b.Refresh(ctx, older); err != nil {
+		t.Fatal(err)
+	}
+	if got := handleOf(t, b, k.ID).cur.Load(); got != rotated || got.rec.Primary != 2 {
+		t.Fatalf("an older change replaced the snapshot: primary %d", got.rec.Primary)
+	}
+	own := changeAt(t, b, keyPrefix+k.ID) // the rotation's own event
+	if err := b.Refresh(ctx, own); err != nil {
+		t.Fatal(err)
+	}
+	if handleOf(t, b, k.ID).cur.Load() != rotated {
+		t.Fatal("this replica's own write, coming back as an event, replaced the snapshot")
+	}
+	// A deletion older than the cached write keeps the key.
+	if err := b.Refresh(ctx, storage.Change{Path: keyPrefix + k.ID, Revision: rotated.rev - 1, Deleted: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.keys.Load(k.ID); !ok {
+		t.Fatal("a deletion older than the cached write dropped the key")
+	}
+	if err := b.Refresh(ctx, storage.Change{Path: keyPrefix + k.ID, Revision: rotated.rev, Deleted: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.keys.Load(k.ID); !ok {
+		t.Fatal("a deletion at the cached write's revision dropped the key")
+	}
+	// A newer change applies: A rotates, B takes it in.
+	if err := a.Refresh(ctx, changeAt(t, a, keyPrefix+k.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Rotate(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Refresh(ctx, changeAt(t, b, keyPrefix+k.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if got := handleOf(t, b, k.ID).cur.Load(); got.rec.Primary != 3 {
+		t.Fatalf("a newer change was not applied: primary %d, want 3", got.rec.Primary)
+	}
+	if rotated.rec.Versions[0].Material != nil && len(rotated.rec.Versions[0].Material) > 0 && !allZero(rotated.rec.Versions[0].Material) {
+		t.Error("the replaced snapshot's material was not wiped")
+	}
+	// And a newer deletion drops it.
+	if err := b.Refresh(ctx, storage.Change{Path: keyPrefix + k.ID, Revision: math.MaxInt64, Deleted: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.keys.Load(k.ID); ok {
+		t.Fatal("a newer deletion did not drop the key")
+	}
+}
+
+func allZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
