@@ -73,15 +73,17 @@ func (s *Service) CreateAccessKey(ctx context.Context, req client.CreateAccessKe
 		rec.ExpiresAt = now.Add(exp)
 	}
 	err = s.change(func(st *state) error {
-		if err := checkPolicies(st, req.Policies); err != nil {
+		if err := checkPolicyNames(req.Policies); err != nil {
 			return err
 		}
 		b, err := json.Marshal(rec)
 		if err != nil {
 			return err
 		}
-		// Created only if absent (the id is random, so it always is).
-		if err := s.writeStored(ctx, accessKeyPath+id, "access key "+id, func(cur []byte) ([]byte, error) {
+		// Created only if absent (the id is random, so it always is), and
+		// only while its policies are stored.
+		conds := func() ([]storage.Op, error) { return s.policyConds(ctx, req.Policies) }
+		if err := s.writeStoredWith(ctx, accessKeyPath+id, "access key "+id, conds, func(cur []byte) ([]byte, error) {
 			if cur != nil {
 				return nil, fmt.Errorf("%w: access key %s", ErrExists, id)
 			}
@@ -294,13 +296,15 @@ func (s *Service) UpdateAccessKeyBy(ctx context.Context, caller *auth.Principal,
 	}
 	var out client.AccessKey
 	err := s.change(func(st *state) error {
+		var conds func() ([]storage.Op, error)
 		if req.Policies != nil {
-			if err := checkPolicies(st, *req.Policies); err != nil {
+			if err := checkPolicyNames(*req.Policies); err != nil {
 				return err
 			}
+			conds = func() ([]storage.Op, error) { return s.policyConds(ctx, *req.Policies) }
 		}
 		var c accessKeyEntry
-		err := s.writeStored(ctx, accessKeyPath+id, "access key "+id, func(cur []byte) ([]byte, error) {
+		err := s.writeStoredWith(ctx, accessKeyPath+id, "access key "+id, conds, func(cur []byte) ([]byte, error) {
 			if cur == nil {
 				return nil, notFoundKey(id)
 			}

@@ -285,6 +285,39 @@ func staleReplicaScenarios(t *testing.T, store func(t *testing.T) storage.Backen
 		}
 	})
 
+	// Attaching is decided on the stored policies: one deleted elsewhere
+	// (still in B's cache) is refused, one created elsewhere (not yet in
+	// B's cache) is accepted.
+	t.Run("attach decided on the stored policies", func(t *testing.T) {
+		p := newCASPair(t, store(t))
+		mustPolicy(t, p.a, "gone")
+		k, err := p.a.CreateAccessKey(ctx, client.CreateAccessKeyRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.sync(t)
+		if err := p.a.DeletePolicy(ctx, "gone"); err != nil {
+			t.Fatal(err)
+		}
+		mustPolicy(t, p.a, "new")
+		if _, err := p.b.CreateRole(ctx, client.Role{Name: "app", Policies: []string{"gone"}}); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), `"gone" does not exist`) {
+			t.Fatalf("attaching to a role on B a policy A deleted: %v; want invalid argument", err)
+		}
+		if _, err := p.store.Get(ctx, rolePath+"app"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("a role naming a deleted policy was stored: %v", err)
+		}
+		gone := []string{"gone"}
+		if _, err := p.b.UpdateAccessKey(ctx, k.ID, client.UpdateAccessKeyRequest{Policies: &gone}); !errors.Is(err, ErrInvalidArgument) {
+			t.Fatalf("attaching to a key on B a policy A deleted: %v; want invalid argument", err)
+		}
+		if _, err := p.b.CreateAccessKey(ctx, client.CreateAccessKeyRequest{Policies: gone}); !errors.Is(err, ErrInvalidArgument) {
+			t.Fatalf("creating on B a key with a policy A deleted: %v; want invalid argument", err)
+		}
+		if _, err := p.b.CreateRole(ctx, client.Role{Name: "app", Policies: []string{"new"}}); err != nil {
+			t.Fatalf("attaching on B a policy A created: %v", err)
+		}
+	})
+
 	t.Run("policy put keeps the stored creation time", func(t *testing.T) {
 		p := newCASPair(t, store(t))
 		p.sync(t)
@@ -461,6 +494,22 @@ func TestWriteRacesAnotherReplica(t *testing.T) {
 	}
 	if rec := storedAccessKey(t, hs, k2.ID); !rec.Leaked || !slices.Equal(rec.Policies, pols) {
 		t.Fatalf("leak report racing an update: %+v", rec)
+	}
+
+	// A policy deleted between its read and the write of a role naming it:
+	// the role is refused, not stored naming a deleted policy.
+	mustPolicy(t, p.a, "p9")
+	p.sync(t)
+	hs.after(policyPath+"p9", func() {
+		if err := p.a.DeletePolicy(ctx, "p9"); err != nil {
+			t.Error(err)
+		}
+	})
+	if _, err := p.b.CreateRole(ctx, client.Role{Name: "p9-role", Policies: []string{"p9"}}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("role create racing the deletion of its policy: %v; want invalid argument", err)
+	}
+	if _, err := hs.Get(ctx, rolePath+"p9-role"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("a role naming a policy deleted meanwhile was stored: %v", err)
 	}
 
 	// A record that changes at every attempt: the retries are bounded and

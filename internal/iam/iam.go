@@ -358,7 +358,21 @@ const maxWriteAttempts = 5
 // conflict) the caller may retry. Call it inside change, and update the
 // cache copy once it returns nil.
 func (s *Service) writeStored(ctx context.Context, path, what string, decide func(cur []byte) ([]byte, error)) error {
+	return s.writeStoredWith(ctx, path, what, nil, decide)
+}
+
+// writeStoredWith is writeStored whose write also carries the conditions
+// conds returns, read again at each attempt (the stored policies a record
+// names: policyConds).
+func (s *Service) writeStoredWith(ctx context.Context, path, what string, conds func() ([]storage.Op, error), decide func(cur []byte) ([]byte, error)) error {
 	for range maxWriteAttempts {
+		var ops []storage.Op
+		if conds != nil {
+			var err error
+			if ops, err = conds(); err != nil {
+				return err
+			}
+		}
 		var cur []byte
 		var rev int64
 		e, err := s.store.Get(ctx, path)
@@ -379,7 +393,7 @@ func (s *Service) writeStored(ctx context.Context, path, what string, decide fun
 		if next == nil {
 			op.Kind = storage.OpDelete
 		}
-		err = s.store.Apply(ctx, op)
+		err = s.store.Apply(ctx, append(ops, op)...)
 		if errors.Is(err, storage.ErrConflict) {
 			continue
 		}

@@ -3,6 +3,7 @@ package iam
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -150,20 +151,37 @@ func (s *Service) TokenPoliciesExist(names []string) func() error {
 	}
 }
 
-// checkPolicies reports the first unknown or repeated policy name.
-func checkPolicies(st *state, names []string) error {
+// checkPolicyNames reports too many or a repeated policy name.
+func checkPolicyNames(names []string) error {
 	if len(names) > maxPolicies {
 		return fmt.Errorf("%w: %d policies; at most %d may be attached", ErrInvalidArgument, len(names), maxPolicies)
 	}
 	for i, n := range names {
-		if st.policies[n] == nil {
-			return fmt.Errorf("%w: policy %q does not exist; create it with `coffer policy put %s FILE`", ErrInvalidArgument, n, n)
-		}
 		if slices.Contains(names[:i], n) {
 			return fmt.Errorf("%w: policy %q is listed twice", ErrInvalidArgument, n)
 		}
 	}
 	return nil
+}
+
+// policyConds reports the first of names that is not a stored policy, and
+// returns, for a write that attaches them, a condition on each one's
+// stored revision: a policy deleted on another replica, which this
+// replica's cache may still hold, is refused, and so is one deleted
+// between this read and the write (writeStoredWith).
+func (s *Service) policyConds(ctx context.Context, names []string) ([]storage.Op, error) {
+	ops := make([]storage.Op, 0, len(names))
+	for _, n := range names {
+		e, err := s.store.Get(ctx, policyPath+n)
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("%w: policy %q does not exist; create it with `coffer policy put %s FILE`", ErrInvalidArgument, n, n)
+		}
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, storage.Op{Kind: storage.OpCheck, Key: policyPath + n, IfRevision: e.Revision})
+	}
+	return ops, nil
 }
 
 // PutKeyPolicy sets the key policy of the key with id keyID (resolved by

@@ -14,6 +14,7 @@ import (
 	"github.com/cofferkms/coffer/credential"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/policy"
+	"github.com/cofferkms/coffer/internal/storage"
 )
 
 // compileRole validates a role and prepares its durations.
@@ -156,10 +157,11 @@ func (s *Service) putRole(ctx context.Context, r client.Role, create bool, check
 		return client.Role{}, err
 	}
 	err = s.change(func(st *state) error {
-		if err := checkPolicies(st, r.Policies); err != nil {
+		if err := checkPolicyNames(r.Policies); err != nil {
 			return err
 		}
-		err := s.writeStored(ctx, rolePath+r.Name, "role "+r.Name, func(cur []byte) ([]byte, error) {
+		conds := func() ([]storage.Op, error) { return s.policyConds(ctx, r.Policies) }
+		err := s.writeStoredWith(ctx, rolePath+r.Name, "role "+r.Name, conds, func(cur []byte) ([]byte, error) {
 			var old *roleEntry
 			if cur != nil {
 				var stored client.Role
