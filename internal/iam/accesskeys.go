@@ -383,15 +383,14 @@ func (s *Service) DeleteAccessKey(ctx context.Context, id string) error {
 // The keys are changed as stored, not as cached: a stored key this
 // replica has not heard of yet is found too, and a change another replica
 // made to a reported key meanwhile is kept (compare-and-swap on each
-// record, all in one write, decided again on a conflict).
+// record, decided again on a conflict).
 func (s *Service) ReportLeaked(ctx context.Context, fingerprints []string) (disabled []string, already int, err error) {
 	want := make(map[string]bool, len(fingerprints))
 	for _, fp := range fingerprints {
 		want[strings.ToLower(fp)] = true
 	}
+	var writeErr error
 	err = s.change(func(st *state) error {
-		// A failure disables none of the keys, in storage as in memory,
-		// and the report can be sent again.
 		var candidates []string
 		for id, a := range st.accessKeys {
 			if want[hex.EncodeToString(a.Hash)] {
@@ -407,32 +406,62 @@ func (s *Service) ReportLeaked(ctx context.Context, fingerprints []string) (disa
 				candidates = append(candidates, id)
 			}
 		}
-		for range maxWriteAttempts {
-			var updated map[string]*accessKeyEntry
-			var ops []storage.Op
-			updated, ops, disabled, already, err = s.leakOps(ctx, st, want, candidates)
+		// At most leakBatch keys per write, below etcd's --max-txn-ops.
+		// Each write lands whole or not at all, in storage as in memory;
+		// after a failure the keys of the writes done stay disabled (and
+		// are published here), and the report can be sent again: it
+		// counts them as already reported.
+		for len(candidates) > 0 {
+			n := min(len(candidates), leakBatch)
+			d, a, err := s.reportBatch(ctx, st, want, candidates[:n])
 			if err != nil {
-				return err
-			}
-			if len(ops) == 0 {
+				if len(disabled) > 0 {
+					err = fmt.Errorf("disabled %d of the reported access keys before: %w", len(disabled), err)
+				}
+				writeErr = err
 				return nil
 			}
-			if err = s.store.Apply(ctx, ops...); errors.Is(err, storage.ErrConflict) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			maps.Copy(st.accessKeys, updated)
-			return nil
+			disabled, already = append(disabled, d...), already+a
+			candidates = candidates[n:]
 		}
-		return fmt.Errorf("the reported access keys were changed on other replicas %d times while the report was being applied; send it again: %w", maxWriteAttempts, storage.ErrConflict)
+		return nil
 	})
+	if err == nil {
+		err = writeErr
+	}
 	if err != nil {
 		return nil, 0, err
 	}
 	sort.Strings(disabled)
 	return disabled, already, nil
+}
+
+// leakBatch bounds the access keys of one leak report write.
+const leakBatch = 100
+
+// reportBatch marks those of candidates with a wanted fingerprint leaked
+// in one write, as stored, and puts them in st.
+func (s *Service) reportBatch(ctx context.Context, st *state, want map[string]bool, candidates []string) (disabled []string, already int, err error) {
+	for range maxWriteAttempts {
+		var updated map[string]*accessKeyEntry
+		var ops []storage.Op
+		updated, ops, disabled, already, err = s.leakOps(ctx, st, want, candidates)
+		if err != nil {
+			return nil, 0, err
+		}
+		if len(ops) == 0 {
+			return disabled, already, nil
+		}
+		if err = s.store.Apply(ctx, ops...); errors.Is(err, storage.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		maps.Copy(st.accessKeys, updated)
+		return disabled, already, nil
+	}
+	return nil, 0, fmt.Errorf("the reported access keys were changed on other replicas %d times while the report was being applied; send it again: %w", maxWriteAttempts, storage.ErrConflict)
 }
 
 // leakOps reads the candidates' stored records and returns the writes that

@@ -285,6 +285,33 @@ func staleReplicaScenarios(t *testing.T, store func(t *testing.T) storage.Backen
 		}
 	})
 
+	// A report of 250 keys, none yet known to B, disables them all (in
+	// writes etcd accepts: at most 128 operations each).
+	t.Run("leak report of many keys", func(t *testing.T) {
+		p := newCASPair(t, store(t))
+		p.sync(t)
+		var fps, ids []string
+		for range 250 {
+			k, err := p.a.CreateAccessKey(ctx, client.CreateAccessKeyRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fps, ids = append(fps, fp(k.SecretAccessKey)), append(ids, k.ID)
+		}
+		off, already, err := p.b.ReportLeaked(ctx, fps)
+		if err != nil || len(off) != 250 || already != 0 {
+			t.Fatalf("report of 250 keys on B: %d disabled, %d already, %v", len(off), already, err)
+		}
+		for _, id := range ids {
+			if rec := storedAccessKey(t, p.store, id); !rec.Leaked || !rec.Disabled {
+				t.Fatalf("key %s after the report: %+v", id, rec)
+			}
+		}
+		if _, already, err := p.b.ReportLeaked(ctx, fps); err != nil || already != 250 {
+			t.Fatalf("second report: %d already, %v", already, err)
+		}
+	})
+
 	// Attaching is decided on the stored policies: one deleted elsewhere
 	// (still in B's cache) is refused, one created elsewhere (not yet in
 	// B's cache) is accepted.
