@@ -100,7 +100,7 @@ func TestRefreshPolicyRecompilesSets(t *testing.T) {
     actions: [kms:Decrypt]
     resources: [alias/app]
 `)
-	if err := b.Refresh(ctx, storage.Change{Path: policyPath+"enc"}); err != nil {
+	if err := b.Refresh(ctx, storage.Change{Path: policyPath + "enc"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := authorize(); err == nil {
@@ -109,7 +109,7 @@ func TestRefreshPolicyRecompilesSets(t *testing.T) {
 	if err := e.iam.DeletePolicy(ctx, "enc"); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Refresh(ctx, storage.Change{Path: policyPath+"enc"}); err != nil {
+	if err := b.Refresh(ctx, storage.Change{Path: policyPath + "enc"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.GetPolicy(ctx, "enc"); err == nil {
