@@ -683,16 +683,37 @@ func (t *Tokens) revokeLocked(ctx context.Context, roots []*tokenRecord) (int, e
 		}
 	}
 	t.mu.RUnlock()
-	seen := map[string]bool{}
-	var all []*tokenRecord
+	// The closure: the roots and everything made from them.
+	closure := map[string]*tokenRecord{}
 	queue := roots
 	for len(queue) > 0 {
 		r := queue[0]
 		queue = queue[1:]
-		if seen[r.Accessor] {
+		if closure[r.Accessor] != nil {
 			continue
 		}
-		seen[r.Accessor] = true
+		closure[r.Accessor] = r
+		queue = append(queue, children[r.Accessor]...)
+	}
+	// deleteLocked needs every token after the token it was made from.
+	// A root may be made from another root (a role session's child keeps
+	// the role, so RevokeWhere matches both, in map order): walk again
+	// from the tokens whose parent is not being revoked.
+	queue = queue[:0]
+	for _, r := range closure {
+		if closure[r.Parent] == nil {
+			queue = append(queue, r)
+		}
+	}
+	all := make([]*tokenRecord, 0, len(closure))
+	placed := make(map[string]bool, len(closure))
+	for len(queue) > 0 {
+		r := queue[0]
+		queue = queue[1:]
+		if placed[r.Accessor] {
+			continue
+		}
+		placed[r.Accessor] = true
 		all = append(all, r)
 		queue = append(queue, children[r.Accessor]...)
 	}
