@@ -135,6 +135,12 @@ func (t *Tokens) putLocked(r *tokenRecord) bool {
 	if cached != nil && cached.rev >= r.rev {
 		return true // this replica's own write, or older than what it holds
 	}
+	if cached == nil && r.rev <= t.loadRev {
+		// Stored before the last load listed the tokens, yet not loaded:
+		// it was deleted (revoked) before that. A watch replaying from a
+		// revision read before the load must not bring it back.
+		return true
+	}
 	if cached == nil && r.Parent != "" && t.byAccessor[r.Parent] == nil {
 		return false
 	}
@@ -223,6 +229,19 @@ func (t *Tokens) SetSync(sync func(context.Context) error) {
 		return
 	}
 	t.sync.Store(&sync)
+}
+
+// SetRevision gives the token store the shared store's revision (a
+// storage.Watcher's Revision). Load then reads it before listing, and a
+// replayed watch event of a token stored at or before that revision but
+// absent from the load is ignored: the token was deleted before the load.
+// Without it (a store no other replica writes), nothing is replayed.
+func (t *Tokens) SetRevision(revision func(context.Context) (int64, error)) {
+	if revision == nil {
+		t.revision.Store(nil)
+		return
+	}
+	t.revision.Store(&revision)
 }
 
 // syncOthers runs the sync function, if any.

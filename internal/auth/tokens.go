@@ -258,6 +258,12 @@ type Tokens struct {
 	// deletion's watch event has not arrived yet (refresh.go). Guarded by
 	// mu.
 	deleted map[string]struct{}
+	// revision, when set, reads the shared store's revision (SetRevision).
+	revision atomic.Pointer[func(context.Context) (int64, error)]
+	// loadRev is the store's revision read just before the last Load
+	// listed the tokens: a token stored at or before it and not cached was
+	// gone when the load listed (refresh.go). Guarded by mu.
+	loadRev int64
 }
 
 // NewTokens returns a token store over store; now is time.Now when nil.
@@ -270,6 +276,14 @@ func NewTokens(store Store, now func() time.Time) *Tokens {
 
 // Load reads every token into memory; call it after unsealing.
 func (t *Tokens) Load(ctx context.Context) error {
+	var loadRev int64
+	if f := t.revision.Load(); f != nil {
+		rev, err := (*f)(ctx)
+		if err != nil {
+			return fmt.Errorf("loading tokens: reading the store's revision: %w", err)
+		}
+		loadRev = rev
+	}
 	paths, err := t.store.List(ctx, tokenPath)
 	if err != nil {
 		return err
@@ -300,6 +314,7 @@ func (t *Tokens) Load(ctx context.Context) error {
 	t.byHash, t.byAccessor, t.leaked = byHash, byAcc, leaked
 	t.own = nil // what it marked is loaded; a later event must be read
 	t.deleted = nil
+	t.loadRev = loadRev
 	t.mu.Unlock()
 	return nil
 }

@@ -72,6 +72,7 @@ func (s *Sys) Follow(w storage.Watcher, bound time.Duration, log *slog.Logger) {
 	s.follow.mu.Unlock()
 	if s.Tokens != nil {
 		s.Tokens.SetSync(s.Sync)
+		s.Tokens.SetRevision(w.Revision)
 	}
 }
 
