@@ -201,8 +201,11 @@ func TestAuditDiskFull(t *testing.T) {
 		}
 	}
 	f.Close()
-	// The audit file's last page may still take a few records; then every
-	// request fails.
+	// The audit file's last page may still take a few records; then
+	// requests fail. Records differ by a few bytes (durations, names), so
+	// a shorter one may still fit in the page's last bytes after a longer
+	// one was refused: what matters is that refused requests change
+	// nothing (checked below) and that requests do get refused.
 	refused := 0
 	var refusedAliases []string
 	for i := 0; i < 2000 && refused < 3; i++ {
@@ -212,7 +215,7 @@ func TestAuditDiskFull(t *testing.T) {
 		case st == 503 && strings.Contains(string(b), "audit_unavailable"):
 			refused++
 			refusedAliases = append(refusedAliases, alias)
-		case refused > 0 || st != 201:
+		case st != 201:
 			t.Fatalf("disk full: %d %s", st, b)
 		}
 	}
