@@ -113,7 +113,12 @@ func (t *Tokens) refreshToken(ctx context.Context, accessor string, c storage.Ch
 		delete(t.deleted, accessor)
 	}
 	cached := t.byAccessor[accessor]
+	_, unrevoked := t.unrevoked[accessor]
 	t.mu.Unlock()
+	if cached == nil && unrevoked {
+		// Dropped earlier, but revoking its descendants failed: again.
+		return t.revokeChildrenLocked(ctx, accessor)
+	}
 	if cached == nil || cached.rev >= c.Revision {
 		return nil // not known here, or stored again since
 	}
@@ -199,8 +204,41 @@ func (t *Tokens) dropLocked(ctx context.Context, r *tokenRecord) error {
 	if expired := !r.ExpiresAt.IsZero() && !t.now().Before(r.ExpiresAt); expired || len(children) == 0 {
 		return nil
 	}
-	_, err := t.revokeLocked(ctx, children)
-	return err
+	if _, err := t.revokeLocked(ctx, children); err != nil {
+		// The token is no longer cached, so a retry of this deletion
+		// would find nothing to do: remember that its descendants are
+		// still owed a revocation. The failure blocks this replica's
+		// freshness proof until the retry succeeds.
+		t.mu.Lock()
+		if t.unrevoked == nil {
+			t.unrevoked = map[string]struct{}{}
+		}
+		t.unrevoked[r.Accessor] = struct{}{}
+		t.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// revokeChildrenLocked revokes the cached tokens made from accessor (and
+// theirs), for a deletion whose first attempt at it failed. The caller
+// holds gate exclusively.
+func (t *Tokens) revokeChildrenLocked(ctx context.Context, accessor string) error {
+	t.mu.RLock()
+	var children []*tokenRecord
+	for _, c := range t.byAccessor {
+		if c.Parent == accessor {
+			children = append(children, c)
+		}
+	}
+	t.mu.RUnlock()
+	if _, err := t.revokeLocked(ctx, children); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	delete(t.unrevoked, accessor)
+	t.mu.Unlock()
+	return nil
 }
 
 // refreshLeaked applies a leak report made or withdrawn elsewhere. A mark

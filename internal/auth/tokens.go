@@ -258,6 +258,11 @@ type Tokens struct {
 	// deletion's watch event has not arrived yet (refresh.go). Guarded by
 	// mu.
 	deleted map[string]struct{}
+	// unrevoked holds the accessors of tokens deleted elsewhere whose
+	// descendants cached here could not be revoked (dropLocked): a retry of
+	// the deletion (sys's retry reads the path again) revokes them.
+	// Guarded by mu.
+	unrevoked map[string]struct{}
 	// revision, when set, reads the shared store's revision (SetRevision).
 	revision atomic.Pointer[func(context.Context) (int64, error)]
 	// loadRev is the store's revision read just before the last Load
@@ -323,7 +328,7 @@ func (t *Tokens) Load(ctx context.Context) error {
 func (t *Tokens) Unload() {
 	t.mu.Lock()
 	t.byHash, t.byAccessor, t.leaked = map[[32]byte]*tokenRecord{}, map[string]*tokenRecord{}, map[string]string{}
-	t.own, t.deleted = nil, nil
+	t.own, t.deleted, t.unrevoked = nil, nil, nil
 	t.mu.Unlock()
 }
 
