@@ -54,6 +54,7 @@ func TestConformanceEtcdBinary(t *testing.T) {
 	}
 	t.Run("Backend", func(t *testing.T) { storagetest.Run(t, openBin) })
 	t.Run("Watch", func(t *testing.T) { storagetest.RunWatch(t, openBin) })
+	t.Run("CatchUp", func(t *testing.T) { runCatchUp(t, []string{clientURL}, 3000) })
 }
 
 func freePort(t *testing.T) string {

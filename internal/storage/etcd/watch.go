@@ -91,6 +91,7 @@ func (b *Backend) watchOnce(ctx context.Context, key string, last int64, send fu
 	go b.requestProgress(wctx, &gate)
 
 	healthy := false
+	progressed := last // the newest progress notification seen
 	for resp := range wch {
 		if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
 			// History after last is gone: resume at the current
@@ -114,10 +115,10 @@ func (b *Backend) watchOnce(ctx context.Context, key string, last int64, send fu
 		healthy = true
 		if resp.IsProgressNotify() {
 			rev := resp.Header.Revision
-			if rev < last {
+			if rev < progressed {
 				continue
 			}
-			last = rev
+			progressed = rev
 			// Pass it on only when it reaches a fresh gate, and use
 			// each gate once.
 			if g := gate.Load(); g > 0 && rev >= g && gate.CompareAndSwap(g, 0) {
@@ -125,6 +126,12 @@ func (b *Backend) watchOnce(ctx context.Context, key string, last int64, send fu
 					return last, false, true
 				}
 			}
+			// A progress notification never moves last, the revision
+			// events are resumed and deduplicated from: etcd before
+			// 3.4.26 and 3.5.8 may answer a progress request of a watch
+			// still catching up with the current revision, ahead of
+			// events it has yet to send (etcd issue 15220). Dropping
+			// those events as delivered would lose changes for good.
 			continue
 		}
 		// A response holds every event of its revisions; events at or
