@@ -66,6 +66,40 @@ func startEtcdServer(t *testing.T, cfg server.Config, log *slog.Logger) etcdServ
 	return etcdServer{}
 }
 
+// startUnsealedReplicas runs n replicas over the etcd at endpoints under
+// prefix (freshness bound 1s, audit off), initializes the store with one
+// share and unseals every replica with it. The replicas stop when the test
+// ends.
+func startUnsealedReplicas(t *testing.T, endpoints []string, prefix string, n int, log *slog.Logger) ([]etcdServer, client.InitResponse) {
+	t.Helper()
+	var servers []etcdServer
+	for range n {
+		cfg := etcdConfig(endpoints, prefix, t.TempDir())
+		cfg.HA.FreshnessBound = "1s"
+		cfg.Audit.Disabled = true
+		s := startEtcdServer(t, cfg, log)
+		t.Cleanup(func() {
+			if err := s.stop(); err != nil {
+				t.Errorf("stopping a replica: %v", err)
+			}
+		})
+		servers = append(servers, s)
+	}
+	ctx := context.Background()
+	anon, _ := client.New(servers[0].ban.Addr)
+	ini, err := anon.Init(ctx, client.InitRequest{Shares: 1, Threshold: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range servers {
+		a, _ := client.New(s.ban.Addr)
+		if _, err := a.Unseal(ctx, client.UnsealRequest{Share: ini.Shares[0]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return servers, *ini
+}
+
 func etcdConfig(endpoints []string, prefix, dataDir string) server.Config {
 	var cfg server.Config
 	cfg.Storage.Etcd = &server.EtcdConfig{Endpoints: endpoints, Prefix: prefix, DialTimeout: "2s", RequestTimeout: "2s"}

@@ -30,30 +30,7 @@ func TestRunReplicasFollowEachOther(t *testing.T) {
 		t.Fatalf("a freshness bound of 10ms: %v", err)
 	}
 
-	var servers []etcdServer
-	for range 2 {
-		cfg := etcdConfig(c.Endpoints(), prefix, t.TempDir())
-		cfg.HA.FreshnessBound = "1s"
-		cfg.Audit.Disabled = true
-		s := startEtcdServer(t, cfg, quiet)
-		defer func() {
-			if err := s.stop(); err != nil {
-				t.Errorf("stopping a replica: %v", err)
-			}
-		}()
-		servers = append(servers, s)
-	}
-	anon, _ := client.New(servers[0].ban.Addr)
-	ini, err := anon.Init(ctx, client.InitRequest{Shares: 1, Threshold: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range servers {
-		a, _ := client.New(s.ban.Addr)
-		if _, err := a.Unseal(ctx, client.UnsealRequest{Share: ini.Shares[0]}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	servers, ini := startUnsealedReplicas(t, c.Endpoints(), prefix, 2, quiet)
 	rootA, _ := client.New(servers[0].ban.Addr, client.WithToken(ini.RootToken))
 	tok, err := rootA.CreateToken(ctx, client.CreateTokenRequest{})
 	if err != nil {
