@@ -502,3 +502,45 @@ func BenchmarkUnwrap(b *testing.B) {
 		})
 	}
 }
+
+// TestCancelLeavesNothing cancels Wrap and Unwrap after each message in
+// turn: whatever step is interrupted, no object or session stays loaded
+// in a TPM that has no resource manager (swtpm).
+func TestCancelLeavesNothing(t *testing.T) {
+	tp := newSwtpm(t)
+	s := newSeal(t, tp.device(), 23)
+	blob, err := s.Wrap(context.Background(), rootKey(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range []string{"wrap", "unwrap"} {
+		for n := 1; ; n++ {
+			ctx, cancel := context.WithCancel(context.Background())
+			seen := 0
+			s.tap = func([]byte) {
+				if seen++; seen == n {
+					cancel()
+				}
+			}
+			if op == "wrap" {
+				_, err = s.Wrap(ctx, rootKey(1))
+			} else {
+				_, err = s.Unwrap(ctx, blob)
+			}
+			cancel()
+			s.tap = nil
+			if left := tp.transientHandles(); left != 0 {
+				t.Fatalf("%s canceled after message %d: %d handles left", op, n, left)
+			}
+			if err == nil {
+				break // canceled after the last message: done
+			}
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("%s canceled after message %d: %v", op, n, err)
+			}
+			if n > 100 {
+				t.Fatal("no end")
+			}
+		}
+	}
+}

@@ -189,18 +189,18 @@ func (s *Seal) wrap(ctx context.Context, plaintext []byte) ([]byte, error) {
 				return err
 			}
 		}
+		// Salted with the primary and encrypting the first command
+		// parameter (inSensitive): the secret crosses the bus encrypted.
+		sess, _, err := tpm2.HMACSession(t, tpm2.TPMAlgSHA256, 16, tpm2.Auth(nil),
+			tpm2.Salted(p.handle, *p.pub), tpm2.AESEncryption(128, tpm2.EncryptIn))
+		if err != nil {
+			return tpmError("starting a session", err)
+		}
+		defer flush(t, sess.Handle())
 		secret := bytes.Clone(plaintext)
 		defer clear(secret)
 		rsp, err := tpm2.Create{
-			ParentHandle: tpm2.AuthHandle{
-				Handle: p.handle,
-				Name:   p.name,
-				// Salted with the primary and encrypting the first
-				// command parameter (inSensitive): the secret crosses
-				// the bus encrypted.
-				Auth: tpm2.HMAC(tpm2.TPMAlgSHA256, 16, tpm2.Auth(nil),
-					tpm2.Salted(p.handle, *p.pub), tpm2.AESEncryption(128, tpm2.EncryptIn)),
-			},
+			ParentHandle: tpm2.AuthHandle{Handle: p.handle, Name: p.name, Auth: sess},
 			InSensitive: tpm2.TPM2BSensitiveCreate{Sensitive: &tpm2.TPMSSensitiveCreate{
 				Data: tpm2.NewTPMUSensitiveCreate(&tpm2.TPM2BSensitiveData{Buffer: secret}),
 			}},
@@ -327,19 +327,18 @@ func unseal(t transport.TPM, b *blob, p *primary) ([]byte, error) {
 	// Both session kinds are salted with the primary (whose name was just
 	// checked) and encrypt the response parameter, the root key.
 	opts := []tpm2.AuthOption{tpm2.Salted(p.handle, *p.pub), tpm2.AESEncryption(128, tpm2.EncryptOut)}
-	var (
-		sess      tpm2.Session
-		closeSess func() error
-	)
+	// The sessions are flushed by handle rather than by go-tpm's closer,
+	// which would not run after the context is done.
+	var sess tpm2.Session
 	if b.pcrMask != 0 {
-		sess, closeSess, err = tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16, opts...)
+		sess, _, err = tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16, opts...)
 	} else {
-		sess, closeSess, err = tpm2.HMACSession(t, tpm2.TPMAlgSHA256, 16, append(opts, tpm2.Auth(nil))...)
+		sess, _, err = tpm2.HMACSession(t, tpm2.TPMAlgSHA256, 16, append(opts, tpm2.Auth(nil))...)
 	}
 	if err != nil {
 		return nil, tpmError("starting a session", err)
 	}
-	defer func() { _ = closeSess() }()
+	defer flush(t, sess.Handle())
 	if b.pcrMask != 0 {
 		if _, err := (tpm2.PolicyPCR{PolicySession: sess.Handle(), Pcrs: pcrSelection(b.pcrMask)}).Execute(t); err != nil {
 			return nil, tpmError("running the PCR policy", err)
@@ -364,11 +363,11 @@ func unseal(t transport.TPM, b *blob, p *primary) ([]byte, error) {
 // pcrPolicyDigest computes, in a trial session, the digest of
 // PolicyPCR over mask with the PCRs' current values.
 func pcrPolicyDigest(t transport.TPM, mask uint32) ([]byte, error) {
-	sess, closeSess, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16, tpm2.Trial())
+	sess, _, err := tpm2.PolicySession(t, tpm2.TPMAlgSHA256, 16, tpm2.Trial())
 	if err != nil {
 		return nil, tpmError("starting a trial policy session", err)
 	}
-	defer func() { _ = closeSess() }()
+	defer flush(t, sess.Handle())
 	if _, err := (tpm2.PolicyPCR{PolicySession: sess.Handle(), Pcrs: pcrSelection(mask)}).Execute(t); err != nil {
 		return nil, tpmError("computing the PCR policy (is the SHA-256 PCR bank enabled?)", err)
 	}
@@ -398,9 +397,22 @@ func maskString(mask uint32) string {
 	return strings.Join(s, ",")
 }
 
-// flush flushes a transient handle. It is best effort: the handle is
-// gone anyway when the connection to the resource manager closes.
+// flush flushes a transient handle or session. It is best effort, and
+// runs even when the operation's context is done (a canceled unseal must
+// not leave objects behind in a TPM without a resource manager, such as
+// swtpm); with /dev/tpmrm0 the kernel flushes them anyway when the
+// connection closes.
 func flush(t transport.TPM, h tpm2.TPMHandle) {
+	if c, ok := t.(*conn); ok {
+		if c.broken {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), flushTimeout)
+		defer cancel()
+		cc := *c
+		cc.ctx = ctx
+		t = &cc
+	}
 	_, _ = tpm2.FlushContext{FlushHandle: h}.Execute(t)
 }
 

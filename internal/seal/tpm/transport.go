@@ -34,6 +34,8 @@ const (
 	// maxRetries bounds resending a command the TPM answered with
 	// TPM_RC_RETRY, TPM_RC_YIELDED or TPM_RC_TESTING (not executed).
 	maxRetries = 8
+	// flushTimeout bounds the flushes that clean up after an operation.
+	flushTimeout = 10 * time.Second
 
 	tagNoSessions = 0x8001
 	tagSessions   = 0x8002
@@ -79,6 +81,9 @@ type conn struct {
 	// tap, when set (tests), sees every command and response: what a
 	// probe on the bus between the CPU and the TPM sees.
 	tap func([]byte)
+	// broken is set after an I/O error: the stream may be out of step
+	// with the TPM, so nothing more is sent on it.
+	broken bool
 }
 
 // dial opens the TPM named by dev: tcp://HOST:PORT, a unix socket (swtpm
@@ -138,8 +143,12 @@ func (c *conn) Send(cmd []byte) ([]byte, error) {
 		if c.tap != nil {
 			c.tap(cmd)
 		}
+		if c.broken {
+			return nil, &transportError{msg: "TPM seal: connection to the TPM at " + c.dev + " failed earlier in this operation"}
+		}
 		rsp, err := c.roundTrip(cmd)
 		if err != nil {
+			c.broken = true
 			return nil, err
 		}
 		if c.tap != nil {
