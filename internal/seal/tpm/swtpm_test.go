@@ -3,6 +3,7 @@ package tpm
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -542,5 +543,98 @@ func TestCancelLeavesNothing(t *testing.T) {
 				t.Fatal("no end")
 			}
 		}
+	}
+}
+
+// run sends one command to the test's swtpm on its own connection.
+func (s *swtpm) run(f func(c *conn) error) {
+	s.t.Helper()
+	c, err := dial(context.Background(), s.device())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer c.Close()
+	if err := f(c); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// TestOwnerAuthSet: an owner hierarchy with a password is a configuration
+// problem, said as such, not a transient failure.
+func TestOwnerAuthSet(t *testing.T) {
+	tp := newSwtpm(t)
+	s := newSeal(t, tp.device())
+	tp.run(func(c *conn) error {
+		_, err := tpm2.HierarchyChangeAuth{
+			AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+			NewAuth:    tpm2.TPM2BAuth{Buffer: []byte("owner-password")},
+		}.Execute(c)
+		return err
+	})
+	err := s.Health(context.Background())
+	if !errors.Is(err, seal.ErrMisconfigured) || !strings.Contains(err.Error(), "owner hierarchy") {
+		t.Fatalf("health with an owner password: %v", err)
+	}
+	if strings.Contains(err.Error(), "owner-password") {
+		t.Fatal("error shows the password")
+	}
+}
+
+// TestClearedTPM: TPM2_Clear (a TPM reset in the firmware menu) replaces
+// the owner seed, so the sealed root key is gone for good; the error says
+// so and wraps ErrBlob (the recovery shares are the way back).
+func TestClearedTPM(t *testing.T) {
+	tp := newSwtpm(t)
+	s := newSeal(t, tp.device())
+	ctx := context.Background()
+	blob, err := s.Wrap(ctx, rootKey(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.run(func(c *conn) error {
+		_, err := tpm2.Clear{AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHLockout, Auth: tpm2.PasswordAuth(nil)}}.Execute(c)
+		return err
+	})
+	_, err = s.Unwrap(ctx, blob)
+	if !errors.Is(err, seal.ErrBlob) || !strings.Contains(err.Error(), "cleared") {
+		t.Fatalf("unwrap after TPM2_Clear: %v", err)
+	}
+	// A new Wrap on the cleared TPM works.
+	if _, err := s.Wrap(ctx, rootKey(2)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUnallocatedBank: on a TPM whose SHA-256 bank is switched off,
+// binding to PCRs would bind to nothing; Wrap and Health refuse.
+func TestUnallocatedBank(t *testing.T) {
+	tp := newSwtpm(t)
+	// TPM2_PCR_Allocate (not in go-tpm): platform hierarchy, empty
+	// password; SHA-1 bank all PCRs, SHA-256 bank none. It takes effect
+	// at the next TPM reset.
+	cmd := mustHex(t, "80020000002b0000012b"+"4000000c"+"00000009"+"40000009"+"0000"+"00"+"0000"+
+		"00000002"+"0004"+"03"+"ffffff"+"000b"+"03"+"000000")
+	tp.run(func(c *conn) error {
+		rsp, err := c.Send(cmd)
+		if err != nil {
+			return err
+		}
+		if rc := binary.BigEndian.Uint32(rsp[6:10]); rc != 0 {
+			return fmt.Errorf("PCR_Allocate: rc %#x", rc)
+		}
+		return nil
+	})
+	tp.restart()
+	s := newSeal(t, tp.device(), 7)
+	_, err := s.Wrap(context.Background(), rootKey(1))
+	if !errors.Is(err, seal.ErrMisconfigured) || !strings.Contains(err.Error(), "SHA-256 PCR bank") {
+		t.Fatalf("wrap bound to an unallocated bank: %v", err)
+	}
+	if err := s.Health(context.Background()); !errors.Is(err, seal.ErrMisconfigured) {
+		t.Fatalf("health: %v", err)
+	}
+	// Not bound: fine.
+	if _, err := newSeal(t, tp.device()).Wrap(context.Background(), rootKey(1)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -152,9 +152,15 @@ func (s *Seal) withTPM(ctx context.Context, f func(t transport.TPM) error) error
 }
 
 // Health derives the storage primary key and flushes it: the TPM answers
-// and its owner hierarchy is usable.
+// and its owner hierarchy is usable; with PCRs configured, the SHA-256
+// bank holds them.
 func (s *Seal) Health(ctx context.Context) error {
 	return s.withTPM(ctx, func(t transport.TPM) error {
+		if s.pcrMask != 0 {
+			if err := checkBank(t, s.pcrMask); err != nil {
+				return err
+			}
+		}
 		p, err := createPrimary(t)
 		if err != nil {
 			return err
@@ -185,6 +191,9 @@ func (s *Seal) wrap(ctx context.Context, plaintext []byte) ([]byte, error) {
 		defer flush(t, p.handle)
 		var policy []byte
 		if s.pcrMask != 0 {
+			if err := checkBank(t, s.pcrMask); err != nil {
+				return err
+			}
 			if policy, err = pcrPolicyDigest(t, s.pcrMask); err != nil {
 				return err
 			}
@@ -358,6 +367,41 @@ func unseal(t transport.TPM, b *blob, p *primary) ([]byte, error) {
 	out := bytes.Clone(rsp.OutData.Buffer)
 	clear(rsp.OutData.Buffer)
 	return out, nil
+}
+
+// checkBank refuses to bind to PCRs the TPM's SHA-256 bank does not have:
+// PolicyPCR over unallocated PCRs digests no values at all, so the
+// binding would silently bind to nothing.
+func checkBank(t transport.TPM, mask uint32) error {
+	rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapPCRs, PropertyCount: 1}.Execute(t)
+	if err != nil {
+		return tpmError("reading the allocated PCR banks", err)
+	}
+	sel, err := rsp.CapabilityData.Data.AssignedPCR()
+	if err != nil {
+		return fmt.Errorf("TPM seal: reading the allocated PCR banks: %w", err)
+	}
+	if missing := mask &^ bankMask(sel, tpm2.TPMAlgSHA256); missing != 0 {
+		return fmt.Errorf("TPM seal: the TPM's SHA-256 PCR bank does not hold PCRs %s; enable the SHA-256 bank in the firmware (or tpm2_pcrallocate) or bind to other PCRs: %w",
+			maskString(missing), seal.ErrMisconfigured)
+	}
+	return nil
+}
+
+// bankMask is the set of PCRs (0..23) allocated in the hash bank of sel.
+func bankMask(sel *tpm2.TPMLPCRSelection, hash tpm2.TPMIAlgHash) uint32 {
+	var m uint32
+	for _, s := range sel.PCRSelections {
+		if s.Hash != hash {
+			continue
+		}
+		for i, b := range s.PCRSelect {
+			if i < 3 {
+				m |= uint32(b) << (8 * i)
+			}
+		}
+	}
+	return m
 }
 
 // pcrPolicyDigest computes, in a trial session, the digest of

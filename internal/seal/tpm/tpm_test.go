@@ -335,3 +335,16 @@ func TestBusCarriesNoSecret(t *testing.T) {
 		}
 	}
 }
+
+func TestBankMask(t *testing.T) {
+	sel := &tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{
+		{Hash: tpm2.TPMAlgSHA1, PCRSelect: []byte{0xff, 0xff, 0xff}},
+		{Hash: tpm2.TPMAlgSHA256, PCRSelect: []byte{0x81, 0x00, 0x80}},
+	}}
+	if got := bankMask(sel, tpm2.TPMAlgSHA256); got != 1<<0|1<<7|1<<23 {
+		t.Fatalf("mask %#x", got)
+	}
+	if got := bankMask(sel, tpm2.TPMAlgSHA384); got != 0 {
+		t.Fatalf("unallocated bank: mask %#x", got)
+	}
+}
