@@ -206,4 +206,3 @@ func parse(data []byte) (*blob, error) {
 	}
 	return &blob{keyRef: string(ref), context: ctx, ciphertext: ct, header: p.Header}, nil
 }
-

@@ -189,11 +189,14 @@ func (c Config) validate() error {
 // Coffer's Decrypt answer carries the root key, and the request a token.
 func checkAddress(a string) (string, error) {
 	u, err := url.Parse(strings.TrimSpace(a))
-	if err != nil || u.Host == "" {
+	if err != nil {
 		return "", fmt.Errorf("address %q is not a URL like https://coffer-unseal:8200", redactURL(a))
 	}
 	if u.Scheme != "https" {
-		return "", fmt.Errorf("address %s must use https: the unsealing Coffer's answer carries the root key", redactURL(a))
+		return "", fmt.Errorf("address %s must use https (like https://coffer-unseal:8200): the unsealing Coffer's answer carries the root key", redactURL(a))
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("address %s names no host", redactURL(a))
 	}
 	if u.User != nil {
 		return "", fmt.Errorf("address %s must not carry credentials; use token_file or role", redactURL(a))

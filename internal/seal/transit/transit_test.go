@@ -786,3 +786,85 @@ func BenchmarkUnwrap(b *testing.B) {
 		})
 	}
 }
+
+// TestConcurrent: Unwraps and Health from many goroutines while an agent
+// swaps the token file between two valid tokens (run with -race).
+func TestConcurrent(t *testing.T) {
+	t.Parallel()
+	pki := newPKI(t)
+	o := startOther(t, pki, t.TempDir(), "127.0.0.1:0")
+	o.setup(t)
+	toks := []string{o.token(t, "unseal"), o.token(t, "unseal")}
+	tf := tokenFile(t, toks[0])
+	s := newSeal(t, transit.Config{Address: o.addr, Key: "alias/unseal", CACertFile: pki.caFile, TokenFile: tf})
+	ctx := testCtx(t)
+	rk := rootKey(t)
+	blob := ok[[]byte](t, "Wrap")(s.Wrap(ctx, rk))
+	stop := make(chan struct{})
+	swapped := make(chan struct{})
+	go func() {
+		defer close(swapped)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			tmp := tf + ".tmp"
+			writeFile(t, tmp, []byte(toks[i%2]), 0o600)
+			if err := os.Rename(tmp, tf); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			for range 10 {
+				if g == 0 {
+					if err := s.Health(ctx); err != nil {
+						errs <- err
+						return
+					}
+					continue
+				}
+				got, err := s.Unwrap(ctx, blob)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(got, rk) {
+					errs <- errors.New("Unwrap returned another key")
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	close(stop)
+	<-swapped
+}
+
+// TestCanceled: a canceled context ends a call with the context's error,
+// not a claim that the server is down.
+func TestCanceled(t *testing.T) {
+	t.Parallel()
+	pki := newPKI(t)
+	o := startOther(t, pki, t.TempDir(), "127.0.0.1:0")
+	o.setup(t)
+	s := newSeal(t, transit.Config{Address: o.addr, Key: "alias/unseal", CACertFile: pki.caFile, TokenFile: tokenFile(t, o.token(t, "unseal"))})
+	blob := roundTrip(t, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := s.Unwrap(ctx, blob)
+	if !errors.Is(err, context.Canceled) || errors.Is(err, transit.ErrUnavailable) {
+		t.Fatalf("Unwrap with a canceled context = %v", err)
+	}
+}
