@@ -74,3 +74,73 @@ func (c *Client) Seal(ctx context.Context) error {
 	}
 	return c.do(ctx, http.MethodPost, "/v1/sys/seal", nil, nil, nil)
 }
+
+// GenerateRootStatus returns the generate-root attempt of this server
+// (GET /v1/sys/generate-root/attempt). It needs no token.
+func (c *Client) GenerateRootStatus(ctx context.Context) (*GenerateRootStatus, error) {
+	var out GenerateRootStatus
+	return &out, c.onOne(ctx, "GenerateRootStatus", http.MethodGet, "/v1/sys/generate-root/attempt", nil, &out)
+}
+
+// GenerateRootStart starts a generate-root attempt with a one-time pad
+// (POST /v1/sys/generate-root/attempt): otp is the standard base64 of
+// OTPLength random bytes. The new root token is returned XORed with it.
+func (c *Client) GenerateRootStart(ctx context.Context, otp string) (*GenerateRootStatus, error) {
+	var out GenerateRootStatus
+	return &out, c.onOne(ctx, "GenerateRootStart", http.MethodPost, "/v1/sys/generate-root/attempt", GenerateRootRequest{OTP: otp}, &out)
+}
+
+// GenerateRootCancel discards the generate-root attempt in progress.
+func (c *Client) GenerateRootCancel(ctx context.Context) error {
+	return c.onOne(ctx, "GenerateRootCancel", http.MethodDelete, "/v1/sys/generate-root/attempt", nil, nil)
+}
+
+// GenerateRootSubmit submits one unseal share (Shamir) or recovery share
+// (auto-unseal) to the attempt with nonce. The answer to the last share
+// has Complete set and the encoded token.
+func (c *Client) GenerateRootSubmit(ctx context.Context, nonce, share string) (*GenerateRootStatus, error) {
+	var out GenerateRootStatus
+	return &out, c.onOne(ctx, "GenerateRootSubmit", http.MethodPost, "/v1/sys/generate-root/update", ShareSubmission{Nonce: nonce, Share: share}, &out)
+}
+
+// RekeyStatus returns the rekey attempt of this server (GET
+// /v1/sys/rekey/attempt). It needs no token.
+func (c *Client) RekeyStatus(ctx context.Context) (*RekeyStatus, error) {
+	var out RekeyStatus
+	return &out, c.onOne(ctx, "RekeyStatus", http.MethodGet, "/v1/sys/rekey/attempt", nil, &out)
+}
+
+// RekeyStart starts a rekey attempt for new share counts (POST
+// /v1/sys/rekey/attempt).
+func (c *Client) RekeyStart(ctx context.Context, req RekeyRequest) (*RekeyStatus, error) {
+	var out RekeyStatus
+	return &out, c.onOne(ctx, "RekeyStart", http.MethodPost, "/v1/sys/rekey/attempt", req, &out)
+}
+
+// RekeyCancel discards the rekey attempt in progress.
+func (c *Client) RekeyCancel(ctx context.Context) error {
+	return c.onOne(ctx, "RekeyCancel", http.MethodDelete, "/v1/sys/rekey/attempt", nil, nil)
+}
+
+// RekeySubmit submits one current share to the rekey attempt with nonce.
+// The answer to the last share has Complete set and the new shares.
+func (c *Client) RekeySubmit(ctx context.Context, nonce, share string) (*RekeyStatus, error) {
+	var out RekeyStatus
+	return &out, c.onOne(ctx, "RekeySubmit", http.MethodPost, "/v1/sys/rekey/update", ShareSubmission{Nonce: nonce, Share: share}, &out)
+}
+
+// MigrateSeal submits one share toward a pending seal migration (POST
+// /v1/sys/migrate-seal). It needs no token.
+func (c *Client) MigrateSeal(ctx context.Context, req MigrateSealRequest) (*MigrateSealResponse, error) {
+	var out MigrateSealResponse
+	return &out, c.onOne(ctx, "MigrateSeal", http.MethodPost, "/v1/sys/migrate-seal", req, &out)
+}
+
+// onOne sends a request that concerns one replica's state (an attempt, a
+// migration): it refuses a Client with several endpoints.
+func (c *Client) onOne(ctx context.Context, op, method, path string, in, out any) error {
+	if err := c.oneEndpoint(op); err != nil {
+		return err
+	}
+	return c.do(ctx, method, path, nil, in, out)
+}

@@ -37,6 +37,132 @@ type SealStatus struct {
 	// current unseal attempt.
 	Progress int    `json:"progress"`
 	Version  string `json:"version"`
+	// Type is what protects the root key: "shamir" (unseal shares) or an
+	// auto-unseal ("pkcs11", "tpm2", "transit").
+	Type string `json:"type,omitempty"`
+	// RecoveryShares and RecoveryThreshold describe the recovery shares
+	// of an auto-unseal, which authorise generate-root, rekey,
+	// migrate-seal and an unseal after a manual seal.
+	RecoveryShares    int `json:"recovery_shares,omitempty"`
+	RecoveryThreshold int `json:"recovery_threshold,omitempty"`
+	// ConfiguredType is the seal this server is configured with; it
+	// differs from Type while a migration is pending (MigrationPending):
+	// `coffer operator migrate-seal` then completes it.
+	ConfiguredType   string `json:"configured_type,omitempty"`
+	MigrationPending bool   `json:"migration_pending,omitempty"`
+	// Seal reports the configured auto-unseal, when there is one.
+	Seal *SealHealth `json:"seal,omitempty"`
+}
+
+// SealHealth is the state of a server's auto-unseal in its seal-status.
+type SealHealth struct {
+	Type string `json:"type"`
+	// Info describes the seal (library, token and key label; TPM device
+	// and PCRs; transit address and key); it holds no secret.
+	Info map[string]string `json:"info,omitempty"`
+	// Healthy is the result of the last health check (the device or
+	// service answered and the key is usable), at CheckedAt; HealthError
+	// says why not.
+	Healthy     bool      `json:"healthy"`
+	HealthError string    `json:"health_error,omitempty"`
+	CheckedAt   time.Time `json:"checked_at,omitempty"`
+	// LastUnsealError is why the last auto-unseal attempt failed ("" after
+	// a success); Retrying says whether the server tries again by itself
+	// (not after a manual seal, nor for a misconfiguration such as a wrong
+	// PIN, which a real HSM punishes by locking the token).
+	LastUnsealError string `json:"last_unseal_error,omitempty"`
+	Retrying        bool   `json:"retrying"`
+	Failures        int64  `json:"failures"`
+	// UnsealSeconds is how long the last successful auto-unseal took.
+	UnsealSeconds float64   `json:"unseal_seconds,omitempty"`
+	UnsealedAt    time.Time `json:"unsealed_at,omitempty"`
+	// SealedByOperator is set after `coffer operator seal`: the server
+	// stays sealed until it restarts or a quorum of recovery shares is
+	// submitted with `coffer operator unseal`.
+	SealedByOperator bool `json:"sealed_by_operator,omitempty"`
+}
+
+// GenerateRootRequest starts a generate-root attempt (POST
+// /v1/sys/generate-root/attempt) with a one-time pad: base64 (standard) of
+// as many random bytes as a token has (GenerateRootStatus.OTPLength). The
+// new root token is returned XORed with it, so it never travels in clear.
+type GenerateRootRequest struct {
+	OTP string `json:"otp"`
+}
+
+// GenerateRootStatus is the state of a generate-root attempt.
+type GenerateRootStatus struct {
+	Started  bool   `json:"started"`
+	Nonce    string `json:"nonce,omitempty"`
+	Progress int    `json:"progress"`
+	Required int    `json:"required"`
+	// OTPLength is the length in bytes of the one-time pad to give.
+	OTPLength int `json:"otp_length"`
+	// OTPFingerprint is the first 8 bytes of the SHA-256 of the attempt's
+	// pad, in hex: whoever started the attempt sees it too and tells the
+	// share holders, who check it before submitting, so that nobody
+	// serves an attempt started by someone else with their own pad.
+	OTPFingerprint string    `json:"otp_fingerprint,omitempty"`
+	StartedAt      time.Time `json:"started_at,omitempty"`
+	// Complete is set on the answer to the last share; EncodedToken is
+	// then the new root token XORed with the pad, base64 (standard).
+	Complete     bool   `json:"complete"`
+	EncodedToken string `json:"encoded_token,omitempty"`
+}
+
+// ShareSubmission submits one unseal or recovery share to an attempt
+// (generate-root, rekey) under its nonce.
+type ShareSubmission struct {
+	Nonce string `json:"nonce"`
+	Share string `json:"share"`
+}
+
+// RekeyRequest starts a rekey attempt (POST /v1/sys/rekey/attempt): the
+// new number of shares and threshold of the unseal shares (Shamir) or the
+// recovery shares (auto-unseal).
+type RekeyRequest struct {
+	Shares    int `json:"shares"`
+	Threshold int `json:"threshold"`
+}
+
+// RekeyStatus is the state of a rekey attempt.
+type RekeyStatus struct {
+	Started bool   `json:"started"`
+	Nonce   string `json:"nonce,omitempty"`
+	// Kind is what is rekeyed: "unseal" or "recovery" shares.
+	Kind         string `json:"kind"`
+	Progress     int    `json:"progress"`
+	Required     int    `json:"required"`
+	NewShares    int    `json:"new_shares,omitempty"`
+	NewThreshold int    `json:"new_threshold,omitempty"`
+	// Complete is set on the answer to the last share; Shares then holds
+	// the new shares, shown this once. The old shares no longer work.
+	Complete bool     `json:"complete"`
+	Shares   []string `json:"shares,omitempty"`
+}
+
+// MigrateSealRequest submits one share toward a pending seal migration
+// (POST /v1/sys/migrate-seal): a current unseal share, or a recovery share
+// when the store is under an auto-unseal. Shares and Threshold are the
+// counts of the new unseal shares (to Shamir) or recovery shares (from
+// Shamir); zero keeps the current counts. Reset discards the shares
+// submitted so far.
+type MigrateSealRequest struct {
+	Share     string `json:"share,omitempty"`
+	Shares    int    `json:"shares,omitempty"`
+	Threshold int    `json:"threshold,omitempty"`
+	Reset     bool   `json:"reset,omitempty"`
+}
+
+// MigrateSealResponse is the answer to a migrate-seal submission.
+type MigrateSealResponse struct {
+	SealStatus
+	// Complete is set when the migration was committed; the server is then
+	// unsealed under its new seal. Shares (migration to Shamir) or
+	// RecoveryShares (from Shamir to an auto-unseal) are new, shown once.
+	Complete       bool     `json:"complete"`
+	Shares         []string `json:"shares,omitempty"`
+	RecoveryShares []string `json:"new_recovery_shares,omitempty"`
 }
 
 // Member is one replica in the answer of GET /v1/sys/members: what it
@@ -70,6 +196,11 @@ type InitRequest struct {
 type InitResponse struct {
 	Shares    []string `json:"shares"`
 	RootToken string   `json:"root_token"`
+	// Type is the seal protecting the root key. Under an auto-unseal,
+	// Shares is empty and RecoveryShares holds the recovery shares (the
+	// request's shares and threshold are their counts).
+	Type           string   `json:"type,omitempty"`
+	RecoveryShares []string `json:"recovery_shares,omitempty"`
 }
 
 // UnsealRequest is the body of POST /v1/sys/unseal. Reset discards the shares

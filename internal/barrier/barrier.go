@@ -28,7 +28,6 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -38,6 +37,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cofferkms/coffer/internal/seal"
 	"github.com/cofferkms/coffer/internal/storage"
 )
 
@@ -65,21 +65,60 @@ const (
 	entryHeader  = 1 + 4 + 12
 )
 
-// SealConfig is how the root key is split.
+// SealConfig is how the root key is protected: by Shamir unseal shares
+// (Type "shamir", Shares and Threshold) or by an auto-unseal (Type the
+// seal's, RecoveryShares and RecoveryThreshold). It is stored in plaintext;
+// nothing in it is trusted for security (see validate).
 type SealConfig struct {
-	Shares    int `json:"shares"`
-	Threshold int `json:"threshold"`
+	// Version 0 (absent) is a store from before issue 15: the unseal
+	// secret derives the root key itself and there is no core/root.
+	// Version 2 wraps a random root key in core/root.
+	Version   int    `json:"version,omitempty"`
+	Type      string `json:"type,omitempty"`
+	Shares    int    `json:"shares"`
+	Threshold int    `json:"threshold"`
+	// Recovery shares authorise generate-root, rekey, migrate-seal and an
+	// unseal after a manual seal under an auto-unseal; they decrypt
+	// nothing.
+	RecoveryShares    int `json:"recovery_shares,omitempty"`
+	RecoveryThreshold int `json:"recovery_threshold,omitempty"`
 }
 
-// validate checks 1 <= Threshold <= Shares <= MaxShares. The seal
-// configuration is stored in plaintext without authentication, so Unseal
-// must not trust it: a threshold of 0 or less used to panic in the share
-// recovery.
+// SealType returns the seal's type, "shamir" for a version 0 store.
+func (c SealConfig) SealType() string {
+	if c.Type == "" {
+		return TypeShamir
+	}
+	return c.Type
+}
+
+// Auto reports whether an auto-unseal protects the root key.
+func (c SealConfig) Auto() bool { return c.SealType() != TypeShamir }
+
+// quorum returns the threshold of the shares that authorise operations:
+// the unseal shares under Shamir, the recovery shares otherwise.
+func (c SealConfig) quorum() int {
+	if c.Auto() {
+		return c.RecoveryThreshold
+	}
+	return c.Threshold
+}
+
+// validate checks 1 <= threshold <= shares <= MaxShares for the shares in
+// use. The seal configuration is stored in plaintext without
+// authentication, so Unseal must not trust it: a threshold of 0 or less
+// used to panic in the share recovery. (A threshold lowered by a storage
+// writer gains nothing: fewer shares reconstruct another secret, which
+// opens nothing.)
 func (c SealConfig) validate() error {
-	if c.Threshold < 1 || c.Threshold > c.Shares || c.Shares > MaxShares {
-		return fmt.Errorf("the seal configuration (%s) says %d shares with a threshold of %d; it must satisfy 1 <= threshold <= shares <= %d. "+
+	n, t, what := c.Shares, c.Threshold, "shares"
+	if c.Auto() {
+		n, t, what = c.RecoveryShares, c.RecoveryThreshold, "recovery shares"
+	}
+	if t < 1 || t > n || n > MaxShares || (c.Version != 0 && c.Version != sealConfigVersion) {
+		return fmt.Errorf("the seal configuration (%s) says version %d, %d %s with a threshold of %d; it must be version %d with 1 <= threshold <= shares <= %d. "+
 			"The store was altered or damaged: restore core/seal-config from a backup: %w",
-			pathSealConfig, c.Shares, c.Threshold, MaxShares, ErrCorrupt)
+			pathSealConfig, c.Version, n, what, t, sealConfigVersion, MaxShares, ErrCorrupt)
 	}
 	return nil
 }
@@ -90,6 +129,11 @@ type Status struct {
 	Sealed      bool
 	SealConfig
 	Progress int
+	// Configured is the type of the seal this server is configured with
+	// ("shamir" without one); it differs from SealType while a seal
+	// migration is pending (MigrationPending).
+	Configured       string
+	MigrationPending bool
 }
 
 type term struct {
@@ -132,12 +176,22 @@ type Barrier struct {
 	// without mu, so that a Seal waiting for a slow storage call in flight
 	// does not queue seal-status and every new request behind it.
 	open    atomic.Bool
-	pending map[byte][]byte // unseal shares by id, while sealed
+	pending shareSet // unseal (or migrate-seal) shares by id, while sealed
+	// migrateNT are the new share counts of the migration in progress.
+	migrateNT [2]int
+
+	// seal is the configured auto-unseal (nil: Shamir shares), prev the
+	// one the store is protected by during a migration away from an
+	// auto-unseal (rootkey.go).
+	seal, prev seal.Seal
+
+	amu      sync.Mutex // attempts; taken after mu when both are held
+	attempts map[string]*attempt
 }
 
 // New wraps backend. The barrier starts sealed.
 func New(backend storage.Backend) *Barrier {
-	return &Barrier{backend: backend, pending: map[byte][]byte{}}
+	return &Barrier{backend: backend, pending: shareSet{}, attempts: map[string]*attempt{}}
 }
 
 // Status reports initialization, seal state and unseal progress.
@@ -152,8 +206,12 @@ func (b *Barrier) Status(ctx context.Context) (Status, error) {
 	st := Status{Initialized: true, Sealed: !b.open.Load(), SealConfig: cfg}
 	if b.mu.TryRLock() { // fails while a Seal or Unseal holds or waits for mu
 		st.Progress = len(b.pending)
+		st.Configured = typeOf(b.seal)
 		b.mu.RUnlock()
+	} else {
+		st.Configured = cfg.SealType() // unknown for the moment; never a false alarm
 	}
+	st.MigrationPending = st.Configured != cfg.SealType()
 	return st, nil
 }
 
@@ -177,54 +235,95 @@ func (b *Barrier) sealConfig(ctx context.Context) (SealConfig, error) {
 	return cfg, nil
 }
 
-// Initialize creates the root key, splits it into shares and writes the
-// first keyring. The barrier is left unsealed so the caller can bootstrap
-// (create the root token); the shares are returned once and never stored.
+// Initialize creates a random root key and the first keyring, and
+// protects the root key: under Shamir it is wrapped by a key derived from
+// a new secret split into shares unseal shares of which threshold unseal;
+// under an auto-unseal (ConfigureSeal) the seal wraps it (and must unwrap
+// it again before anything is written), and shares and threshold are the
+// counts of the recovery shares, which authorise sensitive operations but
+// decrypt nothing. The barrier is left unsealed so the caller can
+// bootstrap (create the root token); the shares are returned once and
+// never stored.
 func (b *Barrier) Initialize(ctx context.Context, shares, threshold int) ([]string, error) {
 	if _, err := b.sealConfig(ctx); err == nil {
 		return nil, ErrAlreadyInitialized
 	} else if !errors.Is(err, ErrNotInitialized) {
 		return nil, err
 	}
-	root, encShares, err := splitRootSecret(shares, threshold)
-	if err != nil {
-		return nil, err
-	}
+	b.mu.RLock()
+	autoSeal := b.seal
+	b.mu.RUnlock()
+	root := make([]byte, 32)
+	rand.Read(root)
 	ring := &keyring{ActiveTerm: 1, root: root}
 	t := &term{Term: 1, Key: make([]byte, 32), Created: time.Now().UTC()}
 	rand.Read(t.Key)
 	ring.Terms = []*term{t}
-	if err := ring.prepare(); err != nil {
+	fail := func(err error) ([]string, error) {
+		ring.wipe()
 		return nil, err
+	}
+	if err := ring.prepare(); err != nil {
+		return fail(err)
 	}
 	sealedRing, err := ring.seal()
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
-	cfg, _ := json.Marshal(SealConfig{Shares: shares, Threshold: threshold})
-	err = b.backend.Apply(ctx,
-		storage.Op{Kind: storage.OpPut, Key: pathSealConfig, Value: cfg, IfRevision: 0},
-		storage.Op{Kind: storage.OpPut, Key: pathKeyring, Value: sealedRing, IfRevision: 0},
-	)
+	cfg := SealConfig{Version: sealConfigVersion, Type: typeOf(autoSeal)}
+	var blob []byte
+	var parts []string
+	var extra []storage.Op
+	if autoSeal == nil {
+		secret, sh, err := splitSecret(shares, threshold)
+		if err != nil {
+			return fail(err)
+		}
+		kek, err := deriveKey(secret, infoShamirKEK)
+		clear(secret)
+		if err != nil {
+			return fail(err)
+		}
+		blob, err = wrapWithKEK(kek, root)
+		clear(kek)
+		if err != nil {
+			return fail(err)
+		}
+		parts, cfg.Shares, cfg.Threshold = sh, shares, threshold
+	} else {
+		sh, rec, err := newRecovery(root, shares, threshold)
+		if err != nil {
+			return fail(err)
+		}
+		if blob, err = wrapVerified(ctx, autoSeal, root); err != nil {
+			return fail(err)
+		}
+		parts, cfg.RecoveryShares, cfg.RecoveryThreshold = sh, shares, threshold
+		extra = append(extra, storage.Op{Kind: storage.OpPut, Key: pathRecovery, Value: rec, IfRevision: 0})
+	}
+	extra = append(extra, storage.Op{Kind: storage.OpPut, Key: pathKeyring, Value: sealedRing, IfRevision: 0})
+	err = b.commitSeal(ctx, cfg, 0, blob, 0, extra...)
 	if errors.Is(err, storage.ErrConflict) {
-		ring.wipe()
-		return nil, ErrAlreadyInitialized
+		return fail(ErrAlreadyInitialized)
 	}
 	if err != nil {
-		ring.wipe()
-		return nil, fmt.Errorf("writing keyring: %w", err)
+		return fail(fmt.Errorf("writing keyring: %w", err))
 	}
 	b.mu.Lock()
 	b.ring = ring
 	b.open.Store(true)
 	b.mu.Unlock()
-	return encShares, nil
+	return parts, nil
 }
 
 // Unseal submits one share. When the threshold is reached it rebuilds the
 // root key, opens the keyring and returns a Status with Sealed false. A
 // share that is malformed, or a full set that does not open the keyring,
 // resets the progress and returns an error wrapping ErrBadShare.
+//
+// Under an auto-unseal the shares are recovery shares: they do not give the
+// root key (the seal does) but prove the authority to unseal a server an
+// operator sealed; the seal is asked for the root key once they check.
 func (b *Barrier) Unseal(ctx context.Context, share string) (Status, error) {
 	cfg, err := b.sealConfig(ctx)
 	if err != nil {
@@ -232,55 +331,51 @@ func (b *Barrier) Unseal(ctx context.Context, share string) (Status, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	st := Status{Initialized: true, SealConfig: cfg}
+	st := Status{Initialized: true, SealConfig: cfg, Configured: typeOf(b.seal)}
 	if b.ring != nil {
 		return st, nil
 	}
+	st.Sealed = true
+	if cfg.SealType() != typeOf(b.seal) {
+		st.MigrationPending = true
+		return st, b.migrationError(cfg)
+	}
 	if err := cfg.validate(); err != nil {
 		b.resetLocked()
-		st.Sealed = true
 		return st, err
 	}
-	enc := []byte(strings.TrimSpace(share))
-	id, err := shareID(enc)
-	if err != nil {
-		clear(enc)
-		st.Sealed, st.Progress = true, len(b.pending)
+	done, err := b.pending.add(share, cfg.quorum())
+	st.Progress = len(b.pending)
+	if err != nil || !done {
 		return st, err
 	}
-	if prev, ok := b.pending[id]; ok {
-		same := subtle.ConstantTimeCompare(prev, enc) == 1
-		clear(enc)
-		st.Sealed, st.Progress = true, len(b.pending)
-		if same {
-			return st, nil // a repeated share counts once
-		}
-		return st, fmt.Errorf("%w: a different share with id %d was already submitted; the first one is kept. "+
-			"If that one was wrong, discard the submitted shares with `coffer operator unseal --reset` and start again", ErrBadShare, id)
-	}
-	b.pending[id] = enc
-	if len(b.pending) < cfg.Threshold {
-		st.Sealed, st.Progress = true, len(b.pending)
-		return st, nil
-	}
-	all := make([][]byte, 0, len(b.pending))
-	for _, s := range b.pending {
-		all = append(all, s)
-	}
-	root, err := combineShares(cfg.Threshold, all)
+	secret, err := b.pending.combine(cfg.quorum())
 	b.resetLocked() // wipes the submitted shares
+	st.Progress = 0
 	if err != nil {
-		st.Sealed = true
-		return st, fmt.Errorf("%w: %v", ErrBadShare, err)
+		return st, err
 	}
-	ring, err := b.openKeyring(ctx, root)
+	defer clear(secret)
+	var root []byte
+	if cfg.Auto() {
+		if root, err = b.unwrapRoot(ctx, b.seal); err != nil {
+			return st, err
+		}
+		if err := b.verifyRecovery(ctx, root, secret); err != nil {
+			clear(root)
+			return st, err
+		}
+	} else if root, err = b.rootFromShares(ctx, cfg, secret); err != nil {
+		return st, err
+	}
+	ring, err := b.openKeyring(ctx, root, "the shares are valid but do not belong to this server's root key")
 	if err != nil {
 		clear(root)
-		st.Sealed = true
 		return st, err
 	}
 	b.ring = ring
 	b.open.Store(true)
+	st.Sealed = false
 	return st, nil
 }
 
@@ -292,10 +387,8 @@ func (b *Barrier) ResetUnseal() {
 }
 
 func (b *Barrier) resetLocked() {
-	for id, s := range b.pending {
-		clear(s)
-		delete(b.pending, id)
-	}
+	b.pending.wipe()
+	b.migrateNT = [2]int{}
 }
 
 // Seal forgets the root key and keyring. Data operations fail with ErrSealed
@@ -309,9 +402,17 @@ func (b *Barrier) Seal() {
 		b.ring = nil
 	}
 	b.resetLocked()
+	b.amu.Lock()
+	for kind, a := range b.attempts {
+		a.wipe()
+		delete(b.attempts, kind)
+	}
+	b.amu.Unlock()
 }
 
-func (b *Barrier) openKeyring(ctx context.Context, root []byte) (*keyring, error) {
+// openKeyring opens the stored keyring with root; when root does not open
+// it the error wraps ErrBadShare and says why (a wrong key's origin).
+func (b *Barrier) openKeyring(ctx context.Context, root []byte, why string) (*keyring, error) {
 	e, err := b.backend.Get(ctx, pathKeyring)
 	if err != nil {
 		return nil, fmt.Errorf("reading keyring: %w", err)
@@ -325,7 +426,7 @@ func (b *Barrier) openKeyring(ctx context.Context, root []byte) (*keyring, error
 	}
 	plain, err := aead.Open(nil, e.Value[:aead.NonceSize()], e.Value[aead.NonceSize():], []byte(pathKeyring))
 	if err != nil {
-		return nil, fmt.Errorf("%w: the shares are valid but do not belong to this server's root key", ErrBadShare)
+		return nil, fmt.Errorf("%w: %s", ErrBadShare, why)
 	}
 	defer clear(plain)
 	ring := &keyring{root: root}

@@ -33,29 +33,63 @@ const MaxShares = 255
 var errBadShare = errors.New("invalid unseal share")
 
 // splitRootSecret makes a new secret and splits it into n shares of which t
-// reconstruct it. It returns the root key derived from the secret.
+// reconstruct it. It returns the root key derived from the secret, as a
+// version 1 store (seal configuration without a version) uses it.
 func splitRootSecret(n, t int) (rootKey []byte, shares []string, err error) {
+	raw, shares, err := splitSecret(n, t)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer clear(raw)
+	rootKey, err = deriveKey(raw, infoLegacyRoot)
+	return rootKey, shares, err
+}
+
+// combineShares reconstructs a version 1 store's root key from t shares.
+func combineShares(t int, encoded [][]byte) ([]byte, error) {
+	raw, err := combineSecret(t, encoded)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(raw)
+	return deriveKey(raw, infoLegacyRoot)
+}
+
+// HKDF info strings of the keys derived from a share secret. A version 1
+// store's root key is the secret's key; since version 2 the unseal secret
+// yields a key-encryption key that wraps a random root key (core/root), and
+// a recovery secret yields only a verifier.
+const (
+	infoLegacyRoot = "coffer root key v1"
+	infoShamirKEK  = "coffer shamir kek v2"
+	infoRecovery   = "coffer recovery verifier v2"
+)
+
+// splitSecret makes a new secret scalar and splits it into n shares of
+// which t reconstruct it. It returns the scalar's encoding, which the
+// caller wipes.
+func splitSecret(n, t int) (secret []byte, shares []string, err error) {
 	if n < 1 || n > MaxShares {
 		return nil, nil, fmt.Errorf("shares must be between 1 and %d, not %d", MaxShares, n)
 	}
 	if t < 1 || t > n {
 		return nil, nil, fmt.Errorf("threshold must be between 1 and the number of shares (%d), not %d", n, t)
 	}
-	secret := shareGroup.RandomScalar(rand.Reader)
-	ss := secretsharing.New(rand.Reader, uint(t-1), secret)
-	for _, s := range ss.Share(uint(n)) {
-		enc, err := encodeShare(s)
+	s := shareGroup.RandomScalar(rand.Reader)
+	ss := secretsharing.New(rand.Reader, uint(t-1), s)
+	for _, sh := range ss.Share(uint(n)) {
+		enc, err := encodeShare(sh)
 		if err != nil {
 			return nil, nil, err
 		}
 		shares = append(shares, enc)
 	}
-	rootKey, err = deriveRootKey(secret)
-	return rootKey, shares, err
+	secret, err = s.MarshalBinary()
+	return secret, shares, err
 }
 
-// combineShares reconstructs the root key from t shares.
-func combineShares(t int, encoded [][]byte) ([]byte, error) {
+// combineSecret reconstructs the secret scalar's encoding from t shares.
+func combineSecret(t int, encoded [][]byte) ([]byte, error) {
 	shares := make([]secretsharing.Share, 0, len(encoded))
 	for _, e := range encoded {
 		s, err := decodeShare(e)
@@ -66,18 +100,15 @@ func combineShares(t int, encoded [][]byte) ([]byte, error) {
 	}
 	secret, err := secretsharing.Recover(uint(t-1), shares)
 	if err != nil {
-		return nil, fmt.Errorf("combining unseal shares: %w", err)
+		return nil, fmt.Errorf("combining shares: %w", err)
 	}
-	return deriveRootKey(secret)
+	return secret.MarshalBinary()
 }
 
-func deriveRootKey(secret group.Scalar) ([]byte, error) {
-	raw, err := secret.MarshalBinary()
-	if err != nil {
-		return nil, err
-	}
-	defer clear(raw)
-	return hkdf.Key(sha256.New, raw, nil, "coffer root key v1", 32)
+// deriveKey derives a 32-byte key for purpose info from a secret's
+// encoding.
+func deriveKey(secret []byte, info string) ([]byte, error) {
+	return hkdf.Key(sha256.New, secret, nil, info, 32)
 }
 
 func encodeShare(s secretsharing.Share) (string, error) {

@@ -16,8 +16,14 @@ import (
 // 255 must make Unseal fail with an error that names it, never panic (a
 // threshold of 0 used to panic in the share recovery).
 func TestUnsealRejectsBadSealConfig(t *testing.T) {
-	for _, cfg := range []SealConfig{{0, 0}, {3, 0}, {3, -1}, {2, 3}, {300, 2}, {256, 256}, {-1, -1}} {
-		t.Run(fmt.Sprintf("%d-of-%d", cfg.Threshold, cfg.Shares), func(t *testing.T) {
+	bad := []SealConfig{}
+	for _, nt := range [][2]int{{0, 0}, {3, 0}, {3, -1}, {2, 3}, {300, 2}, {256, 256}, {-1, -1}} {
+		bad = append(bad, SealConfig{Version: sealConfigVersion, Type: TypeShamir, Shares: nt[0], Threshold: nt[1]})
+	}
+	// An unknown version is refused as well, whatever the counts say.
+	bad = append(bad, SealConfig{Version: 3, Type: TypeShamir, Shares: 3, Threshold: 2})
+	for _, cfg := range bad {
+		t.Run(fmt.Sprintf("v%d-%d-of-%d", cfg.Version, cfg.Threshold, cfg.Shares), func(t *testing.T) {
 			b, be, shares := initBarrier(t, 3, 2)
 			b.Seal()
 			raw, _ := json.Marshal(cfg)

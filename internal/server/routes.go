@@ -42,8 +42,7 @@ func (s *Server) routes() {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not initialized",
 				"reason": "the store holds no root key yet: run `coffer operator init` once, against any replica"})
 		case st.Sealed:
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "sealed",
-				"reason": fmt.Sprintf("this replica is sealed (%d of %d shares submitted): unseal it with `coffer operator unseal`; each replica is unsealed on its own", st.Progress, st.Threshold)})
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "sealed", "reason": sealedReason(st)})
 		default:
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 		}
@@ -269,4 +268,19 @@ func (s *Server) authorizeAlias(ctx context.Context, r *http.Request, p *auth.Pr
 		return "", err
 	}
 	return id, nil
+}
+
+// sealedReason says why a replica is sealed and what unseals it.
+func sealedReason(st client.SealStatus) string {
+	switch {
+	case st.MigrationPending:
+		return fmt.Sprintf("a seal migration from %s to %s is pending: submit a quorum of the current shares with `coffer operator migrate-seal`", st.Type, st.ConfiguredType)
+	case st.Seal != nil && st.Seal.SealedByOperator:
+		return fmt.Sprintf("sealed by an operator: restart the server, or submit a quorum of recovery shares with `coffer operator unseal` (%d of %d submitted)", st.Progress, st.RecoveryThreshold)
+	case st.Seal != nil && st.Seal.LastUnsealError != "":
+		return "the " + st.Seal.Type + " auto-unseal failed: " + st.Seal.LastUnsealError
+	case st.Seal != nil:
+		return "waiting for the " + st.Seal.Type + " auto-unseal"
+	}
+	return fmt.Sprintf("this replica is sealed (%d of %d shares submitted): unseal it with `coffer operator unseal`; each replica is unsealed on its own", st.Progress, st.Threshold)
 }

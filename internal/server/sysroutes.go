@@ -25,4 +25,64 @@ func (s *Server) sysRoutes() {
 			res, err := s.sys.Rewrap(ctx)
 			return client.RewrapResponse{Term: res.Term, Scanned: res.Scanned, Rewrapped: res.Rewrapped, Current: res.Current}, err
 		}))
+
+	s.quorumRoutes()
+}
+
+// quorumRoutes serves the operations a quorum of shares authorises: a new
+// root token (generate-root), new shares (rekey) and a seal migration.
+// Like init and unseal they take no token (the root token may be the very
+// thing lost): the shares are the authorisation, each attempt runs under a
+// nonce every submission repeats, and each request is audited like any
+// other (never with a share or token in the record).
+func (s *Server) quorumRoutes() {
+	m := s.mux
+	pub := func(action string) route { return route{action: action, public: true} }
+	m.HandleFunc("GET /v1/sys/generate-root/attempt", handle(s, pub("sys:GenerateRootStatus"), nil,
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, _ *empty) (client.GenerateRootStatus, error) {
+			return s.sys.GenerateRootStatus(ctx)
+		}))
+	m.HandleFunc("POST /v1/sys/generate-root/attempt", handle(s, pub("sys:GenerateRootStart"), nil,
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.GenerateRootRequest) (client.GenerateRootStatus, error) {
+			return s.sys.GenerateRootStart(ctx, req.OTP)
+		}))
+	m.HandleFunc("DELETE /v1/sys/generate-root/attempt", handle(s, pub("sys:GenerateRootCancel"), nil,
+		func(context.Context, *http.Request, auth.Principal, *empty) (noContent, error) {
+			s.sys.GenerateRootCancel()
+			return noContent{}, nil
+		}))
+	m.HandleFunc("POST /v1/sys/generate-root/update", handle(s, pub("sys:GenerateRoot"), nil,
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.ShareSubmission) (client.GenerateRootStatus, error) {
+			if req.Nonce == "" || req.Share == "" {
+				return client.GenerateRootStatus{}, badRequest("nonce and share are required")
+			}
+			return s.sys.GenerateRootSubmit(ctx, req.Nonce, req.Share)
+		}))
+	m.HandleFunc("GET /v1/sys/rekey/attempt", handle(s, pub("sys:RekeyStatus"), nil,
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, _ *empty) (client.RekeyStatus, error) {
+			return s.sys.RekeyStatus(ctx)
+		}))
+	m.HandleFunc("POST /v1/sys/rekey/attempt", handle(s, pub("sys:RekeyStart"), nil,
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.RekeyRequest) (client.RekeyStatus, error) {
+			return s.sys.RekeyStart(ctx, req.Shares, req.Threshold)
+		}))
+	m.HandleFunc("DELETE /v1/sys/rekey/attempt", handle(s, pub("sys:RekeyCancel"), nil,
+		func(context.Context, *http.Request, auth.Principal, *empty) (noContent, error) {
+			s.sys.RekeyCancel()
+			return noContent{}, nil
+		}))
+	m.HandleFunc("POST /v1/sys/rekey/update", handle(s, pub("sys:Rekey"), nil,
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.ShareSubmission) (client.RekeyStatus, error) {
+			if req.Nonce == "" || req.Share == "" {
+				return client.RekeyStatus{}, badRequest("nonce and share are required")
+			}
+			return s.sys.RekeySubmit(ctx, req.Nonce, req.Share)
+		}))
+	m.HandleFunc("POST /v1/sys/migrate-seal", handle(s, route{action: "sys:MigrateSeal", public: true, sealedOK: true}, nil,
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.MigrateSealRequest) (client.MigrateSealResponse, error) {
+			if !req.Reset && req.Share == "" {
+				return client.MigrateSealResponse{}, badRequest("share is required (or reset: true)")
+			}
+			return s.sys.MigrateSeal(ctx, *req)
+		}))
 }

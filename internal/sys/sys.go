@@ -43,6 +43,9 @@ type Sys struct {
 
 	// follow keeps the caches coherent with other replicas (follow.go).
 	follow follower
+
+	// auto is the auto-unseal's state (seal.go).
+	auto autoState
 }
 
 // Status reports the seal state.
@@ -51,12 +54,24 @@ func (s *Sys) Status(ctx context.Context) (client.SealStatus, error) {
 	if err != nil {
 		return client.SealStatus{}, err
 	}
-	return client.SealStatus{Initialized: st.Initialized, Sealed: st.Sealed || !s.loaded.Load(), Shares: st.Shares,
-		Threshold: st.Threshold, Progress: st.Progress, Version: Version}, nil
+	return s.statusOf(st), nil
 }
 
-// Init creates the root key and the root token and leaves the server
-// sealed, as a production server must be unsealed by its share holders.
+// statusOf is the wire form of a barrier status.
+func (s *Sys) statusOf(st barrier.Status) client.SealStatus {
+	out := client.SealStatus{Initialized: st.Initialized, Sealed: st.Sealed || !s.loaded.Load(), Shares: st.Shares,
+		Threshold: st.Threshold, Progress: st.Progress, Version: Version, Seal: s.SealHealth()}
+	if st.Initialized {
+		out.Type, out.RecoveryShares, out.RecoveryThreshold = st.SealType(), st.RecoveryShares, st.RecoveryThreshold
+		out.ConfiguredType, out.MigrationPending = st.Configured, st.MigrationPending
+	}
+	return out
+}
+
+// Init creates the root key and the root token. Under Shamir it leaves the
+// server sealed, as a production server must be unsealed by its share
+// holders; under an auto-unseal the shares are recovery shares and the
+// server unseals itself through its seal at once.
 func (s *Sys) Init(ctx context.Context, shares, threshold int) (client.InitResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -71,12 +86,24 @@ func (s *Sys) Init(ctx context.Context, shares, threshold int) (client.InitRespo
 	if err != nil {
 		return client.InitResponse{}, err
 	}
-	defer s.sealLocked()
 	tok, _, err := s.Tokens.Create(ctx, "root", true, 0, "")
+	s.sealLocked()
 	if err != nil {
 		return client.InitResponse{}, fmt.Errorf("creating the root token: %w", err)
 	}
-	return client.InitResponse{Shares: parts, RootToken: tok}, nil
+	if cur, _ := s.Barrier.Seals(); cur != nil {
+		// The shares are recovery shares; the seal unseals. A failure
+		// here is retried by the auto-unseal loop, and the answer
+		// (shown once) must reach the operator all the same.
+		if err := s.autoUnsealLocked(ctx); err != nil {
+			s.auto.mu.Lock()
+			s.auto.lastErr = err.Error()
+			s.auto.mu.Unlock()
+		}
+		s.auto.wake()
+		return client.InitResponse{RootToken: tok, Type: cur.Type(), RecoveryShares: parts}, nil
+	}
+	return client.InitResponse{Shares: parts, RootToken: tok, Type: barrier.TypeShamir}, nil
 }
 
 // Unseal submits one share; on the last one it loads the services.
@@ -88,20 +115,32 @@ func (s *Sys) Unseal(ctx context.Context, share string) (client.SealStatus, erro
 		return client.SealStatus{}, err
 	}
 	if wasSealed && !s.Barrier.Sealed() {
-		// The revision is read before the caches load, so the follow
-		// loop misses no change made meanwhile (follow.go).
-		rev, at, err := s.follow.revision(ctx)
-		if err == nil {
-			err = s.load(ctx)
+		if err := s.afterUnsealLocked(ctx); err != nil {
+			return client.SealStatus{}, err
 		}
-		if err != nil {
-			s.sealLocked()
-			return client.SealStatus{}, fmt.Errorf("loading state after unseal: %w", err)
-		}
-		s.follow.start(s, rev, at)
-		s.loaded.Store(true)
+		s.auto.mu.Lock()
+		s.auto.manual = false // a quorum unsealed it: the loop may keep it so
+		s.auto.mu.Unlock()
 	}
 	return s.Status(ctx)
+}
+
+// afterUnsealLocked loads the caches once the barrier opened, and starts
+// following other replicas; on a failure it seals again.
+func (s *Sys) afterUnsealLocked(ctx context.Context) error {
+	// The revision is read before the caches load, so the follow loop
+	// misses no change made meanwhile (follow.go).
+	rev, at, err := s.follow.revision(ctx)
+	if err == nil {
+		err = s.load(ctx)
+	}
+	if err != nil {
+		s.sealLocked()
+		return fmt.Errorf("loading state after unseal: %w", err)
+	}
+	s.follow.start(s, rev, at)
+	s.loaded.Store(true)
+	return nil
 }
 
 func (s *Sys) load(ctx context.Context) error {
@@ -124,10 +163,15 @@ func (s *Sys) Sealed() bool { return !s.loaded.Load() || s.Barrier.Sealed() }
 // ResetUnseal discards submitted shares.
 func (s *Sys) ResetUnseal() { s.Barrier.ResetUnseal() }
 
-// Seal wipes every key from memory.
+// Seal wipes every key from memory. Under an auto-unseal the server then
+// stays sealed until it restarts or a quorum of recovery shares unseals it:
+// an emergency seal must not be undone by the seal a second later.
 func (s *Sys) Seal() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.auto.mu.Lock()
+	s.auto.manual = true
+	s.auto.mu.Unlock()
 	s.sealLocked()
 }
 
