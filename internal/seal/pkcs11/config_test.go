@@ -56,15 +56,18 @@ func TestBadLibrary(t *testing.T) {
 	if err := os.WriteFile(text, []byte("not a library"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	libs := map[string]string{
-		"missing":     filepath.Join(dir, "nope.so"),
-		"directory":   dir,
-		"not ELF":     text,
-		"a program":   "/bin/ls",
-		"libc":        findLibc(t),
-		"via symlink": symlink(t, "/bin/ls"),
+	// The reason, which for ELF files comes from reading the symbols
+	// before anything is loaded.
+	libs := map[string][2]string{
+		"missing":     {filepath.Join(dir, "nope.so"), "does not exist"},
+		"directory":   {dir, "not a regular file"},
+		"not ELF":     {text, "not an ELF shared library"},
+		"a program":   {"/bin/ls", "does not export C_GetFunctionList"},
+		"libc":        {findLibc(t), "does not export C_GetFunctionList"},
+		"via symlink": {symlink(t, "/bin/ls"), "does not export C_GetFunctionList"},
 	}
-	for name, lib := range libs {
+	for name, l := range libs {
+		lib, why := l[0], l[1]
 		c := Config{Library: lib, TokenLabel: "t", PINEnv: "P", KeyLabel: "k"}
 		s, err := New(c)
 		if err == nil {
@@ -73,8 +76,8 @@ func TestBadLibrary(t *testing.T) {
 			continue
 		}
 		wantErr(t, err, seal.ErrMisconfigured)
-		if !strings.Contains(err.Error(), lib) && name != "via symlink" {
-			t.Errorf("%s: error %q does not name the library", name, err)
+		if !strings.Contains(err.Error(), lib) || !strings.Contains(err.Error(), why) {
+			t.Errorf("%s: error %q does not name the library and say %q", name, err, why)
 		}
 	}
 }

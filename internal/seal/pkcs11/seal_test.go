@@ -174,7 +174,7 @@ func TestOtherKey(t *testing.T) {
 			// Another label: refused before the token is asked.
 			_, err = b.Unwrap(ctx, blobA)
 			wantErr(t, err, seal.ErrBlob)
-			if !strings.Contains(err.Error(), `"root"`) {
+			if !strings.Contains(err.Error(), `wrapped by the key labelled "root" but this seal uses`) {
 				t.Fatalf("error %q does not name the blob's key", err)
 			}
 		})
@@ -237,13 +237,6 @@ func TestKnownAnswerGCM(t *testing.T) {
 	b.ciphertext = gcm.Seal(nil, iv, rootKey(7), b.header())
 	_, err = s.Unwrap(ctx, b.marshal())
 	wantErr(t, err, seal.ErrBlob)
-	// Nor one of another plaintext length (a 31-byte "root key").
-	b.ciphertext = gcm.Seal(nil, iv, rootKey(7)[:31], b.aad())
-	data = append(b.header(), 12)
-	data = append(data, iv...)
-	data = append(data, 0, byte(len(b.ciphertext)))
-	_, err = s.Unwrap(ctx, append(data, b.ciphertext...))
-	wantErr(t, err, seal.ErrBlob)
 }
 
 // TestRSAOAEPInterop: a blob made in Go with RSA-OAEP SHA-1 (what
@@ -273,6 +266,65 @@ func TestRSAOAEPInterop(t *testing.T) {
 	}
 	if !bytes.Equal(got, rootKey(10)) {
 		t.Fatal("another plaintext")
+	}
+	// A well-formed ciphertext of something that is not a 32-byte key.
+	for _, n := range []int{0, 31, 33, 64} {
+		p.ciphertext, err = rsa.EncryptOAEP(sha1.New(), rand.Reader, pub, make([]byte, n), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err = s.Unwrap(ctx, p.marshal())
+		if got != nil {
+			t.Fatalf("a %d-byte value unwrapped", n)
+		}
+		wantErr(t, err, seal.ErrBlob)
+	}
+}
+
+// TestSessionKeyTemplate: the object that carries the root key through
+// C_WrapKey/C_UnwrapKey is a session object, never stored on the token.
+func TestSessionKeyTemplate(t *testing.T) {
+	want := map[uint][]byte{p11.CKA_TOKEN: {0}, p11.CKA_PRIVATE: {1}, p11.CKA_CLASS: p11.NewAttribute(0, p11.CKO_SECRET_KEY).Value}
+	for _, a := range sessionKeyTemplate([]byte("v")) {
+		if w, ok := want[a.Type]; ok {
+			if !bytes.Equal(a.Value, w) {
+				t.Errorf("attribute %#x is %x, want %x", a.Type, a.Value, w)
+			}
+			delete(want, a.Type)
+		}
+	}
+	if len(want) != 0 {
+		t.Errorf("attributes %v missing", want)
+	}
+}
+
+// TestNoLeftoverObjects: aes-key-wrap-pad destroys the session objects
+// that held the root key.
+func TestNoLeftoverObjects(t *testing.T) {
+	needHSM(t)
+	ctx := testCtx(t)
+	s := generated(t, tokKWP, "root", MechanismAESKeyWrapPad)
+	data, err := s.Wrap(ctx, rootKey(26))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Unwrap(ctx, data); err != nil {
+		t.Fatal(err)
+	}
+	err = s.do(ctx, "test", func(sh p11.SessionHandle) error {
+		c := s.mod.ctx
+		if err := c.FindObjectsInit(sh, []*p11.Attribute{p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_GENERIC_SECRET)}); err != nil {
+			return err
+		}
+		objs, _, err := c.FindObjects(sh, 10)
+		c.FindObjectsFinal(sh)
+		if len(objs) != 0 {
+			t.Errorf("%d generic secret objects left", len(objs))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -482,7 +534,7 @@ func TestMissingKey(t *testing.T) {
 			_, err = g.Unwrap(ctx, blob)
 			wantErr(t, err, seal.ErrMisconfigured)
 			wantErr(t, g.Health(ctx), seal.ErrMisconfigured) // still none
-			data, err := g.Wrap(ctx, rootKey(15))             // Wrap generates
+			data, err := g.Wrap(ctx, rootKey(15))            // Wrap generates
 			if err != nil {
 				t.Fatal(err)
 			}
