@@ -43,6 +43,7 @@ const (
 	toolKey          = "tool-aes"    // --private --sensitive --id 0a0b
 	toolKeyID        = "0a0b"        //
 	toolPublicKey    = "tool-public" // no --private: refused
+	toolRSA          = "tool-rsa"
 	toolExtractable  = "tool-extractable"
 	toolNotSensitive = "tool-not-sensitive"
 	katKey           = "kat"
@@ -133,6 +134,9 @@ func setupSoftHSM(dir string) error {
 		return err
 	}
 	if err := tool("--keygen", "--key-type", "AES:32", "--label", toolNotSensitive, "--private"); err != nil {
+		return err
+	}
+	if err := tool("--keypairgen", "--key-type", "rsa:2048", "--label", toolRSA, "--id", "0c", "--private", "--sensitive", "--usage-decrypt"); err != nil {
 		return err
 	}
 	kat := filepath.Join(dir, "kat.key")

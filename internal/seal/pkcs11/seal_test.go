@@ -386,6 +386,15 @@ func TestToolKey(t *testing.T) {
 	if err != nil || !bytes.Equal(got, rootKey(11)) {
 		t.Fatalf("unwrap: %v", err)
 	}
+
+	r := open(t, config(t, tokTool, toolRSA, MechanismRSAOAEPSHA1))
+	data, err = r.Wrap(ctx, rootKey(12))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.Unwrap(ctx, data); err != nil || !bytes.Equal(got, rootKey(12)) {
+		t.Fatalf("rsa unwrap: %v", err)
+	}
 }
 
 // TestUnprotectedKeys: keys whose secret is not confined to the token are
