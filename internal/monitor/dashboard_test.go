@@ -269,7 +269,7 @@ func registeredMetrics(t *testing.T) map[string]string {
 
 	// The server: monitor.NewMetrics and its scrape-time gauges.
 	m := NewMetrics(0, func() State {
-		return State{Initialized: true, Tokens: 1, Keys: []KeyState{
+		return State{Initialized: true, Tokens: 1, Seal: &SealState{Type: "pkcs11", Healthy: true, UnsealSeconds: 0.01}, Keys: []KeyState{
 			{ID: "key-a", State: "enabled", LastRotated: time.Now().Add(-time.Hour), RotationPeriod: 24 * time.Hour},
 		}}
 	})
@@ -496,5 +496,39 @@ func TestDashboardCheckerCatchesTypos(t *testing.T) {
 	}
 	if balanced(`sum(rate(coffer_requests_total[5m])`) || !balanced(`sum(rate(coffer_requests_total{code=")"}[5m]))`) {
 		t.Error("balanced is wrong")
+	}
+}
+
+// TestAlertRulesMetricsExist: every coffer_ metric an alert rule in
+// deploy/prometheus/coffer-rules.yaml names is one the server or the
+// plugin registers (a renamed metric silently disarms its alert).
+func TestAlertRulesMetricsExist(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/prometheus/coffer-rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	families := registeredMetrics(t)
+	name := regexp.MustCompile(`coffer_[a-zA-Z0-9_:]+`)
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		expr, ok := strings.CutPrefix(strings.TrimSpace(line), "expr:")
+		if !ok {
+			continue
+		}
+		for _, m := range name.FindAllString(expr, -1) {
+			n++
+			base := m
+			for _, suf := range []string{"_bucket", "_sum", "_count"} {
+				if b, ok := strings.CutSuffix(m, suf); ok && families[b] == "HISTOGRAM" {
+					base = b
+				}
+			}
+			if _, ok := families[base]; !ok {
+				t.Errorf("an alert rule uses %s, which nothing registers", m)
+			}
+		}
+	}
+	if n < 5 {
+		t.Fatalf("found only %d metric names in the alert rules", n)
 	}
 }

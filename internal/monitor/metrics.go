@@ -43,6 +43,24 @@ type State struct {
 	Initialized, Sealed bool
 	Tokens              int
 	Keys                []KeyState
+	// Seal is the auto-unseal's state; nil under Shamir unseal shares.
+	Seal *SealState
+	// MigrationPending: the store is protected by another seal than the
+	// configured one.
+	MigrationPending bool
+}
+
+// SealState is what the metrics show of an auto-unseal.
+type SealState struct {
+	Type    string
+	Healthy bool
+	// Failing is set while the server is sealed and its last auto-unseal
+	// attempt failed.
+	Failing bool
+	// Failures counts failed auto-unseal attempts since start.
+	Failures int64
+	// UnsealSeconds is how long the last successful auto-unseal took.
+	UnsealSeconds float64
 }
 
 // Metrics holds Coffer's collectors in their own registry.
@@ -199,10 +217,16 @@ var (
 	descKeys        = prometheus.NewDesc("coffer_keys", "Keys by state.", []string{"state"}, nil)
 	descSinceRot    = prometheus.NewDesc("coffer_key_seconds_since_rotation", "Seconds since each key's last rotation (or creation).", []string{"key"}, nil)
 	descRotPeriod   = prometheus.NewDesc("coffer_key_rotation_period_seconds", "Each key's automatic rotation period; absent when it has none.", []string{"key"}, nil)
+	descSealHealthy = prometheus.NewDesc("coffer_seal_healthy", "1 when the auto-unseal's last health check passed (the HSM, TPM or unsealing Coffer answered and its key is usable); absent under Shamir.", []string{"type"}, nil)
+	descSealFailing = prometheus.NewDesc("coffer_auto_unseal_failing", "1 while the server is sealed and its last auto-unseal attempt failed.", []string{"type"}, nil)
+	descSealFails   = prometheus.NewDesc("coffer_auto_unseal_failures_total", "Failed auto-unseal attempts since the server started.", []string{"type"}, nil)
+	descUnsealSecs  = prometheus.NewDesc("coffer_unseal_duration_seconds", "How long the last successful auto-unseal took (the seal's unwrap and loading the keyring and caches).", []string{"type"}, nil)
+	descMigration   = prometheus.NewDesc("coffer_seal_migration_pending", "1 when the store is protected by another seal than the configured one (coffer operator migrate-seal completes it).", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSealed, descInitialized, descTokens, descKeys, descSinceRot, descRotPeriod} {
+	for _, d := range []*prometheus.Desc{descSealed, descInitialized, descTokens, descKeys, descSinceRot, descRotPeriod,
+		descSealHealthy, descSealFailing, descSealFails, descUnsealSecs, descMigration} {
 		ch <- d
 	}
 }
@@ -219,6 +243,13 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSealed, prometheus.GaugeValue, b2f(st.Sealed))
 	ch <- prometheus.MustNewConstMetric(descInitialized, prometheus.GaugeValue, b2f(st.Initialized))
 	ch <- prometheus.MustNewConstMetric(descTokens, prometheus.GaugeValue, float64(st.Tokens))
+	ch <- prometheus.MustNewConstMetric(descMigration, prometheus.GaugeValue, b2f(st.MigrationPending))
+	if s := st.Seal; s != nil {
+		ch <- prometheus.MustNewConstMetric(descSealHealthy, prometheus.GaugeValue, b2f(s.Healthy), s.Type)
+		ch <- prometheus.MustNewConstMetric(descSealFailing, prometheus.GaugeValue, b2f(s.Failing), s.Type)
+		ch <- prometheus.MustNewConstMetric(descSealFails, prometheus.CounterValue, float64(s.Failures), s.Type)
+		ch <- prometheus.MustNewConstMetric(descUnsealSecs, prometheus.GaugeValue, s.UnsealSeconds, s.Type)
+	}
 	byState := map[string]int{}
 	keys := st.Keys
 	sort.Slice(keys, func(i, j int) bool { return keys[i].ID < keys[j].ID })

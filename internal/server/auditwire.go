@@ -195,6 +195,11 @@ func sysState(s *sys.Sys) monitor.State {
 	st := monitor.State{Sealed: s.Barrier.Sealed()}
 	if bs, err := s.Barrier.Status(context.Background()); err == nil {
 		st.Initialized = bs.Initialized
+		st.MigrationPending = bs.Initialized && bs.MigrationPending
+	}
+	if h := s.SealHealth(); h != nil {
+		st.Seal = &monitor.SealState{Type: h.Type, Healthy: h.Healthy, Failing: st.Sealed && h.LastUnsealError != "",
+			Failures: h.Failures, UnsealSeconds: h.UnsealSeconds}
 	}
 	if !st.Sealed {
 		st.Tokens = s.Tokens.Count()

@@ -29,6 +29,7 @@ import (
 	"github.com/cofferkms/coffer/internal/audit"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/monitor"
+	"github.com/cofferkms/coffer/internal/seal"
 	"github.com/cofferkms/coffer/internal/storage"
 	"github.com/cofferkms/coffer/internal/storage/etcd"
 	"github.com/cofferkms/coffer/internal/sys"
@@ -72,6 +73,12 @@ type Config struct {
 	Metrics MetricsConfig `json:"metrics"`
 	// HA configures replicas sharing one store (etcd).
 	HA HAConfig `json:"ha"`
+	// Seal names an auto-unseal (sealwire.go); without it the root key is
+	// protected by Shamir unseal shares.
+	Seal *SealConfig `json:"seal"`
+	// PreviousSeal is the auto-unseal the store is protected by during a
+	// migration away from it (coffer operator migrate-seal).
+	PreviousSeal *SealConfig `json:"previous_seal"`
 
 	// Dev mode (flags only): initialize and unseal automatically.
 	Dev          bool   `json:"-"`
@@ -221,6 +228,19 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 	if err != nil {
 		return err
 	}
+	// The seals are built (and their configuration checked) before
+	// anything listens; they reach their device only when used.
+	curSeal, prevSeal, err := openSeals(cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, s := range []seal.Seal{curSeal, prevSeal} {
+			if s != nil {
+				s.Close()
+			}
+		}
+	}()
 	opener, err := prepareStorage(where)
 	if err != nil {
 		return err
@@ -314,6 +334,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 		backend = monitor.Timed(store, metrics)
 	}
 	bar := barrier.New(backend)
+	bar.ConfigureSeal(curSeal, prevSeal)
 	s = sys.New(bar, nil)
 	// HA: a shared store's changes made by other replicas reach this
 	// one's caches through its watch (internal/sys, follow.go).
@@ -404,6 +425,23 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 	// Background jobs: rotation, deletion, token sweeps and key alerts on
 	// the job leader only; access-key use flushes everywhere (replicawire.go).
 	startJobs(bg, &bgWG, rep, s, interval, engine, logger)
+	// The auto-unseal keeps this replica unsealed through its seal; each
+	// replica unseals itself. Every attempt is audited.
+	if curSeal != nil {
+		s.OnAutoUnseal = func(ctx context.Context, err error) error {
+			r := &audit.Record{Type: audit.TypeEvent, Time: time.Now().UTC(), Door: "seal", Action: "sys:AutoUnseal",
+				Principal: audit.Principal{Kind: "system", ID: curSeal.Type()}, Outcome: "ok"}
+			if err != nil {
+				r.Outcome, r.ErrorCode, r.Detail = "error", "seal_unavailable", boundString(err.Error(), maxMessage)
+			}
+			return rec.Record(ctx, r)
+		}
+		bgWG.Add(1)
+		go func() {
+			defer bgWG.Done()
+			s.RunAutoUnseal(bg, logger)
+		}()
+	}
 
 	// From here on the listener serves the API.
 	gate.open(api)

@@ -4,8 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,13 +87,20 @@ func (s *Sys) AutoUnseal(ctx context.Context) error {
 func (s *Sys) autoUnsealLocked(ctx context.Context) error {
 	wasSealed := s.Barrier.Sealed()
 	start := time.Now()
-	if err := s.Barrier.AutoUnseal(ctx); err != nil {
-		return err
+	err := s.Barrier.AutoUnseal(ctx)
+	if err == nil && wasSealed {
+		err = s.afterUnsealLocked(ctx)
 	}
-	if !wasSealed {
+	if !wasSealed && err == nil {
 		return nil
 	}
-	if err := s.afterUnsealLocked(ctx); err != nil {
+	if s.OnAutoUnseal != nil {
+		if rerr := s.OnAutoUnseal(ctx, err); rerr != nil && err == nil {
+			s.sealLocked()
+			return fmt.Errorf("auto-unsealed, but the audit trail could not record it, so the server sealed again: %w", rerr)
+		}
+	}
+	if err != nil {
 		return err
 	}
 	a := &s.auto

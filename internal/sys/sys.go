@@ -46,6 +46,10 @@ type Sys struct {
 
 	// auto is the auto-unseal's state (seal.go).
 	auto autoState
+	// OnAutoUnseal, when set, records each auto-unseal attempt (err nil
+	// on success) in the audit trail. A success it cannot record is
+	// undone: the server seals again (fail closed).
+	OnAutoUnseal func(ctx context.Context, err error) error
 }
 
 // Status reports the seal state.
