@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -28,6 +29,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/credential"
@@ -49,6 +53,23 @@ statements:
     conditions:
       StringEquals:
         context.coffer-seal: root-key
+`
+
+// sealKeyPolicy is the key policy of alias/unseal in the operations guide.
+const sealKeyPolicy = `statements:
+  - sid: OnlyTheSealUsesTheKey
+    effect: allow
+    actions: [kms:Encrypt, kms:Decrypt]
+    resources: ["*"]
+    principals: ["role:coffer-a-seal"]
+    conditions:
+      StringEquals:
+        context.coffer-seal: root-key
+  - sid: AdminsManageTheKey
+    effect: allow
+    actions: ["key:*"]
+    resources: ["*"]
+    principals: ["role:unseal-admin"]
 `
 
 // assumePolicy lets an access key assume the seal's roles, and nothing
@@ -74,9 +95,11 @@ const broadPolicy = `statements:
     resources: ["*"]
 `
 
-// testPKI is a CA and a server certificate for 127.0.0.1.
+// testPKI is a CA, a server certificate for 127.0.0.1 and a client
+// certificate (common name coffer-a-seal) for certificate login.
 type testPKI struct {
 	caFile, certFile, keyFile string
+	clientCert, clientKey     string
 }
 
 func newPKI(t testing.TB) testPKI {
@@ -114,10 +137,30 @@ func newPKI(t testing.TB) testPKI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := testPKI{filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")}
+	cliKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "coffer-a-seal"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	cliDER, err := x509.CreateCertificate(rand.Reader, cliTmpl, ca, &cliKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliKeyDER, err := x509.MarshalPKCS8PrivateKey(cliKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := testPKI{filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"),
+		filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")}
 	writeFile(t, p.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644)
 	writeFile(t, p.certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}), 0o644)
 	writeFile(t, p.keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+	writeFile(t, p.clientCert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cliDER}), 0o644)
+	writeFile(t, p.clientKey, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: cliKeyDER}), 0o600)
 	return p
 }
 
@@ -133,8 +176,9 @@ func writeFile(t testing.TB, path string, data []byte, mode os.FileMode) {
 
 // other is the unsealing Coffer.
 type other struct {
-	addr string // https://127.0.0.1:PORT
-	root *client.Client
+	addr  string // https://127.0.0.1:PORT
+	root  *client.Client
+	share string // its one unseal share
 	stop func() // stops it and waits; idempotent
 }
 
@@ -145,6 +189,7 @@ func startOther(t testing.TB, pki testPKI, dir, listen string) *other {
 	var cfg server.Config
 	cfg.Dev, cfg.DevDir, cfg.Listen = true, dir, listen
 	cfg.TLS.CertFile, cfg.TLS.KeyFile = pki.certFile, pki.keyFile
+	cfg.TLS.ClientCAFile = pki.caFile // certificate login
 	cfg.Audit.AlertsDisabled = true
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan server.Banner, 1)
@@ -176,7 +221,7 @@ func startOther(t testing.TB, pki testPKI, dir, listen string) *other {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &other{addr: ban.Addr, root: root, stop: stop}
+	return &other{addr: ban.Addr, root: root, share: ban.UnsealShare, stop: stop}
 }
 
 func testCtx(t testing.TB) context.Context {
@@ -356,6 +401,9 @@ func TestRoleAccessKey(t *testing.T) {
 	ak := ok[*client.CreateAccessKeyResponse](t, "CreateAccessKey")(o.root.CreateAccessKey(ctx, client.CreateAccessKeyRequest{Description: "coffer-a seal", Policies: []string{"assume-seal"}}))
 	ok[*client.Role](t, "CreateRole")(o.root.CreateRole(ctx, client.Role{Name: "coffer-a-seal", Policies: []string{"unseal"},
 		TrustPrincipals: []string{"access-key:" + ak.ID}, TTL: "15m"}))
+	// The key policy of the operations guide: only the seal's role uses
+	// the key, and only for the root key.
+	ok[*client.KeyPolicy](t, "PutKeyPolicy")(o.root.PutKeyPolicy(ctx, "alias/unseal", sealKeyPolicy))
 	for name, content := range map[string]string{
 		"colon":     ak.ID + ":" + ak.SecretAccessKey + "\n",
 		"two lines": ak.ID + "\n" + ak.SecretAccessKey + "\n",
@@ -372,6 +420,12 @@ func TestRoleAccessKey(t *testing.T) {
 				t.Fatalf("Info = %v", s.Info())
 			}
 		})
+	}
+	// A token whose identity policy allows every key is still refused
+	// by the key policy.
+	broad := newSeal(t, transit.Config{Address: o.addr, Key: "alias/unseal", CACertFile: pki.caFile, TokenFile: tokenFile(t, o.token(t, "broad"))})
+	if _, err := broad.Wrap(ctx, rootKey(t)); !errors.Is(err, transit.ErrRefused) || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("Wrap by a token outside the key policy = %v", err)
 	}
 	// A file others can read is refused at New, without the secret in
 	// the error.
@@ -392,6 +446,58 @@ func TestRoleAccessKey(t *testing.T) {
 		t.Fatalf("Wrap with an untrusted role = %v", err)
 	}
 	noSecret(t, "Wrap", err, []byte(ak.SecretAccessKey))
+}
+
+func TestRoleCertificate(t *testing.T) {
+	t.Parallel()
+	pki := newPKI(t)
+	o := startOther(t, pki, t.TempDir(), "127.0.0.1:0")
+	o.setup(t)
+	ok[*client.Role](t, "CreateRole")(o.root.CreateRole(testCtx(t), client.Role{Name: "coffer-a-seal", Policies: []string{"unseal"}, TTL: "15m",
+		Certificates: []client.CertificateTrust{{CommonName: "coffer-a-seal"}}}))
+	s := newSeal(t, transit.Config{Address: o.addr, Key: "alias/unseal", CACertFile: pki.caFile, Role: "coffer-a-seal",
+		ClientCertFile: pki.clientCert, ClientKeyFile: pki.clientKey})
+	roundTrip(t, s)
+	if s.Info()["credential"] != "client_certificate" || s.Info()["client_cert_file"] != pki.clientCert {
+		t.Fatalf("Info = %v", s.Info())
+	}
+}
+
+func TestRoleKubernetes(t *testing.T) {
+	t.Parallel()
+	pki := newPKI(t)
+	o := startOther(t, pki, t.TempDir(), "127.0.0.1:0")
+	o.setup(t)
+	ctx := testCtx(t)
+	const issuer = "https://kubernetes.test"
+	sk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &sk.PublicKey, KeyID: "k1", Algorithm: "ES256", Use: "sig"}}})
+	ok[*client.Cluster](t, "RegisterCluster")(o.root.RegisterCluster(ctx, client.Cluster{Name: "prod", Mode: "jwks", Issuer: issuer, JWKS: string(jwks)}))
+	ok[*client.Role](t, "CreateRole")(o.root.CreateRole(ctx, client.Role{Name: "coffer-a-seal", Policies: []string{"unseal"}, TTL: "15m",
+		Kubernetes: []client.KubernetesTrust{{Cluster: "prod", Namespace: "coffer", ServiceAccount: "coffer"}}}))
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: sk}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	claims := jwt.Claims{Issuer: issuer, Subject: "system:serviceaccount:coffer:coffer", Audience: jwt.Audience{"coffer"},
+		IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(10 * time.Minute))}
+	priv := map[string]any{"kubernetes.io": map[string]any{"namespace": "coffer", "serviceaccount": map[string]string{"name": "coffer", "uid": "u-1"}}}
+	sa, err := jwt.Signed(signer).Claims(claims).Claims(priv).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saFile := filepath.Join(t.TempDir(), "token")
+	writeFile(t, saFile, []byte(sa), 0o600)
+	s := newSeal(t, transit.Config{Address: o.addr, Key: "alias/unseal", CACertFile: pki.caFile, Role: "coffer-a-seal",
+		KubernetesTokenFile: saFile, Cluster: "prod"})
+	roundTrip(t, s)
+	if s.Info()["credential"] != "kubernetes" || s.Info()["cluster"] != "prod" {
+		t.Fatalf("Info = %v", s.Info())
+	}
 }
 
 func TestPermissionDenied(t *testing.T) {
@@ -450,6 +556,19 @@ func TestKeyDisabledAndMissing(t *testing.T) {
 	got, err := s.Unwrap(ctx, blob)
 	if err != nil || !bytes.Equal(got, rk) {
 		t.Fatalf("Unwrap after enabling = %v", err)
+	}
+
+	// The unsealing Coffer sealed: transient, says so.
+	if err := o.root.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Unwrap(ctx, blob)
+	if !errors.Is(err, transit.ErrUnavailable) || !strings.Contains(err.Error(), "sealed") {
+		t.Fatalf("Unwrap with the unsealing Coffer sealed = %v", err)
+	}
+	ok[*client.SealStatus](t, "Unseal")(o.root.Unseal(ctx, client.UnsealRequest{Share: o.share}))
+	if got, err := s.Unwrap(ctx, blob); err != nil || !bytes.Equal(got, rk) {
+		t.Fatalf("Unwrap after the unsealing Coffer was unsealed = %v", err)
 	}
 
 	// A key rotation keeps old blobs working (the ciphertext names its
