@@ -179,7 +179,7 @@ type other struct {
 	addr  string // https://127.0.0.1:PORT
 	root  *client.Client
 	share string // its one unseal share
-	stop func() // stops it and waits; idempotent
+	stop  func() // stops it and waits; idempotent
 }
 
 // startOther runs a dev server on listen (127.0.0.1:0 for a new port) with
