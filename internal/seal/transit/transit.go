@@ -392,7 +392,12 @@ func (s *Seal) explain(action string, err error) error {
 			return fmt.Errorf("transit seal: %s with key %s at %s: %w", action, s.cfg.Key, s.where(), err)
 		}
 		// No HTTP answer: refused, reset, DNS, TLS, timeout.
-		return fmt.Errorf("%w at %s (%s with key %s; retry with backoff): %w", ErrUnavailable, s.where(), action, s.cfg.Key, err)
+		hint := "retry with backoff"
+		var cve *tls.CertificateVerificationError
+		if errors.As(err, &cve) {
+			hint = "its TLS certificate is not trusted: check ca_cert_file, and that the address's host name is in the certificate"
+		}
+		return fmt.Errorf("%w at %s (%s with key %s; %s): %w", ErrUnavailable, s.where(), action, s.cfg.Key, hint, err)
 	}
 	login := strings.HasPrefix(ae.Path, "/v1/auth/")
 	switch {

@@ -755,6 +755,21 @@ func TestDownAtStart(t *testing.T) {
 	}
 }
 
+// TestUntrustedCertificate: a server whose certificate the CA file does
+// not vouch for is not talked to, and the error says why.
+func TestUntrustedCertificate(t *testing.T) {
+	t.Parallel()
+	o := startOther(t, newPKI(t), t.TempDir(), "127.0.0.1:0")
+	o.setup(t)
+	tok := o.token(t, "unseal")
+	s := newSeal(t, transit.Config{Address: o.addr, Key: "alias/unseal", CACertFile: newPKI(t).caFile, TokenFile: tokenFile(t, tok)})
+	_, err := s.Wrap(testCtx(t), rootKey(t))
+	if !errors.Is(err, transit.ErrUnavailable) || !strings.Contains(err.Error(), "TLS certificate is not trusted") {
+		t.Fatalf("Wrap against an untrusted certificate = %v", err)
+	}
+	noSecret(t, "untrusted", err, []byte(tok))
+}
+
 // TestFailover: two addresses, the first down; the seal unwraps through
 // the second.
 func TestFailover(t *testing.T) {
