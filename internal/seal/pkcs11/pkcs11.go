@@ -251,6 +251,7 @@ func (s *Seal) do(ctx context.Context, op string, fn func(p11.SessionHandle) err
 		if cerr := ctx.Err(); cerr != nil {
 			return fmt.Errorf("pkcs11 seal: %s: %w", op, cerr)
 		}
+		err = nil
 		if !s.hasSess {
 			err = s.openSession()
 		}
