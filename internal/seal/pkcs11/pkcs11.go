@@ -65,10 +65,13 @@ type Seal struct {
 var _ seal.Seal = (*Seal)(nil)
 
 // Test hooks: loginCalls counts C_Login calls; testHookCall, when set,
-// runs before each guarded PKCS#11 step and may panic or fail it.
+// runs before each guarded PKCS#11 step and may panic or fail it;
+// testHookVerify sees (and may alter, as a faulty token would) what Wrap's
+// self-check unwrapped.
 var (
-	loginCalls   atomic.Int64
-	testHookCall func(op string) error
+	loginCalls     atomic.Int64
+	testHookCall   func(op string) error
+	testHookVerify func(unwrapped []byte)
 )
 
 // New validates c and loads the PKCS#11 library. It does not talk to the
@@ -169,6 +172,9 @@ func (s *Seal) Wrap(ctx context.Context, plaintext []byte) ([]byte, error) {
 		if err != nil {
 			return fmt.Errorf("pkcs11 seal: key %q wrapped the root key but cannot open what it wrapped (%v); check the key's decrypt/unwrap permission and, for rsa-oaep, that the public and private keys are a pair: %w",
 				s.cfg.KeyLabel, err, seal.ErrMisconfigured)
+		}
+		if testHookVerify != nil {
+			testHookVerify(got)
 		}
 		same := subtle.ConstantTimeCompare(got, plaintext) == 1
 		clear(got)

@@ -772,6 +772,20 @@ func TestWrapVerifies(t *testing.T) {
 	}
 }
 
+// TestWrapVerifiesValue: a token that opens the new blob to another value
+// (faulty) fails Wrap.
+func TestWrapVerifiesValue(t *testing.T) {
+	needHSM(t)
+	s := generated(t, tokFault, "verify", MechanismAESGCM)
+	testHookVerify = func(b []byte) { b[31] ^= 1 }
+	defer func() { testHookVerify = nil }()
+	_, err := s.Wrap(testCtx(t), rootKey(27))
+	wantErr(t, err, seal.ErrMisconfigured)
+	if !strings.Contains(err.Error(), "another value") {
+		t.Fatalf("error %q", err)
+	}
+}
+
 // TestConcurrentUnwrap: 8 goroutines unwrap (and one wraps) at once.
 func TestConcurrentUnwrap(t *testing.T) {
 	needHSM(t)
