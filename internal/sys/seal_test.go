@@ -39,7 +39,7 @@ func newTestSeal(t *testing.T) *testSeal {
 }
 
 func (s *testSeal) setFail(err error) { s.mu.Lock(); s.fail = err; s.mu.Unlock() }
-func (s *testSeal) Type() string     { return "test" }
+func (s *testSeal) Type() string      { return "test" }
 func (s *testSeal) Wrap(_ context.Context, p []byte) ([]byte, error) {
 	n := make([]byte, 12)
 	rand.Read(n)
