@@ -17,7 +17,9 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/server"
+	"github.com/cofferkms/coffer/internal/storage/inmem"
 )
 
 // This file gives the scripts a real Coffer server, run in the test process,
@@ -28,6 +30,7 @@ func init() {
 	scriptCmds["jsonget"] = cmdJSONGet
 	scriptCmds["b64edit"] = cmdB64Edit
 	scriptCmds["mkfile"] = cmdMkfile
+	scriptCmds["coffer-foreign-shares"] = cmdForeignShares
 }
 
 // serverStartTimeout bounds how long coffer-server waits for the server to
@@ -316,4 +319,39 @@ func cmdMkfile(ts *testscript.TestScript, neg bool, args []string) {
 	line := []byte("abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\n")
 	data := bytes.Repeat(line, size/len(line)+1)[:size]
 	ts.Check(os.WriteFile(ts.MkAbs(args[0]), data, 0o644))
+}
+
+// cmdForeignShares prints the unseal shares of a throwaway store, well
+// formed but belonging to no server of the script, one per line:
+//
+//	coffer-foreign-shares [-files PREFIX] N T
+//
+// With -files each share is also written to PREFIX1.txt, PREFIX2.txt, ...
+// (for stdin or --in).
+func cmdForeignShares(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! coffer-foreign-shares")
+	}
+	var prefix string
+	if len(args) > 1 && args[0] == "-files" {
+		prefix, args = args[1], args[2:]
+	}
+	if len(args) != 2 {
+		ts.Fatalf("usage: coffer-foreign-shares [-files PREFIX] N T")
+	}
+	n, err1 := strconv.Atoi(args[0])
+	t, err2 := strconv.Atoi(args[1])
+	if err1 != nil || err2 != nil {
+		ts.Fatalf("coffer-foreign-shares: N and T must be numbers")
+	}
+	shares, err := barrier.New(inmem.New()).Initialize(context.Background(), n, t)
+	if err != nil {
+		ts.Fatalf("coffer-foreign-shares: %v", err)
+	}
+	for i, s := range shares {
+		fmt.Fprintln(ts.Stdout(), s)
+		if prefix != "" {
+			ts.Check(os.WriteFile(ts.MkAbs(fmt.Sprintf("%s%d.txt", prefix, i+1)), []byte(s+"\n"), 0o600))
+		}
+	}
 }
