@@ -29,30 +29,29 @@ func (c *SealConfig) open(section string) (seal.Seal, error) {
 	if c == nil {
 		return nil, nil
 	}
+	n := 0
+	for _, set := range []bool{c.PKCS11 != nil, c.TPM2 != nil, c.Transit != nil} {
+		if set {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	if n > 1 {
+		return nil, fmt.Errorf("%s: name one seal (pkcs11, tpm2 or transit), not %d", section, n)
+	}
 	var s seal.Seal
 	var err error
-	n := 0
-	if c.PKCS11 != nil {
-		n++
+	switch {
+	case c.PKCS11 != nil:
 		s, err = pkcs11.New(*c.PKCS11)
-	}
-	if c.TPM2 != nil {
-		n++
+	case c.TPM2 != nil:
 		s, err = tpm.New(*c.TPM2)
-	}
-	if c.Transit != nil {
-		n++
+	default:
 		s, err = transit.New(*c.Transit)
 	}
-	switch {
-	case n > 1:
-		if s != nil {
-			s.Close()
-		}
-		return nil, fmt.Errorf("%s: name one seal (pkcs11, tpm2 or transit), not %d", section, n)
-	case n == 0:
-		return nil, nil
-	case err != nil:
+	if err != nil {
 		return nil, fmt.Errorf("%s.%s: %w", section, sealName(c), err)
 	}
 	return s, nil
@@ -70,6 +69,11 @@ func sealName(c *SealConfig) string {
 
 // openSeals builds the seal and the previous seal of cfg.
 func openSeals(cfg Config) (cur, prev seal.Seal, err error) {
+	if cfg.Seal != nil && cfg.Seal.TPM2 != nil && cfg.Storage.Etcd != nil {
+		// One blob in core/root, one TPM: the other replicas could never
+		// unwrap it.
+		return nil, nil, errors.New("seal.tpm2 seals the root key to one machine's TPM, but replicas on storage.etcd each unseal themselves: use a pkcs11 seal (a shared HSM) or a transit seal for replicas")
+	}
 	if cur, err = cfg.Seal.open("seal"); err != nil {
 		return nil, nil, err
 	}
