@@ -258,7 +258,11 @@ func (s *Seal) Wrap(ctx context.Context, plaintext []byte) ([]byte, error) {
 	}
 	got, err := s.unwrap(ctx, out)
 	if err != nil {
-		return nil, fmt.Errorf("transit seal: the root key was encrypted, but checking that it decrypts failed, so the blob is not returned (the credential needs kms:Decrypt as well as kms:Encrypt): %w", err)
+		hint := ""
+		if errors.Is(err, ErrRefused) {
+			hint = " (the credential needs kms:Decrypt as well as kms:Encrypt)"
+		}
+		return nil, fmt.Errorf("transit seal: the root key was encrypted, but checking that it decrypts failed, so the blob is not returned%s: %w", hint, err)
 	}
 	defer clear(got)
 	if subtle.ConstantTimeCompare(got, plaintext) != 1 {
