@@ -203,13 +203,10 @@ func (b *Barrier) Status(ctx context.Context) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	st := Status{Initialized: true, Sealed: !b.open.Load(), SealConfig: cfg}
+	st := Status{Initialized: true, Sealed: !b.open.Load(), SealConfig: cfg, Configured: typeOf(b.seal)}
 	if b.mu.TryRLock() { // fails while a Seal or Unseal holds or waits for mu
 		st.Progress = len(b.pending)
-		st.Configured = typeOf(b.seal)
 		b.mu.RUnlock()
-	} else {
-		st.Configured = cfg.SealType() // unknown for the moment; never a false alarm
 	}
 	st.MigrationPending = st.Configured != cfg.SealType()
 	return st, nil
@@ -250,9 +247,7 @@ func (b *Barrier) Initialize(ctx context.Context, shares, threshold int) ([]stri
 	} else if !errors.Is(err, ErrNotInitialized) {
 		return nil, err
 	}
-	b.mu.RLock()
 	autoSeal := b.seal
-	b.mu.RUnlock()
 	root := make([]byte, 32)
 	rand.Read(root)
 	ring := &keyring{ActiveTerm: 1, root: root}

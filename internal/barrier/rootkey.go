@@ -72,8 +72,9 @@ var (
 
 // ConfigureSeal sets the auto-unseal this server is configured with (nil:
 // Shamir unseal shares) and, to migrate away from an auto-unseal, the seal
-// the store is protected by now (prev; nil otherwise). Call it before the
-// barrier is used.
+// the store is protected by now (prev; nil otherwise). Call it once,
+// before the barrier is used: the seals are read without a lock, so that
+// seal-status and metrics never wait behind a slow HSM.
 func (b *Barrier) ConfigureSeal(cur, prev seal.Seal) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -83,8 +84,6 @@ func (b *Barrier) ConfigureSeal(cur, prev seal.Seal) {
 // Seals returns the configured seal and the previous one (either may be
 // nil).
 func (b *Barrier) Seals() (cur, prev seal.Seal) {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
 	return b.seal, b.prev
 }
 
@@ -342,9 +341,7 @@ func (b *Barrier) AutoUnseal(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.ring != nil {
+	if !b.Sealed() {
 		return nil
 	}
 	if b.seal == nil {
@@ -353,9 +350,17 @@ func (b *Barrier) AutoUnseal(ctx context.Context) error {
 	if cfg.SealType() != b.seal.Type() {
 		return b.migrationError(cfg)
 	}
+	// The device is asked without the lock: a slow HSM or an unreachable
+	// unsealing Coffer must not hold up Seal or the status of this replica.
 	root, err := b.unwrapRoot(ctx, b.seal)
 	if err != nil {
 		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ring != nil {
+		clear(root)
+		return nil
 	}
 	ring, err := b.openKeyring(ctx, root, "the root key the seal unwrapped does not open the keyring")
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cofferkms/coffer/internal/seal"
 	"github.com/cofferkms/coffer/internal/storage"
@@ -682,5 +683,50 @@ func TestRekeyLosesToAConcurrentChange(t *testing.T) {
 	b.Seal()
 	if _, err := unsealWith(b, shares[1:]); err != nil || b.Sealed() {
 		t.Fatalf("the shares in force: %v", err)
+	}
+}
+
+// slowSeal blocks Unwrap until release is closed.
+type slowSeal struct {
+	*fakeSeal
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *slowSeal) Unwrap(ctx context.Context, b []byte) ([]byte, error) {
+	s.entered <- struct{}{}
+	<-s.release
+	return s.fakeSeal.Unwrap(ctx, b)
+}
+
+// TestStatusAnswersDuringSlowAutoUnseal: the device is asked without the
+// barrier's lock, so status (seal-status, /readyz, metrics) and Seal do not
+// wait behind a slow HSM or an unreachable unsealing Coffer.
+func TestStatusAnswersDuringSlowAutoUnseal(t *testing.T) {
+	fs := newFakeSeal("fake")
+	_, be, _ := autoBarrier(t, fs, 1, 1)
+	slow := &slowSeal{fakeSeal: fs, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	b := New(be)
+	b.ConfigureSeal(slow, nil)
+	done := make(chan error, 1)
+	go func() { done <- b.AutoUnseal(ctx) }()
+	<-slow.entered
+	got := make(chan Status, 1)
+	go func() {
+		st, _ := b.Status(ctx)
+		b.Seal()
+		got <- st
+	}()
+	select {
+	case st := <-got:
+		if !st.Sealed || st.Configured != "fake" || st.MigrationPending {
+			t.Fatalf("status during the unwrap: %+v", st)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("status or seal waited for the device")
+	}
+	close(slow.release)
+	if err := <-done; err != nil || b.Sealed() {
+		t.Fatalf("auto-unseal after the device answered: %v", err)
 	}
 }
