@@ -171,7 +171,7 @@ share holders so that they can check they serve your attempt.`,
 			if where == "" {
 				where = "a file of mode 0600 (the OTP above)"
 			}
-			fmt.Fprintf(w, "\nGenerate-root attempt started: %d shares are needed. Tell each share holder the\nnonce and the OTP fingerprint; each runs\n"+
+			fmt.Fprintf(w, "\nGenerate-root attempt started; shares needed: %d. Tell each share holder the\nnonce and the OTP fingerprint; each runs\n"+
 				"  coffer operator generate-root submit --nonce %s --fingerprint %s\nKeep the OTP in %s: the new token can only be read with it\n(coffer operator generate-root decode).\n",
 				started.Required, started.Nonce, started.OTPFingerprint, where)
 			return nil
@@ -474,7 +474,7 @@ func newRekeyInitCmd() *cobra.Command {
 			}); err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "\nRekey attempt started: %d current %s shares are needed. Each holder runs\n  coffer operator rekey submit --nonce %s\n",
+			fmt.Fprintf(w, "\nRekey attempt started; current %[2]s shares needed: %[1]d. Each holder runs\n  coffer operator rekey submit --nonce %[3]s\n",
 				st.Required, st.Kind, st.Nonce)
 			return nil
 		},
