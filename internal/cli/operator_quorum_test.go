@@ -146,7 +146,7 @@ func TestOperatorInitAutoUnseal(t *testing.T) {
 // configuration and its health; sealed, it exits 3 and counts progress
 // against the recovery threshold.
 func TestOperatorStatusAutoUnseal(t *testing.T) {
-	newFakeAPI(t, map[string]cannedReply{
+	f := newFakeAPI(t, map[string]cannedReply{
 		"GET /v1/sys/seal-status": {200, `{"initialized":true,"sealed":true,"threshold":0,"shares":0,"progress":1,"version":"0.2.0",
 			"type":"pkcs11","recovery_shares":5,"recovery_threshold":3,"configured_type":"pkcs11",
 			"seal":{"type":"pkcs11","info":{"key_label":"coffer-root"},"healthy":false,"health_error":"CKR_DEVICE_REMOVED","checked_at":"2026-01-02T03:04:05Z",
@@ -166,6 +166,14 @@ func TestOperatorStatusAutoUnseal(t *testing.T) {
 	}
 	if strings.Contains(out, "Total shares") {
 		t.Errorf("auto-unseal status shows unseal shares:\n%s", out)
+	}
+
+	// After an operator's seal, unseal takes recovery shares: progress
+	// counts against the recovery threshold, not the (zero) unseal one.
+	f.set("POST /v1/sys/unseal", cannedReply{200, `{"initialized":true,"sealed":true,"threshold":0,"shares":0,"progress":2,"type":"pkcs11","recovery_shares":5,"recovery_threshold":3}`})
+	code, out, errOut = runCLI(t, "r-one\n", "operator", "unseal")
+	if code != 0 || out != "Unseal progress: 2/3\n" {
+		t.Errorf("unseal: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
 
