@@ -1,7 +1,9 @@
 package seal
 
 import (
+	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 
@@ -66,6 +68,9 @@ func TestMigrateBothWays(t *testing.T) {
 	if !st.Sealed || !st.MigrationPending || st.Type != "shamir" || st.ConfiguredType != "pkcs11" {
 		t.Fatalf("restarted with a pkcs11 seal over a Shamir store: %s", describe(st))
 	}
+	if v := metricLine(metrics(t, s), "coffer_seal_migration_pending"); v != "1" {
+		t.Errorf("coffer_seal_migration_pending = %q during a pending migration, want 1", v)
+	}
 	_, err := c.Unseal(ctx, client.UnsealRequest{Share: ir.Shares[0]})
 	if code, class := apiCode(err); code != http.StatusConflict || class != "migration_pending" {
 		t.Fatalf("plain unseal during a pending migration: %v (status %d, code %q); want 409 migration_pending", err, code, class)
@@ -78,6 +83,9 @@ func TestMigrateBothWays(t *testing.T) {
 		t.Fatalf("to pkcs11: %d recovery shares, %d unseal shares: %s", len(r.RecoveryShares), len(r.Shares), describe(&r.SealStatus))
 	}
 	recovery := r.RecoveryShares
+	if v := metricLine(metrics(t, s), "coffer_seal_migration_pending"); v != "0" {
+		t.Errorf("coffer_seal_migration_pending = %q after the migration, want 0", v)
+	}
 	waitUnsealed(t, c, patience())
 	d.verify(t, c)
 	d.write(t, c, "alias/e2e", "pkcs11", 20)
@@ -189,5 +197,55 @@ func TestMigrateWrongPIN(t *testing.T) {
 		t.Fatalf("migration with the right PIN: %s", describe(&r.SealStatus))
 	}
 	waitUnsealed(t, c, patience())
+	d.verify(t, c)
+}
+
+// TestMigrateAutoToAuto moves a store from a PKCS#11 seal to a TPM seal
+// (pkcs11 as previous_seal, recovery shares as the quorum): the recovery
+// shares stay, the restarted server unseals through the TPM alone (the
+// HSM's token directory removed), and the recovery shares still unseal it
+// after a manual seal.
+func TestMigrateAutoToAuto(t *testing.T) {
+	requireE2E(t)
+	t.Parallel()
+	h := newHSM(t, "coffer")
+	sw := newSwtpm(t)
+	s := newServer(t, "migrate-auto", h.env()...)
+	s.seal = h.seal("coffer", "root-wrap", true).yaml()
+	s.mustStart()
+	ir := initAuto(t, s, "pkcs11", 3, 2)
+	c := s.client(ir.RootToken)
+	must[*client.Key](t, "CreateKey")(c.CreateKey(testCtx(t), client.CreateKeyRequest{Alias: "alias/e2e"}))
+	var d data
+	d.write(t, c, "alias/e2e", "pkcs11", 20)
+
+	s.prevSeal, s.seal = s.seal, fmt.Sprintf("  tpm2:\n    device: %s\n", sw.device())
+	s.restart()
+	if st := status(t, c); !st.MigrationPending || st.Type != "pkcs11" || st.ConfiguredType != "tpm2" {
+		t.Fatalf("pkcs11 -> tpm2 pending: %s", describe(st))
+	}
+	r := migrate(t, c, ir.RecoveryShares[1:], 0, 0)
+	if r.Type != "tpm2" || len(r.Shares) != 0 || len(r.RecoveryShares) != 0 || r.Sealed {
+		t.Fatalf("pkcs11 -> tpm2: %d unseal shares, %d new recovery shares: %s", len(r.Shares), len(r.RecoveryShares), describe(&r.SealStatus))
+	}
+	waitUnsealed(t, c, patience())
+	d.verify(t, c)
+	d.write(t, c, "alias/e2e", "tpm2", 20)
+
+	// The HSM is no longer needed.
+	s.prevSeal = ""
+	if err := os.RemoveAll(h.tokenDir); err != nil {
+		t.Fatal(err)
+	}
+	s.restart()
+	waitUnsealed(t, c, patience())
+	d.verify(t, c)
+	if st := status(t, c); st.Type != "tpm2" || st.RecoveryShares != 3 || st.RecoveryThreshold != 2 {
+		t.Fatalf("after pkcs11 -> tpm2: %s", describe(st))
+	}
+	if err := c.Seal(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	unsealShares(t, s.client(""), ir.RecoveryShares[0], ir.RecoveryShares[2])
 	d.verify(t, c)
 }

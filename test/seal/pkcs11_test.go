@@ -98,8 +98,18 @@ func TestPKCS11(t *testing.T) {
 				t.Errorf("a PIN value appears in the seal status or the server's output")
 			}
 		}
-		if out := s.output(); !strings.Contains(out, "auto-unseal failed") {
-			t.Logf("server output has no auto-unseal failure line:\n%s", out)
+		m := metrics(t, s)
+		for metric, want := range map[string]string{
+			`coffer_auto_unseal_failing{type="pkcs11"}`:        "1",
+			`coffer_auto_unseal_failures_total{type="pkcs11"}`: "1",
+			`coffer_sealed`: "1",
+		} {
+			if v := metricLine(m, metric); v != want {
+				t.Errorf("%s = %q with a wrong PIN, want %s", metric, v, want)
+			}
+		}
+		if !strings.Contains(s.output(), "auto-unseal failed") {
+			t.Errorf("the server logged no auto-unseal failure")
 		}
 		recover("wrong PIN")
 	})
@@ -178,6 +188,13 @@ func TestPKCS11(t *testing.T) {
 		if st := status(t, c); st.Seal.SealedByOperator || !st.Seal.Retrying {
 			t.Errorf("after the recovery unseal the auto-unseal should be back in charge: %s", describe(st))
 		}
+		// A manual seal lasts until the next start, which unseals.
+		if err := c.Seal(testCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+		s.restart()
+		waitUnsealed(t, c, patience())
+		d.verify(t, c)
 	})
 }
 

@@ -107,6 +107,9 @@ func TestTransit(t *testing.T) {
 		t.Errorf("the error does not say the unsealer cannot be reached: %q", msg)
 	}
 	t.Logf("unsealer down: %s", msg)
+	if v := metricLine(metrics(t, s), `coffer_auto_unseal_failing{type="transit"}`); v != "1" {
+		t.Errorf(`coffer_auto_unseal_failing{type="transit"} = %q while the unsealer is down, want 1`, v)
+	}
 
 	// The unsealer is back (and unsealed by its operator): the main server
 	// unseals by itself.
@@ -122,5 +125,8 @@ func TestTransit(t *testing.T) {
 	st = status(t, c)
 	if st.Seal.LastUnsealError != "" || st.Seal.Failures < 2 {
 		t.Errorf("after unsealing: %s", describe(st))
+	}
+	if v := metricLine(metrics(t, s), `coffer_auto_unseal_failing{type="transit"}`); v != "0" {
+		t.Errorf(`coffer_auto_unseal_failing{type="transit"} = %q once unsealed, want 0`, v)
 	}
 }
