@@ -161,7 +161,7 @@ type MigrateSealResponse struct {
 	// unsealed under its new seal. Shares (migration to Shamir) or
 	// RecoveryShares (from Shamir to an auto-unseal) are new, shown once.
 	Complete       bool     `json:"complete"`
-	Shares         []string `json:"shares,omitempty"`
+	Shares         []string `json:"new_shares,omitempty"`
 	RecoveryShares []string `json:"new_recovery_shares,omitempty"`
 }
 

@@ -683,8 +683,6 @@ must give the same counts. --reset discards the shares submitted so far.`,
 			}
 			w := cmd.OutOrStdout()
 			switch {
-			case reset && !res.MigrationPending:
-				fmt.Fprintf(w, "No seal migration is pending; the shares submitted so far were discarded: %d/%d\n", res.Progress, sealQuorum(&res.SealStatus))
 			case reset:
 				fmt.Fprintf(w, "Migration progress reset: %d/%d\n", res.Progress, sealQuorum(&res.SealStatus))
 			default:

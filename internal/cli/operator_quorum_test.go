@@ -205,9 +205,6 @@ func TestMigrateSealAnswers(t *testing.T) {
 	}
 	sameJSON(t, f.last(t).body, `{"share":"s-one","shares":4,"threshold":3}`)
 
-	// (A migrate-seal answer has no share count: its "shares" are the new
-	// shares, which shadow the embedded SealStatus.Shares in JSON.)
-
 	// The last share, migrating from Shamir to an auto-unseal: new
 	// recovery shares.
 	f.set("POST /v1/sys/migrate-seal", cannedReply{200, `{"initialized":true,"sealed":false,"threshold":0,"progress":0,"type":"pkcs11",
@@ -229,7 +226,7 @@ func TestMigrateSealAnswers(t *testing.T) {
 
 	// Back to Shamir: new unseal shares, also as JSON.
 	f.set("POST /v1/sys/migrate-seal", cannedReply{200, `{"initialized":true,"sealed":false,"threshold":1,"progress":0,"type":"shamir",
-		"configured_type":"shamir","complete":true,"shares":["u-one"]}`})
+		"configured_type":"shamir","complete":true,"shares":1,"new_shares":["u-one"]}`})
 	code, out, errOut = runCLI(t, "s-two\n", "operator", "migrate-seal", "-o", "json")
 	if code != 0 || !strings.Contains(errOut, "WARNING: The new unseal shares are shown only once") {
 		t.Fatalf("exit %d, stderr %q", code, errOut)

@@ -364,6 +364,15 @@ func (s *Sys) MigrateSeal(ctx context.Context, req client.MigrateSealRequest) (c
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if req.Reset {
+		// Only a migration's shares: the same set holds unseal shares
+		// otherwise, which `unseal --reset` discards.
+		bst, err := s.Barrier.Status(ctx)
+		if err != nil {
+			return client.MigrateSealResponse{}, err
+		}
+		if !bst.MigrationPending {
+			return client.MigrateSealResponse{SealStatus: s.statusOf(bst)}, fmt.Errorf("%w: nothing to reset; `coffer operator unseal --reset` discards unseal shares", barrier.ErrNoMigration)
+		}
 		s.Barrier.ResetUnseal()
 		st, err := s.Status(ctx)
 		return client.MigrateSealResponse{SealStatus: st}, err
