@@ -223,4 +223,21 @@ func TestMigrateSealWithoutMigrationOverHTTP(t *testing.T) {
 	if code, _ := e.call(t, "POST", "/v1/sys/migrate-seal", client.MigrateSealRequest{}, nil); code != 400 {
 		t.Fatalf("empty request: %d", code)
 	}
+	// A reset without a migration must not discard unseal shares (one set
+	// holds both).
+	doJSON(t, "POST", e.url+"/v1/sys/seal", e.root, nil)
+	var st client.SealStatus
+	e.call(t, "POST", "/v1/sys/unseal", client.UnsealRequest{Share: e.shares[0]}, &st)
+	if code, msg := e.call(t, "POST", "/v1/sys/migrate-seal", client.MigrateSealRequest{Reset: true}, nil); code != 409 || !strings.HasPrefix(msg, "no_migration_pending") {
+		t.Fatalf("reset without a migration: %d %s", code, msg)
+	}
+	e.call(t, "GET", "/v1/sys/seal-status", nil, &st)
+	if st.Progress != 1 {
+		t.Fatalf("unseal progress after the refused reset: %+v", st)
+	}
+	// The response's new shares do not shadow the share count.
+	raw, _ := json.Marshal(client.MigrateSealResponse{SealStatus: client.SealStatus{Shares: 3}, Shares: []string{"x"}})
+	if !strings.Contains(string(raw), `"shares":3`) || !strings.Contains(string(raw), `"new_shares":["x"]`) {
+		t.Fatalf("wire form %s", raw)
+	}
 }
