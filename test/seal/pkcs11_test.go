@@ -50,8 +50,13 @@ func TestPKCS11(t *testing.T) {
 		st.Seal.Failures != 0 || st.Seal.LastUnsealError != "" || st.RecoveryShares != 3 || st.RecoveryThreshold != 2 {
 		t.Fatalf("after the restart: %s", describe(st))
 	}
-	if info := st.Seal.Info; info["token_label"] != "coffer" && !strings.Contains(strings.Join(mapValues(info), " "), "coffer") {
-		t.Errorf("seal info %v does not name the token", info)
+	if info := st.Seal.Info; info["token_label"] != "coffer" || info["key_label"] != "root-wrap" || info["library"] != h.lib {
+		t.Errorf("seal info %v does not name the library, token and key", info)
+	}
+	for _, v := range st.Seal.Info {
+		if strings.Contains(v, hsmPIN) {
+			t.Error("the seal info shows the PIN")
+		}
 	}
 	m := metrics(t, s)
 	if v := metricLine(m, `coffer_seal_healthy{type="pkcs11"}`); v != "1" {
@@ -273,12 +278,4 @@ func lastLine(s string) string {
 		return s[i+1:]
 	}
 	return s
-}
-
-func mapValues(m map[string]string) []string {
-	var v []string
-	for _, x := range m {
-		v = append(v, x)
-	}
-	return v
 }
