@@ -78,6 +78,15 @@ func TestMigrateBothWays(t *testing.T) {
 	if st := status(t, c); st.Progress != 0 {
 		t.Fatalf("the refused unseal share was kept: %s", describe(st))
 	}
+	// Interrupted: one share of the quorum, then a crash. The restarted
+	// server still has the migration pending, with no share kept.
+	if r, err := c.MigrateSeal(ctx, client.MigrateSealRequest{Share: ir.Shares[0]}); err != nil || r.Complete || r.Progress != 1 {
+		t.Fatalf("first migration share: %v, %s", err, describe(&r.SealStatus))
+	}
+	s.restart()
+	if st := status(t, c); !st.Sealed || !st.MigrationPending || st.Type != "shamir" || st.Progress != 0 {
+		t.Fatalf("after a crash in the middle of the migration: %s", describe(st))
+	}
 	r := migrate(t, c, ir.Shares[1:3], 0, 0)
 	if len(r.RecoveryShares) != 3 || len(r.Shares) != 0 || r.Sealed || r.Type != "pkcs11" || r.MigrationPending {
 		t.Fatalf("to pkcs11: %d recovery shares, %d unseal shares: %s", len(r.RecoveryShares), len(r.Shares), describe(&r.SealStatus))
