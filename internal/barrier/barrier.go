@@ -198,7 +198,7 @@ func New(backend storage.Backend) *Barrier {
 func (b *Barrier) Status(ctx context.Context) (Status, error) {
 	cfg, err := b.sealConfig(ctx)
 	if errors.Is(err, ErrNotInitialized) {
-		return Status{Sealed: true}, nil
+		return Status{Sealed: true, Configured: typeOf(b.seal)}, nil
 	}
 	if err != nil {
 		return Status{}, err

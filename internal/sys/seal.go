@@ -27,6 +27,7 @@ const (
 	autoRetryMin     = time.Second
 	autoRetryMax     = 30 * time.Second
 	autoAttemptLimit = 30 * time.Second
+	autoRetryBlob    = 5 * time.Minute
 	healthEvery      = 30 * time.Second
 	healthLimit      = 10 * time.Second
 )
@@ -47,12 +48,15 @@ type autoState struct {
 	unsealDur   time.Duration
 	unsealedAt  time.Time
 	kick        chan struct{}
-	initialized bool
+	// healthDue asks the loop for a health check now: after an init, an
+	// auto-unseal or a migration, the last one may predate the key.
+	healthDue bool
 }
 
 func (a *autoState) wake() {
 	a.mu.Lock()
 	ch := a.kick
+	a.healthDue = true
 	a.mu.Unlock()
 	if ch != nil {
 		select {
@@ -132,13 +136,20 @@ func (s *Sys) RunAutoUnseal(ctx context.Context, logger *slog.Logger) {
 	var nextHealth time.Time
 	for {
 		wait := time.Second
-		if time.Now().After(nextHealth) {
+		a.mu.Lock()
+		due := a.healthDue
+		a.healthDue = false
+		a.mu.Unlock()
+		if due || time.Now().After(nextHealth) {
 			s.checkHealth(ctx, cur)
 			nextHealth = time.Now().Add(healthEvery)
 		}
 		if retry, ok := s.autoStep(ctx, logger); !ok {
 			wait = backoff
 			backoff = min(2*backoff, autoRetryMax)
+			if retry > 0 {
+				wait = retry
+			}
 		} else {
 			backoff = autoRetryMin
 			if retry > 0 {
@@ -180,6 +191,9 @@ func (s *Sys) autoStep(ctx context.Context, logger *slog.Logger) (time.Duration,
 	cancel()
 	if err == nil {
 		logger.Info("auto-unsealed", "seal", st.SealType(), "seconds", s.SealHealth().UnsealSeconds)
+		a.mu.Lock()
+		a.healthDue = true
+		a.mu.Unlock()
 		return 0, true
 	}
 	if ctx.Err() != nil {
@@ -188,13 +202,21 @@ func (s *Sys) autoStep(ctx context.Context, logger *slog.Logger) (time.Duration,
 	a.mu.Lock()
 	a.failures++
 	a.lastErr = err.Error()
-	if errors.Is(err, seal.ErrMisconfigured) {
+	var retry time.Duration
+	switch {
+	case errors.Is(err, seal.ErrMisconfigured):
 		a.stopped = true
 		a.lastErr += " (not retried: fix the seal configuration and restart the server)"
+	case errors.Is(err, seal.ErrBlob):
+		// The stored blob does not open with this seal's key: that
+		// takes a configuration fix (and a restart) or the device's old
+		// state back; a rare retry covers a device that answered wrongly.
+		retry = autoRetryBlob
+		a.lastErr += fmt.Sprintf(" (retried every %s; this usually needs a configuration fix and a restart)", autoRetryBlob)
 	}
 	a.mu.Unlock()
 	logger.Warn("auto-unseal failed; the server stays sealed", "seal", st.SealType(), "error", err.Error())
-	return 0, false
+	return retry, false
 }
 
 // checkHealth runs the seal's health check and records the outcome.
@@ -389,6 +411,7 @@ func (s *Sys) MigrateSeal(ctx context.Context, req client.MigrateSealRequest) (c
 	a.mu.Lock()
 	a.manual, a.stopped, a.lastErr = false, false, ""
 	a.mu.Unlock()
+	a.wake() // a health check of the new seal now, not in 30 s
 	out.SealStatus = s.statusOf(res.Status)
 	out.Complete, out.Shares, out.RecoveryShares = true, res.Shares, res.RecoveryShares
 	return out, nil

@@ -28,6 +28,9 @@ type testSeal struct {
 	mu      sync.Mutex
 	fail    error // returned by Unwrap while set
 	unwraps atomic.Int32
+	// wrapped is set by Wrap; with keyless, Health fails until then (a
+	// key generate_key makes at init).
+	wrapped, keyless atomic.Bool
 }
 
 func newTestSeal(t *testing.T) *testSeal {
@@ -41,6 +44,7 @@ func newTestSeal(t *testing.T) *testSeal {
 func (s *testSeal) setFail(err error) { s.mu.Lock(); s.fail = err; s.mu.Unlock() }
 func (s *testSeal) Type() string      { return "test" }
 func (s *testSeal) Wrap(_ context.Context, p []byte) ([]byte, error) {
+	s.wrapped.Store(true)
 	n := make([]byte, 12)
 	rand.Read(n)
 	return s.aead.Seal(n, n, p, nil), nil
@@ -55,7 +59,12 @@ func (s *testSeal) Unwrap(_ context.Context, b []byte) ([]byte, error) {
 	}
 	return s.aead.Open(nil, b[:12], b[12:], nil)
 }
-func (s *testSeal) Health(context.Context) error { return nil }
+func (s *testSeal) Health(context.Context) error {
+	if s.keyless.Load() && !s.wrapped.Load() {
+		return errors.New("no key yet")
+	}
+	return nil
+}
 func (s *testSeal) Info() map[string]string      { return map[string]string{"where": "memory"} }
 func (s *testSeal) Close() error                 { return nil }
 
@@ -94,11 +103,18 @@ func TestAutoUnsealLifecycle(t *testing.T) {
 	ctx := context.Background()
 	be := inmem.New()
 	ts := newTestSeal(t)
+	ts.keyless.Store(true) // the key comes with the init, as with generate_key
 	s := autoSys(t, be, ts)
+	eventually(t, "the first health check", func() bool { return !s.SealHealth().CheckedAt.IsZero() })
+	if st, _ := s.Status(ctx); st.Initialized || st.ConfiguredType != "test" || st.Seal.Healthy {
+		t.Fatalf("before init: %+v %+v", st, st.Seal)
+	}
 	ini, err := s.Init(ctx, 3, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The health check runs again at once, not at its next period.
+	eventually(t, "a healthy seal after init", func() bool { return s.SealHealth().Healthy })
 	if len(ini.Shares) != 0 || len(ini.RecoveryShares) != 3 || ini.Type != "test" || s.Sealed() {
 		t.Fatalf("init: %+v sealed=%v", ini, s.Sealed())
 	}
@@ -237,5 +253,25 @@ func TestDecodeRootToken(t *testing.T) {
 		if _, err := DecodeRootToken(c.enc, c.otp); err == nil {
 			t.Errorf("%q with %q decoded", c.enc, c.otp)
 		}
+	}
+}
+
+// TestAutoUnsealRetriesABlobRarely: a blob the seal's key does not open
+// (another key label, changed PCRs) is retried only every few minutes: a
+// configuration fix needs a restart anyway.
+func TestAutoUnsealRetriesABlobRarely(t *testing.T) {
+	ctx := context.Background()
+	be := inmem.New()
+	ts := newTestSeal(t)
+	if _, err := autoSys(t, be, ts).Init(ctx, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	ts.setFail(fmt.Errorf("another key label: %w", seal.ErrBlob))
+	r := autoSys(t, be, ts)
+	eventually(t, "the first failure", func() bool { return r.SealHealth().Failures == 1 })
+	time.Sleep(2500 * time.Millisecond)
+	h := r.SealHealth()
+	if h.Failures != 1 || !h.Retrying || !strings.Contains(h.LastUnsealError, "retried every 5m0s") {
+		t.Fatalf("after a blob the key does not open: %+v", h)
 	}
 }

@@ -65,9 +65,10 @@ func (s *Sys) Status(ctx context.Context) (client.SealStatus, error) {
 func (s *Sys) statusOf(st barrier.Status) client.SealStatus {
 	out := client.SealStatus{Initialized: st.Initialized, Sealed: st.Sealed || !s.loaded.Load(), Shares: st.Shares,
 		Threshold: st.Threshold, Progress: st.Progress, Version: Version, Seal: s.SealHealth()}
+	out.ConfiguredType = st.Configured
 	if st.Initialized {
 		out.Type, out.RecoveryShares, out.RecoveryThreshold = st.SealType(), st.RecoveryShares, st.RecoveryThreshold
-		out.ConfiguredType, out.MigrationPending = st.Configured, st.MigrationPending
+		out.MigrationPending = st.MigrationPending
 	}
 	return out
 }

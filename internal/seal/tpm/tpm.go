@@ -356,7 +356,7 @@ func unseal(t transport.TPM, b *blob, p *primary) ([]byte, error) {
 	rsp, err := tpm2.Unseal{ItemHandle: tpm2.AuthHandle{Handle: lr.ObjectHandle, Name: lr.Name, Auth: sess}}.Execute(t)
 	if err != nil {
 		if b.pcrMask != 0 && errors.Is(err, tpm2.TPMRCPolicyFail) {
-			return nil, fmt.Errorf("TPM seal: the TPM's PCR values (sha256 bank, PCRs %s) differ from when the root key was sealed (boot chain changed?); unseal with the recovery shares and reseal with migrate-seal: %w",
+			return nil, fmt.Errorf("TPM seal: the TPM's PCR values (sha256 bank, PCRs %s) differ from when the root key was sealed (boot chain changed?); only this TPM with the old PCR values can unseal it (undo the boot change, e.g. turn Secure Boot or its old keys back on); recovery shares cannot (docs/operations.md, \"The TPM 2.0 seal\"): %w",
 				maskString(b.pcrMask), seal.ErrBlob)
 		}
 		if isResponseError(err) {

@@ -399,7 +399,7 @@ func (s *Seal) explain(action string, err error) error {
 		hint := "retry with backoff"
 		var cve *tls.CertificateVerificationError
 		if errors.As(err, &cve) {
-			hint = "its TLS certificate is not trusted: check ca_cert_file, and that the address's host name is in the certificate"
+			hint = "its TLS certificate is not trusted: check ca_cert_file (read at start: a new CA needs a restart; an unsealing Coffer with tls.auto has a new self-signed certificate at each start, so give it a stable one), and that the address's host name is in the certificate"
 		}
 		return fmt.Errorf("%w at %s (%s with key %s; %s): %w", ErrUnavailable, s.where(), action, s.cfg.Key, hint, err)
 	}
