@@ -38,16 +38,16 @@ type autoState struct {
 	mu sync.Mutex
 	// manual: sealed by an operator; no auto-unseal until a restart or a
 	// quorum of recovery shares.
-	manual      bool
-	stopped     bool // a misconfiguration: retrying would not help
-	lastErr     string
-	failures    int64
-	healthy     bool
-	healthErr   string
-	checkedAt   time.Time
-	unsealDur   time.Duration
-	unsealedAt  time.Time
-	kick        chan struct{}
+	manual     bool
+	stopped    bool // a misconfiguration: retrying would not help
+	lastErr    string
+	failures   int64
+	healthy    bool
+	healthErr  string
+	checkedAt  time.Time
+	unsealDur  time.Duration
+	unsealedAt time.Time
+	kick       chan struct{}
 	// healthDue asks the loop for a health check now: after an init, an
 	// auto-unseal or a migration, the last one may predate the key.
 	healthDue bool

@@ -65,8 +65,8 @@ func (s *testSeal) Health(context.Context) error {
 	}
 	return nil
 }
-func (s *testSeal) Info() map[string]string      { return map[string]string{"where": "memory"} }
-func (s *testSeal) Close() error                 { return nil }
+func (s *testSeal) Info() map[string]string { return map[string]string{"where": "memory"} }
+func (s *testSeal) Close() error            { return nil }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
