@@ -273,6 +273,18 @@ func (b *Barrier) rekeyLocked(ctx context.Context, cfg SealConfig, cfgRev int64,
 	if err != nil {
 		return nil, err
 	}
+	var extra []storage.Op
+	newRoot := root
+	if cfg.Version == 0 {
+		// A version 0 root key is derived from the unseal secret: the old
+		// shares, with any copy of the store, would keep giving it. The
+		// upgrade replaces it (and seals the keyring under the new one).
+		var op storage.Op
+		if newRoot, op, err = b.newRootKeyring(ctx, root); err != nil {
+			return nil, err
+		}
+		extra = append(extra, op)
+	}
 	secret, shares, err := splitSecret(n, t)
 	if err != nil {
 		return nil, err
@@ -282,14 +294,51 @@ func (b *Barrier) rekeyLocked(ctx context.Context, cfg SealConfig, cfgRev int64,
 	if err != nil {
 		return nil, err
 	}
-	blob, err := wrapWithKEK(kek, root)
+	blob, err := wrapWithKEK(kek, newRoot)
 	clear(kek)
 	if err != nil {
 		return nil, err
 	}
 	next.Shares, next.Threshold = n, t
-	if err := b.commitSeal(ctx, next, cfgRev, blob, rootRev); err != nil {
+	if err := b.commitSeal(ctx, next, cfgRev, blob, rootRev, extra...); err != nil {
+		if cfg.Version == 0 {
+			clear(newRoot)
+		}
 		return nil, err
 	}
+	if cfg.Version == 0 {
+		// The caller holds mu for reading and amu: the readers of the
+		// root key are the keyring writers, which take mu for writing,
+		// and other attempts, which take amu, so the swap is safe here.
+		old := b.ring.root
+		b.ring.root = newRoot
+		clear(old)
+	}
 	return shares, nil
+}
+
+// newRootKeyring makes a new root key and the batch operation that stores
+// the keyring sealed under it instead of under root (compare-and-swap on
+// the keyring's revision: a rotation elsewhere meanwhile fails the batch).
+// It is how a version 0 store leaves a root key its old shares derive.
+// Other replicas, which hold the old root key, then find the keyring
+// foreign (keyring_mismatch) until they are unsealed again.
+func (b *Barrier) newRootKeyring(ctx context.Context, root []byte) ([]byte, storage.Op, error) {
+	e, err := b.backend.Get(ctx, pathKeyring)
+	if err != nil {
+		return nil, storage.Op{}, fmt.Errorf("reading keyring: %w", err)
+	}
+	plain, err := openUnder(root, e.Value, pathKeyring)
+	if err != nil {
+		return nil, storage.Op{}, fmt.Errorf("%w: the root key does not open the stored keyring", ErrKeyringMismatch)
+	}
+	defer clear(plain)
+	next := make([]byte, 32)
+	rand.Read(next)
+	sealed, err := sealUnder(next, plain, pathKeyring)
+	if err != nil {
+		clear(next)
+		return nil, storage.Op{}, err
+	}
+	return next, storage.Op{Kind: storage.OpPut, Key: pathKeyring, Value: sealed, IfRevision: e.Revision}, nil
 }

@@ -1,6 +1,7 @@
 package barrier
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -369,6 +370,7 @@ func (b *Barrier) AutoUnseal(ctx context.Context) error {
 	}
 	b.ring = ring
 	b.open.Store(true)
+	b.resetLocked() // recovery shares submitted meanwhile are of no more use
 	return nil
 }
 
@@ -469,6 +471,18 @@ func (b *Barrier) MigrateSeal(ctx context.Context, share string, n, t int) (Migr
 		ring.wipe()
 		return res, err
 	}
+	var ops []storage.Op
+	if cfg.Version == 0 {
+		// A version 0 root key is derived from the unseal secret: the old
+		// shares would keep opening this store. It is replaced.
+		next, op, err := b.newRootKeyring(ctx, root)
+		if err != nil {
+			return fail(err)
+		}
+		clear(root)
+		ring.root, root = next, next
+		ops = append(ops, op)
+	}
 
 	// The new protection, verified before anything is written.
 	rootRev, err := b.revisionOf(ctx, pathRoot)
@@ -481,7 +495,6 @@ func (b *Barrier) MigrateSeal(ctx context.Context, share string, n, t int) (Migr
 	}
 	next := SealConfig{Version: sealConfigVersion, Type: typeOf(b.seal)}
 	var blob []byte
-	var ops []storage.Op
 	if b.seal != nil {
 		if blob, err = wrapVerified(ctx, b.seal, root); err != nil {
 			return fail(err)
@@ -543,12 +556,41 @@ func (b *Barrier) commitSeal(ctx context.Context, cfg SealConfig, cfgRev int64, 
 		{Kind: storage.OpPut, Key: pathSealConfig, Value: cfgJSON, IfRevision: cfgRev},
 		{Kind: storage.OpPut, Key: pathRoot, Value: rootJSON, IfRevision: rootRev},
 	}, ops...)
+	// Not cut short by a client that hangs up: the new shares exist
+	// only in this call's answer.
+	ctx = context.WithoutCancel(ctx)
 	err = b.backend.Apply(ctx, all...)
 	if errors.Is(err, storage.ErrConflict) {
 		return fmt.Errorf("the seal configuration changed meanwhile (a rekey or migration on another replica); nothing was changed, start again: %w", err)
 	}
 	if err != nil {
+		// A batch that failed in transit (etcd unreachable at the
+		// answer) may have been committed: look before saying either.
+		if done, rerr := b.applied(ctx, all); rerr == nil && done {
+			return nil
+		} else if rerr != nil {
+			return fmt.Errorf("writing the seal configuration failed, and whether it was committed cannot be read now (check `coffer operator status` once the storage answers; the new shares are lost if it was): %w", errors.Join(err, rerr))
+		}
 		return fmt.Errorf("writing the seal configuration (nothing was changed): %w", err)
 	}
 	return nil
+}
+
+// applied reports whether the store holds what ops write: every put's
+// value and no deleted key.
+func (b *Barrier) applied(ctx context.Context, ops []storage.Op) (bool, error) {
+	for _, op := range ops {
+		e, err := b.backend.Get(ctx, op.Key)
+		switch {
+		case errors.Is(err, storage.ErrNotFound):
+			if op.Kind == storage.OpPut {
+				return false, nil
+			}
+		case err != nil:
+			return false, err
+		case op.Kind == storage.OpDelete || !bytes.Equal(e.Value, op.Value):
+			return false, nil
+		}
+	}
+	return true, nil
 }

@@ -162,8 +162,10 @@ func legacyStore(t *testing.T) (storage.Backend, []string) {
 
 // TestLegacyStoreUnsealsAndRekeyUpgradesIt: a store written before the
 // root key was wrapped keeps unsealing with its shares; its first rekey
-// writes version 2 with the same root key, so every entry stays readable,
-// and the old shares stop working.
+// writes version 2 and replaces the root key (the old shares derive the old
+// one, which would otherwise keep opening the store), re-sealing the
+// keyring, so every entry stays readable and the old shares stop working,
+// even for someone who reads the store directly.
 func TestLegacyStoreUnsealsAndRekeyUpgradesIt(t *testing.T) {
 	be, old := legacyStore(t)
 	b := New(be)
@@ -205,10 +207,49 @@ func TestLegacyStoreUnsealsAndRekeyUpgradesIt(t *testing.T) {
 	if _, err := unsealWith(b, res.Shares[1:]); err != nil || b.Sealed() {
 		t.Fatalf("new shares: %v", err)
 	}
-	if !bytes.Equal(b.ring.root, root) {
-		t.Fatal("the rekey changed the root key")
+	if bytes.Equal(b.ring.root, root) {
+		t.Fatal("the upgrade kept the root key the old shares derive")
+	}
+	if _, err := openUnder(root, rawGet(t, be, pathKeyring).Value, pathKeyring); err == nil {
+		t.Fatal("the old shares' key still opens the stored keyring")
 	}
 	mustRead(t, b, "keys/a", "before")
+	mustPut(t, b, "keys/b", "after")
+	b.Seal()
+	if _, err := unsealWith(b, res.Shares[:3]); err != nil || b.Sealed() {
+		t.Fatal(err)
+	}
+	mustRead(t, b, "keys/b", "after")
+}
+
+// TestLegacyStoreMigrationReplacesTheRootKey: migrating a version 0 store
+// to an auto-unseal replaces the root key the same way.
+func TestLegacyStoreMigrationReplacesTheRootKey(t *testing.T) {
+	be, old := legacyStore(t)
+	b := New(be)
+	unsealWith(b, old[:2])
+	mustPut(t, b, "keys/a", "v")
+	legacy := append([]byte(nil), b.ring.root...)
+	b.Seal()
+	fs := newFakeSeal("fake")
+	b = New(be)
+	b.ConfigureSeal(fs, nil)
+	b.MigrateSeal(ctx, old[0], 3, 2)
+	res, err := b.MigrateSeal(ctx, old[1], 3, 2)
+	if err != nil || !res.Done {
+		t.Fatalf("migration: %v", err)
+	}
+	if _, err := openUnder(legacy, rawGet(t, be, pathKeyring).Value, pathKeyring); err == nil {
+		t.Fatal("the old shares' key still opens the stored keyring")
+	}
+	mustRead(t, b, "keys/a", "v")
+	b.Seal()
+	b = New(be)
+	b.ConfigureSeal(fs, nil)
+	if err := b.AutoUnseal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustRead(t, b, "keys/a", "v")
 }
 
 // TestRekeyKeepsOtherReplicasServing: the root key outlives a rekey, so a
@@ -728,5 +769,66 @@ func TestStatusAnswersDuringSlowAutoUnseal(t *testing.T) {
 	close(slow.release)
 	if err := <-done; err != nil || b.Sealed() {
 		t.Fatalf("auto-unseal after the device answered: %v", err)
+	}
+}
+
+// TestAutoUnsealWipesPendingShares: recovery shares submitted while an
+// auto-unseal succeeds are wiped, not kept for a later unseal.
+func TestAutoUnsealWipesPendingShares(t *testing.T) {
+	fs := newFakeSeal("fake")
+	_, be, rec := autoBarrier(t, fs, 3, 2)
+	b := New(be)
+	b.ConfigureSeal(fs, nil)
+	if st, err := b.Unseal(ctx, rec[0]); err != nil || st.Progress != 1 {
+		t.Fatalf("one recovery share: %+v %v", st, err)
+	}
+	if err := b.AutoUnseal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.pending) != 0 {
+		t.Fatalf("%d shares kept after the auto-unseal", len(b.pending))
+	}
+}
+
+// lostAnswer applies a batch and then reports an error, as a store whose
+// answer was lost in transit (etcd unreachable after the commit) would.
+type lostAnswer struct {
+	storage.Backend
+	apply bool // apply the batch before failing
+}
+
+func (l lostAnswer) Apply(ctx context.Context, ops ...storage.Op) error {
+	if l.apply {
+		if err := l.Backend.Apply(ctx, ops...); err != nil {
+			return err
+		}
+	}
+	return errors.New("connection reset")
+}
+
+// TestRekeyWithALostAnswer: a batch that was committed although the store
+// reported an error is recognised as committed, so the new shares (the
+// only copy) are returned; one that was not says nothing changed.
+func TestRekeyWithALostAnswer(t *testing.T) {
+	_, be, shares := initBarrier(t, 3, 2)
+	for _, applied := range []bool{true, false} {
+		b := New(lostAnswer{Backend: be, apply: applied})
+		unsealWith(b, shares[:2])
+		a, _ := b.BeginAttempt(ctx, Attempt{Kind: Rekey, NewShares: 3, NewThreshold: 2})
+		res, err := submitAll(b, Rekey, a.Nonce, shares[:2])
+		if applied {
+			if err != nil || !res.Done || len(res.Shares) != 3 {
+				t.Fatalf("committed with a lost answer: %v", err)
+			}
+			shares = res.Shares // in force from now on
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), "nothing was changed") {
+			t.Fatalf("not committed: %v", err)
+		}
+	}
+	b := New(be)
+	if _, err := unsealWith(b, shares[1:]); err != nil || b.Sealed() {
+		t.Fatalf("the returned shares: %v", err)
 	}
 }

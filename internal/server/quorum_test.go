@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -239,5 +240,62 @@ func TestMigrateSealWithoutMigrationOverHTTP(t *testing.T) {
 	raw, _ := json.Marshal(client.MigrateSealResponse{SealStatus: client.SealStatus{Shares: 3}, Shares: []string{"x"}})
 	if !strings.Contains(string(raw), `"shares":3`) || !strings.Contains(string(raw), `"new_shares":["x"]`) {
 		t.Fatalf("wire form %s", raw)
+	}
+}
+
+// outcomeFails records everything except the outcome records of one
+// action, as a trail that fails between a change's intent and its outcome.
+type outcomeFails struct {
+	audit.Recorder
+	action string
+}
+
+func (o outcomeFails) Record(ctx context.Context, r *audit.Record) error {
+	if r.Action == o.action && r.Phase != audit.PhaseIntent {
+		return errors.New("no space left on device")
+	}
+	return o.Recorder.Record(ctx, r)
+}
+
+// TestNewSharesSurviveAFailedOutcomeRecord: a rekey committed after its
+// intent record is answered with its new shares (their only copy) even when
+// the outcome record then fails; an ordinary change is still refused.
+func TestNewSharesSurviveAFailedOutcomeRecord(t *testing.T) {
+	ctx := context.Background()
+	s := sys.New(barrier.New(inmem.New()), nil)
+	ini, err := s.Init(ctx, 2, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sh := range ini.Shares {
+		s.Unseal(ctx, sh)
+	}
+	t.Cleanup(s.Seal)
+	dir := t.TempDir()
+	k, _ := audit.LoadOrCreateKeys(filepath.Join(dir, "audit.key"))
+	tr, err := audit.Open(audit.Options{Dir: dir, Keys: k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	for _, action := range []string{"sys:Rekey", "key:Create"} {
+		ts := httptest.NewServer(server.New(s, server.Options{Audit: outcomeFails{Recorder: tr, action: action}}))
+		defer ts.Close()
+		if action == "key:Create" {
+			code, body := doJSON(t, "POST", ts.URL+"/v1/keys", ini.RootToken, client.CreateKeyRequest{})
+			if code != 503 || !strings.Contains(string(body), "audit_unavailable") {
+				t.Fatalf("an ordinary change with a failed outcome record: %d %s", code, body)
+			}
+			continue
+		}
+		var st client.RekeyStatus
+		code, body := doJSON(t, "POST", ts.URL+"/v1/sys/rekey/attempt", "", client.RekeyRequest{Shares: 2, Threshold: 2})
+		json.Unmarshal(body, &st)
+		doJSON(t, "POST", ts.URL+"/v1/sys/rekey/update", "", client.ShareSubmission{Nonce: st.Nonce, Share: ini.Shares[0]})
+		code, body = doJSON(t, "POST", ts.URL+"/v1/sys/rekey/update", "", client.ShareSubmission{Nonce: st.Nonce, Share: ini.Shares[1]})
+		json.Unmarshal(body, &st)
+		if code != 200 || !st.Complete || len(st.Shares) != 2 {
+			t.Fatalf("rekey with a failed outcome record: %d %s", code, body)
+		}
 	}
 }

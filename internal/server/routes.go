@@ -53,7 +53,7 @@ func (s *Server) routes() {
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, _ *empty) (client.SealStatus, error) {
 			return s.sys.Status(ctx)
 		}))
-	m.HandleFunc("POST /v1/sys/init", handle(s, route{action: "sys:Init", public: true, sealedOK: true}, nil,
+	m.HandleFunc("POST /v1/sys/init", handle(s, route{action: "sys:Init", public: true, sealedOK: true, oneTime: true}, nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.InitRequest) (client.InitResponse, error) {
 			return s.sys.Init(ctx, req.Shares, req.Threshold)
 		}))

@@ -305,6 +305,11 @@ type route struct {
 	// batch item with its own key and context; both keys of a ReEncrypt),
 	// so handle only pre-authorizes the action (see kms.go).
 	selfAuthz bool
+	// oneTime: a successful answer holds secrets shown exactly once (new
+	// shares, a root token) of a change that has happened: it is sent
+	// even when the outcome record then fails (the intent record is
+	// written), since withholding it would lose the store.
+	oneTime bool
 }
 
 // call is the service step of a route: it gets the decoded request and
@@ -498,8 +503,15 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 		// Not cut short when the client goes away: the request's effect
 		// (a change after its intent record) must still get its outcome.
 		if aerr := s.audit.Record(context.WithoutCancel(r.Context()), &rec); aerr != nil {
-			s.auditFailed(w, r, st, rt, &rec, aerr)
-			return
+			if !rt.oneTime || err != nil {
+				s.auditFailed(w, r, st, rt, &rec, aerr)
+				return
+			}
+			s.log.Error("the outcome record of a change whose answer is shown only once failed; answering anyway (its intent is recorded)",
+				"request_id", st.id, "action", rt.action, "error", aerr)
+			if s.metrics != nil {
+				s.metrics.AuditFailed()
+			}
 		}
 		s.observe(&rec, st.start)
 		if err != nil {

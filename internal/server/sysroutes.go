@@ -51,7 +51,8 @@ func (s *Server) quorumRoutes() {
 			s.sys.GenerateRootCancel()
 			return noContent{}, nil
 		}))
-	m.HandleFunc("POST /v1/sys/generate-root/update", handle(s, pub("sys:GenerateRoot"), nil,
+	oneTime := func(action string) route { return route{action: action, public: true, oneTime: true} }
+	m.HandleFunc("POST /v1/sys/generate-root/update", handle(s, oneTime("sys:GenerateRoot"), nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.ShareSubmission) (client.GenerateRootStatus, error) {
 			if req.Nonce == "" || req.Share == "" {
 				return client.GenerateRootStatus{}, badRequest("nonce and share are required")
@@ -71,14 +72,14 @@ func (s *Server) quorumRoutes() {
 			s.sys.RekeyCancel()
 			return noContent{}, nil
 		}))
-	m.HandleFunc("POST /v1/sys/rekey/update", handle(s, pub("sys:Rekey"), nil,
+	m.HandleFunc("POST /v1/sys/rekey/update", handle(s, oneTime("sys:Rekey"), nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.ShareSubmission) (client.RekeyStatus, error) {
 			if req.Nonce == "" || req.Share == "" {
 				return client.RekeyStatus{}, badRequest("nonce and share are required")
 			}
 			return s.sys.RekeySubmit(ctx, req.Nonce, req.Share)
 		}))
-	m.HandleFunc("POST /v1/sys/migrate-seal", handle(s, route{action: "sys:MigrateSeal", public: true, sealedOK: true}, nil,
+	m.HandleFunc("POST /v1/sys/migrate-seal", handle(s, route{action: "sys:MigrateSeal", public: true, sealedOK: true, oneTime: true}, nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.MigrateSealRequest) (client.MigrateSealResponse, error) {
 			if !req.Reset && req.Share == "" {
 				return client.MigrateSealResponse{}, badRequest("share is required (or reset: true)")

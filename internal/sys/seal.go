@@ -80,11 +80,22 @@ func (s *Sys) SealHealth() *client.SealHealth {
 		UnsealSeconds: a.unsealDur.Seconds(), UnsealedAt: a.unsealedAt, SealedByOperator: a.manual}
 }
 
+// errSealedByOperator refuses an auto-unseal after an operator's seal.
+var errSealedByOperator = errors.New("sealed by an operator: restart the server, or unseal it with a quorum of recovery shares")
+
 // AutoUnseal asks the configured auto-unseal for the root key and loads
-// the services, once. It does nothing when unsealed.
+// the services, once. It does nothing when unsealed, and refuses after an
+// operator's seal (checked under the lock Seal takes, so an attempt
+// already on its way cannot undo a seal).
 func (s *Sys) AutoUnseal(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.auto.mu.Lock()
+	manual := s.auto.manual
+	s.auto.mu.Unlock()
+	if manual {
+		return errSealedByOperator
+	}
 	return s.autoUnsealLocked(ctx)
 }
 
@@ -109,7 +120,7 @@ func (s *Sys) autoUnsealLocked(ctx context.Context) error {
 	}
 	a := &s.auto
 	a.mu.Lock()
-	a.unsealDur, a.unsealedAt, a.lastErr, a.manual = time.Since(start), time.Now().UTC(), "", false
+	a.unsealDur, a.unsealedAt, a.lastErr = time.Since(start), time.Now().UTC(), ""
 	a.mu.Unlock()
 	return nil
 }
@@ -196,7 +207,7 @@ func (s *Sys) autoStep(ctx context.Context, logger *slog.Logger) (time.Duration,
 		a.mu.Unlock()
 		return 0, true
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || errors.Is(err, errSealedByOperator) {
 		return 0, true
 	}
 	a.mu.Lock()
@@ -404,15 +415,24 @@ func (s *Sys) MigrateSeal(ctx context.Context, req client.MigrateSealRequest) (c
 	if err != nil || !res.Done {
 		return out, err
 	}
-	if err := s.afterUnsealLocked(ctx); err != nil {
-		return out, fmt.Errorf("the migration was committed, but loading state after it failed (restart the server): %w", err)
-	}
+	// Committed: the new shares exist only in this answer, so nothing
+	// after this point may withhold them, a client that hangs up included.
+	out.Complete, out.Shares, out.RecoveryShares = true, res.Shares, res.RecoveryShares
 	a := &s.auto
 	a.mu.Lock()
 	a.manual, a.stopped, a.lastErr = false, false, ""
 	a.mu.Unlock()
+	if err := s.afterUnsealLocked(context.WithoutCancel(ctx)); err != nil {
+		// Sealed again; the new seal (or the new shares) unseal it.
+		a.mu.Lock()
+		a.lastErr = "the seal migration was committed, but loading state after it failed: " + err.Error()
+		a.mu.Unlock()
+		st, _ := s.Status(context.WithoutCancel(ctx))
+		out.SealStatus = st
+		a.wake()
+		return out, nil
+	}
 	a.wake() // a health check of the new seal now, not in 30 s
 	out.SealStatus = s.statusOf(res.Status)
-	out.Complete, out.Shares, out.RecoveryShares = true, res.Shares, res.RecoveryShares
 	return out, nil
 }

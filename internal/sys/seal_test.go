@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/seal"
 	"github.com/cofferkms/coffer/internal/storage"
@@ -273,5 +274,72 @@ func TestAutoUnsealRetriesABlobRarely(t *testing.T) {
 	h := r.SealHealth()
 	if h.Failures != 1 || !h.Retrying || !strings.Contains(h.LastUnsealError, "retried every 5m0s") {
 		t.Fatalf("after a blob the key does not open: %+v", h)
+	}
+}
+
+// TestAutoUnsealRefusedAfterOperatorSeal: an attempt that reaches
+// AutoUnseal after an operator's seal (it passed the loop's check first)
+// does not undo the seal.
+func TestAutoUnsealRefusedAfterOperatorSeal(t *testing.T) {
+	ctx := context.Background()
+	be := inmem.New()
+	ts := newTestSeal(t)
+	bar := barrier.New(be)
+	bar.ConfigureSeal(ts, nil)
+	s := New(bar, nil)
+	if _, err := s.Init(ctx, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	s.Seal()
+	if err := s.AutoUnseal(ctx); !errors.Is(err, errSealedByOperator) || !s.Sealed() {
+		t.Fatalf("auto-unseal after an operator's seal: %v sealed=%v", err, s.Sealed())
+	}
+}
+
+// failListAfterRoot lets every call through until a batch writes
+// core/root, and fails List after that (loading the caches fails).
+type failListAfterRoot struct {
+	storage.Backend
+	failing atomic.Bool
+}
+
+func (f *failListAfterRoot) Apply(ctx context.Context, ops ...storage.Op) error {
+	err := f.Backend.Apply(ctx, ops...)
+	for _, op := range ops {
+		if err == nil && op.Key == "core/root" {
+			f.failing.Store(true)
+		}
+	}
+	return err
+}
+
+func (f *failListAfterRoot) List(ctx context.Context, prefix string) ([]string, error) {
+	if f.failing.Load() {
+		return nil, errors.New("storage hiccup")
+	}
+	return f.Backend.List(ctx, prefix)
+}
+
+// TestMigrateSealAnswersTheSharesWhenLoadingFails: once a migration is
+// committed its new shares are the only copy: a failure to load the
+// caches afterwards leaves the server sealed but still answers them.
+func TestMigrateSealAnswersTheSharesWhenLoadingFails(t *testing.T) {
+	ctx := context.Background()
+	be := inmem.New()
+	ini, err := New(barrier.New(be), nil).Init(ctx, 3, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flaky := &failListAfterRoot{Backend: be}
+	bar := barrier.New(flaky)
+	bar.ConfigureSeal(newTestSeal(t), nil)
+	s := New(bar, nil)
+	s.MigrateSeal(ctx, client.MigrateSealRequest{Share: ini.Shares[0]})
+	res, err := s.MigrateSeal(ctx, client.MigrateSealRequest{Share: ini.Shares[1]})
+	if err != nil || !res.Complete || len(res.RecoveryShares) != 3 {
+		t.Fatalf("committed migration: %+v %v", res, err)
+	}
+	if !s.Sealed() || !strings.Contains(s.SealHealth().LastUnsealError, "loading state") {
+		t.Fatalf("after the failed load: sealed=%v %+v", s.Sealed(), s.SealHealth())
 	}
 }
