@@ -313,8 +313,9 @@ func (b *Barrier) Initialize(ctx context.Context, shares, threshold int) ([]stri
 
 // Unseal submits one share. When the threshold is reached it rebuilds the
 // root key, opens the keyring and returns a Status with Sealed false. A
-// share that is malformed, or a full set that does not open the keyring,
-// resets the progress and returns an error wrapping ErrBadShare.
+// malformed share is refused (the shares submitted so far are kept); a full
+// set that does not open the keyring resets the progress. Both errors wrap
+// ErrBadShare.
 //
 // Under an auto-unseal the shares are recovery shares: they do not give the
 // root key (the seal does) but prove the authority to unseal a server an
