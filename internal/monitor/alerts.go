@@ -27,6 +27,7 @@ const (
 	RuleRoot        = "root_token"
 	RuleKeyState    = "key_lifecycle"
 	RuleLeaked      = "leaked_credential"
+	RuleSeal        = "seal"
 )
 
 // RespondRevoke is the opt-in automatic response: revoke the token (by
@@ -119,6 +120,12 @@ type Rules struct {
 		Accessors  []string `json:"accessors,omitempty"`
 		TokenHMACs []string `json:"token_hmacs,omitempty"`
 	} `json:"leaked_credential"`
+	// Seal fires when an auto-unseal attempt fails and when a quorum
+	// operation starts (generate-root, rekey) or a seal migration share
+	// is accepted (severity critical).
+	Seal struct {
+		RuleCommon
+	} `json:"seal"`
 	Sinks struct {
 		Log          *bool  `json:"log,omitempty"` // default true
 		Webhook      string `json:"webhook,omitempty"`
@@ -171,7 +178,7 @@ func (r *Rules) defaults() error {
 	def(&r.NewSource.Idle, 30*24*time.Hour)
 	def(&r.KeyLifecycle.RotationGrace, time.Hour)
 	for _, c := range []*RuleCommon{&r.Spike.RuleCommon, &r.Enumeration.RuleCommon, &r.DeniedBurst.RuleCommon,
-		&r.NewSource.RuleCommon, &r.RootToken.RuleCommon, &r.KeyLifecycle.RuleCommon, &r.LeakedCredential.RuleCommon} {
+		&r.NewSource.RuleCommon, &r.RootToken.RuleCommon, &r.KeyLifecycle.RuleCommon, &r.LeakedCredential.RuleCommon, &r.Seal.RuleCommon} {
 		if c.Respond != "" && c.Respond != RespondRevoke {
 			return fmt.Errorf("respond %q: the only response is %s", c.Respond, RespondRevoke)
 		}
@@ -184,6 +191,9 @@ func (r *Rules) defaults() error {
 	}
 	if r.LeakedCredential.Severity == "warning" {
 		r.LeakedCredential.Severity = "critical"
+	}
+	if r.Seal.Severity == "warning" {
+		r.Seal.Severity = "critical"
 	}
 	return nil
 }
@@ -309,6 +319,9 @@ func claimed(r *audit.Record) bool {
 
 // Observe evaluates one record and returns the alerts it raised.
 func (e *Engine) Observe(ctx context.Context, r *audit.Record) []Alert {
+	if r.Type == audit.TypeEvent && r.Action == "sys:AutoUnseal" {
+		return e.observeSeal(ctx, r)
+	}
 	if r.Type != "" && r.Type != audit.TypeRequest || r.Phase == audit.PhaseIntent {
 		return nil
 	}
@@ -367,6 +380,14 @@ func (e *Engine) Observe(ctx context.Context, r *audit.Record) []Alert {
 	// 5. Root token used at all.
 	if c := &R.RootToken; !c.Disabled && r.Principal.Kind == "root" {
 		fire(RuleRoot, &c.RuleCommon, subj, fmt.Sprintf("root token %s used for %s from %s", r.Principal.Accessor, r.Action, r.Source))
+	}
+	// 8. The last key: a quorum operation begins, or a migration share is
+	// accepted (auto-unseal failures come as events, observeSeal).
+	if c := &R.Seal; !c.Disabled && r.Outcome == "ok" {
+		switch r.Action {
+		case "sys:GenerateRootStart", "sys:RekeyStart", "sys:MigrateSeal":
+			fire(RuleSeal, &c.RuleCommon, r.Action+" "+r.Source, fmt.Sprintf("%s from %s: a quorum of shares is being collected on this server", r.Action, r.Source))
+		}
 	}
 	// 7. A credential reported as leaked is used again.
 	if c := &R.LeakedCredential; !c.Disabled {
@@ -624,4 +645,27 @@ func (e *Engine) reloadLeakedLocked() {
 		return
 	}
 	e.loadLeaked()
+}
+
+// observeSeal applies the seal rule to an auto-unseal event.
+func (e *Engine) observeSeal(ctx context.Context, r *audit.Record) []Alert {
+	c := &e.rules.Seal
+	if c.Disabled || r.Outcome == "ok" {
+		return nil
+	}
+	e.mu.Lock()
+	key := RuleSeal + "\x00auto-unseal"
+	if last, ok := e.last[key]; ok && r.Time.Sub(last) < time.Duration(e.rules.RepeatInterval) {
+		e.mu.Unlock()
+		return nil
+	}
+	forgetIfFull(e.last)
+	e.last[key] = r.Time
+	e.mu.Unlock()
+	out := []Alert{{Rule: RuleSeal, Severity: c.Severity, Time: r.Time, Subject: "auto-unseal", Seq: r.Seq,
+		Summary: fmt.Sprintf("the %s auto-unseal failed; the server stays sealed: %s", r.Principal.ID, r.Detail)}}
+	for i := range out {
+		e.deliver(ctx, &out[i], r)
+	}
+	return out
 }

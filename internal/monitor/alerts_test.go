@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -192,5 +193,38 @@ func TestEngineMemoryBounded(t *testing.T) {
 	defer e.mu.Unlock()
 	if len(e.creds) >= maxTracked || len(e.last) >= maxTracked || len(e.denied) >= maxTracked {
 		t.Fatalf("state grew past %d: creds %d, last %d, denied %d", maxTracked, len(e.creds), len(e.last), len(e.denied))
+	}
+}
+
+// TestSealRule: a failed auto-unseal (an event record) and the start of a
+// quorum operation raise the seal rule; a successful auto-unseal, an
+// ordinary request and a disabled rule do not.
+func TestSealRule(t *testing.T) {
+	ctx := context.Background()
+	e, _ := NewEngine(DefaultRules(), nil, nil, nil)
+	failed := &audit.Record{Type: audit.TypeEvent, Time: t0, Door: "seal", Action: "sys:AutoUnseal",
+		Principal: audit.Principal{Kind: "system", ID: "pkcs11"}, Outcome: "error", Detail: "the PIN was refused"}
+	as := e.Observe(ctx, failed)
+	if len(as) != 1 || as[0].Rule != RuleSeal || as[0].Severity != "critical" || !strings.Contains(as[0].Summary, "pkcs11") {
+		t.Fatalf("failed auto-unseal: %+v", as)
+	}
+	ok := *failed
+	ok.Outcome, ok.Time = "ok", t0.Add(time.Hour)
+	if as := e.Observe(ctx, &ok); len(as) != 0 {
+		t.Fatalf("successful auto-unseal: %+v", as)
+	}
+	start := &audit.Record{Type: audit.TypeRequest, Time: t0, Action: "sys:GenerateRootStart", Source: "10.0.0.9", Outcome: "ok"}
+	if as := e.Observe(ctx, start); len(as) != 1 || as[0].Rule != RuleSeal {
+		t.Fatalf("generate-root started: %+v", as)
+	}
+	other := &audit.Record{Type: audit.TypeRequest, Time: t0, Action: "sys:SealStatus", Source: "10.0.0.9", Outcome: "ok"}
+	if as := e.Observe(ctx, other); len(as) != 0 {
+		t.Fatalf("seal-status: %+v", as)
+	}
+	r := DefaultRules()
+	r.Seal.Disabled = true
+	d, _ := NewEngine(r, nil, nil, nil)
+	if as := d.Observe(ctx, failed); len(as) != 0 {
+		t.Fatalf("disabled rule fired: %+v", as)
 	}
 }

@@ -434,7 +434,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 			if err != nil {
 				r.Outcome, r.ErrorCode, r.Detail = "error", "seal_unavailable", boundString(err.Error(), maxMessage)
 			}
-			return rec.Record(ctx, r)
+			if err := rec.Record(ctx, r); err != nil {
+				return err
+			}
+			if engine != nil && !engine.Feed(r) && metrics != nil {
+				metrics.Dropped("alert_engine", 1)
+			}
+			return nil
 		}
 		bgWG.Add(1)
 		go func() {
