@@ -220,7 +220,7 @@ func builtinRules() []*Rule {
 			rule.priority = prioSpecific
 		}
 	}
-	return r
+	return append(r, configRules()...) // config-file passwords (rules_config.go) set their own priority
 }
 
 func withNear(r *Rule, near string, lines int) *Rule { r.Near, r.NearLines = near, lines; return r }

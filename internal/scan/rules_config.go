@@ -1,0 +1,170 @@
+package scan
+
+import (
+	"encoding/base64"
+	"regexp"
+	"strings"
+)
+
+// Config-file passwords: detectors for the files services read their
+// credentials from (.pgpass, redis.conf, SQL scripts, PHP and Django
+// settings, .netrc, Maven settings.xml, Dockerfiles, shell scripts, nginx).
+// Each rule knows the line shape of its format and reports the value of
+// the credential field. Assignments the generic rule already reports well
+// (docker-compose environment, `export X_PASSWORD=`, PGPASSWORD=,
+// .NET `Password=...;`) get no rule of their own here.
+//
+// The rules are appended after builtinRules assigns priorities and carry
+// prioKube: a format-aware check beats the keyword heuristic on the same
+// line, while a known token format (a ghp_ token used as a password) still
+// reports under its own rule.
+
+// secretNameRe is the part of a variable name that marks its value as
+// secret (Dockerfile ENV/ARG, PHP define).
+const secretNameRe = `[A-Za-z0-9_]*(?:PASSWORD|PASSWD|PASSPHRASE|_PASS|PWD|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIALS?|AUTH_?KEY)[A-Za-z0-9_]*`
+
+// defaultPasswords are the well-known default and demo passwords of
+// images, CI service containers and tutorials: never findings.
+var defaultPasswords = map[string]bool{
+	"postgres": true, "postgresql": true, "root": true, "admin": true, "redis": true, "mysql": true,
+	"mariadb": true, "guest": true, "pass": true, "passw0rd": true, "p@ssw0rd": true, "changeit": true,
+	"tiger": true, "default": true, "user": true, "demo": true, "foobared": true, "sa": true,
+	"oracle": true, "manager": true, "welcome": true, "welcome1": true, "secret": true, "password": true,
+	"test": true, "example": true,
+}
+
+// configValue accepts a credential field's value: not a variable
+// reference, a secrets-file path or a default password, and not a short
+// all-lower-case word.
+func configValue(v string) bool {
+	if len(v) < 6 || defaultPasswords[strings.ToLower(v)] {
+		return false
+	}
+	switch v[0] {
+	case '$', '%', '*':
+		if v[0] == '*' && len(v) == 41 { // a MySQL native password hash: see sql-password
+			return true
+		}
+		return false
+	}
+	if strings.HasPrefix(v, "/run/secrets") || strings.HasPrefix(v, "/var/run/secrets") {
+		return false
+	}
+	if len(v) < 12 {
+		lowerWord := true
+		for i := 0; i < len(v); i++ {
+			if c := v[i]; c < 'a' || c > 'z' {
+				lowerWord = false
+				break
+			}
+		}
+		if lowerWord {
+			return false
+		}
+	}
+	return true
+}
+
+// randomKeyPlaceholders mark a framework key that was never generated.
+var randomKeyPlaceholders = []string{
+	"put your unique phrase", "unique phrase", "changeme", "change_me", "change-me", "change this", "changethis",
+	"your", "placeholder", "dummy", "fake", "example", "sample", "redacted", "xxxx", "insert", "replace", "todo",
+	"not-a-secret", "notasecret", "secret-key", "secret_key",
+}
+
+// randomKey accepts a generated framework key (WordPress salts, Django
+// SECRET_KEY): long and without a placeholder phrase. Such keys are drawn
+// from alphabets with <, >, $, % and braces, so the generic stopwords
+// (which treat "<" or "%s" as template syntax) would drop real keys.
+func randomKey(v string) bool {
+	if len(v) < 32 {
+		return false
+	}
+	lower := strings.ToLower(v)
+	for _, w := range randomKeyPlaceholders {
+		if strings.Contains(lower, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// validBasicAuth accepts a base64 user:password whose password is not a
+// default or placeholder (the dXNlcjpwYXNzd29yZA== of every tutorial).
+func validBasicAuth(s string) bool {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return false
+	}
+	user, pass, ok := strings.Cut(string(b), ":")
+	return ok && user != "" && configValue(pass) && !isPlaceholder(pass) && !hasStopword(pass, defaultStopwords)
+}
+
+// maven encrypts server passwords as {base64} with the master password of
+// settings-security.xml.
+var mavenEncryptedRe = regexp.MustCompile(`^\{[A-Za-z0-9+/=]{16,}\}$`)
+
+func configRules() []*Rule {
+	cfg := func(id, desc string, sev Severity, kw []string, re string, groups ...int) *Rule {
+		return &Rule{ID: id, Description: desc, Severity: sev, Keywords: kw, Regex: regexp.MustCompile(re), Groups: groups,
+			Generic: true, MinEntropy: 2.5, Validate: configValue, priority: prioKube}
+	}
+	dockerNotSecret := strings.TrimPrefix(notSecretKeyRe.String(), "(?i)")
+	rules := []*Rule{
+		// host:port:database:user:password; the port field keeps the
+		// prefilter off every other line with colons.
+		cfg("pgpass-password", "PostgreSQL password file (.pgpass) entry", High,
+			[]string{"5432:", "5433:", "5434:", "5439:", "6432:", "25060:", ":*:"},
+			`^([^:#\s][^:\s]*):(\d{2,5}|\*):([^:\s]+):([^:\s]+):(\S+?)\s*$`, 5),
+		cfg("redis-conf-password", "Redis requirepass / masterauth password", High, []string{"requirepass", "masterauth"},
+			`(?i)(?:^\s*|--|config\s+set\s+)(?:requirepass|masterauth)\s+(?:"([^"\s]+)"|'([^'\s]+)'|([^\s"']+))`, 1, 2, 3),
+		cfg("sql-password", "Password in a SQL CREATE/ALTER USER or ROLE statement (IDENTIFIED BY, PASSWORD '...')", High,
+			[]string{"password", "identified"},
+			`(?i)(?:\b(?:create|alter)\s+(?:user|role|login)\b[^;]*?\bpassword\s*=?\s*(?:'([^'\r\n]+)'|"([^"\r\n]+)")`+
+				`|\bidentified\s+(?:with\s+['"]?\w+['"]?\s+)?by\s+(?:password\s+)?(?:'([^'\r\n]+)'|"([^"\r\n]+)"|([A-Za-z0-9_#$]{6,})\b)`+
+				`|^\s*(?:(?:with|login|encrypted|unencrypted)\s+)*password\s+(?:'([^'\r\n]+)'|"([^"\r\n]+)"))`,
+			1, 2, 3, 4, 5, 6, 7),
+		cfg("php-define-password", "Password or secret in a PHP define() (wp-config.php, config.php)", High, []string{"define"},
+			`(?i)\bdefine\s*\(\s*['"]`+secretNameRe+`['"]\s*,\s*(?:'([^'\r\n]+)'|"([^"\r\n]+)")`, 1, 2),
+		cfg("netrc-password", ".netrc password (machine ... login ... password ...)", High, []string{"password"},
+			`(?i)^\s*(?:(?:machine|login|account)\s+\S+\s+|default\s+)*password\s+([^\s'"]\S*)`, 1),
+		cfg("maven-settings-password", "Password element in an XML config (Maven settings.xml <server>)", High,
+			[]string{"<password>", "<passphrase>"},
+			`(?i)<(?:password|passphrase)>\s*([^<\s][^<]*?)\s*</(?:password|passphrase)>`, 1),
+		cfg("dockerfile-env-secret", "Secret baked into an image by a Dockerfile ENV or ARG", High,
+			[]string{"password", "passwd", "passphrase", "pwd", "secret", "token", "api_key", "apikey", "access_key", "accesskey",
+				"private_key", "credential", "auth_key", "_pass"},
+			`(?i)^\s*(?:ENV|ARG)\s+`+secretNameRe+`(?:\s+|=)(?:"([^"\r\n]+)"|'([^'\r\n]+)'|([^\s"']+))`, 1, 2, 3),
+		cfg("mysql-cli-password", "Password on a mysql / mysqldump / mariadb command line (-p<pw>, --password=)", High,
+			[]string{"mysql", "mariadb"},
+			`\b(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlsh|mariadb|mariadb-dump)\b[^\r\n]*?\s(?:-p|--password=)(?:'([^'\r\n]+)'|"([^"\r\n]+)"|([^\s'";|&]+))`,
+			1, 2, 3),
+		{ID: "wordpress-auth-key", Description: "WordPress authentication key or salt (wp-config.php)", Severity: High,
+			Keywords: []string{"_key", "_salt"},
+			Regex:    regexp.MustCompile(`(?i)\bdefine\s*\(\s*['"]((?:SECURE_)?AUTH|LOGGED_IN|NONCE)_(?:KEY|SALT)['"]\s*,\s*(?:'([^'\r\n]+)'|"([^"\r\n]+)")`),
+			Groups:   []int{2, 3}, MinEntropy: 4.0, Validate: randomKey, priority: prioSpecific}, // beats php-define-password (AUTH_KEY)
+		{ID: "django-secret-key", Description: "Django SECRET_KEY in settings", Severity: High, Keywords: []string{"secret_key"},
+			Regex:  regexp.MustCompile(`^\s*SECRET_KEY\s*(?::\s*str\s*)?=\s*[rbu]?(?:'([^'\r\n]+)'|"([^"\r\n]+)")`),
+			Groups: []int{1, 2}, MinEntropy: 3.5, Validate: randomKey, priority: prioKube},
+		{ID: "http-basic-auth-header", Description: "HTTP Basic credentials in an Authorization header (nginx proxy_set_header, curl, .http files)",
+			Severity: High, Keywords: []string{"basic "},
+			Regex:  regexp.MustCompile(`(?i)\bauthorization["']?\s*[:=]?\s*["']?basic\s+([A-Za-z0-9+/]{8,}={0,2})`),
+			Groups: []int{1}, Validate: validBasicAuth, priority: prioKube},
+		cfg("http-header-api-key", "API key or token set in a proxy header (nginx proxy_set_header, Apache RequestHeader, HAProxy)", High,
+			[]string{"proxy_set_header", "add_header", "grpc_set_header", "more_set", "requestheader", "set-header"},
+			`(?i)\b(?:proxy_set_header|add_header|grpc_set_header|more_set_headers|more_set_input_headers|RequestHeader\s+set|http-request\s+set-header)\s+["']?[\w-]*(?:api[_-]?key|token|secret|auth)[\w-]*:?["']?\s+["']?(?:Bearer\s+|Token\s+)?([^\s"';]{12,})`, 1),
+	}
+	// A Dockerfile variable that names a secret file or a path is not one.
+	for _, r := range rules {
+		if r.ID == "dockerfile-env-secret" {
+			r.Exclude = regexp.MustCompile(`(?i)^\s*(?:ENV|ARG)\s+\w*(?:` + dockerNotSecret + `)`)
+		}
+		if r.ID == "php-define-password" { // WordPress keys and salts belong to wordpress-auth-key alone
+			r.Exclude = regexp.MustCompile(`(?i)define\s*\(\s*['"](?:(?:SECURE_)?AUTH|LOGGED_IN|NONCE)_(?:KEY|SALT)['"]`)
+		}
+		if r.ID == "maven-settings-password" {
+			r.Validate = func(v string) bool { return configValue(v) && !mavenEncryptedRe.MatchString(v) }
+		}
+	}
+	return rules
+}
