@@ -122,10 +122,16 @@ func configRules() []*Rule {
 			[]string{"password", "identified"},
 			`(?i)(?:\b(?:create|alter)\s+(?:user|role|login)\b[^;]*?\bpassword\s*=?\s*(?:'([^'\r\n]+)'|"([^"\r\n]+)")`+
 				`|\bidentified\s+(?:with\s+['"]?\w+['"]?\s+)?by\s+(?:password\s+)?(?:'([^'\r\n]+)'|"([^"\r\n]+)"|([A-Za-z0-9_#$]{6,})\b)`+
-				`|^\s*(?:(?:with|login|encrypted|unencrypted)\s+)*password\s+(?:'([^'\r\n]+)'|"([^"\r\n]+)"))`,
-			1, 2, 3, 4, 5, 6, 7),
+				`|^\s*(?:(?:with|login|encrypted|unencrypted)\s+)*password\s+(?:'([^'\r\n]+)'|"([^"\r\n]+)")`+
+				`|\bset\s+password\s+(?:for\s+\S+\s*)?=\s*(?:password\s*\(\s*)?'([^'\r\n]+)')`,
+			1, 2, 3, 4, 5, 6, 7, 8),
 		cfg("php-define-password", "Password or secret in a PHP define() (wp-config.php, config.php)", High, []string{"define"},
 			`(?i)\bdefine\s*\(\s*['"]`+secretNameRe+`['"]\s*,\s*(?:'([^'\r\n]+)'|"([^"\r\n]+)")`, 1, 2),
+		// PHP configuration variables: CodeIgniter $db['default']['password'],
+		// Moodle $CFG->dbpass, Joomla public $password.
+		cfg("php-config-password", "Password or secret assigned to a PHP configuration variable", High,
+			[]string{"pass", "pwd", "secret", "token", "api_key", "apikey"},
+			`(?i)\$\w*(?:->\w+|\[\s*['"]\w+['"]\s*\])*?(?:->|\[\s*['"]|\b|_)\w*(?:pass(?:word|wd)?|pwd|secret|token|api_?key)\w*(?:['"]\s*\])?\s*=\s*(?:'([^'\r\n]+)'|"([^"\r\n]+)")\s*;`, 1, 2),
 		cfg("netrc-password", ".netrc password (machine ... login ... password ...)", High, []string{"password"},
 			`(?i)^\s*(?:(?:machine|login|account)\s+\S+\s+|default\s+)*password\s+([^\s'"]\S*)`, 1),
 		cfg("maven-settings-password", "Password element in an XML config (Maven settings.xml <server>)", High,
@@ -144,8 +150,11 @@ func configRules() []*Rule {
 			Regex:    regexp.MustCompile(`(?i)\bdefine\s*\(\s*['"]((?:SECURE_)?AUTH|LOGGED_IN|NONCE)_(?:KEY|SALT)['"]\s*,\s*(?:'([^'\r\n]+)'|"([^"\r\n]+)")`),
 			Groups:   []int{2, 3}, MinEntropy: 4.0, Validate: randomKey, priority: prioSpecific}, // beats php-define-password (AUTH_KEY)
 		{ID: "django-secret-key", Description: "Django SECRET_KEY in settings", Severity: High, Keywords: []string{"secret_key"},
-			Regex:  regexp.MustCompile(`^\s*SECRET_KEY\s*(?::\s*str\s*)?=\s*[rbu]?(?:'([^'\r\n]+)'|"([^"\r\n]+)")`),
-			Groups: []int{1, 2}, MinEntropy: 3.5, Validate: randomKey, priority: prioKube},
+			// A literal, or the default of an environment lookup
+			// (os.environ.get, os.getenv, django-environ, decouple).
+			Regex: regexp.MustCompile(`^\s*SECRET_KEY\s*(?::\s*str\s*)?=\s*(?:[rbu]?(?:'([^'\r\n]+)'|"([^"\r\n]+)")` +
+				`|(?:os\.environ\.get|os\.getenv|env(?:\.str)?|config)\(\s*['"]\w+['"]\s*,\s*(?:default\s*=\s*)?(?:'([^'\r\n]+)'|"([^"\r\n]+)"))`),
+			Groups: []int{1, 2, 3, 4}, MinEntropy: 3.5, Validate: randomKey, priority: prioKube},
 		{ID: "http-basic-auth-header", Description: "HTTP Basic credentials in an Authorization header (nginx proxy_set_header, curl, .http files)",
 			Severity: High, Keywords: []string{"basic "},
 			Regex:  regexp.MustCompile(`(?i)\bauthorization["']?\s*[:=]?\s*["']?basic\s+([A-Za-z0-9+/]{8,}={0,2})`),

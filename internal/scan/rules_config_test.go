@@ -14,6 +14,7 @@ var configFalsePositives = map[string][]string{
 	"sql-password":            {"ALTER ROLE app PASSWORD NULL;", "CREATE USER app WITH PASSWORD :'app_password';", "CREATE USER 'u'@'%' IDENTIFIED BY 'password';"},
 	"php-define-password":     {"define('DB_PASSWORD', getenv('DB_PASSWORD'));", "define( 'DB_PASSWORD', 'password_here' );", "define('AUTH_KEY', '@@R::A62:16@@');"},
 	"wordpress-auth-key":      {"define( 'AUTH_KEY', 'put your unique phrase here' );", "define('NONCE_SALT', '@@R::A62:20@@');"},
+	"php-config-password":     {"$db['default']['password'] = '';", "$CFG->dbpass = getenv('DB_PASS');", "public $password = 'password';"},
 	"netrc-password":          {"machine github.com login me password <token>", "password $GITHUB_TOKEN", "Password reset links expire"},
 	"maven-settings-password": {"<password>${env.NEXUS_PASSWORD}</password>", "<password>{@@R::B64:44@@}</password>"},
 	"dockerfile-env-secret":   {"ENV DB_PASSWORD_FILE=/run/secrets/db", "ARG NPM_TOKEN", "ENV PASSWORD=changeme", "ENV TOKEN_URL=https://auth.internal/token"},
@@ -72,6 +73,7 @@ func TestConfigRules(t *testing.T) {
 		{"sql mysql native hash", "sql-password", "a.sql", "GRANT USAGE ON *.* TO 'l'@'%' IDENTIFIED BY PASSWORD '" + hash + "';", hash, 1},
 		{"sql oracle unquoted", "sql-password", "a.sql", "CREATE USER hr IDENTIFIED BY Hr4kLq2Zx9Wm;", "Hr4kLq2Zx9Wm", 1},
 		{"sql password line", "sql-password", "a.sql", "CREATE ROLE etl WITH\n  LOGIN\n  PASSWORD 'Jx2mQ8rT4zLp9WkN';", "Jx2mQ8rT4zLp9WkN", 3},
+		{"sql set password", "sql-password", "a.sql", "SET PASSWORD FOR 'app'@'%' = PASSWORD('Pq4xX8zLr2Kt7WnB');", "Pq4xX8zLr2Kt7WnB", 1},
 		{"sql null", "sql-password", "a.sql", "ALTER ROLE app PASSWORD NULL;", "", 0},
 		{"sql md5 prefix", "sql-password", "a.sql", "ALTER ROLE app PASSWORD 'md5' || md5('x');", "", 0},
 		// PHP and WordPress.
@@ -80,6 +82,10 @@ func TestConfigRules(t *testing.T) {
 		{"wp salt", "wordpress-auth-key", "wp-config.php", "define('NONCE_SALT', 'h8#Kq2!zL$m9Xr@4Tw&7Pn^3Bv*6Yc(1Ds)5Gf-0Jk=<a>%s');", "h8#Kq2!zL$m9Xr@4Tw&7Pn^3Bv*6Yc(1Ds)5Gf-0Jk=<a>%s", 1},
 		{"wp salt low entropy", "wordpress-auth-key", "wp-config.php", "define('AUTH_SALT', '" + strings.Repeat("ab", 32) + "');", "", 0},
 		{"wp placeholder", "wordpress-auth-key", "wp-config.php", "define('AUTH_SALT', 'put your unique phrase here, at least sixty four characters long!');", "", 0},
+		{"php codeigniter", "php-config-password", "database.php", "$db['default']['password'] = 'Kq9xZ2mLr7Tw4PnB';", "Kq9xZ2mLr7Tw4PnB", 1},
+		{"php moodle", "php-config-password", "config.php", "$CFG->dbpass    = 'Lm7xQ2zKr9Tw4PnB';", "Lm7xQ2zKr9Tw4PnB", 1},
+		{"php joomla", "php-config-password", "configuration.php", "\tpublic $password = 'Bz4qX8mLr2Kt7WnY';", "Bz4qX8mLr2Kt7WnY", 1},
+		{"php not a secret name", "php-config-password", "configuration.php", "$db['default']['username'] = 'Bz4qX8mLr2Kt7WnY';", "", 0},
 		// .netrc.
 		{"netrc one line", "netrc-password", ".netrc", "machine git.corp login bot password Wq7zN2xKr9LmT4pB", "Wq7zN2xKr9LmT4pB", 1},
 		{"netrc split", "netrc-password", ".netrc", "machine a.corp\n  login ci\n  password Ys3kM8qXz2Rt7LwN", "Ys3kM8qXz2Rt7LwN", 3},
@@ -100,6 +106,9 @@ func TestConfigRules(t *testing.T) {
 		// Django.
 		{"django", "django-secret-key", "settings.py", "SECRET_KEY = 'django-insecure-k9#x2!mq$7zr@4lw&8pn^3bv*6yc(1ds)5gf'", "django-insecure-k9#x2!mq$7zr@4lw&8pn^3bv*6yc(1ds)5gf", 1},
 		{"django %s in key", "django-secret-key", "settings.py", `SECRET_KEY = "k9#x2!mq%(7zr@4lw&8pn^3bv*6yc%s1ds)5gf"`, "k9#x2!mq%(7zr@4lw&8pn^3bv*6yc%s1ds)5gf", 1},
+		{"django env default", "django-secret-key", "settings.py", `SECRET_KEY = env("SECRET_KEY", default="k9#x2!mq$7zr@4lw&8pn^3bv*6yc(1ds)5gfZZ1")`, "k9#x2!mq$7zr@4lw&8pn^3bv*6yc(1ds)5gfZZ1", 1},
+		{"django environ.get default", "django-secret-key", "settings.py", `SECRET_KEY = os.environ.get("K", "k9#x2!mq$7zr@4lw&8pn^3bv*6yc(1ds)5gfZZ1")`, "k9#x2!mq$7zr@4lw&8pn^3bv*6yc(1ds)5gfZZ1", 1},
+		{"django env no default", "django-secret-key", "settings.py", `SECRET_KEY = config('SECRET_KEY')`, "", 0},
 		{"django short", "django-secret-key", "settings.py", "SECRET_KEY = 'k9#x2!mq$7zr@4lw'", "", 0},
 		// nginx.
 		{"basic auth", "http-basic-auth-header", "nginx.conf", `proxy_set_header Authorization "Basic ` + b64("deploy:Tq9xL2mZr7Kw4PbN") + `";`, b64("deploy:Tq9xL2mZr7Kw4PbN"), 1},
