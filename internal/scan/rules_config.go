@@ -23,6 +23,15 @@ import (
 // secret (Dockerfile ENV/ARG, PHP define).
 const secretNameRe = `[A-Za-z0-9_]*(?:PASSWORD|PASSWD|PASSPHRASE|_PASS|PWD|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIALS?|AUTH_?KEY)[A-Za-z0-9_]*`
 
+// envSecretName is an upper-case environment variable name that marks its
+// value as secret.
+const envSecretName = `[A-Z][A-Z0-9_]*(?:PASSWORD|PASSWD|PASSPHRASE|_PASS|PWD|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIALS?|AUTH_?KEY)[A-Z0-9_]*`
+
+// notSecretEnvName matches a variable whose name says it holds a file, a
+// path, a name or a setting about a secret rather than the secret: a
+// whole _-separated component, so SECURITY does not read as URI.
+const notSecretEnvName = `(?:\w*_)?(?:FILE|PATH|DIR|URL|URI|HOST|NAME|REF|ENDPOINT|TYPE|LENGTH|POLICY|HEADER|FIELD|FORMAT|PREFIX|COUNT|TTL|TIMEOUT|MODE|ENABLED|REQUIRED|PROVIDER|VERSION|SIZE|HASH|ALGORITHM|METHOD|ID|KEYID|MOUNT|EXPIRY|EXPIRES|EXISTING)(?:_\w*)?`
+
 // defaultPasswords are the well-known default and demo passwords of
 // images, CI service containers and tutorials: never findings.
 var defaultPasswords = map[string]bool{
@@ -104,12 +113,16 @@ func validBasicAuth(s string) bool {
 // settings-security.xml.
 var mavenEncryptedRe = regexp.MustCompile(`^\{[A-Za-z0-9+/=]{16,}\}$`)
 
+func withPrio(r *Rule, p int) *Rule { r.priority = p; return r }
+
+// configRules returns the config-file password rules (see the top of
+// this file); builtinRules appends them after assigning the others'
+// priorities.
 func configRules() []*Rule {
 	cfg := func(id, desc string, sev Severity, kw []string, re string, groups ...int) *Rule {
 		return &Rule{ID: id, Description: desc, Severity: sev, Keywords: kw, Regex: regexp.MustCompile(re), Groups: groups,
 			Generic: true, MinEntropy: 2.5, Validate: configValue, priority: prioKube}
 	}
-	dockerNotSecret := strings.TrimPrefix(notSecretKeyRe.String(), "(?i)")
 	rules := []*Rule{
 		// host:port:database:user:password; the port field keeps the
 		// prefilter off every other line with colons.
@@ -120,7 +133,7 @@ func configRules() []*Rule {
 			`(?i)(?:^\s*|--|config\s+set\s+)(?:requirepass|masterauth)\s+(?:"([^"\s]+)"|'([^'\s]+)'|([^\s"']+))`, 1, 2, 3),
 		cfg("sql-password", "Password in a SQL CREATE/ALTER USER or ROLE statement (IDENTIFIED BY, PASSWORD '...')", High,
 			[]string{"password", "identified"},
-			`(?i)(?:\b(?:create|alter)\s+(?:user|role|login)\b[^;]*?\bpassword\s*=?\s*(?:'([^'\r\n]+)'|"([^"\r\n]+)")`+
+			`(?i)(?:\b(?:create|alter)\s+(?:user|role|login)\b[^;]*?\bpassword\s*=?\s*N?(?:'([^'\r\n]+)'|"([^"\r\n]+)")`+
 				`|\bidentified\s+(?:with\s+['"]?\w+['"]?\s+)?by\s+(?:password\s+)?(?:'([^'\r\n]+)'|"([^"\r\n]+)"|([A-Za-z0-9_#$]{6,})\b)`+
 				`|^\s*(?:(?:with|login|encrypted|unencrypted)\s+)*password\s+(?:'([^'\r\n]+)'|"([^"\r\n]+)")`+
 				`|\bset\s+password\s+(?:for\s+\S+\s*)?=\s*(?:password\s*\(\s*)?'([^'\r\n]+)')`,
@@ -145,6 +158,26 @@ func configRules() []*Rule {
 			[]string{"mysql", "mariadb"},
 			`\b(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlsh|mariadb|mariadb-dump)\b[^\r\n]*?\s(?:-p|--password=)(?:'([^'\r\n]+)'|"([^"\r\n]+)"|([^\s'";|&]+))`,
 			1, 2, 3),
+		// Environment entries of docker-compose files and CI workflows:
+		// list (- KEY=value) and map (KEY: value) forms with upper-case
+		// names. The generic rule reports most of these, but not *_PASS
+		// names, and its name filter drops GF_SECURITY_ADMIN_PASSWORD
+		// ("uri" in SECURITY). This rule only fills those gaps: it has
+		// the generic priority, the generic rule comes first in the table
+		// and shares its keywords, so on a line both report the generic
+		// finding is kept; a Kubernetes check on the line wins.
+		withPrio(cfg("compose-env-secret", "Secret in a docker-compose or CI environment entry (- KEY=value, KEY: value)", High,
+			[]string{"password", "passwd", "passphrase", "pwd", "secret", "token", "api_key", "apikey", "access_key", "accesskey",
+				"private_key", "credential", "auth_key", "_pass=", "_pass:", `_pass"`, "_pass'"},
+			`^\s*(?:-\s*["']?`+envSecretName+`=(?:"([^"\r\n]+)"|'([^'\r\n]+)'|([^\s"']+))["']?`+
+				`|["']?`+envSecretName+`["']?:\s+(?:"([^"\r\n]+)"|'([^'\r\n]+)'|([^\s"'#][^\s#]*)))\s*(?:#.*)?$`,
+			1, 2, 3, 4, 5, 6), prioGeneric),
+		cfg("cli-password-argument", "Password on a command line: sshpass -p, redis-cli -a, curl -u user:password", High,
+			[]string{"sshpass", "redis-cli", "curl"},
+			`\bsshpass\s+(?:-[a-oq-z]\S*\s+)*-p\s*(?:'([^'\r\n]+)'|"([^"\r\n]+)"|([^\s'"]+))`+
+				`|\bredis-cli\b[^\r\n]*?\s-a\s+(?:'([^'\r\n]+)'|"([^"\r\n]+)"|([^\s'"]+))`+
+				`|\bcurl\b[^\r\n]*?\s(?:-u\s*|--user[\s=]+)["']?[^\s:'"]+:([^\s'"]+)`,
+			1, 2, 3, 4, 5, 6, 7),
 		{ID: "wordpress-auth-key", Description: "WordPress authentication key or salt (wp-config.php)", Severity: High,
 			Keywords: []string{"_key", "_salt"},
 			Regex:    regexp.MustCompile(`(?i)\bdefine\s*\(\s*['"]((?:SECURE_)?AUTH|LOGGED_IN|NONCE)_(?:KEY|SALT)['"]\s*,\s*(?:'([^'\r\n]+)'|"([^"\r\n]+)")`),
@@ -166,7 +199,10 @@ func configRules() []*Rule {
 	// A Dockerfile variable that names a secret file or a path is not one.
 	for _, r := range rules {
 		if r.ID == "dockerfile-env-secret" {
-			r.Exclude = regexp.MustCompile(`(?i)^\s*(?:ENV|ARG)\s+\w*(?:` + dockerNotSecret + `)`)
+			r.Exclude = regexp.MustCompile(`(?i)^\s*(?:ENV|ARG)\s+` + notSecretEnvName + `(?:\s|=)`)
+		}
+		if r.ID == "compose-env-secret" {
+			r.Exclude = regexp.MustCompile(`^\s*(?:-\s*)?["']?` + notSecretEnvName + `(?:=|["']?:)`)
 		}
 		if r.ID == "php-define-password" { // WordPress keys and salts belong to wordpress-auth-key alone
 			r.Exclude = regexp.MustCompile(`(?i)define\s*\(\s*['"](?:(?:SECURE_)?AUTH|LOGGED_IN|NONCE)_(?:KEY|SALT)['"]`)

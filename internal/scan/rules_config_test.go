@@ -15,6 +15,8 @@ var configFalsePositives = map[string][]string{
 	"php-define-password":     {"define('DB_PASSWORD', getenv('DB_PASSWORD'));", "define( 'DB_PASSWORD', 'password_here' );", "define('AUTH_KEY', '@@R::A62:16@@');"},
 	"wordpress-auth-key":      {"define( 'AUTH_KEY', 'put your unique phrase here' );", "define('NONCE_SALT', '@@R::A62:20@@');"},
 	"php-config-password":     {"$db['default']['password'] = '';", "$CFG->dbpass = getenv('DB_PASS');", "public $password = 'password';"},
+	"compose-env-secret":      {"      GF_SECURITY_ADMIN_PASSWORD__FILE: /run/secrets/grafana", "      - RABBITMQ_DEFAULT_PASS=guest", "      - MINIO_ROOT_PASSWORD=${MINIO_ROOT_PASSWORD}"},
+	"cli-password-argument":   {"sshpass -p \"$SSH_PASSWORD\" ssh ops@h", "redis-cli -a \"$REDIS_PASSWORD\" ping", "curl -u admin:admin http://localhost/", "curl -u \"$U:$P\" https://x/"},
 	"netrc-password":          {"machine github.com login me password <token>", "password $GITHUB_TOKEN", "Password reset links expire"},
 	"maven-settings-password": {"<password>${env.NEXUS_PASSWORD}</password>", "<password>{@@R::B64:44@@}</password>"},
 	"dockerfile-env-secret":   {"ENV DB_PASSWORD_FILE=/run/secrets/db", "ARG NPM_TOKEN", "ENV PASSWORD=changeme", "ENV TOKEN_URL=https://auth.internal/token"},
@@ -90,6 +92,16 @@ func TestConfigRules(t *testing.T) {
 		{"netrc one line", "netrc-password", ".netrc", "machine git.corp login bot password Wq7zN2xKr9LmT4pB", "Wq7zN2xKr9LmT4pB", 1},
 		{"netrc split", "netrc-password", ".netrc", "machine a.corp\n  login ci\n  password Ys3kM8qXz2Rt7LwN", "Ys3kM8qXz2Rt7LwN", 3},
 		{"netrc placeholder", "netrc-password", ".netrc", "machine a login b password <token>", "", 0},
+		// compose and CI environment entries.
+		{"compose *_PASS", "compose-env-secret", "docker-compose.yml", "    environment:\n      - RABBITMQ_DEFAULT_PASS=Yt6hJ2vBn8Qx3RmK", "Yt6hJ2vBn8Qx3RmK", 2},
+		{"compose SECURITY name", "compose-env-secret", "docker-compose.yml", "      GF_SECURITY_ADMIN_PASSWORD: Jx2mQ8rT4zLp9WkN # admin", "Jx2mQ8rT4zLp9WkN", 1},
+		{"compose file variable", "compose-env-secret", "docker-compose.yml", "      GF_SECURITY_ADMIN_PASSWORD__FILE: Jx2mQ8rT4zLp9WkN", "", 0},
+		{"compose CI default", "compose-env-secret", "ci.yml", "          POSTGRES_PASSWORD: postgres", "", 0},
+		// Command lines.
+		{"sshpass", "cli-password-argument", "ops.sh", "sshpass -p 'Wq7zN2xKr9LmT4pB' ssh ops@h", "Wq7zN2xKr9LmT4pB", 1},
+		{"redis-cli", "cli-password-argument", "ops.sh", "redis-cli -h cache -a Zk4mN9qTr2Xw7LpB ping", "Zk4mN9qTr2Xw7LpB", 1},
+		{"curl -u", "cli-password-argument", "ops.sh", "curl -fsS -u jenkins:Pm4qX8zLr2Kt7WnB https://ci/x", "Pm4qX8zLr2Kt7WnB", 1},
+		{"curl variables", "cli-password-argument", "ops.sh", `curl -u "$U:$P" https://ci/x`, "", 0},
 		// Maven.
 		{"maven", "maven-settings-password", "settings.xml", "  <password>Kx8mQ2zRt7Lw4PnB</password>", "Kx8mQ2zRt7Lw4PnB", 1},
 		{"maven encrypted", "maven-settings-password", "settings.xml", "<password>{COQLCE6DU6GtcS5P1aB2cD3eF4gH5iJ6kL7=}</password>", "", 0},
@@ -162,6 +174,19 @@ func TestConfigRulesWinOverGeneric(t *testing.T) {
 	fs := configFindings(t, "Dockerfile", "ENV DB_PASSWORD=Qr8xZ2mLk7Tw4PnB\nSECRET_KEY = 'k9#x2!mq$7zr@4lw&8pn^3bv*6yc(1ds)5gf'")
 	if len(fs) != 2 || fs[0].RuleID != "dockerfile-env-secret" || fs[1].RuleID != "django-secret-key" {
 		t.Fatalf("findings %+v", fs)
+	}
+}
+
+// TestComposeRuleYields: compose-env-secret only fills the generic rule's
+// gaps, and a Kubernetes check reports a ConfigMap value under its own id.
+func TestComposeRuleYields(t *testing.T) {
+	fs := configFindings(t, "docker-compose.yml", "services:\n  db:\n    environment:\n      - POSTGRES_PASSWORD=Lm7xQ2zKr9Tw4PnB")
+	if len(fs) != 1 || fs[0].RuleID != "generic-secret-assignment" {
+		t.Fatalf("compose line: %+v", fs)
+	}
+	fs = configFindings(t, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata:\n  DB_PASSWORD: Jx2mQ8rT4zLp9WkN")
+	if len(fs) != 1 || fs[0].RuleID != "k8s-configmap-secret" {
+		t.Fatalf("ConfigMap: %+v", fs)
 	}
 }
 
