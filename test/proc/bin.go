@@ -74,7 +74,7 @@ func CofferBin(t testing.TB) string {
 			return
 		}
 		builtBin = filepath.Join(builtDir, "coffer")
-		cmd := exec.Command("go", "build", "-o", builtBin, "./cmd/coffer")
+		cmd := exec.Command("go", "build", "-ldflags=-linkmode=internal", "-o", builtBin, "./cmd/coffer")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build ./cmd/coffer: %v\n%s", err, out)
