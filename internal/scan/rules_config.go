@@ -42,15 +42,15 @@ var defaultPasswords = map[string]bool{
 	"test": true, "example": true,
 }
 
-// configValue accepts a credential field's value: not a variable
-// reference, a secrets-file path or a default password, and not a short
+// configValue accepts a credential field's value: not a variable or
+// file reference, a secrets-file path or a default password, and not a short
 // all-lower-case word.
 func configValue(v string) bool {
 	if len(v) < 6 || defaultPasswords[strings.ToLower(v)] {
 		return false
 	}
 	switch v[0] {
-	case '$', '%', '*':
+	case '$', '%', '*', '@': // references: $VAR, %VAR%, curl's @file; '*' is a MySQL hash only
 		if v[0] == '*' && len(v) == 41 { // a MySQL native password hash: see sql-password
 			return true
 		}
@@ -134,7 +134,8 @@ func configRules() []*Rule {
 		cfg("sql-password", "Password in a SQL CREATE/ALTER USER or ROLE statement (IDENTIFIED BY, PASSWORD '...')", High,
 			[]string{"password", "identified"},
 			`(?i)(?:\b(?:create|alter)\s+(?:user|role|login)\b[^;]*?\bpassword\s*=?\s*N?(?:'([^'\r\n]+)'|"([^"\r\n]+)")`+
-				`|\bidentified\s+(?:with\s+['"]?\w+['"]?\s+)?by\s+(?:password\s+)?(?:'([^'\r\n]+)'|"([^"\r\n]+)"|([A-Za-z0-9_#$]{6,})\b)`+
+				`|\bidentified\s+(?:with\s+['"]?\w+['"]?\s+)?by\s+(?:password\s+)?(?:'([^'\r\n]+)'|"([^"\r\n]+)")`+
+				`|\b(?:create|alter)\s+user\s+\S+\s+identified\s+by\s+([A-Za-z0-9_#$]{6,})\b`+
 				`|^\s*(?:(?:with|login|encrypted|unencrypted)\s+)*password\s+(?:'([^'\r\n]+)'|"([^"\r\n]+)")`+
 				`|\bset\s+password\s+(?:for\s+\S+\s*)?=\s*(?:password\s*\(\s*)?'([^'\r\n]+)')`,
 			1, 2, 3, 4, 5, 6, 7, 8),
@@ -153,7 +154,7 @@ func configRules() []*Rule {
 		cfg("dockerfile-env-secret", "Secret baked into an image by a Dockerfile ENV or ARG", High,
 			[]string{"password", "passwd", "passphrase", "pwd", "secret", "token", "api_key", "apikey", "access_key", "accesskey",
 				"private_key", "credential", "auth_key", "_pass"},
-			`(?i)^\s*(?:ENV|ARG)\s+`+secretNameRe+`(?:\s+|=)(?:"([^"\r\n]+)"|'([^'\r\n]+)'|([^\s"']+))`, 1, 2, 3),
+			`^\s*(?:ENV|ARG)\s+`+secretNameRe+`(?:\s+|=)(?:"([^"\r\n]+)"|'([^'\r\n]+)'|([^\s"']+))`, 1, 2, 3),
 		cfg("mysql-cli-password", "Password on a mysql / mysqldump / mariadb command line (-p<pw>, --password=)", High,
 			[]string{"mysql", "mariadb"},
 			`\b(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlsh|mariadb|mariadb-dump)\b[^\r\n]*?\s(?:-p|--password=)(?:'([^'\r\n]+)'|"([^"\r\n]+)"|([^\s'";|&]+))`,
@@ -207,8 +208,13 @@ func configRules() []*Rule {
 		if r.ID == "php-define-password" { // WordPress keys and salts belong to wordpress-auth-key alone
 			r.Exclude = regexp.MustCompile(`(?i)define\s*\(\s*['"](?:(?:SECURE_)?AUTH|LOGGED_IN|NONCE)_(?:KEY|SALT)['"]`)
 		}
-		if r.ID == "maven-settings-password" {
-			r.Validate = func(v string) bool { return configValue(v) && !mavenEncryptedRe.MatchString(v) }
+		if r.ID == "maven-settings-password" { // no spaces: a comment's prose is not a password
+			r.Validate = func(v string) bool {
+				return configValue(v) && !mavenEncryptedRe.MatchString(v) && !strings.ContainsAny(v, " \t")
+			}
+		}
+		if r.ID == "netrc-password" { // a struct field "Password []byte" or PAM's "password [success=1" is not one
+			r.Validate = func(v string) bool { return configValue(v) && secretShaped(v) && !strings.ContainsAny(v, "[](){},;") }
 		}
 	}
 	return rules
