@@ -78,6 +78,7 @@ func TestConfigRules(t *testing.T) {
 		{"sql password line", "sql-password", "a.sql", "CREATE ROLE etl WITH\n  LOGIN\n  PASSWORD '§';", "Jx2mQ8rT4zLp9WkN", 3},
 		{"sql mssql N literal", "sql-password", "a.sql", "CREATE LOGIN app WITH PASSWORD = N'§';", "Gh7kLq2Zx9WmTp4R", 1},
 		{"sql set password", "sql-password", "a.sql", "SET PASSWORD FOR 'app'@'%' = PASSWORD('§');", "Pq4xX8zLr2Kt7WnB", 1},
+		{"sql prose identified by", "sql-password", "x.go", "// the volume is identified by volumeName2 and the pod", "", 0},
 		{"sql null", "sql-password", "a.sql", "ALTER ROLE app PASSWORD NULL;", "", 0},
 		{"sql md5 prefix", "sql-password", "a.sql", "ALTER ROLE app PASSWORD 'md5' || md5('x');", "", 0},
 		// PHP and WordPress.
@@ -93,6 +94,8 @@ func TestConfigRules(t *testing.T) {
 		// .netrc.
 		{"netrc one line", "netrc-password", ".netrc", "machine git.corp login bot password §", "Wq7zN2xKr9LmT4pB", 1},
 		{"netrc split", "netrc-password", ".netrc", "machine a.corp\n  login ci\n  password §", "Ys3kM8qXz2Rt7LwN", 3},
+		{"netrc PAM control", "netrc-password", "common-password", "password [success=1 default=ignore] pam_unix.so", "", 0},
+		{"netrc Go field", "netrc-password", "x.go", "\tPassword FlagInfo", "", 0},
 		{"netrc placeholder", "netrc-password", ".netrc", "machine a login b password <token>", "", 0},
 		// compose and CI environment entries.
 		{"compose *_PASS", "compose-env-secret", "docker-compose.yml", "    environment:\n      - RABBITMQ_DEFAULT_PASS=§", "Yt6hJ2vBn8Qx3RmK", 2},
@@ -106,10 +109,12 @@ func TestConfigRules(t *testing.T) {
 		{"curl variables", "cli-password-argument", "ops.sh", `curl -u "$U:$P" https://ci/x`, "", 0},
 		// Maven.
 		{"maven", "maven-settings-password", "settings.xml", "  <password>§</password>", "Kx8mQ2zRt7Lw4PnB", 1},
+		{"maven comment prose", "maven-settings-password", "settings.xml", "<password>optional; leave empty if not used.</password>", "", 0},
 		{"maven encrypted", "maven-settings-password", "settings.xml", "<password>{COQLCE6DU6GtcS5P1aB2cD3eF4gH5iJ6kL7=}</password>", "", 0},
 		// Dockerfile.
 		{"dockerfile env", "dockerfile-env-secret", "Dockerfile", "ENV DB_PASSWORD=§", "Qr8xZ2mLk7Tw4PnB", 1},
 		{"dockerfile env space form", "dockerfile-env-secret", "Dockerfile", "ENV API_SECRET §", "Nt5kQ2zXr8Lm4WpB", 1},
+		{"testscript env", "dockerfile-env-secret", "x.txtar", "env COFFER_TOKEN=cft_bogus123", "", 0},
 		{"dockerfile file name", "dockerfile-env-secret", "Dockerfile", "ENV DB_PASSWORD_FILE=Zx9kLm2pQr7W", "", 0},
 		{"dockerfile secrets path", "dockerfile-env-secret", "Dockerfile", "ENV DB_PASSWORD /run/secrets/db_password", "", 0},
 		// mysql.
