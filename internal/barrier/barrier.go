@@ -270,21 +270,11 @@ func (b *Barrier) Initialize(ctx context.Context, shares, threshold int) ([]stri
 	var parts []string
 	var extra []storage.Op
 	if autoSeal == nil {
-		secret, sh, err := splitSecret(shares, threshold)
+		sh, b2, err := newUnsealShares(root, shares, threshold)
 		if err != nil {
 			return fail(err)
 		}
-		kek, err := deriveKey(secret, infoShamirKEK)
-		clear(secret)
-		if err != nil {
-			return fail(err)
-		}
-		blob, err = wrapWithKEK(kek, root)
-		clear(kek)
-		if err != nil {
-			return fail(err)
-		}
-		parts, cfg.Shares, cfg.Threshold = sh, shares, threshold
+		blob, parts, cfg.Shares, cfg.Threshold = b2, sh, shares, threshold
 	} else {
 		sh, rec, err := newRecovery(root, shares, threshold)
 		if err != nil {

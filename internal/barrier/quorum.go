@@ -285,22 +285,12 @@ func (b *Barrier) rekeyLocked(ctx context.Context, cfg SealConfig, cfgRev int64,
 		}
 		extra = append(extra, op)
 	}
-	secret, shares, err := splitSecret(n, t)
-	if err != nil {
-		return nil, err
+	shares, blob, err := newUnsealShares(newRoot, n, t)
+	if err == nil {
+		next.Shares, next.Threshold = n, t
+		err = b.commitSeal(ctx, next, cfgRev, blob, rootRev, extra...)
 	}
-	kek, err := deriveKey(secret, infoShamirKEK)
-	clear(secret)
 	if err != nil {
-		return nil, err
-	}
-	blob, err := wrapWithKEK(kek, newRoot)
-	clear(kek)
-	if err != nil {
-		return nil, err
-	}
-	next.Shares, next.Threshold = n, t
-	if err := b.commitSeal(ctx, next, cfgRev, blob, rootRev, extra...); err != nil {
 		if cfg.Version == 0 {
 			clear(newRoot)
 		}

@@ -262,6 +262,23 @@ func wrapVerified(ctx context.Context, s seal.Seal, root []byte) ([]byte, error)
 	return blob, nil
 }
 
+// newUnsealShares makes n new unseal shares of threshold t and the Shamir
+// core/root blob that wraps root under their KEK.
+func newUnsealShares(root []byte, n, t int) ([]string, []byte, error) {
+	secret, shares, err := splitSecret(n, t)
+	if err != nil {
+		return nil, nil, err
+	}
+	kek, err := deriveKey(secret, infoShamirKEK)
+	clear(secret)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer clear(kek)
+	blob, err := wrapWithKEK(kek, root)
+	return shares, blob, err
+}
+
 // newRecovery makes recovery shares and the core/recovery record for root.
 func newRecovery(root []byte, n, t int) ([]string, []byte, error) {
 	secret, shares, err := splitSecret(n, t)
@@ -511,21 +528,11 @@ func (b *Barrier) MigrateSeal(ctx context.Context, share string, n, t int) (Migr
 			ops = append(ops, storage.Op{Kind: storage.OpPut, Key: pathRecovery, Value: rec, IfRevision: recRev})
 		}
 	} else {
-		newSecret, shares, err := splitSecret(n, t)
+		shares, b2, err := newUnsealShares(root, n, t)
 		if err != nil {
 			return fail(err)
 		}
-		kek, err := deriveKey(newSecret, infoShamirKEK)
-		clear(newSecret)
-		if err != nil {
-			return fail(err)
-		}
-		blob, err = wrapWithKEK(kek, root)
-		clear(kek)
-		if err != nil {
-			return fail(err)
-		}
-		res.Shares = shares
+		blob, res.Shares = b2, shares
 		next.Shares, next.Threshold = n, t
 		if recRev != 0 {
 			ops = append(ops, storage.Op{Kind: storage.OpDelete, Key: pathRecovery, IfRevision: recRev})
