@@ -104,7 +104,7 @@ func TestWriteNewSecretFile(t *testing.T) {
 	target := filepath.Join(dir, "target")
 	link := filepath.Join(dir, "link")
 	if err := os.Symlink(target, link); err != nil {
-		t.Skip("no symbolic links:", err)
+		t.Fatal("making a symbolic link:", err)
 	}
 	if err := writeNewSecretFile(link, []byte("pad\n")); err == nil {
 		t.Error("wrote through a dangling symbolic link")
