@@ -21,12 +21,10 @@ import (
 // memory. The real seals (PKCS#11 on SoftHSM2, TPM on swtpm, transit on a
 // second Coffer) are tested in their packages and through the server.
 type fakeSeal struct {
-	typ         string
-	key         []byte
-	failUnwrap  atomic.Bool
-	failWrap    atomic.Bool
-	wrongKey    atomic.Bool // Unwrap answers another key
-	unwrapCalls atomic.Int32
+	typ        string
+	key        []byte
+	failUnwrap atomic.Bool
+	wrongKey   atomic.Bool // Unwrap answers another key
 }
 
 func newFakeSeal(typ string) *fakeSeal {
@@ -37,13 +35,9 @@ func newFakeSeal(typ string) *fakeSeal {
 
 func (f *fakeSeal) Type() string { return f.typ }
 func (f *fakeSeal) Wrap(_ context.Context, p []byte) ([]byte, error) {
-	if f.failWrap.Load() {
-		return nil, errors.New("device gone")
-	}
 	return sealUnder(f.key, p, "fake")
 }
 func (f *fakeSeal) Unwrap(_ context.Context, b []byte) ([]byte, error) {
-	f.unwrapCalls.Add(1)
 	if f.failUnwrap.Load() {
 		return nil, fmt.Errorf("device gone: %w", seal.ErrMisconfigured)
 	}
