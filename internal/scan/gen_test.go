@@ -19,6 +19,7 @@ import (
 //	@@R:prefix:alphabet:n@@  prefix + n random characters
 //	@@UUID@@ @@JWT@@ @@AUTH@@ @@DOCKERCFG@@ @@COFFER@@ @@COFFERBAD@@ @@COFFERAKID@@ @@COFFERAKSECRET@@ @@COFFERAKBAD@@
 //	@@B64:inner@@            standard base64 of the expansion of @@inner@@
+//	@@MAPBOX:pk@@ @@MAPBOX:sk@@  Mapbox public and secret tokens
 var markerRe = regexp.MustCompile(`@@(.+?)@@`)
 
 var alphabets = map[string]string{
@@ -85,6 +86,9 @@ func (g *gen) one(spec string) string {
 		c := []byte(credential.New(credential.TokenPrefix))
 		c[10] ^= 1 // a checksum mismatch (or a letter changed case)
 		return string(c)
+	case spec == "MAPBOX:pk" || spec == "MAPBOX:sk": // a Mapbox token: pk. or sk., base64url JSON {"u":..,"a":..}, signature
+		body := base64.RawURLEncoding.EncodeToString([]byte(`{"u":"` + g.str("az", 8) + `","a":"` + g.str("a36", 25) + `"}`))
+		return spec[7:] + "." + body + "." + g.str("URL", 22)
 	case strings.HasPrefix(spec, "B64:"):
 		return base64.StdEncoding.EncodeToString([]byte(g.one(spec[4:])))
 	case strings.HasPrefix(spec, "R:"):

@@ -59,6 +59,12 @@ type Rule struct {
 	// of this rule to count (a secret key next to its key id).
 	Near      string
 	NearLines int
+	// Context, when set, must accept a match given the file's path, the
+	// up to ContextLines lines before the match's line and the matched
+	// text (the Terraform block or .netrc machine a value belongs to; see
+	// rules_vendor.go).
+	Context      func(path string, before []byte, match string) bool
+	ContextLines int
 	// Path, for a path rule, matches the file's slash-separated path.
 	Path *regexp.Regexp
 	// Kube marks a rule implemented by the YAML checks.
@@ -83,8 +89,8 @@ const secretWords = `password|passwd|passphrase|pwd|secret|token|api[_-]?key|api
 var (
 	secretKeyRe = regexp.MustCompile(`(?i)(?:` + secretWords + `)`)
 	// notSecretKeyRe marks key names whose values name or point at a
-	// secret rather than hold one.
-	notSecretKeyRe = regexp.MustCompile(`(?i)(?:name|ref|file|path|url|uri|endpoint|type|length|policy|header|field|format|prefix|count|expir|ttl|timeout|mode|existing|enabled|required|provider|version|size|hash|digest|algorithm|method|len$|_id$|keyid|mount|selector)`)
+	// secret rather than hold one (see keyNameFilter).
+	notSecretKeyRe = keyNameFilter{}
 )
 
 // builtinRules returns the rules every scanner starts with.
@@ -108,12 +114,23 @@ func builtinRules() []*Rule {
 	r = append(r,
 		// Cloud providers.
 		sp("alibaba-access-key-id", "Alibaba Cloud AccessKey ID", High, []string{"ltai"}, `\b(LTAI[A-Za-z0-9]{12,20})\b`, 1),
-		withNear(sp("alibaba-access-key-secret", "Alibaba Cloud AccessKey secret next to its AccessKey ID", Critical,
-			[]string{"secret"}, `(?i)secret[\w.-]*["']?\s*(?::=|=>|=|:)\s*["']?([A-Za-z0-9]{30})\b`, 1), "alibaba-access-key-id", 5),
+		// The secret under any name with "secret" (accessKeySecret,
+		// ALIBABA_CLOUD_ACCESS_KEY_SECRET, setAccessKeySecret("..."),
+		// tea.String("...")) or as the argument after the id
+		// (NewClientWithAccessKey(region, "LTAI...", "...")).
+		withValidate(withNear(sp("alibaba-access-key-secret", "Alibaba Cloud AccessKey secret next to its AccessKey ID", Critical,
+			[]string{"secret", "ltai"}, `(?i)secret[\w.-]*(?:["']?\s*(?::=|=>|=|:)\s*(?:[\w.]+\(\s*)?["']?|\(\s*["'])([A-Za-z0-9]{30})\b`+
+				`|\bLTAI[A-Za-z0-9]{12,20}["']\s*,\s*["']([A-Za-z0-9]{30})["']`, 1, 2), "alibaba-access-key-id", 5), alibabaSecret),
 		sp("aws-access-key-id", "AWS access key ID", High, []string{"akia", "asia", "abia", "acca", "a3t"},
 			`\b((?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z2-7]{16})\b`, 1),
-		withEntropy(sp("aws-secret-access-key", "AWS secret access key", Critical, []string{"aws"},
-			`(?i)aws[\w.-]{0,30}(?:secret|key)[\w.-]{0,20}["']?\s*(?::=|=>|=|:)\s*["']?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)`, 1), 3.5),
+		// aws_secret_access_key = ..., also JSON-escaped (\"...\" in a
+		// notebook's source lines), os.environ["..."] = ..., the SDKs'
+		// SecretAccessKey/secretAccessKey fields and the static credential
+		// constructors (Go, Java) with the secret as second argument.
+		withEntropy(sp("aws-secret-access-key", "AWS secret access key", Critical,
+			[]string{"aws", "secretaccesskey", "secret_access_key", "newstaticcredentials", "basicsessioncredentials"},
+			`(?i)(?:aws[\w.-]{0,30}(?:secret|key)[\w.-]{0,20}|\bsecret_?access_?key)(?:\\?["'])?\]?\s*(?::=|=>|=|:)\s*(?:\\?["'])?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)`+
+				`|(?:NewStaticCredentials(?:Provider)?|BasicAWSCredentials|BasicSessionCredentials|AwsBasicCredentials\.create|AwsSessionCredentials\.create)\(\s*[^,()]{1,80},\s*\\?["']([A-Za-z0-9/+]{40})\\?["']`, 1, 2), 3.5),
 		sp("aws-mws-key", "Amazon MWS auth token", High, []string{"amzn.mws."}, `amzn\.mws\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`),
 		sp("gcp-service-account-key", "Google Cloud service account private key (JSON key file)", Critical, []string{"private_key"},
 			`"private_key"\s*:\s*"(-----BEGIN[A-Z ]*PRIVATE KEY-----[^"]{40,})"`, 1),
@@ -125,8 +142,13 @@ func builtinRules() []*Rule {
 		sp("azure-sas-token", "Azure shared access signature", High, []string{"sig="},
 			`(?i)[?&]sv=\d{4}-\d\d-\d\d[^\s"'<>]*&sig=([A-Za-z0-9%+/=]{30,})`, 1),
 		sp("digitalocean-token", "DigitalOcean personal access token", High, []string{"dop_v1_", "doo_v1_", "dor_v1_"}, `\bdo[opr]_v1_[a-f0-9]{64}\b`),
-		sp("heroku-api-key", "Heroku API key", High, []string{"heroku"},
-			`(?i)heroku[\w.-]*["']?\s*(?::=|=>|=|:)\s*["']?([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\b`, 1),
+		// A UUID under a Heroku key or token name (not HEROKU_APP_ID), the
+		// password of a .netrc entry for api.heroku.com or git.heroku.com
+		// (reported here rather than as netrc-password), or a v2 HRKU- key.
+		withContext(sp("heroku-api-key", "Heroku API key", High, []string{"heroku", "password", "hrku-aa"},
+			`(?i)heroku[\w.-]*?(?:key|token|auth|pass(?:word)?|secret)["']?\s*(?::=|=>|=|:)\s*["']?(`+uuidRe+`)\b`+
+				`|(?:\bmachine\s+(?:api|git)\.heroku\.com\s.*?)?\bpassword\s+(`+uuidRe+`)(?:\s|$)`+
+				`|\b(HRKU-AA[0-9A-Za-z_-]{58})(?:[^0-9A-Za-z_-]|$)`, 1, 2, 3), herokuContext, 6),
 
 		// Keys and signed tokens.
 		withFollow(sp("private-key", "Private key (PEM)", Critical, []string{"private key-----"},
@@ -167,7 +189,13 @@ func builtinRules() []*Rule {
 		sp("square-oauth-secret", "Square OAuth secret", High, []string{"sq0csp-"}, `\bsq0csp-[0-9A-Za-z_-]{43}\b`),
 		sp("shopify-token", "Shopify access token or shared secret", High, []string{"shpat_", "shpss_", "shpca_", "shppa_"}, `\bshp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}\b`),
 		sp("sendgrid-api-key", "SendGrid API key", High, []string{"sg."}, `\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}\b`),
-		sp("mailgun-api-key", "Mailgun API key", High, []string{"mailgun"}, `(?i)mailgun[\w.-]*["']?\s*(?::=|=>|=|:)\s*["']?(key-[0-9a-f]{32})\b`, 1),
+		// Mailgun's key-<32 hex> under any name (MG_KEY=, {key: '...'}),
+		// as a value: not inside a word or path (cache-key-<md5>,
+		// s3://b/key-<hex>), not under a hash-like name, random hex only.
+		&Rule{ID: "mailgun-api-key", Description: "Mailgun API key (key- and 32 hex)", Severity: High, Keywords: []string{"key-"},
+			Regex:  regexp.MustCompile(`(?:^|[^\w./:-])(?:[A-Za-z_][\w.-]*(?:\s*(?::=|=>|=)\s*|["']\s*:\s*|:\s+))?["'\x60]?(key-[0-9a-f]{32})(?:[^\w-]|$)`),
+			Groups: []int{1}, Validate: hexTail(4, 3.0),
+			Exclude: regexp.MustCompile(`(?i)cache|hash|md5|sha\d|etag|digest|checksum|idempot|lock|nonce|session|request|trace|uuid|fingerprint|signature|salt|object|bucket|path|file|name|_id\b|\bid\b`)},
 		sp("openai-api-key", "OpenAI API key", Critical, []string{"t3blbkfj"}, `\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}T3BlbkFJ[A-Za-z0-9_-]{20,}\b`),
 		sp("anthropic-api-key", "Anthropic API key", Critical, []string{"sk-ant-"}, `\bsk-ant-(?:api|admin)\d\d-[A-Za-z0-9_-]{80,100}AA\b`),
 		sp("huggingface-token", "Hugging Face access token", High, []string{"hf_"}, `\bhf_[A-Za-z]{34}\b`),
@@ -202,6 +230,7 @@ func builtinRules() []*Rule {
 			Regex:  regexp.MustCompile(`(?i)([\w.-]*(?:` + secretWords + `)[\w.-]*)["']?\s*(?::=|=>|=|:)\s*(?:"([^"\r\n]{8,200})"|'([^'\r\n]{8,200})'|([^\s"'\x60,;(){}\[\]]{8,200}))`),
 			Groups: []int{2, 3, 4}, Generic: true, MinEntropy: 3.0},
 	)
+	r = append(r, vendorRules()...) // context-checked vendor tokens (rules_vendor.go)
 	// Kubernetes-aware checks (see kube.go).
 	r = append(r,
 		&Rule{ID: "k8s-secret-data", Description: "Kubernetes Secret with a real value in data (base64 is not encryption)", Severity: High, Kube: true},
@@ -223,8 +252,13 @@ func builtinRules() []*Rule {
 	return append(r, configRules()...) // config-file passwords (rules_config.go) set their own priority
 }
 
-func withNear(r *Rule, near string, lines int) *Rule { r.Near, r.NearLines = near, lines; return r }
-func withEntropy(r *Rule, e float64) *Rule           { r.MinEntropy = e; return r }
+func withNear(r *Rule, near string, lines int) *Rule  { r.Near, r.NearLines = near, lines; return r }
+func withEntropy(r *Rule, e float64) *Rule            { r.MinEntropy = e; return r }
+func withValidate(r *Rule, v func(string) bool) *Rule { r.Validate = v; return r }
+func withContext(r *Rule, c func(string, []byte, string) bool, lines int) *Rule {
+	r.Context, r.ContextLines = c, lines
+	return r
+}
 func withFollow(r *Rule, n int, v func(string) bool) *Rule {
 	r.FollowLines, r.Validate = n, v
 	return r

@@ -254,7 +254,7 @@ func (s *Scanner) scanLines(path string, data []byte, res *scanResult) {
 				if r.FollowLines > 0 {
 					secret = followLines(data, ls+b, secret, r.FollowLines)
 				}
-				if !s.accept(r, secret, string(line[m[0]:m[1]])) {
+				if !s.accept(r, secret, string(line[m[0]:m[1]])) || !inContext(r, path, data, ls, string(line[m[0]:m[1]])) {
 					continue
 				}
 				if allowed {
