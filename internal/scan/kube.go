@@ -44,8 +44,16 @@ func looksStructured(p string, data []byte) bool {
 	switch strings.ToLower(path.Ext(p)) {
 	case ".yaml", ".yml", ".json":
 		return true
+	case "", ".conf", ".config", ".kubeconfig", ".cfg":
+		// ~/.kube/config, admin.conf, prod.kubeconfig: by content.
+		return looksKubeconfig(data)
 	}
-	return false
+	return strings.Contains(strings.ToLower(path.Base(p)), "kubeconfig") && looksKubeconfig(data)
+}
+
+// looksKubeconfig reports whether data may be a kubeconfig file.
+func looksKubeconfig(data []byte) bool {
+	return bytes.Contains(data, []byte("kind: Config")) && bytes.Contains(data, []byte("users:"))
 }
 
 // scanYAML reads data as YAML (JSON is YAML) documents and applies the
@@ -80,6 +88,54 @@ func (s *Scanner) scanYAML(p string, data []byte, res *scanResult) {
 	if len(k.safe) > 0 {
 		res.findings = dropInRanges(res.findings, k.safe)
 	}
+	if len(k.sealed) > 0 {
+		res.findings = dropSealed(res.findings, k.sealed)
+	}
+}
+
+// sealedValue is a sealed-secrets ciphertext and the lines it spans.
+type sealedValue struct {
+	lines  lineRange
+	cipher string
+}
+
+// dropSealed removes the findings that are (part of) a sealed-secrets
+// ciphertext: the generic rules see a long random value under a
+// password-like key, but it is encrypted to the controller's key.
+func dropSealed(fs []Finding, vs []sealedValue) []Finding {
+	out := fs[:0]
+	for _, f := range fs {
+		in := false
+		for _, v := range vs {
+			if f.Line >= v.lines.from && f.Line <= v.lines.to && strings.Contains(v.cipher, strings.Join(strings.Fields(f.Secret), "")) {
+				in = true
+				break
+			}
+		}
+		if !in {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// findSealed records the sealed-secrets ciphertexts anywhere in a
+// document (a SealedSecret's encryptedData, a Helm values file that
+// carries one, a template).
+func (k *kubeCheck) findSealed(n *yaml.Node, depth int) {
+	if n == nil || depth > 64 {
+		return
+	}
+	if n.Kind == yaml.ScalarNode {
+		if len(n.Value) >= 300 && strings.HasPrefix(n.Value, "Ag") && sealedSecretsCipher(n.Value) {
+			v := strings.Join(strings.Fields(n.Value), "")
+			k.sealed = append(k.sealed, sealedValue{lineRange{n.Line, n.Line + strings.Count(n.Value, "\n") + 1}, v})
+		}
+		return
+	}
+	for _, c := range n.Content {
+		k.findSealed(c, depth+1)
+	}
 }
 
 type lineRange struct{ from, to int }
@@ -106,6 +162,7 @@ type kubeCheck struct {
 	res    *scanResult
 	values bool // a Helm values file
 	safe   []lineRange
+	sealed []sealedValue
 }
 
 // get returns the value of key in mapping node m, or nil.
@@ -140,6 +197,7 @@ func (k *kubeCheck) document(doc *yaml.Node) {
 	if doc.Kind != yaml.MappingNode {
 		return
 	}
+	k.findSealed(doc, 0)
 	// A sealed file's metadata block holds wrapped keys and MACs, not secrets.
 	if meta := get(doc, "coffer"); meta != nil && get(meta, "mac") != nil && get(meta, "version") != nil {
 		k.safe = append(k.safe, lineRange{meta.Line - 1, lastLine(meta)})
@@ -153,6 +211,8 @@ func (k *kubeCheck) document(doc *yaml.Node) {
 	switch {
 	case kind == "Secret":
 		k.secret(doc, name)
+	case kind == "Config" || (kind == "" && get(doc, "users") != nil && get(doc, "clusters") != nil):
+		k.kubeconfig(doc, "kubeconfig")
 	case kind == "ConfigMap":
 		k.configMap(doc, name)
 	case strings.HasSuffix(kind, "List"):
@@ -191,6 +251,7 @@ func (k *kubeCheck) plausible(v string, minLen int) bool {
 }
 
 func (k *kubeCheck) secret(doc *yaml.Node, name string) {
+	typ := scalar(get(doc, "type"))
 	if data := get(doc, "data"); data != nil && data.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(data.Content); i += 2 {
 			key, val := data.Content[i].Value, data.Content[i+1]
@@ -202,6 +263,19 @@ func (k *kubeCheck) secret(doc *yaml.Node, name string) {
 			decoded, err := base64.StdEncoding.DecodeString(v)
 			if err != nil {
 				decoded = []byte(v) // not base64: the literal is the secret
+			}
+			if publicSecretField(typ, key, string(decoded)) || secretMetadataKeys[key] {
+				continue
+			}
+			if looksKubeconfig(decoded) {
+				// A kubeconfig stored in a Secret (Cluster API, Argo CD).
+				if fs := k.nestedKubeconfig(decoded); len(fs) > 0 {
+					for _, f := range fs {
+						f.Line, f.Column, f.Where = val.Line, val.Column, where+" (base64-decoded) "+f.Where
+						k.res.findings = append(k.res.findings, f)
+					}
+					continue
+				}
 			}
 			// Rescan the decoded value: a known format names itself.
 			var inner scanResult
@@ -221,7 +295,7 @@ func (k *kubeCheck) secret(doc *yaml.Node, name string) {
 	if sd := get(doc, "stringData"); sd != nil && sd.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(sd.Content); i += 2 {
 			key, val := sd.Content[i].Value, sd.Content[i+1]
-			if v := scalar(val); k.plausible(v, 4) {
+			if v := scalar(val); k.plausible(v, 4) && !publicSecretField(typ, key, v) && !secretMetadataKeys[key] {
 				k.add("k8s-secret-stringdata", val, v, "Secret "+name+" stringData."+key)
 			}
 		}
@@ -294,4 +368,162 @@ func (k *kubeCheck) helmValues(n *yaml.Node, prefix string, depth int) {
 			k.helmValues(c, prefix, depth+1)
 		}
 	}
+}
+
+// secretMetadataKeys are the keys of Secrets (Argo CD repositories and
+// clusters, database bindings) that describe a credential rather than hold
+// it: a URL's password is found by the line rules.
+var secretMetadataKeys = map[string]bool{
+	"url": true, "type": true, "name": true, "project": true, "namespace": true, "server": true,
+	"host": true, "hostname": true, "port": true, "username": true, "user": true, "database": true, "dbname": true,
+}
+
+// publicSecretField reports whether a Secret's value is public by design:
+// the certificates of a kubernetes.io/tls Secret, the CA certificate and
+// namespace of a service-account token Secret, or any value that holds
+// only certificates or public keys. A value with a private key in it is
+// never public, whatever its key is called.
+func publicSecretField(typ, key, value string) bool {
+	if strings.Contains(value, "PRIVATE KEY") {
+		return false
+	}
+	switch typ {
+	case "kubernetes.io/tls":
+		if key == "tls.crt" || key == "ca.crt" {
+			return true
+		}
+	case "kubernetes.io/service-account-token":
+		if key == "ca.crt" || key == "namespace" {
+			return true
+		}
+	}
+	return publicPEM(value)
+}
+
+// publicPEM reports whether v consists of PEM blocks that are public:
+// certificates, certificate requests, CRLs and public keys.
+func publicPEM(v string) bool {
+	v = strings.TrimSpace(v)
+	if !strings.HasPrefix(v, "-----BEGIN ") {
+		return false
+	}
+	for rest := v; ; {
+		i := strings.Index(rest, "-----BEGIN ")
+		if i < 0 {
+			return true
+		}
+		rest = rest[i+len("-----BEGIN "):]
+		typ, _, ok := strings.Cut(rest, "-----")
+		if !ok {
+			return false
+		}
+		switch typ {
+		case "CERTIFICATE", "TRUSTED CERTIFICATE", "CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST", "X509 CRL", "PUBLIC KEY", "RSA PUBLIC KEY":
+		default:
+			return false
+		}
+	}
+}
+
+// kubeconfig checks the users of a kubeconfig file for credentials:
+// client-key-data, token, a basic-auth password and an auth-provider's
+// client secret and tokens. Certificates (certificate-authority-data,
+// client-certificate-data), exec plugins and tokenFile paths are not
+// credentials and are not looked at.
+func (k *kubeCheck) kubeconfig(doc *yaml.Node, where string) {
+	users := get(doc, "users")
+	if users == nil || users.Kind != yaml.SequenceNode {
+		return
+	}
+	for _, u := range users.Content {
+		user := get(u, "user")
+		if user == nil || user.Kind != yaml.MappingNode {
+			continue
+		}
+		w := where + " user " + scalar(get(u, "name"))
+		if v := get(user, "client-key-data"); v != nil {
+			if s := strings.Join(strings.Fields(scalar(v)), ""); kubeClientKey(s) {
+				k.add("kubeconfig-client-key", v, s, w+" client-key-data")
+			}
+		}
+		if v := get(user, "token"); v != nil {
+			if s := scalar(v); len(s) >= 16 && k.plausible(s, 16) && !envRefRe.MatchString(s) && entropy(s) >= 3.0 {
+				k.add("kubeconfig-token", v, s, w+" token")
+			}
+		}
+		if v := get(user, "password"); v != nil {
+			if s := scalar(v); configValue(s) && k.plausible(s, 6) {
+				k.add("kubeconfig-password", v, s, w+" password")
+			}
+		}
+		cfg := get(get(user, "auth-provider"), "config")
+		if cfg == nil || cfg.Kind != yaml.MappingNode {
+			continue
+		}
+		for i := 0; i+1 < len(cfg.Content); i += 2 {
+			key, v := cfg.Content[i].Value, cfg.Content[i+1]
+			switch key {
+			case "client-secret", "refresh-token", "id-token", "access-token":
+				if s := scalar(v); k.plausible(s, 8) && !envRefRe.MatchString(s) && entropy(s) >= 3.0 {
+					k.add("kubeconfig-auth-provider-secret", v, s, w+" auth-provider "+key)
+				}
+			default:
+				// cmd-path, token-key ({.credential.access_token}),
+				// idp-issuer-url: settings the line rules misread.
+				k.safe = append(k.safe, lineRange{v.Line, lastLine(v)})
+			}
+		}
+	}
+}
+
+// kubeClientKey accepts client-key-data that holds a private key: base64
+// of a PEM private key with a body, or of anything long that is not a
+// certificate (a DER key). A certificate pasted into the field, a
+// placeholder or a truncated value is not a finding.
+func kubeClientKey(s string) bool {
+	if len(s) < 64 || isPlaceholder(s) {
+		return false
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return false
+	}
+	d := string(b)
+	if !strings.Contains(d, "-----BEGIN ") {
+		return len(b) >= 64 && entropy(d) >= 5.0 // DER
+	}
+	if !strings.Contains(d, "PRIVATE KEY-----") {
+		return false
+	}
+	n := 0
+	for _, l := range strings.Split(d, "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "-----BEGIN") {
+			_, l, _ = strings.Cut(l[5:], "-----")
+		}
+		if strings.HasPrefix(l, "-----END") || strings.Contains(l, "...") {
+			break
+		}
+		if strings.Trim(l, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") == "" {
+			n += len(l)
+		}
+	}
+	return n >= 64 && !isPlaceholder(d)
+}
+
+// nestedKubeconfig checks a kubeconfig found inside another document
+// (a Secret's decoded value); the findings' lines are those of data.
+func (k *kubeCheck) nestedKubeconfig(data []byte) (fs []Finding) {
+	sub := &kubeCheck{s: k.s, res: &scanResult{}}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var doc yaml.Node
+		if dec.Decode(&doc) != nil {
+			break
+		}
+		if len(doc.Content) == 1 && doc.Content[0].Kind == yaml.MappingNode {
+			sub.kubeconfig(doc.Content[0], "kubeconfig")
+		}
+	}
+	return sub.res.findings
 }

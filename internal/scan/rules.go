@@ -154,7 +154,7 @@ func builtinRules() []*Rule {
 		withFollow(sp("private-key", "Private key (PEM)", Critical, []string{"private key-----"},
 			`-----BEGIN (?:RSA |EC |DSA |ENCRYPTED )?PRIVATE KEY-----`), 3, pemBody),
 		withFollow(sp("openssh-private-key", "OpenSSH private key", Critical, []string{"openssh private key"},
-			`-----BEGIN OPENSSH PRIVATE KEY-----`), 3, pemBody),
+			`-----BEGIN OPENSSH PRIVATE KEY-----`), 3, opensshBody), // indented, quoted or \n-escaped bodies (rules_files.go)
 		withFollow(sp("pgp-private-key", "PGP private key block", Critical, []string{"pgp private key block"},
 			`-----BEGIN PGP PRIVATE KEY BLOCK-----`), 4, pemBody),
 		&Rule{ID: "pkcs12-file", Description: "PKCS#12 key store file (.p12/.pfx)", Severity: High, Path: regexp.MustCompile(`(?i)\.(?:p12|pfx)$`)},
@@ -214,9 +214,14 @@ func builtinRules() []*Rule {
 		sp("terraform-cloud-token", "Terraform Cloud / HCP Terraform API token", High, []string{"atlasv1"}, `\b[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_=-]{60,70}\b`),
 
 		// Connection strings.
-		&Rule{ID: "database-url-password", Description: "Database connection URL with a password", Severity: High, Keywords: []string{"://"},
-			Regex:  regexp.MustCompile(`(?i)\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver|cockroachdb|clickhouse)://[^\s:/@"'<>]{0,100}:([^\s@/"'<>]{1,200})@[^\s"'<>]+`),
-			Groups: []int{1}, Generic: true,
+		&Rule{ID: "database-url-password", Description: "Database connection URL with a password", Severity: High,
+			// The password runs to the last @ before the host (an unencoded
+			// @ in a password); SQLAlchemy drivers (postgresql+asyncpg) and
+			// JDBC URLs with a password parameter count too.
+			Keywords: []string{"://", "jdbc:"},
+			Regex: regexp.MustCompile(`(?i)\b(?:(?:postgres(?:ql)?|mysql|mariadb|mongodb|rediss?|amqps?|mssql|sqlserver|cockroachdb|clickhouse|oracle)(?:\+\w+)?://[^\s:/@"'<>]{0,100}:([^\s/"'<>]{1,200})@[^\s@/"'<>]+` +
+				`|\bjdbc:[a-z0-9]+:[^\s"'<>]*?[?&;]password=([^\s&;"'<>]+))`),
+			Groups: []int{1, 2}, Generic: true, Validate: validDatabaseURLPassword,
 			Exclude: regexp.MustCompile(`(?i)@(?:[a-z0-9.-]*\.)?example\.(?:com|org|net)`)},
 		&Rule{ID: "url-credentials", Description: "URL with an embedded password", Severity: Medium, Keywords: []string{"://"},
 			Regex:  regexp.MustCompile(`(?i)\b(?:https?|ftps?|smtps?|ldaps?|git|ssh)://[^\s:/@"'<>]{1,100}:([^\s@/"'<>]{3,200})@[A-Za-z0-9.-]+`),
@@ -249,6 +254,7 @@ func builtinRules() []*Rule {
 			rule.priority = prioSpecific
 		}
 	}
+	r = append(r, fileRules()...)      // htpasswd hashes and kubeconfig checks (rules_files.go) set their own priority
 	return append(r, configRules()...) // config-file passwords (rules_config.go) set their own priority
 }
 

@@ -346,7 +346,7 @@ func (s *Scanner) accept(r *Rule, secret, match string) bool {
 	if r.MinEntropy > 0 && entropy(secret) < r.MinEntropy {
 		return false
 	}
-	if isPlaceholder(secret) {
+	if isPlaceholder(placeholderView(r, secret)) {
 		return false
 	}
 	if r.Generic {
