@@ -64,6 +64,7 @@ var catalogue = []Action{
 	{Name: "secret:Write", Resource: ResourceSecret},
 	{Name: "secret:List", Resource: ResourceSecret},
 	{Name: "secret:Delete", Resource: ResourceSecret},
+	{Name: "secret:Rotate", Resource: ResourceSecret},
 
 	{Name: "token:Create"},
 	{Name: "token:LookupSelf"},

@@ -102,6 +102,12 @@ func startJobs(ctx context.Context, wg *sync.WaitGroup, rep replica.Replica, s *
 	wg.Go(func() {
 		replica.RunJob(ctx, rep, time.Minute, unsealed(s.Tokens.Sweep), onErr("token sweep"))
 	})
+	wg.Go(func() {
+		replica.RunJob(ctx, rep, interval, unsealed(func(ctx context.Context) error {
+			_, err := s.Secrets.Purge(ctx)
+			return err
+		}), onErr("secret purge"))
+	})
 	if engine != nil {
 		wg.Go(func() {
 			replica.RunJob(ctx, rep, time.Minute, unsealed(func(ctx context.Context) error {

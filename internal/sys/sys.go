@@ -18,6 +18,7 @@ import (
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/iam"
 	"github.com/cofferkms/coffer/internal/keys"
+	"github.com/cofferkms/coffer/internal/secrets"
 )
 
 // Version is the server version reported by seal-status.
@@ -33,6 +34,8 @@ type Sys struct {
 	Tokens  *auth.Tokens
 	// IAM, when set, holds policies, roles, access keys and clusters.
 	IAM *iam.Service
+	// Secrets is the secrets manager (no cache: nothing to load or wipe).
+	Secrets *secrets.Service
 
 	mu sync.Mutex // serializes init, unseal and seal
 	// loaded is set once every cache is loaded after an unseal and cleared
@@ -264,5 +267,9 @@ func New(bar *barrier.Barrier, now func() time.Time) *Sys {
 	}
 	k := keys.New(bar, kopts...)
 	t := auth.NewTokens(bar, now)
-	return &Sys{Barrier: bar, Keys: k, Tokens: t, IAM: iam.New(bar, t, k, now)}
+	var sopts []secrets.Option
+	if now != nil {
+		sopts = append(sopts, secrets.WithClock(now))
+	}
+	return &Sys{Barrier: bar, Keys: k, Tokens: t, IAM: iam.New(bar, t, k, now), Secrets: secrets.New(bar, k, sopts...)}
 }
