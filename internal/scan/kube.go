@@ -295,7 +295,14 @@ func (k *kubeCheck) secret(doc *yaml.Node, name string) {
 	if sd := get(doc, "stringData"); sd != nil && sd.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(sd.Content); i += 2 {
 			key, val := sd.Content[i].Value, sd.Content[i+1]
-			if v := scalar(val); k.plausible(v, 4) && !publicSecretField(typ, key, v) && !secretMetadataKeys[key] {
+			v := scalar(val)
+			if !k.plausible(v, 4) || publicSecretField(typ, key, v) || secretMetadataKeys[key] {
+				continue
+			}
+			// A known format (a PEM key block over the following lines)
+			// is reported by its line rule: one finding per secret.
+			var inner scanResult
+			if k.s.scanLines("", []byte(v), &inner); len(inner.findings) == 0 {
 				k.add("k8s-secret-stringdata", val, v, "Secret "+name+" stringData."+key)
 			}
 		}

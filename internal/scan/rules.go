@@ -270,7 +270,9 @@ func withFollow(r *Rule, n int, v func(string) bool) *Rule {
 	return r
 }
 
-var pemBodyRe = regexp.MustCompile(`(?:^|\n|\\n)[A-Za-z0-9+/=]{40,}`)
+// The body may be indented (a YAML block scalar, a heredoc) or follow a
+// \n escape (a JSON or YAML double-quoted string).
+var pemBodyRe = regexp.MustCompile(`(?:^|\n|\\n)[ \t]*[A-Za-z0-9+/=]{40,}`)
 
 // pemBody accepts a PEM header only when key material follows it, so that
 // documentation mentioning "-----BEGIN PRIVATE KEY-----" is not a finding.

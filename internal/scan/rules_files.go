@@ -96,10 +96,16 @@ func opensshBody(s string) bool {
 // placeholderView is the part of a secret that the generic placeholder
 // test judges. An OpenSSH key body legitimately holds long runs of A
 // (the empty cipher and kdf fields of openssh-key-v1), so for that rule
-// only the header is judged: opensshBody checks the body itself.
+// only the header is judged: opensshBody checks the body itself. A PEM
+// block followed over several lines is judged without its indentation
+// (the spaces before a key in a YAML block scalar or a heredoc are not a
+// run of one character).
 func placeholderView(r *Rule, secret string) string {
 	if r.ID == "openssh-private-key" && strings.HasPrefix(secret, opensshHeader) {
 		return opensshHeader
+	}
+	if r.FollowLines > 0 {
+		return strings.Join(strings.Fields(secret), "\n")
 	}
 	return secret
 }

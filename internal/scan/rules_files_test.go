@@ -92,6 +92,24 @@ func TestOpenSSHKeyShapes(t *testing.T) {
 	}
 }
 
+func TestPEMKeyIndented(t *testing.T) {
+	key := "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEI@@R::B64:55@@\n@@R::B64:64@@\n-----END EC PRIVATE KEY-----"
+	indent := func(s, in string) string { return in + strings.ReplaceAll(s, "\n", "\n"+in) }
+	for _, c := range []struct {
+		name, path, text string
+		want             int
+	}{
+		{"yaml block scalar", "vars.yml", "key: |\n" + indent(key, "  "), 1},
+		{"heredoc", "main.tf", "  k = <<-EOT\n" + indent(key, "        ") + "\n  EOT", 1},
+		{"json", "k.json", `{"k": "` + strings.ReplaceAll(key, "\n", `\n`) + `"}`, 1},
+		{"x body", "vars.yml", "key: |\n" + indent("-----BEGIN EC PRIVATE KEY-----\n"+strings.Repeat("X", 64)+"\n-----END EC PRIVATE KEY-----", "        "), 0},
+	} {
+		if got := len(ruleFindings(fileFindings(t, c.path, c.text), "private-key")); got != c.want {
+			t.Errorf("%s: %d private-key findings, want %d", c.name, got, c.want)
+		}
+	}
+}
+
 func TestDatabaseURLPassword(t *testing.T) {
 	for _, c := range []struct{ line, want string }{
 		{"DATABASE_URL=postgres://app:Zq8*vR2!mK@db.internal:5432/app", "Zq8*vR2!mK"},
@@ -236,6 +254,7 @@ func TestSecretPublicFields(t *testing.T) {
 	}{
 		{"tls data", "kind: Secret\ntype: kubernetes.io/tls\ndata:\n  tls.crt: " + b64(cert) + "\n  ca.crt: " + b64(cert) + "\n  tls.key: " + b64("-----BEGIN EC PRIVATE KEY-----\n@@R::B64:64@@\n-----END EC PRIVATE KEY-----\n"), 1},
 		{"tls crt holding a key", "kind: Secret\ntype: kubernetes.io/tls\ndata:\n  tls.crt: " + b64(cert+"-----BEGIN PRIVATE KEY-----\n@@R::B64:64@@\n-----END PRIVATE KEY-----\n"), 1},
+		{"tls stringData key, reported once", "kind: Secret\ntype: kubernetes.io/tls\nstringData:\n  tls.key: |\n    -----BEGIN EC PRIVATE KEY-----\n    MHcCAQEEI@@R::B64:55@@\n    -----END EC PRIVATE KEY-----", 1},
 		{"sa token", "kind: Secret\ntype: kubernetes.io/service-account-token\ndata:\n  ca.crt: " + b64(cert) + "\n  namespace: " + b64("kube-system"), 0},
 		{"sa token stringData", "kind: Secret\ntype: kubernetes.io/service-account-token\nstringData:\n  namespace: build\n  token: @@R::A62:40@@", 1},
 		{"opaque cert in stringData", "kind: Secret\ntype: Opaque\nstringData:\n  ca-bundle.pem: |\n    " + strings.ReplaceAll(strings.TrimSpace(cert), "\n", "\n    "), 0},
