@@ -126,11 +126,14 @@ func builtinRules() []*Rule {
 		// aws_secret_access_key = ..., also JSON-escaped (\"...\" in a
 		// notebook's source lines), os.environ["..."] = ..., the SDKs'
 		// SecretAccessKey/secretAccessKey fields and the static credential
-		// constructors (Go, Java) with the secret as second argument.
+		// constructors with the secret as second argument (Go's
+		// NewStaticCredentials[Provider], Java's BasicAWSCredentials: any
+		// ...Credentials( call, found by the keywords; case-sensitive and
+		// without alternatives, it keeps the regex cheap on "aws" lines).
 		withEntropy(sp("aws-secret-access-key", "AWS secret access key", Critical,
 			[]string{"aws", "secretaccesskey", "secret_access_key", "newstaticcredentials", "basicsessioncredentials"},
 			`(?i)(?:aws[\w.-]{0,30}(?:secret|key)[\w.-]{0,20}|\bsecret_?access_?key)(?:\\?["'])?\]?\s*(?::=|=>|=|:)\s*(?:\\?["'])?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)`+
-				`|(?:NewStaticCredentials(?:Provider)?|BasicAWSCredentials|BasicSessionCredentials|AwsBasicCredentials\.create|AwsSessionCredentials\.create)\(\s*[^,()]{1,80},\s*\\?["']([A-Za-z0-9/+]{40})\\?["']`, 1, 2), 3.5),
+				`|(?-i:Credentials(?:Provider)?\([^,()]{1,80},\s*\\?["']([A-Za-z0-9/+]{40})\\?["'])`, 1, 2), 3.5),
 		sp("aws-mws-key", "Amazon MWS auth token", High, []string{"amzn.mws."}, `amzn\.mws\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`),
 		sp("gcp-service-account-key", "Google Cloud service account private key (JSON key file)", Critical, []string{"private_key"},
 			`"private_key"\s*:\s*"(-----BEGIN[A-Z ]*PRIVATE KEY-----[^"]{40,})"`, 1),

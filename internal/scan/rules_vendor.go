@@ -120,16 +120,45 @@ func validMapboxSecret(s string) bool {
 }
 
 // inContext applies a rule's Context check to a match on the line that
-// starts at offset ls of data; rules without one always pass.
+// starts at offset ls of data; rules without one always pass. The check
+// sees the match extended to the left over the key name it starts inside
+// (DD_ before API_KEY=...), so that regexes can start at a literal.
 func inContext(r *Rule, path string, data []byte, ls int, match string) bool {
 	if r.Context == nil {
 		return true
+	}
+	line := data[ls:]
+	if i := bytes.IndexByte(line, '\n'); i >= 0 {
+		line = line[:i]
+	}
+	if i := bytes.Index(line, []byte(match)); i > 0 {
+		j := i
+		for j > 0 && isKeyNameByte(line[j-1]) {
+			j--
+		}
+		match = string(line[j:i]) + match
 	}
 	start := ls
 	for i := 0; i < r.ContextLines && start > 0; i++ {
 		start = bytes.LastIndexByte(data[:start-1], '\n') + 1
 	}
 	return r.Context(path, data[start:ls], match)
+}
+
+func isKeyNameByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-'
+}
+
+// tfDefaultKeywords are the prefilter keywords of a Terraform variable's
+// string default (`default = "`, aligned by terraform fmt, or JSON): "default"
+// alone is on every Go switch and costs the regex a pass over each of those
+// lines.
+func tfDefaultKeywords() []string {
+	kw := []string{`"default": "`, `"default":"`}
+	for n := 0; n <= 16; n++ {
+		kw = append(kw, "default"+strings.Repeat(" ", n)+`= "`)
+	}
+	return kw
 }
 
 var (
@@ -191,13 +220,13 @@ func vendorRules() []*Rule {
 			Keywords: []string{"squ_", "sqp_", "sqa_"},
 			Regex:    regexp.MustCompile(`\b(sq[upa]_[0-9a-f]{40})\b`), Groups: []int{1}, Validate: hexTail(4, 3.1)},
 		{ID: "datadog-api-key", Description: "Datadog API key (32 hex) under a Datadog key name or in a Datadog block", Severity: High,
-			Keywords: []string{"api_key", "api-key", "apikey", "default"},
-			Regex:    regexp.MustCompile(`(?:^|[^\w-])((?i:[\w.-]*api[_-]?key|default))(?:\\?["'])?\]?\s*(?::=|=>|=|:)\s*(?:\\?["'])?([0-9a-f]{32})(?:[^\w-]|$)`),
-			Groups:   []int{2}, Validate: func(s string) bool { return randomHex(s, 3.0) }, Context: datadogContext, ContextLines: 8},
+			Keywords: append([]string{"api_key", "api-key", "apikey"}, tfDefaultKeywords()...),
+			Regex:    regexp.MustCompile(`(?:(?i:api[_-]?key)|default)(?:\\?["'])?\]?\s*(?::=|=>|=|:)\s*(?:\\?["'])?([0-9a-f]{32})(?:[^\w-]|$)`),
+			Groups:   []int{1}, Validate: func(s string) bool { return randomHex(s, 3.0) }, Context: datadogContext, ContextLines: 8},
 		{ID: "datadog-app-key", Description: "Datadog application key (40 hex) under a Datadog key name or in a Datadog block", Severity: High,
-			Keywords: []string{"app_key", "app-key", "appkey", "application_key", "application-key", "applicationkey", "default"},
-			Regex:    regexp.MustCompile(`(?:^|[^\w-])((?i:[\w.-]*app(?:lication)?[_-]?key|default))(?:\\?["'])?\]?\s*(?::=|=>|=|:)\s*(?:\\?["'])?([0-9a-f]{40})(?:[^\w-]|$)`),
-			Groups:   []int{2}, Validate: func(s string) bool { return randomHex(s, 3.1) }, Context: datadogContext, ContextLines: 8},
+			Keywords: append([]string{"app_key", "app-key", "appkey", "application_key", "application-key", "applicationkey"}, tfDefaultKeywords()...),
+			Regex:    regexp.MustCompile(`(?:(?i:app(?:lication)?[_-]?key)|default)(?:\\?["'])?\]?\s*(?::=|=>|=|:)\s*(?:\\?["'])?([0-9a-f]{40})(?:[^\w-]|$)`),
+			Groups:   []int{1}, Validate: func(s string) bool { return randomHex(s, 3.1) }, Context: datadogContext, ContextLines: 8},
 		{ID: "gcp-oauth-refresh-token", Description: "Google OAuth refresh token (1//0...: rclone, gcloud and google-auth token files)", Severity: Critical,
 			Keywords: []string{"1//0"}, Regex: regexp.MustCompile(`(?:^|[^\w/])(1//0[0-9A-Za-z_-]{40,300})(?:[^0-9A-Za-z_-]|$)`), Groups: []int{1},
 			Validate: randomToken},

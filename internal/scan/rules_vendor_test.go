@@ -91,6 +91,7 @@ func TestVendorRules(t *testing.T) {
 		{"aws js field", "aws-secret-access-key", "c.js", `  secretAccessKey: '@@R::B64:40@@',`, 1},
 		{"aws notebook escaped", "aws-secret-access-key", "n.ipynb", `    "aws_secret_access_key = \"@@R::B64:40@@\"\n",`, 1},
 		{"aws notebook environ", "aws-secret-access-key", "n.ipynb", `    "os.environ[\"AWS_SECRET_ACCESS_KEY\"] = \"@@R::B64:40@@\"\n",`, 1},
+		{"aws java basic", "aws-secret-access-key", "U.java", `new BasicAWSCredentials("@@R:AKIA:AZ27:16@@", "@@R::B64:40@@")`, 1},
 		{"aws python environ", "aws-secret-access-key", "n.py", `os.environ['AWS_SECRET_ACCESS_KEY'] = '@@R::B64:40@@'`, 1},
 		{"aws documented example", "aws-secret-access-key", "c.go", `SecretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",`, 0},
 		// Alibaba: the secret next to its id, under any "secret" name or as the next argument.
@@ -183,6 +184,19 @@ func TestKeyNameFilter(t *testing.T) {
 		"DB_PASSWORD_FILE=/run/secrets/db-v2\nSECRET_NAME=prod-db-credentials-2\nsecretRef: pg-secret-2024")
 	if len(fs) != 1 || fs[0].Line != 1 || fs[0].RuleID != "generic-secret-assignment" {
 		t.Fatalf("findings %+v", fs)
+	}
+}
+
+// TestDatadogKeywords: a bare "default" keyword would send every Go
+// switch's default: line through the Datadog regexes.
+func TestDatadogKeywords(t *testing.T) {
+	s, _ := New(Options{})
+	for _, id := range []string{"datadog-api-key", "datadog-app-key"} {
+		for _, kw := range s.Rule(id).Keywords {
+			if kw == "default" || kw == "default:" {
+				t.Errorf("%s has keyword %q", id, kw)
+			}
+		}
 	}
 }
 
