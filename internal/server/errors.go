@@ -19,6 +19,7 @@ import (
 	"github.com/cofferkms/coffer/internal/iam"
 	"github.com/cofferkms/coffer/internal/k8sauth"
 	"github.com/cofferkms/coffer/internal/keys"
+	"github.com/cofferkms/coffer/internal/secrets"
 	"github.com/cofferkms/coffer/internal/storage"
 	"github.com/cofferkms/coffer/internal/storage/etcd"
 	"github.com/cofferkms/coffer/internal/sys"
@@ -87,6 +88,15 @@ var classes = []struct {
 	{barrier.ErrAlreadyInitialized, http.StatusConflict, "already_initialized"},
 	{storage.ErrConflict, http.StatusConflict, "conflict"},
 	{keys.ErrDeleted, http.StatusGone, "key_deleted"},
+	{secrets.ErrInvalidArgument, http.StatusBadRequest, "invalid_request"},
+	{secrets.ErrTooLarge, http.StatusRequestEntityTooLarge, "secret_too_large"},
+	{secrets.ErrNotFound, http.StatusNotFound, "secret_not_found"},
+	{secrets.ErrVersionNotFound, http.StatusNotFound, "version_not_found"},
+	{secrets.ErrConflict, http.StatusConflict, "cas_mismatch"},
+	{secrets.ErrNotDeleted, http.StatusConflict, "secret_not_deleted"},
+	{secrets.ErrDeleted, http.StatusGone, "secret_deleted"},
+	{secrets.ErrDestroyed, http.StatusGone, "version_destroyed"},
+	{secrets.ErrWindowEnded, http.StatusGone, "recovery_window_ended"},
 	{barrier.ErrSealed, http.StatusServiceUnavailable, "sealed"},
 	{sys.ErrStale, http.StatusServiceUnavailable, "replica_stale"},
 	{barrier.ErrKeyringMismatch, http.StatusServiceUnavailable, "keyring_mismatch"},

@@ -146,6 +146,7 @@ func (s *Server) routes() {
 	s.tokenAdminRoutes()
 	s.sysRoutes()
 	s.memberRoutes()
+	s.secretRoutes()
 }
 
 // pathKey is the {key} of a path: a key id or an escaped alias/NAME.
