@@ -115,7 +115,7 @@ func secretShaped(v string) bool {
 	if (v[0] == '&' || v[0] == '*') && len(v) > 1 && (v[1] >= 'a' && v[1] <= 'z' || v[1] >= 'A' && v[1] <= 'Z') {
 		return false
 	}
-	if goSelectorRe.MatchString(v) {
+	if goSelectorRe.MatchString(v) || strings.Count(v, `\x`) >= 2 { // code, or escaped binary (protobuf descriptors)
 		return false
 	}
 	var letters, digits, other int

@@ -225,7 +225,7 @@ func TestInContextWindow(t *testing.T) {
 func TestSecretShapedCodeAndProse(t *testing.T) {
 	for v, want := range map[string]bool{
 		"&datadogV2.SecurityMonitoringAttributes{": false, "&cachedToken.RefreshToken": false, "*cfg.Token2": false,
-		"refresh token": false, "my secret value": false, "modadvapi32.NewProc": false, "kp9x.Q7mZt2": true,
+		"refresh token": false, "my secret value": false, "modadvapi32.NewProc": false, "kp9x.Q7mZt2": true, `\a\x82\xb5\x18\x033.0`: false,
 		"Jx2mQ8rT4zLp9WkN": true, "&Jx2mQ8rT4z": false, "&7mQ8rT4zLp": true, "correct horse 42": true,
 	} {
 		if got := secretShaped(v); got != want {
