@@ -119,7 +119,11 @@ func TestDatabaseURLPassword(t *testing.T) {
 		{"sqlalchemy.url = postgresql+asyncpg://al:Nv6Wq2Lp9Xc@pg/app", "Nv6Wq2Lp9Xc"},
 		{"url=jdbc:postgresql://pg:5432/o?user=o&password=Fj3Kw8Qz1Lm&ssl=true", "Fj3Kw8Qz1Lm"},
 		{"url=jdbc:sqlserver://sql:1433;databaseName=r;user=svc;password=Pw9Rt4Yx2Q;encrypt=true", "Pw9Rt4Yx2Q"},
+		{`sql.Open("mysql", "app:Vq8r@T3kLm9Zx@tcp(db.internal:3306)/app?parseTime=true")`, "Vq8r@T3kLm9Zx"},
+		{`dsn := "app:Hw5Lq2Zx8Rk@unix(/run/mysqld/mysqld.sock)/app"`, "Hw5Lq2Zx8Rk"},
 		// CI defaults, references, masks and documentation.
+		{`sql.Open("mysql", "root:root@tcp(127.0.0.1:3306)/test")`, ""},
+		{`fmt.Sprintf("%s:%s@tcp(%s)/%s", user, pass, host, db)`, ""},
 		{"DATABASE_URL: postgres://postgres:postgres@localhost:5432/app_test", ""},
 		{"MYSQL_URL: mysql://root:root@127.0.0.1:3306/app_test", ""},
 		{"AMQP_URL: amqp://guest:guest@localhost:5672/", ""},
