@@ -157,6 +157,13 @@ var notSecretWords = map[string]bool{
 	"hash": true, "hashed": true, "digest": true, "algorithm": true, "method": true, "keyid": true, "mount": true, "selector": true,
 }
 
+// notSecretWord reports whether w, or its singular, is a not-secret word
+// (hashes, names, policies).
+func notSecretWord(w string) bool {
+	return notSecretWords[w] || notSecretWords[strings.TrimSuffix(w, "s")] || notSecretWords[strings.TrimSuffix(w, "es")] ||
+		w == "policies"
+}
+
 // keyNameFilter matches key names whose values name or point at a secret
 // rather than hold one. It compares whole words of the name (split at
 // _ . - and other punctuation and at camelCase humps), never substrings:
@@ -173,7 +180,7 @@ type keyNameFilter struct{}
 func (keyNameFilter) MatchString(k string) bool {
 	words := keyWords(k)
 	for i, w := range words {
-		if notSecretWords[w] || strings.HasPrefix(w, "expir") {
+		if notSecretWord(w) || strings.HasPrefix(w, "expir") {
 			return true
 		}
 		last := i == len(words)-1

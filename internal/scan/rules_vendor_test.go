@@ -164,7 +164,7 @@ func TestKeyNameFilter(t *testing.T) {
 		"passwordfile": true, "tokenurl": true, "pwdlen": true, "PASSWORD_LEN": true, "AWS_ACCESS_KEY_ID": true,
 		"accessKeyId": true, "apikeyid": true, "token_ttl": true, "tokenExpiresAt": true, "TOKEN_EXPIRY": true,
 		"secretNamespace": true, "PASSWORD_HASH_ALGORITHM": true, "api-key-header": true, "secret.mount.path": true,
-		"existingSecret": true, "TOKEN_URLPath": true, "hashedPassword": true, "procGetTokenInformation": false,
+		"existingSecret": true, "TOKEN_URLPath": true, "hashedPassword": true, "procGetTokenInformation": false, "password.toHashes": true, "passwordPolicies": true, "tokenPrefixes": true, "SECRET_NAMES": true, "PASSWORDS": false,
 	} {
 		if got := notSecretKeyRe.MatchString(k); got != notSecret {
 			t.Errorf("notSecretKeyRe.MatchString(%q) = %v", k, got)
