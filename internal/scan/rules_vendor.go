@@ -199,8 +199,8 @@ func datadogContext(path string, before []byte, match string) bool {
 // belongs to (on its line or the last one before it) is Heroku's API or
 // git host; other matches of heroku-api-key need no context.
 func herokuContext(_ string, before []byte, match string) bool {
-	if !strings.HasPrefix(strings.ToLower(strings.TrimSpace(match)), "password") {
-		return true
+	if m := strings.ToLower(match); strings.Contains(m, "heroku") || strings.Contains(m, "hrku-aa") {
+		return true // a Heroku key name, a one-line .netrc entry for a Heroku host, or a v2 key
 	}
 	ms := netrcMachineRe.FindAllSubmatch(before, -1)
 	if len(ms) == 0 {

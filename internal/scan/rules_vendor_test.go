@@ -80,6 +80,7 @@ func TestVendorRules(t *testing.T) {
 		{"heroku netrc other host", "heroku-api-key", ".netrc", "machine api.heroku.com login a password @@UUID@@\nmachine gitlab.internal\n  login b\n  password @@UUID@@", 1},
 		{"heroku env", "heroku-api-key", "deploy.sh", "export HEROKU_API_KEY=@@UUID@@", 1},
 		{"heroku v2", "heroku-api-key", "ci.yml", "HEROKU_API_KEY: @@R:HRKU-AA:URL:58@@", 1},
+		{"heroku dotted password key", "heroku-api-key", "app.properties", "db.password @@UUID@@", 0},
 		{"heroku app id", "heroku-api-key", "deploy.sh", "HEROKU_APP_ID=@@UUID@@", 0},
 		// Google OAuth.
 		{"google refresh rclone", "gcp-oauth-refresh-token", "rclone.conf", `token = {"access_token":"","refresh_token":"@@R:1//0:URL:99@@","expiry":"2026-01-01T00:00:00Z"}`, 1},
