@@ -133,6 +133,9 @@ func sealedSecretsCipher(v string) bool {
 	return len(b) >= 2+n+16
 }
 
+// kubeClientKeyLineRe is a client-key-data line, YAML or JSON.
+var kubeClientKeyLineRe = regexp.MustCompile(`["']?client-key-data["']?\s*:\s*["']?([A-Za-z0-9+/]{64,}={0,2})(?:["',\s]|$)`)
+
 // fileRules returns the file-format rules (see the top of this file):
 // htpasswd and shadow hashes, and the kubeconfig checks of kube.go.
 func fileRules() []*Rule {
@@ -140,7 +143,12 @@ func fileRules() []*Rule {
 		{ID: "htpasswd-hash", Description: "Password hash in an htpasswd or shadow entry (apr1, bcrypt, sha-crypt, yescrypt, {SHA}): crackable offline",
 			Severity: High, Keywords: []string{"$apr1$", "$2y$", "$2a$", "$2b$", "$2x$", "$1$", "$5$", "$6$", "$y$", "{sha}"},
 			Regex: htpasswdHashRe, Groups: []int{1}, Validate: validCryptHash, Exclude: htpasswdExampleUserRe, priority: prioSpecific},
-		{ID: "kubeconfig-client-key", Description: "Client private key (client-key-data) of a kubeconfig user", Severity: Critical, Kube: true, priority: prioKube},
+		// client-key-data is distinctive enough for a line rule too: a
+		// kubeconfig pasted into a Terraform heredoc, a Markdown file or a
+		// file with another name is not parsed, but this line is found
+		// (in a parsed kubeconfig both report the same secret once).
+		{ID: "kubeconfig-client-key", Description: "Client private key (client-key-data) of a kubeconfig user", Severity: Critical, Kube: true,
+			Keywords: []string{"client-key-data"}, Regex: kubeClientKeyLineRe, Groups: []int{1}, Validate: kubeClientKey, priority: prioKube},
 		{ID: "kubeconfig-token", Description: "Bearer token of a kubeconfig user", Severity: Critical, Kube: true, priority: prioKube},
 		{ID: "kubeconfig-password", Description: "Basic-auth password of a kubeconfig user", Severity: High, Kube: true, priority: prioKube},
 		{ID: "kubeconfig-auth-provider-secret", Description: "OIDC client secret or refresh token in a kubeconfig auth-provider", Severity: High, Kube: true, priority: prioKube},

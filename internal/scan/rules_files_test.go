@@ -232,6 +232,25 @@ func TestKubeconfig(t *testing.T) {
 	}
 }
 
+func TestKubeconfigClientKeyLine(t *testing.T) {
+	key := "@@B64:R:-----BEGIN EC PRIVATE KEY-----:B64:160@@"
+	for _, c := range []struct {
+		name, path, text string
+		want             int
+	}{
+		{"terraform heredoc", "main.tf", "  kubeconfig = <<-EOT\n    users:\n    - name: admin\n      user:\n        client-key-data: " + key + "\n  EOT", 1},
+		{"markdown", "NOTES.md", "    client-key-data: " + key, 1},
+		{"json", "out.txt", `{"users": [{"user": {"client-key-data": "` + key + `"}}]}`, 1},
+		{"parsed and line, once", "admin.conf", "kind: Config\nusers:\n- name: a\n  user:\n    client-key-data: " + key, 1},
+		{"certificate", "NOTES.md", "client-key-data: @@B64:R:-----BEGIN CERTIFICATE-----:B64:400@@", 0},
+		{"short", "NOTES.md", "client-key-data: LS0tLS1CRUdJTi...", 0},
+	} {
+		if got := len(ruleFindings(fileFindings(t, c.path, c.text), "kubeconfig-client-key")); got != c.want {
+			t.Errorf("%s: %d kubeconfig-client-key findings, want %d", c.name, got, c.want)
+		}
+	}
+}
+
 func TestKubeconfigAuthProviderSettings(t *testing.T) {
 	// token-key is a JSONPath the generic rule reads as a token.
 	text := "kind: Config\nusers:\n- name: g\n  user:\n    auth-provider:\n      name: gcp\n      config:\n        token-key: '{.credential.access_token_value}'\n"
