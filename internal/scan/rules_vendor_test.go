@@ -84,6 +84,8 @@ func TestVendorRules(t *testing.T) {
 		{"heroku app id", "heroku-api-key", "deploy.sh", "HEROKU_APP_ID=@@UUID@@", 0},
 		// Google OAuth.
 		{"google refresh rclone", "gcp-oauth-refresh-token", "rclone.conf", `token = {"access_token":"","refresh_token":"@@R:1//0:URL:99@@","expiry":"2026-01-01T00:00:00Z"}`, 1},
+		{"google refresh other prefix", "gcp-oauth-refresh-token", "token.json", `{"refresh_token": "@@R:1//03:URL:100@@"}`, 1},
+		{"google refresh in a URL path", "gcp-oauth-refresh-token", "a.md", "see http://mirror.internal/v1//@@R::URL:60@@ for the file", 0},
 		{"google access token", "gcp-oauth-access-token", "token.json", `{"token": "@@R:ya29.:URL:150@@"}`, 1},
 		{"google refresh placeholder", "gcp-oauth-refresh-token", "rclone.conf", `"refresh_token":"1//0REPLACE_WITH_YOUR_REFRESH_TOKEN_FROM_RCLONE"`, 0},
 		// AWS: SDK fields, constructors, notebooks.
