@@ -387,7 +387,8 @@ var secretMetadataKeys = map[string]bool{
 
 // publicSecretField reports whether a Secret's value is public by design:
 // the certificates of a kubernetes.io/tls Secret, the CA certificate and
-// namespace of a service-account token Secret, or any value that holds
+// namespace of a service-account token Secret, everything but the
+// token-secret of a bootstrap token Secret, or any value that holds
 // only certificates or public keys. A value with a private key in it is
 // never public, whatever its key is called.
 func publicSecretField(typ, key, value string) bool {
@@ -403,6 +404,10 @@ func publicSecretField(typ, key, value string) bool {
 		if key == "ca.crt" || key == "namespace" {
 			return true
 		}
+	case "bootstrap.kubernetes.io/token":
+		// token-id is the public half of id.secret; the usage flags,
+		// expiration, description and groups are settings.
+		return key != "token-secret"
 	}
 	return publicPEM(value)
 }

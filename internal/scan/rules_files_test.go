@@ -283,6 +283,7 @@ func TestSecretPublicFields(t *testing.T) {
 		{"opaque cert in stringData", "kind: Secret\ntype: Opaque\nstringData:\n  ca-bundle.pem: |\n    " + strings.ReplaceAll(strings.TrimSpace(cert), "\n", "\n    "), 0},
 		{"opaque public key", "kind: Secret\ndata:\n  jwt.pub: " + b64("-----BEGIN PUBLIC KEY-----\n@@R::B64:64@@\n-----END PUBLIC KEY-----\n"), 0},
 		{"opaque namespace is a value", "kind: Secret\ntype: Opaque\nstringData:\n  namespace-token: @@R::A62:24@@", 1},
+		{"bootstrap token", "kind: Secret\ntype: bootstrap.kubernetes.io/token\nstringData:\n  description: \"join token for edge nodes\"\n  token-id: k3x9q2\n  token-secret: @@R::a36:16@@\n  expiration: \"2026-12-31T00:00:00Z\"\n  usage-bootstrap-authentication: \"true\"\n  auth-extra-groups: system:bootstrappers:kubeadm:default-node-token", 1},
 		{"argo repository url", "kind: Secret\nstringData:\n  type: git\n  url: git@git.internal:platform/infra.git\n  username: deploy", 0},
 		{"argo cluster data", "kind: Secret\ndata:\n  name: " + b64("prod-eu") + "\n  server: " + b64("https://10.0.0.1:6443"), 0},
 		{"tls DER certificate", "kind: Secret\ntype: kubernetes.io/tls\ndata:\n  tls.crt: " + b64("@@R::A62:120@@") + "\n  ca.crt: " + b64("@@R::A62:120@@"), 0},
