@@ -322,6 +322,10 @@ func checkParses(args []string, span bool) error {
 			if cmd.Annotations[annotSARIF] == "" {
 				return fmt.Errorf("%s: -o sarif is for scan and rbac audit", cmd.CommandPath())
 			}
+		case outputEnv, outputRaw:
+			if cmd.Annotations[annotSecretFormats] == "" {
+				return fmt.Errorf("%s: -o %s is for secret get", cmd.CommandPath(), v)
+			}
 		default:
 			if !span || !strings.HasPrefix(v, "<") {
 				return fmt.Errorf("%s: -o %q is not an output format (files are --out FILE)", cmd.CommandPath(), v)

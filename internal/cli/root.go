@@ -195,6 +195,7 @@ server). See docs/cli.md.`,
 		newRBACCmd(),
 		newAuditCmd(),
 		newAlertsCmd(),
+		newSecretCmd(),
 	)
 	// Add cobra's completion command now rather than at execution, so that
 	// an unknown shell is a usage error like any unknown command.
@@ -234,6 +235,10 @@ func validateGlobalFlags(cmd *cobra.Command, _ []string) error {
 	}
 	switch out {
 	case outputTable, outputHuman, outputJSON, outputYAML:
+	case outputEnv, outputRaw:
+		if cmd.Annotations[annotSecretFormats] == "" {
+			return usageErrorf("invalid --output %q: only coffer secret get prints env or raw; use table, json or yaml", out)
+		}
 	case outputSARIF:
 		if cmd.Annotations[annotSARIF] == "" {
 			return usageErrorf("invalid --output %q: %s prints table, json or yaml", out, cmd.CommandPath())
