@@ -43,14 +43,18 @@ func validCryptHash(h string) bool {
 }
 
 // validDatabaseURLPassword accepts the password of a database URL unless
-// it is a CI or image default (postgres, root, password, ...), an
-// environment reference ($DB_PASS, %DB_PASS%) or a mask. Percent-encoded
-// passwords are judged decoded.
+// it is a CI or image default (postgres, root, password, ...), a short
+// lower-case word (app:app, dev:devpass: the passwords of local and CI
+// service containers), an environment reference ($DB_PASS, %DB_PASS%) or
+// a mask. Percent-encoded passwords are judged decoded.
 func validDatabaseURLPassword(p string) bool {
 	if d, err := url.PathUnescape(p); err == nil {
 		p = d
 	}
 	if p == "" || defaultPasswords[strings.ToLower(p)] || envRefRe.MatchString(p) {
+		return false
+	}
+	if len(p) < 12 && strings.Trim(p, "abcdefghijklmnopqrstuvwxyz") == "" {
 		return false
 	}
 	return strings.Trim(p, "*xX") != ""

@@ -127,6 +127,7 @@ func TestDatabaseURLPassword(t *testing.T) {
 		{"DATABASE_URL: postgres://postgres:postgres@localhost:5432/app_test", ""},
 		{"MYSQL_URL: mysql://root:root@127.0.0.1:3306/app_test", ""},
 		{"AMQP_URL: amqp://guest:guest@localhost:5672/", ""},
+		{"DATABASE_URL: postgresql://keycloak:keycloak@postgres:5432/keycloak", ""},
 		{"DEFAULT=postgres://app:p%40ssw0rd@db/app", ""}, // p@ssw0rd, decoded
 		{"CACHE_URL=redis://:$REDIS_PASSWORD@cache:6379/0", ""},
 		{"set DB=postgres://app:%DB_PASS%@db/app", ""},
