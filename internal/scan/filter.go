@@ -1,6 +1,8 @@
 package scan
 
 import (
+	"bytes"
+	"encoding/base64"
 	"math"
 	"regexp"
 	"strings"
@@ -35,7 +37,7 @@ var defaultStopwords = []string{
 	"xxxx", "****", "....", "your_", "your-", "yourpass", "<", ">", "${", "{{", "$(", "%s", "%(", "%v",
 	"process.env", "os.environ", "getenv", "env(", "secretkeyref", "notasecret", "not-a-secret", "insert", "replace",
 	"lorem", "foobar", "todo", "test", "mock", "null", "undefined", "none", "password", "secret", "s3cr3t",
-	"123456", "abcdef", "qwerty", "letmein", "hunter2",
+	"123456", "abcdef", "qwerty", "letmein", "hunter2", "abc123", "abc-123",
 }
 
 // isPlaceholder reports whether a value is an obvious stand-in: an
@@ -94,10 +96,29 @@ func hasStopword(v string, stop []string) bool {
 	return false
 }
 
-// goSelectorRe matches a package-qualified Go name (modadvapi32.NewProc,
-// http.StatusOK): code, when the generic rule's unquoted value stops at a
-// call's parenthesis.
-var goSelectorRe = regexp.MustCompile(`^[a-z][a-z0-9]*(?:\.[A-Z][a-z]+[A-Za-z0-9]*)+$`)
+// goSelectorRe matches a qualified Go name (modadvapi32.NewProc,
+// http.StatusOK, datadogV1.SOME_CONSTANT, listOut.NextContinuationToken):
+// code, when the generic rule's unquoted value stops at a call's
+// parenthesis or is a field.
+var goSelectorRe = regexp.MustCompile(`^[a-z][A-Za-z0-9]*(?:\.(?:[A-Z][a-z]{2,}[A-Za-z0-9]*|[A-Z][A-Z0-9_]{3,}))+$`)
+
+// encodedProse reports whether v is base64 of a sentence (words and
+// spaces: "this is not a real value"), the stand-in of SDK tests.
+func encodedProse(v string) bool {
+	if len(v) < 12 || len(v)%4 != 0 {
+		return false
+	}
+	b, err := base64.StdEncoding.DecodeString(v)
+	if err != nil || !bytes.ContainsRune(b, ' ') {
+		return false
+	}
+	for _, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == ' ' || c == '.' || c == ',' || c == '\'' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // secretShaped reports whether a value assigned to a secret-looking key
 // looks like a secret rather than code: not an identifier or dotted path,
@@ -108,7 +129,7 @@ func secretShaped(v string) bool {
 	if len(v) < 8 {
 		return false
 	}
-	if strings.HasPrefix(v, "$") || strings.HasPrefix(v, "/") || strings.HasPrefix(v, "./") || strings.HasPrefix(v, "@") {
+	if strings.HasPrefix(v, "$") || strings.HasPrefix(v, "/") || strings.HasPrefix(v, "./") || strings.HasPrefix(v, "../") || strings.HasPrefix(v, "@") {
 		return false
 	}
 	// Go and C code: an address or a dereference (&pkg.Type{, *cfg.Token).
@@ -116,6 +137,9 @@ func secretShaped(v string) bool {
 		return false
 	}
 	if goSelectorRe.MatchString(v) || strings.Count(v, `\x`) >= 2 { // code, or escaped binary (protobuf descriptors)
+		return false
+	}
+	if encodedProse(v) {
 		return false
 	}
 	var letters, digits, other int
@@ -154,7 +178,7 @@ var notSecretWords = map[string]bool{
 	"uris": true, "endpoint": true, "type": true, "length": true, "len": true, "policy": true, "header": true,
 	"field": true, "format": true, "prefix": true, "count": true, "ttl": true, "timeout": true, "mode": true,
 	"existing": true, "enabled": true, "required": true, "provider": true, "version": true, "size": true,
-	"hash": true, "hashed": true, "digest": true, "algorithm": true, "method": true, "keyid": true, "mount": true, "selector": true,
+	"hash": true, "hashed": true, "source": true, "page": true, "continuation": true, "pagination": true, "cursor": true, "digest": true, "algorithm": true, "method": true, "keyid": true, "mount": true, "selector": true,
 }
 
 // notSecretWord reports whether w, or its singular, is a not-secret word
@@ -179,6 +203,9 @@ type keyNameFilter struct{}
 // MatchString reports whether the key name k says its value is not a secret.
 func (keyNameFilter) MatchString(k string) bool {
 	words := keyWords(k)
+	if len(words) == 2 && words[0] == "next" { // NextToken, next_token: a pagination cursor
+		return true
+	}
 	for i, w := range words {
 		if notSecretWord(w) || strings.HasPrefix(w, "expir") {
 			return true

@@ -21,6 +21,10 @@ var vendorFalsePositives = map[string][]string{
 // Near misses added to the older vendor rules this issue made context-free
 // or widened.
 var vendorExtraFalsePositives = map[string][]string{
+	// Test stand-ins and code in the AWS, Alibaba and Datadog SDKs.
+	"generic-secret-assignment": {"api_key: abc-123-key", `AuthToken: "Basic abc123",`, "credential_source = Ec2InstanceMetadata",
+		`next_page_token: "eyJvZmZzZXQiOjUwfQ=="`, `AccessToken: "dGhpcyBpcyBub3QgYSByZWFsIHZhbHVl",`,
+		"token = listInvConf1.NextContinuationToken", "replace github.com/aws/aws-sdk-go-v2/credentials => ../credentials/"},
 	"mailgun-api-key": {"cache-key-@@R::hex:32@@", "s3://thumbs/key-@@R::hex:32@@.png", "idempotency_key: key-@@R::hex:32@@",
 		"MG_KEY=key-" + strings.Repeat("0", 32), "MG_KEY=key-0123456789abcdef0123456789abcdef", "MG_KEY=key-" + strings.Repeat("deadbeef", 4),
 		"MG_PUBLIC=pubkey-@@R::hex:32@@"},
@@ -167,7 +171,8 @@ func TestKeyNameFilter(t *testing.T) {
 		"passwordfile": true, "tokenurl": true, "pwdlen": true, "PASSWORD_LEN": true, "AWS_ACCESS_KEY_ID": true,
 		"accessKeyId": true, "apikeyid": true, "token_ttl": true, "tokenExpiresAt": true, "TOKEN_EXPIRY": true,
 		"secretNamespace": true, "PASSWORD_HASH_ALGORITHM": true, "api-key-header": true, "secret.mount.path": true,
-		"existingSecret": true, "TOKEN_URLPath": true, "hashedPassword": true, "procGetTokenInformation": false, "password.toHashes": true, "passwordPolicies": true, "tokenPrefixes": true, "SECRET_NAMES": true, "PASSWORDS": false,
+		"existingSecret": true, "TOKEN_URLPath": true, "hashedPassword": true, "procGetTokenInformation": false, "password.toHashes": true, "passwordPolicies": true, "tokenPrefixes": true, "SECRET_NAMES": true, "PASSWORDS": false, "credential_source": true, "next_page_token": true,
+		"NextToken": true, "ContinuationToken": true, "NEXTAUTH_SECRET": false, "NEXT_AUTH_SECRET": false,
 	} {
 		if got := notSecretKeyRe.MatchString(k); got != notSecret {
 			t.Errorf("notSecretKeyRe.MatchString(%q) = %v", k, got)
@@ -229,6 +234,8 @@ func TestSecretShapedCodeAndProse(t *testing.T) {
 	for v, want := range map[string]bool{
 		"&datadogV2.SecurityMonitoringAttributes{": false, "&cachedToken.RefreshToken": false, "*cfg.Token2": false,
 		"refresh token": false, "my secret value": false, "modadvapi32.NewProc": false, "kp9x.Q7mZt2": true, `\a\x82\xb5\x18\x033.0`: false,
+		"datadogV1.SYNTHETICS_BASIC_AUTH_HEADER": false, "listInvConf1.NextContinuationToken": false, "../credentials/": false,
+		"dGhpcyBpcyBub3QgYSByZWFsIHZhbHVl": false, "dXNlcjpTM2NyZXQtdjI=": true, "Kq7.Xz9Pm2Lw4": true,
 		"Jx2mQ8rT4zLp9WkN": true, "&Jx2mQ8rT4z": false, "&7mQ8rT4zLp": true, "correct horse 42": true,
 	} {
 		if got := secretShaped(v); got != want {
