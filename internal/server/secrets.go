@@ -26,7 +26,18 @@ func (s *Server) secretRoutes() {
 	sec := s.sys.Secrets
 	m := s.mux
 	m.HandleFunc("POST /v1/secrets/data/{name...}", handle(s, route{action: "secret:Write"}, secretResource[client.SecretPutRequest],
-		func(ctx context.Context, r *http.Request, _ auth.Principal, req *client.SecretPutRequest) (client.SecretVersion, error) {
+		func(ctx context.Context, r *http.Request, p auth.Principal, req *client.SecretPutRequest) (client.SecretVersion, error) {
+			if req.Key != "" {
+				// Naming a key is using it: the caller must be allowed to
+				// make data keys under it for this secret (as AWS Secrets
+				// Manager asks kms:GenerateDataKey of a customer key), or
+				// secret:Write would let anyone use any key, past its key
+				// policy. The default key is the service's own.
+				ec := map[string]string{"coffer-secret": r.PathValue("name")}
+				if err := s.authorizeItem(ctx, r, &p, "kms:GenerateDataKey", req.Key, ec); err != nil {
+					return client.SecretVersion{}, err
+				}
+			}
 			v, err := sec.Put(ctx, secrets.PutRequest{Name: r.PathValue("name"), Fields: req.Fields, Key: req.Key, CAS: req.CAS})
 			if err != nil {
 				return client.SecretVersion{}, err

@@ -191,6 +191,35 @@ func TestSecretsAuthorization(t *testing.T) {
 		t.Fatalf("refused read record: %q %q", rec.Resource, rec.ErrorCode)
 	}
 
+	// Naming a key needs kms:GenerateDataKey on it; the default key does
+	// not.
+	e.must("POST", "/v1/keys", e.root, client.CreateKeyRequest{Alias: "alias/team-b-key"}, nil)
+	e.must("POST", "/v1/keys", e.root, client.CreateKeyRequest{Alias: "alias/team-a-key"}, nil)
+	writer := e.policyToken("team-a-write", `statements:
+  - effect: allow
+    actions: [secret:Write, secret:Read]
+    resources: ["secret/team-a/*"]
+  - effect: allow
+    actions: [kms:GenerateDataKey]
+    resources: ["alias/team-a-key"]
+`)
+	e.must("POST", "/v1/secrets/data/team-a/new", writer, client.SecretPutRequest{Fields: map[string]string{"k": "v"}}, nil)
+	raw := e.wantErr("POST", "/v1/secrets/data/team-a/new", writer, client.SecretPutRequest{Fields: map[string]string{"k": "v"}, Key: "alias/team-b-key"}, 403, "permission_denied")
+	if !strings.Contains(raw, "kms:GenerateDataKey") {
+		t.Fatalf("refusal does not name the key action: %s", raw)
+	}
+	var v client.SecretVersion
+	e.must("POST", "/v1/secrets/data/team-a/new", writer, client.SecretPutRequest{Fields: map[string]string{"k": "v"}, Key: "alias/team-a-key"}, &v)
+	if v.Version != 2 {
+		t.Fatalf("write under its own key: %+v", v)
+	}
+	// The secret keeps its key for later writes, which need no key right.
+	e.must("POST", "/v1/secrets/data/team-a/new", writer, client.SecretPutRequest{Fields: map[string]string{"k": "v2"}}, &v)
+	e.must("GET", "/v1/secrets/data/team-a/new", writer, nil, &got)
+	if got.Fields["k"] != "v2" {
+		t.Fatalf("read back: %+v", got)
+	}
+
 	// A pod reads its namespace's secrets through the template.
 	e.must("PUT", "/v1/policies/ns-secrets", e.root, client.PutPolicyRequest{Document: `statements:
   - effect: allow
