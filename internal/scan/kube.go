@@ -242,6 +242,15 @@ func (k *kubeCheck) add(rule string, n *yaml.Node, secret, where string) {
 		k.res.suppressed++
 		return
 	}
+	// A literal block holding a known format (a PEM key over the lines
+	// below its key) is reported by that format's line rule on its own
+	// line: one finding per secret.
+	if strings.Contains(secret, "\n") {
+		var inner scanResult
+		if k.s.scanLines("", []byte(secret), &inner); len(inner.findings) > 0 {
+			return
+		}
+	}
 	k.res.findings = append(k.res.findings, Finding{RuleID: rule, Line: n.Line, Column: n.Column, Secret: secret, Where: where, priority: r.priority})
 }
 
@@ -295,14 +304,7 @@ func (k *kubeCheck) secret(doc *yaml.Node, name string) {
 	if sd := get(doc, "stringData"); sd != nil && sd.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(sd.Content); i += 2 {
 			key, val := sd.Content[i].Value, sd.Content[i+1]
-			v := scalar(val)
-			if !k.plausible(v, 4) || publicSecretField(typ, key, v) || secretMetadataKeys[key] {
-				continue
-			}
-			// A known format (a PEM key block over the following lines)
-			// is reported by its line rule: one finding per secret.
-			var inner scanResult
-			if k.s.scanLines("", []byte(v), &inner); len(inner.findings) == 0 {
+			if v := scalar(val); k.plausible(v, 4) && !publicSecretField(typ, key, v) && !secretMetadataKeys[key] {
 				k.add("k8s-secret-stringdata", val, v, "Secret "+name+" stringData."+key)
 			}
 		}

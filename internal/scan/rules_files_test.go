@@ -252,6 +252,23 @@ func TestKubeconfigClientKeyLine(t *testing.T) {
 	}
 }
 
+func TestKubeBlockKeyReportedOnce(t *testing.T) {
+	pem := "-----BEGIN RSA PRIVATE KEY-----\n    MIIEpAIBAAKCAQEA@@R::B64:48@@\n    @@R::B64:64@@\n    -----END RSA PRIVATE KEY-----"
+	for _, c := range []struct {
+		name, path, text string
+		line             int
+	}{
+		{"helm values", "values.yaml", "tls:\n  privateKey: |\n    " + pem, 3},
+		{"configmap", "cm.yaml", "kind: ConfigMap\ndata:\n  private_key: |\n    " + pem, 4},
+		{"stringData", "s.yaml", "kind: Secret\nstringData:\n  key.pem: |\n    " + pem, 4},
+	} {
+		fs := fileFindings(t, c.path, c.text)
+		if len(fs) != 1 || fs[0].RuleID != "private-key" || fs[0].Line != c.line {
+			t.Errorf("%s: %+v, want one private-key finding on line %d", c.name, fs, c.line)
+		}
+	}
+}
+
 func TestKubeconfigAuthProviderSettings(t *testing.T) {
 	// token-key is a JSONPath the generic rule reads as a token.
 	text := "kind: Config\nusers:\n- name: g\n  user:\n    auth-provider:\n      name: gcp\n      config:\n        token-key: '{.credential.access_token_value}'\n"
