@@ -97,10 +97,11 @@ func hasStopword(v string, stop []string) bool {
 }
 
 // goSelectorRe matches a qualified Go name (modadvapi32.NewProc,
-// http.StatusOK, datadogV1.SOME_CONSTANT, listOut.NextContinuationToken):
+// http.StatusOK, ed25519.Ed25519PrivateKey, datadogV1.SOME_CONSTANT,
+// listOut.NextContinuationToken):
 // code, when the generic rule's unquoted value stops at a call's
 // parenthesis or is a field.
-var goSelectorRe = regexp.MustCompile(`^[a-z][A-Za-z0-9]*(?:\.(?:[A-Z][a-z]{2,}[A-Za-z0-9]*|[A-Z][A-Z0-9_]{3,}))+$`)
+var goSelectorRe = regexp.MustCompile(`^[a-z][A-Za-z0-9]*(?:\.(?:[A-Z][a-z]+[A-Za-z0-9]*|[A-Z][A-Z0-9_]{3,}))+$`)
 
 // encodedProse reports whether v is base64 of a sentence (words and
 // spaces: "this is not a real value"), the stand-in of SDK tests.

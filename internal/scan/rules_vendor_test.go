@@ -234,7 +234,7 @@ func TestSecretShapedCodeAndProse(t *testing.T) {
 	for v, want := range map[string]bool{
 		"&datadogV2.SecurityMonitoringAttributes{": false, "&cachedToken.RefreshToken": false, "*cfg.Token2": false,
 		"refresh token": false, "my secret value": false, "modadvapi32.NewProc": false, "kp9x.Q7mZt2": true, `\a\x82\xb5\x18\x033.0`: false,
-		"datadogV1.SYNTHETICS_BASIC_AUTH_HEADER": false, "listInvConf1.NextContinuationToken": false, "../credentials/": false,
+		"datadogV1.SYNTHETICS_BASIC_AUTH_HEADER": false, "listInvConf1.NextContinuationToken": false, "ed25519.Ed25519PrivateKey": false, "../credentials/": false,
 		"dGhpcyBpcyBub3QgYSByZWFsIHZhbHVl": false, "dXNlcjpTM2NyZXQtdjI=": true, "Kq7.Xz9Pm2Lw4": true,
 		"Jx2mQ8rT4zLp9WkN": true, "&Jx2mQ8rT4z": false, "&7mQ8rT4zLp": true, "correct horse 42": true,
 	} {
