@@ -55,7 +55,9 @@ latency percentiles (or JSON with -o json).
 Operations: ` + strings.Join(ops, ", ") + `.
 decrypt and decrypt-batch encrypt one payload first and then decrypt its
 ciphertext; the batch operations send --batch-size items per request; datakey
-and random ask for --payload-size bytes.
+and random ask for --payload-size bytes; secret-get writes one secret
+(coffer-bench/secret-get, one field of --payload-size characters, under the
+key) and then reads its current version.
 
 The server address, token and CA certificate come from --address, --token and
 --ca-cert, or the environment variables COFFER_ADDR, COFFER_TOKEN and

@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,11 +57,18 @@ const (
 	// OpRandom loads POST /v1/kms/random asking for PayloadSize random bytes
 	// (1..1024). It needs no key.
 	OpRandom Op = "random"
+	// OpSecretGet loads GET /v1/secrets/data/NAME: the current version of
+	// one secret of one PayloadSize field, written under KeyID before the
+	// run (NAME is BenchSecretName).
+	OpSecretGet Op = "secret-get"
 )
+
+// BenchSecretName is the secret the secret-get operation writes and reads.
+const BenchSecretName = "coffer-bench/secret-get"
 
 // AllOps lists the supported operations in a stable order, for help texts.
 func AllOps() []Op {
-	return []Op{OpEncrypt, OpDecrypt, OpEncryptBatch, OpDecryptBatch, OpDataKey, OpRandom}
+	return []Op{OpEncrypt, OpDecrypt, OpEncryptBatch, OpDecryptBatch, OpDataKey, OpRandom, OpSecretGet}
 }
 
 // Route is the API path the operation posts to, for example
@@ -69,8 +77,18 @@ func (o Op) Route() string {
 	switch o {
 	case OpEncrypt, OpDecrypt, OpEncryptBatch, OpDecryptBatch, OpDataKey, OpRandom:
 		return "/v1/kms/" + string(o)
+	case OpSecretGet:
+		return "/v1/secrets/data/" + BenchSecretName
 	}
 	return ""
+}
+
+// Method is the HTTP method of the operation's requests.
+func (o Op) Method() string {
+	if o == OpSecretGet {
+		return http.MethodGet
+	}
+	return http.MethodPost
 }
 
 // Batched reports whether one request of the operation carries BatchSize
@@ -263,6 +281,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if (c.Op == OpDataKey || c.Op == OpRandom) && c.PayloadSize > 1024 {
 		return c, fmt.Errorf("payload size %d: op %s allows 1..1024 bytes", c.PayloadSize, c.Op)
+	}
+	if c.Op == OpSecretGet && c.PayloadSize > 65531 {
+		return c, fmt.Errorf("payload size %d: op %s allows 1..65531 bytes (one field of a 64 KiB version)", c.PayloadSize, c.Op)
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultBatchSize
@@ -491,6 +512,15 @@ func buildBody(ctx context.Context, hc *http.Client, c Config) ([]byte, error) {
 		v = client.DataKeyRequest{KeyID: c.KeyID, Bytes: c.PayloadSize, Context: c.Context}
 	case OpRandom:
 		v = client.RandomRequest{Bytes: c.PayloadSize}
+	case OpSecretGet:
+		// One field of PayloadSize characters (text: base64 of the
+		// payload, cut to size), written once; the run sends no body.
+		val := base64.StdEncoding.EncodeToString(payload(c.PayloadSize))[:c.PayloadSize]
+		put := client.SecretPutRequest{Fields: map[string]string{"value": val}, Key: c.KeyID}
+		if err := c.postJSON(ctx, hc, OpSecretGet.Route(), put, nil); err != nil {
+			return nil, fmt.Errorf("preparing the secret to read: %w", err)
+		}
+		return nil, nil
 	default:
 		return nil, fmt.Errorf("unknown op %q", c.Op)
 	}
@@ -518,17 +548,19 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	tmpl, err := http.NewRequestWithContext(ctx, http.MethodPost, base+cfg.Op.Route(), nil)
+	tmpl, err := http.NewRequestWithContext(ctx, cfg.Op.Method(), base+cfg.Op.Route(), nil)
 	if err != nil {
 		return Result{}, err
 	}
 	cfg.setHeaders(tmpl.Header)
-	tmpl.ContentLength = int64(len(body))
-	tmpl.GetBody = func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(body)), nil
+	if body != nil {
+		tmpl.ContentLength = int64(len(body))
+		tmpl.GetBody = func() (io.ReadCloser, error) {
+			return io.NopCloser(bytes.NewReader(body)), nil
+		}
 	}
 
-	sh := &shared{route: cfg.Op.Route()}
+	sh := &shared{route: cfg.Op.Method() + " " + cfg.Op.Route()}
 	ws := make([]*worker, cfg.Concurrency)
 	latCap := latencyCap(cfg)
 	for i := range ws {
@@ -726,14 +758,15 @@ var itemErrorMarker = []byte(`"error"`)
 // and whether the request succeeded.
 func (w *worker) do() (time.Duration, bool) {
 	w.release()
-	b := w.body
-	b.r.Reset(w.data)
-	b.closed.Store(false)
-	w.armed = true
-
 	req := new(http.Request)
 	*req = *w.tmpl
-	req.Body = b
+	if w.data != nil {
+		b := w.body
+		b.r.Reset(w.data)
+		b.closed.Store(false)
+		w.armed = true
+		req.Body = b
+	}
 
 	start := time.Now()
 	resp, err := w.hc.Do(req)
@@ -754,18 +787,18 @@ func (w *worker) do() (time.Duration, bool) {
 		if req.Context().Err() != nil {
 			return 0, false
 		}
-		w.shared.noteFailure(func() string { return "POST " + w.shared.route + ": reading answer: " + rerr.Error() })
+		w.shared.noteFailure(func() string { return w.shared.route + ": reading answer: " + rerr.Error() })
 		return 0, false
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		w.shared.noteFailure(func() string {
-			return "POST " + w.shared.route + ": " + describeFailure(resp.Status, w.buf.Bytes())
+			return w.shared.route + ": " + describeFailure(resp.Status, w.buf.Bytes())
 		})
 		return 0, false
 	}
 	if w.batched && bytes.Contains(w.buf.Bytes(), itemErrorMarker) {
 		w.shared.noteFailure(func() string {
-			return "POST " + w.shared.route + ": " + describeItemFailure(w.buf.Bytes())
+			return w.shared.route + ": " + describeItemFailure(w.buf.Bytes())
 		})
 		return 0, false
 	}
