@@ -16,19 +16,20 @@ import (
 
 // htpasswdHashRe matches user:hash where hash is one of the crypt formats
 // Apache's htpasswd and Linux shadow files use: apr1 (MD5), bcrypt,
-// md5/sha256/sha512-crypt, yescrypt and {SHA}. A hash is followed by the
-// end of the line, a quote or shadow's :lastchange:min:max... fields.
+// md5/sha256/sha512-crypt, yescrypt and {SHA}. A hash ends at a word
+// boundary, a quote, a \n escape or shadow's :lastchange:min:max... fields,
+// not inside a longer token.
 // Docker Compose doubles every $ in labels, so $$ is accepted too.
-var htpasswdHashRe = regexp.MustCompile(`(?:^|[\s"'=,\[-])[A-Za-z0-9._@-]{1,64}:(` +
+var htpasswdHashRe = regexp.MustCompile(`(?:^|[\s"'=,\[\\-])[A-Za-z0-9._@-]{1,64}:(` +
 	`\$\$?apr1\$\$?[./0-9A-Za-z]{1,8}\$\$?[./0-9A-Za-z]{22}` +
 	`|\$\$?2[abxy]\$\$?\d\d\$\$?[./A-Za-z0-9]{53}` +
 	`|\$\$?[156]\$\$?(?:rounds=\d{1,9}\$\$?)?[./0-9A-Za-z]{1,16}\$\$?[./0-9A-Za-z]{22,86}` +
 	`|\$\$?y\$\$?[./0-9A-Za-z]{1,20}\$\$?[./0-9A-Za-z]{1,86}\$\$?[./0-9A-Za-z]{43}` +
-	`|\{SHA\}[A-Za-z0-9+/]{27}=)(?:$|["'\s,\]]|:[0-9:]*\s*$)`)
+	`|\{SHA\}[A-Za-z0-9+/]{27}=)(?:\b|$|["'\s,;:)\]\\])`)
 
 // htpasswdExampleUserRe marks an entry whose user name says it is an
 // example (documentation shows "example:$apr1$...").
-var htpasswdExampleUserRe = regexp.MustCompile(`(?i)(?:^|[\s"'=,\[-])[A-Za-z0-9._@-]*(?:example|sample|placeholder|dummy)[A-Za-z0-9._@-]*:`)
+var htpasswdExampleUserRe = regexp.MustCompile(`(?i)^[^:]*(?:example|sample|placeholder|dummy)[^:]*:`)
 
 // validCryptHash accepts a hash whose salt and digest look generated: a
 // documentation stand-in ($apr1$salt$xxxxxxxx..., repeated characters)
