@@ -304,7 +304,20 @@ func (k *kubeCheck) secret(doc *yaml.Node, name string) {
 	if sd := get(doc, "stringData"); sd != nil && sd.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(sd.Content); i += 2 {
 			key, val := sd.Content[i].Value, sd.Content[i+1]
-			if v := scalar(val); k.plausible(v, 4) && !publicSecretField(typ, key, v) && !secretMetadataKeys[key] {
+			v := scalar(val)
+			if looksKubeconfig([]byte(v)) {
+				// A kubeconfig pasted as a literal block: its credentials on
+				// their own lines.
+				if fs := k.nestedKubeconfig([]byte(v)); len(fs) > 0 {
+					for _, f := range fs {
+						f.Line, f.Column = blockLine(val, f.Line), 0
+						f.Where = "Secret " + name + " stringData." + key + " " + f.Where
+						k.res.findings = append(k.res.findings, f)
+					}
+					continue
+				}
+			}
+			if k.plausible(v, 4) && !publicSecretField(typ, key, v) && !secretMetadataKeys[key] {
 				k.add("k8s-secret-stringdata", val, v, "Secret "+name+" stringData."+key)
 			}
 		}
@@ -523,6 +536,16 @@ func kubeClientKey(s string) bool {
 		}
 	}
 	return n >= 64 && !isPlaceholder(d)
+}
+
+// blockLine maps line n (1-based) of a scalar's value to a line of the
+// file: a literal block's lines follow its indicator line one to one;
+// other styles fold lines, so the value's own line is taken.
+func blockLine(val *yaml.Node, n int) int {
+	if val.Style&yaml.LiteralStyle != 0 {
+		return val.Line + n
+	}
+	return val.Line
 }
 
 // nestedKubeconfig checks a kubeconfig found inside another document

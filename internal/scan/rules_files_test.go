@@ -288,6 +288,30 @@ func TestKubeconfigInSecret(t *testing.T) {
 	}
 }
 
+func TestKubeconfigInStringData(t *testing.T) {
+	text := `apiVersion: v1
+kind: Secret
+metadata:
+  name: edge-kubeconfig
+stringData:
+  value: |
+    apiVersion: v1
+    kind: Config
+    users:
+    - name: admin
+      user:
+        token: Qm7xW2pL9vK4nR8tY3sZ6hJ1cF5dG0aB
+        client-key-data: @@B64:R:-----BEGIN EC PRIVATE KEY-----:B64:160@@
+`
+	got := map[string]int{}
+	for _, f := range fileFindings(t, "secret.yaml", text) {
+		got[f.RuleID] = f.Line
+	}
+	if len(got) != 2 || got["kubeconfig-token"] != 12 || got["kubeconfig-client-key"] != 13 {
+		t.Errorf("kubeconfig in stringData: %v, want kubeconfig-token:12 kubeconfig-client-key:13", got)
+	}
+}
+
 func TestSecretPublicFields(t *testing.T) {
 	cert := "-----BEGIN CERTIFICATE-----\n@@R::B64:64@@\n@@R::B64:64@@\n-----END CERTIFICATE-----\n"
 	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(newGen(s).expand(s))) }
