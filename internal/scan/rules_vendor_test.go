@@ -63,6 +63,7 @@ func TestVendorRules(t *testing.T) {
 		{"mailgun hash-like name", "mailgun-api-key", "c.yml", "etag: key-" + dd32, 0},
 		{"mailgun zeros", "mailgun-api-key", ".env", "MG_KEY=key-" + strings.Repeat("0", 32), 0},
 		{"mailgun sequence", "mailgun-api-key", ".env", "MG_KEY=key-0123456789abcdef0123456789abcdef", 0},
+		{"mailgun digits only", "mailgun-api-key", ".env", "MG_KEY=key-@@R::d:32@@", 0},
 		{"mailgun low entropy", "mailgun-api-key", ".env", "MG_KEY=key-" + strings.Repeat("deadbeef", 4), 0},
 		// SonarQube.
 		{"sonar user token", "sonarqube-token", "sonar-project.properties", "sonar.token=@@R:squ_:hex:40@@", 1},
