@@ -98,6 +98,34 @@ func randomKey(v string) bool {
 	return true
 }
 
+// randomKeyShort is randomKey for keys of at least 16 characters (a
+// 128-bit HMAC key in hex or base64).
+func randomKeyShort(v string) bool {
+	if len(v) < 16 || strings.HasPrefix(v, "${") || strings.HasPrefix(v, "#{") {
+		return false
+	}
+	lower := strings.ToLower(v)
+	for _, w := range randomKeyPlaceholders {
+		if strings.Contains(lower, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// jwtSectionRe is the opening of a jwt configuration section: a JSON
+// object or YAML mapping named jwt, Jwt, JwtSettings, jwt-config, ...
+var jwtSectionRe = regexp.MustCompile(`(?im)^\s*["']?jwt[\w-]*["']?\s*:\s*\{?\s*$`)
+
+// jwtSection accepts a jwt-signing-key match on a line that names the
+// section itself, or one whose section opened within the lines before.
+func jwtSection(_ string, before []byte, match string) bool {
+	if strings.Contains(strings.ToLower(match), "jwt") {
+		return true
+	}
+	return jwtSectionRe.Match(before)
+}
+
 // validBasicAuth accepts a base64 user:password whose password is not a
 // default or placeholder (the dXNlcjpwYXNzd29yZA== of every tutorial).
 func validBasicAuth(s string) bool {
@@ -193,6 +221,13 @@ func configRules() []*Rule {
 			Severity: High, Keywords: []string{"basic "},
 			Regex:  regexp.MustCompile(`(?i)\bauthorization["']?\s*[:=]?\s*["']?basic\s+([A-Za-z0-9+/]{8,}={0,2})`),
 			Groups: []int{1}, Validate: validBasicAuth, priority: prioKube},
+		// A JWT signing key under a key name too plain for the generic
+		// rule ("Key"), recognised by its section: ASP.NET's
+		// appsettings.json "Jwt": {"Key": ...}, Spring's jwt: secret-key:.
+		withContext(&Rule{ID: "jwt-signing-key", Description: "JWT signing key in a jwt configuration section (appsettings.json, application.yml)",
+			Severity: High, Keywords: []string{`"key"`, "key:", "signingkey", "signing-key", "signing_key", "secretkey", "secret-key", "secret_key"},
+			Regex:  regexp.MustCompile(`(?i)(?:"jwt\w*"\s*:\s*\{[^}]*?"|^\s*["']?)(?:issuer[-_]?)?(?:signing[-_]?|secret[-_]?)?key["']?\s*[:=]\s*["']?([^"'\s,}]{16,})`),
+			Groups: []int{1}, MinEntropy: 3.0, Validate: randomKeyShort, priority: prioKube}, jwtSection, 3),
 		cfg("http-header-api-key", "API key or token set in a proxy header (nginx proxy_set_header, Apache RequestHeader, HAProxy)", High,
 			[]string{"proxy_set_header", "add_header", "grpc_set_header", "more_set", "requestheader", "set-header"},
 			`(?i)\b(?:proxy_set_header|add_header|grpc_set_header|more_set_headers|more_set_input_headers|RequestHeader\s+set|http-request\s+set-header)\s+["']?[\w-]*(?:api[_-]?key|token|secret|auth)[\w-]*:?["']?\s+["']?(?:Bearer\s+|Token\s+)?([^\s"';]{12,})`, 1),

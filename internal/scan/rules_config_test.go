@@ -24,6 +24,8 @@ var configFalsePositives = map[string][]string{
 	"django-secret-key":       {"SECRET_KEY = os.environ[\"DJANGO_SECRET_KEY\"]", "SECRET_KEY = 'change-me-in-production-this-is-not-used'"},
 	"http-basic-auth-header":  {"Authorization: Basic dXNlcjpwYXNzd29yZA==", "Authorization: Basic bm90LWEtcGFpcg=="},
 	"http-header-api-key":     {"proxy_set_header X-Api-Key $api_key;", "http-request set-header X-Api-Key %[env(API_KEY)]"},
+	"jwt-signing-key": {`"Cache": { "Key": "@@R::A62:32@@" }`, "  \"Key\": \"@@R::A62:32@@\",", `"Jwt": { "Key": "${JWT_SIGNING_KEY}" }`,
+		`"Jwt": { "Key": "your-256-bit-secret-goes-here" }`, "jwt:\n  key: short"},
 }
 
 func init() {
@@ -103,6 +105,13 @@ func TestConfigRules(t *testing.T) {
 		{"compose SECURITY name", "generic-secret-assignment", "docker-compose.yml", "      GF_SECURITY_ADMIN_PASSWORD: § # admin", "Jx2mQ8rT4zLp9WkN", 1},
 		{"compose file variable", "compose-env-secret", "docker-compose.yml", "      GF_SECURITY_ADMIN_PASSWORD__FILE: Jx2mQ8rT4zLp9WkN", "", 0},
 		{"compose CI default", "compose-env-secret", "ci.yml", "          POSTGRES_PASSWORD: postgres", "", 0},
+		// JWT signing keys: the section names the key.
+		{"jwt appsettings one line", "jwt-signing-key", "appsettings.json", `  "Jwt": { "Issuer": "api", "Key": "§" },`, "q8Zt2mXw7LpR4kNv9BcY3hJ6", 1},
+		{"jwt appsettings nested", "jwt-signing-key", "appsettings.json", "{\n  \"JwtSettings\": {\n    \"Issuer\": \"api\",\n    \"SigningKey\": \"§\"\n  }\n}", "Vb7nQ2xZr9LmT4pK8wYc3hJ6", 4},
+		{"jwt yaml", "jwt-signing-key", "application.yml", "jwt:\n  secret-key: §\n  expiration: 3600", "Hk3mZ8qXr2Lw7TnB9vYc4pJ6", 2},
+		{"key outside a jwt section", "jwt-signing-key", "appsettings.json", "{\n  \"Cache\": {\n    \"Key\": \"Vb7nQ2xZr9LmT4pK8wYc3hJ6\"\n  }\n}", "", 0},
+		{"jwt section too far above", "jwt-signing-key", "appsettings.json", "{\n  \"Jwt\": {\n    \"Issuer\": \"api\",\n    \"Audience\": \"web\",\n    \"Lifetime\": 60,\n    \"Key\": \"Vb7nQ2xZr9LmT4pK8wYc3hJ6\"\n  }\n}", "", 0},
+		{"jwt placeholder", "jwt-signing-key", "appsettings.json", `"Jwt": { "Key": "replace-with-a-real-signing-key" }`, "", 0},
 		// Command lines.
 		{"sshpass", "cli-password-argument", "ops.sh", "sshpass -p '§' ssh ops@h", "Wq7zN2xKr9LmT4pB", 1},
 		{"redis-cli", "cli-password-argument", "ops.sh", "redis-cli -h cache -a § ping", "Zk4mN9qTr2Xw7LpB", 1},
