@@ -423,7 +423,9 @@ func (e *Engine) operationLocked(r *audit.Record, subj string, fire func(rule st
 	// 2. Enumeration: many distinct keys or secrets read.
 	if c := &R.Enumeration; !c.Disabled && ok && slices.Contains(c.Actions, r.Action) {
 		res := r.KeyID
-		if res == "" {
+		if res == "" || strings.HasPrefix(r.Action, "secret:") {
+			// A secret read names the key that wraps it, which many
+			// secrets share: the secret itself is what was touched.
 			res = r.Resource
 		}
 		if res != "" {
