@@ -410,6 +410,20 @@ func TestRecordBoundToNameAndVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The data key alone is bound too: it unwraps only under its own
+	// secret's name and version.
+	ra, err := parseRecord(a.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.keys.Decrypt(ctx, ra.Wrapped, encryptionContext("a", 1), ""); err != nil {
+		t.Fatalf("own context: %v", err)
+	}
+	for _, ec := range []map[string]string{encryptionContext("b", 1), encryptionContext("a", 2), nil} {
+		if _, err := e.keys.Decrypt(ctx, ra.Wrapped, ec, ""); err == nil {
+			t.Fatalf("a's data key unwrapped under %v", ec)
+		}
+	}
 	if err := e.bar.Apply(ctx, storage.Put(dataPath("b", 1), a.Value)); err != nil {
 		t.Fatal(err)
 	}
