@@ -497,3 +497,43 @@ func BenchmarkEncrypt1KiB(b *testing.B) {
 		}
 	}
 }
+
+// hookStore runs before once, just before the first Apply it forwards.
+type hookStore struct {
+	Store
+	before func()
+}
+
+func (h *hookStore) Apply(ctx context.Context, ops ...storage.Op) error {
+	if f := h.before; f != nil {
+		h.before = nil
+		f()
+	}
+	return h.Store.Apply(ctx, ops...)
+}
+
+// An undelete that lands between the purge's read and its write keeps the
+// secret: the purge is conditional on the metadata's revision.
+func TestPurgeLosesToUndelete(t *testing.T) {
+	e := newEnv(t)
+	e.put(t, "s", map[string]string{"k": "v"})
+	if _, err := e.svc.Delete(ctx, "s", MinWindow); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.add(MinWindow)
+	hs := &hookStore{Store: e.bar}
+	purger := New(hs, e.keys, WithClock(e.clk.now))
+	hs.before = func() {
+		// Within the window by the undeleter's clock.
+		u := New(e.bar, e.keys, WithClock(func() time.Time { return e.clk.now().Add(-time.Minute) }))
+		if _, err := u.Undelete(ctx, "s"); err != nil {
+			t.Error(err)
+		}
+	}
+	if n, err := purger.Purge(ctx); err != nil || n != 0 {
+		t.Fatalf("purge: %d %v", n, err)
+	}
+	if got, err := e.svc.Get(ctx, "s", 0, ""); err != nil || got.Fields["k"] != "v" {
+		t.Fatalf("after the lost purge: %v", err)
+	}
+}
