@@ -581,6 +581,7 @@ func decodeError(method, path string, resp *http.Response) error {
 	if err := json.Unmarshal(data, &eb); err == nil && (eb.Error.Code != "" || eb.Error.Message != "") {
 		apiErr.Code = eb.Error.Code
 		apiErr.Message = eb.Error.Message
+		apiErr.CurrentVersion = eb.Error.CurrentVersion
 		if eb.Error.RequestID != "" {
 			apiErr.RequestID = eb.Error.RequestID
 		}
@@ -627,6 +628,9 @@ type APIError struct {
 	RequestID string
 	// Method and Path identify the request that failed.
 	Method, Path string
+	// CurrentVersion is, for a failed secret check-and-set (Code
+	// "cas_mismatch"), the secret's current version (0: it does not exist).
+	CurrentVersion *uint32
 }
 
 // Error formats the error as "code: message (request id ID)".

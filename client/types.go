@@ -16,6 +16,9 @@ type Error struct {
 	Message string `json:"message"`
 	// RequestID correlates the error with server logs.
 	RequestID string `json:"request_id,omitempty"`
+	// CurrentVersion is, for a failed secret check-and-set (code
+	// "cas_mismatch"), the secret's current version (0: it does not exist).
+	CurrentVersion *uint32 `json:"current_version,omitempty"`
 }
 
 // Error implements the error interface, so a batch item's error can be

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -126,6 +127,16 @@ func (s *Server) secretRoutes() {
 			}
 			return secretMetadataOf(sec.Destroy(ctx, r.PathValue("name"), req.Versions))
 		}))
+}
+
+// errorDetail adds an error's machine-readable detail to its answer: the
+// current version of a failed secret check-and-set.
+func errorDetail(err error, e *client.Error) {
+	var ce *secrets.ConflictError
+	if errors.As(err, &ce) {
+		v := ce.Current
+		e.CurrentVersion = &v
+	}
 }
 
 func requested(version uint32, stage string) string {

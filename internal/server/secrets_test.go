@@ -44,8 +44,12 @@ func TestSecretsAPI(t *testing.T) {
 	}
 	// check-and-set: a stale cas is 409 with the current version.
 	raw := e.wantErr("POST", p, e.root, client.SecretPutRequest{Fields: map[string]string{"password": "x"}, CAS: u32(0)}, 409, "cas_mismatch")
-	if !strings.Contains(raw, "current version 1") {
+	if !strings.Contains(raw, "current version 1") || !strings.Contains(raw, `"current_version":1`) {
 		t.Fatalf("conflict does not name the current version: %s", raw)
+	}
+	raw = e.wantErr("POST", "/v1/secrets/data/missing", e.root, client.SecretPutRequest{Fields: map[string]string{"k": "v"}, CAS: u32(1)}, 409, "cas_mismatch")
+	if !strings.Contains(raw, `"current_version":0`) {
+		t.Fatalf("conflict on a missing secret: %s", raw)
 	}
 	e.must("POST", p, e.root, client.SecretPutRequest{Fields: map[string]string{"password": "pw-2"}, CAS: u32(1)}, &v)
 	raw = e.wantErr("POST", p, e.root, client.SecretPutRequest{Fields: map[string]string{"password": "x"}, CAS: u32(1)}, 409, "cas_mismatch")
@@ -260,7 +264,7 @@ func TestSecretsAuditAndMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ce *client.APIError
-	if _, err := c.SecretPut(ctx, "audited/db", client.SecretPutRequest{Fields: map[string]string{"password": planted}, CAS: u32(0)}); !errors.As(err, &ce) || ce.Code != "cas_mismatch" {
+	if _, err := c.SecretPut(ctx, "audited/db", client.SecretPutRequest{Fields: map[string]string{"password": planted}, CAS: u32(0)}); !errors.As(err, &ce) || ce.Code != "cas_mismatch" || ce.CurrentVersion == nil || *ce.CurrentVersion != 1 {
 		t.Fatalf("cas through the client: %v", err)
 	}
 	st, metrics := doJSON(t, "GET", b.Addr+"/metrics", "", nil)

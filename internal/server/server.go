@@ -522,7 +522,9 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 			if code == "busy" {
 				w.Header().Set("Retry-After", "1")
 			}
-			writeJSON(w, status, errorBody(code, boundString(msg, maxMessage), st.id))
+			body := errorBody(code, boundString(msg, maxMessage), st.id)
+			errorDetail(err, &body.Error)
+			writeJSON(w, status, body)
 			return
 		}
 		if status == http.StatusNoContent {
