@@ -121,20 +121,29 @@ func dropSealed(fs []Finding, vs []sealedValue) []Finding {
 
 // findSealed records the sealed-secrets ciphertexts anywhere in a
 // document (a SealedSecret's encryptedData, a Helm values file that
-// carries one, a template).
-func (k *kubeCheck) findSealed(n *yaml.Node, depth int) {
+// carries one, a template). Under an encryptedData key the values are
+// ciphertexts by their place: there any long base64 value that starts
+// like one (Ag...) counts, whatever its length, since hand-written and
+// truncated examples rarely carry the exact length of a wrapped session
+// key; elsewhere the length prefix must add up (sealedSecretsCipher).
+func (k *kubeCheck) findSealed(n *yaml.Node, depth int, encrypted bool) {
 	if n == nil || depth > 64 {
 		return
 	}
-	if n.Kind == yaml.ScalarNode {
-		if len(n.Value) >= 300 && strings.HasPrefix(n.Value, "Ag") && sealedSecretsCipher(n.Value) {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if strings.HasPrefix(n.Value, "Ag") && (encrypted && sealedShaped(n.Value) || len(n.Value) >= 300 && sealedSecretsCipher(n.Value)) {
 			v := strings.Join(strings.Fields(n.Value), "")
 			k.sealed = append(k.sealed, sealedValue{lineRange{n.Line, n.Line + strings.Count(n.Value, "\n") + 1}, v})
 		}
-		return
-	}
-	for _, c := range n.Content {
-		k.findSealed(c, depth+1)
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k.findSealed(n.Content[i+1], depth+1, encrypted || n.Content[i].Value == "encryptedData")
+		}
+	default:
+		for _, c := range n.Content {
+			k.findSealed(c, depth+1, false)
+		}
 	}
 }
 
@@ -197,7 +206,7 @@ func (k *kubeCheck) document(doc *yaml.Node) {
 	if doc.Kind != yaml.MappingNode {
 		return
 	}
-	k.findSealed(doc, 0)
+	k.findSealed(doc, 0, false)
 	// A sealed file's metadata block holds wrapped keys and MACs, not secrets.
 	if meta := get(doc, "coffer"); meta != nil && get(meta, "mac") != nil && get(meta, "version") != nil {
 		k.safe = append(k.safe, lineRange{meta.Line - 1, lastLine(meta)})

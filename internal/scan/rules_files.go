@@ -138,6 +138,17 @@ func sealedSecretsCipher(v string) bool {
 	return len(b) >= 2+n+16
 }
 
+// sealedShapedRe is the shape of a sealed-secrets ciphertext without its
+// length check: Ag, the high bits of a 4096-bit key's length prefix, then
+// base64.
+var sealedShapedRe = regexp.MustCompile(`^Ag[A-D][A-Za-z0-9+/]{60,}={0,2}$`)
+
+// sealedShaped reports whether v, an encryptedData value, has the shape
+// of a sealed-secrets ciphertext.
+func sealedShaped(v string) bool {
+	return sealedShapedRe.MatchString(strings.Join(strings.Fields(v), ""))
+}
+
 // kubeClientKeyLineRe is a client-key-data line, YAML or JSON.
 var kubeClientKeyLineRe = regexp.MustCompile(`["']?client-key-data["']?\s*:\s*["']?([A-Za-z0-9+/]{64,}={0,2})(?:["',\s]|$)`)
 

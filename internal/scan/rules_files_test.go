@@ -359,6 +359,12 @@ func TestSealedSecretsCiphertext(t *testing.T) {
 		// Same shape, but the length prefix names no RSA key size.
 		{"not a ciphertext", "values.yaml", "db:\n  password: AgE" + g.str("B64", 741), 1},
 		{"short", "values.yaml", "db:\n  password: AgB" + g.str("A62", 40), 1},
+		// Under encryptedData a value is a ciphertext by its place: a
+		// hand-written one need not have a wrapped session key's length.
+		{"short under encryptedData", "sealed.yaml", "kind: SealedSecret\nspec:\n  encryptedData:\n    password: AgB" + g.str("B64", 412), 0},
+		{"short in values encryptedData", "values.yaml", "grafana:\n  sealed:\n    encryptedData:\n      admin-password: AgD" + g.str("B64", 520) + "==", 0},
+		{"short outside encryptedData", "values.yaml", "db:\n  password: AgB" + g.str("B64", 412), 1},
+		{"encryptedData, not Ag", "sealed.yaml", "kind: SealedSecret\nspec:\n  encryptedData:\n    password: Zx" + g.str("A62", 40), 1},
 	} {
 		if got := len(fileFindings(t, c.path, c.text)); got != c.want {
 			t.Errorf("%s: %d findings, want %d", c.name, got, c.want)
