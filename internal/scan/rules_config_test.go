@@ -88,6 +88,11 @@ func TestConfigRules(t *testing.T) {
 		{"php wp key is not php-define-password", "php-define-password", "wp-config.php", "define('AUTH_KEY', 'Tq9xL2mZr7Kw4PbN');", "", 0},
 		{"wp salt", "wordpress-auth-key", "wp-config.php", "define('NONCE_SALT', '§');", "h8#Kq2!zL$m9Xr@4Tw&7Pn^3Bv*6Yc(1Ds)5Gf-0Jk=<a>%s", 1},
 		{"wp salt low entropy", "wordpress-auth-key", "wp-config.php", "define('AUTH_SALT', '" + abRun + "');", "", 0},
+		// WordPress' key alphabet has $ and braces: ${ or {{ in a key is chance.
+		{"wp salt with ${", "wordpress-auth-key", "wp-config.php", "define('AUTH_KEY', '§');", "bX7iY-w?DG:{OfFXtN|L#(!_m*{h${P%NL:}^)yi}PzTiO+1nj`j<5#}c.~/48%$", 1},
+		{"wp salt with {{", "wordpress-auth-key", "wp-config.php", "define('LOGGED_IN_SALT', '§');", "q]7M{{Vr+2k@Lz!9;Xw^cT4|nB8(pH~3s}J6d.Gf%1yR*0a<Ke=5tQ", 1},
+		{"wp salt template", "wordpress-auth-key", "wp-config.php", "define('AUTH_KEY', '{{ wordpress_auth_key | default(lookup(\"password\", \"/dev/null\")) }}');", "", 0},
+		{"wp salt env reference", "wordpress-auth-key", "wp-config.php", "define('NONCE_KEY', 'prefix-${WORDPRESS_NONCE_KEY_FROM_THE_ENVIRONMENT}');", "", 0},
 		{"wp placeholder", "wordpress-auth-key", "wp-config.php", "define('AUTH_SALT', 'put your unique phrase here, at least sixty four characters long!');", "", 0},
 		{"php codeigniter", "php-config-password", "database.php", "$db['default']['password'] = '§';", "Kq9xZ2mLr7Tw4PnB", 1},
 		{"php moodle", "php-config-password", "config.php", "$CFG->dbpass    = '§';", "Lm7xQ2zKr9Tw4PnB", 1},

@@ -112,8 +112,18 @@ func placeholderView(r *Rule, secret string) string {
 	if r.FollowLines > 0 {
 		return strings.Join(strings.Fields(secret), "\n")
 	}
+	if r.ID == "wordpress-auth-key" && !templateRefRe.MatchString(secret) {
+		// WordPress draws its keys from an alphabet with $ and braces, so
+		// "${" or "{{" inside one is chance (about one key in seventy),
+		// not a template; a real reference is still judged as one.
+		return strings.NewReplacer("${", "$", "{{", "{").Replace(secret)
+	}
 	return secret
 }
+
+// templateRefRe is a template reference inside a value: ${NAME},
+// ${NAME:-default}, {{ expression }}.
+var templateRefRe = regexp.MustCompile(`\$\{[A-Za-z_][\w.:]*(?::?-[^}]*)?\}|\{\{[^{}]*\}\}`)
 
 // Sealed-secrets (Bitnami) ciphertexts: base64 of a 2-byte big-endian
 // length of the RSA-OAEP encrypted session key, that key, then the
