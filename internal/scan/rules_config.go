@@ -157,8 +157,13 @@ func configRules() []*Rule {
 		cfg("pgpass-password", "PostgreSQL password file (.pgpass) entry", High,
 			[]string{"5432:", "5433:", "5434:", "5439:", "6432:", "25060:", ":*:"},
 			`^([^:#\s][^:\s]*):(\d{2,5}|\*):([^:\s]+):([^:\s]+):(\S+?)\s*$`, 5),
-		cfg("redis-conf-password", "Redis requirepass / masterauth password", High, []string{"requirepass", "masterauth"},
-			`(?i)(?:^\s*|--|config\s+set\s+)(?:requirepass|masterauth)\s+(?:"([^"\s]+)"|'([^'\s]+)'|([^\s"']+))`, 1, 2, 3),
+		// requirepass/masterauth, and the ACL users of Redis 6+ (redis.conf
+		// or users.acl "user app on >password ~* +@all", ACL SETUSER):
+		// a >password rule; #<sha256> rules and nopass hold none.
+		cfg("redis-conf-password", "Redis password (requirepass, masterauth, ACL user >password)", High,
+			[]string{"requirepass", "masterauth", " on >", " on '>", ` on ">`, "setuser"},
+			`(?i)(?:^\s*|--|config\s+set\s+)(?:requirepass|masterauth)\s+(?:"([^"\s]+)"|'([^'\s]+)'|([^\s"']+))`+
+				`|(?:^\s*user|\bacl\s+setuser)\s+\S+\s+(?:[^\s>'"]\S*\s+)*?["']?>([^\s"']+)`, 1, 2, 3, 4),
 		cfg("sql-password", "Password in a SQL CREATE/ALTER USER or ROLE statement (IDENTIFIED BY, PASSWORD '...')", High,
 			[]string{"password", "identified"},
 			`(?i)(?:\b(?:create|alter)\s+(?:user|role|login)\b[^;]*?\bpassword\s*=?\s*N?(?:'([^'\r\n]+)'|"([^"\r\n]+)")`+
