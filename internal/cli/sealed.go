@@ -455,8 +455,8 @@ func shredFile(p string) {
 func newExecCmd() *cobra.Command {
 	var envFiles []string
 	cmd := &cobra.Command{
-		Use:   "exec --env-file FILE [--env-file FILE]... -- COMMAND [ARG]...",
-		Short: "Run a command with the variables of sealed .env files in its environment",
+		Use:   "exec (--env-file FILE | --secret NAME[#FIELD][=ENV] | --secret PREFIX*)... -- COMMAND [ARG]...",
+		Short: "Run a command with secrets or the variables of sealed .env files in its environment",
 		Long: `Decrypt sealed .env files in memory and run COMMAND with their variables added
 to this process's environment (a variable of a later file wins, and the files
 win over the inherited environment). Nothing is written to disk. On Unix
@@ -472,9 +472,26 @@ The Coffer credential that decrypted the files (COFFER_TOKEN,
 COFFER_ACCESS_KEY_ID, COFFER_SECRET_ACCESS_KEY) is not passed on to COMMAND
 unless --pass-credentials is given: the command gets its secrets, not the
 power to decrypt everything else the credential may decrypt. A file that
-sets one of these variables itself still sets it.`,
+sets one of these variables itself still sets it.
+
+--secret reads secrets of the Coffer secrets manager with the caller's
+credential and passes their fields to COMMAND: NAME#FIELD=ENV sets ENV to one
+field, NAME=ENV a secret's only field, NAME every field and PREFIX* every
+field of every secret whose name starts with PREFIX (variables named after the
+fields: upper case, other characters than A-Z 0-9 _ become _; two values for
+one variable are an error). If any secret cannot be read, COMMAND is not run.
+With --file-dir DIR the values are written as files of mode 0400 named like
+the variables, in DIR (mode 0700, on a tmpfs unless --allow-disk), instead of
+the environment, and removed when COMMAND exits. --watch checks the current
+versions every --interval and restarts COMMAND on a new version, or with
+--on-change signal:HUP rewrites the files and signals it. With --file-dir or
+--watch coffer stays as COMMAND's parent, forwards INT, TERM, HUP, QUIT, USR1
+and USR2 to it and exits with its code. docs/secrets.md, "Delivering secrets
+to a process", has the details.`,
 		Example: `  coffer exec --env-file app.sealed.env -- ./app --port 8080
-  coffer exec --env-file base.env --env-file prod.env -- sh -c 'echo $DB_HOST'`,
+  coffer exec --env-file base.env --env-file prod.env -- sh -c 'echo $DB_HOST'
+  coffer exec --secret team-a/web/db#password=DB_PASSWORD --secret 'team-a/api/*' -- ./app
+  coffer exec --secret 'app/*' --file-dir /dev/shm/app --watch --on-change signal:HUP -- ./app`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageErrorf("coffer exec needs a COMMAND to run after --")
@@ -486,9 +503,10 @@ sets one of these variables itself still sets it.`,
 	cmd.Flags().SetInterspersed(false)
 	cmd.Flags().StringArrayVar(&envFiles, "env-file", nil, "sealed .env `FILE` to decrypt into the environment (repeatable, required)")
 	cmd.Flags().BoolVar(&passCreds, "pass-credentials", false, "pass COFFER_TOKEN and the access key variables on to COMMAND")
+	secretOpts := addSecretExecFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if len(envFiles) == 0 {
-			return usageErrorf("--env-file is required")
+		if len(envFiles) == 0 && !secretOpts.used() {
+			return usageErrorf("--env-file or --secret is required")
 		}
 		env := os.Environ()
 		if !passCreds {
@@ -507,9 +525,19 @@ sets one of these variables itself still sets it.`,
 			}
 			o.Close()
 		}
+		env, sup, err := prepareSecretExec(cmd, secretOpts, args, env)
+		if err != nil {
+			return err
+		}
 		prog, err := exec.LookPath(args[0])
 		if err != nil {
+			if sup != nil && sup.files != nil {
+				sup.files.remove()
+			}
 			return &exitError{code: 127, err: err}
+		}
+		if sup != nil {
+			return sup.run(prog, args, env)
 		}
 		if runtime.GOOS != "windows" {
 			// execve: the command takes over this process.
