@@ -221,12 +221,16 @@ func builtinRules() []*Rule {
 			// The password runs to the last @ before the host (an unencoded
 			// @ in a password); SQLAlchemy drivers (postgresql+asyncpg) and
 			// JDBC URLs with a password parameter and Go MySQL DSNs
-			// (user:password@tcp(host:3306)/db) count too.
-			Keywords: []string{"://", "jdbc:", "@tcp(", "@unix("},
+			// (user:password@tcp(host:3306)/db) count too, as do Oracle's
+			// user/password@ logins (jdbc:oracle:thin:scott/...@host:1521:SID,
+			// sqlplus app/...@//db:1521/XE).
+			Keywords: []string{"://", "jdbc:", "@tcp(", "@unix(", "sqlplus"},
 			Regex: regexp.MustCompile(`(?i)\b(?:(?:postgres(?:ql)?|mysql|mariadb|mongodb|rediss?|amqps?|mssql|sqlserver|cockroachdb|clickhouse|oracle)(?:\+\w+)?://[^\s:/@"'<>]{0,100}:([^\s/"'<>]{1,200})@[^\s@/"'<>]+` +
 				`|\bjdbc:[a-z0-9]+:[^\s"'<>]*?[?&;]password=([^\s&;"'<>]+)` +
-				"|[^\\s:/@\"'<>`(),]{1,64}:([^\\s/\"'<>`]{1,200})@(?:tcp|unix)\\()"),
-			Groups: []int{1, 2, 3}, Generic: true, Validate: validDatabaseURLPassword,
+				"|[^\\s:/@\"'<>`(),]{1,64}:([^\\s/\"'<>`]{1,200})@(?:tcp|unix)\\(" +
+				`|\bjdbc:oracle:(?:thin|oci8?):[^\s/@:"'<>]{1,64}/([^\s"'<>]{1,200})@` +
+				`|\bsqlplus\s+(?:-\S+\s+)*["']?[^\s/@"'<>-][^\s/@"'<>]{0,63}/([^\s@"'<>/]{1,200})(?:@|["']?(?:\s|$)))`),
+			Groups: []int{1, 2, 3, 4, 5}, Generic: true, Validate: validDatabaseURLPassword,
 			Exclude: regexp.MustCompile(`(?i)@(?:[a-z0-9.-]*\.)?example\.(?:com|org|net)`)},
 		&Rule{ID: "url-credentials", Description: "URL with an embedded password", Severity: Medium, Keywords: []string{"://"},
 			Regex:  regexp.MustCompile(`(?i)\b(?:https?|ftps?|smtps?|ldaps?|git|ssh)://[^\s:/@"'<>]{1,100}:([^\s@/"'<>]{3,200})@[A-Za-z0-9.-]+`),
