@@ -690,11 +690,6 @@ func writeSecretFile(dir, name, value string) error {
 		return err
 	}
 	defer func() { _ = os.Remove(tmp) }() // a no-op after the rename
-	// The umask can only narrow 0400; set it exactly all the same.
-	if err := f.Chmod(0o400); err != nil {
-		_ = f.Close()
-		return err
-	}
 	if _, err := io.WriteString(f, value); err != nil {
 		_ = f.Close()
 		return err
