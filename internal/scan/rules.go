@@ -279,9 +279,11 @@ func withFollow(r *Rule, n int, v func(string) bool) *Rule {
 	return r
 }
 
-// The body may be indented (a YAML block scalar, a heredoc) or follow a
-// \n escape (a JSON or YAML double-quoted string).
-var pemBodyRe = regexp.MustCompile(`(?:^|\n|\\n)[ \t]*[A-Za-z0-9+/=]{40,}`)
+// The body may be indented (a YAML block scalar, a heredoc), follow a
+// \n escape (a JSON or YAML double-quoted string) or be quoted line by line
+// in code ("MIIE...\n" + in Java, implicit concatenation in Python, + "..."
+// at the start of a continued line).
+var pemBodyRe = regexp.MustCompile(`(?:^|\n|\\n)[ \t]*(?:\+[ \t]*)?["'\x60]?[A-Za-z0-9+/=]{40,}`)
 
 // pemBody accepts a PEM header only when key material follows it, so that
 // documentation mentioning "-----BEGIN PRIVATE KEY-----" is not a finding.

@@ -103,6 +103,11 @@ func TestPEMKeyIndented(t *testing.T) {
 		{"heredoc", "main.tf", "  k = <<-EOT\n" + indent(key, "        ") + "\n  EOT", 1},
 		{"json", "k.json", `{"k": "` + strings.ReplaceAll(key, "\n", `\n`) + `"}`, 1},
 		{"x body", "vars.yml", "key: |\n" + indent("-----BEGIN EC PRIVATE KEY-----\n"+strings.Repeat("X", 64)+"\n-----END EC PRIVATE KEY-----", "        "), 0},
+		// Quoted line by line in code.
+		{"java concatenation", "KeyFixture.java", "static final String KEY =\n      \"" + strings.ReplaceAll(key, "\n", "\\n\" +\n      \"") + "\\n\";", 1},
+		{"python implicit concatenation", "fixtures.py", "KEY = (\n    \"" + strings.ReplaceAll(key, "\n", "\\n\"\n    \"") + "\\n\"\n)", 1},
+		{"leading plus", "keys.js", "const key = '" + strings.ReplaceAll(key, "\n", "\\n'\n  + '") + "';", 1},
+		{"quoted x body", "KeyFixture.java", "String k = \"-----BEGIN PRIVATE KEY-----\\n\" +\n  \"" + strings.Repeat("X", 64) + "\\n\";", 0},
 	} {
 		if got := len(ruleFindings(fileFindings(t, c.path, c.text), "private-key")); got != c.want {
 			t.Errorf("%s: %d private-key findings, want %d", c.name, got, c.want)
