@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"io/fs"
@@ -166,5 +167,48 @@ func TestExecSecretWatchKeepsValuesOnError(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(log); strings.TrimSpace(string(b)) != "start:v1" {
 		t.Errorf("log %q: the command was restarted or stopped", b)
+	}
+}
+
+// TestExecSecretWatchReadOnly: a caller with secret:Read alone (no
+// secret:List, so no metadata) still sees new versions, by reading them.
+func TestExecSecretWatchReadOnly(t *testing.T) {
+	startDocServer(t)
+	t.Setenv("COFFER_TOKEN_CACHE", "0")
+	root := os.Getenv("COFFER_TOKEN")
+	execSecretPut(t, "r/db", "v1")
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "reader.yaml")
+	doc := "statements:\n  - effect: allow\n    actions: [secret:Read]\n    resources: [\"secret/r/db\"]\n"
+	if err := os.WriteFile(pol, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"policy", "put", "reader", pol}, strings.NewReader(""), &out, &errOut); code != 0 {
+		t.Fatalf("policy put: %d %s", code, errOut.String())
+	}
+	out.Reset()
+	if code := run(context.Background(), []string{"token", "create", "--policy", "reader", "-o", "json"}, strings.NewReader(""), &out, &errOut); code != 0 {
+		t.Fatalf("token create: %d %s", code, errOut.String())
+	}
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &tok); err != nil || tok.Token == "" {
+		t.Fatalf("token create output %q: %v", out.String(), err)
+	}
+	t.Setenv("COFFER_TOKEN", tok.Token)
+	log := filepath.Join(dir, "log")
+	script := `echo "start:$V" >> "$0"; [ "$V" = v2 ] && exit 4; trap 'exit 0' TERM; while :; do sleep 0.05; done`
+	done, stderr := runExecAsync("--secret", "r/db=V", "--watch", "--interval", "1s", "--", "sh", "-c", script, log)
+	waitLog(t, log, "start:v1", done, stderr)
+	t.Setenv("COFFER_TOKEN", root)
+	execSecretPut(t, "r/db", "v2")
+	waitLog(t, log, "start:v1 start:v2", done, stderr)
+	if code := waitExit(t, done, stderr); code != 4 {
+		t.Fatalf("exit %d, want 4; stderr:\n%s", code, stderr.String())
+	}
+	if strings.Contains(stderr.String(), "warning") {
+		t.Errorf("the metadata refusal was reported:\n%s", stderr.String())
 	}
 }
