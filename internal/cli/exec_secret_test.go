@@ -212,3 +212,40 @@ func TestExecSecretWatchReadOnly(t *testing.T) {
 		t.Errorf("the metadata refusal was reported:\n%s", stderr.String())
 	}
 }
+
+// TestExecSecretWatchPrefix: a secret added under a watched prefix is a
+// change: the command restarts with its fields.
+func TestExecSecretWatchPrefix(t *testing.T) {
+	startDocServer(t)
+	t.Setenv("COFFER_TOKEN_CACHE", "0")
+	execSecretPut(t, "p/a", "1")
+	log := filepath.Join(t.TempDir(), "log")
+	script := `echo "start:$VALUE:${B_VALUE-none}" >> "$0"; [ -n "$B_VALUE" ] && exit 5; trap 'exit 0' TERM; while :; do sleep 0.05; done`
+	done, stderr := runExecAsync("--secret", "p/a", "--secret", "p/b*", "--watch", "--interval", "1s", "--", "sh", "-c", script, log)
+	// p/b* matches nothing yet: fail closed.
+	if code := waitExit(t, done, stderr); code != 1 || !strings.Contains(stderr.String(), `no secret's name starts with "p/b"`) {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr.String())
+	}
+	done, stderr = runExecAsync("--secret", "p/*", "--secret", "p/a#value=VALUE", "--watch", "--interval", "1s", "--", "sh", "-c", script, log)
+	// p/* and p/a#value=VALUE both name VALUE.
+	if code := waitExit(t, done, stderr); code != 1 || !strings.Contains(stderr.String(), "VALUE would be set by both p/a#value and p/a#value") {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr.String())
+	}
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"secret", "put", "p/b", "--from-literal", "b.value=2", "--cas", "0"},
+		strings.NewReader(""), &out, &errOut); code != 0 {
+		t.Fatalf("put p/b: %d %s", code, errOut.String())
+	}
+	if code := run(context.Background(), []string{"secret", "delete", "p/b", "--yes"}, strings.NewReader(""), &out, &errOut); code != 0 {
+		t.Fatalf("delete p/b: %d %s", code, errOut.String())
+	}
+	done, stderr = runExecAsync("--secret", "p/*", "--watch", "--interval", "1s", "--", "sh", "-c", script, log)
+	waitLog(t, log, "start:1:none", done, stderr)
+	if code := run(context.Background(), []string{"secret", "undelete", "p/b"}, strings.NewReader(""), &out, &errOut); code != 0 {
+		t.Fatalf("undelete p/b: %d %s", code, errOut.String())
+	}
+	waitLog(t, log, "start:1:none start:1:2", done, stderr)
+	if code := waitExit(t, done, stderr); code != 5 {
+		t.Fatalf("exit %d, want 5; stderr:\n%s", code, stderr.String())
+	}
+}
