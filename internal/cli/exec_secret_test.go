@@ -249,3 +249,20 @@ func TestExecSecretWatchPrefix(t *testing.T) {
 		t.Fatalf("exit %d, want 5; stderr:\n%s", code, stderr.String())
 	}
 }
+
+// TestExecSecretWatchKillTimeout: a command that ignores SIGTERM is killed
+// after --kill-timeout and started again.
+func TestExecSecretWatchKillTimeout(t *testing.T) {
+	startDocServer(t)
+	t.Setenv("COFFER_TOKEN_CACHE", "0")
+	execSecretPut(t, "t/db", "v1")
+	log := filepath.Join(t.TempDir(), "log")
+	script := `trap '' TERM; echo "start:$V" >> "$0"; [ "$V" = v2 ] && exit 4; while :; do sleep 0.05; done`
+	done, stderr := runExecAsync("--secret", "t/db=V", "--watch", "--interval", "1s", "--kill-timeout", "1s", "--", "sh", "-c", script, log)
+	waitLog(t, log, "start:v1", done, stderr)
+	execSecretPut(t, "t/db", "v2")
+	waitLog(t, log, "start:v1 start:v2", done, stderr)
+	if code := waitExit(t, done, stderr); code != 4 {
+		t.Fatalf("exit %d, want 4; stderr:\n%s", code, stderr.String())
+	}
+}
