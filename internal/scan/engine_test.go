@@ -318,3 +318,22 @@ func FuzzScanText(f *testing.F) {
 		}
 	})
 }
+
+// TestLongLineManyKeywords: a minified file is one long line with a
+// keyword hit every few bytes ({key:"..."} in a bundle). Finding the line
+// of each hit must not scan back over the line per hit (quadratic: a 4 MB
+// bundle took minutes), and the secrets on and after it keep their lines.
+func TestLongLineManyKeywords(t *testing.T) {
+	g := newGen("minified")
+	tok := g.expand("@@R:ghp_:A62:36@@")
+	in := "a\n" + strings.Repeat(`{key:"ab"},`, 400000) + `t="` + tok + `"` + "\nnext " + tok + "\n"
+	s := newScanner(t, Options{})
+	start := time.Now()
+	res := s.scanText("bundle.min.js", []byte(in), false)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("a %d MB line took %v", len(in)>>20, d)
+	}
+	if len(res.findings) != 2 || res.findings[0].Line != 2 || res.findings[1].Line != 3 {
+		t.Errorf("findings %+v", res.findings)
+	}
+}

@@ -119,25 +119,21 @@ func validMapboxSecret(s string) bool {
 	return ok
 }
 
-// inContext applies a rule's Context check to a match on the line that
-// starts at offset ls of data; rules without one always pass. The check
-// sees the match extended to the left over the key name it starts inside
-// (DD_ before API_KEY=...), so that regexes can start at a literal.
-func inContext(r *Rule, path string, data []byte, ls int, match string) bool {
+// inContext applies a rule's Context check to a match at offset at of
+// the line that starts at offset ls of data; rules without one always
+// pass. The check sees the match extended to the left over the key name
+// it starts inside (DD_ before API_KEY=...), so that regexes can start at
+// a literal.
+func inContext(r *Rule, path string, data []byte, ls, at int, match string) bool {
 	if r.Context == nil {
 		return true
 	}
-	line := data[ls:]
-	if i := bytes.IndexByte(line, '\n'); i >= 0 {
-		line = line[:i]
+	i := ls + at
+	j := i
+	for j > ls && isKeyNameByte(data[j-1]) {
+		j--
 	}
-	if i := bytes.Index(line, []byte(match)); i > 0 {
-		j := i
-		for j > 0 && isKeyNameByte(line[j-1]) {
-			j--
-		}
-		match = string(line[j:i]) + match
-	}
+	match = string(data[j:i]) + match
 	start := ls
 	for i := 0; i < r.ContextLines && start > 0; i++ {
 		start = bytes.LastIndexByte(data[:start-1], '\n') + 1

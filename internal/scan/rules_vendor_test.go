@@ -215,16 +215,33 @@ func TestInContextWindow(t *testing.T) {
 	data := []byte("a\nb\nc\nd\n")
 	var seen string
 	r := &Rule{ContextLines: 2, Context: func(_ string, before []byte, _ string) bool { seen = string(before); return true }}
-	inContext(r, "p", data, 6, "d")
+	inContext(r, "p", data, 6, 0, "d")
 	if seen != "b\nc\n" {
 		t.Fatalf("window %q", seen)
 	}
-	inContext(r, "p", data, 0, "a")
+	inContext(r, "p", data, 0, 0, "a")
 	if seen != "" {
 		t.Fatalf("window at the first line %q", seen)
 	}
-	if !inContext(&Rule{}, "p", data, 2, "b") {
+	if !inContext(&Rule{}, "p", data, 2, 0, "b") {
 		t.Fatal("a rule without Context must pass")
+	}
+}
+
+// TestInContextKeyName: the Context check sees the match extended over the
+// key name it starts inside, at the match's own offset (the same text
+// earlier on the line belongs to another key), and not past the line start.
+func TestInContextKeyName(t *testing.T) {
+	data := []byte("x\nfoo_API_KEY=2 DD_API_KEY=2\n")
+	var seen string
+	r := &Rule{Context: func(_ string, _ []byte, m string) bool { seen = m; return true }}
+	inContext(r, "p", data, 2, 17, "API_KEY=2")
+	if seen != "DD_API_KEY=2" {
+		t.Fatalf("match seen as %q", seen)
+	}
+	inContext(r, "p", data, 2, 0, "foo_API_KEY=2")
+	if seen != "foo_API_KEY=2" {
+		t.Fatalf("match at the line start seen as %q", seen)
 	}
 }
 

@@ -254,7 +254,7 @@ func (s *Scanner) scanLines(path string, data []byte, res *scanResult) {
 				if r.FollowLines > 0 {
 					secret = followLines(data, ls+b, secret, r.FollowLines)
 				}
-				if !s.accept(r, secret, string(line[m[0]:m[1]])) || !inContext(r, path, data, ls, string(line[m[0]:m[1]])) {
+				if !s.accept(r, secret, string(line[m[0]:m[1]])) || !inContext(r, path, data, ls, m[0], string(line[m[0]:m[1]])) {
 					continue
 				}
 				if allowed {
@@ -271,19 +271,29 @@ func (s *Scanner) scanLines(path string, data []byte, res *scanResult) {
 		}
 		cand = cand[:0]
 	}
+	// A minified file is one long line with thousands of keyword hits:
+	// the line of a hit is looked up only when the hit is past the end of
+	// the current one, so that finding it costs one pass over the data,
+	// not one pass back over the line per hit.
+	curEnd := -1
 	for _, m := range matches {
-		ls := bytes.LastIndexByte(data[:m.Start], '\n') + 1
-		if ls != curStart {
+		if m.Start > curEnd {
+			ls := bytes.LastIndexByte(data[:m.Start], '\n') + 1
 			if curStart >= 0 {
 				flush(curStart)
 			}
 			lineNo += bytes.Count(data[counted:ls], []byte{'\n'})
 			counted = ls
 			curStart = ls
+			if curEnd = bytes.IndexByte(data[m.Start:], '\n'); curEnd < 0 {
+				curEnd = len(data)
+			} else {
+				curEnd += m.Start
+			}
 		}
 		for _, ri := range s.kwRules[m.PatternID] {
-			if seen[ri] != ls+1 {
-				seen[ri] = ls + 1
+			if seen[ri] != curStart+1 {
+				seen[ri] = curStart + 1
 				cand = append(cand, ri)
 			}
 		}
