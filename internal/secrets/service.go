@@ -12,8 +12,8 @@
 // serialize: two writers can never both create version N.
 //
 // Stages name versions: current (what a read without a version returns),
-// previous (the current one before the last write) and pending (reserved
-// for two-phase rotation: stored in the model, not set by any write yet).
+// previous (the current one before the last write) and pending (the new
+// version of a two-phase rotation before its promotion; see Rotate).
 package secrets
 
 import (
@@ -120,6 +120,7 @@ type meta struct {
 	Versions    []versionMeta     `json:"versions"`
 	DeletedAt   *time.Time        `json:"deleted_at,omitempty"`
 	PurgeAt     *time.Time        `json:"purge_at,omitempty"`
+	Rotation    *rotationMeta     `json:"rotation,omitempty"`
 }
 
 // Service is the secrets manager.
@@ -127,6 +128,7 @@ type Service struct {
 	store Store
 	keys  *keys.Service
 	now   func() time.Time
+	rot   rotator
 }
 
 // Option configures a Service.
@@ -171,6 +173,8 @@ type Metadata struct {
 	DeletedAt time.Time
 	PurgeAt   time.Time
 	Versions  []VersionInfo
+	// Rotation is nil when the secret has no rotation configuration.
+	Rotation *RotationInfo
 }
 
 // Value is one version with its fields.
@@ -391,7 +395,8 @@ func (m *meta) prune(now time.Time) []string {
 
 func (s *Service) metadataOf(m *meta) Metadata {
 	out := Metadata{Name: m.Name, Key: m.Key, MaxVersions: m.MaxVersions, Custom: m.Custom, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt,
-		CurrentVersion: m.Current, PreviousVersion: m.Previous, PendingVersion: m.Pending, LatestVersion: m.Latest}
+		CurrentVersion: m.Current, PreviousVersion: m.Previous, PendingVersion: m.Pending, LatestVersion: m.Latest,
+		Rotation: m.Rotation.info()}
 	if m.DeletedAt != nil {
 		out.DeletedAt, out.PurgeAt = *m.DeletedAt, *m.PurgeAt
 	}
@@ -434,6 +439,9 @@ func (s *Service) putOnce(ctx context.Context, req PutRequest, plain []byte) (Ve
 		return VersionInfo{}, err
 	case m.DeletedAt != nil:
 		return VersionInfo{}, m.deletedErr()
+	}
+	if m.Pending != 0 {
+		return VersionInfo{}, fmt.Errorf("%w: secret %q has pending version %d of a rotation; retry the rotation (coffer secret rotate) or disable it to roll back, then write", ErrRotationPending, req.Name, m.Pending)
 	}
 	if req.CAS != nil && *req.CAS != m.Current {
 		return VersionInfo{}, &ConflictError{Name: req.Name, Want: *req.CAS, Current: m.Current}

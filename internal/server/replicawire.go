@@ -108,6 +108,12 @@ func startJobs(ctx context.Context, wg *sync.WaitGroup, rep replica.Replica, s *
 			return err
 		}), onErr("secret purge"))
 	})
+	wg.Go(func() {
+		replica.RunJob(ctx, rep, time.Minute, unsealed(func(ctx context.Context) error {
+			_, err := s.Secrets.RotateDue(ctx)
+			return err
+		}), onErr("secret rotation"))
+	})
 	if engine != nil {
 		wg.Go(func() {
 			replica.RunJob(ctx, rep, time.Minute, unsealed(func(ctx context.Context) error {

@@ -1,0 +1,661 @@
+package secrets
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cofferkms/coffer/internal/keys"
+	"github.com/cofferkms/coffer/internal/storage"
+)
+
+// Rotation limits and defaults.
+const (
+	// MinRotationEvery is the shortest rotation period.
+	MinRotationEvery = time.Hour
+	// DefaultWebhookTimeout bounds one webhook call.
+	DefaultWebhookTimeout = 10 * time.Second
+	// MaxWebhookResponse bounds the webhook's response body.
+	MaxWebhookResponse = 64 << 10
+	// MaxRetryDelay caps the backoff between failed attempts.
+	MaxRetryDelay = time.Hour
+	// firstRetryDelay is the delay after the first failure; each further
+	// failure doubles it.
+	firstRetryDelay = time.Minute
+	// Generator bounds.
+	DefaultRandomLength = 32
+	MaxRandomLength     = 4096
+	DefaultRandomField  = "password"
+	maxWebhookURL       = 2048
+	maxLastError        = 512
+
+	rotatePrefix = "secrets/rotate/"
+)
+
+// Rotation states.
+const (
+	RotationIdle    = "idle"
+	RotationPending = "pending"
+	RotationFailed  = "failed"
+)
+
+// Rotation results counted by RotationCounts.
+const (
+	ResultOK     = "ok"
+	ResultFailed = "failed"
+)
+
+// ErrNoRotation: the secret has no rotation configuration.
+var ErrNoRotation = errors.New("secret has no rotation configuration")
+
+// ErrRotationPending: a write was refused because a rotation of the secret
+// is in progress (its pending version is not promoted or rolled back yet).
+var ErrRotationPending = errors.New("secret rotation pending")
+
+// ErrRotationFailed: a rotation step failed; current is untouched and the
+// failure is recorded in the secret's rotation metadata.
+var ErrRotationFailed = errors.New("secret rotation failed")
+
+// charsets of the random generator.
+var charsets = map[string]string{
+	"alnum":           "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+	"hex":             "0123456789abcdef",
+	"base64":          "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+	"ascii-printable": "!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~",
+}
+
+// rotationMeta is the rotation state stored in a secret's metadata.
+type rotationMeta struct {
+	Every       int64      `json:"every_seconds"`
+	With        string     `json:"with"`
+	NextAt      time.Time  `json:"next_at"`
+	State       string     `json:"state"`
+	Attempts    int        `json:"attempts,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	LastRotated *time.Time `json:"last_rotated,omitempty"`
+}
+
+// RotationInfo is a secret's rotation configuration and state.
+type RotationInfo struct {
+	Every       time.Duration
+	With        string
+	NextAt      time.Time
+	State       string
+	Attempts    int
+	LastError   string
+	LastRotated time.Time
+}
+
+func (r *rotationMeta) info() *RotationInfo {
+	if r == nil {
+		return nil
+	}
+	ri := &RotationInfo{Every: time.Duration(r.Every) * time.Second, With: r.With, NextAt: r.NextAt, State: r.State,
+		Attempts: r.Attempts, LastError: r.LastError}
+	if r.LastRotated != nil {
+		ri.LastRotated = *r.LastRotated
+	}
+	return ri
+}
+
+// rotator is the Service's rotation machinery.
+type rotator struct {
+	timeout time.Duration
+	once    sync.Once
+	client  *http.Client
+	ok      atomic.Int64
+	failed  atomic.Int64
+	failing atomic.Int64
+}
+
+// WithWebhookTimeout sets the timeout of one webhook call (0: the
+// default, DefaultWebhookTimeout).
+func WithWebhookTimeout(d time.Duration) Option { return func(s *Service) { s.rot.timeout = d } }
+
+func (r *rotator) httpClient() *http.Client {
+	r.once.Do(func() {
+		t := r.timeout
+		if t <= 0 {
+			t = DefaultWebhookTimeout
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.Proxy = nil // the URL is the one validated, not a proxy's
+		r.client = &http.Client{Timeout: t, Transport: tr,
+			// A redirect is a failure: following it would send the call to
+			// a URL nobody validated.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	})
+	return r.client
+}
+
+// RotationCounts returns the rotations that succeeded and failed since the
+// service started, and how many secrets' rotation was failing at the last
+// background run or rotation on this replica.
+func (s *Service) RotationCounts() (ok, failed, failing int64) {
+	return s.rot.ok.Load(), s.rot.failed.Load(), s.rot.failing.Load()
+}
+
+// ParseEvery parses a rotation period: a Go duration ("720h") or a whole
+// number of days ("30d"), at least MinRotationEvery.
+func ParseEvery(s string) (time.Duration, error) {
+	d, err := keys.ParsePeriod(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w: rotation period %q: want a duration like 30d or 12h", ErrInvalidArgument, s)
+	}
+	if d < MinRotationEvery {
+		return 0, fmt.Errorf("%w: rotation period %q is shorter than the minimum, 1h", ErrInvalidArgument, s)
+	}
+	return d, nil
+}
+
+// generator is a parsed random: spec.
+type generator struct {
+	length int
+	chars  string
+	field  string
+}
+
+// defaultGenerator makes a webhook rotation's pending value.
+var defaultGenerator = generator{length: DefaultRandomLength, chars: charsets["alnum"], field: DefaultRandomField}
+
+// parseWith validates a rotation's "with": random:k=v,... or webhook:URL.
+func parseWith(with string) (gen generator, hook string, err error) {
+	kind, arg, _ := strings.Cut(with, ":")
+	switch kind {
+	case "random":
+		gen, err = parseRandom(arg)
+		return gen, "", err
+	case "webhook":
+		if err := checkWebhookURL(arg); err != nil {
+			return generator{}, "", err
+		}
+		return defaultGenerator, arg, nil
+	}
+	return generator{}, "", fmt.Errorf("%w: rotation with %q: want random:length=N,charset=alnum|hex|base64|ascii-printable|CHARS,field=NAME or webhook:URL", ErrInvalidArgument, with)
+}
+
+func parseRandom(arg string) (generator, error) {
+	g := defaultGenerator
+	if arg == "" {
+		return g, nil
+	}
+	for kv := range strings.SplitSeq(arg, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return g, fmt.Errorf("%w: random generator option %q: want key=value (length, charset, field)", ErrInvalidArgument, kv)
+		}
+		switch k {
+		case "length":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 8 || n > MaxRandomLength {
+				return g, fmt.Errorf("%w: random length %q: want 8 to %d", ErrInvalidArgument, v, MaxRandomLength)
+			}
+			g.length = n
+		case "charset":
+			if cs, ok := charsets[v]; ok {
+				g.chars = cs
+				continue
+			}
+			seen := map[byte]bool{}
+			for i := 0; i < len(v); i++ {
+				if v[i] < 0x21 || v[i] > 0x7e {
+					return g, fmt.Errorf("%w: random charset has byte %d at %d; explicit charsets use printable ASCII without space", ErrInvalidArgument, v[i], i)
+				}
+				seen[v[i]] = true
+			}
+			if len(seen) < 2 {
+				return g, fmt.Errorf("%w: random charset %q: name alnum, hex, base64 or ascii-printable, or list at least 2 distinct characters", ErrInvalidArgument, v)
+			}
+			g.chars = v
+		case "field":
+			if err := checkFieldName(v); err != nil {
+				return g, err
+			}
+			g.field = v
+		default:
+			return g, fmt.Errorf("%w: unknown random generator option %q (length, charset, field)", ErrInvalidArgument, k)
+		}
+	}
+	return g, nil
+}
+
+// checkWebhookURL accepts https URLs, and http only to a loopback address.
+func checkWebhookURL(raw string) error {
+	if len(raw) > maxWebhookURL {
+		return fmt.Errorf("%w: the webhook URL is %d bytes; at most %d", ErrInvalidArgument, len(raw), maxWebhookURL)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		return fmt.Errorf("%w: the webhook URL does not parse as scheme://host/path", ErrInvalidArgument)
+	}
+	if u.User != nil {
+		return fmt.Errorf("%w: the webhook URL carries credentials; they would be stored in the secret's metadata", ErrInvalidArgument)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		host := u.Hostname()
+		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() || host == "localhost" {
+			return nil
+		}
+		return fmt.Errorf("%w: a webhook URL over http must name a loopback address (127.0.0.1, ::1 or localhost); use https", ErrInvalidArgument)
+	}
+	return fmt.Errorf("%w: webhook URL scheme %q: want https (or http to a loopback address)", ErrInvalidArgument, u.Scheme)
+}
+
+// generate draws g.length characters of g.chars uniformly (rejection
+// sampling over random bytes).
+func (g generator) generate() string {
+	out := make([]byte, 0, g.length)
+	n := len(g.chars)
+	limit := 256 - 256%n
+	buf := make([]byte, 64)
+	for len(out) < g.length {
+		rand.Read(buf)
+		for _, b := range buf {
+			if int(b) < limit && len(out) < g.length {
+				out = append(out, g.chars[int(b)%n])
+			}
+		}
+	}
+	return string(out)
+}
+
+// RotationConfig configures a secret's rotation.
+type RotationConfig struct {
+	Every time.Duration
+	With  string
+}
+
+// SetRotation configures a secret's rotation; the first one is due after
+// Every (rotate at once with Rotate).
+func (s *Service) SetRotation(ctx context.Context, name string, c RotationConfig) (Metadata, error) {
+	if c.Every < MinRotationEvery {
+		return Metadata{}, fmt.Errorf("%w: the rotation period must be at least 1h, not %s", ErrInvalidArgument, c.Every)
+	}
+	if _, _, err := parseWith(c.With); err != nil {
+		return Metadata{}, err
+	}
+	return s.update(ctx, name, func(m *meta, now time.Time) ([]storage.Op, error) {
+		if m.DeletedAt != nil {
+			return nil, m.deletedErr()
+		}
+		r := m.Rotation
+		if r == nil {
+			r = &rotationMeta{State: RotationIdle}
+		}
+		r.Every, r.With = int64(c.Every/time.Second), c.With
+		if r.State != RotationFailed && m.Pending == 0 {
+			r.NextAt = now.Add(c.Every)
+		}
+		m.Rotation = r
+		return []storage.Op{storage.Put(rotatePrefix+name, []byte(r.NextAt.Format(time.RFC3339Nano)))}, nil
+	})
+}
+
+// DisableRotation removes a secret's rotation configuration. A pending
+// version (a rotation in progress or failed) is rolled back: the stage is
+// cleared and the version destroyed; current stays.
+func (s *Service) DisableRotation(ctx context.Context, name string) (Metadata, error) {
+	return s.update(ctx, name, func(m *meta, now time.Time) ([]storage.Op, error) {
+		if m.Rotation == nil {
+			return nil, fmt.Errorf("%w: secret %q", ErrNoRotation, name)
+		}
+		m.Rotation = nil
+		ops := []storage.Op{storage.Delete(rotatePrefix + name)}
+		return append(ops, m.rollback(now)...), nil
+	})
+}
+
+// rollback clears the pending stage and destroys its version.
+func (m *meta) rollback(now time.Time) []storage.Op {
+	if m.Pending == 0 {
+		return nil
+	}
+	p := m.Pending
+	m.Pending = 0
+	if vm := m.find(p); vm != nil && vm.DestroyedAt == nil {
+		t := now
+		vm.DestroyedAt = &t
+		return []storage.Op{storage.Delete(dataPath(m.Name, p))}
+	}
+	return nil
+}
+
+// RotateResult is a completed rotation.
+type RotateResult struct {
+	Name            string
+	PreviousVersion uint32
+	CurrentVersion  uint32
+	// Resumed: the rotation continued a pending version left by an
+	// earlier attempt (a failure or a crash between phases).
+	Resumed bool
+}
+
+// webhookCall is the body POSTed to a rotation webhook. It carries no
+// value: the webhook reads the pending version with its own credential
+// (secret:Read on the secret, stage pending).
+type webhookCall struct {
+	Secret     string `json:"secret"`
+	OldVersion uint32 `json:"old_version"`
+	NewVersion uint32 `json:"new_version"`
+	Step       string `json:"step"`
+}
+
+// Rotate rotates a secret now, in three phases:
+//
+//  1. a pending version is written (the generator's value in its field,
+//     the other fields copied from current) without becoming current;
+//  2. a webhook is asked to apply it and then to test it (random: nothing
+//     to apply);
+//  3. it is promoted in one write: previous = current, current = pending.
+//
+// Each phase's write is conditional on the metadata revision read before
+// it, so two replicas (or a deposed job leader) cannot both rotate: the
+// loser's write fails with storage.ErrConflict and nothing of it stays.
+// A secret that already has a pending version resumes at phase 2 with it
+// (the webhook must be idempotent: it is called again with the same
+// versions). A failed phase 2 leaves current untouched, keeps the pending
+// version for the retry, and records the failure (state failed, attempts,
+// next retry with exponential backoff up to MaxRetryDelay).
+func (s *Service) Rotate(ctx context.Context, name string) (RotateResult, error) {
+	if err := CheckName(name); err != nil {
+		return RotateResult{}, err
+	}
+	m, rev, err := s.load(ctx, name)
+	if err != nil {
+		return RotateResult{}, err
+	}
+	if m.DeletedAt != nil {
+		return RotateResult{}, m.deletedErr()
+	}
+	if m.Rotation == nil {
+		return RotateResult{}, fmt.Errorf("%w: secret %q; configure one with a rotation period and a generator (random:...) or webhook:URL", ErrNoRotation, name)
+	}
+	res, err := s.rotate(ctx, m, rev, nil)
+	if err != nil && !errors.Is(err, storage.ErrConflict) {
+		return res, err
+	}
+	if errors.Is(err, storage.ErrConflict) {
+		return res, fmt.Errorf("%w: secret %q changed during its rotation (another rotation or write); read it again", ErrConflict, name)
+	}
+	return res, nil
+}
+
+// rotate runs the phases on m (read at rev). stopAfter, in tests, stops
+// after a phase (as a crash would).
+func (s *Service) rotate(ctx context.Context, m *meta, rev int64, stopAfter func(phase int) bool) (RotateResult, error) {
+	gen, hook, err := parseWith(m.Rotation.With)
+	if err != nil {
+		return RotateResult{}, err
+	}
+	res := RotateResult{Name: m.Name, PreviousVersion: m.Current}
+	old := m.Current
+	n := m.Pending
+	if n != 0 {
+		res.Resumed = true
+		if vm := m.find(n); vm == nil || vm.DestroyedAt != nil {
+			// Nothing to resume with: roll back, and start over.
+			if n, rev, err = s.rollbackAt(ctx, m, rev); err != nil {
+				return res, err
+			}
+			res.Resumed = false
+		}
+	}
+	if n == 0 {
+		if n, _, err = s.writePending(ctx, m, rev, gen); err != nil {
+			if errors.Is(err, storage.ErrConflict) {
+				return res, err
+			}
+			s.rot.failed.Add(1)
+			ferr := s.recordFailure(ctx, m.Name, 0, "create", err)
+			return res, errors.Join(fmt.Errorf("%w: secret %q, step create: %s; current (version %d) is untouched", ErrRotationFailed, m.Name, err, old), ferr)
+		}
+	}
+	if stopAfter != nil && stopAfter(1) {
+		return res, nil
+	}
+	if hook != "" {
+		for _, step := range []string{"apply", "test"} {
+			if err := s.callWebhook(ctx, hook, webhookCall{Secret: m.Name, OldVersion: old, NewVersion: n, Step: step}); err != nil {
+				s.rot.failed.Add(1)
+				ferr := s.recordFailure(ctx, m.Name, n, step, err)
+				return res, errors.Join(fmt.Errorf("%w: secret %q, step %s: %s; current (version %d) is untouched", ErrRotationFailed, m.Name, step, err, old), ferr)
+			}
+		}
+	}
+	if err := s.promote(ctx, m.Name, old, n); err != nil {
+		return res, err
+	}
+	s.rot.ok.Add(1)
+	res.PreviousVersion, res.CurrentVersion = old, n
+	return res, nil
+}
+
+// writePending is phase 1: a pending version, in one batch conditional on
+// rev.
+func (s *Service) writePending(ctx context.Context, m *meta, rev int64, gen generator) (uint32, int64, error) {
+	cur, err := s.Get(ctx, m.Name, m.Current, "")
+	if err != nil {
+		return 0, 0, err
+	}
+	fields := cur.Fields
+	fields[gen.field] = gen.generate()
+	if err := checkFields(fields); err != nil {
+		return 0, 0, err
+	}
+	plain := encodeFields(fields)
+	defer clear(plain)
+	now := s.now().UTC()
+	n := m.Latest + 1
+	dk, wrapped, err := s.dataKey(ctx, m.Key, encryptionContext(m.Name, n))
+	if err != nil {
+		return 0, 0, err
+	}
+	val, err := sealFields(dk, n, wrapped.Ciphertext, m.Name, plain)
+	clear(dk)
+	if err != nil {
+		return 0, 0, err
+	}
+	m.Versions = append(m.Versions, versionMeta{Version: n, CreatedAt: now, KeyID: wrapped.KeyID, KeyVersion: wrapped.KeyVersion})
+	m.Latest, m.Pending, m.UpdatedAt = n, n, now
+	m.Rotation.State = RotationPending
+	del := m.prune(now)
+	mv, err := json.Marshal(m)
+	if err != nil {
+		return 0, 0, err
+	}
+	ops := []storage.Op{
+		{Kind: storage.OpPut, Key: metaPrefix + m.Name, Value: mv, IfRevision: rev},
+		{Kind: storage.OpPut, Key: dataPath(m.Name, n), Value: val, IfRevision: 0},
+		// Due at once: a crash before promotion is resumed by the next run.
+		storage.Put(rotatePrefix+m.Name, []byte(now.Format(time.RFC3339Nano))),
+	}
+	for _, p := range del {
+		ops = append(ops, storage.Delete(p))
+	}
+	if err := s.store.Apply(ctx, ops...); err != nil {
+		return 0, 0, err
+	}
+	_, rev, err = s.load(ctx, m.Name)
+	return n, rev, err
+}
+
+// rollbackAt clears a pending stage whose version is gone, conditional on
+// rev, and returns the new revision.
+func (s *Service) rollbackAt(ctx context.Context, m *meta, rev int64) (uint32, int64, error) {
+	ops := m.rollback(s.now().UTC())
+	mv, err := json.Marshal(m)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := s.store.Apply(ctx, append([]storage.Op{{Kind: storage.OpPut, Key: metaPrefix + m.Name, Value: mv, IfRevision: rev}}, ops...)...); err != nil {
+		return 0, 0, err
+	}
+	_, rev, err = s.load(ctx, m.Name)
+	return 0, rev, err
+}
+
+// promote is phase 3: current = n, previous = old, in one write
+// conditional on the revision read here, and only if the secret is still
+// at (old, pending n).
+func (s *Service) promote(ctx context.Context, name string, old, n uint32) error {
+	m, rev, err := s.load(ctx, name)
+	if err != nil {
+		return err
+	}
+	if m.Pending != n || m.Current != old || m.DeletedAt != nil || m.Rotation == nil {
+		return fmt.Errorf("%w: secret %q is no longer at current %d with pending %d", storage.ErrConflict, name, old, n)
+	}
+	now := s.now().UTC()
+	m.Previous, m.Current, m.Pending, m.UpdatedAt = old, n, 0, now
+	r := m.Rotation
+	r.State, r.Attempts, r.LastError, r.LastRotated = RotationIdle, 0, "", &now
+	r.NextAt = now.Add(time.Duration(r.Every) * time.Second)
+	del := m.prune(now)
+	mv, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	ops := []storage.Op{{Kind: storage.OpPut, Key: metaPrefix + name, Value: mv, IfRevision: rev},
+		storage.Put(rotatePrefix+name, []byte(r.NextAt.Format(time.RFC3339Nano)))}
+	for _, p := range del {
+		ops = append(ops, storage.Delete(p))
+	}
+	return s.store.Apply(ctx, ops...)
+}
+
+// recordFailure stores a failed step in the rotation metadata, if the
+// secret is still pending n.
+func (s *Service) recordFailure(ctx context.Context, name string, n uint32, step string, cause error) error {
+	_, err := s.update(ctx, name, func(m *meta, now time.Time) ([]storage.Op, error) {
+		if m.Rotation == nil || m.Pending != n {
+			return nil, nil
+		}
+		r := m.Rotation
+		r.State = RotationFailed
+		r.Attempts++
+		msg := "step " + step + ": " + cause.Error()
+		if len(msg) > maxLastError {
+			msg = msg[:maxLastError]
+		}
+		r.LastError = msg
+		r.NextAt = now.Add(retryDelay(r.Attempts))
+		return []storage.Op{storage.Put(rotatePrefix+name, []byte(r.NextAt.Format(time.RFC3339Nano)))}, nil
+	})
+	return err
+}
+
+// retryDelay is the backoff after the attempts-th failure.
+func retryDelay(attempts int) time.Duration {
+	d := firstRetryDelay
+	for i := 1; i < attempts && d < MaxRetryDelay; i++ {
+		d *= 2
+	}
+	return min(d, MaxRetryDelay)
+}
+
+// callWebhook POSTs call and wants 2xx with {"status":"ok"}. Its errors
+// name the status or the parse failure, never the response body.
+func (s *Service) callWebhook(ctx context.Context, hook string, call webhookCall) error {
+	body, _ := json.Marshal(call)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, hook, bytes.NewReader(body))
+	if err != nil {
+		return errors.New("the webhook URL does not make a request")
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := s.rot.httpClient().Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) && ue.Timeout() {
+			return errors.New("the webhook did not answer within the timeout")
+		}
+		return errors.New("the webhook could not be reached")
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxWebhookResponse+1))
+	if err != nil {
+		return errors.New("reading the webhook's answer failed")
+	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return fmt.Errorf("the webhook answered a redirect (%d), which is not followed", resp.StatusCode)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("the webhook answered status %d", resp.StatusCode)
+	}
+	if len(b) > MaxWebhookResponse {
+		return fmt.Errorf("the webhook's answer is larger than %d bytes", MaxWebhookResponse)
+	}
+	var ans struct {
+		Status string `json:"status"`
+	}
+	if json.Unmarshal(b, &ans) != nil || ans.Status != "ok" {
+		return errors.New(`the webhook's answer is not {"status":"ok"}`)
+	}
+	return nil
+}
+
+// RotateDue rotates every secret whose rotation is due, and resumes the
+// ones left pending. It lists the rotation markers (one per secret with a
+// rotation configuration), not every secret. It runs as a background job
+// on the job leader; a rotation lost to a concurrent one (another replica)
+// is skipped, not counted as a failure. It returns the rotations
+// completed.
+func (s *Service) RotateDue(ctx context.Context) (int, error) {
+	marks, err := s.store.List(ctx, rotatePrefix)
+	if err != nil {
+		return 0, err
+	}
+	now := s.now().UTC()
+	done := 0
+	var failing int64
+	var errs []error
+	for _, p := range marks {
+		name := strings.TrimPrefix(p, rotatePrefix)
+		m, rev, err := s.load(ctx, name)
+		if errors.Is(err, ErrNotFound) || err == nil && m.Rotation == nil {
+			errs = append(errs, s.store.Apply(ctx, storage.Delete(p)))
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if m.DeletedAt != nil {
+			continue
+		}
+		if now.Before(m.Rotation.NextAt) && !(m.Pending != 0 && m.Rotation.State == RotationPending) {
+			if m.Rotation.State == RotationFailed {
+				failing++
+			}
+			continue
+		}
+		_, err = s.rotate(ctx, m, rev, nil)
+		switch {
+		case err == nil:
+			done++
+		case errors.Is(err, storage.ErrConflict):
+			// Another replica rotated or wrote it meanwhile.
+		case errors.Is(err, ErrRotationFailed):
+			failing++
+		default:
+			failing++
+			errs = append(errs, err)
+		}
+	}
+	s.rot.failing.Store(failing)
+	return done, errors.Join(errs...)
+}

@@ -1,0 +1,428 @@
+package secrets
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func (e *env) rotation(t *testing.T, name, with string) {
+	t.Helper()
+	if _, err := e.svc.SetRotation(ctx, name, RotationConfig{Every: 30 * 24 * time.Hour, With: with}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) meta(t *testing.T, svc *Service, name string) Metadata {
+	t.Helper()
+	md, err := svc.Describe(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return md
+}
+
+func TestRotateRandomPromotes(t *testing.T) {
+	e := newEnv(t)
+	e.put(t, "db", map[string]string{"user": "app", "password": "old-password"})
+	e.rotation(t, "db", "random:length=40,charset=hex,field=password")
+	md := e.meta(t, e.svc, "db")
+	if md.Rotation == nil || md.Rotation.State != RotationIdle || !md.Rotation.NextAt.Equal(e.clk.now().Add(30*24*time.Hour)) {
+		t.Fatalf("rotation after set: %+v", md.Rotation)
+	}
+	res, err := e.svc.Rotate(ctx, "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.PreviousVersion != 1 || res.CurrentVersion != 2 || res.Resumed {
+		t.Fatalf("result %+v", res)
+	}
+	v, err := e.svc.Get(ctx, "db", 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := v.Fields["password"]
+	if v.Version != 2 || v.Fields["user"] != "app" || len(pw) != 40 || strings.Trim(pw, "0123456789abcdef") != "" {
+		t.Fatalf("rotated value: version %d user %q password of %d bytes", v.Version, v.Fields["user"], len(pw))
+	}
+	prev, err := e.svc.Get(ctx, "db", 0, StagePrevious)
+	if err != nil || prev.Fields["password"] != "old-password" {
+		t.Fatalf("previous: %v %v", prev.Version, err)
+	}
+	md = e.meta(t, e.svc, "db")
+	if md.PendingVersion != 0 || md.Rotation.State != RotationIdle || md.Rotation.LastRotated.IsZero() ||
+		!md.Rotation.NextAt.Equal(e.clk.now().Add(30*24*time.Hour)) {
+		t.Fatalf("metadata after rotation: %+v %+v", md, md.Rotation)
+	}
+}
+
+func TestGenerator(t *testing.T) {
+	g, _, err := parseWith("random:length=64,charset=ab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[rune]int{}
+	for _, c := range g.generate() {
+		seen[c]++
+	}
+	if len(seen) != 2 || seen['a']+seen['b'] != 64 {
+		t.Fatalf("generated %v", seen)
+	}
+	g, _, _ = parseWith("random:")
+	if s := g.generate(); len(s) != DefaultRandomLength || g.field != DefaultRandomField || strings.Trim(s, charsets["alnum"]) != "" {
+		t.Fatalf("default generator: %d bytes, field %q", len(s), g.field)
+	}
+}
+
+func TestRotationBadInput(t *testing.T) {
+	e := newEnv(t)
+	e.put(t, "s", map[string]string{"k": "v"})
+	if _, err := e.svc.Rotate(ctx, "s"); !errors.Is(err, ErrNoRotation) {
+		t.Fatalf("rotate without config: %v", err)
+	}
+	if _, err := e.svc.DisableRotation(ctx, "s"); !errors.Is(err, ErrNoRotation) {
+		t.Fatalf("disable without config: %v", err)
+	}
+	for _, with := range []string{
+		"", "randomly", "lambda:x", "random:length=7", "random:length=5000", "random:length=x", "random:charset=a",
+		"random:charset=a b", "random:field=a/b", "random:size=3", "random:length",
+		"webhook:http://10.0.0.1/rotate", "webhook:http://example.com/rotate", "webhook:ftp://127.0.0.1/x",
+		"webhook:https://user:pw@example.com/x", "webhook:/relative", "webhook:https://" + strings.Repeat("a", 3000),
+	} {
+		if _, err := e.svc.SetRotation(ctx, "s", RotationConfig{Every: 24 * time.Hour, With: with}); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("with %q: %v", with, err)
+		}
+	}
+	if _, err := e.svc.SetRotation(ctx, "s", RotationConfig{Every: 59 * time.Minute, With: "random:"}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("every 59m: %v", err)
+	}
+	for _, s := range []string{"30m", "0d", "x", ""} {
+		if _, err := ParseEvery(s); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("every %q: %v", s, err)
+		}
+	}
+	if d, err := ParseEvery("30d"); err != nil || d != 30*24*time.Hour {
+		t.Errorf("30d: %v %v", d, err)
+	}
+	for _, with := range []string{"webhook:https://rotator.example/x", "webhook:http://127.0.0.1:8080/x", "webhook:http://[::1]/x", "webhook:http://localhost/x"} {
+		if _, err := e.svc.SetRotation(ctx, "s", RotationConfig{Every: time.Hour, With: with}); err != nil {
+			t.Errorf("with %q: %v", with, err)
+		}
+	}
+	if _, err := e.svc.SetRotation(ctx, "missing", RotationConfig{Every: time.Hour, With: "random:"}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing secret: %v", err)
+	}
+}
+
+// hook is a rotation webhook on loopback recording its calls.
+type hook struct {
+	srv    *httptest.Server
+	mu     sync.Mutex
+	calls  []webhookCall
+	bodies []string
+	answer atomic.Value // func(w http.ResponseWriter)
+}
+
+func newHook(t *testing.T) *hook {
+	h := &hook{}
+	h.answer.Store(func(w http.ResponseWriter) { _, _ = io.WriteString(w, `{"status":"ok"}`) })
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var c webhookCall
+		_ = json.Unmarshal(b, &c)
+		h.mu.Lock()
+		h.calls = append(h.calls, c)
+		h.bodies = append(h.bodies, string(b))
+		h.mu.Unlock()
+		h.answer.Load().(func(http.ResponseWriter))(w)
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+func (h *hook) set(f func(w http.ResponseWriter)) { h.answer.Store(f) }
+
+func (h *hook) got() []webhookCall {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]webhookCall(nil), h.calls...)
+}
+
+func TestRotateWebhook(t *testing.T) {
+	e := newEnv(t)
+	h := newHook(t)
+	e.put(t, "db", map[string]string{"password": "old-secret-value"})
+	e.rotation(t, "db", "webhook:"+h.srv.URL+"/rotate")
+	res, err := e.svc.Rotate(ctx, "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []webhookCall{{"db", 1, 2, "apply"}, {"db", 1, 2, "test"}}
+	if got := h.got(); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("calls %+v", got)
+	}
+	v, _ := e.svc.Get(ctx, "db", 0, "")
+	if res.CurrentVersion != 2 || v.Version != 2 || len(v.Fields["password"]) != DefaultRandomLength {
+		t.Fatalf("after webhook rotation: %+v, version %d", res, v.Version)
+	}
+	for _, b := range h.bodies {
+		if strings.Contains(b, v.Fields["password"]) || strings.Contains(b, "old-secret-value") {
+			t.Fatalf("a webhook call carries a value: %s", b)
+		}
+	}
+}
+
+func TestRotateWebhookFailuresLeaveCurrent(t *testing.T) {
+	redirected := atomic.Bool{}
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		redirected.Store(true)
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+	}))
+	defer target.Close()
+	cases := map[string]func(w http.ResponseWriter){
+		"500":     func(w http.ResponseWriter) { w.WriteHeader(500) },
+		"garbage": func(w http.ResponseWriter) { _, _ = io.WriteString(w, "<html>ok</html>") },
+		"not ok":  func(w http.ResponseWriter) { _, _ = io.WriteString(w, `{"status":"done"}`) },
+		"too big": func(w http.ResponseWriter) {
+			_, _ = io.WriteString(w, `{"status":"ok","x":"`+strings.Repeat("a", MaxWebhookResponse)+`"}`)
+		},
+		"redirect": func(w http.ResponseWriter) { w.Header().Set("Location", target.URL); w.WriteHeader(http.StatusFound) },
+		"timeout":  func(w http.ResponseWriter) { time.Sleep(time.Second) },
+	}
+	for name, answer := range cases {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			e.svc.rot.timeout = 300 * time.Millisecond
+			h := newHook(t)
+			h.set(answer)
+			e.put(t, "db", map[string]string{"password": "old-value"})
+			e.rotation(t, "db", "webhook:"+h.srv.URL)
+			_, err := e.svc.Rotate(ctx, "db")
+			if !errors.Is(err, ErrRotationFailed) {
+				t.Fatalf("rotate: %v", err)
+			}
+			v, err := e.svc.Get(ctx, "db", 0, "")
+			if err != nil || v.Version != 1 || v.Fields["password"] != "old-value" {
+				t.Fatalf("current after a failure: %d %v", v.Version, err)
+			}
+			md := e.meta(t, e.svc, "db")
+			r := md.Rotation
+			if md.PendingVersion != 2 || r.State != RotationFailed || r.Attempts != 1 || r.LastError == "" ||
+				!r.NextAt.Equal(e.clk.now().Add(time.Minute)) {
+				t.Fatalf("metadata after a failure: pending %d %+v", md.PendingVersion, r)
+			}
+			pending, _ := e.svc.Get(ctx, "db", 0, StagePending)
+			if strings.Contains(r.LastError, pending.Fields["password"]) || strings.Contains(r.LastError, "old-value") || strings.Contains(r.LastError, "html") {
+				t.Fatalf("last error carries a value or the body: %q", r.LastError)
+			}
+			if _, _, failed := e.svc.RotationCounts(); failed != 0 {
+				t.Fatalf("failing gauge before any background run: %d", failed)
+			}
+			if redirected.Load() {
+				t.Fatal("the redirect was followed")
+			}
+		})
+	}
+}
+
+func TestRotationBackoffAndRetry(t *testing.T) {
+	e := newEnv(t)
+	h := newHook(t)
+	h.set(func(w http.ResponseWriter) { w.WriteHeader(503) })
+	e.put(t, "db", map[string]string{"password": "old"})
+	e.rotation(t, "db", "webhook:"+h.srv.URL)
+	e.clk.add(30 * 24 * time.Hour)
+	if n, err := e.svc.RotateDue(ctx); n != 0 || err != nil {
+		t.Fatalf("due run: %d %v", n, err)
+	}
+	if _, _, failing := e.svc.RotationCounts(); failing != 1 {
+		t.Fatalf("failing gauge %d", failing)
+	}
+	// Not due again before the backoff.
+	e.clk.add(59 * time.Second)
+	if _, _ = e.svc.RotateDue(ctx); len(h.got()) != 1 {
+		t.Fatalf("retried before the backoff: %d calls", len(h.got()))
+	}
+	e.clk.add(time.Second)
+	_, _ = e.svc.RotateDue(ctx)
+	md := e.meta(t, e.svc, "db")
+	if len(h.got()) != 2 || md.Rotation.Attempts != 2 || !md.Rotation.NextAt.Equal(e.clk.now().Add(2*time.Minute)) {
+		t.Fatalf("second attempt: %d calls, %+v", len(h.got()), md.Rotation)
+	}
+	if retryDelay(3) != 4*time.Minute || retryDelay(8) != MaxRetryDelay || retryDelay(1000) != MaxRetryDelay {
+		t.Fatalf("backoff %s %s", retryDelay(3), retryDelay(8))
+	}
+	// The same pending version is retried, then promoted once the
+	// webhook answers.
+	h.set(func(w http.ResponseWriter) { _, _ = io.WriteString(w, `{"status":"ok"}`) })
+	e.clk.add(2 * time.Minute)
+	if n, err := e.svc.RotateDue(ctx); n != 1 || err != nil {
+		t.Fatalf("due run: %d %v", n, err)
+	}
+	for _, c := range h.got() {
+		if c.NewVersion != 2 || c.OldVersion != 1 {
+			t.Fatalf("calls %+v", h.got())
+		}
+	}
+	md = e.meta(t, e.svc, "db")
+	if md.CurrentVersion != 2 || md.LatestVersion != 2 || md.Rotation.State != RotationIdle || md.Rotation.Attempts != 0 || md.Rotation.LastError != "" {
+		t.Fatalf("after success: %+v %+v", md, md.Rotation)
+	}
+	if ok, failed, failing := e.svc.RotationCounts(); ok != 1 || failed != 2 || failing != 0 {
+		t.Fatalf("counts %d %d %d", ok, failed, failing)
+	}
+}
+
+func TestPutDuringRotationAndRollback(t *testing.T) {
+	e := newEnv(t)
+	h := newHook(t)
+	h.set(func(w http.ResponseWriter) { w.WriteHeader(500) })
+	e.put(t, "db", map[string]string{"password": "old"})
+	e.rotation(t, "db", "webhook:"+h.srv.URL)
+	if _, err := e.svc.Rotate(ctx, "db"); !errors.Is(err, ErrRotationFailed) {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Put(ctx, PutRequest{Name: "db", Fields: map[string]string{"password": "new"}}); !errors.Is(err, ErrRotationPending) {
+		t.Fatalf("put while pending: %v", err)
+	}
+	md, err := e.svc.DisableRotation(ctx, "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md.Rotation != nil || md.PendingVersion != 0 || md.CurrentVersion != 1 || !md.Versions[1].Destroyed {
+		t.Fatalf("after disable: %+v", md)
+	}
+	if _, err := e.mem.Get(ctx, dataPath("db", 2)); err == nil {
+		t.Fatal("the rolled back version's data is still stored")
+	}
+	if marks, _ := e.bar.List(ctx, rotatePrefix); len(marks) != 0 {
+		t.Fatalf("markers after disable: %v", marks)
+	}
+	if v := e.put(t, "db", map[string]string{"password": "new"}); v.Version != 3 {
+		t.Fatalf("put after rollback: %d", v.Version)
+	}
+}
+
+// A crash between phase 1 and 2: a new service instance (a restarted or
+// another replica) on the same store resumes with the same pending version.
+func TestRotationResumesAfterCrash(t *testing.T) {
+	e := newEnv(t)
+	h := newHook(t)
+	e.put(t, "db", map[string]string{"password": "old"})
+	e.rotation(t, "db", "webhook:"+h.srv.URL)
+	m, rev, err := e.svc.load(ctx, "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.rotate(ctx, m, rev, func(int) bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	pending, err := e.svc.Get(ctx, "db", 0, StagePending)
+	if err != nil || pending.Version != 2 || len(h.got()) != 0 {
+		t.Fatalf("after phase 1: %d %v, %d calls", pending.Version, err, len(h.got()))
+	}
+	restarted := e.replica(t)
+	e.clk.add(time.Second)
+	if n, err := restarted.RotateDue(ctx); n != 1 || err != nil {
+		t.Fatalf("resume: %d %v", n, err)
+	}
+	if got := h.got(); len(got) != 2 || got[0].NewVersion != 2 || got[1].Step != "test" {
+		t.Fatalf("calls %+v", got)
+	}
+	v, _ := restarted.Get(ctx, "db", 0, "")
+	if v.Version != 2 || v.Fields["password"] != pending.Fields["password"] {
+		t.Fatalf("promoted version %d is not the pending one", v.Version)
+	}
+	if md := e.meta(t, restarted, "db"); md.LatestVersion != 2 || md.PendingVersion != 0 {
+		t.Fatalf("after resume: %+v", md)
+	}
+}
+
+// A pending version whose data is gone is rolled back and the rotation
+// starts over.
+func TestRotationRollsBackLostPending(t *testing.T) {
+	e := newEnv(t)
+	e.put(t, "db", map[string]string{"password": "old"})
+	e.rotation(t, "db", "random:")
+	m, rev, _ := e.svc.load(ctx, "db")
+	if _, err := e.svc.rotate(ctx, m, rev, func(int) bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Destroy(ctx, "db", []uint32{2}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.replica(t).Rotate(ctx, "db")
+	if err != nil || res.CurrentVersion != 3 || res.Resumed {
+		t.Fatalf("rotate: %+v %v", res, err)
+	}
+	if md := e.meta(t, e.svc, "db"); md.CurrentVersion != 3 || md.PreviousVersion != 1 || md.PendingVersion != 0 {
+		t.Fatalf("after: %+v", md)
+	}
+}
+
+// Two replicas run the due-rotation job at once: exactly one new version.
+func TestRotateDueTwoReplicasOnce(t *testing.T) {
+	e := newEnv(t)
+	h := newHook(t)
+	e.put(t, "a", map[string]string{"password": "old"})
+	e.put(t, "b", map[string]string{"password": "old"})
+	e.put(t, "plain", map[string]string{"password": "old"})
+	e.rotation(t, "a", "random:")
+	e.rotation(t, "b", "webhook:"+h.srv.URL)
+	other := e.replica(t)
+	for round := 1; round <= 5; round++ {
+		e.clk.add(31 * 24 * time.Hour)
+		var wg sync.WaitGroup
+		var total atomic.Int64
+		for _, s := range []*Service{e.svc, other} {
+			wg.Go(func() {
+				n, err := s.RotateDue(ctx)
+				if err != nil {
+					t.Error(err)
+				}
+				total.Add(int64(n))
+			})
+		}
+		wg.Wait()
+		if total.Load() != 2 {
+			t.Fatalf("round %d: %d rotations, want 2", round, total.Load())
+		}
+		for _, name := range []string{"a", "b"} {
+			md := e.meta(t, e.svc, name)
+			if want := uint32(round + 1); md.CurrentVersion != want || md.LatestVersion != want || md.PendingVersion != 0 {
+				t.Fatalf("round %d %s: current %d latest %d pending %d", round, name, md.CurrentVersion, md.LatestVersion, md.PendingVersion)
+			}
+		}
+	}
+	if md := e.meta(t, e.svc, "plain"); md.LatestVersion != 1 {
+		t.Fatalf("a secret without rotation was rotated: %d", md.LatestVersion)
+	}
+}
+
+// A deposed leader that wrote phase 1 and then lost its promotion to the
+// replica that resumed it does not promote again.
+func TestDeposedLeaderCannotPromote(t *testing.T) {
+	e := newEnv(t)
+	e.put(t, "db", map[string]string{"password": "old"})
+	e.rotation(t, "db", "random:")
+	m, rev, _ := e.svc.load(ctx, "db")
+	if _, err := e.svc.rotate(ctx, m, rev, func(int) bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.replica(t).Rotate(ctx, "db"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.promote(ctx, "db", 1, 2); !errors.Is(err, ErrConflict) && !strings.Contains(err.Error(), "no longer") {
+		t.Fatalf("late promote: %v", err)
+	}
+	if md := e.meta(t, e.svc, "db"); md.CurrentVersion != 2 || md.PreviousVersion != 1 {
+		t.Fatalf("after: %+v", md)
+	}
+}
