@@ -48,6 +48,10 @@ type State struct {
 	// MigrationPending: the store is protected by another seal than the
 	// configured one.
 	MigrationPending bool
+	// SecretRotationsOK and SecretRotationsFailed count secret rotations
+	// since start; SecretRotationsFailing is how many secrets' rotation
+	// is failing (no secret names: they are not labels).
+	SecretRotationsOK, SecretRotationsFailed, SecretRotationsFailing int64
 }
 
 // SealState is what the metrics show of an auto-unseal.
@@ -221,12 +225,14 @@ var (
 	descSealFailing = prometheus.NewDesc("coffer_auto_unseal_failing", "1 while the server is sealed and its last auto-unseal attempt failed.", []string{"type"}, nil)
 	descSealFails   = prometheus.NewDesc("coffer_auto_unseal_failures_total", "Failed auto-unseal attempts since the server started.", []string{"type"}, nil)
 	descUnsealSecs  = prometheus.NewDesc("coffer_unseal_duration_seconds", "How long the last successful auto-unseal took (the seal's unwrap and loading the keyring and caches).", []string{"type"}, nil)
+	descSecretRot   = prometheus.NewDesc("coffer_secret_rotations_total", "Secret rotations by result (ok or failed: a step failed and current was kept).", []string{"result"}, nil)
+	descSecretFail  = prometheus.NewDesc("coffer_secret_rotations_failing", "Secrets whose last rotation attempt failed (retried with backoff), as of this replica's last rotation run.", nil, nil)
 	descMigration   = prometheus.NewDesc("coffer_seal_migration_pending", "1 when the store is protected by another seal than the configured one (coffer operator migrate-seal completes it).", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSealed, descInitialized, descTokens, descKeys, descSinceRot, descRotPeriod,
-		descSealHealthy, descSealFailing, descSealFails, descUnsealSecs, descMigration} {
+		descSealHealthy, descSealFailing, descSealFails, descUnsealSecs, descMigration, descSecretRot, descSecretFail} {
 		ch <- d
 	}
 }
@@ -244,6 +250,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descInitialized, prometheus.GaugeValue, b2f(st.Initialized))
 	ch <- prometheus.MustNewConstMetric(descTokens, prometheus.GaugeValue, float64(st.Tokens))
 	ch <- prometheus.MustNewConstMetric(descMigration, prometheus.GaugeValue, b2f(st.MigrationPending))
+	ch <- prometheus.MustNewConstMetric(descSecretRot, prometheus.CounterValue, float64(st.SecretRotationsOK), "ok")
+	ch <- prometheus.MustNewConstMetric(descSecretRot, prometheus.CounterValue, float64(st.SecretRotationsFailed), "failed")
+	ch <- prometheus.MustNewConstMetric(descSecretFail, prometheus.GaugeValue, float64(st.SecretRotationsFailing))
 	if s := st.Seal; s != nil {
 		ch <- prometheus.MustNewConstMetric(descSealHealthy, prometheus.GaugeValue, b2f(s.Healthy), s.Type)
 		ch <- prometheus.MustNewConstMetric(descSealFailing, prometheus.GaugeValue, b2f(s.Failing), s.Type)

@@ -204,6 +204,7 @@ func sysState(s *sys.Sys) monitor.State {
 	if !st.Sealed {
 		st.Tokens = s.Tokens.Count()
 		st.Keys = keyStates(s)
+		st.SecretRotationsOK, st.SecretRotationsFailed, st.SecretRotationsFailing = s.Secrets.RotationCounts()
 	}
 	return st
 }
