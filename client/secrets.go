@@ -67,6 +67,42 @@ type SecretMetadata struct {
 	DeletedAt *time.Time      `json:"deleted_at,omitempty"`
 	PurgeAt   *time.Time      `json:"purge_at,omitempty"`
 	Versions  []SecretVersion `json:"versions"`
+	// Rotation is set when the secret has a rotation configuration.
+	Rotation *SecretRotation `json:"rotation,omitempty"`
+}
+
+// SecretRotation is a secret's rotation configuration and state.
+type SecretRotation struct {
+	// Every is the rotation period ("30d" or a Go duration).
+	Every string `json:"every"`
+	// With is random:length=N,charset=...,field=NAME or webhook:URL.
+	With string `json:"with"`
+	// NextAt is when the next rotation (or retry) is due.
+	NextAt time.Time `json:"next_at"`
+	// State is idle, pending (a rotation in progress) or failed.
+	State string `json:"state"`
+	// Attempts counts failed attempts since the last success.
+	Attempts int `json:"attempts,omitempty"`
+	// LastError describes the last failure (never a value).
+	LastError   string     `json:"last_error,omitempty"`
+	LastRotated *time.Time `json:"last_rotated,omitempty"`
+}
+
+// SecretRotationRequest configures a secret's rotation (PUT
+// /v1/secrets/rotation/NAME).
+type SecretRotationRequest struct {
+	Every string `json:"every"`
+	With  string `json:"with"`
+}
+
+// SecretRotateResult is a completed rotation (POST /v1/secrets/rotate/NAME).
+type SecretRotateResult struct {
+	Name            string `json:"name"`
+	CurrentVersion  uint32 `json:"current_version"`
+	PreviousVersion uint32 `json:"previous_version"`
+	// Resumed: the rotation continued the pending version of an earlier
+	// attempt.
+	Resumed bool `json:"resumed,omitempty"`
 }
 
 // SecretMetadataUpdate changes a secret's metadata (PATCH
@@ -227,6 +263,34 @@ func (c *Client) SecretUndelete(ctx context.Context, name string) (*SecretMetada
 func (c *Client) SecretDestroy(ctx context.Context, name string, versions ...uint32) (*SecretMetadata, error) {
 	var out SecretMetadata
 	if err := c.secretCall(ctx, http.MethodPost, "destroy", name, nil, SecretDestroyRequest{Versions: versions}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// SecretSetRotation configures the rotation of a secret.
+func (c *Client) SecretSetRotation(ctx context.Context, name string, req SecretRotationRequest) (*SecretMetadata, error) {
+	var out SecretMetadata
+	if err := c.secretCall(ctx, http.MethodPut, "rotation", name, nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// SecretDisableRotation removes a secret's rotation configuration,
+// rolling back a pending version.
+func (c *Client) SecretDisableRotation(ctx context.Context, name string) (*SecretMetadata, error) {
+	var out SecretMetadata
+	if err := c.secretCall(ctx, http.MethodDelete, "rotation", name, nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// SecretRotate rotates a secret now and returns its new current version.
+func (c *Client) SecretRotate(ctx context.Context, name string) (*SecretRotateResult, error) {
+	var out SecretRotateResult
+	if err := c.secretCall(ctx, http.MethodPost, "rotate", name, nil, nil, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

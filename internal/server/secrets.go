@@ -127,6 +127,43 @@ func (s *Server) secretRoutes() {
 			}
 			return secretMetadataOf(sec.Destroy(ctx, r.PathValue("name"), req.Versions))
 		}))
+	s.secretRotationRoutes()
+}
+
+// secretRotationRoutes serve rotation: configuring, disabling and running
+// it all need secret:Rotate (the webhook URL is chosen by whoever holds
+// it; see docs/secrets.md, "Rotation"). Records name the secret and the
+// versions, never a value or the webhook URL.
+func (s *Server) secretRotationRoutes() {
+	sec := s.sys.Secrets
+	m := s.mux
+	m.HandleFunc("PUT /v1/secrets/rotation/{name...}", handle(s, route{action: "secret:Rotate"}, secretResource[client.SecretRotationRequest],
+		func(ctx context.Context, r *http.Request, _ auth.Principal, req *client.SecretRotationRequest) (client.SecretMetadata, error) {
+			every, err := secrets.ParseEvery(req.Every)
+			if err != nil {
+				return client.SecretMetadata{}, err
+			}
+			if rec := recordOf(ctx); rec != nil {
+				rec.Detail = "rotation every=" + keys.FormatPeriod(every)
+			}
+			return secretMetadataOf(sec.SetRotation(ctx, r.PathValue("name"), secrets.RotationConfig{Every: every, With: req.With}))
+		}))
+	m.HandleFunc("DELETE /v1/secrets/rotation/{name...}", handle(s, route{action: "secret:Rotate"}, secretResource[empty],
+		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.SecretMetadata, error) {
+			return secretMetadataOf(sec.DisableRotation(ctx, r.PathValue("name")))
+		}))
+	m.HandleFunc("POST /v1/secrets/rotate/{name...}", handle(s, route{action: "secret:Rotate"}, secretResource[empty],
+		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.SecretRotateResult, error) {
+			res, err := sec.Rotate(ctx, r.PathValue("name"))
+			if rec := recordOf(ctx); rec != nil && res.PreviousVersion != 0 {
+				rec.Detail = "secret_version=" + strconv.FormatUint(uint64(res.CurrentVersion), 10) +
+					" previous_version=" + strconv.FormatUint(uint64(res.PreviousVersion), 10)
+			}
+			if err != nil {
+				return client.SecretRotateResult{}, err
+			}
+			return client.SecretRotateResult{Name: res.Name, CurrentVersion: res.CurrentVersion, PreviousVersion: res.PreviousVersion, Resumed: res.Resumed}, nil
+		}))
 }
 
 // errorDetail adds an error's machine-readable detail to its answer: the
@@ -189,6 +226,10 @@ func secretMetadataOf(m secrets.Metadata, err error) (client.SecretMetadata, err
 		DeletedAt: timeOrNil(m.DeletedAt), PurgeAt: timeOrNil(m.PurgeAt), Versions: make([]client.SecretVersion, 0, len(m.Versions))}
 	for _, v := range m.Versions {
 		out.Versions = append(out.Versions, secretVersionOf(v))
+	}
+	if r := m.Rotation; r != nil {
+		out.Rotation = &client.SecretRotation{Every: keys.FormatPeriod(r.Every), With: r.With, NextAt: r.NextAt, State: r.State,
+			Attempts: r.Attempts, LastError: r.LastError, LastRotated: timeOrNil(r.LastRotated)}
 	}
 	return out, nil
 }
