@@ -122,6 +122,7 @@ func TestConfigRules(t *testing.T) {
 		{"jwt yaml", "jwt-signing-key", "application.yml", "jwt:\n  secret-key: §\n  expiration: 3600", "Hk3mZ8qXr2Lw7TnB9vYc4pJ6", 2},
 		{"key outside a jwt section", "jwt-signing-key", "appsettings.json", "{\n  \"Cache\": {\n    \"Key\": \"Vb7nQ2xZr9LmT4pK8wYc3hJ6\"\n  }\n}", "", 0},
 		{"jwt section too far above", "jwt-signing-key", "appsettings.json", "{\n  \"Jwt\": {\n    \"Issuer\": \"api\",\n    \"Audience\": \"web\",\n    \"Lifetime\": 60,\n    \"Key\": \"Vb7nQ2xZr9LmT4pK8wYc3hJ6\"\n  }\n}", "", 0},
+		{"jwt spring expression", "jwt-signing-key", "application.yml", "jwt:\n  signing-key: #{systemProperties.jwtSigningKey}", "", 0},
 		{"jwt placeholder", "jwt-signing-key", "appsettings.json", `"Jwt": { "Key": "replace-with-a-real-signing-key" }`, "", 0},
 		// Command lines.
 		{"sshpass", "cli-password-argument", "ops.sh", "sshpass -p '§' ssh ops@h", "Wq7zN2xKr9LmT4pB", 1},

@@ -83,6 +83,8 @@ func TestOpenSSHKeyShapes(t *testing.T) {
 		{"placeholder", "values.yaml", "k: |\n  " + opensshHeader + "\n  <paste your key here>\n  -----END OPENSSH PRIVATE KEY-----", 0},
 		{"x body", "values.yaml", "k: |\n  " + opensshHeader + "\n  " + strings.Repeat("X", 70) + "\n  " + strings.Repeat("X", 70), 0},
 		{"no body", "doc.md", "a file starting with " + opensshHeader + " and ending with the END line", 0},
+		// Cut short within the lines the rule reads (header and three).
+		{"cut short after a body", "README.md", opensshHeader + "\n" + strings.Join(body[:2], "\n") + "\n...\n-----END OPENSSH PRIVATE KEY-----", 0},
 		{"one line only", "doc.md", opensshHeader + "\n" + opensshFirstLine + "\n-----END OPENSSH PRIVATE KEY-----", 0},
 		{"public key", "id_ed25519.pub", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI@@R::B64:43@@ me@host", 0},
 	} {
@@ -242,6 +244,11 @@ func TestKubeconfig(t *testing.T) {
 	// Not a kubeconfig by name or content: no structured pass.
 	if fs := fileFindings(t, "notes.txt", testKubeconfig); len(ruleFindings(fs, "kubeconfig-token")) != 0 {
 		t.Errorf("notes.txt parsed as a kubeconfig: %+v", fs)
+	}
+	// A token given as an environment reference is not one.
+	ref := "apiVersion: v1\nkind: Config\nusers:\n- name: ci\n  user:\n    token: $CI_KUBERNETES_DEPLOY_TOKEN\n"
+	if fs := fileFindings(t, "kubeconfig.yaml", ref); len(fs) != 0 {
+		t.Errorf("token reference reported: %+v", fs)
 	}
 	if looksStructured("Makefile", []byte("users: x\n")) || !looksStructured("config", []byte("kind: Config\nusers: []\n")) {
 		t.Error("looksStructured: kubeconfig detection by content")

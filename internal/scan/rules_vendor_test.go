@@ -61,6 +61,7 @@ func TestVendorRules(t *testing.T) {
 		{"mailgun inside a word", "mailgun-api-key", "c.go", `name := "cache-key-` + dd32 + `"`, 0},
 		{"mailgun in a path", "mailgun-api-key", "c.go", `u := "s3://b/key-` + dd32 + `"`, 0},
 		{"mailgun hash-like name", "mailgun-api-key", "c.yml", "etag: key-" + dd32, 0},
+		{"mailgun id name", "mailgun-api-key", "c.yml", "run_id: key-" + dd32, 0},
 		{"mailgun zeros", "mailgun-api-key", ".env", "MG_KEY=key-" + strings.Repeat("0", 32), 0},
 		{"mailgun sequence", "mailgun-api-key", ".env", "MG_KEY=key-0123456789abcdef0123456789abcdef", 0},
 		{"mailgun digits only", "mailgun-api-key", ".env", "MG_KEY=key-@@R::d:32@@", 0},
@@ -79,6 +80,7 @@ func TestVendorRules(t *testing.T) {
 		{"dd other variable default", "datadog-api-key", "variables.tf", "variable \"datadog_api_key\" {}\nvariable \"build_md5\" {\n  default = \"" + dd32 + "\"\n}", 0},
 		{"dd block too far", "datadog-api-key", "main.tf", "provider \"datadog\" {}\n" + strings.Repeat("#\n", 9) + "api_key = \"" + dd32 + "\"", 0},
 		{"dd sequence", "datadog-api-key", ".env", "DD_API_KEY=0123456789abcdef0123456789abcdef", 0},
+		{"dd variable not a key", "datadog-api-key", "variables.tf", "variable \"datadog_dashboard_checksum\" {\n  default = \"" + dd32 + "\"\n}", 0},
 		// Heroku: .netrc entries for its hosts win over netrc-password.
 		{"heroku netrc split", "heroku-api-key", ".netrc", "machine api.heroku.com\n  login me@x.io\n  password @@UUID@@", 3},
 		{"heroku netrc one line", "heroku-api-key", ".netrc", "machine git.heroku.com login me@x.io password @@UUID@@", 1},
