@@ -34,7 +34,7 @@ func newSecretCmd() *cobra.Command {
 path-like, such as team-a/web/db; a secret is a map of fields, each write
 makes a new version, and policies name secrets as secret/NAME.`
 	cmd.AddCommand(newSecretPutCmd(), newSecretGetCmd(), newSecretListCmd(), newSecretHistoryCmd(), newSecretDeleteCmd(),
-		newSecretUndeleteCmd(), newSecretDestroyCmd(), newSecretMetadataCmd())
+		newSecretUndeleteCmd(), newSecretDestroyCmd(), newSecretMetadataCmd(), newSecretRotationCmd(), newSecretRotateCmd())
 	return cmd
 }
 
@@ -384,6 +384,16 @@ func printSecretMetadata(cmd *cobra.Command, md *client.SecretMetadata) error {
 	if md.DeletedAt != nil {
 		f = append(f, field{"Deleted", fmtTimePtr(md.DeletedAt)}, field{"Purged after", fmtTimePtr(md.PurgeAt)})
 	}
+	if md.PendingVersion != 0 {
+		f = append(f, field{"Pending version", strconv.FormatUint(uint64(md.PendingVersion), 10)})
+	}
+	if r := md.Rotation; r != nil {
+		f = append(f, field{"Rotation", "every " + r.Every + " with " + r.With}, field{"Rotation state", r.State},
+			field{"Next rotation", fmtTime(r.NextAt)}, field{"Last rotated", fmtTimePtr(r.LastRotated)})
+		if r.State == "failed" {
+			f = append(f, field{"Failed attempts", strconv.Itoa(r.Attempts)}, field{"Last error", r.LastError})
+		}
+	}
 	return printFields(cmd.OutOrStdout(), f)
 }
 
@@ -525,4 +535,94 @@ stage), --set k=v and --unset k (custom metadata).`,
 	cmd.Flags().StringToString("set", nil, "custom metadata KEY=VALUE (repeatable)")
 	cmd.Flags().StringSliceVar(&unset, "unset", nil, "custom metadata key to remove (repeatable)")
 	return cmd
+}
+
+func newSecretRotationCmd() *cobra.Command {
+	cmd := groupCmd("rotation", "Configure or disable a secret's rotation")
+	cmd.Long = `Configure the rotation of a secret (docs/secrets.md, "Rotation"):
+every --every (at least 1h; 30d, 12h) a pending version is made with a
+new value, applied, and promoted to current. Needs secret:Rotate.`
+	cmd.AddCommand(newSecretRotationSetCmd(), newSecretRotationDisableCmd())
+	return cmd
+}
+
+func newSecretRotationSetCmd() *cobra.Command {
+	var every, with string
+	cmd := &cobra.Command{
+		Use:   "set NAME --every PERIOD --with GENERATOR",
+		Short: "Rotate a secret on a schedule",
+		Long: `Rotate the secret NAME every --every (at least 1h). --with is either
+random:length=N,charset=alnum|hex|base64|ascii-printable|CHARS,field=NAME
+(a new random value in that field, the other fields copied; defaults
+length=32, charset=alnum, field=password) or webhook:URL (https, or http to
+a loopback address): Coffer makes the pending version with a random
+password field and POSTs {secret, old_version, new_version, step} to the
+URL, step apply then test; it must answer {"status":"ok"}.`,
+		Example: `  coffer secret rotation set team-a/web/db --every 30d --with random:length=32,charset=alnum
+  coffer secret rotation set team-a/web/db --every 7d --with webhook:https://rotator.internal/db`,
+		Args: exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if every == "" || with == "" {
+				return usageErrorf("give the rotation period with --every and the generator with --with")
+			}
+			c, err := newClient(cmd)
+			if err != nil {
+				return err
+			}
+			md, err := c.SecretSetRotation(cmd.Context(), args[0], client.SecretRotationRequest{Every: every, With: with})
+			if err != nil {
+				return err
+			}
+			return printSecretMetadata(cmd, md)
+		},
+	}
+	cmd.Flags().StringVar(&every, "every", "", "rotation period, at least 1h (30d, 12h)")
+	cmd.Flags().StringVar(&with, "with", "", "random:length=N,charset=...,field=NAME or webhook:URL")
+	return cmd
+}
+
+func newSecretRotationDisableCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "disable NAME",
+		Short: "Stop rotating a secret (rolls back a pending version)",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newClient(cmd)
+			if err != nil {
+				return err
+			}
+			md, err := c.SecretDisableRotation(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printSecretMetadata(cmd, md)
+		},
+	}
+}
+
+func newSecretRotateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "rotate NAME",
+		Short: "Rotate a secret now",
+		Long: `Rotate the secret NAME now with its rotation configuration: make a
+pending version, apply and test it (webhook), promote it to current. A
+failed step keeps current, and the next try resumes the same pending
+version.`,
+		Args: exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newClient(cmd)
+			if err != nil {
+				return err
+			}
+			r, err := c.SecretRotate(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if wantJSON(cmd) {
+				return printData(cmd, r)
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Rotated %s: version %d is current (previous %d)\n", r.Name, r.CurrentVersion, r.PreviousVersion)
+			return err
+		},
+	}
 }

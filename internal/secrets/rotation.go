@@ -312,7 +312,7 @@ func (s *Service) SetRotation(ctx context.Context, name string, c RotationConfig
 func (s *Service) DisableRotation(ctx context.Context, name string) (Metadata, error) {
 	return s.update(ctx, name, func(m *meta, now time.Time) ([]storage.Op, error) {
 		if m.Rotation == nil {
-			return nil, fmt.Errorf("%w: secret %q", ErrNoRotation, name)
+			return nil, fmt.Errorf("%w: secret %q has no rotation configuration to disable", ErrNoRotation, name)
 		}
 		m.Rotation = nil
 		ops := []storage.Op{storage.Delete(rotatePrefix + name)}
@@ -383,7 +383,7 @@ func (s *Service) Rotate(ctx context.Context, name string) (RotateResult, error)
 		return RotateResult{}, m.deletedErr()
 	}
 	if m.Rotation == nil {
-		return RotateResult{}, fmt.Errorf("%w: secret %q; configure one with a rotation period and a generator (random:...) or webhook:URL", ErrNoRotation, name)
+		return RotateResult{}, fmt.Errorf("%w: secret %q has no rotation configuration; set one with a period and random:... or webhook:URL", ErrNoRotation, name)
 	}
 	res, err := s.rotate(ctx, m, rev, nil)
 	if err != nil && !errors.Is(err, storage.ErrConflict) {
