@@ -340,6 +340,9 @@ type RotateResult struct {
 	Name            string
 	PreviousVersion uint32
 	CurrentVersion  uint32
+	// PendingVersion is the version being rotated to, also when the
+	// rotation failed (then CurrentVersion is 0).
+	PendingVersion uint32
 	// Resumed: the rotation continued a pending version left by an
 	// earlier attempt (a failure or a crash between phases).
 	Resumed bool
@@ -425,6 +428,7 @@ func (s *Service) rotate(ctx context.Context, m *meta, rev int64, stopAfter func
 			return res, errors.Join(fmt.Errorf("%w: secret %q, step create: %s; current (version %d) is untouched", ErrRotationFailed, m.Name, err, old), ferr)
 		}
 	}
+	res.PendingVersion = n
 	if stopAfter != nil && stopAfter(1) {
 		return res, nil
 	}

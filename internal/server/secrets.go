@@ -155,9 +155,15 @@ func (s *Server) secretRotationRoutes() {
 	m.HandleFunc("POST /v1/secrets/rotate/{name...}", handle(s, route{action: "secret:Rotate"}, secretResource[empty],
 		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.SecretRotateResult, error) {
 			res, err := sec.Rotate(ctx, r.PathValue("name"))
-			if rec := recordOf(ctx); rec != nil && res.PreviousVersion != 0 {
-				rec.Detail = "secret_version=" + strconv.FormatUint(uint64(res.CurrentVersion), 10) +
-					" previous_version=" + strconv.FormatUint(uint64(res.PreviousVersion), 10)
+			if rec := recordOf(ctx); rec != nil && res.PendingVersion != 0 {
+				if res.CurrentVersion != 0 {
+					rec.Detail = "secret_version=" + strconv.FormatUint(uint64(res.CurrentVersion), 10) +
+						" previous_version=" + strconv.FormatUint(uint64(res.PreviousVersion), 10)
+				} else {
+					// Failed: current is unchanged; the pending version stays.
+					rec.Detail = "pending_version=" + strconv.FormatUint(uint64(res.PendingVersion), 10) +
+						" secret_version=" + strconv.FormatUint(uint64(res.PreviousVersion), 10)
+				}
 			}
 			if err != nil {
 				return client.SecretRotateResult{}, err

@@ -124,6 +124,9 @@ func TestSecretRotationAPI(t *testing.T) {
 		if strings.Contains(md.Rotation.LastError, pw) {
 			t.Fatalf("%s: last error carries a value", f.name)
 		}
+		if rec, _ := e.rec.last("secret:Rotate"); rec.Detail != "pending_version=3 secret_version=2" || rec.ErrorCode != "rotation_failed" {
+			t.Fatalf("%s: failed rotate record: %q %q", f.name, rec.Detail, rec.ErrorCode)
+		}
 	}
 	if redirected.Load() {
 		t.Fatal("the redirect was followed")
