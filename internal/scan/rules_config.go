@@ -194,7 +194,8 @@ func configRules() []*Rule {
 			1, 2, 3),
 		// Environment entries of docker-compose files and CI workflows:
 		// list (- KEY=value) and map (KEY: value) forms with upper-case
-		// names. The generic rule reports most of these, but not *_PASS
+		// names, and the KEY=value lines of .env files and shell scripts
+		// (export DB_PASS=...). The generic rule reports most of these, but not *_PASS
 		// names, and its name filter drops GF_SECURITY_ADMIN_PASSWORD
 		// ("uri" in SECURITY). This rule only fills those gaps: it has
 		// the generic priority, the generic rule comes first in the table
@@ -204,8 +205,9 @@ func configRules() []*Rule {
 			[]string{"password", "passwd", "passphrase", "pwd", "secret", "token", "api_key", "apikey", "access_key", "accesskey",
 				"private_key", "credential", "auth_key", "_pass=", "_pass:", `_pass"`, "_pass'"},
 			`^\s*(?:-\s*["']?`+envSecretName+`=(?:"([^"\r\n]+)"|'([^'\r\n]+)'|([^\s"']+))["']?`+
-				`|["']?`+envSecretName+`["']?:\s+(?:"([^"\r\n]+)"|'([^'\r\n]+)'|([^\s"'#][^\s#]*)))\s*(?:#.*)?$`,
-			1, 2, 3, 4, 5, 6), prioGeneric),
+				`|["']?`+envSecretName+`["']?:\s+(?:"([^"\r\n]+)"|'([^'\r\n]+)'|([^\s"'#][^\s#]*))`+
+				`|(?:export\s+)?`+envSecretName+`=(?:"([^"\r\n]+)"|'([^'\r\n]+)'|([^\s"'#]+)))\s*(?:#.*)?$`,
+			1, 2, 3, 4, 5, 6, 7, 8, 9), prioGeneric),
 		cfg("cli-password-argument", "Password on a command line: sshpass -p, redis-cli -a, curl -u user:password", High,
 			[]string{"sshpass", "redis-cli", "curl"},
 			`\bsshpass\s+(?:-[a-oq-z]\S*\s+)*-p\s*(?:'([^'\r\n]+)'|"([^"\r\n]+)"|([^\s'"]+))`+
@@ -243,7 +245,7 @@ func configRules() []*Rule {
 			r.Exclude = regexp.MustCompile(`(?i)^\s*(?:ENV|ARG)\s+` + notSecretEnvName + `(?:\s|=)`)
 		}
 		if r.ID == "compose-env-secret" {
-			r.Exclude = regexp.MustCompile(`^\s*(?:-\s*)?["']?` + notSecretEnvName + `(?:=|["']?:)`)
+			r.Exclude = regexp.MustCompile(`^\s*(?:-\s*|export\s+)?["']?` + notSecretEnvName + `(?:=|["']?:)`)
 		}
 		if r.ID == "php-define-password" { // WordPress keys and salts belong to wordpress-auth-key alone
 			r.Exclude = regexp.MustCompile(`(?i)define\s*\(\s*['"](?:(?:SECURE_)?AUTH|LOGGED_IN|NONCE)_(?:KEY|SALT)['"]`)

@@ -114,6 +114,11 @@ func TestConfigRules(t *testing.T) {
 		{"compose *_PASS", "compose-env-secret", "docker-compose.yml", "    environment:\n      - RABBITMQ_DEFAULT_PASS=§", "Yt6hJ2vBn8Qx3RmK", 2},
 		// The generic rule's name filter compares whole words since issue 19 (SECURITY is not URI), so it reports this line first.
 		{"compose SECURITY name", "generic-secret-assignment", "docker-compose.yml", "      GF_SECURITY_ADMIN_PASSWORD: § # admin", "Jx2mQ8rT4zLp9WkN", 1},
+		{"env file *_PASS", "compose-env-secret", ".env", "APP_ENV=production\nSMTP_PASS=§", "Qw8eRt5yUi2oPa7s", 2},
+		{"shell export *_PASS", "compose-env-secret", "deploy.sh", "export DB_PASS=\"§\"", "Zx3cVb6nMm9kJh2g", 1},
+		{"shell export file variable", "compose-env-secret", "deploy.sh", "export DB_PASS_FILE=Zx3cVb6nMm9kJh2g", "", 0},
+		{"shell export reference", "compose-env-secret", "deploy.sh", "export DB_PASS=\"${DB_PASS:-}\"", "", 0},
+		{"env file default", "compose-env-secret", ".env.ci", "RABBITMQ_DEFAULT_PASS=guest", "", 0},
 		{"compose file variable", "compose-env-secret", "docker-compose.yml", "      GF_SECURITY_ADMIN_PASSWORD__FILE: Jx2mQ8rT4zLp9WkN", "", 0},
 		{"compose CI default", "compose-env-secret", "ci.yml", "          POSTGRES_PASSWORD: postgres", "", 0},
 		// JWT signing keys: the section names the key.
