@@ -1,8 +1,10 @@
 package secrets
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cofferkms/coffer/internal/storage"
 )
 
 func (e *env) rotation(t *testing.T, name, with string) {
@@ -419,10 +423,42 @@ func TestDeposedLeaderCannotPromote(t *testing.T) {
 	if _, err := e.replica(t).Rotate(ctx, "db"); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.svc.promote(ctx, "db", 1, 2); !errors.Is(err, ErrConflict) && !strings.Contains(err.Error(), "no longer") {
+	if err := e.svc.promote(ctx, "db", 1, 2); !errors.Is(err, storage.ErrConflict) {
 		t.Fatalf("late promote: %v", err)
 	}
 	if md := e.meta(t, e.svc, "db"); md.CurrentVersion != 2 || md.PreviousVersion != 1 {
 		t.Fatalf("after: %+v", md)
+	}
+}
+
+// countStore counts metadata reads.
+type countStore struct {
+	Store
+	metaGets atomic.Int64
+}
+
+func (c *countStore) Get(ctx context.Context, path string) (storage.Entry, error) {
+	if strings.HasPrefix(path, metaPrefix) {
+		c.metaGets.Add(1)
+	}
+	return c.Store.Get(ctx, path)
+}
+
+// The due-rotation job reads only the secrets that have a rotation
+// configuration (their markers), not every secret.
+func TestRotateDueReadsOnlyRotatingSecrets(t *testing.T) {
+	e := newEnv(t)
+	for i := range 30 {
+		e.put(t, fmt.Sprintf("plain/%d", i), map[string]string{"k": "v"})
+	}
+	e.put(t, "rotating", map[string]string{"k": "v"})
+	e.rotation(t, "rotating", "random:")
+	cs := &countStore{Store: e.bar}
+	svc := New(cs, e.keys, WithClock(e.clk.now))
+	if n, err := svc.RotateDue(ctx); n != 0 || err != nil {
+		t.Fatalf("not due: %d %v", n, err)
+	}
+	if got := cs.metaGets.Load(); got != 1 {
+		t.Fatalf("the job read %d secrets' metadata, want 1", got)
 	}
 }
