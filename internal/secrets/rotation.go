@@ -39,6 +39,7 @@ const (
 	MaxRandomLength     = 4096
 	DefaultRandomField  = "password"
 	maxWebhookURL       = 2048
+	maxWith             = maxWebhookURL + 16
 	maxLastError        = 512
 
 	rotatePrefix = "secrets/rotate/"
@@ -172,6 +173,9 @@ var defaultGenerator = generator{length: DefaultRandomLength, chars: charsets["a
 
 // parseWith validates a rotation's "with": random:k=v,... or webhook:URL.
 func parseWith(with string) (gen generator, hook string, err error) {
+	if len(with) > maxWith {
+		return generator{}, "", fmt.Errorf("%w: rotation with is %d bytes; at most %d", ErrInvalidArgument, len(with), maxWith)
+	}
 	kind, arg, _ := strings.Cut(with, ":")
 	switch kind {
 	case "random":
@@ -183,7 +187,7 @@ func parseWith(with string) (gen generator, hook string, err error) {
 		}
 		return defaultGenerator, arg, nil
 	}
-	return generator{}, "", fmt.Errorf("%w: rotation with %q: want random:length=N,charset=alnum|hex|base64|ascii-printable|CHARS,field=NAME or webhook:URL", ErrInvalidArgument, with)
+	return generator{}, "", fmt.Errorf("%w: rotation with %q: want random:length=N,charset=alnum|hex|base64|ascii-printable|CHARS,field=NAME or webhook:URL", ErrInvalidArgument, boundString(with, 64))
 }
 
 func parseRandom(arg string) (generator, error) {
@@ -208,17 +212,23 @@ func parseRandom(arg string) (generator, error) {
 				g.chars = cs
 				continue
 			}
+			// Each character once: a repeated one would be drawn more
+			// often (and the draw needs at most 256 of them).
 			seen := map[byte]bool{}
+			var chars []byte
 			for i := 0; i < len(v); i++ {
 				if v[i] < 0x21 || v[i] > 0x7e {
 					return g, fmt.Errorf("%w: random charset has byte %d at %d; explicit charsets use printable ASCII without space", ErrInvalidArgument, v[i], i)
 				}
-				seen[v[i]] = true
+				if !seen[v[i]] {
+					seen[v[i]] = true
+					chars = append(chars, v[i])
+				}
 			}
-			if len(seen) < 2 {
-				return g, fmt.Errorf("%w: random charset %q: name alnum, hex, base64 or ascii-printable, or list at least 2 distinct characters", ErrInvalidArgument, v)
+			if len(chars) < 2 {
+				return g, fmt.Errorf("%w: random charset %q: name alnum, hex, base64 or ascii-printable, or list at least 2 distinct characters", ErrInvalidArgument, boundString(v, 64))
 			}
-			g.chars = v
+			g.chars = string(chars)
 		case "field":
 			if err := checkFieldName(v); err != nil {
 				return g, err
@@ -662,4 +672,12 @@ func (s *Service) RotateDue(ctx context.Context) (int, error) {
 	}
 	s.rot.failing.Store(failing)
 	return done, errors.Join(errs...)
+}
+
+// boundString cuts s to at most n bytes for an error message.
+func boundString(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }

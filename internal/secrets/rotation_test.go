@@ -79,6 +79,15 @@ func TestGenerator(t *testing.T) {
 	if len(seen) != 2 || seen['a']+seen['b'] != 64 {
 		t.Fatalf("generated %v", seen)
 	}
+	// Repeated characters count once (300 of them would otherwise make
+	// the draw loop forever).
+	g, _, err = parseWith("random:length=64,charset=" + strings.Repeat("xy", 150))
+	if err != nil || g.chars != "xy" || len(g.generate()) != 64 {
+		t.Fatalf("repeated charset: %q %v", g.chars, err)
+	}
+	if _, _, err := parseWith("random:charset=" + strings.Repeat("a", 5000)); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("long with: %v", err)
+	}
 	g, _, _ = parseWith("random:")
 	if s := g.generate(); len(s) != DefaultRandomLength || g.field != DefaultRandomField || strings.Trim(s, charsets["alnum"]) != "" {
 		t.Fatalf("default generator: %d bytes, field %q", len(s), g.field)
