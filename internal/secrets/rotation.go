@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cofferkms/coffer/internal/keys"
@@ -64,6 +65,10 @@ var ErrNoRotation = errors.New("secret has no rotation configuration")
 // ErrRotationPending: a write was refused because a rotation of the secret
 // is in progress (its pending version is not promoted or rolled back yet).
 var ErrRotationPending = errors.New("secret rotation pending")
+
+// errRefusedAddress: a webhook's address is link-local, multicast or
+// unspecified.
+var errRefusedAddress = errors.New("the webhook's address is link-local, multicast or unspecified (such as a cloud metadata endpoint); Coffer does not call it")
 
 // ErrRotationFailed: a rotation step failed; current is untouched and the
 // failure is recorded in the secret's rotation metadata.
@@ -133,6 +138,21 @@ func (r *rotator) httpClient() *http.Client {
 		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.Proxy = nil // the URL is the one validated, not a proxy's
+		// Checked on the address actually dialled, after name resolution:
+		// no cloud metadata endpoint (169.254.169.254) or other link-local
+		// address, whatever name the URL gives.
+		d := &net.Dialer{Timeout: t, Control: func(_, address string, _ syscall.RawConn) error {
+			host, _, err := net.SplitHostPort(address)
+			if err != nil {
+				return errRefusedAddress
+			}
+			ip := net.ParseIP(host)
+			if ip == nil || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() {
+				return errRefusedAddress
+			}
+			return nil
+		}}
+		tr.DialContext = d.DialContext
 		r.client = &http.Client{Timeout: t, Transport: tr,
 			// A redirect is a failure: following it would send the call to
 			// a URL nobody validated.
@@ -594,6 +614,9 @@ func (s *Service) callWebhook(ctx context.Context, hook string, call webhookCall
 	resp, err := s.rot.httpClient().Do(req)
 	if err != nil {
 		var ue *url.Error
+		if errors.Is(err, errRefusedAddress) {
+			return errRefusedAddress
+		}
 		if errors.As(err, &ue) && ue.Timeout() {
 			return errors.New("the webhook did not answer within the timeout")
 		}

@@ -471,3 +471,18 @@ func TestRotateDueReadsOnlyRotatingSecrets(t *testing.T) {
 		t.Fatalf("the job read %d secrets' metadata, want 1", got)
 	}
 }
+
+// A webhook name that leads to a link-local address (a cloud metadata
+// endpoint) is not called: refused at dial time, whatever the URL says.
+func TestWebhookLinkLocalRefused(t *testing.T) {
+	e := newEnv(t)
+	e.put(t, "db", map[string]string{"password": "old"})
+	e.rotation(t, "db", "webhook:https://169.254.169.254/latest")
+	_, err := e.svc.Rotate(ctx, "db")
+	if !errors.Is(err, ErrRotationFailed) || !strings.Contains(err.Error(), "link-local") {
+		t.Fatalf("rotate: %v", err)
+	}
+	if md := e.meta(t, e.svc, "db"); md.CurrentVersion != 1 || !strings.Contains(md.Rotation.LastError, "link-local") {
+		t.Fatalf("after: %+v", md.Rotation)
+	}
+}
