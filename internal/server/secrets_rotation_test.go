@@ -1,12 +1,15 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -196,5 +199,73 @@ func TestSecretRotationAuthorization(t *testing.T) {
 	var ae *client.APIError
 	if !errors.As(err, &ae) || ae.Code != "rotation_not_configured" {
 		t.Fatalf("client rotate without config: %v", err)
+	}
+}
+
+// TestSecretRotationAuditAndMetrics: on a real server, rotations count in
+// the metrics without names, and the audit trail names the secret and the
+// versions but holds neither the old nor the new value.
+func TestSecretRotationAuditAndMetrics(t *testing.T) {
+	b, stop := runServer(t, server.Config{})
+	c, err := client.New(b.Addr, client.WithToken(b.RootToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const planted = "planted-rotation-value-51c2"
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) }))
+	defer hook.Close()
+	for _, n := range []string{"rotated/db", "failing/db"} {
+		if _, err := c.SecretPut(ctx, n, client.SecretPutRequest{Fields: map[string]string{"password": planted}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.SecretSetRotation(ctx, "rotated/db", client.SecretRotationRequest{Every: "1h", With: "random:length=20"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SecretSetRotation(ctx, "failing/db", client.SecretRotationRequest{Every: "1h", With: "webhook:" + hook.URL}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := c.SecretRotate(ctx, "rotated/db"); err != nil || r.CurrentVersion != 2 {
+		t.Fatalf("rotate: %+v %v", r, err)
+	}
+	var ae *client.APIError
+	if _, err := c.SecretRotate(ctx, "failing/db"); !errors.As(err, &ae) || ae.Code != "rotation_failed" || ae.StatusCode != http.StatusBadGateway {
+		t.Fatalf("failing rotate: %v", err)
+	}
+	got, err := c.SecretGet(ctx, "rotated/db", client.SecretGetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newValue := got.Fields["password"]
+	st, metrics := doJSON(t, "GET", b.Addr+"/metrics", "", nil)
+	if st != http.StatusOK {
+		t.Fatalf("metrics: %d", st)
+	}
+	for _, want := range []string{`coffer_secret_rotations_total{result="ok"} 1`, `coffer_secret_rotations_total{result="failed"} 1`,
+		`coffer_requests_total{action="secret:Rotate",code="rotation_failed",door="rest"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(string(metrics), "rotated/db") || strings.Contains(string(metrics), "failing/db") {
+		t.Error("a secret name is a metric label")
+	}
+	stop()
+	var all []byte
+	filepath.WalkDir(b.AuditDir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			x, _ := os.ReadFile(p)
+			all = append(all, x...)
+		}
+		return nil
+	})
+	for _, want := range []string{`"secret/rotated/db"`, "secret_version=2 previous_version=1", "pending_version=2 secret_version=1"} {
+		if !bytes.Contains(all, []byte(want)) {
+			t.Errorf("the audit trail lacks %s", want)
+		}
+	}
+	if bytes.Contains(all, []byte(planted)) || bytes.Contains(all, []byte(newValue)) {
+		t.Fatal("a secret value is in the audit trail")
 	}
 }
