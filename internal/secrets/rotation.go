@@ -70,6 +70,31 @@ var ErrRotationPending = errors.New("secret rotation pending")
 // unspecified.
 var errRefusedAddress = errors.New("the webhook's address is link-local, multicast or unspecified (such as a cloud metadata endpoint); Coffer does not call it")
 
+// errNotLoopback: an http webhook's name resolved to an address that is
+// not loopback.
+var errNotLoopback = errors.New("the webhook's http URL resolves to an address that is not loopback; use https")
+
+// loopbackOnly marks the context of a call to an http (not https)
+// webhook: only loopback addresses may be dialled.
+type loopbackOnly struct{}
+
+// checkDialAddress vets the address a webhook call dials, after name
+// resolution and before any packet is sent.
+func checkDialAddress(ctx context.Context, address string) error {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return errRefusedAddress
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() {
+		return errRefusedAddress
+	}
+	if ctx.Value(loopbackOnly{}) != nil && !ip.IsLoopback() {
+		return errNotLoopback
+	}
+	return nil
+}
+
 // ErrRotationFailed: a rotation step failed; current is untouched and the
 // failure is recorded in the secret's rotation metadata.
 var ErrRotationFailed = errors.New("secret rotation failed")
@@ -141,16 +166,8 @@ func (r *rotator) httpClient() *http.Client {
 		// Checked on the address actually dialled, after name resolution:
 		// no cloud metadata endpoint (169.254.169.254) or other link-local
 		// address, whatever name the URL gives.
-		d := &net.Dialer{Timeout: t, Control: func(_, address string, _ syscall.RawConn) error {
-			host, _, err := net.SplitHostPort(address)
-			if err != nil {
-				return errRefusedAddress
-			}
-			ip := net.ParseIP(host)
-			if ip == nil || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() {
-				return errRefusedAddress
-			}
-			return nil
+		d := &net.Dialer{Timeout: t, ControlContext: func(ctx context.Context, _, address string, _ syscall.RawConn) error {
+			return checkDialAddress(ctx, address)
 		}}
 		tr.DialContext = d.DialContext
 		r.client = &http.Client{Timeout: t, Transport: tr,
@@ -606,6 +623,9 @@ func retryDelay(attempts int) time.Duration {
 // name the status or the parse failure, never the response body.
 func (s *Service) callWebhook(ctx context.Context, hook string, call webhookCall) error {
 	body, _ := json.Marshal(call)
+	if u, err := url.Parse(hook); err != nil || u.Scheme != "https" {
+		ctx = context.WithValue(ctx, loopbackOnly{}, true)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, hook, bytes.NewReader(body))
 	if err != nil {
 		return errors.New("the webhook URL does not make a request")
@@ -616,6 +636,9 @@ func (s *Service) callWebhook(ctx context.Context, hook string, call webhookCall
 		var ue *url.Error
 		if errors.Is(err, errRefusedAddress) {
 			return errRefusedAddress
+		}
+		if errors.Is(err, errNotLoopback) {
+			return errNotLoopback
 		}
 		if errors.As(err, &ue) && ue.Timeout() {
 			return errors.New("the webhook did not answer within the timeout")

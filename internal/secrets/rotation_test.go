@@ -486,3 +486,27 @@ func TestWebhookLinkLocalRefused(t *testing.T) {
 		t.Fatalf("after: %+v", md.Rotation)
 	}
 }
+
+// The dial-time check: link-local and friends always refused; an http
+// webhook (loopbackOnly) dials loopback only, whatever its name resolved to.
+func TestCheckDialAddress(t *testing.T) {
+	lo := context.WithValue(ctx, loopbackOnly{}, true)
+	for _, c := range []struct {
+		ctx  context.Context
+		addr string
+		want error
+	}{
+		{ctx, "169.254.169.254:80", errRefusedAddress},
+		{ctx, "[fe80::1]:443", errRefusedAddress},
+		{ctx, "0.0.0.0:443", errRefusedAddress},
+		{ctx, "224.0.0.1:443", errRefusedAddress},
+		{ctx, "10.0.0.1:443", nil},
+		{lo, "10.0.0.1:80", errNotLoopback},
+		{lo, "127.0.0.1:80", nil},
+		{lo, "[::1]:80", nil},
+	} {
+		if err := checkDialAddress(c.ctx, c.addr); err != c.want {
+			t.Errorf("%s (loopback only %v): %v, want %v", c.addr, c.ctx != ctx, err, c.want)
+		}
+	}
+}
