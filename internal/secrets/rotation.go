@@ -149,7 +149,14 @@ type rotator struct {
 	ok      atomic.Int64
 	failed  atomic.Int64
 	failing atomic.Int64
+	// failingAt is when failing was counted (unix nanoseconds).
+	failingAt atomic.Int64
 }
+
+// failingFresh is how long a replica reports its last count of failing
+// rotations: a replica that lost the job leadership stops running the job,
+// and its count would otherwise stay forever.
+const failingFresh = 5 * time.Minute
 
 // WithWebhookTimeout sets the timeout of one webhook call (0: the
 // default, DefaultWebhookTimeout).
@@ -179,10 +186,14 @@ func (r *rotator) httpClient() *http.Client {
 }
 
 // RotationCounts returns the rotations that succeeded and failed since the
-// service started, and how many secrets' rotation was failing at the last
-// background run or rotation on this replica.
+// service started, and how many secrets' rotation was failing at this
+// replica's last background run (0 when that run is older than 5 minutes:
+// the job runs on the job leader only).
 func (s *Service) RotationCounts() (ok, failed, failing int64) {
-	return s.rot.ok.Load(), s.rot.failed.Load(), s.rot.failing.Load()
+	if at := s.rot.failingAt.Load(); at != 0 && s.now().Sub(time.Unix(0, at)) <= failingFresh {
+		failing = s.rot.failing.Load()
+	}
+	return s.rot.ok.Load(), s.rot.failed.Load(), failing
 }
 
 // ParseEvery parses a rotation period: a Go duration ("720h") or a whole
@@ -717,6 +728,7 @@ func (s *Service) RotateDue(ctx context.Context) (int, error) {
 		}
 	}
 	s.rot.failing.Store(failing)
+	s.rot.failingAt.Store(now.UnixNano())
 	return done, errors.Join(errs...)
 }
 

@@ -258,6 +258,13 @@ func TestRotationBackoffAndRetry(t *testing.T) {
 	if _, _, failing := e.svc.RotationCounts(); failing != 1 {
 		t.Fatalf("failing gauge %d", failing)
 	}
+	// A replica whose last run is old (it lost the job leadership) stops
+	// reporting its count.
+	e.clk.add(failingFresh + time.Second)
+	if _, _, failing := e.svc.RotationCounts(); failing != 0 {
+		t.Fatalf("stale failing gauge %d", failing)
+	}
+	e.clk.add(-failingFresh - time.Second)
 	// Not due again before the backoff.
 	e.clk.add(59 * time.Second)
 	if _, _ = e.svc.RotateDue(ctx); len(h.got()) != 1 {
