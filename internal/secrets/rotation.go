@@ -697,8 +697,14 @@ func (s *Service) RotateDue(ctx context.Context) (int, error) {
 	for _, p := range marks {
 		name := strings.TrimPrefix(p, rotatePrefix)
 		m, rev, err := s.load(ctx, name)
-		if errors.Is(err, ErrNotFound) || err == nil && m.Rotation == nil {
-			errs = append(errs, s.store.Apply(ctx, storage.Delete(p)))
+		if errors.Is(err, ErrNotFound) {
+			errs = append(errs, s.dropMarker(ctx, p, name, 0))
+			continue
+		}
+		if err == nil && m.Rotation == nil {
+			// Only if still unconfigured: a rotation set again since the
+			// load wrote this marker anew.
+			errs = append(errs, s.dropMarker(ctx, p, name, rev))
 			continue
 		}
 		if err != nil {

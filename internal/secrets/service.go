@@ -254,6 +254,11 @@ func checkFieldName(k string) error {
 	if k == "" || len(k) > MaxFieldName {
 		return fmt.Errorf("%w: field name %q must be 1 to %d bytes", ErrInvalidArgument, k, MaxFieldName)
 	}
+	if k == "." || k == ".." {
+		// Fields become file names (coffer exec --file-dir, a CSI mount)
+		// and Kubernetes Secret keys, neither of which may be . or ..
+		return fmt.Errorf("%w: field name %q is not allowed (it names a directory as a file)", ErrInvalidArgument, k)
+	}
 	for i := 0; i < len(k); i++ {
 		if c := k[i]; c == '/' || !nameChar(c) {
 			return fmt.Errorf("%w: field name %q has %q; field names use A-Z a-z 0-9 . _ -", ErrInvalidArgument, k, c)
@@ -460,6 +465,10 @@ func (s *Service) putOnce(ctx context.Context, req PutRequest, plain []byte) (Ve
 	if err != nil {
 		return VersionInfo{}, err
 	}
+	// Record the key by id: a key named by an alias stays the secret's key
+	// when the alias is later pointed elsewhere (by someone who may have
+	// no right on this secret).
+	m.Key = wrapped.KeyID
 	val, err := sealFields(dk, n, wrapped.Ciphertext, req.Name, plain)
 	clear(dk)
 	if err != nil {
@@ -866,6 +875,19 @@ func (s *Service) List(ctx context.Context, prefix, after string, limit int) (Li
 	return page, nil
 }
 
+// dropMarker removes a stale purge marker only if the secret's metadata is
+// still at the revision the purge looked at (0: absent). Otherwise the
+// secret was deleted again (or created and deleted) in between and the
+// marker is the new deletion's: removing it would leave that secret
+// deleted and never purged. A conflict leaves the marker to the next run.
+func (s *Service) dropMarker(ctx context.Context, marker, name string, rev int64) error {
+	err := s.store.Apply(ctx, storage.Op{Kind: storage.OpCheck, Key: metaPrefix + name, IfRevision: rev}, storage.Delete(marker))
+	if errors.Is(err, storage.ErrConflict) {
+		return nil
+	}
+	return err
+}
+
 // Purge erases the secrets whose recovery window ended: their metadata and
 // every version, each secret in one batch conditional on its metadata's
 // revision (an undelete that wins keeps the secret). It runs as a
@@ -882,7 +904,7 @@ func (s *Service) Purge(ctx context.Context) (int, error) {
 		name := strings.TrimPrefix(p, purgePrefix)
 		m, rev, err := s.load(ctx, name)
 		if errors.Is(err, ErrNotFound) {
-			errs = append(errs, s.store.Apply(ctx, storage.Delete(p)))
+			errs = append(errs, s.dropMarker(ctx, p, name, 0))
 			continue
 		}
 		if err != nil {
@@ -891,7 +913,7 @@ func (s *Service) Purge(ctx context.Context) (int, error) {
 		}
 		if m.DeletedAt == nil {
 			// Undeleted, and the marker was left by an older write.
-			errs = append(errs, s.store.Apply(ctx, storage.Delete(p)))
+			errs = append(errs, s.dropMarker(ctx, p, name, rev))
 			continue
 		}
 		if now.Before(*m.PurgeAt) {
