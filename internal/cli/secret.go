@@ -80,8 +80,13 @@ and later versions (default: the secret's key, or the default secrets key).`,
 			}
 			for _, kv := range lit {
 				k, v, ok := strings.Cut(kv, "=")
-				if !ok || k == "" {
+				if !ok {
+					// No '=': the argument holds no value to leak.
 					return usageErrorf("--from-literal %q: want FIELD=VALUE", boundArg(kv))
+				}
+				if k == "" {
+					// Name the problem, not the argument: it is a value.
+					return usageErrorf("--from-literal: the field name before = is empty (want FIELD=VALUE)")
 				}
 				if err := add(k, v, "--from-literal"); err != nil {
 					return err
@@ -263,8 +268,20 @@ quoted), and -o raw --field k prints one field's value as it is.`,
 				_, err = io.WriteString(w, val)
 				return err
 			case outputEnv:
+				// Variable names as coffer exec derives them: a field such
+				// as db-password printed as is would make a shell's eval
+				// run "db-password=VALUE" as a command and print the
+				// value in its error.
+				vars := make(map[string]string, len(v.Fields))
 				for _, k := range slices.Sorted(maps.Keys(v.Fields)) {
-					fmt.Fprintf(w, "%s=%s\n", k, shellQuote(v.Fields[k]))
+					n := deliveryEnvName(k)
+					if prev, dup := vars[n]; dup {
+						return fmt.Errorf("fields %q and %q of %s both become the variable %s: use -o json or -o raw --field", prev, k, args[0], n)
+					}
+					vars[n] = k
+				}
+				for _, n := range slices.Sorted(maps.Keys(vars)) {
+					fmt.Fprintf(w, "%s=%s\n", n, shellQuote(v.Fields[vars[n]]))
 				}
 				return nil
 			}

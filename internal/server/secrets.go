@@ -14,6 +14,10 @@ import (
 	"github.com/cofferkms/coffer/internal/secrets"
 )
 
+// maxStageName bounds the stage a read names (current, previous,
+// pending), checked before the request is recorded.
+const maxStageName = 16
+
 // secretResource is the policy resource of the secret a path names:
 // secret/NAME, so policies match secret/team-a/* and
 // secret/${principal.namespace}/*.
@@ -53,6 +57,11 @@ func (s *Server) secretRoutes() {
 				return client.SecretValue{}, err
 			}
 			stage := r.URL.Query().Get("stage")
+			if len(stage) > maxStageName {
+				// Before it reaches the audit record: the trail holds
+				// what was asked, bounded.
+				return client.SecretValue{}, badRequest("stage: want current, previous or pending")
+			}
 			if version != 0 && stage != "" {
 				return client.SecretValue{}, badRequest("give a version or a stage, not both")
 			}
@@ -70,7 +79,7 @@ func (s *Server) secretRoutes() {
 		}))
 	m.HandleFunc("GET /v1/secrets", handle(s, route{action: "secret:List"},
 		func(r *http.Request, _ *empty) string { return "secret/" + r.URL.Query().Get("prefix") },
-		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.SecretList, error) {
+		func(ctx context.Context, r *http.Request, p auth.Principal, _ *empty) (client.SecretList, error) {
 			q := r.URL.Query()
 			limit := 0
 			if l := q.Get("limit"); l != "" {
@@ -86,6 +95,14 @@ func (s *Server) secretRoutes() {
 			}
 			out := client.SecretList{Secrets: make([]client.SecretListEntry, 0, len(page.Secrets)), Next: page.Next}
 			for _, e := range page.Secrets {
+				// The prefix check is a gate, not the grant: a name under
+				// the prefix may lie outside the caller's globs (an allow
+				// on secret/a/app also matches the prefix of
+				// a/app-admin/x) or under a deny. A page may therefore be
+				// shorter than limit; next still pages on.
+				if s.authorizeItem(ctx, r, &p, "secret:List", "secret/"+e.Name, nil) != nil {
+					continue
+				}
 				out.Secrets = append(out.Secrets, client.SecretListEntry{Name: e.Name, CurrentVersion: e.CurrentVersion, UpdatedAt: e.UpdatedAt,
 					DeletedAt: timeOrNil(e.DeletedAt)})
 			}
