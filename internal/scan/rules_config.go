@@ -143,6 +143,8 @@ var mavenEncryptedRe = regexp.MustCompile(`^\{[A-Za-z0-9+/=]{16,}\}$`)
 
 func withPrio(r *Rule, p int) *Rule { r.priority = p; return r }
 
+func withEntropyCheck(r *Rule, e float64) *Rule { r.MinEntropy = e; return r }
+
 // configRules returns the config-file password rules (see the top of
 // this file); builtinRules appends them after assigning the others'
 // priorities.
@@ -235,6 +237,13 @@ func configRules() []*Rule {
 			Severity: High, Keywords: []string{`"key"`, "key:", "signingkey", "signing-key", "signing_key", "secretkey", "secret-key", "secret_key"},
 			Regex:  regexp.MustCompile(`(?i)(?:"jwt\w*"\s*:\s*\{[^}]*?"|^\s*["']?)(?:issuer[-_]?)?(?:signing[-_]?|secret[-_]?)?key["']?\s*[:=]\s*["']?([^"'\s,}]{16,})`),
 			Groups: []int{1}, MinEntropy: 3.0, Validate: randomKeyShort, priority: prioKube}, jwtSection, 3),
+		// An Authorization header with a bearer or token credential in a
+		// command line or request file: curl -H, wget --header, HTTPie,
+		// .http/.rest files. Code that builds the header from a variable
+		// ("Bearer " + token, f"Bearer {token}") has no literal to match.
+		withEntropyCheck(cfg("http-bearer-token", "Bearer or token credential in an Authorization header (curl -H, wget --header, HTTPie, .http files)", High,
+			[]string{"bearer ", "authorization: token", "authorization:token"},
+			`(?i)\bauthorization["']?\s*[:=]\s*["']?(?:bearer|token)\s+([A-Za-z0-9._~+/-]{20,}=*)(?:["'\s;,]|$)`, 1), 3.5),
 		cfg("http-header-api-key", "API key or token set in a proxy header (nginx proxy_set_header, Apache RequestHeader, HAProxy)", High,
 			[]string{"proxy_set_header", "add_header", "grpc_set_header", "more_set", "requestheader", "set-header"},
 			`(?i)\b(?:proxy_set_header|add_header|grpc_set_header|more_set_headers|more_set_input_headers|RequestHeader\s+set|http-request\s+set-header)\s+["']?[\w-]*(?:api[_-]?key|token|secret|auth)[\w-]*:?["']?\s+["']?(?:Bearer\s+|Token\s+)?([^\s"';]{12,})`, 1),

@@ -15,6 +15,7 @@ var configFalsePositives = map[string][]string{
 	"php-define-password":     {"define('DB_PASSWORD', getenv('DB_PASSWORD'));", "define( 'DB_PASSWORD', 'password_here' );", "define('AUTH_KEY', '@@R::A62:16@@');"},
 	"wordpress-auth-key":      {"define( 'AUTH_KEY', 'put your unique phrase here' );", "define('NONCE_SALT', '@@R::A62:20@@');"},
 	"php-config-password":     {"$db['default']['password'] = '';", "$CFG->dbpass = getenv('DB_PASS');", "public $password = 'password';"},
+	"http-bearer-token":       {`curl -H "Authorization: Bearer $TOKEN" https://x/`, `"Authorization": "Bearer " + token,`, "Authorization: Bearer <your-token>"},
 	"compose-env-secret":      {"      GF_SECURITY_ADMIN_PASSWORD__FILE: /run/secrets/grafana", "      - RABBITMQ_DEFAULT_PASS=guest", "      - MINIO_ROOT_PASSWORD=${MINIO_ROOT_PASSWORD}"},
 	"cli-password-argument":   {"sshpass -p \"$SSH_PASSWORD\" ssh ops@h", "redis-cli -a \"$REDIS_PASSWORD\" ping", "curl -u admin:admin http://localhost/", "curl -u \"$U:$P\" https://x/"},
 	"netrc-password":          {"machine github.com login me password <token>", "password $GITHUB_TOKEN", "Password reset links expire"},
@@ -162,6 +163,13 @@ func TestConfigRules(t *testing.T) {
 		{"basic auth no colon", "http-basic-auth-header", "nginx.conf", `Authorization: Basic ` + b64("Tq9xL2mZr7Kw4PbN"), "", 0},
 		{"api key header", "http-header-api-key", "nginx.conf", `proxy_set_header X-Api-Key "§";`, "Jq7xZ2mLr9Tw4PnBk8Yc", 1},
 		{"bearer header", "http-header-api-key", "nginx.conf", `proxy_set_header Authorization "Bearer §";`, "Jq7xZ2mLr9Tw4PnBk8Yc", 1},
+		{"curl bearer", "http-bearer-token", "deploy.sh", `curl -sS -H "Authorization: Bearer §" https://api.internal/v1/deploy`, "c8ODdOJ6UDStdg7touohmS2MkTmgZqu7xajxm00o", 1},
+		{"wget token", "http-bearer-token", "fetch.sh", `wget --header="Authorization: Token §" https://api.internal/x`, "b9d3f7a1c5e2084f6a9b3d7c1e5f2a8b4c6d0e9f", 1},
+		{"http file", "http-bearer-token", "api.http", "GET https://api.internal/orders\nAuthorization: Bearer §", "Hq3Lm8Zx2Rt7Wn4Bv9Yc1Jd6Pk5Sg0Fa", 2},
+		{"bearer variable", "http-bearer-token", "deploy.sh", `curl -H "Authorization: Bearer $DEPLOY_TOKEN" https://api.internal/x`, "", 0},
+		{"bearer built in code", "http-bearer-token", "client.py", `headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}`, "", 0},
+		{"bearer placeholder", "http-bearer-token", "README.md", `curl -H "Authorization: Bearer YOUR_API_TOKEN_GOES_HERE" https://api.vendor.io`, "", 0},
+		{"bearer low entropy", "http-bearer-token", "README.md", `curl -H "Authorization: Bearer aaaabbbbccccddddeeeeffff" https://api.vendor.io`, "", 0},
 		{"api key variable", "http-header-api-key", "nginx.conf", `proxy_set_header X-Api-Key $http_x_api_key;`, "", 0},
 	}
 	for _, c := range cases {
