@@ -171,18 +171,22 @@ func configRules() []*Rule {
 			`(?i)(?:\b(?:create|alter)\s+(?:user|role|login)\b[^;]*?\bpassword\s*=?\s*N?(?:'([^'\r\n]+)'|"([^"\r\n]+)")`+
 				`|\bidentified\s+(?:with\s+['"]?\w+['"]?\s+)?by\s+(?:password\s+)?(?:'([^'\r\n]+)'|"([^"\r\n]+)")`+
 				`|\b(?:create|alter)\s+user\s+\S+\s+identified\s+by\s+([A-Za-z0-9_#$]{6,})\b`+
-				`|^\s*(?:(?:with|login|encrypted|unencrypted)\s+)*password\s+(?:'([^'\r\n]+)'|"([^"\r\n]+)")`+
+				`|^\s*(?:(?:with|login|encrypted|unencrypted)\s+)*password\s+'([^'\r\n]+)'()`+ // a continued statement's line: a SQL string literal is single-quoted (a .netrc's password "..." is not SQL)
+
 				`|\bset\s+password\s+(?:for\s+\S+\s*)?=\s*(?:password\s*\(\s*)?'([^'\r\n]+)')`,
 			1, 2, 3, 4, 5, 6, 7, 8),
 		cfg("php-define-password", "Password or secret in a PHP define() (wp-config.php, config.php)", High, []string{"define"},
 			`(?i)\bdefine\s*\(\s*['"]`+secretNameRe+`['"]\s*,\s*(?:'([^'\r\n]+)'|"([^"\r\n]+)")`, 1, 2),
 		// PHP configuration variables: CodeIgniter $db['default']['password'],
-		// Moodle $CFG->dbpass, Joomla public $password.
+		// Moodle $CFG->dbpass, Joomla public $password, phpMyAdmin
+		// $cfg['Servers'][$i]['password'].
 		cfg("php-config-password", "Password or secret assigned to a PHP configuration variable", High,
 			[]string{"pass", "pwd", "secret", "token", "api_key", "apikey"},
-			`(?i)\$\w*(?:->\w+|\[\s*['"]\w+['"]\s*\])*?(?:->|\[\s*['"]|\b|_)\w*(?:pass(?:word|wd)?|pwd|secret|token|api_?key)\w*(?:['"]\s*\])?\s*=\s*(?:'([^'\r\n]+)'|"([^"\r\n]+)")\s*;`, 1, 2),
+			`(?i)\$\w*(?:->\w+|\[\s*['"]\w+['"]\s*\]|\[\s*\$?\w+\s*\])*?(?:->|\[\s*['"]|\b|_)\w*(?:pass(?:word|wd)?|pwd|secret|token|api_?key)\w*(?:['"]\s*\])?\s*=\s*(?:'([^'\r\n]+)'|"([^"\r\n]+)")\s*;`, 1, 2),
+		// The password may be double-quoted (curl and inetutils read
+		// password "a b").
 		cfg("netrc-password", ".netrc password (machine ... login ... password ...)", High, []string{"password"},
-			`(?i)^\s*(?:(?:machine|login|account)\s+\S+\s+|default\s+)*password\s+([^\s'"]\S*)`, 1),
+			`(?i)^\s*(?:(?:machine|login|account)\s+\S+\s+|default\s+)*password\s+(?:"([^"\s]+)"|([^\s'"]\S*))`, 1, 2),
 		cfg("maven-settings-password", "Password element in an XML config (Maven settings.xml <server>)", High,
 			[]string{"<password>", "<passphrase>"},
 			`(?i)<(?:password|passphrase)>\s*([^<\s][^<]*?)\s*</(?:password|passphrase)>`, 1),
