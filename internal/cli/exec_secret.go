@@ -668,14 +668,17 @@ func (sf *secretFiles) write(values []deliveredValue) error {
 		if err := writeSecretFile(sf.dir, v.target, v.value); err != nil {
 			return fmt.Errorf("writing %s (from %s) in --file-dir: %w", v.target, v.source, err)
 		}
+		// Known at once: when a later file fails, remove still finds
+		// this one.
+		sf.names[v.target] = true
 		now[v.target] = true
 	}
 	for n := range sf.names {
 		if !now[n] {
 			_ = os.Remove(filepath.Join(sf.dir, n))
+			delete(sf.names, n)
 		}
 	}
-	sf.names = now
 	return nil
 }
 
