@@ -19,8 +19,11 @@ import (
 // md5/sha256/sha512-crypt, yescrypt and {SHA}. A hash ends at a word
 // boundary, a quote, a \n escape or shadow's :lastchange:min:max... fields,
 // not inside a longer token.
-// Docker Compose doubles every $ in labels, so $$ is accepted too.
-var htpasswdHashRe = regexp.MustCompile(`(?:^|[\s"'=,\[\\-])[A-Za-z0-9._@-]{1,64}:(` +
+// Docker Compose doubles every $ in labels, so $$ is accepted too. The
+// YAML map form of Prometheus' and Alertmanager's web config
+// (basic_auth_users: {admin: $2y$...}) puts a space, maybe a quote, after
+// the colon.
+var htpasswdHashRe = regexp.MustCompile(`(?:^|[\s"'=,\[\\-])[A-Za-z0-9._@-]{1,64}["']?:(?:[ \t]+["']?)?(` +
 	`\$\$?apr1\$\$?[./0-9A-Za-z]{1,8}\$\$?[./0-9A-Za-z]{22}` +
 	`|\$\$?2[abxy]\$\$?\d\d\$\$?[./A-Za-z0-9]{53}` +
 	`|\$\$?[156]\$\$?(?:rounds=\d{1,9}\$\$?)?[./0-9A-Za-z]{1,16}\$\$?[./0-9A-Za-z]{22,86}` +

@@ -173,6 +173,8 @@ func TestHtpasswdHashes(t *testing.T) {
 		{"compose $$", "docker-compose.yml", "      - \"traefik.http.middlewares.a.basicauth.users=ops:$$apr1$$@@R::A62:8@@$$@@R::A62:22@@\"", 1},
 		{"sha", ".htpasswd", "ci:{SHA}@@R::B64:27@@=", 1},
 		{"go string", "users.go", `const users = "alice:$2a$10$@@R::A62:53@@\nbob:$apr1$@@R::A62:8@@$@@R::A62:22@@\n"`, 2},
+		{"prometheus web config", "web.yml", "basic_auth_users:\n  admin: $2y$10$@@R::A62:53@@\n  'grafana': '$2b$12$@@R::A62:53@@'", 2},
+		{"prometheus example user", "web.yml", "basic_auth_users:\n  example-user: $2y$10$@@R::A62:53@@", 0},
 		{"example user", ".htpasswd", "example:$2y$10$@@R::A62:53@@", 0},
 		{"example user in a string", "users.go", `users := "ops:$2y$10$@@R::A62:53@@\nsample:$2y$10$@@R::A62:53@@"`, 1},
 		{"low entropy", ".htpasswd", "u:$apr1$aaaabbbb$ababababababababababab", 0},
