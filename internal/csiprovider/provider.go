@@ -81,6 +81,11 @@ type Config struct {
 	// Address is the Coffer server used when a SecretProviderClass has no
 	// cofferAddress parameter.
 	Address string
+	// AllowedAddresses are other Coffer servers a SecretProviderClass may
+	// name in cofferAddress. Any other is refused: a class's author must not
+	// make the node's provider send pods' tokens, or requests at all, to an
+	// address of their choosing.
+	AllowedAddresses []string
 	// Cluster is the registered cluster name sent with each login when the
 	// SecretProviderClass has no cluster parameter (optional: the token's
 	// issuer names the cluster).
@@ -173,6 +178,8 @@ func (p *Provider) parse(req *v1alpha1.MountRequest) (*request, error) {
 	}
 	if r.address == "" {
 		r.address = p.cfg.Address
+	} else if r.address != p.cfg.Address && !slices.Contains(p.cfg.AllowedAddresses, r.address) {
+		return nil, invalid("%s %q is not a Coffer server this provider may call: the provider's --address, or one of its --allowed-address", ParamAddress, r.address)
 	}
 	if r.address == "" {
 		return nil, invalid("no Coffer address: set the %s parameter of the SecretProviderClass or the provider's --address", ParamAddress)

@@ -104,7 +104,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := New(Config{Address: e.addr, Version: "1.2.3", Logger: slog.New(slog.NewTextHandler(syncWriter{e.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	p := New(Config{Address: e.addr, AllowedAddresses: []string{"http://127.0.0.1:1"}, Version: "1.2.3", Logger: slog.New(slog.NewTextHandler(syncWriter{e.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	gs := NewGRPCServer(p)
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(ln) }()
@@ -365,6 +365,7 @@ func TestMountBadInput(t *testing.T) {
 		{"no objects", "", nil, codes.InvalidArgument, "objects parameter is required"},
 		{"stage", "- {secret: team-a/web/db, stage: pending}", nil, codes.InvalidArgument, "want current or previous"},
 		{"no role", "- {secret: team-a/web/db}", map[string]string{ParamRole: ""}, codes.InvalidArgument, "role parameter is required"},
+		{"address not allowed", "- {secret: team-a/web/db}", map[string]string{ParamAddress: "http://169.254.169.254"}, codes.InvalidArgument, "is not a Coffer server this provider may call"},
 		{"missing field", "- {secret: team-a/web/db, field: pasword}", nil, codes.NotFound, `no field "pasword"`},
 		{"missing secret", "- {secret: team-a/web/nope}", nil, codes.NotFound, `"team-a/web/nope"`},
 	} {
@@ -427,4 +428,15 @@ func equal(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// TestMountAllowedAddress: a cofferAddress among the allowed ones is
+// called (here nothing listens there: Unavailable, not InvalidArgument).
+func TestMountAllowedAddress(t *testing.T) {
+	e := newEnv(t)
+	toks := map[string]string{"coffer": e.saToken("team-a", "web", "coffer")}
+	_, err := e.mount("team-a", "- {secret: team-a/web/db}", toks, map[string]string{ParamAddress: "http://127.0.0.1:1"})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("allowed address: %v, want Unavailable", err)
+	}
 }
