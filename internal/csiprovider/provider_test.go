@@ -10,11 +10,13 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,6 +42,9 @@ type env struct {
 	socket string
 	grpc   v1alpha1.CSIDriverProviderClient
 	logs   *strings.Builder
+
+	mu     sync.Mutex
+	issued []string // role tokens the provider built clients with
 }
 
 // newEnv starts a Coffer dev server, registers the cluster "kind" (JWKS),
@@ -104,7 +109,15 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := New(Config{Address: e.addr, AllowedAddresses: []string{"http://127.0.0.1:1"}, Version: "1.2.3", Logger: slog.New(slog.NewTextHandler(syncWriter{e.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	newClient := func(address, token string) (*client.Client, error) {
+		if token != "" {
+			e.mu.Lock()
+			e.issued = append(e.issued, token)
+			e.mu.Unlock()
+		}
+		return client.New(address, client.WithToken(token))
+	}
+	p := New(Config{Address: e.addr, AllowedAddresses: []string{"http://127.0.0.1:1"}, NewClient: newClient, Version: "1.2.3", Logger: slog.New(slog.NewTextHandler(syncWriter{e.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	gs := NewGRPCServer(p)
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(ln) }()
@@ -438,5 +451,34 @@ func TestMountAllowedAddress(t *testing.T) {
 	_, err := e.mount("team-a", "- {secret: team-a/web/db}", toks, map[string]string{ParamAddress: "http://127.0.0.1:1"})
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("allowed address: %v, want Unavailable", err)
+	}
+}
+
+// TestMountRevokesRoleToken: the role token a Mount logged in for is
+// revoked when the Mount ends, so no usable credential outlives it.
+func TestMountRevokesRoleToken(t *testing.T) {
+	e := newEnv(t)
+	e.put("team-a/web/db", map[string]string{"password": "pw"})
+	toks := map[string]string{"coffer": e.saToken("team-a", "web", "coffer")}
+	if _, err := e.mount("team-a", "- {secret: team-a/web/db, field: password}", toks, nil); err != nil {
+		t.Fatal(err)
+	}
+	// A refused Mount revokes its token too.
+	if _, err := e.mount("team-a", "- {secret: team-b/web/db, field: password}", toks, nil); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("other namespace: %v", err)
+	}
+	e.mu.Lock()
+	issued := append([]string(nil), e.issued...)
+	e.mu.Unlock()
+	if len(issued) != 2 {
+		t.Fatalf("%d role tokens issued, want 2", len(issued))
+	}
+	for i, tok := range issued {
+		c, _ := client.New(e.addr, client.WithToken(tok))
+		_, err := c.SecretGet(context.Background(), "team-a/web/db", client.SecretGetOptions{})
+		var ae *client.APIError
+		if !errors.As(err, &ae) || ae.StatusCode != 401 {
+			t.Errorf("role token %d after its Mount: %v, want 401 (revoked)", i, err)
+		}
 	}
 }
