@@ -124,16 +124,19 @@ func builtinRules() []*Rule {
 		sp("aws-access-key-id", "AWS access key ID", High, []string{"akia", "asia", "abia", "acca", "a3t"},
 			`\b((?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z2-7]{16})\b`, 1),
 		// aws_secret_access_key = ..., also JSON-escaped (\"...\" in a
-		// notebook's source lines), os.environ["..."] = ..., the SDKs'
+		// notebook's source lines), os.environ["..."] = ..., a quoted name
+		// and its value as arguments (os.Setenv("AWS_SECRET_ACCESS_KEY",
+		// "..."), System.setProperty("aws.secretKey", ...)), the SDKs'
 		// SecretAccessKey/secretAccessKey fields and the static credential
 		// constructors with the secret as second argument (Go's
-		// NewStaticCredentials[Provider], Java's BasicAWSCredentials: any
-		// ...Credentials( call, found by the keywords; case-sensitive and
+		// NewStaticCredentials[Provider], Java's BasicAWSCredentials and
+		// SDK v2's AwsBasicCredentials.create: any ...Credentials( call,
+		// found by the keywords; case-sensitive and
 		// without alternatives, it keeps the regex cheap on "aws" lines).
 		withEntropy(sp("aws-secret-access-key", "AWS secret access key", Critical,
 			[]string{"aws", "secretaccesskey", "secret_access_key", "newstaticcredentials", "basicsessioncredentials"},
-			`(?i)(?:aws[\w.-]{0,30}(?:secret|key)[\w.-]{0,20}|\bsecret_?access_?key)(?:\\?["'])?\]?\s*(?::=|=>|=|:)\s*(?:\\?["'])?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)`+
-				`|(?-i:Credentials(?:Provider)?\([^,()]{1,80},\s*\\?["']([A-Za-z0-9/+]{40})\\?["'])`, 1, 2), 3.5),
+			`(?i)(?:aws[\w.-]{0,30}(?:secret|key)[\w.-]{0,20}|\bsecret_?access_?key)(?:(?:\\?["'])?\]?\s*(?::=|=>|=|:)|\\?["']\s*,)\s*(?:\\?["'])?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)`+
+				`|(?-i:Credentials(?:Provider)?(?:\.create)?\([^,()]{1,80},\s*\\?["']([A-Za-z0-9/+]{40})\\?["'])`, 1, 2), 3.5),
 		sp("aws-mws-key", "Amazon MWS auth token", High, []string{"amzn.mws."}, `amzn\.mws\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`),
 		sp("gcp-service-account-key", "Google Cloud service account private key (JSON key file)", Critical, []string{"private_key"},
 			`"private_key"\s*:\s*"(-----BEGIN[A-Z ]*PRIVATE KEY-----[^"]{40,})"`, 1),

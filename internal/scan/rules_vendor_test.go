@@ -102,6 +102,10 @@ func TestVendorRules(t *testing.T) {
 		{"aws notebook escaped", "aws-secret-access-key", "n.ipynb", `    "aws_secret_access_key = \"@@R::B64:40@@\"\n",`, 1},
 		{"aws notebook environ", "aws-secret-access-key", "n.ipynb", `    "os.environ[\"AWS_SECRET_ACCESS_KEY\"] = \"@@R::B64:40@@\"\n",`, 1},
 		{"aws java basic", "aws-secret-access-key", "U.java", `new BasicAWSCredentials("@@R:AKIA:AZ27:16@@", "@@R::B64:40@@")`, 1},
+		{"aws java sdk v2", "aws-secret-access-key", "S3.java", `StaticCredentialsProvider.create(AwsBasicCredentials.create("@@R:AKIA:AZ27:16@@", "@@R::B64:40@@"))`, 1},
+		{"aws go setenv", "aws-secret-access-key", "main_test.go", `	os.Setenv("AWS_SECRET_ACCESS_KEY", "@@R::B64:40@@")`, 1},
+		{"aws java property", "aws-secret-access-key", "It.java", `System.setProperty("aws.secretKey", "@@R::B64:40@@");`, 1},
+		{"aws setenv reference", "aws-secret-access-key", "main_test.go", `	os.Setenv("AWS_SECRET_ACCESS_KEY", secret)`, 0},
 		{"aws python environ", "aws-secret-access-key", "n.py", `os.environ['AWS_SECRET_ACCESS_KEY'] = '@@R::B64:40@@'`, 1},
 		{"aws documented example", "aws-secret-access-key", "c.go", `SecretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",`, 0},
 		// Alibaba: the secret next to its id, under any "secret" name or as the next argument.
