@@ -460,6 +460,17 @@ func (x *secretExec) run(prog string, args []string, env []string) error {
 		tick = t.C
 	}
 	stderr := x.cmd.ErrOrStderr()
+	// A check runs beside this loop, one at a time and bounded: a server
+	// that does not answer must not keep signals from reaching COMMAND
+	// nor its exit from ending coffer (and removing the files).
+	ctx, cancel := context.WithCancel(x.cmd.Context())
+	defer cancel()
+	type checked struct {
+		set     *secretSet
+		changed bool
+	}
+	results := make(chan checked, 1)
+	checking := false
 	for {
 		select {
 		case s := <-sigs:
@@ -467,7 +478,19 @@ func (x *secretExec) run(prog string, args []string, env []string) error {
 		case err := <-done:
 			return childExit(err)
 		case <-tick:
-			set, changed := x.check(stderr)
+			if checking {
+				continue
+			}
+			checking = true
+			go func() {
+				cctx, ccancel := context.WithTimeout(ctx, watchCheckTimeout)
+				defer ccancel()
+				set, changed := x.check(cctx, stderr)
+				results <- checked{set, changed}
+			}()
+		case r := <-results:
+			checking = false
+			set, changed := r.set, r.changed
 			if !changed {
 				continue
 			}
@@ -496,6 +519,10 @@ func (x *secretExec) run(prog string, args []string, env []string) error {
 	}
 }
 
+// watchCheckTimeout bounds one --watch check (the versions and, when one
+// changed, the values).
+const watchCheckTimeout = 30 * time.Second
+
 // start starts COMMAND with env.
 func (x *secretExec) start(prog string, args, env []string) (*exec.Cmd, chan error, error) {
 	child := exec.Command(prog, args[1:]...)
@@ -512,8 +539,7 @@ func (x *secretExec) start(prog string, args, env []string) (*exec.Cmd, chan err
 
 // check polls the current versions and, when one changed, reads the
 // secrets again. Errors are reported on w and keep the running values.
-func (x *secretExec) check(w io.Writer) (*secretSet, bool) {
-	ctx := x.cmd.Context()
+func (x *secretExec) check(ctx context.Context, w io.Writer) (*secretSet, bool) {
 	if ctx.Err() != nil {
 		return nil, false
 	}

@@ -1,9 +1,15 @@
 package cli
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // A write that fails part way (here the second name is taken by a
@@ -52,5 +58,56 @@ func TestSecretFilesRewriteDropsOldNames(t *testing.T) {
 	sf.remove()
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Fatalf("files left after remove: %v", ents)
+	}
+}
+
+// TestExecSecretWatchServerHangs: a --watch check that the server never
+// answers must not keep coffer from seeing the command exit (and then
+// removing its files and passing its code on).
+func TestExecSecretWatchServerHangs(t *testing.T) {
+	startDocServer(t)
+	t.Setenv("COFFER_TOKEN_CACHE", "0")
+	execSecretPut(t, "hang/db", "v1")
+	target, err := url.Parse(os.Getenv("COFFER_ADDR"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hang atomic.Bool
+	hung := make(chan struct{}, 1)
+	release := make(chan struct{})
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hang.Load() {
+			select {
+			case hung <- struct{}{}:
+			default:
+			}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	defer close(release)
+	t.Setenv("COFFER_ADDR", srv.URL)
+
+	log := filepath.Join(t.TempDir(), "log")
+	script := `echo "start:$V" >> "$0"; while [ ! -e "$0.stop" ]; do sleep 0.05; done; exit 7`
+	done, errOut := runExecAsync("--secret", "hang/db=V", "--watch", "--interval", "1s", "--", "sh", "-c", script, log)
+	waitLog(t, log, "start:v1", done, errOut)
+	hang.Store(true)
+	select {
+	case <-hung:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no watch check reached the server; stderr:\n%s", errOut.String())
+	}
+	if err := os.WriteFile(log+".stop", nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, done, errOut); code != 7 {
+		t.Fatalf("exit %d, want the command's 7; stderr:\n%s", code, errOut.String())
 	}
 }
