@@ -260,8 +260,8 @@ func parseObjects(raw string) ([]Object, error) {
 		if o.Secret == "" {
 			return nil, invalid("%s[%d]: secret is required", ParamObjects, i)
 		}
-		if strings.HasPrefix(o.Secret, "/") || strings.HasSuffix(o.Secret, "/") || strings.Contains(o.Secret, "#") {
-			return nil, invalid("%s[%d]: secret %q is not a secret name", ParamObjects, i, o.Secret)
+		if err := checkSecretName(o.Secret); err != nil {
+			return nil, invalid("%s[%d]: secret %q is not a secret name: %v", ParamObjects, i, o.Secret, err)
 		}
 		switch o.Stage {
 		case "", "current", "previous":
@@ -282,6 +282,20 @@ func parseObjects(raw string) ([]Object, error) {
 		}
 	}
 	return objs, nil
+}
+
+// checkSecretName refuses a name the server would not read as written
+// (an empty, . or .. segment would be cleaned or redirected on the way).
+func checkSecretName(name string) error {
+	if strings.Contains(name, "#") {
+		return errors.New("# is not part of a name")
+	}
+	for _, seg := range strings.Split(name, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return errors.New("empty, . and .. segments are not allowed")
+		}
+	}
+	return nil
 }
 
 // checkPath refuses a file path that could leave the volume or is not a

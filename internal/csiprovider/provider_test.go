@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -379,6 +380,8 @@ func TestMountBadInput(t *testing.T) {
 		{"stage", "- {secret: team-a/web/db, stage: pending}", nil, codes.InvalidArgument, "want current or previous"},
 		{"no role", "- {secret: team-a/web/db}", map[string]string{ParamRole: ""}, codes.InvalidArgument, "role parameter is required"},
 		{"address not allowed", "- {secret: team-a/web/db}", map[string]string{ParamAddress: "http://169.254.169.254"}, codes.InvalidArgument, "is not a Coffer server this provider may call"},
+		{"dotdot secret", "- {secret: team-a/../team-b/db, field: password, path: x}", nil, codes.InvalidArgument, "is not a secret name"},
+		{"empty segment", "- {secret: team-a//db, field: password, path: x}", nil, codes.InvalidArgument, "is not a secret name"},
 		{"missing field", "- {secret: team-a/web/db, field: pasword}", nil, codes.NotFound, `no field "pasword"`},
 		{"missing secret", "- {secret: team-a/web/nope}", nil, codes.NotFound, `"team-a/web/nope"`},
 	} {
@@ -480,5 +483,37 @@ func TestMountRevokesRoleToken(t *testing.T) {
 		if !errors.As(err, &ae) || ae.StatusCode != 401 {
 			t.Errorf("role token %d after its Mount: %v, want 401 (revoked)", i, err)
 		}
+	}
+}
+
+// TestMountLimits: a mount of more files, or more bytes, than the driver
+// can take is refused whole.
+func TestMountLimits(t *testing.T) {
+	e := newEnv(t)
+	toks := map[string]string{"coffer": e.saToken("team-a", "web", "coffer")}
+	// The server keeps a secret under 256 fields: two secrets of 200.
+	for _, name := range []string{"team-a/many1", "team-a/many2"} {
+		many := map[string]string{}
+		for i := 0; i < 200; i++ {
+			many[fmt.Sprintf("f%03d", i)] = "x"
+		}
+		e.put(name, many)
+	}
+	resp, err := e.mount("team-a", "- {secret: team-a/many1}\n- {secret: team-a/many2}", toks, nil)
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "more than 256 files") || len(resp.GetFiles()) > 0 {
+		t.Fatalf("400 files: %v", err)
+	}
+
+	big := strings.Repeat("b", 60<<10)
+	var objs strings.Builder
+	n := MaxTotalBytes/len(big) + 1
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("team-a/big/%02d", i)
+		e.put(name, map[string]string{"v": big})
+		fmt.Fprintf(&objs, "- {secret: %s, field: v, path: b%02d}\n", name, i)
+	}
+	resp, err = e.mount("team-a", objs.String(), toks, nil)
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "bytes") || len(resp.GetFiles()) > 0 {
+		t.Fatalf("%d x 60 KiB: %v", n, err)
 	}
 }
