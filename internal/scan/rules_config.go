@@ -137,6 +137,13 @@ func validBasicAuth(s string) bool {
 	return ok && user != "" && configValue(pass) && !isPlaceholder(pass) && !hasStopword(pass, defaultStopwords)
 }
 
+// pgbouncerFile accepts a match in a PgBouncer auth file by its name
+// (userlist.txt, pgbouncer/users.txt, pgbouncer-auth.txt).
+func pgbouncerFile(path string, _ []byte, _ string) bool {
+	p := strings.ToLower(path)
+	return strings.Contains(p, "pgbouncer") || strings.HasSuffix(p, "userlist.txt")
+}
+
 // maven encrypts server passwords as {base64} with the master password of
 // settings-security.xml.
 var mavenEncryptedRe = regexp.MustCompile(`^\{[A-Za-z0-9+/=]{16,}\}$`)
@@ -162,6 +169,12 @@ func configRules() []*Rule {
 		// requirepass/masterauth, and the ACL users of Redis 6+ (redis.conf
 		// or users.acl "user app on >password ~* +@all", ACL SETUSER):
 		// a >password rule; #<sha256> rules and nopass hold none.
+		// PgBouncer's auth_file: "user" "password" lines, the password in
+		// plain text, as md5<hex> or as a SCRAM secret (each lets a client
+		// log in through PgBouncer). The line shape is common, so the
+		// file's name must say userlist or pgbouncer.
+		withContext(cfg("pgbouncer-userlist-password", "PgBouncer auth_file (userlist.txt) password", High, []string{`" "`},
+			`^\s*"[^"\s]+"\s+"([^"\s]+)"\s*$`, 1), pgbouncerFile, 0),
 		cfg("redis-conf-password", "Redis password (requirepass, masterauth, ACL user >password)", High,
 			[]string{"requirepass", "masterauth", " on >", " on '>", ` on ">`, "setuser"},
 			`(?i)(?:^\s*|--|config\s+set\s+)(?:requirepass|masterauth)\s+(?:"([^"\s]+)"|'([^'\s]+)'|([^\s"']+))`+
