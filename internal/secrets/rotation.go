@@ -366,14 +366,22 @@ func (s *Service) SetRotation(ctx context.Context, name string, c RotationConfig
 
 // DisableRotation removes a secret's rotation configuration. A pending
 // version (a rotation in progress or failed) is rolled back: the stage is
-// cleared and the version destroyed; current stays.
+// cleared; current stays. A random generator's pending version is
+// destroyed; a webhook's is kept (readable by its number), since the
+// webhook may have applied it already (a failed test, a timeout after the
+// apply): destroying it could leave the only working credential nowhere.
 func (s *Service) DisableRotation(ctx context.Context, name string) (Metadata, error) {
 	return s.update(ctx, name, func(m *meta, now time.Time) ([]storage.Op, error) {
 		if m.Rotation == nil {
 			return nil, fmt.Errorf("%w: secret %q has no rotation configuration to disable", ErrNoRotation, name)
 		}
+		webhook := strings.HasPrefix(m.Rotation.With, "webhook:")
 		m.Rotation = nil
 		ops := []storage.Op{storage.Delete(rotatePrefix + name)}
+		if webhook {
+			m.Pending = 0
+			return ops, nil
+		}
 		return append(ops, m.rollback(now)...), nil
 	})
 }
