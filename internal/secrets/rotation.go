@@ -482,6 +482,12 @@ func (s *Service) rotate(ctx context.Context, m *meta, rev int64, stopAfter func
 				return res, err
 			}
 			res.Resumed = false
+		} else if s.inProgress(m, s.now().UTC()) {
+			// Another caller (the job, a replica, a manual rotate) may
+			// be calling the webhook for this version right now.
+			return res, fmt.Errorf("%w: secret %q: a rotation to version %d is in progress; retry in %s", ErrRotationPending, m.Name, n, s.rot.lease())
+		} else if rev, err = s.claim(ctx, m, rev); err != nil {
+			return res, err
 		}
 	}
 	if n == 0 {
@@ -562,6 +568,38 @@ func (s *Service) writePending(ctx context.Context, m *meta, rev int64, gen gene
 	}
 	_, rev, err = s.load(ctx, m.Name)
 	return n, rev, err
+}
+
+// lease is how long a rotation's pending version counts as in progress
+// after it was written or claimed: both webhook calls, and a minute.
+func (r *rotator) lease() time.Duration {
+	t := r.timeout
+	if t <= 0 {
+		t = DefaultWebhookTimeout
+	}
+	return 2*t + time.Minute
+}
+
+// inProgress reports whether m's pending version was written or claimed
+// so recently that its rotation may still be calling the webhook.
+func (s *Service) inProgress(m *meta, now time.Time) bool {
+	return m.Pending != 0 && m.Rotation != nil && m.Rotation.State == RotationPending && now.Sub(m.UpdatedAt) < s.rot.lease()
+}
+
+// claim marks a resumed rotation as in progress (state pending, updated
+// now) in a write conditional on rev: of two callers resuming the same
+// version at once, only one calls the webhook.
+func (s *Service) claim(ctx context.Context, m *meta, rev int64) (int64, error) {
+	m.Rotation.State, m.UpdatedAt = RotationPending, s.now().UTC()
+	mv, err := json.Marshal(m)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.store.Apply(ctx, storage.Op{Kind: storage.OpPut, Key: metaPrefix + m.Name, Value: mv, IfRevision: rev}); err != nil {
+		return 0, err
+	}
+	_, rev, err = s.load(ctx, m.Name)
+	return rev, err
 }
 
 // rollbackAt clears a pending stage whose version is gone, conditional on
@@ -732,8 +770,9 @@ func (s *Service) RotateDue(ctx context.Context) (int, error) {
 		switch {
 		case err == nil:
 			done++
-		case errors.Is(err, storage.ErrConflict):
-			// Another replica rotated or wrote it meanwhile.
+		case errors.Is(err, storage.ErrConflict), errors.Is(err, ErrRotationPending):
+			// Another replica rotated or wrote it meanwhile, or is
+			// rotating it now.
 		case errors.Is(err, ErrRotationFailed):
 			failing++
 		default:

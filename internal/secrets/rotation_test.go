@@ -379,7 +379,16 @@ func TestRotationResumesAfterCrash(t *testing.T) {
 		t.Fatalf("after phase 1: %d %v, %d calls", pending.Version, err, len(h.got()))
 	}
 	restarted := e.replica(t)
+	// Within the lease the rotation may still be running elsewhere: not
+	// resumed, and a manual rotate is refused.
 	e.clk.add(time.Second)
+	if n, err := restarted.RotateDue(ctx); n != 0 || err != nil || len(h.got()) != 0 {
+		t.Fatalf("resumed within the lease: %d %v, %d calls", n, err, len(h.got()))
+	}
+	if _, err := restarted.Rotate(ctx, "db"); !errors.Is(err, ErrRotationPending) || len(h.got()) != 0 {
+		t.Fatalf("manual rotate within the lease: %v, %d calls", err, len(h.got()))
+	}
+	e.clk.add(2*DefaultWebhookTimeout + time.Minute)
 	if n, err := restarted.RotateDue(ctx); n != 1 || err != nil {
 		t.Fatalf("resume: %d %v", n, err)
 	}
@@ -466,6 +475,7 @@ func TestDeposedLeaderCannotPromote(t *testing.T) {
 	if _, err := e.svc.rotate(ctx, m, rev, func(int) bool { return true }); err != nil {
 		t.Fatal(err)
 	}
+	e.clk.add(2*DefaultWebhookTimeout + time.Minute)
 	if _, err := e.replica(t).Rotate(ctx, "db"); err != nil {
 		t.Fatal(err)
 	}
@@ -545,5 +555,33 @@ func TestCheckDialAddress(t *testing.T) {
 		if err := checkDialAddress(c.ctx, c.addr); err != c.want {
 			t.Errorf("%s (loopback only %v): %v, want %v", c.addr, c.ctx != ctx, err, c.want)
 		}
+	}
+}
+
+// Two callers resuming a failed rotation from the same read (the job and a
+// manual rotate): the first claims it, the second calls no webhook.
+func TestRotationResumeClaimed(t *testing.T) {
+	e := newEnv(t)
+	h := newHook(t)
+	h.set(func(w http.ResponseWriter) { w.WriteHeader(500) })
+	e.put(t, "db", map[string]string{"password": "old"})
+	e.rotation(t, "db", "webhook:"+h.srv.URL)
+	if _, err := e.svc.Rotate(ctx, "db"); !errors.Is(err, ErrRotationFailed) {
+		t.Fatal(err)
+	}
+	h.set(func(w http.ResponseWriter) { _, _ = io.WriteString(w, `{"status":"ok"}`) })
+	stale, rev, err := e.svc.load(ctx, "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.replica(t).Rotate(ctx, "db"); err != nil {
+		t.Fatal(err)
+	}
+	calls := len(h.got())
+	if _, err := e.svc.rotate(ctx, stale, rev, nil); !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("a resume from a stale read: %v", err)
+	}
+	if len(h.got()) != calls {
+		t.Fatalf("a resume from a stale read called the webhook: %+v", h.got()[calls:])
 	}
 }
