@@ -86,13 +86,26 @@ func checkDialAddress(ctx context.Context, address string) error {
 		return errRefusedAddress
 	}
 	ip := net.ParseIP(host)
-	if ip == nil || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() {
+	if ip == nil || refusedIP(ip) {
+		return errRefusedAddress
+	}
+	// A NAT64 address (64:ff9b::/96) reaches the IPv4 address in its
+	// last four bytes: 64:ff9b::a9fe:a9fe is 169.254.169.254.
+	if nat64.Contains(ip) && refusedIP(net.IP(ip[12:16])) {
 		return errRefusedAddress
 	}
 	if ctx.Value(loopbackOnly{}) != nil && !ip.IsLoopback() {
 		return errNotLoopback
 	}
 	return nil
+}
+
+// nat64 is the well-known NAT64 prefix (RFC 6052).
+var nat64 = &net.IPNet{IP: net.ParseIP("64:ff9b::"), Mask: net.CIDRMask(96, 128)}
+
+// refusedIP: link-local, multicast or unspecified.
+func refusedIP(ip net.IP) bool {
+	return ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified()
 }
 
 // ErrRotationFailed: a rotation step failed; current is untouched and the
