@@ -591,3 +591,14 @@ func TestRotationResumeClaimed(t *testing.T) {
 		t.Fatalf("a resume from a stale read called the webhook: %+v", h.got()[calls:])
 	}
 }
+
+// An http webhook call goes through the transport with the loopback-only
+// mark: a non-loopback address is refused when dialled (the URL check at
+// set time cannot see what localhost resolves to later).
+func TestWebhookHTTPDialsLoopbackOnly(t *testing.T) {
+	e := newEnv(t)
+	svc := New(e.bar, e.keys, WithClock(e.clk.now), WithWebhookTimeout(time.Second))
+	if err := svc.callWebhook(ctx, "http://10.255.255.1:80/rotate", webhookCall{Secret: "db"}); err != errNotLoopback {
+		t.Fatalf("http to a non-loopback address: %v, want %v", err, errNotLoopback)
+	}
+}
