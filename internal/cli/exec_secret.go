@@ -163,11 +163,29 @@ func listSecretNames(ctx context.Context, c *client.Client, prefix string) (map[
 	}
 }
 
+// startupVariable reports whether a variable name is one that the dynamic
+// loader, a shell or an interpreter acts on when a process starts: set
+// from a field name a secret's writer chose, it would run their code in
+// COMMAND (LD_PRELOAD, BASH_ENV, PATH, ...).
+func startupVariable(name string) bool {
+	if strings.HasPrefix(name, "LD_") || strings.HasPrefix(name, "DYLD_") {
+		return true
+	}
+	switch name {
+	case "PATH", "BASH_ENV", "ENV", "IFS", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND", "CDPATH", "GCONV_PATH",
+		"NODE_OPTIONS", "PYTHONSTARTUP", "PYTHONPATH", "PYTHONHOME", "PERL5OPT", "PERL5LIB", "RUBYOPT", "RUBYLIB",
+		"JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS":
+		return true
+	}
+	return false
+}
+
 // resolveSecrets reads every secret the specs name and maps their fields
 // to variable names. Any secret that cannot be read, a missing field, an
-// ambiguous NAME=ENV, a prefix with no secret or two values for one name
-// is an error: nothing is delivered then.
-func resolveSecrets(ctx context.Context, c *client.Client, specs []secretSpec) (*secretSet, error) {
+// ambiguous NAME=ENV, a prefix with no secret, two values for one name or,
+// when toEnv, a name derived from a field that is a startup variable is an
+// error: nothing is delivered then.
+func resolveSecrets(ctx context.Context, c *client.Client, specs []secretSpec, toEnv bool) (*secretSet, error) {
 	set := &secretSet{versions: map[string]uint32{}}
 	read := map[string]*client.SecretValue{}
 	get := func(name string) (*client.SecretValue, error) {
@@ -191,8 +209,18 @@ func resolveSecrets(ctx context.Context, c *client.Client, specs []secretSpec) (
 		set.values = append(set.values, deliveredValue{target: target, source: source, value: value})
 		return nil
 	}
+	// derived checks a name made from a field name (not given as =ENV).
+	derived := func(target, source string) error {
+		if toEnv && startupVariable(target) {
+			return fmt.Errorf("%s would set %s, a variable read at process start (loader, shell or interpreter); name it explicitly with %s=%s if that is meant", source, target, source, target)
+		}
+		return nil
+	}
 	addAll := func(v *client.SecretValue) error {
 		for _, f := range sortedFields(v.Fields) {
+			if err := derived(deliveryEnvName(f), v.Name+"#"+f); err != nil {
+				return err
+			}
 			if err := add(deliveryEnvName(f), v.Name+"#"+f, v.Fields[f]); err != nil {
 				return err
 			}
@@ -232,6 +260,9 @@ func resolveSecrets(ctx context.Context, c *client.Client, specs []secretSpec) (
 			target := sp.env
 			if target == "" {
 				target = deliveryEnvName(sp.field)
+				if err := derived(target, sp.name+"#"+sp.field); err != nil {
+					return nil, err
+				}
 			}
 			err = add(target, sp.name+"#"+sp.field, val)
 		case sp.env != "":
@@ -390,7 +421,7 @@ func prepareSecretExec(cmd *cobra.Command, o *secretExecOptions, args, env []str
 	if err != nil {
 		return nil, nil, err
 	}
-	set, err := resolveSecrets(cmd.Context(), c, specs)
+	set, err := resolveSecrets(cmd.Context(), c, specs, o.fileDir == "")
 	if err != nil {
 		return nil, nil, notStarted(cmd, args[0], err)
 	}
@@ -551,7 +582,7 @@ func (x *secretExec) check(ctx context.Context, w io.Writer) (*secretSet, bool) 
 	if sameVersions(cur, x.set.versions) {
 		return nil, false
 	}
-	set, err := resolveSecrets(ctx, x.c, x.specs)
+	set, err := resolveSecrets(ctx, x.c, x.specs, x.files == nil)
 	if err != nil {
 		fmt.Fprintf(w, "coffer: warning: watch: %s; keeping the running values\n", describeFetch(x.cmd, err))
 		return nil, false

@@ -1,12 +1,16 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -109,5 +113,48 @@ func TestExecSecretWatchServerHangs(t *testing.T) {
 	}
 	if code := waitExit(t, done, errOut); code != 7 {
 		t.Fatalf("exit %d, want the command's 7; stderr:\n%s", code, errOut.String())
+	}
+}
+
+// TestExecSecretStartupVariableRefused: a field name chosen by whoever
+// writes the secret does not become LD_PRELOAD, BASH_ENV or PATH in
+// COMMAND's environment unless the caller names that variable; as a file
+// name it is harmless.
+func TestExecSecretStartupVariableRefused(t *testing.T) {
+	startDocServer(t)
+	t.Setenv("COFFER_TOKEN_CACHE", "0")
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"secret", "put", "inj/app", "--from-literal", "bash_env=/nonexistent-planted",
+		"--from-literal", "user=app"}, strings.NewReader(""), &out, &errOut); code != 0 {
+		t.Fatalf("put: %d %s", code, errOut.String())
+	}
+	for _, spec := range []string{"inj/app", "inj/app#bash_env", "inj/*"} {
+		errOut.Reset()
+		// --watch keeps coffer the parent: were the secret delivered,
+		// this test process must not be replaced by the command.
+		code := run(context.Background(), []string{"exec", "--secret", spec, "--watch", "--interval", "1h", "--", "true"},
+			strings.NewReader(""), &out, &errOut)
+		if code != 1 || !strings.Contains(errOut.String(), "BASH_ENV") || !strings.Contains(errOut.String(), "was not started") {
+			t.Fatalf("--secret %s: exit %d, stderr %q", spec, code, errOut.String())
+		}
+		if strings.Contains(errOut.String(), "planted") {
+			t.Fatalf("the error holds the value: %q", errOut.String())
+		}
+	}
+	// Named by the caller: delivered (supervised, so this process is not
+	// replaced).
+	done, eo := runExecAsync("--secret", "inj/app#bash_env=BASH_ENV", "--watch", "--interval", "1h", "--",
+		"sh", "-c", `test "$BASH_ENV" = /nonexistent-planted`)
+	if code := waitExit(t, done, eo); code != 0 {
+		t.Fatalf("explicit =BASH_ENV: exit %d; stderr:\n%s", code, eo.String())
+	}
+	// As files the names are only file names.
+	if m, err := fsMagic("/dev/shm"); err != nil || m != tmpfsMagic {
+		t.Fatalf("/dev/shm is not a tmpfs here (%v): the test needs one", err)
+	}
+	dir := filepath.Join("/dev/shm", "coffer-exec-startup-"+strconv.Itoa(os.Getpid()))
+	done, eo = runExecAsync("--secret", "inj/app", "--file-dir", dir, "--", "sh", "-c", `test -f "$0/BASH_ENV" && test -z "$BASH_ENV"`, dir)
+	if code := waitExit(t, done, eo); code != 0 {
+		t.Fatalf("--file-dir: exit %d; stderr:\n%s", code, eo.String())
 	}
 }
