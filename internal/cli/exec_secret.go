@@ -497,11 +497,12 @@ func (x *secretExec) run(prog string, args []string, env []string) error {
 	ctx, cancel := context.WithCancel(x.cmd.Context())
 	defer cancel()
 	type checked struct {
-		set     *secretSet
-		changed bool
+		set             *secretSet
+		changed, failed bool
 	}
 	results := make(chan checked, 1)
 	checking := false
+	failures, skipUntil := 0, time.Time{}
 	for {
 		select {
 		case s := <-sigs:
@@ -509,18 +510,24 @@ func (x *secretExec) run(prog string, args []string, env []string) error {
 		case err := <-done:
 			return childExit(err)
 		case <-tick:
-			if checking {
+			if checking || time.Now().Before(skipUntil) {
 				continue
 			}
 			checking = true
 			go func() {
 				cctx, ccancel := context.WithTimeout(ctx, watchCheckTimeout)
 				defer ccancel()
-				set, changed := x.check(cctx, stderr)
-				results <- checked{set, changed}
+				set, changed, failed := x.check(cctx, stderr)
+				results <- checked{set, changed, failed}
 			}()
 		case r := <-results:
 			checking = false
+			if r.failed {
+				failures++
+				skipUntil = time.Now().Add(watchBackoff(x.opts.interval, failures))
+			} else {
+				failures = 0
+			}
 			set, changed := r.set, r.changed
 			if !changed {
 				continue
@@ -570,28 +577,43 @@ func (x *secretExec) start(prog string, args, env []string) (*exec.Cmd, chan err
 
 // check polls the current versions and, when one changed, reads the
 // secrets again. Errors are reported on w and keep the running values.
-func (x *secretExec) check(ctx context.Context, w io.Writer) (*secretSet, bool) {
+// failed reports an error (the next check then waits longer).
+func (x *secretExec) check(ctx context.Context, w io.Writer) (set *secretSet, changed, failed bool) {
 	if ctx.Err() != nil {
-		return nil, false
+		return nil, false, false
 	}
 	cur, err := currentVersions(ctx, x.c, x.specs)
 	if err != nil {
 		fmt.Fprintf(w, "coffer: warning: watch: %s; keeping the running values\n", describeFetch(x.cmd, err))
-		return nil, false
+		return nil, false, true
 	}
 	if sameVersions(cur, x.set.versions) {
-		return nil, false
+		return nil, false, false
 	}
-	set, err := resolveSecrets(ctx, x.c, x.specs, x.files == nil)
+	set, err = resolveSecrets(ctx, x.c, x.specs, x.files == nil)
 	if err != nil {
 		fmt.Fprintf(w, "coffer: warning: watch: %s; keeping the running values\n", describeFetch(x.cmd, err))
-		return nil, false
+		return nil, false, true
 	}
 	if sameVersions(set.versions, x.set.versions) {
-		return nil, false
+		return nil, false, false
 	}
-	return set, true
+	return set, true, false
 }
+
+// watchBackoff is how long --watch waits beyond its interval after the
+// failures-th failed check in a row: 1, 3, 7, ... intervals, at most
+// maxWatchBackoff, so a server that is down is not asked every interval.
+func watchBackoff(interval time.Duration, failures int) time.Duration {
+	d := interval
+	for i := 1; i < failures && d < maxWatchBackoff; i++ {
+		d = 2*d + interval
+	}
+	return min(d, maxWatchBackoff)
+}
+
+// maxWatchBackoff caps watchBackoff.
+const maxWatchBackoff = 5 * time.Minute
 
 func describeFetch(cmd *cobra.Command, err error) string {
 	var fe *secretFetchError

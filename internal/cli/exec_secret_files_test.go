@@ -158,3 +158,58 @@ func TestExecSecretStartupVariableRefused(t *testing.T) {
 		t.Fatalf("--file-dir: exit %d; stderr:\n%s", code, eo.String())
 	}
 }
+
+// TestExecSecretWatchBacksOff: while the server fails, --watch checks less
+// and less often (1s interval: checks at about 1, 3, 7 s), not every
+// interval.
+func TestExecSecretWatchBacksOff(t *testing.T) {
+	startDocServer(t)
+	t.Setenv("COFFER_TOKEN_CACHE", "0")
+	execSecretPut(t, "back/db", "v1")
+	target, err := url.Parse(os.Getenv("COFFER_ADDR"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failing atomic.Bool
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if failing.Load() {
+			http.Error(w, `{"error":{"code":"internal","message":"down"}}`, http.StatusInternalServerError)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	t.Setenv("COFFER_ADDR", srv.URL)
+
+	log := filepath.Join(t.TempDir(), "log")
+	script := `echo "start:$V" >> "$0"; while [ ! -e "$0.stop" ]; do sleep 0.05; done; exit 9`
+	done, errOut := runExecAsync("--secret", "back/db=V", "--watch", "--interval", "1s", "--", "sh", "-c", script, log)
+	waitLog(t, log, "start:v1", done, errOut)
+	failing.Store(true)
+	time.Sleep(6500 * time.Millisecond)
+	warnings := strings.Count(errOut.String(), "keeping the running values")
+	if err := os.WriteFile(log+".stop", nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, done, errOut); code != 9 {
+		t.Fatalf("exit %d, want 9; stderr:\n%s", code, errOut.String())
+	}
+	if warnings < 1 || warnings > 3 {
+		t.Fatalf("%d failed checks in 6.5 s at a 1 s interval, want 1 to 3 (backing off); stderr:\n%s", warnings, errOut.String())
+	}
+}
+
+func TestWatchBackoff(t *testing.T) {
+	for _, c := range []struct {
+		failures int
+		want     time.Duration
+	}{{1, time.Second}, {2, 3 * time.Second}, {3, 7 * time.Second}, {20, maxWatchBackoff}} {
+		if got := watchBackoff(time.Second, c.failures); got != c.want {
+			t.Errorf("watchBackoff(1s, %d) = %s, want %s", c.failures, got, c.want)
+		}
+	}
+	if got := watchBackoff(10*time.Minute, 1); got != maxWatchBackoff {
+		t.Errorf("a long interval's backoff: %s", got)
+	}
+}
