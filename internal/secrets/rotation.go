@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -299,8 +300,16 @@ func parseRandom(arg string) (generator, error) {
 			return g, fmt.Errorf("%w: unknown random generator option %q (length, charset, field)", ErrInvalidArgument, k)
 		}
 	}
+	// A value guessed in fewer than 2^64 tries is no secret, whatever
+	// the system it goes to accepts.
+	if bits := float64(g.length) * math.Log2(float64(len(g.chars))); bits < minRandomBits {
+		return g, fmt.Errorf("%w: random generator of %d characters from %d gives %.0f bits; at least %d: a longer length or a larger charset", ErrInvalidArgument, g.length, len(g.chars), bits, minRandomBits)
+	}
 	return g, nil
 }
+
+// minRandomBits is the least entropy of a random generator's value.
+const minRandomBits = 64
 
 // checkWebhookURL accepts https URLs, and http only to a loopback address.
 func checkWebhookURL(raw string) error {

@@ -94,6 +94,50 @@ func TestGenerator(t *testing.T) {
 	}
 }
 
+// The generator draws without modulo bias: with ascii-printable (94
+// characters, 256 % 94 = 68) a plain byte % 94 would draw the first 68
+// characters half again as often as the other 26.
+func TestGeneratorUnbiased(t *testing.T) {
+	g, _, err := parseWith("random:length=4096,charset=ascii-printable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[byte]int{}
+	for range 25 {
+		s := g.generate()
+		for i := 0; i < len(s); i++ {
+			counts[s[i]]++
+		}
+	}
+	var low, high float64
+	for i := 0; i < len(g.chars); i++ {
+		if i < 256%len(g.chars) {
+			low += float64(counts[g.chars[i]])
+		} else {
+			high += float64(counts[g.chars[i]])
+		}
+	}
+	lowN := float64(256 % len(g.chars))
+	ratio := (low / lowN) / (high / (float64(len(g.chars)) - lowN))
+	if ratio < 0.9 || ratio > 1.1 {
+		t.Fatalf("the first %.0f characters are drawn %.2f times as often as the others", lowN, ratio)
+	}
+}
+
+// A random generator below 64 bits of entropy is refused.
+func TestGeneratorMinimumEntropy(t *testing.T) {
+	for _, with := range []string{"random:length=8,charset=hex", "random:length=10,charset=alnum", "random:length=63,charset=ab"} {
+		if _, _, err := parseWith(with); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "bits") {
+			t.Errorf("%s: %v", with, err)
+		}
+	}
+	for _, with := range []string{"random:length=16,charset=hex", "random:length=11,charset=alnum", "random:length=64,charset=ab", "random:"} {
+		if _, _, err := parseWith(with); err != nil {
+			t.Errorf("%s: %v", with, err)
+		}
+	}
+}
+
 func TestRotationBadInput(t *testing.T) {
 	e := newEnv(t)
 	e.put(t, "s", map[string]string{"k": "v"})
