@@ -377,6 +377,11 @@ func (s *Service) SetRotation(ctx context.Context, name string, c RotationConfig
 		if r == nil {
 			r = &rotationMeta{State: RotationIdle}
 		}
+		if m.Pending != 0 && isWebhook(r.With) && !isWebhook(c.With) {
+			// The webhook may have applied the pending version: as a
+			// random: one it would be destroyed by a disable.
+			return nil, fmt.Errorf("%w: secret %q has pending version %d from its webhook; retry the rotation or disable it (the version is kept) before a random: generator", ErrRotationPending, name, m.Pending)
+		}
 		r.Every, r.With = int64(c.Every/time.Second), c.With
 		if r.State != RotationFailed && m.Pending == 0 {
 			r.NextAt = now.Add(c.Every)
@@ -397,7 +402,7 @@ func (s *Service) DisableRotation(ctx context.Context, name string) (Metadata, e
 		if m.Rotation == nil {
 			return nil, fmt.Errorf("%w: secret %q has no rotation configuration to disable", ErrNoRotation, name)
 		}
-		webhook := strings.HasPrefix(m.Rotation.With, "webhook:")
+		webhook := isWebhook(m.Rotation.With)
 		m.Rotation = nil
 		ops := []storage.Op{storage.Delete(rotatePrefix + name)}
 		if webhook {
@@ -407,6 +412,9 @@ func (s *Service) DisableRotation(ctx context.Context, name string) (Metadata, e
 		return append(ops, m.rollback(now)...), nil
 	})
 }
+
+// isWebhook reports whether a rotation's with names a webhook.
+func isWebhook(with string) bool { return strings.HasPrefix(with, "webhook:") }
 
 // rollback clears the pending stage and destroys its version.
 func (m *meta) rollback(now time.Time) []storage.Op {

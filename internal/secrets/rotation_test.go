@@ -646,3 +646,27 @@ func TestWebhookHTTPDialsLoopbackOnly(t *testing.T) {
 		t.Fatalf("http to a non-loopback address: %v, want %v", err, errNotLoopback)
 	}
 }
+
+// A webhook's pending version cannot turn into a random: one (which a
+// disable would destroy) by setting the rotation again.
+func TestSetRotationKeepsWebhookPending(t *testing.T) {
+	e := newEnv(t)
+	h := newHook(t)
+	h.set(func(w http.ResponseWriter) { w.WriteHeader(500) })
+	e.put(t, "db", map[string]string{"password": "old"})
+	e.rotation(t, "db", "webhook:"+h.srv.URL)
+	if _, err := e.svc.Rotate(ctx, "db"); !errors.Is(err, ErrRotationFailed) {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.SetRotation(ctx, "db", RotationConfig{Every: 24 * time.Hour, With: "random:"}); !errors.Is(err, ErrRotationPending) {
+		t.Fatalf("webhook to random while pending: %v", err)
+	}
+	// Another webhook URL (a fixed rotator) is fine.
+	if _, err := e.svc.SetRotation(ctx, "db", RotationConfig{Every: 24 * time.Hour, With: "webhook:" + h.srv.URL + "/v2"}); err != nil {
+		t.Fatal(err)
+	}
+	md, err := e.svc.DisableRotation(ctx, "db")
+	if err != nil || md.Versions[1].Destroyed {
+		t.Fatalf("disable: %v %+v", err, md)
+	}
+}
