@@ -658,6 +658,11 @@ func (s *Service) promote(ctx context.Context, name string, old, n uint32) error
 	if m.Pending != n || m.Current != old || m.DeletedAt != nil || m.Rotation == nil {
 		return fmt.Errorf("%w: secret %q is no longer at current %d with pending %d", storage.ErrConflict, name, old, n)
 	}
+	if vm := m.find(n); vm == nil || vm.DestroyedAt != nil {
+		// Destroyed during phase 2: as current it would make every read
+		// fail. The next run rolls it back and starts over.
+		return fmt.Errorf("%w: secret %q: pending version %d was destroyed during the rotation", storage.ErrConflict, name, n)
+	}
 	now := s.now().UTC()
 	m.Previous, m.Current, m.Pending, m.UpdatedAt = old, n, 0, now
 	r := m.Rotation

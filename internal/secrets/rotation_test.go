@@ -670,3 +670,25 @@ func TestSetRotationKeepsWebhookPending(t *testing.T) {
 		t.Fatalf("disable: %v %+v", err, md)
 	}
 }
+
+// A pending version destroyed while the webhook runs is not promoted:
+// current stays the readable old version.
+func TestPendingDestroyedDuringRotationNotPromoted(t *testing.T) {
+	e := newEnv(t)
+	h := newHook(t)
+	e.put(t, "db", map[string]string{"password": "old"})
+	e.rotation(t, "db", "webhook:"+h.srv.URL)
+	h.set(func(w http.ResponseWriter) {
+		if _, err := e.svc.Destroy(ctx, "db", []uint32{2}); err != nil {
+			t.Error(err)
+		}
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+	})
+	if _, err := e.svc.Rotate(ctx, "db"); !errors.Is(err, ErrConflict) {
+		t.Fatalf("rotate: %v", err)
+	}
+	v, err := e.svc.Get(ctx, "db", 0, "")
+	if err != nil || v.Version != 1 || v.Fields["password"] != "old" {
+		t.Fatalf("current after: %d %v", v.Version, err)
+	}
+}
