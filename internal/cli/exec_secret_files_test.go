@@ -213,3 +213,77 @@ func TestWatchBackoff(t *testing.T) {
 		t.Errorf("a long interval's backoff: %s", got)
 	}
 }
+
+// --file-dir is refused when its name is a symlink (even to an empty
+// directory of the caller) or a directory of another user; the target is
+// left as it was.
+func TestSecretFilesRefusedDirs(t *testing.T) {
+	base := t.TempDir()
+	real := filepath.Join(base, "real")
+	if err := os.Mkdir(real, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(base, "link")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openSecretFiles(link, true); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("a symlink as --file-dir: %v", err)
+	}
+	if st, _ := os.Stat(real); st.Mode().Perm() != 0o755 {
+		t.Fatalf("the symlink's target was changed to %o", st.Mode().Perm())
+	}
+	dangling := filepath.Join(base, "dangling")
+	if err := os.Symlink(filepath.Join(base, "nowhere"), dangling); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openSecretFiles(dangling, true); err == nil {
+		t.Fatal("a dangling symlink as --file-dir was accepted")
+	}
+	if _, err := os.Lstat(filepath.Join(base, "nowhere")); !os.IsNotExist(err) {
+		t.Fatalf("the dangling symlink's target was created (%v)", err)
+	}
+	// Another user's directory: as root, one given to nobody; otherwise
+	// root's own /.
+	other := "/"
+	if os.Getuid() == 0 {
+		other = filepath.Join(base, "nobody")
+		if err := os.Mkdir(other, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(other, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := openSecretFiles(other, true); err == nil || !strings.Contains(err.Error(), "belongs to another user") {
+		t.Fatalf("another user's directory: %v", err)
+	}
+}
+
+// A symlink planted at a file's name inside --file-dir is replaced, not
+// followed: the value does not reach the link's target.
+func TestSecretFilesSymlinkAtNameReplaced(t *testing.T) {
+	dir := t.TempDir()
+	sf, err := openSecretFiles(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside := filepath.Join(t.TempDir(), "outside")
+	if err := os.WriteFile(outside, []byte("untouched"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "A")); err != nil {
+		t.Fatal(err)
+	}
+	if err := sf.write([]deliveredValue{{target: "A", value: "secret-value"}}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(outside); string(b) != "untouched" {
+		t.Fatalf("the link's target now holds %q", b)
+	}
+	st, err := os.Lstat(filepath.Join(dir, "A"))
+	if err != nil || !st.Mode().IsRegular() || st.Mode().Perm() != 0o400 {
+		t.Fatalf("A: %v %v", st, err)
+	}
+	sf.remove()
+}
