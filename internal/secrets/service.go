@@ -27,6 +27,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cofferkms/coffer/client"
@@ -129,6 +130,10 @@ type Service struct {
 	keys  *keys.Service
 	now   func() time.Time
 	rot   rotator
+
+	// defaultID caches the default key's id once it is known: it is
+	// written once and never changes.
+	defaultID atomic.Pointer[string]
 }
 
 // Option configures a Service.
@@ -185,7 +190,11 @@ type Value struct {
 	CreatedAt  time.Time
 	KeyID      string
 	KeyVersion uint32
-	Fields     map[string]string
+	// CustomerKey is set when the version's key is not the secrets
+	// manager's default key: reading it is also a use of that key, which
+	// its policies may restrict (kms:Decrypt), as in AWS Secrets Manager.
+	CustomerKey bool
+	Fields      map[string]string
 }
 
 // PutRequest writes a new version.
@@ -526,6 +535,7 @@ func (s *Service) defaultKey(ctx context.Context) (string, error) {
 		if err := json.Unmarshal(e.Value, &c); err != nil || c.DefaultKeyID == "" {
 			return "", fmt.Errorf("the secrets configuration (%s) does not parse", configPath)
 		}
+		s.defaultID.Store(&c.DefaultKeyID)
 		return c.DefaultKeyID, nil
 	}
 	if !errors.Is(err, storage.ErrNotFound) {
@@ -546,7 +556,31 @@ func (s *Service) defaultKey(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	s.defaultID.Store(&k.ID)
 	return k.ID, nil
+}
+
+// isDefaultKey reports whether id is the default key of secrets, without
+// creating one. A store with no default key yet has none to compare.
+func (s *Service) isDefaultKey(ctx context.Context, id string) (bool, error) {
+	if d := s.defaultID.Load(); d != nil {
+		return *d == id, nil
+	}
+	e, err := s.store.Get(ctx, configPath)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var c struct {
+		DefaultKeyID string `json:"default_key_id"`
+	}
+	if err := json.Unmarshal(e.Value, &c); err != nil || c.DefaultKeyID == "" {
+		return false, fmt.Errorf("the secrets configuration (%s) does not parse", configPath)
+	}
+	s.defaultID.Store(&c.DefaultKeyID)
+	return c.DefaultKeyID == id, nil
 }
 
 // sealFields encrypts plain (encoded fields) under dk into a version record.
@@ -636,11 +670,16 @@ func (s *Service) Get(ctx context.Context, name string, version uint32, stage st
 		}
 		return Value{}, err
 	}
+	def, err := s.isDefaultKey(ctx, vm.KeyID)
+	if err != nil {
+		return Value{}, err
+	}
 	fields, err := s.open(ctx, name, v, vm.KeyID, e.Value)
 	if err != nil {
 		return Value{}, err
 	}
-	return Value{Name: name, Version: v, Stages: m.stagesOf(v), CreatedAt: vm.CreatedAt, KeyID: vm.KeyID, KeyVersion: vm.KeyVersion, Fields: fields}, nil
+	return Value{Name: name, Version: v, Stages: m.stagesOf(v), CreatedAt: vm.CreatedAt, KeyID: vm.KeyID, KeyVersion: vm.KeyVersion,
+		CustomerKey: !def, Fields: fields}, nil
 }
 
 // open decrypts a stored version record of (name, v).

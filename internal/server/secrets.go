@@ -51,7 +51,7 @@ func (s *Server) secretRoutes() {
 			return secretVersionOf(v), nil
 		}))
 	m.HandleFunc("GET /v1/secrets/data/{name...}", handle(s, route{action: "secret:Read"}, secretResource[empty],
-		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.SecretValue, error) {
+		func(ctx context.Context, r *http.Request, p auth.Principal, _ *empty) (client.SecretValue, error) {
 			version, err := queryUint32(r, "version")
 			if err != nil {
 				return client.SecretValue{}, err
@@ -74,6 +74,18 @@ func (s *Server) secretRoutes() {
 				return client.SecretValue{}, err
 			}
 			recordSecretVersion(ctx, v.Version, v.KeyID, v.KeyVersion)
+			if v.CustomerKey {
+				// A version under a key its writer named is read through
+				// that key: the reader needs kms:Decrypt on it too (as AWS
+				// Secrets Manager asks of customer keys), so the key's
+				// policy governs reads, not only writes. The default key
+				// is the service's own.
+				ec := map[string]string{"coffer-secret": v.Name}
+				if err := s.authorizeItem(ctx, r, &p, "kms:Decrypt", v.KeyID, ec); err != nil {
+					clear(v.Fields)
+					return client.SecretValue{}, err
+				}
+			}
 			return client.SecretValue{Name: v.Name, Version: v.Version, Stages: v.Stages, CreatedAt: v.CreatedAt, KeyID: v.KeyID,
 				KeyVersion: v.KeyVersion, Fields: v.Fields}, nil
 		}))

@@ -219,7 +219,25 @@ func TestSecretsAuthorization(t *testing.T) {
 	}
 	// The secret keeps its key for later writes, which need no key right.
 	e.must("POST", "/v1/secrets/data/team-a/new", writer, client.SecretPutRequest{Fields: map[string]string{"k": "v2"}}, &v)
-	e.must("GET", "/v1/secrets/data/team-a/new", writer, nil, &got)
+	// Reading a version under a named key is a use of that key: without
+	// kms:Decrypt on it the read is refused and no value is sent; a
+	// version under the default key needs no key right.
+	raw = e.wantErr("GET", "/v1/secrets/data/team-a/new", writer, nil, 403, "permission_denied")
+	if !strings.Contains(raw, "kms:Decrypt") || strings.Contains(raw, "v2") {
+		t.Fatalf("refused read of a customer-key version: %s", raw)
+	}
+	e.must("GET", "/v1/secrets/data/team-a/new?version=1", writer, nil, &got)
+	reader2 := e.policyToken("team-a-read-key", `statements:
+  - effect: allow
+    actions: [secret:Read]
+    resources: ["secret/team-a/*"]
+  - effect: allow
+    actions: [kms:Decrypt]
+    resources: ["alias/team-a-key"]
+    conditions:
+      StringEquals: {"context.coffer-secret": "team-a/new"}
+`)
+	e.must("GET", "/v1/secrets/data/team-a/new", reader2, nil, &got)
 	if got.Fields["k"] != "v2" {
 		t.Fatalf("read back: %+v", got)
 	}
