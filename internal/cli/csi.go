@@ -4,11 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -107,25 +105,5 @@ func runCSIProvider(parent context.Context, out io.Writer, logger *slog.Logger, 
 	}
 	defer os.Remove(path)
 	gs := csiprovider.NewGRPCServer(p)
-	errc := make(chan error, 1)
-	go func() { errc <- gs.Serve(ln) }()
-	logger.Info("coffer csi provider listening", "socket", path, "server", address)
-	fmt.Fprintf(out, "Listening: unix://%s\n", path)
-	select {
-	case err := <-errc:
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			return err
-		}
-		return nil
-	case <-ctx.Done():
-	}
-	logger.Info("shutting down")
-	done := make(chan struct{})
-	go func() { gs.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		gs.Stop()
-	}
-	return nil
+	return serveGRPC(ctx, out, logger, gs, ln, path, "coffer csi provider listening", "socket", path, "server", address)
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/kmsplugin"
@@ -169,13 +170,22 @@ func runKMSPlugin(parent context.Context, out io.Writer, logger *slog.Logger, c 
 	}()
 	go p.Run(ctx)
 
+	defer serving.Store(false)
+	return serveGRPC(ctx, out, logger, gs, ln, path,
+		"coffer kms plugin listening", "socket", path, "key", key, "server", strings.Join(c.Endpoints(), ","))
+}
+
+// serveGRPC serves gs on the unix socket ln (at path) until the server
+// fails or ctx ends, then stops gracefully, forcing the stop after 10 s
+// (the kubelet's or apiserver's calls in flight get their answers). msg and
+// attrs are the "listening" log line.
+func serveGRPC(ctx context.Context, out io.Writer, logger *slog.Logger, gs *grpc.Server, ln net.Listener, path, msg string, attrs ...any) error {
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(ln) }()
-	logger.Info("coffer kms plugin listening", "socket", path, "key", key, "server", strings.Join(c.Endpoints(), ","))
+	logger.Info(msg, attrs...)
 	fmt.Fprintf(out, "Listening: unix://%s\n", path)
 	select {
 	case err := <-errc:
-		serving.Store(false)
 		if err != nil && !errors.Is(err, net.ErrClosed) {
 			return err
 		}
@@ -190,6 +200,5 @@ func runKMSPlugin(parent context.Context, out io.Writer, logger *slog.Logger, c 
 	case <-time.After(10 * time.Second):
 		gs.Stop()
 	}
-	serving.Store(false)
 	return nil
 }
