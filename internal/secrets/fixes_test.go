@@ -126,3 +126,22 @@ func TestDotFieldNamesRefused(t *testing.T) {
 		t.Errorf("dots inside a name are fine: %v", err)
 	}
 }
+
+// The default key's id is cached and forgotten by Unload (a seal): the
+// store unsealed next may hold another default key.
+func TestUnloadForgetsDefaultKey(t *testing.T) {
+	e := newEnv(t)
+	v := e.put(t, "a", map[string]string{"k": "v"})
+	if got, err := e.svc.Get(ctx, "a", 0, ""); err != nil || got.CustomerKey {
+		t.Fatalf("a default-key version read as a customer key: %+v %v", got.CustomerKey, err)
+	}
+	other := "not-" + v.KeyID
+	e.svc.defaultID.Store(&other)
+	if got, _ := e.svc.Get(ctx, "a", 0, ""); !got.CustomerKey {
+		t.Fatal("the cached id is not what Get compares with")
+	}
+	e.svc.Unload()
+	if got, err := e.svc.Get(ctx, "a", 0, ""); err != nil || got.CustomerKey {
+		t.Fatalf("after Unload the stored default key is read again: %+v %v", got.CustomerKey, err)
+	}
+}

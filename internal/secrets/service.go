@@ -527,16 +527,9 @@ func (s *Service) dataKey(ctx context.Context, ref string, ec map[string]string)
 // written (alias/coffer/ is reserved to Coffer, and the key service keeps
 // it so).
 func (s *Service) defaultKey(ctx context.Context) (string, error) {
-	var c struct {
-		DefaultKeyID string `json:"default_key_id"`
-	}
-	e, err := s.store.Get(ctx, configPath)
+	id, err := s.storedDefaultKey(ctx)
 	if err == nil {
-		if err := json.Unmarshal(e.Value, &c); err != nil || c.DefaultKeyID == "" {
-			return "", fmt.Errorf("the secrets configuration (%s) does not parse", configPath)
-		}
-		s.defaultID.Store(&c.DefaultKeyID)
-		return c.DefaultKeyID, nil
+		return id, nil
 	}
 	if !errors.Is(err, storage.ErrNotFound) {
 		return "", err
@@ -545,8 +538,7 @@ func (s *Service) defaultKey(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("creating the default key of secrets: %w", err)
 	}
-	c.DefaultKeyID = k.ID
-	v, _ := json.Marshal(c)
+	v, _ := json.Marshal(secretsConfig{DefaultKeyID: k.ID})
 	err = s.store.Apply(ctx, storage.Op{Kind: storage.OpPut, Key: configPath, Value: v, IfRevision: 0})
 	if errors.Is(err, storage.ErrConflict) {
 		// Another replica made one first: use it, and let ours go.
@@ -563,24 +555,39 @@ func (s *Service) defaultKey(ctx context.Context) (string, error) {
 // isDefaultKey reports whether id is the default key of secrets, without
 // creating one. A store with no default key yet has none to compare.
 func (s *Service) isDefaultKey(ctx context.Context, id string) (bool, error) {
-	if d := s.defaultID.Load(); d != nil {
-		return *d == id, nil
-	}
-	e, err := s.store.Get(ctx, configPath)
+	d, err := s.storedDefaultKey(ctx)
 	if errors.Is(err, storage.ErrNotFound) {
 		return false, nil
 	}
+	return d == id, err
+}
+
+// Unload forgets the cached default key id (on seal: the store unsealed
+// next may be a restored one with another default key).
+func (s *Service) Unload() { s.defaultID.Store(nil) }
+
+// secretsConfig is the record at configPath.
+type secretsConfig struct {
+	DefaultKeyID string `json:"default_key_id"`
+}
+
+// storedDefaultKey returns the default key's id from the cache or the
+// store (storage.ErrNotFound when none was made yet); it never changes
+// once written, so it is cached.
+func (s *Service) storedDefaultKey(ctx context.Context) (string, error) {
+	if d := s.defaultID.Load(); d != nil {
+		return *d, nil
+	}
+	e, err := s.store.Get(ctx, configPath)
 	if err != nil {
-		return false, err
+		return "", err
 	}
-	var c struct {
-		DefaultKeyID string `json:"default_key_id"`
-	}
+	var c secretsConfig
 	if err := json.Unmarshal(e.Value, &c); err != nil || c.DefaultKeyID == "" {
-		return false, fmt.Errorf("the secrets configuration (%s) does not parse", configPath)
+		return "", fmt.Errorf("the secrets configuration (%s) does not parse", configPath)
 	}
 	s.defaultID.Store(&c.DefaultKeyID)
-	return c.DefaultKeyID == id, nil
+	return c.DefaultKeyID, nil
 }
 
 // sealFields encrypts plain (encoded fields) under dk into a version record.

@@ -34,7 +34,8 @@ type Sys struct {
 	Tokens  *auth.Tokens
 	// IAM, when set, holds policies, roles, access keys and clusters.
 	IAM *iam.Service
-	// Secrets is the secrets manager (no cache: nothing to load or wipe).
+	// Secrets is the secrets manager (it caches only the default key's
+	// id, forgotten on seal).
 	Secrets *secrets.Service
 
 	mu sync.Mutex // serializes init, unseal and seal
@@ -210,6 +211,9 @@ func (s *Sys) sealLocked() {
 	}
 	s.Keys.Unload()
 	s.Tokens.Unload()
+	if s.Secrets != nil {
+		s.Secrets.Unload()
+	}
 }
 
 // RotateKeyring adds a new barrier keyring term that every later write is
