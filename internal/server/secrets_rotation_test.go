@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -252,14 +250,7 @@ func TestSecretRotationAuditAndMetrics(t *testing.T) {
 		t.Error("a secret name is a metric label")
 	}
 	stop()
-	var all []byte
-	filepath.WalkDir(b.AuditDir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			x, _ := os.ReadFile(p)
-			all = append(all, x...)
-		}
-		return nil
-	})
+	all := auditBytes(t, b.AuditDir)
 	for _, want := range []string{`"secret/rotated/db"`, "secret_version=2 previous_version=1", "pending_version=2 secret_version=1"} {
 		if !bytes.Contains(all, []byte(want)) {
 			t.Errorf("the audit trail lacks %s", want)

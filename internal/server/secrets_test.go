@@ -298,18 +298,30 @@ func TestSecretsAuditAndMetrics(t *testing.T) {
 		t.Error("a secret name is a metric label")
 	}
 	stop()
-	var all []byte
-	filepath.WalkDir(b.AuditDir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			x, _ := os.ReadFile(p)
-			all = append(all, x...)
-		}
-		return nil
-	})
+	all := auditBytes(t, b.AuditDir)
 	if !bytes.Contains(all, []byte(`"secret/audited/db"`)) || !bytes.Contains(all, []byte("secret_version=1")) {
 		t.Fatalf("the audit trail lacks the secret name or version")
 	}
 	if bytes.Contains(all, []byte(planted)) {
 		t.Fatal("a secret value is in the audit trail")
 	}
+}
+
+// auditBytes is every audit file under dir, concatenated (the trail as a
+// reader of the disk sees it). A file that cannot be read fails the test.
+func auditBytes(t *testing.T, dir string) []byte {
+	t.Helper()
+	var all []byte
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		x, err := os.ReadFile(p)
+		all = append(all, x...)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return all
 }
