@@ -134,6 +134,9 @@ type Service struct {
 	// defaultID caches the default key's id once it is known: it is
 	// written once and never changes.
 	defaultID atomic.Pointer[string]
+
+	// hub wakes the waiters of a secret when it changes (wait.go).
+	hub hub
 }
 
 // Option configures a Service.
@@ -144,7 +147,8 @@ func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = 
 
 // New builds the service over store, encrypting with ks.
 func New(store Store, ks *keys.Service, opts ...Option) *Service {
-	s := &Service{store: store, keys: ks, now: time.Now}
+	s := &Service{keys: ks, now: time.Now}
+	s.store = notifyingStore{Store: store, hub: &s.hub}
 	for _, o := range opts {
 		o(s)
 	}
@@ -563,8 +567,12 @@ func (s *Service) isDefaultKey(ctx context.Context, id string) (bool, error) {
 }
 
 // Unload forgets the cached default key id (on seal: the store unsealed
-// next may be a restored one with another default key).
-func (s *Service) Unload() { s.defaultID.Store(nil) }
+// next may be a restored one with another default key) and wakes every
+// waiter, whose reads then fail as sealed.
+func (s *Service) Unload() {
+	s.defaultID.Store(nil)
+	s.hub.notifyAll()
+}
 
 // secretsConfig is the record at configPath.
 type secretsConfig struct {
