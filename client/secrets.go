@@ -86,6 +86,13 @@ type SecretRotation struct {
 	// LastError describes the last failure (never a value).
 	LastError   string     `json:"last_error,omitempty"`
 	LastRotated *time.Time `json:"last_rotated,omitempty"`
+	// Unsigned: a webhook rotation configured before calls were signed;
+	// its calls carry no Coffer-Signature until rotation is set again.
+	Unsigned bool `json:"unsigned,omitempty"`
+	// SigningKey (base64, 32 bytes) is set only in the answer of the
+	// rotation set that made it: the webhook's signing key, shown this
+	// once. Verify calls with VerifyWebhookSignature.
+	SigningKey string `json:"signing_key,omitempty"`
 }
 
 // SecretRotationRequest configures a secret's rotation (PUT
@@ -93,6 +100,9 @@ type SecretRotation struct {
 type SecretRotationRequest struct {
 	Every string `json:"every"`
 	With  string `json:"with"`
+	// RollSigningKey replaces a webhook rotation's signing key (the new
+	// one is in the answer); otherwise setting the rotation again keeps it.
+	RollSigningKey bool `json:"roll_signing_key,omitempty"`
 }
 
 // SecretRotateResult is a completed rotation (POST /v1/secrets/rotate/NAME).

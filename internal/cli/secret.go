@@ -410,6 +410,12 @@ func printSecretMetadata(cmd *cobra.Command, md *client.SecretMetadata) error {
 		if r.State == "failed" {
 			f = append(f, field{"Failed attempts", strconv.Itoa(r.Attempts)}, field{"Last error", r.LastError})
 		}
+		if r.Unsigned {
+			f = append(f, field{"Webhook calls", "unsigned (set the rotation again to make a signing key)"})
+		}
+		if r.SigningKey != "" {
+			f = append(f, field{"Signing key", r.SigningKey + " (shown once: give it to the webhook)"})
+		}
 	}
 	return printFields(cmd.OutOrStdout(), f)
 }
@@ -565,6 +571,7 @@ new value, applied, and promoted to current. Needs secret:Rotate.`
 
 func newSecretRotationSetCmd() *cobra.Command {
 	var every, with string
+	var roll bool
 	cmd := &cobra.Command{
 		Use:   "set NAME --every PERIOD --with GENERATOR",
 		Short: "Rotate a secret on a schedule",
@@ -574,7 +581,10 @@ random:length=N,charset=alnum|hex|base64|ascii-printable|CHARS,field=NAME
 length=32, charset=alnum, field=password) or webhook:URL (https, or http to
 a loopback address): Coffer makes the pending version with a random
 password field and POSTs {secret, old_version, new_version, step} to the
-URL, step apply then test; it must answer {"status":"ok"}.`,
+URL, step apply then test; it must answer {"status":"ok"}. Each call is
+signed (header Coffer-Signature, docs/formats.md): the first webhook
+rotation set prints the signing key, once; setting the rotation again keeps
+it unless --roll-signing-key asks for a new one (printed once too).`,
 		Example: `  coffer secret rotation set team-a/web/db --every 30d --with random:length=32,charset=alnum
   coffer secret rotation set team-a/web/db --every 7d --with webhook:https://rotator.internal/db`,
 		Args: exactArgs(1, "NAME"),
@@ -586,7 +596,7 @@ URL, step apply then test; it must answer {"status":"ok"}.`,
 			if err != nil {
 				return err
 			}
-			md, err := c.SecretSetRotation(cmd.Context(), args[0], client.SecretRotationRequest{Every: every, With: with})
+			md, err := c.SecretSetRotation(cmd.Context(), args[0], client.SecretRotationRequest{Every: every, With: with, RollSigningKey: roll})
 			if err != nil {
 				return err
 			}
@@ -595,6 +605,7 @@ URL, step apply then test; it must answer {"status":"ok"}.`,
 	}
 	cmd.Flags().StringVar(&every, "every", "", "rotation period, at least 1h (30d, 12h)")
 	cmd.Flags().StringVar(&with, "with", "", "random:length=N,charset=...,field=NAME or webhook:URL")
+	cmd.Flags().BoolVar(&roll, "roll-signing-key", false, "replace the webhook's signing key (the new one is printed once)")
 	return cmd
 }
 

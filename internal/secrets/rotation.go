@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/storage"
 )
@@ -130,7 +131,15 @@ type rotationMeta struct {
 	Attempts    int        `json:"attempts,omitempty"`
 	LastError   string     `json:"last_error,omitempty"`
 	LastRotated *time.Time `json:"last_rotated,omitempty"`
+	// SigningKey signs a webhook rotation's calls (SigningKeySize random
+	// bytes, inside the barrier like the rest of the metadata). A webhook
+	// configuration stored before calls were signed has none: its calls
+	// go unsigned until rotation is set again, which makes one.
+	SigningKey []byte `json:"signing_key,omitempty"`
 }
+
+// SigningKeySize is the size of a webhook rotation's signing key.
+const SigningKeySize = 32
 
 // RotationInfo is a secret's rotation configuration and state.
 type RotationInfo struct {
@@ -141,6 +150,12 @@ type RotationInfo struct {
 	Attempts    int
 	LastError   string
 	LastRotated time.Time
+	// Unsigned: a webhook rotation without a signing key (configured
+	// before calls were signed); its calls carry no Coffer-Signature.
+	Unsigned bool
+	// NewSigningKey is set only in SetRotation's answer, when it made a
+	// signing key: the one time the key leaves the server.
+	NewSigningKey []byte
 }
 
 func (r *rotationMeta) info() *RotationInfo {
@@ -148,7 +163,7 @@ func (r *rotationMeta) info() *RotationInfo {
 		return nil
 	}
 	ri := &RotationInfo{Every: time.Duration(r.Every) * time.Second, With: r.With, NextAt: r.NextAt, State: r.State,
-		Attempts: r.Attempts, LastError: r.LastError}
+		Attempts: r.Attempts, LastError: r.LastError, Unsigned: isWebhook(r.With) && len(r.SigningKey) == 0}
 	if r.LastRotated != nil {
 		ri.LastRotated = *r.LastRotated
 	}
@@ -358,10 +373,16 @@ func (g generator) generate() string {
 type RotationConfig struct {
 	Every time.Duration
 	With  string
+	// RollSigningKey replaces a webhook rotation's signing key with a new
+	// one (otherwise a webhook rotation set again keeps its key).
+	RollSigningKey bool
 }
 
 // SetRotation configures a secret's rotation; the first one is due after
-// Every (rotate at once with Rotate).
+// Every (rotate at once with Rotate). A webhook rotation gets a signing key
+// when it has none (or c.RollSigningKey asks for a new one); the answer's
+// Rotation.NewSigningKey carries it, this once. A random: generator keeps
+// no key.
 func (s *Service) SetRotation(ctx context.Context, name string, c RotationConfig) (Metadata, error) {
 	if c.Every < MinRotationEvery {
 		return Metadata{}, fmt.Errorf("%w: the rotation period must be at least 1h, not %s", ErrInvalidArgument, c.Every)
@@ -369,7 +390,9 @@ func (s *Service) SetRotation(ctx context.Context, name string, c RotationConfig
 	if _, _, err := parseWith(c.With); err != nil {
 		return Metadata{}, err
 	}
-	return s.update(ctx, name, func(m *meta, now time.Time) ([]storage.Op, error) {
+	var made []byte
+	md, err := s.update(ctx, name, func(m *meta, now time.Time) ([]storage.Op, error) {
+		made = nil
 		if m.DeletedAt != nil {
 			return nil, m.deletedErr()
 		}
@@ -383,12 +406,24 @@ func (s *Service) SetRotation(ctx context.Context, name string, c RotationConfig
 			return nil, fmt.Errorf("%w: secret %q has pending version %d from its webhook; retry the rotation or disable it (the version is kept) before a random: generator", ErrRotationPending, name, m.Pending)
 		}
 		r.Every, r.With = int64(c.Every/time.Second), c.With
+		switch {
+		case !isWebhook(c.With):
+			r.SigningKey = nil
+		case len(r.SigningKey) == 0 || c.RollSigningKey:
+			made = make([]byte, SigningKeySize)
+			rand.Read(made)
+			r.SigningKey = made
+		}
 		if r.State != RotationFailed && m.Pending == 0 {
 			r.NextAt = now.Add(c.Every)
 		}
 		m.Rotation = r
 		return []storage.Op{storage.Put(rotatePrefix+name, []byte(r.NextAt.Format(time.RFC3339Nano)))}, nil
 	})
+	if err == nil && made != nil && md.Rotation != nil {
+		md.Rotation.NewSigningKey = made
+	}
+	return md, err
 }
 
 // DisableRotation removes a secret's rotation configuration. A pending
@@ -536,7 +571,7 @@ func (s *Service) rotate(ctx context.Context, m *meta, rev int64, stopAfter func
 	}
 	if hook != "" {
 		for _, step := range []string{"apply", "test"} {
-			if err := s.callWebhook(ctx, hook, webhookCall{Secret: m.Name, OldVersion: old, NewVersion: n, Step: step}); err != nil {
+			if err := s.callWebhook(ctx, hook, m.Rotation.SigningKey, webhookCall{Secret: m.Name, OldVersion: old, NewVersion: n, Step: step}); err != nil {
 				s.rot.failed.Add(1)
 				ferr := s.recordFailure(ctx, m.Name, n, step, err)
 				return res, errors.Join(fmt.Errorf("%w: secret %q, step %s: %s; current (version %d) is untouched", ErrRotationFailed, m.Name, step, err, old), ferr)
@@ -711,9 +746,10 @@ func retryDelay(attempts int) time.Duration {
 	return min(d, MaxRetryDelay)
 }
 
-// callWebhook POSTs call and wants 2xx with {"status":"ok"}. Its errors
-// name the status or the parse failure, never the response body.
-func (s *Service) callWebhook(ctx context.Context, hook string, call webhookCall) error {
+// callWebhook POSTs call and wants 2xx with {"status":"ok"}. With a key,
+// the call carries a Coffer-Signature over its body (docs/formats.md). Its
+// errors name the status or the parse failure, never the response body.
+func (s *Service) callWebhook(ctx context.Context, hook string, key []byte, call webhookCall) error {
 	body, _ := json.Marshal(call)
 	if u, err := url.Parse(hook); err != nil || u.Scheme != "https" {
 		ctx = context.WithValue(ctx, loopbackOnly{}, true)
@@ -723,6 +759,9 @@ func (s *Service) callWebhook(ctx context.Context, hook string, call webhookCall
 		return errors.New("the webhook URL does not make a request")
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if len(key) != 0 {
+		req.Header.Set(client.WebhookSignatureHeader, client.WebhookSignature(key, s.now(), body))
+	}
 	resp, err := s.rot.httpClient().Do(req)
 	if err != nil {
 		var ue *url.Error

@@ -642,7 +642,7 @@ func TestRotationResumeClaimed(t *testing.T) {
 func TestWebhookHTTPDialsLoopbackOnly(t *testing.T) {
 	e := newEnv(t)
 	svc := New(e.bar, e.keys, WithClock(e.clk.now), WithWebhookTimeout(time.Second))
-	if err := svc.callWebhook(ctx, "http://10.255.255.1:80/rotate", webhookCall{Secret: "db"}); err != errNotLoopback {
+	if err := svc.callWebhook(ctx, "http://10.255.255.1:80/rotate", nil, webhookCall{Secret: "db"}); err != errNotLoopback {
 		t.Fatalf("http to a non-loopback address: %v, want %v", err, errNotLoopback)
 	}
 }

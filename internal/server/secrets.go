@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"strconv"
@@ -175,7 +176,7 @@ func (s *Server) secretRotationRoutes() {
 			if rec := recordOf(ctx); rec != nil {
 				rec.Detail = "rotation every=" + keys.FormatPeriod(every)
 			}
-			return secretMetadataOf(sec.SetRotation(ctx, r.PathValue("name"), secrets.RotationConfig{Every: every, With: req.With}))
+			return secretMetadataOf(sec.SetRotation(ctx, r.PathValue("name"), secrets.RotationConfig{Every: every, With: req.With, RollSigningKey: req.RollSigningKey}))
 		}))
 	m.HandleFunc("DELETE /v1/secrets/rotation/{name...}", handle(s, route{action: "secret:Rotate"}, secretResource[empty],
 		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.SecretMetadata, error) {
@@ -264,7 +265,10 @@ func secretMetadataOf(m secrets.Metadata, err error) (client.SecretMetadata, err
 	}
 	if r := m.Rotation; r != nil {
 		out.Rotation = &client.SecretRotation{Every: keys.FormatPeriod(r.Every), With: r.With, NextAt: r.NextAt, State: r.State,
-			Attempts: r.Attempts, LastError: r.LastError, LastRotated: timeOrNil(r.LastRotated)}
+			Attempts: r.Attempts, LastError: r.LastError, LastRotated: timeOrNil(r.LastRotated), Unsigned: r.Unsigned}
+		if len(r.NewSigningKey) != 0 {
+			out.Rotation.SigningKey = base64.StdEncoding.EncodeToString(r.NewSigningKey)
+		}
 	}
 	return out, nil
 }

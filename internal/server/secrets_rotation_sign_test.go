@@ -1,0 +1,51 @@
+package server_test
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/cofferkms/coffer/client"
+)
+
+// The webhook's signing key is in the answer of the rotation set that
+// made it and nowhere else: not in a metadata read, not in an answer that
+// keeps it, not in the audit records.
+func TestRotationSigningKeyShownOnce(t *testing.T) {
+	e := newRotationEnv(t)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+	}))
+	defer hook.Close()
+	const name = "team-a/signed"
+	e.must("POST", "/v1/secrets/data/"+name, e.root, client.SecretPutRequest{Fields: map[string]string{"password": "first-value-xyz"}}, nil)
+	var md client.SecretMetadata
+	e.must("PUT", "/v1/secrets/rotation/"+name, e.root, client.SecretRotationRequest{Every: "30d", With: "webhook:" + hook.URL}, &md)
+	key := md.Rotation.SigningKey
+	if k, err := base64.StdEncoding.DecodeString(key); err != nil || len(k) != 32 {
+		t.Fatalf("signing key %q: %d bytes, %v", key, len(k), err)
+	}
+	var again, read client.SecretMetadata
+	e.must("PUT", "/v1/secrets/rotation/"+name, e.root, client.SecretRotationRequest{Every: "7d", With: "webhook:" + hook.URL}, &again)
+	e.must("GET", "/v1/secrets/metadata/"+name, e.root, nil, &read)
+	if again.Rotation.SigningKey != "" || read.Rotation.SigningKey != "" || read.Rotation.Unsigned {
+		t.Fatalf("kept key shown again (%q) or in a read (%q), unsigned %v", again.Rotation.SigningKey, read.Rotation.SigningKey, read.Rotation.Unsigned)
+	}
+	var rolled client.SecretMetadata
+	e.must("PUT", "/v1/secrets/rotation/"+name, e.root, client.SecretRotationRequest{Every: "7d", With: "webhook:" + hook.URL, RollSigningKey: true}, &rolled)
+	if rolled.Rotation.SigningKey == "" || rolled.Rotation.SigningKey == key {
+		t.Fatalf("rolled key %q", rolled.Rotation.SigningKey)
+	}
+	e.rec.mu.Lock()
+	all, _ := json.Marshal(e.rec.recs)
+	e.rec.mu.Unlock()
+	for _, k := range []string{key, rolled.Rotation.SigningKey} {
+		if strings.Contains(string(all), k) {
+			t.Fatal("a signing key is in an audit record")
+		}
+	}
+}
