@@ -491,6 +491,11 @@ func (s *Sys) apply(ctx context.Context, ev storage.Event) error {
 		return nil
 	}
 	c := storage.Change{Path: path, Revision: ev.Revision, Deleted: ev.Kind == storage.EventDelete}
+	if s.owner(path) == "secrets" {
+		// The secrets service caches no record: a change only wakes the
+		// waiters of that secret, which read it again through the barrier.
+		return s.Secrets.Refresh(ctx, c)
+	}
 	if !c.Deleted {
 		e, err := s.Barrier.Open(ctx, path, storage.Entry{Key: path, Value: ev.Value, Revision: ev.Revision})
 		if err != nil {
@@ -522,6 +527,8 @@ func (s *Sys) reread(ctx context.Context, path string) error {
 		return s.Tokens.Reread(ctx, path)
 	case "iam":
 		return s.IAM.Reread(ctx, path)
+	case "secrets":
+		return s.Secrets.Refresh(ctx, storage.Change{Path: path})
 	}
 	return nil
 }
@@ -535,6 +542,8 @@ func (s *Sys) owner(path string) string {
 		return "auth"
 	case strings.HasPrefix(path, "iam/") && s.IAM != nil:
 		return "iam"
+	case strings.HasPrefix(path, "secrets/meta/") && s.Secrets != nil:
+		return "secrets"
 	}
 	return ""
 }
@@ -547,6 +556,9 @@ func (s *Sys) resync(ctx context.Context) error {
 	errs := []error{s.Keys.Resync(ctx), s.Tokens.Resync(ctx)}
 	if s.IAM != nil {
 		errs = append(errs, s.IAM.Resync(ctx))
+	}
+	if s.Secrets != nil {
+		errs = append(errs, s.Secrets.Resync(ctx))
 	}
 	return errors.Join(errs...)
 }

@@ -1,0 +1,51 @@
+package sys_test
+
+import (
+	"context"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/cofferkms/coffer/internal/secrets"
+	"github.com/cofferkms/coffer/internal/storage/inmem"
+)
+
+// TestFollowWakesSecretWaiters: a secret written on one replica wakes a
+// wait on another (the follow loop hands secrets/meta/ changes to the
+// secrets service); the waiter there has no other way to learn of it.
+func TestFollowWakesSecretWaiters(t *testing.T) {
+	rs := replicas(t, inmem.New(), 2)
+	a, b := rs[0].sys.Secrets, rs[1].sys.Secrets
+	if _, err := a.Put(ctx, secrets.PutRequest{Name: "app/db", Fields: map[string]string{"p": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		out []secrets.Change
+		err error
+	}
+	done := make(chan result, 1)
+	wctx, cancel := context.WithTimeout(ctx, 2*propagation)
+	defer cancel()
+	go func() {
+		out, err := b.Wait(wctx, map[string]uint32{"app/db": 1, "app/other": 0}, secrets.WaitOptions{})
+		done <- result{out, err}
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("the wait on the other replica returned before any change: %+v %v", r.out, r.err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	start := time.Now()
+	if _, err := a.Put(ctx, secrets.PutRequest{Name: "app/db", Fields: map[string]string{"p": "2"}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if r.err != nil || !reflect.DeepEqual(r.out, []secrets.Change{{Name: "app/db", CurrentVersion: 2}}) {
+			t.Fatalf("woken with %+v %v", r.out, r.err)
+		}
+		t.Logf("woken on the other replica %s after the write", time.Since(start).Round(time.Microsecond))
+	case <-time.After(propagation):
+		t.Fatal("a write on one replica did not wake a wait on the other")
+	}
+}
