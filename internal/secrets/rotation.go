@@ -180,6 +180,63 @@ type rotator struct {
 	failing atomic.Int64
 	// failingAt is when failing was counted (unix nanoseconds).
 	failingAt atomic.Int64
+	// record, when set, records each rotation RotateDue runs.
+	record atomic.Pointer[func(context.Context, RotationEvent) error]
+}
+
+// RotationEvent is a rotation the background job (RotateDue) runs, as
+// given to the recorder set with SetRotationRecorder: names and version
+// numbers, never a value.
+type RotationEvent struct {
+	Name string
+	// Done is false for the record made before the rotation starts, true
+	// for its outcome.
+	Done bool
+	// Current is the secret's current version when the rotation starts;
+	// Pending the pending version it resumes (0: it makes a new one).
+	Current, Pending uint32
+	// Result and Err are the outcome (Done only).
+	Result RotateResult
+	Err    error
+}
+
+// SetRotationRecorder sets the recorder of the rotations RotateDue runs
+// (the server's audit trail). Each rotation is recorded before it starts
+// and again with its outcome; one whose first record fails is not run
+// (fail closed), and a failed outcome record is part of RotateDue's error.
+// Rotate (a request) is recorded by its caller, not here.
+func (s *Service) SetRotationRecorder(f func(context.Context, RotationEvent) error) {
+	if f == nil {
+		s.rot.record.Store(nil)
+		return
+	}
+	s.rot.record.Store(&f)
+}
+
+// errRotationNotRecorded: the rotation job did not rotate a secret because
+// the recorder refused the record made before it.
+var errRotationNotRecorded = errors.New("the rotation was not run: its audit record could not be written")
+
+// rotateRecorded is one rotation of the job, recorded before it starts and
+// after it ends. recErr is a failure to record the outcome (the rotation
+// itself is in err).
+func (s *Service) rotateRecorded(ctx context.Context, m *meta, rev int64) (res RotateResult, err, recErr error) {
+	rp := s.rot.record.Load()
+	if rp == nil {
+		res, err = s.rotate(ctx, m, rev, nil)
+		return res, err, nil
+	}
+	record := *rp
+	ev := RotationEvent{Name: m.Name, Current: m.Current, Pending: m.Pending}
+	if rerr := record(ctx, ev); rerr != nil {
+		return RotateResult{}, fmt.Errorf("secret %q: %w: %w", m.Name, errRotationNotRecorded, rerr), nil
+	}
+	res, err = s.rotate(ctx, m, rev, nil)
+	ev.Done, ev.Result, ev.Err = true, res, err
+	if rerr := record(ctx, ev); rerr != nil {
+		recErr = fmt.Errorf("secret %q: the audit record of its rotation's outcome could not be written: %w", m.Name, rerr)
+	}
+	return res, err, recErr
 }
 
 // failingFresh is how long a replica reports its last count of failing
@@ -803,8 +860,9 @@ func (s *Service) callWebhook(ctx context.Context, hook string, key []byte, call
 // ones left pending. It lists the rotation markers (one per secret with a
 // rotation configuration), not every secret. It runs as a background job
 // on the job leader; a rotation lost to a concurrent one (another replica)
-// is skipped, not counted as a failure. It returns the rotations
-// completed.
+// is skipped, not counted as a failure. Each rotation it runs is recorded
+// (SetRotationRecorder) before it starts, or not run. It returns the
+// rotations completed.
 func (s *Service) RotateDue(ctx context.Context) (int, error) {
 	marks, err := s.store.List(ctx, rotatePrefix)
 	if err != nil {
@@ -840,8 +898,13 @@ func (s *Service) RotateDue(ctx context.Context) (int, error) {
 			}
 			continue
 		}
-		_, err = s.rotate(ctx, m, rev, nil)
+		_, err, recErr := s.rotateRecorded(ctx, m, rev)
+		if recErr != nil {
+			errs = append(errs, recErr)
+		}
 		switch {
+		case errors.Is(err, errRotationNotRecorded):
+			errs = append(errs, err)
 		case err == nil:
 			done++
 		case errors.Is(err, storage.ErrConflict), errors.Is(err, ErrRotationPending):

@@ -167,6 +167,11 @@ func (s *Server) secretRoutes() {
 func (s *Server) secretRotationRoutes() {
 	sec := s.sys.Secrets
 	m := s.mux
+	// The background job's rotations go to the same trail
+	// (secrets_rotation_job.go).
+	if sec != nil {
+		sec.SetRotationRecorder(s.recordScheduledRotation)
+	}
 	m.HandleFunc("PUT /v1/secrets/rotation/{name...}", handle(s, route{action: "secret:Rotate"}, secretResource[client.SecretRotationRequest],
 		func(ctx context.Context, r *http.Request, _ auth.Principal, req *client.SecretRotationRequest) (client.SecretMetadata, error) {
 			every, err := secrets.ParseEvery(req.Every)
