@@ -173,11 +173,13 @@ func (r *rotationMeta) info() *RotationInfo {
 // rotator is the Service's rotation machinery.
 type rotator struct {
 	timeout time.Duration
-	once    sync.Once
-	client  *http.Client
-	ok      atomic.Int64
-	failed  atomic.Int64
-	failing atomic.Int64
+	// concurrency bounds the rotations RotateDue runs at once.
+	concurrency int
+	once        sync.Once
+	client      *http.Client
+	ok          atomic.Int64
+	failed      atomic.Int64
+	failing     atomic.Int64
 	// failingAt is when failing was counted (unix nanoseconds).
 	failingAt atomic.Int64
 	// record, when set, records each rotation RotateDue runs.
@@ -692,6 +694,21 @@ func (s *Service) writePending(ctx context.Context, m *meta, rev int64, gen gene
 	return n, rev, err
 }
 
+// DefaultRotationConcurrency is how many due rotations RotateDue runs at
+// once.
+const DefaultRotationConcurrency = 8
+
+// WithRotationConcurrency sets how many due rotations RotateDue runs at
+// once (0: DefaultRotationConcurrency).
+func WithRotationConcurrency(n int) Option { return func(s *Service) { s.rot.concurrency = n } }
+
+func (r *rotator) workers() int {
+	if r.concurrency <= 0 {
+		return DefaultRotationConcurrency
+	}
+	return r.concurrency
+}
+
 // lease is how long a rotation's pending version counts as in progress
 // after it was written or claimed: both webhook calls, and a minute.
 func (r *rotator) lease() time.Duration {
@@ -869,57 +886,88 @@ func (s *Service) RotateDue(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	now := s.now().UTC()
-	done := 0
-	var failing int64
-	var errs []error
-	for _, p := range marks {
-		name := strings.TrimPrefix(p, rotatePrefix)
-		m, rev, err := s.load(ctx, name)
-		if errors.Is(err, ErrNotFound) {
-			errs = append(errs, s.dropMarker(ctx, p, name, 0))
-			continue
+	var (
+		wg      sync.WaitGroup
+		sem     = make(chan struct{}, s.rot.workers())
+		mu      sync.Mutex // guards done, failing and errs
+		done    int
+		failing int64
+		errs    []error
+	)
+	note := func(ok, failed bool, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if ok {
+			done++
 		}
-		if err == nil && m.Rotation == nil {
-			// Only if still unconfigured: a rotation set again since the
-			// load wrote this marker anew.
-			errs = append(errs, s.dropMarker(ctx, p, name, rev))
-			continue
+		if failed {
+			failing++
 		}
 		if err != nil {
 			errs = append(errs, err)
-			continue
-		}
-		if m.DeletedAt != nil {
-			continue
-		}
-		if now.Before(m.Rotation.NextAt) && !(m.Pending != 0 && m.Rotation.State == RotationPending) {
-			if m.Rotation.State == RotationFailed {
-				failing++
-			}
-			continue
-		}
-		_, err, recErr := s.rotateRecorded(ctx, m, rev)
-		if recErr != nil {
-			errs = append(errs, recErr)
-		}
-		switch {
-		case errors.Is(err, errRotationNotRecorded):
-			errs = append(errs, err)
-		case err == nil:
-			done++
-		case errors.Is(err, storage.ErrConflict), errors.Is(err, ErrRotationPending):
-			// Another replica rotated or wrote it meanwhile, or is
-			// rotating it now.
-		case errors.Is(err, ErrRotationFailed):
-			failing++
-		default:
-			failing++
-			errs = append(errs, err)
 		}
 	}
+	for _, p := range marks {
+		if ctx.Err() != nil {
+			break
+		}
+		m, rev, failed, err := s.dueAt(ctx, p, now)
+		if m == nil {
+			note(false, failed, err)
+			continue
+		}
+		// At most s.rot.workers() at once: one slow webhook (up to its
+		// timeout, twice) does not hold up the others. Each rotation's
+		// writes stay conditional on the revision read here, so the
+		// claims and compare-and-swap keep it exactly once.
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			_, err, recErr := s.rotateRecorded(ctx, m, rev)
+			note(false, false, recErr)
+			switch {
+			case errors.Is(err, errRotationNotRecorded):
+				note(false, false, err)
+			case err == nil:
+				note(true, false, nil)
+			case errors.Is(err, storage.ErrConflict), errors.Is(err, ErrRotationPending):
+				// Another replica rotated or wrote it meanwhile, or is
+				// rotating it now.
+			case errors.Is(err, ErrRotationFailed):
+				note(false, true, nil)
+			default:
+				note(false, true, err)
+			}
+		})
+	}
+	wg.Wait()
 	s.rot.failing.Store(failing)
 	s.rot.failingAt.Store(now.UnixNano())
 	return done, errors.Join(errs...)
+}
+
+// dueAt reads the secret of rotation marker p and returns it (at rev) if
+// its rotation is due at now or left pending; otherwise m is nil, and
+// failing tells whether its rotation is failing. A marker whose secret is
+// gone or has no rotation configuration is dropped.
+func (s *Service) dueAt(ctx context.Context, p string, now time.Time) (m *meta, rev int64, failing bool, err error) {
+	name := strings.TrimPrefix(p, rotatePrefix)
+	m, rev, err = s.load(ctx, name)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, 0, false, s.dropMarker(ctx, p, name, 0)
+	case err != nil:
+		return nil, 0, false, err
+	case m.Rotation == nil:
+		// Only if still unconfigured: a rotation set again since the
+		// load wrote this marker anew.
+		return nil, 0, false, s.dropMarker(ctx, p, name, rev)
+	case m.DeletedAt != nil:
+		return nil, 0, false, nil
+	case now.Before(m.Rotation.NextAt) && !(m.Pending != 0 && m.Rotation.State == RotationPending):
+		return nil, 0, m.Rotation.State == RotationFailed, nil
+	}
+	return m, rev, false, nil
 }
 
 // boundString cuts s to at most n bytes for an error message.
