@@ -75,7 +75,8 @@ type SecretMetadata struct {
 type SecretRotation struct {
 	// Every is the rotation period ("30d" or a Go duration).
 	Every string `json:"every"`
-	// With is random:length=N,charset=...,field=NAME or webhook:URL.
+	// With is random:length=N,charset=...,field=NAME, webhook:URL, or
+	// webhook:length=N,charset=...,field=NAME,url=URL.
 	With string `json:"with"`
 	// NextAt is when the next rotation (or retry) is due.
 	NextAt time.Time `json:"next_at"`

@@ -579,14 +579,17 @@ func newSecretRotationSetCmd() *cobra.Command {
 random:length=N,charset=alnum|hex|base64|ascii-printable|CHARS,field=NAME
 (a new random value in that field, the other fields copied; defaults
 length=32, charset=alnum, field=password) or webhook:URL (https, or http to
-a loopback address): Coffer makes the pending version with a random
-password field and POSTs {secret, old_version, new_version, step} to the
-URL, step apply then test; it must answer {"status":"ok"}. Each call is
-signed (header Coffer-Signature, docs/formats.md): the first webhook
-rotation set prints the signing key, once; setting the rotation again keeps
-it unless --roll-signing-key asks for a new one (printed once too).`,
+a loopback address), or webhook:length=N,charset=...,field=NAME,url=URL
+(the random: options for the new value, url= last): Coffer makes the
+pending version with a random value (default: a password field) and
+POSTs {secret, old_version, new_version, step} to the URL, step apply
+then test; it must answer {"status":"ok"}. Each call is signed (header
+Coffer-Signature, docs/formats.md): the first webhook rotation set prints
+the signing key, once; setting the rotation again keeps it unless
+--roll-signing-key asks for a new one (printed once too).`,
 		Example: `  coffer secret rotation set team-a/web/db --every 30d --with random:length=32,charset=alnum
-  coffer secret rotation set team-a/web/db --every 7d --with webhook:https://rotator.internal/db`,
+  coffer secret rotation set team-a/web/db --every 7d --with webhook:https://rotator.internal/db
+  coffer secret rotation set team-a/web/api --every 7d --with webhook:length=40,charset=hex,field=token,url=https://rotator.internal/api`,
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if every == "" || with == "" {
@@ -604,7 +607,7 @@ it unless --roll-signing-key asks for a new one (printed once too).`,
 		},
 	}
 	cmd.Flags().StringVar(&every, "every", "", "rotation period, at least 1h (30d, 12h)")
-	cmd.Flags().StringVar(&with, "with", "", "random:length=N,charset=...,field=NAME or webhook:URL")
+	cmd.Flags().StringVar(&with, "with", "", "random:length=N,charset=...,field=NAME, webhook:URL or webhook:length=N,...,url=URL")
 	cmd.Flags().BoolVar(&roll, "roll-signing-key", false, "replace the webhook's signing key (the new one is printed once)")
 	return cmd
 }

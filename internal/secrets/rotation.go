@@ -42,8 +42,10 @@ const (
 	MaxRandomLength     = 4096
 	DefaultRandomField  = "password"
 	maxWebhookURL       = 2048
-	maxWith             = maxWebhookURL + 16
-	maxLastError        = 512
+	// maxWith leaves room for a webhook's generator options (a listed
+	// charset of up to 94 characters, a field name) before its URL.
+	maxWith      = maxWebhookURL + 512
+	maxLastError = 512
 
 	rotatePrefix = "secrets/rotate/"
 )
@@ -318,12 +320,37 @@ func parseWith(with string) (gen generator, hook string, err error) {
 		gen, err = parseRandom(arg)
 		return gen, "", err
 	case "webhook":
-		if err := checkWebhookURL(arg); err != nil {
+		return parseWebhook(arg)
+	}
+	return generator{}, "", fmt.Errorf("%w: rotation with %q: want random:length=N,charset=alnum|hex|base64|ascii-printable|CHARS,field=NAME or webhook:URL or webhook:length=N,charset=...,field=NAME,url=URL", ErrInvalidArgument, boundString(with, 64))
+}
+
+// parseWebhook parses a webhook rotation's argument: a URL alone (the
+// default generator), or the random: generator's options followed by
+// url=URL, last because a URL may hold commas. An argument whose text
+// before its first "=" holds "://" (or that has no "=") is a URL alone.
+func parseWebhook(arg string) (generator, string, error) {
+	opts, hook := "", arg
+	if head, _, ok := strings.Cut(arg, "="); ok && !strings.Contains(head, "://") {
+		if rest, ok := strings.CutPrefix(arg, "url="); ok {
+			hook = rest
+		} else if i := strings.Index(arg, ",url="); i >= 0 {
+			opts, hook = arg[:i], arg[i+len(",url="):]
+		} else {
+			return generator{}, "", fmt.Errorf("%w: webhook rotation %q: want webhook:URL, or generator options then the URL last: webhook:length=N,charset=C,field=NAME,url=URL", ErrInvalidArgument, boundString(arg, 64))
+		}
+	}
+	gen := defaultGenerator
+	if opts != "" {
+		var err error
+		if gen, err = parseRandom(opts); err != nil {
 			return generator{}, "", err
 		}
-		return defaultGenerator, arg, nil
 	}
-	return generator{}, "", fmt.Errorf("%w: rotation with %q: want random:length=N,charset=alnum|hex|base64|ascii-printable|CHARS,field=NAME or webhook:URL", ErrInvalidArgument, boundString(with, 64))
+	if err := checkWebhookURL(hook); err != nil {
+		return generator{}, "", err
+	}
+	return gen, hook, nil
 }
 
 func parseRandom(arg string) (generator, error) {
