@@ -27,7 +27,7 @@ func newK8sCmd() *cobra.Command {
 	cmd.Long = `Tools for a Kubernetes cluster whose secrets are encrypted with the Coffer
 KMS plugin: see how objects are stored in etcd, and re-encrypt the stale
 ones after a key rotation. See docs/kubernetes.md.`
-	cmd.AddCommand(newK8sStatusCmd(), newK8sMigrateCmd())
+	cmd.AddCommand(newK8sStatusCmd(), newK8sMigrateCmd(), newK8sSyncCmd())
 	return cmd
 }
 
