@@ -21,4 +21,3 @@ func (c *ClientCoffer) SecretWait(ctx context.Context, token string, known map[s
 	}
 	return out, nil
 }
-
