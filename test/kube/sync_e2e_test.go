@@ -1,0 +1,308 @@
+package kube_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"sigs.k8s.io/yaml"
+
+	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/secretsync"
+	"github.com/cofferkms/coffer/test/kube"
+)
+
+var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// installCRD creates the CofferSecret CRD from the shipped
+// deploy/coffer-sync/crd.yaml through the apiextensions API and waits
+// until it is established.
+func installCRD(t *testing.T, dyn dynamic.Interface) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(kube.ModuleRoot(t), "deploy", "coffer-sync", "crd.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var obj map[string]any
+	if err := yaml.Unmarshal(raw, &obj); err != nil {
+		t.Fatalf("crd.yaml: %v", err)
+	}
+	ctx := context.Background()
+	if _, err := dyn.Resource(crdGVR).Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating the CRD from crd.yaml: %v", err)
+	}
+	eventually(t, "the CRD established", func() bool {
+		u, err := dyn.Resource(crdGVR).Get(ctx, "coffersecrets.cofferkms.io", metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			m, _ := c.(map[string]any)
+			if m["type"] == "Established" && m["status"] == "True" {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(kube.Patience())
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// syncLog collects the controller's log for the no-value check.
+type syncLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// TestSyncE2E runs the `coffer k8s sync` controller in process against a
+// real kube-apiserver (its Secrets encrypted at rest by the Coffer KMS
+// plugin) and a real Coffer server, with the CRD installed from the
+// shipped YAML and service-account tokens from the real TokenRequest API:
+// a CofferSecret's Secret appears and is stored under the coffer KMS v2
+// provider in etcd; a new version in Coffer reaches the Secret through the
+// long-poll and restarts the Deployment; a CofferSecret naming another
+// namespace's secret gets Ready=False reason Forbidden and no Secret.
+func TestSyncE2E(t *testing.T) {
+	kube.RequireE2E(t)
+	c := kube.StartCluster(t, kube.ClusterOptions{KMS: true, APIServer: kube.APIServerOptions{ExtraArgs: []string{"--external-hostname=127.0.0.1"}}})
+	api, coffer := c.APIServer, c.Coffer
+	ctx := context.Background()
+	root := coffer.Client()
+	cs := api.Clientset()
+	dyn, err := dynamic.NewForConfig(api.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	installCRD(t, dyn)
+
+	api.CreateServiceAccount(t, "team-a", "default")
+	api.CreateServiceAccount(t, "team-b", "default")
+	api.CreateServiceAccount(t, "coffer-system", "coffer-sync")
+	if _, err := root.RegisterCluster(ctx, client.Cluster{Name: "kube", Mode: "jwks", DiscoveryURL: api.URL,
+		CACert: string(api.CACertPEM()), ReviewerToken: kube.AdminToken}); err != nil {
+		t.Fatalf("RegisterCluster: %v", err)
+	}
+	doc := "statements:\n  - effect: allow\n    actions: [secret:Read, secret:List]\n    resources: [\"secret/${principal.namespace}/*\"]\n"
+	if _, err := root.PutPolicy(ctx, "ns-reads-own-secrets", client.PutPolicyRequest{Document: doc}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.CreateRole(ctx, client.Role{Name: "k8s-sync", Policies: []string{"ns-reads-own-secrets"},
+		Kubernetes: []client.KubernetesTrust{{Cluster: "kube", Namespace: "*", ServiceAccount: "default", Audience: "coffer"}}}); err != nil {
+		t.Fatal(err)
+	}
+	put := func(name string, fields map[string]string) {
+		t.Helper()
+		if _, err := root.SecretPut(ctx, name, client.SecretPutRequest{Fields: fields}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("team-a/db", map[string]string{"password": "sync-pw-1", "user": "app"})
+	put("team-b/db", map[string]string{"password": "sync-pw-b"})
+
+	labels := map[string]string{"app": "web"}
+	if _, err := cs.AppsV1().Deployments("team-a").Create(ctx, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: labels},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "registry.example.internal/web:1"}}},
+		}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	logs := &syncLog{}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- secretsync.Run(runCtx, secretsync.Config{
+			Kube: cs, Dynamic: dyn, Role: "k8s-sync",
+			Coffer: &secretsync.ClientCoffer{NewClient: func(token string) (*client.Client, error) {
+				return client.New(coffer.Addr, client.WithToken(token))
+			}},
+			LeaseNamespace: "coffer-system", LeaseName: "coffer-sync", Identity: "e2e-1",
+			Wait: 20 * time.Second, MinRetry: 200 * time.Millisecond, MaxRetry: 2 * time.Second,
+			Logger: slog.New(slog.NewTextHandler(logs, nil)),
+		})
+	}()
+	t.Cleanup(func() {
+		stop()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("the controller did not stop within 30s")
+		}
+		if t.Failed() {
+			t.Logf("controller log:\n%s", logs.String())
+		}
+	})
+
+	crs := dyn.Resource(secretsync.GVR)
+	create := func(ns, name string, spec map[string]any) *unstructured.Unstructured {
+		t.Helper()
+		u, err := crs.Namespace(ns).Create(ctx, &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "cofferkms.io/v1alpha1", "kind": "CofferSecret",
+			"metadata": map[string]any{"name": name}, "spec": spec,
+		}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("creating CofferSecret %s/%s: %v", ns, name, err)
+		}
+		return u
+	}
+	ready := func(ns, name string) (reason, message string, version int64) {
+		u, err := crs.Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		version, _, _ = unstructured.NestedInt64(u.Object, "status", "syncedVersion")
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			if m, _ := c.(map[string]any); m["type"] == "Ready" {
+				reason, _ = m["reason"].(string)
+				message, _ = m["message"].(string)
+			}
+		}
+		return reason, message, version
+	}
+	secret := func(ns, name string) *corev1.Secret {
+		s, err := cs.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	restartedAt := func() string {
+		d, err := cs.AppsV1().Deployments("team-a").Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Spec.Template.Annotations["kubectl.kubernetes.io/restartedAt"]
+	}
+
+	// The schema's defaults and validation are the shipped YAML's.
+	if _, err := crs.Namespace("team-a").Create(ctx, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "cofferkms.io/v1alpha1", "kind": "CofferSecret", "metadata": map[string]any{"name": "bad"},
+		"spec": map[string]any{"secret": "team-a/db", "target": map[string]any{"deletionPolicy": "Orphan"}},
+	}}, metav1.CreateOptions{}); !apierrors.IsInvalid(err) {
+		t.Fatalf("a CofferSecret with deletionPolicy Orphan: %v, want Invalid from the CRD schema", err)
+	}
+	cr := create("team-a", "db", map[string]any{"secret": "team-a/db",
+		"rolloutRestart": []any{map[string]any{"kind": "Deployment", "name": "web"}}})
+	if p, _, _ := unstructured.NestedString(cr.Object, "spec", "target", "deletionPolicy"); p != "Delete" {
+		t.Errorf("the CRD did not default spec.target.deletionPolicy: %q", p)
+	}
+
+	eventually(t, "the Secret team-a/db", func() bool { return secret("team-a", "db") != nil })
+	s := secret("team-a", "db")
+	if string(s.Data["password"]) != "sync-pw-1" || string(s.Data["user"]) != "app" || s.Annotations["cofferkms.io/version"] != "1" {
+		t.Fatalf("Secret data keys %d, version %q", len(s.Data), s.Annotations["cofferkms.io/version"])
+	}
+	if len(s.OwnerReferences) != 1 || s.OwnerReferences[0].UID != cr.GetUID() {
+		t.Fatalf("owner references %+v", s.OwnerReferences)
+	}
+	eventually(t, "Ready=True Synced at version 1", func() bool {
+		r, _, v := ready("team-a", "db")
+		return r == "Synced" && v == 1
+	})
+	raw := c.Etcd.Get(t, "/registry/secrets/team-a/db")
+	if !bytes.HasPrefix(raw, []byte("k8s:enc:kms:v2:coffer:")) {
+		t.Fatalf("the Secret is stored as %q..., want the k8s:enc:kms:v2:coffer: prefix", raw[:min(len(raw), 30)])
+	}
+	if bytes.Contains(raw, []byte("sync-pw-1")) {
+		t.Fatal("the value is in etcd in plaintext")
+	}
+	if r := restartedAt(); r != "" {
+		t.Fatalf("the first sync restarted the Deployment (%s)", r)
+	}
+	lease, err := cs.CoordinationV1().Leases("coffer-system").Get(ctx, "coffer-sync", metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != "e2e-1" {
+		t.Fatalf("lease: %+v %v", lease, err)
+	}
+
+	// A new version: the long-poll (20 s, the resync 10 minutes) brings it.
+	start := time.Now()
+	put("team-a/db", map[string]string{"password": "sync-pw-2", "user": "app"})
+	eventually(t, "version 2 in the Secret", func() bool {
+		s := secret("team-a", "db")
+		return string(s.Data["password"]) == "sync-pw-2" && s.Annotations["cofferkms.io/version"] == "2"
+	})
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("the new version took %s to reach the Secret: the long-poll should bring it within seconds", d)
+	}
+	eventually(t, "the Deployment's rollout restart", func() bool { return restartedAt() != "" })
+	eventually(t, "syncedVersion 2", func() bool { _, _, v := ready("team-a", "db"); return v == 2 })
+
+	// team-b may not read team-a's secrets.
+	create("team-b", "steal", map[string]any{"secret": "team-a/db"})
+	eventually(t, "Ready=False reason Forbidden", func() bool { r, _, _ := ready("team-b", "steal"); return r == "Forbidden" })
+	if _, msg, _ := ready("team-b", "steal"); !strings.Contains(msg, "team-a/db") {
+		t.Errorf("Forbidden message %q does not name the secret", msg)
+	}
+	if secret("team-b", "steal") != nil {
+		t.Fatal("a Secret was written for a forbidden secret")
+	}
+	// Its own secret syncs.
+	create("team-b", "db", map[string]any{"secret": "team-b/db", "target": map[string]any{"deletionPolicy": "Retain"}})
+	eventually(t, "the Secret team-b/db", func() bool { s := secret("team-b", "db"); return s != nil && string(s.Data["password"]) == "sync-pw-b" })
+	if refs := secret("team-b", "db").OwnerReferences; len(refs) != 0 {
+		t.Fatalf("Retain: owner references %+v", refs)
+	}
+
+	evs, err := cs.CoreV1().Events("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs.Items {
+		for _, v := range []string{"sync-pw-1", "sync-pw-2", "sync-pw-b"} {
+			if strings.Contains(e.Message, v) {
+				t.Fatalf("event %s/%s holds a value: %q", e.Namespace, e.Name, e.Message)
+			}
+		}
+	}
+	stop()
+	for _, v := range []string{"sync-pw-1", "sync-pw-2", "sync-pw-b", "eyJ"} {
+		if strings.Contains(logs.String(), v) {
+			t.Fatalf("the controller's log holds a value or a token (%q)", v)
+		}
+	}
+}
