@@ -92,6 +92,10 @@ func WithAttemptTimeout(d time.Duration) Option {
 
 type idempotentKey struct{}
 
+// attemptExtraKey marks a request that the server answers only after a
+// wait (SecretWait): its value is added to the attempt timeout.
+type attemptExtraKey struct{}
+
 // Idempotent returns a context that marks the requests made with it as safe
 // to send again: a Client with several endpoints then sends such a write to
 // the next endpoint after an ambiguous failure, as it does for reads and
@@ -258,7 +262,11 @@ func (c *Client) withAttempt(ctx context.Context, a *attempt, safe bool) (contex
 	actx, cancel := context.WithCancel(ctx)
 	var timer *time.Timer
 	if c.attemptTimeout > 0 {
-		timer = time.AfterFunc(c.attemptTimeout, func() {
+		timeout := c.attemptTimeout
+		if extra, ok := ctx.Value(attemptExtraKey{}).(time.Duration); ok {
+			timeout += extra // a long-poll is answered only after its wait
+		}
+		timer = time.AfterFunc(timeout, func() {
 			// A write that has its connection is left alone: cutting it
 			// now would leave its outcome unknown for no gain.
 			if safe || !a.gotConn.Load() {

@@ -306,3 +306,66 @@ func (c *Client) SecretRotate(ctx context.Context, name string) (*SecretRotateRe
 	}
 	return &out, nil
 }
+
+// SecretWaitRequest asks to be answered when a secret's current version
+// changes (POST /v1/secrets/wait).
+type SecretWaitRequest struct {
+	// Secrets maps each secret name (1 to 1000 of them) to the current
+	// version the caller holds (0: none, or the secret does not exist).
+	Secrets map[string]uint32 `json:"secrets"`
+	// Wait bounds the wait (a Go duration, at most 5m; "" for 30s).
+	Wait string `json:"wait,omitempty"`
+}
+
+// SecretChange is the state of one secret whose current version differs
+// from the caller's.
+type SecretChange struct {
+	Name string `json:"name"`
+	// CurrentVersion is 0 when the secret does not exist, is deleted or
+	// has no readable current version.
+	CurrentVersion uint32 `json:"current_version"`
+	// Deleted is set for a soft-deleted secret.
+	Deleted bool `json:"deleted,omitempty"`
+}
+
+// SecretWaitResult answers a wait: the secrets that changed, and the names
+// the caller may not list (secret:List), which were not waited on. Both
+// are empty when the wait ended without a change.
+type SecretWaitResult struct {
+	Changed []SecretChange `json:"changed"`
+	Denied  []string       `json:"denied"`
+}
+
+// secretWaitMargin is how much longer than the wait an attempt may take
+// before it counts as unanswered.
+const secretWaitMargin = 10 * time.Second
+
+// defaultSecretWait is the server's wait when none is given.
+const defaultSecretWait = 30 * time.Second
+
+// SecretWait blocks until one of the secrets in known (name -> the current
+// version the caller holds, 0 for none) has another current version, for
+// at most wait (0: the server's default of 30s; at most 5m), and returns
+// what changed. A wait changes nothing, so a Client with several
+// endpoints may send it to another one after a failure; the attempt
+// timeout (WithAttemptTimeout) is extended by the wait so that it does not
+// cut a wait short.
+func (c *Client) SecretWait(ctx context.Context, known map[string]uint32, wait time.Duration) (*SecretWaitResult, error) {
+	req := SecretWaitRequest{Secrets: known}
+	bound := defaultSecretWait
+	if wait > 0 {
+		req.Wait, bound = wait.String(), wait
+	}
+	ctx = context.WithValue(Idempotent(ctx), attemptExtraKey{}, bound+secretWaitMargin)
+	var out SecretWaitResult
+	if err := c.do(ctx, http.MethodPost, "/v1/secrets/wait", nil, req, &out); err != nil {
+		return nil, err
+	}
+	if out.Changed == nil {
+		out.Changed = []SecretChange{}
+	}
+	if out.Denied == nil {
+		out.Denied = []string{}
+	}
+	return &out, nil
+}

@@ -203,19 +203,46 @@ func (s *Service) stateOf(ctx context.Context, name string) (Change, error) {
 	return c, nil
 }
 
+// Changed returns at once the secrets of known (as in Wait) whose state
+// differs, without waiting.
+func (s *Service) Changed(ctx context.Context, known map[string]uint32) ([]Change, error) {
+	if err := checkKnown(known); err != nil {
+		return nil, err
+	}
+	out := []Change{}
+	for n, v := range known {
+		c, err := s.stateOf(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		if c.CurrentVersion != v {
+			out = append(out, c)
+		}
+	}
+	slices.SortFunc(out, func(a, b Change) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+func checkKnown(known map[string]uint32) error {
+	if len(known) == 0 || len(known) > MaxWaitNames {
+		return fmt.Errorf("%w: a wait names 1 to %d secrets, not %d", ErrInvalidArgument, MaxWaitNames, len(known))
+	}
+	for n := range known {
+		if err := CheckName(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Wait returns the secrets of known (name -> the current version the
 // caller holds, 0 for none) whose state differs, as soon as one does. It
 // returns an empty list when ctx ends (the caller's wait bound), the error
 // of opts.Check when that fails, and a store error (barrier.ErrSealed once
 // the server seals: a seal wakes every waiter).
 func (s *Service) Wait(ctx context.Context, known map[string]uint32, opts WaitOptions) ([]Change, error) {
-	if len(known) == 0 || len(known) > MaxWaitNames {
-		return nil, fmt.Errorf("%w: a wait names 1 to %d secrets, not %d", ErrInvalidArgument, MaxWaitNames, len(known))
-	}
-	for n := range known {
-		if err := CheckName(n); err != nil {
-			return nil, err
-		}
+	if err := checkKnown(known); err != nil {
+		return nil, err
 	}
 	// Registered before the first read: a write between the read and the
 	// block still wakes this waiter.

@@ -138,7 +138,8 @@ func keyOf(rec *audit.Record, resp any) {
 // nothing: their effect is the answer, which is withheld on audit failure.
 func mutates(r *http.Request, action string) bool {
 	return r.Method != http.MethodGet && !strings.HasPrefix(action, "kms:") &&
-		action != "audit:Hash" && action != "token:LookupSelf" && action != "sys:SealStatus" && action != "policy:Simulate"
+		action != "audit:Hash" && action != "token:LookupSelf" && action != "sys:SealStatus" && action != "policy:Simulate" &&
+		action != "secret:List" // POST /v1/secrets/wait reads
 }
 
 // auditRoutes serve the audit public key and the HMAC of a value.

@@ -113,6 +113,19 @@ type shapeReader struct {
 	depth            int
 	values           int
 	stack            [MaxJSONDepth + 1]shapeFrame
+
+	// maxObject, when not 0, replaces MaxJSONObject for a request type
+	// that bounds its one large object itself (objectBounded); objectWhy
+	// says what that bound is.
+	maxObject int
+	objectWhy string
+}
+
+// objectBounded is a request type whose objects may hold more members
+// than MaxJSONObject, up to its own bound (POST /v1/secrets/wait names up
+// to 1000 secrets in one object).
+type objectBounded interface {
+	jsonObjectBound() (int, string)
 }
 
 // shapeFrame is one open array or object.
@@ -194,6 +207,10 @@ func (s *shapeReader) count(f *shapeFrame) error {
 	case !f.obj && f.n > MaxJSONArray:
 		return fmt.Errorf("%w: stopped reading at %d items; a batch holds at most %d items (and any list in a request at most %d elements); send the rest in another request",
 			errShape, f.n, MaxBatchItems, MaxJSONArray)
+	case f.obj && s.maxObject > 0:
+		if f.n > s.maxObject {
+			return fmt.Errorf("%w: an object with more than %d members; %s", errShape, s.maxObject, s.objectWhy)
+		}
 	case f.obj && f.n > MaxJSONObject:
 		return fmt.Errorf("%w: an object with more than %d members; an encryption context holds at most %d pairs, a key at most 50 tags",
 			errShape, MaxJSONObject, ciphertext.MaxContextPairs)

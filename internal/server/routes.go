@@ -147,6 +147,7 @@ func (s *Server) routes() {
 	s.sysRoutes()
 	s.memberRoutes()
 	s.secretRoutes()
+	s.secretWaitRoutes()
 }
 
 // pathKey is the {key} of a path: a key id or an escaped alias/NAME.

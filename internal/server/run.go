@@ -409,6 +409,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 	}
 	api := New(s, opts)
 	api.ServeSnapshots(store) // GET /v1/sys/storage/snapshot (snapshot.go): the raw store, not the metrics wrapper
+	// A graceful shutdown ends the secret long-polls at once (secrets_wait.go).
+	hs.RegisterOnShutdown(api.EndWaits)
 	if metrics != nil && cfg.Metrics.Addr != "" {
 		mln, err := net.Listen("tcp", cfg.Metrics.Addr)
 		if err != nil {

@@ -104,6 +104,7 @@ type Server struct {
 	limit     *authlimit.Limiter
 	bodies    *bodyBudget
 	replica   replica.Replica
+	waits     *waitGate // secret waits in flight (secrets_wait.go)
 
 	ridPrefix string
 	ridSeq    atomic.Uint64
@@ -576,6 +577,9 @@ func decode(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
 		return nil
 	}
 	body := &shapeReader{r: http.MaxBytesReader(w, r.Body, limit)}
+	if b, ok := v.(objectBounded); ok {
+		body.maxObject, body.objectWhy = b.jsonObjectBound()
+	}
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

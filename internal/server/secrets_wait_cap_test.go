@@ -1,0 +1,73 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/barrier"
+	"github.com/cofferkms/coffer/internal/storage/inmem"
+	"github.com/cofferkms/coffer/internal/sys"
+)
+
+// TestSecretWaitConcurrencyCap: beyond the server's bound on waits in
+// flight (MaxSecretWaits; 1 here) a wait is refused with 503 busy and
+// Retry-After, and served again once a wait ends.
+func TestSecretWaitConcurrencyCap(t *testing.T) {
+	ctx := context.Background()
+	s := sys.New(barrier.New(inmem.New()), nil)
+	res, err := s.Init(ctx, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Unseal(ctx, res.Shares[0]); err != nil {
+		t.Fatal(err)
+	}
+	api := New(s, Options{Logger: slog.New(slog.DiscardHandler)})
+	api.waits.max = 1
+	ts := httptest.NewServer(api)
+	t.Cleanup(ts.Close)
+	post := func(wait string) (int, http.Header, string) {
+		b, _ := json.Marshal(client.SecretWaitRequest{Secrets: map[string]uint32{"a": 0}, Wait: wait})
+		req, _ := http.NewRequest("POST", ts.URL+"/v1/secrets/wait", strings.NewReader(string(b)))
+		req.Header.Set("Authorization", "Bearer "+res.RootToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0, nil, ""
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, string(raw)
+	}
+	first := make(chan int, 1)
+	go func() {
+		st, _, _ := post("1s")
+		first <- st
+	}()
+	for deadline := time.Now().Add(5 * time.Second); api.waits.n.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first wait never started")
+		}
+	}
+	st, h, raw := post("1s")
+	if st != 503 || h.Get("Retry-After") == "" || !strings.Contains(raw, `"code":"busy"`) {
+		t.Fatalf("a wait over the cap: %d %q %s", st, h.Get("Retry-After"), raw)
+	}
+	if st := <-first; st != 200 {
+		t.Fatalf("the first wait: %d", st)
+	}
+	if st, _, raw := post("10ms"); st != 200 {
+		t.Fatalf("a wait after the first ended: %d %s", st, raw)
+	}
+	if n := api.waits.n.Load(); n != 0 {
+		t.Fatalf("%d waits counted after all ended", n)
+	}
+}
