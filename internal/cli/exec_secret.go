@@ -183,8 +183,8 @@ func startupVariable(name string) bool {
 // resolveSecrets reads every secret the specs name and maps their fields
 // to variable names. Any secret that cannot be read, a missing field, an
 // ambiguous NAME=ENV, a prefix with no secret, two values for one name or,
-// when toEnv, a name derived from a field that is a startup variable is an
-// error: nothing is delivered then.
+// when toEnv, a name derived from a field that is a startup variable or a
+// COFFER_ variable is an error: nothing is delivered then.
 func resolveSecrets(ctx context.Context, c *client.Client, specs []secretSpec, toEnv bool) (*secretSet, error) {
 	set := &secretSet{versions: map[string]uint32{}}
 	read := map[string]*client.SecretValue{}
@@ -213,6 +213,9 @@ func resolveSecrets(ctx context.Context, c *client.Client, specs []secretSpec, t
 	derived := func(target, source string) error {
 		if toEnv && startupVariable(target) {
 			return fmt.Errorf("%s would set %s, a variable read at process start (loader, shell or interpreter); name it explicitly with %s=%s if that is meant", source, target, source, target)
+		}
+		if toEnv && cofferVariable(target) {
+			return fmt.Errorf("%s would set %s, which configures COMMAND's own Coffer client (its server or credential); name it explicitly with %s=%s if that is meant", source, target, source, target)
 		}
 		return nil
 	}
@@ -371,6 +374,7 @@ type secretExec struct {
 	baseEnv  []string
 	set      *secretSet
 	files    *secretFiles
+	sigs     chan os.Signal // caught since the files were written
 	signal   syscall.Signal
 	doSignal bool
 }
@@ -427,15 +431,11 @@ func prepareSecretExec(cmd *cobra.Command, o *secretExecOptions, args, env []str
 	}
 	x := &secretExec{cmd: cmd, c: c, opts: o, specs: specs, baseEnv: env, set: set, signal: sig, doSignal: doSignal}
 	if o.fileDir != "" {
-		files, err := openSecretFiles(o.fileDir, o.allowDisk)
+		files, sigs, err := writeSecretFiles(o.fileDir, o.allowDisk, set.values, args[0])
 		if err != nil {
-			return nil, nil, &exitError{code: exitCodeError, err: fmt.Errorf("%v; %s was not started", err, args[0])}
+			return nil, nil, err
 		}
-		if err := files.write(set.values); err != nil {
-			files.remove()
-			return nil, nil, &exitError{code: exitCodeError, err: fmt.Errorf("%v; %s was not started", err, args[0])}
-		}
-		x.files = files
+		x.files, x.sigs = files, sigs
 		return env, x, nil
 	}
 	env = x.childEnv(set)
@@ -443,6 +443,51 @@ func prepareSecretExec(cmd *cobra.Command, o *secretExecOptions, args, env []str
 		return env, x, nil
 	}
 	return env, nil, nil
+}
+
+// forwardedSignals are the signals coffer catches while it has files to
+// remove, and passes on to COMMAND once it runs.
+var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
+
+// filesWrittenHook, when set (tests), runs after the first write of the
+// files, before the check for a signal that came meanwhile.
+var filesWrittenHook func(sigs <-chan os.Signal)
+
+// writeSecretFiles prepares dir and writes the values in it. The signals
+// are caught from before the first file exists (their default action
+// would end coffer and leave the files behind); one that came while the
+// files were written removes them and ends here, COMMAND not started.
+// Otherwise the caught signals wait in sigs for run, which passes them on.
+func writeSecretFiles(dir string, allowDisk bool, values []deliveredValue, prog string) (*secretFiles, chan os.Signal, error) {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwardedSignals...)
+	fail := func(files *secretFiles, err error, code int) (*secretFiles, chan os.Signal, error) {
+		if files != nil {
+			files.remove()
+		}
+		signal.Stop(sigs)
+		return nil, nil, &exitError{code: code, err: fmt.Errorf("%v; %s was not started", err, prog)}
+	}
+	files, err := openSecretFiles(dir, allowDisk)
+	if err != nil {
+		return fail(nil, err, exitCodeError)
+	}
+	if err := files.write(values); err != nil {
+		return fail(files, err, exitCodeError)
+	}
+	if filesWrittenHook != nil {
+		filesWrittenHook(sigs)
+	}
+	select {
+	case s := <-sigs:
+		code := exitCodeError
+		if n, ok := s.(syscall.Signal); ok {
+			code = 128 + int(n)
+		}
+		return fail(files, fmt.Errorf("signal %q arrived while the secret files were written; they were removed", s), code)
+	default:
+	}
+	return files, sigs, nil
 }
 
 // notStarted reports an error that kept COMMAND from starting.
@@ -476,8 +521,13 @@ func (x *secretExec) run(prog string, args []string, env []string) error {
 	if x.files != nil {
 		defer x.files.remove()
 	}
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	// With files, the signals are caught since before they were written
+	// (writeSecretFiles); one caught meanwhile goes to COMMAND at once.
+	sigs := x.sigs
+	if sigs == nil {
+		sigs = make(chan os.Signal, 8)
+		signal.Notify(sigs, forwardedSignals...)
+	}
 	defer signal.Stop(sigs)
 
 	child, done, err := x.start(prog, args, env)

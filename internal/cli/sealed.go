@@ -468,11 +468,13 @@ The files must be sealed ('coffer seal'): every sealed value must
 authenticate and the MAC must match, or COMMAND is not run. Variables the
 file's --only selection left in plaintext are passed as they are.
 
-The Coffer credential that decrypted the files (COFFER_TOKEN,
-COFFER_ACCESS_KEY_ID, COFFER_SECRET_ACCESS_KEY) is not passed on to COMMAND
-unless --pass-credentials is given: the command gets its secrets, not the
-power to decrypt everything else the credential may decrypt. A file that
-sets one of these variables itself still sets it.
+The Coffer credential that decrypted the files or read the secrets
+(COFFER_TOKEN, COFFER_ACCESS_KEY_ID, COFFER_SECRET_ACCESS_KEY, COFFER_ROLE,
+COFFER_TOKEN_FILE, COFFER_CLUSTER, COFFER_CLIENT_CERT, COFFER_CLIENT_KEY) is
+not passed on to COMMAND unless --pass-credentials (all of them) or
+--pass-env VARIABLE (that one) is given: the command gets its secrets, not
+the power to read everything else the credential may read. A file that sets
+one of these variables itself still sets it.
 
 --secret reads secrets of the Coffer secrets manager with the caller's
 credential and passes their fields to COMMAND: NAME#FIELD=ENV sets ENV to one
@@ -500,21 +502,20 @@ to a process", has the details.`,
 		},
 	}
 	var passCreds bool
+	var passEnv []string
 	cmd.Flags().SetInterspersed(false)
 	cmd.Flags().StringArrayVar(&envFiles, "env-file", nil, "sealed .env `FILE` to decrypt into the environment (repeatable, required)")
-	cmd.Flags().BoolVar(&passCreds, "pass-credentials", false, "pass COFFER_TOKEN and the access key variables on to COMMAND")
+	cmd.Flags().BoolVar(&passCreds, "pass-credentials", false, "pass every Coffer credential variable (COFFER_TOKEN, the access key, COFFER_ROLE, COFFER_TOKEN_FILE, ...) on to COMMAND")
+	cmd.Flags().StringArrayVar(&passEnv, "pass-env", nil, "pass this one Coffer credential `VARIABLE` on to COMMAND (repeatable)")
 	secretOpts := addSecretExecFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if len(envFiles) == 0 && !secretOpts.used() {
 			return usageErrorf("--env-file or --secret is required")
 		}
-		env := os.Environ()
-		if !passCreds {
-			env = slices.DeleteFunc(env, func(kv string) bool {
-				k, _, _ := strings.Cut(kv, "=")
-				return k == client.EnvToken || k == client.EnvAccessKeyID || k == client.EnvSecretAccessKey
-			})
+		if err := checkPassEnv(passEnv); err != nil {
+			return err
 		}
+		env := withoutCredentials(os.Environ(), passCreds, passEnv)
 		for _, path := range envFiles {
 			o, _, _, err := openSealed(cmd, path, string(sealedfile.Dotenv), "")
 			if err != nil {
