@@ -46,8 +46,8 @@ func addSecretExecFlags(cmd *cobra.Command) *secretExecOptions {
 	f.StringArrayVar(&o.specs, "secret", nil, "deliver `NAME[#FIELD][=ENV]` or PREFIX* (every secret under PREFIX) to COMMAND (repeatable)")
 	f.StringVar(&o.fileDir, "file-dir", "", "write the secrets as files (mode 0400) in `DIR` on a tmpfs instead of the environment")
 	f.BoolVar(&o.allowDisk, "allow-disk", false, "let --file-dir be on a disk file system (values then reach the disk)")
-	f.BoolVar(&o.watch, "watch", false, "check for new current versions every --interval and restart or signal COMMAND")
-	f.DurationVar(&o.interval, "interval", 30*time.Second, "how often --watch checks the secrets' current versions")
+	f.BoolVar(&o.watch, "watch", false, "restart or signal COMMAND on a new current version (waited for on the server, checked again every --interval)")
+	f.DurationVar(&o.interval, "interval", 30*time.Second, "how often --watch reads the secrets' current versions (and the longest it waits on the server in between)")
 	f.StringVar(&o.onChange, "on-change", "restart", "what --watch does on a new version: restart, or signal:NAME (HUP, USR1, ...; needs --file-dir)")
 	f.DurationVar(&o.killTimeout, "kill-timeout", 10*time.Second, "on a restart, how long COMMAND has to exit after SIGTERM before SIGKILL")
 	return o
@@ -547,12 +547,27 @@ func (x *secretExec) run(prog string, args []string, env []string) error {
 	ctx, cancel := context.WithCancel(x.cmd.Context())
 	defer cancel()
 	type checked struct {
-		set             *secretSet
-		changed, failed bool
+		set                     *secretSet
+		changed, failed, waited bool
 	}
 	results := make(chan checked, 1)
 	checking := false
 	failures, skipUntil := 0, time.Time{}
+	startCheck := func() {
+		checking = true
+		go func() {
+			// A check may hold a wait of up to --interval (awaitVersions).
+			cctx, ccancel := context.WithTimeout(ctx, watchCheckTimeout+x.opts.interval)
+			defer ccancel()
+			set, changed, failed, waited := x.check(cctx, stderr)
+			results <- checked{set, changed, failed, waited}
+		}()
+	}
+	if x.opts.watch {
+		// The first check starts at once: it waits on the server for a
+		// new version rather than for the first tick.
+		startCheck()
+	}
 	for {
 		select {
 		case s := <-sigs:
@@ -563,13 +578,7 @@ func (x *secretExec) run(prog string, args []string, env []string) error {
 			if checking || time.Now().Before(skipUntil) {
 				continue
 			}
-			checking = true
-			go func() {
-				cctx, ccancel := context.WithTimeout(ctx, watchCheckTimeout)
-				defer ccancel()
-				set, changed, failed := x.check(cctx, stderr)
-				results <- checked{set, changed, failed}
-			}()
+			startCheck()
 		case r := <-results:
 			checking = false
 			if r.failed {
@@ -580,6 +589,11 @@ func (x *secretExec) run(prog string, args []string, env []string) error {
 			}
 			set, changed := r.set, r.changed
 			if !changed {
+				if r.waited {
+					// The server held the wait for --interval: the next
+					// one starts now, not at the next tick.
+					startCheck()
+				}
 				continue
 			}
 			if x.files != nil {
@@ -625,30 +639,36 @@ func (x *secretExec) start(prog string, args, env []string) (*exec.Cmd, chan err
 	return child, done, nil
 }
 
-// check polls the current versions and, when one changed, reads the
-// secrets again. Errors are reported on w and keep the running values.
-// failed reports an error (the next check then waits longer).
-func (x *secretExec) check(ctx context.Context, w io.Writer) (set *secretSet, changed, failed bool) {
+// check reads the current versions (which also finds new secrets under a
+// prefix) and, while they are the running ones, waits on the server for
+// up to --interval for a new one (awaitVersions); when one changed, it
+// reads the secrets again. Errors are reported on w and keep the running
+// values. failed reports an error (the next check then waits longer);
+// waited that the server held the wait, so the next check may start at
+// once.
+func (x *secretExec) check(ctx context.Context, w io.Writer) (set *secretSet, changed, failed, waited bool) {
 	if ctx.Err() != nil {
-		return nil, false, false
+		return nil, false, false, false
 	}
 	cur, err := currentVersions(ctx, x.c, x.specs)
 	if err != nil {
 		fmt.Fprintf(w, "coffer: warning: watch: %s; keeping the running values\n", describeFetch(x.cmd, err))
-		return nil, false, true
+		return nil, false, true, false
 	}
 	if sameVersions(cur, x.set.versions) {
-		return nil, false, false
+		if changed, waited = awaitVersions(ctx, x.c, cur, x.opts.interval); !changed {
+			return nil, false, false, waited
+		}
 	}
 	set, err = resolveSecrets(ctx, x.c, x.specs, x.files == nil)
 	if err != nil {
 		fmt.Fprintf(w, "coffer: warning: watch: %s; keeping the running values\n", describeFetch(x.cmd, err))
-		return nil, false, true
+		return nil, false, true, false
 	}
 	if sameVersions(set.versions, x.set.versions) {
-		return nil, false, false
+		return nil, false, false, waited
 	}
-	return set, true, false
+	return set, true, false, waited
 }
 
 // watchBackoff is how long --watch waits beyond its interval after the
