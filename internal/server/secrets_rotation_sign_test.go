@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cofferkms/coffer/client"
 )
@@ -47,5 +49,47 @@ func TestRotationSigningKeyShownOnce(t *testing.T) {
 		if strings.Contains(string(all), k) {
 			t.Fatal("a signing key is in an audit record")
 		}
+	}
+}
+
+// End to end: a rotator that verifies each call with the key the rotation
+// set answered (base64) accepts Coffer's calls, and the rotation succeeds;
+// with another key it refuses them, and the rotation fails.
+func TestRotationWebhookVerifiedEndToEnd(t *testing.T) {
+	e := newRotationEnv(t)
+	var key atomic.Value
+	key.Store([]byte(nil))
+	var verified atomic.Int64
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := client.VerifyWebhookSignature(key.Load().([]byte), r.Header.Get(client.WebhookSignatureHeader), body, e.now(), 0); err != nil {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		verified.Add(1)
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+	}))
+	defer hook.Close()
+	const name = "team-a/verified"
+	e.must("POST", "/v1/secrets/data/"+name, e.root, client.SecretPutRequest{Fields: map[string]string{"password": "first-value-xyz"}}, nil)
+	var md client.SecretMetadata
+	e.must("PUT", "/v1/secrets/rotation/"+name, e.root, client.SecretRotationRequest{Every: "30d", With: "webhook:" + hook.URL}, &md)
+	k, err := base64.StdEncoding.DecodeString(md.Rotation.SigningKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := append([]byte(nil), k...)
+	wrong[0] ^= 0xff
+	key.Store(wrong)
+	e.wantErr("POST", "/v1/secrets/rotate/"+name, e.root, nil, 502, "rotation_failed")
+	if verified.Load() != 0 {
+		t.Fatal("a call verified with the wrong key")
+	}
+	key.Store(k)
+	e.offset.Add(int64(2 * time.Hour)) // past the retry backoff and the claim lease
+	var res client.SecretRotateResult
+	e.must("POST", "/v1/secrets/rotate/"+name, e.root, nil, &res)
+	if res.CurrentVersion != 2 || verified.Load() != 2 {
+		t.Fatalf("rotation %+v, %d calls verified", res, verified.Load())
 	}
 }
