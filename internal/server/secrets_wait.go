@@ -102,7 +102,7 @@ func (s *Server) secretWait(ctx context.Context, r *http.Request, p auth.Princip
 	if req.Wait != "" {
 		d, err := time.ParseDuration(req.Wait)
 		if err != nil || d <= 0 || d > secrets.MaxWait {
-			return client.SecretWaitResult{}, badRequest("wait %q: want a duration from 1s to 5m, like 50s", boundString(req.Wait, 32))
+			return client.SecretWaitResult{}, badRequest("wait %q: want a positive duration up to 5m, like 50s", boundString(req.Wait, 32))
 		}
 		wait = d
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/secrets"
 	"github.com/cofferkms/coffer/internal/storage/inmem"
 )
@@ -47,5 +48,39 @@ func TestFollowWakesSecretWaiters(t *testing.T) {
 		t.Logf("woken on the other replica %s after the write", time.Since(start).Round(time.Microsecond))
 	case <-time.After(propagation):
 		t.Fatal("a write on one replica did not wake a wait on the other")
+	}
+}
+
+// TestFollowWakesSecretWaitsOverREST: the same through the API and the Go
+// client: a wait sent to one replica answers a write sent to the other.
+func TestFollowWakesSecretWaitsOverREST(t *testing.T) {
+	rs := replicas(t, inmem.New(), 2)
+	if _, err := rs[0].root.SecretPut(ctx, "app/db", client.SecretPutRequest{Fields: map[string]string{"p": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		res *client.SecretWaitResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := rs[1].root.SecretWait(ctx, map[string]uint32{"app/db": 1}, 2*propagation)
+		done <- result{res, err}
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("the wait answered before any change: %+v %v", r.res, r.err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if _, err := rs[0].root.SecretPut(ctx, "app/db", client.SecretPutRequest{Fields: map[string]string{"p": "2"}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if r.err != nil || !reflect.DeepEqual(r.res.Changed, []client.SecretChange{{Name: "app/db", CurrentVersion: 2}}) {
+			t.Fatalf("woken with %+v %v", r.res, r.err)
+		}
+	case <-time.After(propagation):
+		t.Fatal("a write on one replica did not answer a wait on the other")
 	}
 }
