@@ -14,6 +14,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	authv1 "k8s.io/api/authentication/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -390,6 +391,14 @@ func TestApplySecretUnchangedWritesNothing(t *testing.T) {
 	if s := e.secret("app", "db"); s.Annotations[AnnotationVersion] != "2" {
 		t.Fatalf("version annotation %q", s.Annotations[AnnotationVersion])
 	}
+	// A new type (immutable in a real apiserver) replaces the Secret.
+	spec.Target.Type = string(corev1.SecretTypeBasicAuth)
+	if _, wrote, err := c.applySecret(ctx, cs, &spec, 2, map[string][]byte{"password": []byte("other")}); err != nil || !wrote {
+		t.Fatalf("new type: wrote=%v err=%v", wrote, err)
+	}
+	if s := e.secret("app", "db"); s.Type != corev1.SecretTypeBasicAuth || string(s.Data["password"]) != "other" {
+		t.Fatalf("after a type change: type %s", s.Type)
+	}
 }
 
 // TestSyncConflict: a Secret of the target name that this CofferSecret did
@@ -596,5 +605,128 @@ func TestSpecValidate(t *testing.T) {
 	}
 	if s.Data[0].Key != "f" || s.Target.Name != "n" || s.ServiceAccountName != "default" || s.Target.Type != "Opaque" || s.Target.DeletionPolicy != DeletionDelete {
 		t.Errorf("defaults %+v", s)
+	}
+}
+
+// TestSyncResyncReadsNothing: the informers' resync (here every second,
+// the shared informers' minimum) queues every resource again, but an up-to-date one is not read from
+// Coffer again, and its Secret is not written.
+func TestSyncResyncReadsNothing(t *testing.T) {
+	e := newEnv(t)
+	e.coffer.put("app/db", map[string]string{"password": "pw-1"})
+	e.cfg.Resync = 50 * time.Millisecond
+	e.start()
+	e.create("app", "db", map[string]any{"secret": "app/db"})
+	e.waitReason("app", "db", ReasonSynced)
+	time.Sleep(300 * time.Millisecond)
+	gets, writes := e.coffer.gets.Load(), e.secretWrites("app")
+	time.Sleep(2500 * time.Millisecond)
+	if g, w := e.coffer.gets.Load(), e.secretWrites("app"); g != gets || w != writes {
+		t.Fatalf("resyncs of an up-to-date resource: %d reads, %d Secret writes; want none", g-gets, w-writes)
+	}
+}
+
+// TestSyncDeniedLeavesTheWait: a name the identity may not watch is not
+// sent again at once (it would make every wait return at once): it waits
+// for its backoff.
+func TestSyncDeniedLeavesTheWait(t *testing.T) {
+	e := newEnv(t)
+	e.coffer.allow = func(string, string) bool { return false }
+	e.coffer.put("app/db", map[string]string{"password": "pw"})
+	e.start()
+	e.create("app", "db", map[string]any{"secret": "app/db"})
+	e.waitReason("app", "db", ReasonForbidden)
+	before := e.coffer.waits.Load()
+	time.Sleep(time.Second)
+	// The denial's backoff starts at 5 x MinRetry (100 ms) and is capped
+	// at MaxRetry (200 ms): about 6 waits a second, not thousands.
+	if n := e.coffer.waits.Load() - before; n > 15 {
+		t.Fatalf("%d waits in a second for a denied name", n)
+	}
+}
+
+// TestSyncFollowerWritesNothing: while another replica holds the Lease,
+// the controller reads and writes nothing; it takes over when the lease
+// expires.
+func TestSyncFollowerWritesNothing(t *testing.T) {
+	holder, dur := "other", int32(2)
+	now := metav1.NewMicroTime(time.Now())
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: "coffer-system", Name: "coffer-sync"},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &dur, AcquireTime: &now, RenewTime: &now}}
+	e := newEnv(t, lease)
+	e.cfg.LeaseDuration, e.cfg.RenewDeadline, e.cfg.RetryPeriod = 2*time.Second, time.Second, 100*time.Millisecond
+	e.coffer.put("app/db", map[string]string{"password": "pw"})
+	e.create("app", "db", map[string]any{"secret": "app/db"})
+	e.start()
+	time.Sleep(time.Second)
+	if e.secret("app", "db") != nil || e.coffer.gets.Load() != 0 || e.coffer.logins.Load() != 0 {
+		t.Fatalf("a follower synced (reads %d, logins %d)", e.coffer.gets.Load(), e.coffer.logins.Load())
+	}
+	e.eventually("the take-over after the lease expired", func() bool { return e.secret("app", "db") != nil })
+	l, err := e.kube.CoordinationV1().Leases("coffer-system").Get(context.Background(), "coffer-sync", metav1.GetOptions{})
+	if err != nil || *l.Spec.HolderIdentity != "test-1" {
+		t.Fatalf("lease holder %v %v", l.Spec.HolderIdentity, err)
+	}
+}
+
+// recordingCoffer records the size of each wait.
+type recordingCoffer struct {
+	*fakeCoffer
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (r *recordingCoffer) SecretWait(ctx context.Context, tok string, known map[string]uint32, wait time.Duration) (*WaitResult, error) {
+	r.mu.Lock()
+	r.sizes = append(r.sizes, len(known))
+	r.mu.Unlock()
+	if _, ok := known["n-2400"]; ok {
+		return &WaitResult{Changed: []Change{{Name: "n-2400", CurrentVersion: 7}}}, nil
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestWaitChunks: a group of 2500 names waits in requests of at most
+// MaxWaitNames; the first answer ends the others and is applied.
+func TestWaitChunks(t *testing.T) {
+	e := newEnv(t)
+	rc := &recordingCoffer{fakeCoffer: e.coffer}
+	e.cfg.Coffer = rc
+	if err := e.cfg.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	c := newController(e.cfg)
+	c.ctx = context.Background()
+	g := &group{names: map[string]map[string]bool{}, known: map[string]uint32{}, denied: map[string]denial{}, kick: make(chan struct{}, 1)}
+	known := map[string]uint32{}
+	for i := range 2500 {
+		n := fmt.Sprintf("n-%d", i)
+		known[n] = 1
+		g.names[n] = map[string]bool{"app/cr-" + n: true}
+	}
+	res, err := c.waitOnce(context.Background(), g, "tok", known)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.mu.Lock()
+	sizes := append([]int(nil), rc.sizes...)
+	rc.mu.Unlock()
+	total := 0
+	for _, s := range sizes {
+		if s > MaxWaitNames {
+			t.Fatalf("a wait of %d names", s)
+		}
+		total += s
+	}
+	if len(sizes) != 3 || total != 2500 {
+		t.Fatalf("wait sizes %v", sizes)
+	}
+	if len(res.Changed) != 1 || res.Changed[0].Name != "n-2400" {
+		t.Fatalf("result %+v", res)
+	}
+	c.apply(g, res)
+	if g.known["n-2400"] != 7 || c.queue.Len() != 1 {
+		t.Fatalf("after apply: known %d, queued %d", g.known["n-2400"], c.queue.Len())
 	}
 }
