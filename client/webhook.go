@@ -35,7 +35,14 @@ var (
 	// ErrWebhookSignatureMismatch: no v1 signature matches the body, the
 	// timestamp and the key (a forged or altered call, or another key).
 	ErrWebhookSignatureMismatch = errors.New("the webhook call's signature does not match")
+	// ErrWebhookKeyInvalid: the verifier was given no key, or not the 32
+	// bytes of one (an unset or undecoded variable); with an empty HMAC
+	// key anyone could sign a call, so none is accepted.
+	ErrWebhookKeyInvalid = errors.New("the webhook signing key given to the verifier is not 32 bytes (base64-decode the key rotation set printed)")
 )
+
+// webhookKeySize is the size of a rotation webhook's signing key.
+const webhookKeySize = 32
 
 // WebhookSignature returns the Coffer-Signature header value of a call
 // with body sent at t, signed with key (the 32 bytes of the signing key
@@ -56,7 +63,8 @@ func webhookMAC(key []byte, ts string, body []byte) []byte {
 
 // VerifyWebhookSignature checks the Coffer-Signature header of a rotation
 // webhook call: body is the raw request body, read before any parsing;
-// key is the signing key (32 bytes, base64-decoded); now is the receiver's
+// key is the signing key (32 bytes, base64-decoded; any other length is
+// refused with ErrWebhookKeyInvalid); now is the receiver's
 // clock; tolerance (DefaultWebhookTolerance when 0 or less) bounds how old
 // or how far ahead the signed timestamp may be. The comparison takes
 // constant time. Several v1= parts are allowed (one must match); parts of
@@ -64,6 +72,9 @@ func webhookMAC(key []byte, ts string, body []byte) []byte {
 func VerifyWebhookSignature(key []byte, header string, body []byte, now time.Time, tolerance time.Duration) error {
 	if tolerance <= 0 {
 		tolerance = DefaultWebhookTolerance
+	}
+	if len(key) != webhookKeySize {
+		return ErrWebhookKeyInvalid
 	}
 	if header == "" {
 		return ErrWebhookSignatureMissing

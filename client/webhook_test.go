@@ -89,3 +89,15 @@ func TestVerifyWebhookSignatureSeveral(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A verifier given no key (an unset variable decoded to nothing) refuses
+// every call: with an empty HMAC key anyone could sign one.
+func TestVerifyWebhookSignatureNeedsKey(t *testing.T) {
+	body := []byte(vectorBody)
+	for _, key := range [][]byte{nil, {}, []byte("short")} {
+		forged := client.WebhookSignature(key, vectorTime, body)
+		if err := client.VerifyWebhookSignature(key, forged, body, vectorTime, 0); !errors.Is(err, client.ErrWebhookKeyInvalid) {
+			t.Errorf("a %d-byte key: %v, want %v", len(key), err, client.ErrWebhookKeyInvalid)
+		}
+	}
+}
