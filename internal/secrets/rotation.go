@@ -237,7 +237,10 @@ func (s *Service) rotateRecorded(ctx context.Context, m *meta, rev int64) (res R
 	}
 	res, err = s.rotate(ctx, m, rev, nil)
 	ev.Done, ev.Result, ev.Err = true, res, err
-	if rerr := record(ctx, ev); rerr != nil {
+	// Recorded even when ctx ended during the rotation (leadership lost,
+	// shutdown): its effects (a pending version, a webhook's apply) are
+	// done, and a trail that refuses a cancelled context would lose them.
+	if rerr := record(context.WithoutCancel(ctx), ev); rerr != nil {
 		recErr = fmt.Errorf("secret %q: the audit record of its rotation's outcome could not be written: %w", m.Name, rerr)
 	}
 	return res, err, recErr

@@ -144,3 +144,31 @@ func TestScheduledRotationNotRunUnrecorded(t *testing.T) {
 		t.Fatalf("after a refused record: current %d latest %d pending %d, %v", md.CurrentVersion, md.LatestVersion, md.PendingVersion, err)
 	}
 }
+
+// The outcome of a scheduled rotation is recorded even when the job's
+// context ends during it (the job leadership lost, a shutdown): by then
+// the webhook may have applied the new value, and the trail must say so.
+func TestScheduledRotationOutcomeRecordedAfterCancel(t *testing.T) {
+	e := newJobEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if bytes.Contains(b, []byte(`"step":"apply"`)) {
+			cancel() // applied; the job's context ends before the test step
+		}
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+	}))
+	defer hook.Close()
+	e.must("POST", "/v1/secrets/data/team-a/cancelled", e.root, client.SecretPutRequest{Fields: map[string]string{"password": "old-value"}}, nil)
+	e.must("PUT", "/v1/secrets/rotation/team-a/cancelled", e.root, client.SecretRotationRequest{Every: "1d", With: "webhook:" + hook.URL}, nil)
+	e.offset.Add(int64(25 * time.Hour))
+	_, _ = e.sys.Secrets.RotateDue(ctx)
+	var got []string
+	for _, r := range jobRecords(t, e.trailDir) {
+		got = append(got, r.Phase+"|"+r.Outcome)
+	}
+	if len(got) != 2 || got[0] != "intent|" || got[1] != "|error" {
+		t.Fatalf("job records %v, want the intent and an error outcome", got)
+	}
+}
