@@ -117,14 +117,27 @@ func Run(ctx context.Context, cfg Config) error {
 		Client:     cfg.Kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: cfg.Identity},
 	}
-	var wg sync.WaitGroup
+	// The elector starts OnStartedLeading in a goroutine of its own; Run
+	// waits for it so that nothing writes after Run returns.
+	var (
+		mu      sync.Mutex
+		stopped bool
+		term    chan struct{}
+	)
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock: lock, LeaseDuration: cfg.LeaseDuration, RenewDeadline: cfg.RenewDeadline, RetryPeriod: cfg.RetryPeriod,
 		ReleaseOnCancel: true, Name: cfg.LeaseName,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(lctx context.Context) {
-				wg.Add(1)
-				defer wg.Done()
+				mu.Lock()
+				if stopped {
+					mu.Unlock()
+					return
+				}
+				done := make(chan struct{})
+				term = done
+				mu.Unlock()
+				defer close(done)
 				cfg.Logger.Info("coffer-sync leads", "lease", cfg.LeaseNamespace+"/"+cfg.LeaseName, "identity", cfg.Identity)
 				newController(cfg).run(lctx)
 			},
@@ -142,7 +155,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("secretsync: leader election: %w", err)
 	}
 	le.Run(ctx)
-	wg.Wait()
+	mu.Lock()
+	stopped = true
+	t := term
+	mu.Unlock()
+	if t != nil {
+		<-t
+	}
 	if ctx.Err() == nil {
 		return errors.New("secretsync: lost the leader lease")
 	}

@@ -224,6 +224,20 @@ func (e *env) eventually(what string, cond func() bool) {
 	}
 }
 
+// settle waits until the sync's own echoes (the status update's event, the
+// Secret reaching the informer's cache) are over: no Coffer read for
+// 300 ms.
+func (e *env) settle() {
+	e.t.Helper()
+	last, quiet := e.coffer.gets.Load(), time.Now()
+	e.eventually("the controller to settle", func() bool {
+		if n := e.coffer.gets.Load(); n != last {
+			last, quiet = n, time.Now()
+		}
+		return time.Since(quiet) > 300*time.Millisecond
+	})
+}
+
 func (e *env) secret(ns, name string) *corev1.Secret {
 	s, err := e.kube.CoreV1().Secrets(ns).Get(context.Background(), name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -346,7 +360,7 @@ func TestSyncNoRereadWhenUnchanged(t *testing.T) {
 	e.start()
 	e.create("app", "db", map[string]any{"secret": "app/db"})
 	e.waitReason("app", "db", ReasonSynced)
-	time.Sleep(300 * time.Millisecond)
+	e.settle()
 	gets, writes := e.coffer.gets.Load(), e.secretWrites("app")
 	time.Sleep(600 * time.Millisecond)
 	if g, w := e.coffer.gets.Load(), e.secretWrites("app"); g != gets || w != writes {
@@ -618,7 +632,7 @@ func TestSyncResyncReadsNothing(t *testing.T) {
 	e.start()
 	e.create("app", "db", map[string]any{"secret": "app/db"})
 	e.waitReason("app", "db", ReasonSynced)
-	time.Sleep(300 * time.Millisecond)
+	e.settle()
 	gets, writes := e.coffer.gets.Load(), e.secretWrites("app")
 	time.Sleep(2500 * time.Millisecond)
 	if g, w := e.coffer.gets.Load(), e.secretWrites("app"); g != gets || w != writes {
