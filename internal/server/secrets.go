@@ -181,7 +181,13 @@ func (s *Server) secretRotationRoutes() {
 			if rec := recordOf(ctx); rec != nil {
 				rec.Detail = "rotation every=" + keys.FormatPeriod(every)
 			}
-			return secretMetadataOf(sec.SetRotation(ctx, r.PathValue("name"), secrets.RotationConfig{Every: every, With: req.With, RollSigningKey: req.RollSigningKey}))
+			md, err := secretMetadataOf(sec.SetRotation(ctx, r.PathValue("name"), secrets.RotationConfig{Every: every, With: req.With, RollSigningKey: req.RollSigningKey}))
+			// Who holds the webhook's signing key (whoever got it in this
+			// answer) is in the trail; the key itself never is.
+			if rec := recordOf(ctx); rec != nil && err == nil && md.Rotation != nil && md.Rotation.SigningKey != "" {
+				rec.Detail += " signing_key=made"
+			}
+			return md, err
 		}))
 	m.HandleFunc("DELETE /v1/secrets/rotation/{name...}", handle(s, route{action: "secret:Rotate"}, secretResource[empty],
 		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.SecretMetadata, error) {
@@ -273,6 +279,9 @@ func secretMetadataOf(m secrets.Metadata, err error) (client.SecretMetadata, err
 			Attempts: r.Attempts, LastError: r.LastError, LastRotated: timeOrNil(r.LastRotated), Unsigned: r.Unsigned}
 		if len(r.NewSigningKey) != 0 {
 			out.Rotation.SigningKey = base64.StdEncoding.EncodeToString(r.NewSigningKey)
+			// The answer's string is the one copy that must leave; the
+			// bytes are not needed past here.
+			clear(r.NewSigningKey)
 		}
 	}
 	return out, nil

@@ -93,3 +93,22 @@ func TestRotationWebhookVerifiedEndToEnd(t *testing.T) {
 		t.Fatalf("rotation %+v, %d calls verified", res, verified.Load())
 	}
 }
+
+// Whoever holds the signing key can sign calls the rotator accepts: the
+// audit record of the rotation set that made one (the first webhook set,
+// or a roll) says so, and a set that kept the key does not.
+func TestRotationSigningKeyMadeAudited(t *testing.T) {
+	e := newRotationEnv(t)
+	const name = "team-a/keyaudit"
+	e.must("POST", "/v1/secrets/data/"+name, e.root, client.SecretPutRequest{Fields: map[string]string{"password": "first-value-xyz"}}, nil)
+	for _, c := range []struct {
+		roll bool
+		made bool
+	}{{false, true}, {false, false}, {true, true}} {
+		e.must("PUT", "/v1/secrets/rotation/"+name, e.root, client.SecretRotationRequest{Every: "30d", With: "webhook:http://127.0.0.1:9/rotate", RollSigningKey: c.roll}, nil)
+		rec, ok := e.rec.last("secret:Rotate")
+		if !ok || strings.Contains(rec.Detail, "signing_key=made") != c.made {
+			t.Fatalf("roll %v: record detail %q, want signing_key=made %v", c.roll, rec.Detail, c.made)
+		}
+	}
+}
