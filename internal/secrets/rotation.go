@@ -479,6 +479,9 @@ func (s *Service) SetRotation(ctx context.Context, name string, c RotationConfig
 	if _, _, err := parseWith(c.With); err != nil {
 		return Metadata{}, err
 	}
+	if c.RollSigningKey && !isWebhook(c.With) {
+		return Metadata{}, fmt.Errorf("%w: only a webhook rotation has a signing key to roll, not %s", ErrInvalidArgument, boundString(c.With, 64))
+	}
 	var made []byte
 	md, err := s.update(ctx, name, func(m *meta, now time.Time) ([]storage.Op, error) {
 		made = nil

@@ -3,9 +3,11 @@ package secrets
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -154,5 +156,19 @@ func TestUnsignedWebhookConfigKeepsWorking(t *testing.T) {
 	md, err := e.svc.SetRotation(ctx, "db", RotationConfig{Every: 30 * 24 * time.Hour, With: "webhook:" + h.srv.URL})
 	if err != nil || len(md.Rotation.NewSigningKey) != SigningKeySize || md.Rotation.Unsigned {
 		t.Fatalf("set again over a legacy configuration: %+v %v", md.Rotation, err)
+	}
+}
+
+// Asking to roll the signing key of a random: rotation (which has none) is
+// refused, not ignored: the caller believes a key was replaced.
+func TestRollSigningKeyNeedsWebhook(t *testing.T) {
+	e := newEnv(t)
+	e.put(t, "db", map[string]string{"password": "old-secret-value"})
+	_, err := e.svc.SetRotation(ctx, "db", RotationConfig{Every: 30 * 24 * time.Hour, With: "random:", RollSigningKey: true})
+	if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "signing key") {
+		t.Fatalf("roll with random: %v", err)
+	}
+	if md := e.meta(t, e.svc, "db"); md.Rotation != nil {
+		t.Fatalf("the refused set configured a rotation: %+v", md.Rotation)
 	}
 }
