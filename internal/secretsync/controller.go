@@ -240,7 +240,7 @@ func (c *controller) run(ctx context.Context) {
 	}
 	c.secrets.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: owner, UpdateFunc: func(_, o any) { owner(o) }, DeleteFunc: owner})
 
-	bc := record.NewBroadcaster(record.WithContext(ctx))
+	bc := record.NewBroadcaster()
 	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.cfg.Kube.CoreV1().Events("")})
 	defer bc.Shutdown()
 	c.recorder = bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: ManagedBy})

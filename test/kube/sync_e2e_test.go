@@ -23,6 +23,7 @@ import (
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/secretsync"
 	"github.com/cofferkms/coffer/test/kube"
+	"github.com/cofferkms/coffer/test/proc"
 )
 
 var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
@@ -159,16 +160,22 @@ func TestSyncE2E(t *testing.T) {
 			Logger: slog.New(slog.NewTextHandler(logs, nil)),
 		})
 	}()
-	t.Cleanup(func() {
-		stop()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
+	var stopOnce sync.Once
+	stopInProcess := func() {
+		stopOnce.Do(func() {
+			stop()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Error("the controller did not stop within 30s")
 			}
-		case <-time.After(30 * time.Second):
-			t.Error("the controller did not stop within 30s")
-		}
+		})
+	}
+	t.Cleanup(func() {
+		stopInProcess()
 		if t.Failed() {
 			t.Logf("controller log:\n%s", logs.String())
 		}
@@ -299,10 +306,56 @@ func TestSyncE2E(t *testing.T) {
 			}
 		}
 	}
-	stop()
+	synced := false
+	for _, e := range evs.Items {
+		synced = synced || (e.Reason == "Synced" && e.InvolvedObject.Kind == "CofferSecret" && e.InvolvedObject.Name == "db" && e.Namespace == "team-a")
+	}
+	if !synced {
+		t.Error("no Synced event on CofferSecret team-a/db")
+	}
+	stopInProcess()
 	for _, v := range []string{"sync-pw-1", "sync-pw-2", "sync-pw-b", "eyJ"} {
 		if strings.Contains(logs.String(), v) {
 			t.Fatalf("the controller's log holds a value or a token (%q)", v)
+		}
+	}
+
+	// The command: `coffer k8s sync` takes the lease the in-process
+	// controller gave up when it stopped, and syncs a new resource.
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "sync.log")
+	p, err := proc.Start("coffer k8s sync", kube.CofferBin(t), []string{"k8s", "sync", "--kubeconfig", api.Kubeconfig(),
+		"--address", coffer.Addr, "--role", "k8s-sync", "--lease-namespace", "coffer-system", "--wait", "20s"}, nil, logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.Stop(15 * time.Second)
+		if t.Failed() {
+			t.Logf("coffer k8s sync output:\n%s", p.Tail(6000))
+		}
+	})
+	if _, err := p.WaitLine("coffer k8s sync: identity", kube.Patience()); err != nil {
+		t.Fatal(err)
+	}
+	create("team-a", "api", map[string]any{"secret": "team-a/db", "data": []any{map[string]any{"key": "DB_PASSWORD", "field": "password"}}})
+	eventually(t, "the command's Secret team-a/api", func() bool {
+		s := secret("team-a", "api")
+		return s != nil && string(s.Data["DB_PASSWORD"]) == "sync-pw-2" && len(s.Data) == 1
+	})
+	put("team-a/db", map[string]string{"password": "sync-pw-3", "user": "app"})
+	eventually(t, "version 3 through the command", func() bool {
+		return string(secret("team-a", "api").Data["DB_PASSWORD"]) == "sync-pw-3" && string(secret("team-a", "db").Data["password"]) == "sync-pw-3"
+	})
+	lease, err = cs.CoordinationV1().Leases("coffer-system").Get(ctx, "coffer-sync", metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "e2e-1" {
+		t.Fatalf("lease after the hand-over: %+v %v", lease.Spec.HolderIdentity, err)
+	}
+	p.Stop(15 * time.Second)
+	out, _ := os.ReadFile(logPath)
+	for _, v := range []string{"sync-pw-2", "sync-pw-3", "eyJ"} {
+		if strings.Contains(string(out), v) {
+			t.Fatalf("the command's output holds a value or a token (%q)", v)
 		}
 	}
 }
