@@ -393,3 +393,44 @@ func TestSecretWaitClient(t *testing.T) {
 		t.Fatalf("a wait over 5m: %v", err)
 	}
 }
+
+// TestSecretWaitEndsWhenRunStops: Run's graceful shutdown ends the waits
+// at once (RegisterOnShutdown(EndWaits)) rather than holding the shutdown
+// for its 10 s grace and then cutting them.
+func TestSecretWaitEndsWhenRunStops(t *testing.T) {
+	b, stop := runServer(t, server.Config{})
+	opts := []client.Option{client.WithToken(b.RootToken)}
+	if b.CACertFile != "" {
+		opts = append(opts, client.WithCACertFile(b.CACertFile))
+	}
+	c, err := client.New(b.Addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SecretPut(ctx, "a", client.SecretPutRequest{Fields: map[string]string{"p": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	type out struct {
+		res *client.SecretWaitResult
+		err error
+	}
+	done := make(chan out, 1)
+	go func() {
+		res, err := c.SecretWait(ctx, map[string]uint32{"a": 1}, 5*time.Minute)
+		done <- out{res, err}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	stop()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Run took %s to stop with a wait open", d)
+	}
+	select {
+	case o := <-done:
+		if o.err != nil || len(o.res.Changed) != 0 {
+			t.Fatalf("the wait ended by the shutdown: %+v %v", o.res, o.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the wait did not end")
+	}
+}
