@@ -82,7 +82,7 @@ func VerifyWebhookSignature(key []byte, header string, body []byte, now time.Tim
 	if len(header) > maxSignatureHeader {
 		return ErrWebhookSignatureMalformed
 	}
-	ts := ""
+	ts, seenT := "", false
 	var sigs [][]byte
 	for part := range strings.SplitSeq(header, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
@@ -91,10 +91,11 @@ func VerifyWebhookSignature(key []byte, header string, body []byte, now time.Tim
 		}
 		switch k {
 		case "t":
-			if ts != "" {
+			// Exactly one t, an empty one counted too.
+			if seenT {
 				return ErrWebhookSignatureMalformed
 			}
-			ts = v
+			ts, seenT = v, true
 		case "v1":
 			sig, err := hex.DecodeString(v)
 			if err != nil || len(sig) != sha256.Size {

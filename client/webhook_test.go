@@ -101,3 +101,19 @@ func TestVerifyWebhookSignatureNeedsKey(t *testing.T) {
 		}
 	}
 }
+
+// Timestamps other than a plain non-negative decimal are refused as
+// malformed before any clock comparison: negative, signed zero, leading
+// zeros, a fraction, beyond int64, and an empty t beside a second one.
+func TestVerifyWebhookSignatureTimestampForms(t *testing.T) {
+	k := vectorKeyBytes(t)
+	v1 := ",v1=" + strings.Repeat("ab", 32)
+	for _, h := range []string{
+		"t=-1" + v1, "t=-0" + v1, "t=01767225600" + v1, "t=1767225600.5" + v1, "t=1.7e9" + v1,
+		"t=99999999999999999999" + v1, "t=,t=1767225600" + v1, "t=0x10" + v1,
+	} {
+		if err := client.VerifyWebhookSignature(k, h, []byte(vectorBody), vectorTime, 0); !errors.Is(err, client.ErrWebhookSignatureMalformed) {
+			t.Errorf("%s: %v, want %v", h, err, client.ErrWebhookSignatureMalformed)
+		}
+	}
+}
