@@ -744,3 +744,26 @@ func TestWaitChunks(t *testing.T) {
 		t.Fatalf("after apply: known %d, queued %d", g.known["n-2400"], c.queue.Len())
 	}
 }
+
+// TestSyncDeletedResourceStopsWatching: once its last CofferSecret is
+// deleted, a group's long-poll stops; a Retain Secret stays.
+func TestSyncDeletedResourceStopsWatching(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.Wait = 50 * time.Millisecond
+	e.coffer.put("app/db", map[string]string{"password": "pw"})
+	e.start()
+	e.create("app", "db", map[string]any{"secret": "app/db", "target": map[string]any{"deletionPolicy": "Retain"}})
+	e.waitReason("app", "db", ReasonSynced)
+	if err := e.dyn.Resource(GVR).Namespace("app").Delete(context.Background(), "db", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	before := e.coffer.waits.Load()
+	time.Sleep(500 * time.Millisecond)
+	if n := e.coffer.waits.Load() - before; n != 0 {
+		t.Fatalf("%d waits after the last CofferSecret of the group was deleted", n)
+	}
+	if e.secret("app", "db") == nil {
+		t.Fatal("the Retain Secret was deleted")
+	}
+}
