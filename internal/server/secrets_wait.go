@@ -116,27 +116,17 @@ func (s *Server) secretWait(ctx context.Context, r *http.Request, p auth.Princip
 	slices.Sort(names)
 
 	out := client.SecretWaitResult{Changed: []client.SecretChange{}, Denied: []string{}}
-	rec := recordOf(ctx)
 	permitted := make(map[string]uint32, len(names))
+	var deniedCode string
 	for _, n := range names {
-		it := audit.Item{Resource: "secret/" + n, Outcome: "ok"}
 		if err := s.authorizeItem(ctx, r, &p, "secret:List", "secret/"+n, nil); err != nil {
-			_, it.ErrorCode, _ = classify(err)
-			it.Outcome = "error"
+			_, deniedCode, _ = classify(err)
 			out.Denied = append(out.Denied, n)
 		} else {
 			permitted[n] = req.Secrets[n]
 		}
-		if rec != nil {
-			rec.AddItem(it)
-		}
 	}
-	defer func() {
-		if rec != nil {
-			rec.Detail = "wait=" + wait.String() + " secrets=" + strconv.Itoa(len(names)) + " denied=" + strconv.Itoa(len(out.Denied)) +
-				" changed=" + strconv.Itoa(len(out.Changed))
-		}
-	}()
+	defer func() { recordWait(ctx, wait, names, permitted, &out, deniedCode) }()
 
 	var changed []secrets.Change
 	var err error
@@ -156,6 +146,40 @@ func (s *Server) secretWait(ctx context.Context, r *http.Request, p auth.Princip
 		out.Changed = append(out.Changed, client.SecretChange{Name: c.Name, CurrentVersion: c.CurrentVersion, Deleted: c.Deleted})
 	}
 	return out, nil
+}
+
+// maxWaitRecorded bounds the names a wait's record lists besides the
+// denied and the changed ones (all of which it lists): a controller
+// waiting on 1000 secrets every 30s would otherwise write each name twice
+// a minute. GET /v1/secrets records its prefix, not the names it shows.
+const maxWaitRecorded = 64
+
+// recordWait fills a wait's audit record: the counts in detail, and as
+// items every denied name (with its error code), every changed one, and
+// the other names asked for up to maxWaitRecorded items.
+func recordWait(ctx context.Context, wait time.Duration, names []string, permitted map[string]uint32, out *client.SecretWaitResult, deniedCode string) {
+	rec := recordOf(ctx)
+	if rec == nil {
+		return
+	}
+	rec.Detail = "wait=" + wait.String() + " secrets=" + strconv.Itoa(len(names)) + " denied=" + strconv.Itoa(len(out.Denied)) +
+		" changed=" + strconv.Itoa(len(out.Changed))
+	for _, n := range out.Denied {
+		rec.AddItem(audit.Item{Resource: "secret/" + n, Outcome: "error", ErrorCode: deniedCode})
+	}
+	changed := make(map[string]bool, len(out.Changed))
+	for _, c := range out.Changed {
+		changed[c.Name] = true
+		rec.AddItem(audit.Item{Resource: "secret/" + c.Name, Outcome: "ok"})
+	}
+	for _, n := range names {
+		if len(rec.Items) >= maxWaitRecorded {
+			break
+		}
+		if _, ok := permitted[n]; ok && !changed[n] {
+			rec.AddItem(audit.Item{Resource: "secret/" + n, Outcome: "ok"})
+		}
+	}
 }
 
 // blockingWait runs one wait within the server's bound on concurrent

@@ -140,7 +140,8 @@ func TestSecretWaitAuthorizesEachName(t *testing.T) {
 			t.Fatalf("%s: a denied name did not answer at once", hidden)
 		}
 		rec, _ := e.rec.last("secret:List")
-		if len(rec.Items) != 2 || rec.Items[1].Outcome != "error" || rec.Items[1].ErrorCode != "permission_denied" || rec.Items[1].Resource != "secret/"+hidden {
+		if len(rec.Items) != 2 || rec.Items[0].Outcome != "error" || rec.Items[0].ErrorCode != "permission_denied" || rec.Items[0].Resource != "secret/"+hidden ||
+			rec.Items[1].Resource != "secret/team-a/db" || rec.Items[1].Outcome != "ok" {
 			t.Fatalf("%s: record items %+v", hidden, rec.Items)
 		}
 	}
@@ -188,12 +189,13 @@ func TestSecretWaitBadInput(t *testing.T) {
 		}
 	}
 	// 1000 names are allowed (more than the members of other request
-	// objects), and each is recorded.
+	// objects); the record lists 64 of them, the changed one first.
 	delete(many, "app/s0")
-	if st, raw := e.call("POST", waitPath, e.root, client.SecretWaitRequest{Secrets: many, Wait: "10ms"}); st != 200 {
+	many["app/s999"] = 1 // missing: it changed
+	if st, raw := e.call("POST", waitPath, e.root, client.SecretWaitRequest{Secrets: many, Wait: "10ms"}); st != 200 || !strings.Contains(string(raw), "app/s999") {
 		t.Fatalf("1000 names: %d %s", st, raw)
 	}
-	if rec, _ := e.rec.last("secret:List"); len(rec.Items) != 1000 || !strings.Contains(rec.Detail, "secrets=1000") {
+	if rec, _ := e.rec.last("secret:List"); len(rec.Items) != 64 || rec.Items[0].Resource != "secret/app/s999" || rec.Items[1].Resource != "secret/app/s1" || !strings.Contains(rec.Detail, "secrets=1000") {
 		t.Fatalf("1000 names: %d items, detail %q", len(rec.Items), rec.Detail)
 	}
 }
