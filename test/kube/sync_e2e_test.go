@@ -3,9 +3,13 @@ package kube_test
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
 	"github.com/cofferkms/coffer/client"
@@ -31,7 +36,7 @@ var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version:
 // installCRD creates the CofferSecret CRD from the shipped
 // deploy/coffer-sync/crd.yaml through the apiextensions API and waits
 // until it is established.
-func installCRD(t *testing.T, dyn dynamic.Interface) {
+func installCRD(t testing.TB, dyn dynamic.Interface) {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(kube.ModuleRoot(t), "deploy", "coffer-sync", "crd.yaml"))
 	if err != nil {
@@ -45,7 +50,7 @@ func installCRD(t *testing.T, dyn dynamic.Interface) {
 	if _, err := dyn.Resource(crdGVR).Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating the CRD from crd.yaml: %v", err)
 	}
-	eventually(t, "the CRD established", func() bool {
+	syncEventually(t, "the CRD established", func() bool {
 		u, err := dyn.Resource(crdGVR).Get(ctx, "coffersecrets.cofferkms.io", metav1.GetOptions{})
 		if err != nil {
 			return false
@@ -61,7 +66,7 @@ func installCRD(t *testing.T, dyn dynamic.Interface) {
 	})
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
+func syncEventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(kube.Patience())
 	for !cond() {
@@ -90,16 +95,19 @@ func (l *syncLog) String() string {
 	return l.buf.String()
 }
 
-// TestSyncE2E runs the `coffer k8s sync` controller in process against a
-// real kube-apiserver (its Secrets encrypted at rest by the Coffer KMS
-// plugin) and a real Coffer server, with the CRD installed from the
-// shipped YAML and service-account tokens from the real TokenRequest API:
-// a CofferSecret's Secret appears and is stored under the coffer KMS v2
-// provider in etcd; a new version in Coffer reaches the Secret through the
-// long-poll and restarts the Deployment; a CofferSecret naming another
-// namespace's secret gets Ready=False reason Forbidden and no Secret.
-func TestSyncE2E(t *testing.T) {
-	kube.RequireE2E(t)
+// syncCluster is a cluster with the KMS plugin, the CofferSecret CRD
+// installed from deploy/coffer-sync/crd.yaml, the Coffer cluster
+// registration, and a role k8s-sync that any namespace's default service
+// account may log in to, reading (and listing) its namespace's secrets.
+type syncCluster struct {
+	*kube.Cluster
+	root *client.Client
+	cs   *kubernetes.Clientset
+	dyn  dynamic.Interface
+}
+
+func startSyncCluster(t testing.TB) *syncCluster {
+	t.Helper()
 	c := kube.StartCluster(t, kube.ClusterOptions{KMS: true, APIServer: kube.APIServerOptions{ExtraArgs: []string{"--external-hostname=127.0.0.1"}}})
 	api, coffer := c.APIServer, c.Coffer
 	ctx := context.Background()
@@ -111,8 +119,6 @@ func TestSyncE2E(t *testing.T) {
 	}
 	installCRD(t, dyn)
 
-	api.CreateServiceAccount(t, "team-a", "default")
-	api.CreateServiceAccount(t, "team-b", "default")
 	api.CreateServiceAccount(t, "coffer-system", "coffer-sync")
 	if _, err := root.RegisterCluster(ctx, client.Cluster{Name: "kube", Mode: "jwks", DiscoveryURL: api.URL,
 		CACert: string(api.CACertPEM()), ReviewerToken: kube.AdminToken}); err != nil {
@@ -126,6 +132,24 @@ func TestSyncE2E(t *testing.T) {
 		Kubernetes: []client.KubernetesTrust{{Cluster: "kube", Namespace: "*", ServiceAccount: "default", Audience: "coffer"}}}); err != nil {
 		t.Fatal(err)
 	}
+	return &syncCluster{Cluster: c, root: root, cs: cs, dyn: dyn}
+}
+
+// TestSyncE2E runs the `coffer k8s sync` controller in process against a
+// real kube-apiserver (its Secrets encrypted at rest by the Coffer KMS
+// plugin) and a real Coffer server, with the CRD installed from the
+// shipped YAML and service-account tokens from the real TokenRequest API:
+// a CofferSecret's Secret appears and is stored under the coffer KMS v2
+// provider in etcd; a new version in Coffer reaches the Secret through the
+// long-poll and restarts the Deployment; a CofferSecret naming another
+// namespace's secret gets Ready=False reason Forbidden and no Secret.
+func TestSyncE2E(t *testing.T) {
+	kube.RequireE2E(t)
+	sc := startSyncCluster(t)
+	c, api, coffer, root, cs, dyn := sc.Cluster, sc.Cluster.APIServer, sc.Cluster.Coffer, sc.root, sc.cs, sc.dyn
+	ctx := context.Background()
+	api.CreateServiceAccount(t, "team-a", "default")
+	api.CreateServiceAccount(t, "team-b", "default")
 	put := func(name string, fields map[string]string) {
 		t.Helper()
 		if _, err := root.SecretPut(ctx, name, client.SecretPutRequest{Fields: fields}); err != nil {
@@ -239,7 +263,7 @@ func TestSyncE2E(t *testing.T) {
 		t.Errorf("the CRD did not default spec.target.deletionPolicy: %q", p)
 	}
 
-	eventually(t, "the Secret team-a/db", func() bool { return secret("team-a", "db") != nil })
+	syncEventually(t, "the Secret team-a/db", func() bool { return secret("team-a", "db") != nil })
 	s := secret("team-a", "db")
 	if string(s.Data["password"]) != "sync-pw-1" || string(s.Data["user"]) != "app" || s.Annotations["cofferkms.io/version"] != "1" {
 		t.Fatalf("Secret data keys %d, version %q", len(s.Data), s.Annotations["cofferkms.io/version"])
@@ -247,7 +271,7 @@ func TestSyncE2E(t *testing.T) {
 	if len(s.OwnerReferences) != 1 || s.OwnerReferences[0].UID != cr.GetUID() {
 		t.Fatalf("owner references %+v", s.OwnerReferences)
 	}
-	eventually(t, "Ready=True Synced at version 1", func() bool {
+	syncEventually(t, "Ready=True Synced at version 1", func() bool {
 		r, _, v := ready("team-a", "db")
 		return r == "Synced" && v == 1
 	})
@@ -269,19 +293,19 @@ func TestSyncE2E(t *testing.T) {
 	// A new version: the long-poll (20 s, the resync 10 minutes) brings it.
 	start := time.Now()
 	put("team-a/db", map[string]string{"password": "sync-pw-2", "user": "app"})
-	eventually(t, "version 2 in the Secret", func() bool {
+	syncEventually(t, "version 2 in the Secret", func() bool {
 		s := secret("team-a", "db")
 		return string(s.Data["password"]) == "sync-pw-2" && s.Annotations["cofferkms.io/version"] == "2"
 	})
 	if d := time.Since(start); d > 15*time.Second {
 		t.Errorf("the new version took %s to reach the Secret: the long-poll should bring it within seconds", d)
 	}
-	eventually(t, "the Deployment's rollout restart", func() bool { return restartedAt() != "" })
-	eventually(t, "syncedVersion 2", func() bool { _, _, v := ready("team-a", "db"); return v == 2 })
+	syncEventually(t, "the Deployment's rollout restart", func() bool { return restartedAt() != "" })
+	syncEventually(t, "syncedVersion 2", func() bool { _, _, v := ready("team-a", "db"); return v == 2 })
 
 	// team-b may not read team-a's secrets.
 	create("team-b", "steal", map[string]any{"secret": "team-a/db"})
-	eventually(t, "Ready=False reason Forbidden", func() bool { r, _, _ := ready("team-b", "steal"); return r == "Forbidden" })
+	syncEventually(t, "Ready=False reason Forbidden", func() bool { r, _, _ := ready("team-b", "steal"); return r == "Forbidden" })
 	if _, msg, _ := ready("team-b", "steal"); !strings.Contains(msg, "team-a/db") {
 		t.Errorf("Forbidden message %q does not name the secret", msg)
 	}
@@ -290,7 +314,7 @@ func TestSyncE2E(t *testing.T) {
 	}
 	// Its own secret syncs.
 	create("team-b", "db", map[string]any{"secret": "team-b/db", "target": map[string]any{"deletionPolicy": "Retain"}})
-	eventually(t, "the Secret team-b/db", func() bool { s := secret("team-b", "db"); return s != nil && string(s.Data["password"]) == "sync-pw-b" })
+	syncEventually(t, "the Secret team-b/db", func() bool { s := secret("team-b", "db"); return s != nil && string(s.Data["password"]) == "sync-pw-b" })
 	if refs := secret("team-b", "db").OwnerReferences; len(refs) != 0 {
 		t.Fatalf("Retain: owner references %+v", refs)
 	}
@@ -339,12 +363,12 @@ func TestSyncE2E(t *testing.T) {
 		t.Fatal(err)
 	}
 	create("team-a", "api", map[string]any{"secret": "team-a/db", "data": []any{map[string]any{"key": "DB_PASSWORD", "field": "password"}}})
-	eventually(t, "the command's Secret team-a/api", func() bool {
+	syncEventually(t, "the command's Secret team-a/api", func() bool {
 		s := secret("team-a", "api")
 		return s != nil && string(s.Data["DB_PASSWORD"]) == "sync-pw-2" && len(s.Data) == 1
 	})
 	put("team-a/db", map[string]string{"password": "sync-pw-3", "user": "app"})
-	eventually(t, "version 3 through the command", func() bool {
+	syncEventually(t, "version 3 through the command", func() bool {
 		return string(secret("team-a", "api").Data["DB_PASSWORD"]) == "sync-pw-3" && string(secret("team-a", "db").Data["password"]) == "sync-pw-3"
 	})
 	lease, err = cs.CoordinationV1().Leases("coffer-system").Get(ctx, "coffer-sync", metav1.GetOptions{})
@@ -358,4 +382,129 @@ func TestSyncE2E(t *testing.T) {
 			t.Fatalf("the command's output holds a value or a token (%q)", v)
 		}
 	}
+}
+
+// BenchmarkSyncRotation measures on the real cluster the time from a new
+// version in Coffer to the updated Kubernetes Secret, for 100
+// CofferSecrets of one namespace (one role token, one long-poll): each
+// round puts a new version of every secret, one after the other, and a
+// watch on the managed Secrets notes when each shows it. It reports the
+// p50 and p99 over all rounds. Run with COFFER_E2E=1 and -bench
+// SyncRotation -benchtime 3x.
+func BenchmarkSyncRotation(b *testing.B) {
+	kube.RequireE2E(b)
+	sc := startSyncCluster(b)
+	ctx := context.Background()
+	const n = 100
+	sc.APIServer.CreateServiceAccount(b, "bench", "default")
+	name := func(i int) string { return fmt.Sprintf("s-%03d", i) }
+	put := func(i, v int) {
+		if _, err := sc.root.SecretPut(ctx, "bench/"+name(i), client.SecretPutRequest{Fields: map[string]string{"v": strconv.Itoa(v)}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	crs := sc.dyn.Resource(secretsync.GVR).Namespace("bench")
+	for i := range n {
+		put(i, 1)
+		if _, err := crs.Create(ctx, &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "cofferkms.io/v1alpha1", "kind": "CofferSecret",
+			"metadata": map[string]any{"name": name(i)}, "spec": map[string]any{"secret": "bench/" + name(i)},
+		}}, metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- secretsync.Run(runCtx, secretsync.Config{
+			Kube: sc.cs, Dynamic: sc.dyn, Role: "k8s-sync",
+			Coffer: &secretsync.ClientCoffer{NewClient: func(token string) (*client.Client, error) {
+				return client.New(sc.Coffer.Addr, client.WithToken(token))
+			}},
+			LeaseNamespace: "coffer-system", LeaseName: "coffer-sync", Identity: "bench-1", Workers: 4,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+	}()
+	b.Cleanup(func() {
+		stop()
+		<-done
+	})
+	managed := metav1.ListOptions{LabelSelector: secretsync.LabelManagedBy + "=" + secretsync.ManagedBy}
+	countAt := func(v int) int {
+		l, err := sc.cs.CoreV1().Secrets("bench").List(ctx, managed)
+		if err != nil {
+			b.Fatal(err)
+		}
+		k := 0
+		for _, s := range l.Items {
+			if s.Annotations[secretsync.AnnotationVersion] == strconv.Itoa(v) {
+				k++
+			}
+		}
+		return k
+	}
+	syncEventually(b, "the first 100 Secrets", func() bool { return countAt(1) == n })
+
+	var lat []time.Duration
+	b.ResetTimer()
+	for round := range b.N {
+		v := round + 2
+		l, err := sc.cs.CoreV1().Secrets("bench").List(ctx, managed)
+		if err != nil {
+			b.Fatal(err)
+		}
+		opts := managed
+		opts.ResourceVersion = l.ResourceVersion
+		w, err := sc.cs.CoreV1().Secrets("bench").Watch(ctx, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var mu sync.Mutex
+		sent := map[string]time.Time{}
+		seen := map[string]time.Time{}
+		all := make(chan struct{})
+		go func() {
+			for ev := range w.ResultChan() {
+				s, ok := ev.Object.(*corev1.Secret)
+				if !ok || s.Annotations[secretsync.AnnotationVersion] != strconv.Itoa(v) {
+					continue
+				}
+				mu.Lock()
+				if _, dup := seen[s.Name]; !dup {
+					seen[s.Name] = time.Now()
+				}
+				full := len(seen) == n
+				mu.Unlock()
+				if full {
+					close(all)
+					return
+				}
+			}
+		}()
+		for i := range n {
+			mu.Lock()
+			sent[name(i)] = time.Now()
+			mu.Unlock()
+			put(i, v)
+		}
+		select {
+		case <-all:
+		case <-time.After(kube.Patience()):
+			mu.Lock()
+			got := len(seen)
+			mu.Unlock()
+			b.Fatalf("round %d: %d of %d Secrets updated", round, got, n)
+		}
+		w.Stop()
+		mu.Lock()
+		for s, t := range seen {
+			lat = append(lat, t.Sub(sent[s]))
+		}
+		mu.Unlock()
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
+	b.ReportMetric(ms(lat[min(len(lat)-1, len(lat)*99/100)]), "p99-ms")
 }
