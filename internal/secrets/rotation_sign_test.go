@@ -172,3 +172,33 @@ func TestRollSigningKeyNeedsWebhook(t *testing.T) {
 		t.Fatalf("the refused set configured a rotation: %+v", md.Rotation)
 	}
 }
+
+// Two first sets at once: the one that loses the write retries, finds the
+// winner's key and keeps it, and its answer shows no key (not the one it
+// made on its lost attempt, which no call would ever be signed with).
+func TestSetRotationConcurrentFirstSetsOneKey(t *testing.T) {
+	e := newEnv(t)
+	e.put(t, "db", map[string]string{"password": "old-secret-value"})
+	hs := &hookStore{Store: e.bar}
+	loser := New(hs, e.keys, WithClock(e.clk.now))
+	var won []byte
+	hs.before = func() {
+		md, err := e.svc.SetRotation(ctx, "db", RotationConfig{Every: 30 * 24 * time.Hour, With: "webhook:http://127.0.0.1:9/a"})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		won = md.Rotation.NewSigningKey
+	}
+	md, err := loser.SetRotation(ctx, "db", RotationConfig{Every: 7 * 24 * time.Hour, With: "webhook:http://127.0.0.1:9/b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _, err := e.svc.load(ctx, "db")
+	if err != nil || len(won) != SigningKeySize || !bytes.Equal(m.Rotation.SigningKey, won) {
+		t.Fatalf("stored key is not the winner's: %v", err)
+	}
+	if md.Rotation.NewSigningKey != nil {
+		t.Fatal("the retried set answered a key that was never stored")
+	}
+}
