@@ -283,6 +283,8 @@ func (c *controller) processNext(ctx context.Context) bool {
 	defer c.queue.Done(key)
 	retry, err := c.reconcile(ctx, key)
 	switch {
+	case ctx.Err() != nil:
+		// The term is ending: the next leader reconciles it.
 	case err != nil:
 		c.cfg.Logger.Warn("reconcile failed; retrying", "coffersecret", key, "error", err)
 		c.queue.AddRateLimited(key)

@@ -376,9 +376,14 @@ func (c *controller) setStatus(ctx context.Context, u *unstructured.Unstructured
 	if err != nil {
 		return err
 	}
-	next := u.DeepCopy()
-	next.Object["status"] = m
-	_, err = c.cfg.Dynamic.Resource(GVR).Namespace(u.GetNamespace()).UpdateStatus(ctx, next, metav1.UpdateOptions{})
+	// A merge patch of the whole status: no resourceVersion precondition,
+	// so a cache that has not seen the last status write yet does not make
+	// the write fail; the status is what this reconcile observed.
+	patch, err := json.Marshal(map[string]any{"status": m})
+	if err != nil {
+		return err
+	}
+	_, err = c.cfg.Dynamic.Resource(GVR).Namespace(u.GetNamespace()).Patch(ctx, u.GetName(), types.MergePatchType, patch, metav1.PatchOptions{}, "status")
 	if apierrors.IsNotFound(err) {
 		return nil
 	}

@@ -115,6 +115,10 @@ func (c *controller) untrackLocked(key string) {
 	if len(g.names) == 0 {
 		g.cancel()
 		delete(c.groups, t.group)
+		g.tokMu.Lock()
+		c.forgetToken(g.token)
+		g.token = ""
+		g.tokMu.Unlock()
 	}
 }
 
@@ -168,9 +172,7 @@ func (c *controller) token(ctx context.Context, g *group) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("logging in to Coffer role %q as service account %s/%s: %w", g.key.role, g.key.namespace, g.key.serviceAccount, err)
 	}
-	if f, ok := c.cfg.Coffer.(interface{ Forget(string) }); ok && g.token != "" {
-		f.Forget(g.token)
-	}
+	c.forgetToken(g.token)
 	g.token, g.issued, g.expires = tok, now, exp
 	return tok, nil
 }
@@ -181,6 +183,15 @@ func (c *controller) dropToken(g *group, tok string) {
 	defer g.tokMu.Unlock()
 	if g.token == tok {
 		g.token = ""
+		c.forgetToken(tok)
+	}
+}
+
+// forgetToken lets the Coffer implementation drop what it keeps for a
+// token no longer used (ClientCoffer's client of that token).
+func (c *controller) forgetToken(tok string) {
+	if f, ok := c.cfg.Coffer.(interface{ Forget(string) }); ok && tok != "" {
+		f.Forget(tok)
 	}
 }
 
