@@ -209,6 +209,11 @@ func (s *Server) blockingWait(ctx context.Context, r *http.Request, known map[st
 		if s.sys.Sealed() {
 			return errWaitSealed
 		}
+		// A replica that cannot prove it sees every revocation made on
+		// the others serves no credential (follow.go): nor a wait.
+		if err := s.sys.Fresh(); err != nil {
+			return err
+		}
 		// A revoked or expired credential ends the wait (401).
 		_, err := s.authn.Authenticate(r, src)
 		return err

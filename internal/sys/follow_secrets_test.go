@@ -84,3 +84,54 @@ func TestFollowWakesSecretWaitsOverREST(t *testing.T) {
 		t.Fatal("a write on one replica did not answer a wait on the other")
 	}
 }
+
+// TestStaleReplicaEndsSecretWaits: a wait re-checks its credential while it
+// blocks, and a replica that can no longer prove it has seen every
+// revocation (its watch is silent while a token is revoked elsewhere)
+// ends the wait with 503 replica_stale, as it refuses any request with
+// that credential.
+func TestStaleReplicaEndsSecretWaits(t *testing.T) {
+	store := inmem.New()
+	store.SetProgressInterval(50 * time.Millisecond)
+	t.Cleanup(func() { store.Close() })
+	rs := replicas(t, store, 2)
+	a := rs[0].root
+	if _, err := a.SecretPut(ctx, "app/db", client.SecretPutRequest{Fields: map[string]string{"p": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.PutPolicy(ctx, "lister", client.PutPolicyRequest{Document: "statements:\n  - effect: allow\n    actions: [secret:List]\n    resources: [\"secret/*\"]\n"}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := a.CreateToken(ctx, client.CreateTokenRequest{Policies: []string{"lister"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	onB := rs[1].as(t, tok.Token)
+	eventually(t, "a token issued on A", func() error {
+		_, err := onB.SecretMetadata(ctx, "app/db")
+		return err
+	})
+	for _, r := range rs {
+		if err := r.sys.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := onB.SecretWait(ctx, map[string]uint32{"app/db": 1}, time.Minute)
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	store.SetWatchPaused(true)
+	if err := a.RevokeToken(ctx, client.RevokeTokenRequest{Token: tok.Token}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if wantCode(err, "replica_stale") != nil {
+			t.Fatalf("the wait on the stale replica ended with %v", err)
+		}
+	case <-time.After(propagation):
+		t.Fatal("the wait on a replica that cannot see the revocation went on")
+	}
+}
