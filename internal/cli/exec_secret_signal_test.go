@@ -3,13 +3,17 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
 // A SIGTERM that arrives while the --file-dir files are being written
@@ -57,5 +61,41 @@ func TestExecSecretSignalDuringFileWrite(t *testing.T) {
 	}
 	if _, err := os.Lstat(marker); !os.IsNotExist(err) {
 		t.Fatal("COMMAND ran after the signal")
+	}
+}
+
+// A signal caught after the --file-dir files were written and before
+// COMMAND started (it waits in the channel writeSecretFiles set up) goes
+// to COMMAND once it runs, not lost; the files go when it ends.
+func TestExecSecretSignalCaughtBeforeStartForwarded(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "files")
+	files, err := openSecretFiles(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := files.write([]deliveredValue{{target: "V", source: "s#f", value: "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	sigs := make(chan os.Signal, 8)
+	sigs <- syscall.SIGTERM
+	cmd := &cobra.Command{}
+	cmd.SetContext(context.Background())
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetIn(strings.NewReader(""))
+	x := &secretExec{cmd: cmd, opts: &secretExecOptions{}, files: files, sigs: sigs, set: &secretSet{}}
+	prog, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = x.run(prog, []string{"sleep", "10"}, nil)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 128+int(syscall.SIGTERM) || time.Since(start) > 5*time.Second {
+		t.Fatalf("COMMAND ended with %v after %s, want killed by the caught SIGTERM", err, time.Since(start))
+	}
+	if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+		t.Fatalf("--file-dir is left (%v)", err)
 	}
 }
