@@ -767,3 +767,24 @@ func TestSyncDeletedResourceStopsWatching(t *testing.T) {
 		t.Fatal("the Retain Secret was deleted")
 	}
 }
+
+// TestSyncRevokedTokenLogsInAgain: when Coffer refuses the group's role
+// token (revoked, expired), the controller logs in again with a fresh
+// service-account token and new versions keep coming.
+func TestSyncRevokedTokenLogsInAgain(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.Wait = 200 * time.Millisecond
+	e.coffer.put("app/db", map[string]string{"password": "pw-1"})
+	e.start()
+	e.create("app", "db", map[string]any{"secret": "app/db"})
+	e.waitReason("app", "db", ReasonSynced)
+	logins := e.coffer.logins.Load()
+	e.coffer.mu.Lock()
+	clear(e.coffer.tokens) // every role token revoked
+	e.coffer.mu.Unlock()
+	e.coffer.put("app/db", map[string]string{"password": "pw-2"})
+	e.eventually("version 2 after the revocation", func() bool { return string(e.secret("app", "db").Data["password"]) == "pw-2" })
+	if e.coffer.logins.Load() <= logins {
+		t.Fatal("no new login after the token was refused")
+	}
+}
