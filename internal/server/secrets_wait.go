@@ -138,6 +138,20 @@ func (s *Server) secretWait(ctx context.Context, r *http.Request, p auth.Princip
 		}
 	} else {
 		changed, err = s.blockingWait(ctx, r, permitted, wait)
+		// The caller's policies may have changed during the wait: a
+		// secret it may no longer list is answered as denied, without
+		// its version.
+		kept := changed[:0]
+		for _, c := range changed {
+			if aerr := s.authorizeItem(ctx, r, &p, "secret:List", "secret/"+c.Name, nil); aerr != nil {
+				_, deniedCode, _ = classify(aerr)
+				out.Denied = append(out.Denied, c.Name)
+				delete(permitted, c.Name)
+				continue
+			}
+			kept = append(kept, c)
+		}
+		changed = kept
 	}
 	if err != nil {
 		return client.SecretWaitResult{}, err

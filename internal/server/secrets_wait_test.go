@@ -157,6 +157,15 @@ func TestSecretWaitAuthorizesEachName(t *testing.T) {
 	if c := recv(t, ch, 5*time.Second); c.status != 200 || !strings.Contains(string(c.raw), `"current_version":2`) {
 		t.Fatalf("permitted wait: %d %s", c.status, c.raw)
 	}
+	// A policy changed during the wait: the changed secret it may no
+	// longer list is answered as denied, without its version.
+	ch = waitAsync(e, tok, client.SecretWaitRequest{Secrets: map[string]uint32{"team-a/db": 2}})
+	pending(t, ch)
+	e.must("PUT", "/v1/policies/team-a", e.root, client.PutPolicyRequest{Document: "statements:\n  - effect: allow\n    actions: [secret:List]\n    resources: [\"secret/team-b/*\"]\n"}, nil)
+	e.must("POST", "/v1/secrets/data/team-a/db", e.root, client.SecretPutRequest{Fields: map[string]string{"p": "3"}}, nil)
+	if c := recv(t, ch, 5*time.Second); c.status != 200 || string(c.raw) != `{"changed":[],"denied":["team-a/db"]}`+"\n" {
+		t.Fatalf("after the policy changed: %d %s", c.status, c.raw)
+	}
 	// No secret:List anywhere: refused before any name is looked at.
 	e.wantErr("POST", waitPath, none, client.SecretWaitRequest{Secrets: map[string]uint32{"team-a/db": 1}}, 403, "permission_denied")
 	e.wantErr("POST", waitPath, "", client.SecretWaitRequest{Secrets: map[string]uint32{"team-a/db": 1}}, 401, "unauthenticated")
