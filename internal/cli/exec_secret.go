@@ -168,11 +168,16 @@ func listSecretNames(ctx context.Context, c *client.Client, prefix string) (map[
 // from a field name a secret's writer chose, it would run their code in
 // COMMAND (LD_PRELOAD, BASH_ENV, PATH, ...).
 func startupVariable(name string) bool {
-	if strings.HasPrefix(name, "LD_") || strings.HasPrefix(name, "DYLD_") {
+	// LUA_INIT and LUA_INIT_5_x: code Lua runs before the script.
+	if strings.HasPrefix(name, "LD_") || strings.HasPrefix(name, "DYLD_") || strings.HasPrefix(name, "LUA_INIT") {
 		return true
 	}
 	switch name {
-	case "PATH", "BASH_ENV", "ENV", "IFS", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND", "CDPATH", "GCONV_PATH",
+	// GLIBC_TUNABLES: parsed by the loader of every process (its parser
+	// has had overflows); ZDOTDIR: where zsh reads .zshenv even for -c;
+	// OPENSSL_CONF: its config can load a shared library at start.
+	case "GLIBC_TUNABLES", "ZDOTDIR", "OPENSSL_CONF",
+		"PATH", "BASH_ENV", "ENV", "IFS", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND", "CDPATH", "GCONV_PATH",
 		"NODE_OPTIONS", "PYTHONSTARTUP", "PYTHONPATH", "PYTHONHOME", "PERL5OPT", "PERL5LIB", "RUBYOPT", "RUBYLIB",
 		"JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS":
 		return true

@@ -36,3 +36,27 @@ func TestWithoutCredentials(t *testing.T) {
 		t.Fatalf("--pass-env COFFER_ADDR: %v", err)
 	}
 }
+
+// Every name a field must not become unless named: each startup variable
+// (loader, shell, interpreter) and each COFFER_ variable; names that only
+// look alike are delivered.
+func TestDerivedNameRefusals(t *testing.T) {
+	for _, n := range []string{"LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "DYLD_INSERT_LIBRARIES", "GLIBC_TUNABLES",
+		"PATH", "BASH_ENV", "ENV", "ZDOTDIR", "IFS", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND", "CDPATH", "GCONV_PATH",
+		"NODE_OPTIONS", "PYTHONSTARTUP", "PYTHONPATH", "PYTHONHOME", "PERL5OPT", "PERL5LIB", "RUBYOPT", "RUBYLIB",
+		"JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "LUA_INIT", "LUA_INIT_5_4", "OPENSSL_CONF"} {
+		if !startupVariable(n) {
+			t.Errorf("%s is not refused as a startup variable", n)
+		}
+	}
+	for _, n := range []string{"COFFER_ADDR", "COFFER_TOKEN", "COFFER_CACERT", "COFFER_SKIP_VERIFY", "COFFER_TOKEN_CACHE", "COFFER_"} {
+		if !cofferVariable(n) {
+			t.Errorf("%s is not refused as a COFFER_ variable", n)
+		}
+	}
+	for _, n := range []string{"PASSWORD", "DB_HOST", "COFFERADDR", "MY_COFFER_ADDR", "PATHS", "XLD_PRELOAD", "LUA_PATH_X", "ENVIRONMENT"} {
+		if startupVariable(n) || cofferVariable(n) {
+			t.Errorf("%s is refused", n)
+		}
+	}
+}
