@@ -111,8 +111,10 @@ func VerifyWebhookSignature(key []byte, header string, body []byte, now time.Tim
 	if err != nil || unix < 0 || strconv.FormatInt(unix, 10) != ts {
 		return ErrWebhookSignatureMalformed
 	}
-	// Compared in seconds, without building a time that could overflow.
-	if d := now.Unix() - unix; d > int64(tolerance/time.Second) || -d > int64(tolerance/time.Second) {
+	// Compared in seconds, without building a time that could overflow;
+	// the distance is taken unsigned, as a signed difference of two int64
+	// can wrap (a huge t against a clock before 1970).
+	if secondsApart(now.Unix(), unix) > uint64(tolerance/time.Second) {
 		return ErrWebhookSignatureExpired
 	}
 	want := webhookMAC(key, ts, body)
@@ -124,6 +126,14 @@ func VerifyWebhookSignature(key []byte, header string, body []byte, now time.Tim
 		return ErrWebhookSignatureMismatch
 	}
 	return nil
+}
+
+// secondsApart is |a-b| without overflow.
+func secondsApart(a, b int64) uint64 {
+	if a < b {
+		a, b = b, a
+	}
+	return uint64(a) - uint64(b)
 }
 
 func boolInt(b bool) int {

@@ -3,6 +3,7 @@ package client_test
 import (
 	"encoding/base64"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -114,6 +115,23 @@ func TestVerifyWebhookSignatureTimestampForms(t *testing.T) {
 	} {
 		if err := client.VerifyWebhookSignature(k, h, []byte(vectorBody), vectorTime, 0); !errors.Is(err, client.ErrWebhookSignatureMalformed) {
 			t.Errorf("%s: %v, want %v", h, err, client.ErrWebhookSignatureMalformed)
+		}
+	}
+}
+
+// The clock comparison does not overflow: a timestamp at the far end of
+// int64 against a receiver clock before 1970 is outside the tolerance,
+// not wrapped into it.
+func TestVerifyWebhookSignatureNoOverflow(t *testing.T) {
+	k := vectorKeyBytes(t)
+	body := []byte(vectorBody)
+	for _, c := range []struct{ signed, now time.Time }{
+		{time.Unix(math.MaxInt64, 0), time.Unix(-1, 0)},
+		{time.Unix(0, 0), time.Unix(math.MinInt64+1, 0)},
+	} {
+		h := client.WebhookSignature(k, c.signed, body)
+		if err := client.VerifyWebhookSignature(k, h, body, c.now, time.Minute); !errors.Is(err, client.ErrWebhookSignatureExpired) {
+			t.Errorf("%s at %d: %v, want %v", h, c.now.Unix(), err, client.ErrWebhookSignatureExpired)
 		}
 	}
 }
