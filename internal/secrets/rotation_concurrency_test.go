@@ -121,3 +121,38 @@ func TestRotationConcurrencyOption(t *testing.T) {
 		t.Fatalf("workers %d", w)
 	}
 }
+
+// Two replicas running the concurrent job at once over the same due
+// secrets: each secret gets exactly one apply and one test call and one
+// new version, whichever replica wins it.
+func TestRotateDueTwoReplicasExactlyOnce(t *testing.T) {
+	e := newEnv(t)
+	h := newHook(t)
+	names := e.dueWebhookSecrets(t, 12, h.srv.URL)
+	other := e.replica(t)
+	other.rot.concurrency = 3
+	var wg sync.WaitGroup
+	counts := make([]int, 2)
+	for i, svc := range []*Service{e.svc, other} {
+		wg.Go(func() {
+			n, _ := svc.RotateDue(ctx)
+			counts[i] = n
+		})
+	}
+	wg.Wait()
+	if counts[0]+counts[1] != len(names) {
+		t.Fatalf("rotations completed %v, want %d in all", counts, len(names))
+	}
+	per := map[string]int{}
+	for _, c := range h.got() {
+		per[c.Secret+"/"+c.Step]++
+	}
+	for _, name := range names {
+		if per[name+"/apply"] != 1 || per[name+"/test"] != 1 {
+			t.Errorf("%s: %d apply and %d test calls", name, per[name+"/apply"], per[name+"/test"])
+		}
+		if md := e.meta(t, e.svc, name); md.CurrentVersion != 2 || md.LatestVersion != 2 {
+			t.Errorf("%s: current %d latest %d", name, md.CurrentVersion, md.LatestVersion)
+		}
+	}
+}
