@@ -97,9 +97,9 @@ func TestWaitReturnsAtOnceWhenAVersionDiffers(t *testing.T) {
 func TestWaitTimesOutEmpty(t *testing.T) {
 	e := newEnv(t)
 	e.put(t, "a", map[string]string{"p": "1"})
+	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
-	start := time.Now()
 	out, err := e.svc.Wait(wctx, map[string]uint32{"a": 1, "b": 0}, WaitOptions{})
 	if err != nil || out == nil || len(out) != 0 {
 		t.Fatalf("changed %+v %v, want an empty list", out, err)
