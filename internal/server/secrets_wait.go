@@ -20,6 +20,11 @@ const (
 	// MaxSecretWaits bounds the waits one server holds at once; a wait
 	// beyond it is refused with 503 busy and Retry-After.
 	MaxSecretWaits = 4096
+	// MaxSecretWaitNames bounds the names the waits of one server hold
+	// at once (each costs an entry in the secrets service's waiter index
+	// for the whole wait); a wait beyond it is refused like one beyond
+	// MaxSecretWaits.
+	MaxSecretWaitNames = 1 << 18
 	// waitSlack is how long past its wait an answer may take to be
 	// written (the connection's deadlines are extended by wait + slack).
 	waitSlack = 15 * time.Second
@@ -33,16 +38,16 @@ const (
 
 // waitGate counts the waits in flight and ends them all on shutdown.
 type waitGate struct {
-	n      atomic.Int64
-	max    int64
-	done   context.Context
-	cancel context.CancelFunc
-	once   sync.Once
+	n, names      atomic.Int64
+	max, maxNames int64
+	done          context.Context
+	cancel        context.CancelFunc
+	once          sync.Once
 }
 
 func newWaitGate(max int64) *waitGate {
 	done, cancel := context.WithCancel(context.Background())
-	return &waitGate{max: max, done: done, cancel: cancel}
+	return &waitGate{max: max, maxNames: MaxSecretWaitNames, done: done, cancel: cancel}
 }
 
 // errWaitsBusy refuses a wait beyond MaxSecretWaits.
@@ -52,6 +57,10 @@ var errWaitsBusy = &apiError{http.StatusServiceUnavailable, "busy",
 // errWaitSealed ends the waits of a server that seals (before their reads
 // fail, or their credential check, as the seal wipes the tokens).
 var errWaitSealed = &apiError{http.StatusServiceUnavailable, "sealed", "the server was sealed during the wait; unseal it with `coffer operator unseal`, or wait on another replica"}
+
+// errWaitNamesBusy refuses a wait beyond MaxSecretWaitNames.
+var errWaitNamesBusy = &apiError{http.StatusServiceUnavailable, "busy",
+	"this server's waits hold the most secret names it serves at once (" + strconv.Itoa(MaxSecretWaitNames) + "); retry after a second or use another replica"}
 
 // EndWaits ends every secret wait in flight (each answers at once with no
 // change, and the caller waits again, on another replica if this one is
@@ -205,6 +214,12 @@ func (s *Server) blockingWait(ctx context.Context, r *http.Request, known map[st
 		return nil, errWaitsBusy
 	}
 	defer s.waits.n.Add(-1)
+	names := int64(len(known))
+	if s.waits.names.Add(names) > s.waits.maxNames {
+		s.waits.names.Add(-names)
+		return nil, errWaitNamesBusy
+	}
+	defer s.waits.names.Add(-names)
 	if rc, ok := ctx.Value(controllerKey{}).(*http.ResponseController); ok {
 		// The server's read and write timeouts would end the request
 		// (and cancel its context) before a long wait; this one

@@ -71,3 +71,61 @@ func TestSecretWaitConcurrencyCap(t *testing.T) {
 		t.Fatalf("%d waits counted after all ended", n)
 	}
 }
+
+// TestSecretWaitNamesCap: the names held by all waits are bounded too
+// (MaxSecretWaitNames; 3 here): a wait that would go beyond is refused
+// with 503 busy; one that fits is served.
+func TestSecretWaitNamesCap(t *testing.T) {
+	ctx := context.Background()
+	s := sys.New(barrier.New(inmem.New()), nil)
+	res, err := s.Init(ctx, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Unseal(ctx, res.Shares[0]); err != nil {
+		t.Fatal(err)
+	}
+	api := New(s, Options{Logger: slog.New(slog.DiscardHandler)})
+	api.waits.maxNames = 3
+	ts := httptest.NewServer(api)
+	t.Cleanup(ts.Close)
+	post := func(wait string, names ...string) (int, string) {
+		known := map[string]uint32{}
+		for _, n := range names {
+			known[n] = 0
+		}
+		b, _ := json.Marshal(client.SecretWaitRequest{Secrets: known, Wait: wait})
+		req, _ := http.NewRequest("POST", ts.URL+"/v1/secrets/wait", strings.NewReader(string(b)))
+		req.Header.Set("Authorization", "Bearer "+res.RootToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0, ""
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(raw)
+	}
+	first := make(chan int, 1)
+	go func() {
+		st, _ := post("1s", "a", "b")
+		first <- st
+	}()
+	for deadline := time.Now().Add(5 * time.Second); api.waits.names.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first wait never started")
+		}
+	}
+	if st, raw := post("1s", "c", "d"); st != 503 || !strings.Contains(raw, `"code":"busy"`) {
+		t.Fatalf("a wait over the names cap: %d %s", st, raw)
+	}
+	if st, raw := post("10ms", "c"); st != 200 {
+		t.Fatalf("a wait within the names cap: %d %s", st, raw)
+	}
+	if st := <-first; st != 200 {
+		t.Fatalf("the first wait: %d", st)
+	}
+	if n := api.waits.names.Load(); n != 0 {
+		t.Fatalf("%d names counted after all waits ended", n)
+	}
+}
