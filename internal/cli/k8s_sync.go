@@ -29,7 +29,8 @@ func newK8sSyncCmd() *cobra.Command {
 		role, audience, cluster, ns    string
 		leaseNamespace, leaseName      string
 		resync, wait                   time.Duration
-		workers                        int
+		workers, kubeBurst             int
+		kubeQPS                        float32
 		leaseDuration, renew, retryGap time.Duration
 	)
 	cmd := &cobra.Command{
@@ -58,6 +59,8 @@ See docs/k8s-sync.md.`,
 				return usageErrorf("--resync must be positive")
 			case wait < time.Second || wait > 5*time.Minute:
 				return usageErrorf("--wait must be between 1s and 5m")
+			case kubeQPS <= 0 || kubeBurst < 1:
+				return usageErrorf("--kube-qps and --kube-burst must be positive")
 			case leaseName == "":
 				return usageErrorf("--lease-name must not be empty")
 			case leaseDuration <= renew || renew <= retryGap || retryGap <= 0:
@@ -96,7 +99,7 @@ See docs/k8s-sync.md.`,
 				return fmt.Errorf("kubeconfig: %w", err)
 			}
 			restCfg.UserAgent = "coffer-k8s-sync"
-			restCfg.QPS, restCfg.Burst = 50, 100
+			restCfg.QPS, restCfg.Burst = kubeQPS, kubeBurst
 			kube, err := kubernetes.NewForConfig(restCfg)
 			if err != nil {
 				return fmt.Errorf("kubernetes client: %w", err)
@@ -136,7 +139,9 @@ See docs/k8s-sync.md.`,
 	f.DurationVar(&retryGap, "retry-period", 2*time.Second, "time between attempts to take or renew the lease")
 	f.DurationVar(&resync, "resync", 10*time.Minute, "informer resync period (a safety net; new versions come from the long-poll)")
 	f.DurationVar(&wait, "wait", 50*time.Second, "how long one long-poll on secret versions waits (at most 5m)")
-	f.IntVar(&workers, "workers", 2, "CofferSecrets reconciled in parallel")
+	f.IntVar(&workers, "workers", 4, "CofferSecrets reconciled in parallel")
+	f.Float32Var(&kubeQPS, "kube-qps", 100, "requests per second to the kube-apiserver, sustained")
+	f.IntVar(&kubeBurst, "kube-burst", 200, "requests to the kube-apiserver in a burst")
 	return cmd
 }
 

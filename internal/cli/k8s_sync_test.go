@@ -25,6 +25,7 @@ func TestK8sSyncUsage(t *testing.T) {
 		{append(base, "--wait", "6m"), 2, "--wait must be between 1s and 5m"},
 		{append(base, "--wait", "100ms"), 2, "--wait must be between 1s and 5m"},
 		{append(base, "--lease-name", ""), 2, "--lease-name must not be empty"},
+		{append(base, "--kube-qps", "0"), 2, "--kube-qps and --kube-burst must be positive"},
 		{append(base, "--renew-deadline", "20s"), 2, "--lease-duration > --renew-deadline"},
 		{append(base, "--address", "ftp://x"), 2, "--address"},
 		{base, 1, "kubeconfig"},

@@ -210,24 +210,27 @@ func ours(s *corev1.Secret, cs *CofferSecret) bool {
 
 // applySecret creates or updates the target Secret, writing only when its
 // data, type, version or ownership differ from what it should be. It
-// reads the Secret from the API, not the cache, so a lagging cache never
-// makes it overwrite a newer write or someone else's Secret.
+// starts from the Secret informer's cache (which holds the managed
+// Secrets): a Secret the cache does not have is created, and only when
+// that finds one already there is it read from the API, to tell this
+// resource's Secret from someone else's. An update carries the cached
+// resourceVersion, so a stale cache makes it fail and retry, never
+// overwrite a newer write.
 func (c *controller) applySecret(ctx context.Context, cs *CofferSecret, spec *Spec, version uint32, data map[string][]byte) (rv string, wrote bool, err error) {
 	api := c.cfg.Kube.CoreV1().Secrets(cs.Metadata.Namespace)
 	want := desiredSecret(cs, spec, version, data)
-	cur, err := api.Get(ctx, want.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
+	cur := c.cachedSecret(cs.Metadata.Namespace, want.Name)
+	if cur == nil {
 		created, err := api.Create(ctx, want, metav1.CreateOptions{})
-		if apierrors.IsAlreadyExists(err) {
-			return "", false, fmt.Errorf("Secret %s appeared while being created; retrying", want.Name)
+		if err == nil {
+			return created.ResourceVersion, true, nil
 		}
-		if err != nil {
+		if !apierrors.IsAlreadyExists(err) {
 			return "", false, fmt.Errorf("creating Secret %s: %w", want.Name, err)
 		}
-		return created.ResourceVersion, true, nil
-	}
-	if err != nil {
-		return "", false, fmt.Errorf("reading Secret %s: %w", want.Name, err)
+		if cur, err = api.Get(ctx, want.Name, metav1.GetOptions{}); err != nil {
+			return "", false, fmt.Errorf("reading Secret %s: %w", want.Name, err)
+		}
 	}
 	if !ours(cur, cs) {
 		return "", false, errConflict{name: want.Name}
@@ -269,6 +272,18 @@ func (c *controller) applySecret(ctx context.Context, cs *CofferSecret, spec *Sp
 		return "", false, fmt.Errorf("updating Secret %s: %w", want.Name, err)
 	}
 	return updated.ResourceVersion, true, nil
+}
+
+// cachedSecret is the Secret ns/name in the informer's cache, or nil.
+func (c *controller) cachedSecret(ns, name string) *corev1.Secret {
+	if c.secrets == nil {
+		return nil
+	}
+	obj, ok, err := c.secrets.GetIndexer().GetByKey(ns + "/" + name)
+	if err != nil || !ok {
+		return nil
+	}
+	return obj.(*corev1.Secret)
 }
 
 // sameSecret compares what the controller manages of two Secrets.

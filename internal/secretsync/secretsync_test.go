@@ -22,8 +22,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/informers"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/cofferkms/coffer/client"
 )
@@ -388,12 +390,34 @@ func TestApplySecretUnchangedWritesNothing(t *testing.T) {
 	if _, wrote, err := c.applySecret(ctx, cs, &spec, 1, data); err != nil || !wrote {
 		t.Fatalf("first apply: wrote=%v err=%v", wrote, err)
 	}
-	before := e.secretWrites("app")
-	if _, wrote, err := c.applySecret(ctx, cs, &spec, 1, map[string][]byte{"password": []byte("pw")}); err != nil || wrote {
-		t.Fatalf("second apply: wrote=%v err=%v, want no write", wrote, err)
+	// Without a cache: the create finds the Secret, which is read and
+	// found equal.
+	updates := func() int {
+		n := 0
+		for _, a := range e.kube.Actions() {
+			if a.GetResource().Resource == "secrets" && (a.GetVerb() == "update" || a.GetVerb() == "patch" || a.GetVerb() == "delete") {
+				n++
+			}
+		}
+		return n
 	}
-	if n := e.secretWrites("app"); n != before {
-		t.Fatalf("%d writes for unchanged data", n-before)
+	if _, wrote, err := c.applySecret(ctx, cs, &spec, 1, map[string][]byte{"password": []byte("pw")}); err != nil || wrote || updates() != 0 {
+		t.Fatalf("second apply: wrote=%v err=%v updates=%d, want no write", wrote, err, updates())
+	}
+	// With the informer's cache: no request at all.
+	kf := informers.NewSharedInformerFactory(e.kube, 0)
+	c.secrets = kf.Core().V1().Secrets().Informer()
+	stop := make(chan struct{})
+	defer close(stop)
+	kf.Start(stop)
+	cache.WaitForCacheSync(stop, c.secrets.HasSynced)
+	e.eventually("the cached Secret", func() bool { return c.cachedSecret("app", "db") != nil })
+	before := len(e.kube.Actions())
+	if _, wrote, err := c.applySecret(ctx, cs, &spec, 1, map[string][]byte{"password": []byte("pw")}); err != nil || wrote {
+		t.Fatalf("cached apply: wrote=%v err=%v, want no write", wrote, err)
+	}
+	if n := len(e.kube.Actions()) - before; n != 0 {
+		t.Fatalf("%d requests for unchanged data", n)
 	}
 	// A drifted value or a new version is written.
 	if _, wrote, err := c.applySecret(ctx, cs, &spec, 1, map[string][]byte{"password": []byte("other")}); err != nil || !wrote {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -507,4 +508,98 @@ func BenchmarkSyncRotation(b *testing.B) {
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
 	b.ReportMetric(ms(lat[min(len(lat)-1, len(lat)*99/100)]), "p99-ms")
+}
+
+// BenchmarkSyncMemory measures the resident memory of the `coffer k8s
+// sync` process holding syncMemoryN CofferSecrets (and as many Secrets)
+// of one namespace on the real cluster, once all are synced: its current
+// and peak RSS. Run with COFFER_E2E=1 and -bench SyncMemory -benchtime 1x
+// (setting up 10,000 resources takes minutes).
+func BenchmarkSyncMemory(b *testing.B) {
+	kube.RequireE2E(b)
+	sc := startSyncCluster(b)
+	ctx := context.Background()
+	sc.APIServer.CreateServiceAccount(b, "mem", "default")
+	name := func(i int) string { return fmt.Sprintf("s-%05d", i) }
+	crs := sc.dyn.Resource(secretsync.GVR).Namespace("mem")
+	parallel(b, syncMemoryN, func(i int) error {
+		if _, err := sc.root.SecretPut(ctx, "mem/"+name(i), client.SecretPutRequest{Fields: map[string]string{"user": "app", "password": strings.Repeat("x", 32)}}); err != nil {
+			return err
+		}
+		_, err := crs.Create(ctx, &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "cofferkms.io/v1alpha1", "kind": "CofferSecret",
+			"metadata": map[string]any{"name": name(i)}, "spec": map[string]any{"secret": "mem/" + name(i)},
+		}}, metav1.CreateOptions{})
+		return err
+	})
+	dir := b.TempDir()
+	p, err := proc.Start("coffer k8s sync", kube.CofferBin(b), []string{"k8s", "sync", "--kubeconfig", sc.APIServer.Kubeconfig(),
+		"--address", sc.Coffer.Addr, "--role", "k8s-sync", "--lease-namespace", "coffer-system", "--workers", "4"}, nil, filepath.Join(dir, "sync.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Stop(15 * time.Second) })
+	managed := metav1.ListOptions{LabelSelector: secretsync.LabelManagedBy + "=" + secretsync.ManagedBy, ResourceVersion: "0"}
+	start := time.Now()
+	syncEventually(b, "every Secret", func() bool {
+		l, err := sc.cs.CoreV1().Secrets("mem").List(ctx, managed)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(l.Items) < syncMemoryN {
+			time.Sleep(time.Second)
+			return false
+		}
+		return true
+	})
+	b.ReportMetric(time.Since(start).Seconds(), "s-to-sync-all")
+	time.Sleep(5 * time.Second) // the status writes' echoes
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	kib := func(field string) float64 {
+		for _, line := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(line, field+":"); ok {
+				n, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+				return n
+			}
+		}
+		b.Fatalf("no %s in /proc/PID/status", field)
+		return 0
+	}
+	b.ReportMetric(kib("VmRSS")/1024, "rss-MiB")
+	b.ReportMetric(kib("VmHWM")/1024, "peak-rss-MiB")
+}
+
+// syncMemoryN is the number of CofferSecrets of BenchmarkSyncMemory.
+const syncMemoryN = 10000
+
+// parallel runs f(0..n-1) on 8 goroutines and fails b on the first error.
+func parallel(b *testing.B, n int, f func(i int) error) {
+	b.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := f(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatal(err)
+	}
 }
