@@ -17,6 +17,7 @@ import (
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/barrier"
+	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/server"
 	"github.com/cofferkms/coffer/internal/snapshot"
 	"github.com/cofferkms/coffer/internal/storage"
@@ -233,7 +234,7 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	for range 32 {
 		wg.Go(func() {
 			for next.Add(1) <= nKeys-int64(len(samples)) {
-				if _, err := s.Keys.Create(ctx, client.CreateKeyRequest{Description: "bulk"}); err != nil {
+				if _, err := s.Keys.Create(ctx, keys.CreateRequest{Description: "bulk"}); err != nil {
 					t.Error(err)
 					return
 				}

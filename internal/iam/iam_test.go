@@ -165,7 +165,7 @@ func TestAssumeRole(t *testing.T) {
 
 func TestAuthorizeThroughIAM(t *testing.T) {
 	e := newEnv(t)
-	k, err := e.keys.Create(ctx, client.CreateKeyRequest{Alias: "alias/app"})
+	k, err := e.keys.Create(ctx, keys.CreateRequest{Alias: "alias/app"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,7 +76,7 @@ func TestRefreshRevocationMarkReachesUnseenTokens(t *testing.T) {
 func TestRefreshPolicyRecompilesSets(t *testing.T) {
 	e := newEnv(t)
 	e.policy(t, "enc", allowEncryptApp)
-	if _, err := e.keys.Create(ctx, client.CreateKeyRequest{Alias: "alias/app"}); err != nil {
+	if _, err := e.keys.Create(ctx, keys.CreateRequest{Alias: "alias/app"}); err != nil {
 		t.Fatal(err)
 	}
 	b, bTokens := replicaOf(t, e)

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/storage"
 )
 
@@ -45,7 +44,7 @@ func (s *afterApply) Apply(ctx context.Context, ops ...storage.Op) error {
 func TestRotateAnswersTheVersionItMade(t *testing.T) {
 	ctx := context.Background()
 	a, b, inner := twoServices(t)
-	k, err := a.Create(ctx, client.CreateKeyRequest{})
+	k, err := a.Create(ctx, CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,11 +77,11 @@ func TestRotateAnswersTheVersionItMade(t *testing.T) {
 func TestDeleteAliasDecidesOnTheStoredAlias(t *testing.T) {
 	ctx := context.Background()
 	a, b, _ := twoServices(t)
-	x, err := a.Create(ctx, client.CreateKeyRequest{Alias: "alias/app"})
+	x, err := a.Create(ctx, CreateRequest{Alias: "alias/app"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	y, err := a.Create(ctx, client.CreateKeyRequest{})
+	y, err := a.Create(ctx, CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

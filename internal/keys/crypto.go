@@ -10,7 +10,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/ciphertext"
 )
 
@@ -52,11 +51,11 @@ type Opened struct {
 // usable reports whether k may encrypt or decrypt.
 func usable(k *key) error {
 	switch k.rec.State {
-	case client.KeyEnabled:
+	case StateEnabled:
 		return nil
-	case client.KeyDisabled:
+	case StateDisabled:
 		return fmt.Errorf("%w: key %s is disabled; enable it to use it", ErrDisabled, k.rec.ID)
-	case client.KeyPendingDeletion:
+	case StatePendingDeletion:
 		return fmt.Errorf("%w: key %s is scheduled for deletion on %s and cannot be used; cancel the deletion to use it again",
 			ErrPendingDeletion, k.rec.ID, k.rec.DeletionDate.Format("2006-01-02T15:04:05Z07:00"))
 	default:

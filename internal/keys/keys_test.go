@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/storage/inmem"
@@ -43,7 +42,7 @@ func newEnv(t testing.TB) *env {
 	return &env{store: b, svc: keys.New(b, keys.WithClock(clk.now)), clk: clk}
 }
 
-func (e *env) create(t testing.TB, req client.CreateKeyRequest) client.Key {
+func (e *env) create(t testing.TB, req keys.CreateRequest) keys.Key {
 	t.Helper()
 	k, err := e.svc.Create(context.Background(), req)
 	if err != nil {
@@ -56,7 +55,7 @@ var ctx = context.Background()
 
 func TestEncryptDecryptAcrossRotation(t *testing.T) {
 	e := newEnv(t)
-	k := e.create(t, client.CreateKeyRequest{Alias: "alias/app"})
+	k := e.create(t, keys.CreateRequest{Alias: "alias/app"})
 	ec := map[string]string{"tenant": "a"}
 	var cts [][]byte
 	for i := 0; i < 4; i++ {
@@ -88,7 +87,7 @@ func TestEncryptDecryptAcrossRotation(t *testing.T) {
 
 func TestStateGatesUse(t *testing.T) {
 	e := newEnv(t)
-	k := e.create(t, client.CreateKeyRequest{})
+	k := e.create(t, keys.CreateRequest{})
 	s, _ := e.svc.Encrypt(ctx, k.ID, []byte("x"), nil)
 	steps := []struct {
 		name string
@@ -117,7 +116,7 @@ func TestStateGatesUse(t *testing.T) {
 
 func TestScheduleDeletionBounds(t *testing.T) {
 	e := newEnv(t)
-	k := e.create(t, client.CreateKeyRequest{})
+	k := e.create(t, keys.CreateRequest{})
 	for _, d := range []int{-1, 1, 6, 31, 365} {
 		if _, err := e.svc.ScheduleDeletion(ctx, k.ID, d); !errors.Is(err, keys.ErrInvalidArgument) {
 			t.Errorf("pending days %d: %v", d, err)
@@ -137,8 +136,8 @@ func TestScheduleDeletionBounds(t *testing.T) {
 
 func TestAutomaticRotation(t *testing.T) {
 	e := newEnv(t)
-	k := e.create(t, client.CreateKeyRequest{RotationPeriod: "90d"})
-	other := e.create(t, client.CreateKeyRequest{})
+	k := e.create(t, keys.CreateRequest{RotationPeriod: "90d"})
+	other := e.create(t, keys.CreateRequest{})
 	old, _ := e.svc.Encrypt(ctx, k.ID, []byte("old"), nil)
 
 	e.clk.add(89 * 24 * time.Hour)
@@ -179,7 +178,7 @@ func TestAutomaticRotation(t *testing.T) {
 
 func TestDeletionDestroysMaterial(t *testing.T) {
 	e := newEnv(t)
-	k := e.create(t, client.CreateKeyRequest{Alias: "alias/doomed"})
+	k := e.create(t, keys.CreateRequest{Alias: "alias/doomed"})
 	s, _ := e.svc.Encrypt(ctx, k.ID, []byte("secret"), nil)
 	if _, err := e.svc.ScheduleDeletion(ctx, k.ID, 7); err != nil {
 		t.Fatal(err)
@@ -226,7 +225,7 @@ func TestDeletionDestroysMaterial(t *testing.T) {
 
 func TestPersistAndReload(t *testing.T) {
 	e := newEnv(t)
-	k := e.create(t, client.CreateKeyRequest{Alias: "alias/a", Description: "d", Tags: map[string]string{"team": "x"}, RotationPeriod: "30d"})
+	k := e.create(t, keys.CreateRequest{Alias: "alias/a", Description: "d", Tags: map[string]string{"team": "x"}, RotationPeriod: "30d"})
 	e.svc.Rotate(ctx, k.ID)
 	s, _ := e.svc.Encrypt(ctx, "alias/a", []byte("p"), nil)
 	e.svc.CreateAlias(ctx, "alias/b", k.ID)
@@ -239,7 +238,7 @@ func TestPersistAndReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.ID != k.ID || d.PrimaryVersion != 2 || d.Description != "d" || d.Tags["team"] != "x" || d.RotationPeriod != "30d" ||
+	if d.ID != k.ID || d.PrimaryVersion != 2 || d.Description != "d" || d.Tags["team"] != "x" || d.RotationPeriod != 30*24*time.Hour ||
 		len(d.Aliases) != 2 {
 		t.Fatalf("reloaded key differs: %+v", d)
 	}
@@ -250,9 +249,9 @@ func TestPersistAndReload(t *testing.T) {
 
 func TestAliases(t *testing.T) {
 	e := newEnv(t)
-	a := e.create(t, client.CreateKeyRequest{Alias: "alias/one"})
-	b := e.create(t, client.CreateKeyRequest{})
-	if _, err := e.svc.Create(ctx, client.CreateKeyRequest{Alias: "alias/one"}); !errors.Is(err, keys.ErrAliasExists) {
+	a := e.create(t, keys.CreateRequest{Alias: "alias/one"})
+	b := e.create(t, keys.CreateRequest{})
+	if _, err := e.svc.Create(ctx, keys.CreateRequest{Alias: "alias/one"}); !errors.Is(err, keys.ErrAliasExists) {
 		t.Fatalf("duplicate alias on create: %v", err)
 	}
 	if len(e.svc.List(ctx)) != 2 {
@@ -283,8 +282,8 @@ func TestAliases(t *testing.T) {
 
 func TestReEncryptAndDataKeys(t *testing.T) {
 	e := newEnv(t)
-	a := e.create(t, client.CreateKeyRequest{})
-	b := e.create(t, client.CreateKeyRequest{})
+	a := e.create(t, keys.CreateRequest{})
+	b := e.create(t, keys.CreateRequest{})
 	s, _ := e.svc.Encrypt(ctx, a.ID, []byte("move me"), map[string]string{"k": "1"})
 	e.svc.Rotate(ctx, a.ID)
 	src, dst, err := e.svc.ReEncrypt(ctx, s.Ciphertext, map[string]string{"k": "1"}, "", nil)
@@ -330,7 +329,7 @@ func TestReEncryptAndDataKeys(t *testing.T) {
 // with rotations (run with -race).
 func TestConcurrentUseAndRotation(t *testing.T) {
 	e := newEnv(t)
-	k := e.create(t, client.CreateKeyRequest{})
+	k := e.create(t, keys.CreateRequest{})
 	var wg sync.WaitGroup
 	errc := make(chan error, 16)
 	for w := 0; w < 8; w++ {
@@ -382,7 +381,7 @@ func TestParsePeriod(t *testing.T) {
 
 func benchKey(b *testing.B) (*env, string) {
 	e := newEnv(b)
-	return e, e.create(b, client.CreateKeyRequest{}).ID
+	return e, e.create(b, keys.CreateRequest{}).ID
 }
 
 func benchEncrypt(b *testing.B, size int) {
@@ -424,7 +423,7 @@ func BenchmarkDecrypt4KiB(b *testing.B) { benchDecrypt(b, 4096) }
 // its own.
 func TestRunRotatesWithoutRequests(t *testing.T) {
 	e := newEnv(t)
-	k := e.create(t, client.CreateKeyRequest{RotationPeriod: "1h"})
+	k := e.create(t, keys.CreateRequest{RotationPeriod: "1h"})
 	e.clk.add(time.Hour)
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -453,7 +452,7 @@ func TestUseCountSurvivesReload(t *testing.T) {
 	e := newEnv(t)
 	const bound = 10
 	svc := keys.New(e.store, keys.WithUseLimits(bound, 4))
-	k, err := svc.Create(ctx, client.CreateKeyRequest{})
+	k, err := svc.Create(ctx, keys.CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,7 +486,7 @@ func TestUseCountSurvivesReload(t *testing.T) {
 func TestUseCountRotatesInProcess(t *testing.T) {
 	e := newEnv(t)
 	svc := keys.New(e.store, keys.WithUseLimits(5, 2))
-	k, err := svc.Create(ctx, client.CreateKeyRequest{})
+	k, err := svc.Create(ctx, keys.CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/storage"
 	"github.com/cofferkms/coffer/internal/storage/inmem"
@@ -25,7 +24,7 @@ func TestZeroMaterialNeverStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := New(b)
-	k, err := s.Create(ctx, client.CreateKeyRequest{})
+	k, err := s.Create(ctx, CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +57,7 @@ func TestSupersededSnapshotWiped(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := New(b)
-	k, err := s.Create(ctx, client.CreateKeyRequest{})
+	k, err := s.Create(ctx, CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +87,7 @@ func TestLoadedZeroMaterialNeverUsed(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := New(b)
-	k, err := s.Create(ctx, client.CreateKeyRequest{})
+	k, err := s.Create(ctx, CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

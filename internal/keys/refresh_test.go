@@ -6,7 +6,6 @@ import (
 	"math"
 	"testing"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/storage"
 	"github.com/cofferkms/coffer/internal/storage/inmem"
 )
@@ -59,7 +58,7 @@ func handleOf(t *testing.T, s *Service, id string) *handle {
 func TestRefreshCountsOtherReplicasUses(t *testing.T) {
 	ctx := context.Background()
 	a, b, _ := twoServices(t, WithUseLimits(1000, 10))
-	k, err := a.Create(ctx, client.CreateKeyRequest{})
+	k, err := a.Create(ctx, CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +94,7 @@ func TestRefreshCountsOtherReplicasUses(t *testing.T) {
 func TestRefreshReplacesSnapshots(t *testing.T) {
 	ctx := context.Background()
 	a, b, store := twoServices(t)
-	k, err := a.Create(ctx, client.CreateKeyRequest{Alias: "alias/app"})
+	k, err := a.Create(ctx, CreateRequest{Alias: "alias/app"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +138,7 @@ func TestRefreshReplacesSnapshots(t *testing.T) {
 
 	// An alias moved on A; and a record removed from the store (a
 	// restore) is forgotten.
-	k2, err := a.Create(ctx, client.CreateKeyRequest{})
+	k2, err := a.Create(ctx, CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +177,7 @@ func TestRefreshReplacesSnapshots(t *testing.T) {
 func TestRefreshIgnoresOlderChanges(t *testing.T) {
 	ctx := context.Background()
 	a, b, _ := twoServices(t)
-	k, err := a.Create(ctx, client.CreateKeyRequest{})
+	k, err := a.Create(ctx, CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/storage"
 )
@@ -38,7 +37,7 @@ func TestReviewHangUpAfterWriteKeepsKeyWritable(t *testing.T) {
 	st := &cancelAfterApply{Store: e.store}
 	const lease = 4
 	svc := keys.New(st, keys.WithUseLimits(1<<20, lease))
-	k, err := svc.Create(ctx, client.CreateKeyRequest{})
+	k, err := svc.Create(ctx, keys.CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +53,7 @@ func TestReviewHangUpAfterWriteKeepsKeyWritable(t *testing.T) {
 		}
 	}
 	desc := "d"
-	if _, err := svc.Update(ctx, k.ID, client.UpdateKeyRequest{Description: &desc}); err != nil {
+	if _, err := svc.Update(ctx, k.ID, keys.UpdateRequest{Description: &desc}); err != nil {
 		t.Fatalf("update after a hung-up request: %v", err)
 	}
 }

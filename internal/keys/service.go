@@ -50,7 +50,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/storage"
 )
@@ -107,7 +106,7 @@ type versionRecord struct {
 type record struct {
 	ID             string            `json:"id"`
 	Description    string            `json:"description,omitempty"`
-	State          client.KeyState   `json:"state"`
+	State          State             `json:"state"`
 	CreatedAt      time.Time         `json:"created_at"`
 	RotationPeriod time.Duration     `json:"rotation_period,omitempty"`
 	LastRotatedAt  time.Time         `json:"last_rotated_at"`
@@ -350,7 +349,7 @@ var errBadMaterial = errors.New("internal error: refusing to store key material 
 // is fixed when it is decoded; wiping its material later does not change
 // it.)
 func checkMaterial(r *record, prev *key) error {
-	if r.State == client.KeyDeleted {
+	if r.State == StateDeleted {
 		return nil
 	}
 	for _, v := range r.Versions {
@@ -426,25 +425,25 @@ func newKey(rec record, rev int64) (*key, error) {
 }
 
 // view renders the public metadata of k.
-func (s *Service) view(k *key) client.Key {
+func (s *Service) view(k *key) Key {
 	r := k.rec
-	out := client.Key{
+	out := Key{
 		ID:             r.ID,
 		Aliases:        s.aliasesOf(r.ID),
 		Description:    r.Description,
 		State:          r.State,
 		CreatedAt:      r.CreatedAt,
 		PrimaryVersion: r.Primary,
-		RotationPeriod: FormatPeriod(r.RotationPeriod),
+		RotationPeriod: r.RotationPeriod,
 		LastRotatedAt:  r.LastRotatedAt,
 		DeletionDate:   r.DeletionDate,
 		Tags:           r.Tags,
-		Versions:       make([]client.KeyVersion, 0, len(r.Versions)),
+		Versions:       make([]Version, 0, len(r.Versions)),
 	}
 	for _, v := range r.Versions {
-		out.Versions = append(out.Versions, client.KeyVersion{Version: v.Version, CreatedAt: v.CreatedAt})
+		out.Versions = append(out.Versions, Version{Version: v.Version, CreatedAt: v.CreatedAt})
 	}
-	if r.RotationPeriod > 0 && r.State == client.KeyEnabled {
+	if r.RotationPeriod > 0 && r.State == StateEnabled {
 		next := r.LastRotatedAt.Add(r.RotationPeriod)
 		out.NextRotationAt = &next
 	}
@@ -532,31 +531,31 @@ func parseRotation(s string) (time.Duration, error) {
 }
 
 // Create makes a new enabled key with one version.
-func (s *Service) Create(ctx context.Context, req client.CreateKeyRequest) (client.Key, error) {
+func (s *Service) Create(ctx context.Context, req CreateRequest) (Key, error) {
 	if len(req.Description) > MaxDescription {
-		return client.Key{}, fmt.Errorf("%w: description is %d bytes; at most %d are allowed", ErrInvalidArgument, len(req.Description), MaxDescription)
+		return Key{}, fmt.Errorf("%w: description is %d bytes; at most %d are allowed", ErrInvalidArgument, len(req.Description), MaxDescription)
 	}
 	period, err := parseRotation(req.RotationPeriod)
 	if err != nil {
-		return client.Key{}, err
+		return Key{}, err
 	}
 	if err := checkTags(req.Tags); err != nil {
-		return client.Key{}, err
+		return Key{}, err
 	}
 	if req.Alias != "" {
 		if err := checkAlias(req.Alias); err != nil {
-			return client.Key{}, err
+			return Key{}, err
 		}
 	}
 	if err := s.beginWrite(); err != nil {
-		return client.Key{}, err
+		return Key{}, err
 	}
 	defer s.life.RUnlock()
 	now := s.now().UTC()
 	rec := record{
 		ID:             uuid.NewString(),
 		Description:    req.Description,
-		State:          client.KeyEnabled,
+		State:          StateEnabled,
 		CreatedAt:      now,
 		RotationPeriod: period,
 		LastRotatedAt:  now,
@@ -566,11 +565,11 @@ func (s *Service) Create(ctx context.Context, req client.CreateKeyRequest) (clie
 	}
 	defer func() { wipeVersions(rec.Versions) }()
 	if err := checkMaterial(&rec, nil); err != nil {
-		return client.Key{}, err
+		return Key{}, err
 	}
 	val, err := json.Marshal(rec)
 	if err != nil {
-		return client.Key{}, err
+		return Key{}, err
 	}
 	defer clear(val)
 	ops := []storage.Op{{Kind: storage.OpPut, Key: keyPrefix + rec.ID, Value: val, IfRevision: 0}}
@@ -578,20 +577,20 @@ func (s *Service) Create(ctx context.Context, req client.CreateKeyRequest) (clie
 		s.aliasMu.Lock()
 		defer s.aliasMu.Unlock()
 		if _, ok := s.aliases.Load(req.Alias); ok {
-			return client.Key{}, fmt.Errorf("%w: %q already points to a key; pick another name or delete it first", ErrAliasExists, req.Alias)
+			return Key{}, fmt.Errorf("%w: %q already points to a key; pick another name or delete it first", ErrAliasExists, req.Alias)
 		}
 		av, _ := json.Marshal(aliasRecord{KeyID: rec.ID})
 		ops = append(ops, storage.Op{Kind: storage.OpPut, Key: aliasPath(req.Alias), Value: av, IfRevision: 0})
 	}
 	if err := s.store.Apply(ctx, ops...); err != nil {
 		if errors.Is(err, storage.ErrConflict) {
-			return client.Key{}, fmt.Errorf("%w: %q already points to a key", ErrAliasExists, req.Alias)
+			return Key{}, fmt.Errorf("%w: %q already points to a key", ErrAliasExists, req.Alias)
 		}
-		return client.Key{}, err
+		return Key{}, err
 	}
 	k, err := s.reload(ctx, rec.ID)
 	if err != nil {
-		return client.Key{}, err
+		return Key{}, err
 	}
 	h := &handle{}
 	h.cur.Store(k)
@@ -623,14 +622,14 @@ func newMaterial() []byte {
 
 // update applies change to a copy of the key's record and commits it with
 // compare-and-swap. change returns an error to abort without writing.
-func (s *Service) update(ctx context.Context, ref string, change func(r *record, now time.Time) error) (client.Key, error) {
+func (s *Service) update(ctx context.Context, ref string, change func(r *record, now time.Time) error) (Key, error) {
 	h, err := s.resolve(ref)
 	if err != nil {
-		return client.Key{}, err
+		return Key{}, err
 	}
 	k, err := s.updateHandle(ctx, h, change)
 	if err != nil {
-		return client.Key{}, err
+		return Key{}, err
 	}
 	return s.view(k), nil
 }
@@ -755,26 +754,26 @@ func cloneMap(m map[string]string) map[string]string {
 }
 
 func notDeleted(r *record) error {
-	if r.State == client.KeyDeleted {
+	if r.State == StateDeleted {
 		return fmt.Errorf("%w: key %s was deleted on %s and its material destroyed", ErrDeleted, r.ID, r.DeletionDate.Format(time.RFC3339))
 	}
 	return nil
 }
 
 // Describe returns a key's metadata.
-func (s *Service) Describe(_ context.Context, ref string) (client.Key, error) {
+func (s *Service) Describe(_ context.Context, ref string) (Key, error) {
 	h, err := s.resolve(ref)
 	if err != nil {
-		return client.Key{}, err
+		return Key{}, err
 	}
 	return s.view(h.cur.Load()), nil
 }
 
 // List returns every key that is not deleted, oldest first.
-func (s *Service) List(_ context.Context) []client.Key {
+func (s *Service) List(_ context.Context) []Key {
 	var ks []*key
 	s.keys.Range(func(_, v any) bool {
-		if k := v.(*handle).cur.Load(); k.rec.State != client.KeyDeleted {
+		if k := v.(*handle).cur.Load(); k.rec.State != StateDeleted {
 			ks = append(ks, k)
 		}
 		return true
@@ -785,7 +784,7 @@ func (s *Service) List(_ context.Context) []client.Key {
 		}
 		return strings.Compare(a.rec.ID, b.rec.ID)
 	})
-	out := make([]client.Key, len(ks))
+	out := make([]Key, len(ks))
 	for i, k := range ks {
 		out[i] = s.view(k)
 	}
@@ -793,21 +792,21 @@ func (s *Service) List(_ context.Context) []client.Key {
 }
 
 // Update changes a key's description, rotation period or tags.
-func (s *Service) Update(ctx context.Context, ref string, req client.UpdateKeyRequest) (client.Key, error) {
+func (s *Service) Update(ctx context.Context, ref string, req UpdateRequest) (Key, error) {
 	var period time.Duration
 	if req.RotationPeriod != nil {
 		p, err := parseRotation(*req.RotationPeriod)
 		if err != nil {
-			return client.Key{}, err
+			return Key{}, err
 		}
 		period = p
 	}
 	if req.Description != nil && len(*req.Description) > MaxDescription {
-		return client.Key{}, fmt.Errorf("%w: description is %d bytes; at most %d are allowed", ErrInvalidArgument, len(*req.Description), MaxDescription)
+		return Key{}, fmt.Errorf("%w: description is %d bytes; at most %d are allowed", ErrInvalidArgument, len(*req.Description), MaxDescription)
 	}
 	if req.Tags != nil {
 		if err := checkTags(*req.Tags); err != nil {
-			return client.Key{}, err
+			return Key{}, err
 		}
 	}
 	return s.update(ctx, ref, func(r *record, now time.Time) error {
@@ -832,24 +831,24 @@ func (s *Service) Update(ctx context.Context, ref string, req client.UpdateKeyRe
 }
 
 // Enable makes a disabled key usable again.
-func (s *Service) Enable(ctx context.Context, ref string) (client.Key, error) {
-	return s.setEnabled(ctx, ref, client.KeyEnabled)
+func (s *Service) Enable(ctx context.Context, ref string) (Key, error) {
+	return s.setEnabled(ctx, ref, StateEnabled)
 }
 
 // Disable makes a key unusable for every cryptographic operation until it is
 // enabled again.
-func (s *Service) Disable(ctx context.Context, ref string) (client.Key, error) {
-	return s.setEnabled(ctx, ref, client.KeyDisabled)
+func (s *Service) Disable(ctx context.Context, ref string) (Key, error) {
+	return s.setEnabled(ctx, ref, StateDisabled)
 }
 
 // setEnabled moves a key between Enabled and Disabled (want is one of them).
-func (s *Service) setEnabled(ctx context.Context, ref string, want client.KeyState) (client.Key, error) {
+func (s *Service) setEnabled(ctx context.Context, ref string, want State) (Key, error) {
 	return s.update(ctx, ref, func(r *record, _ time.Time) error {
 		switch r.State {
-		case client.KeyEnabled, client.KeyDisabled:
+		case StateEnabled, StateDisabled:
 			r.State = want
 			return nil
-		case client.KeyPendingDeletion:
+		case StatePendingDeletion:
 			return fmt.Errorf("%w: key %s is pending deletion; cancel the deletion first", ErrInvalidState, r.ID)
 		}
 		return notDeleted(r)
@@ -857,14 +856,14 @@ func (s *Service) setEnabled(ctx context.Context, ref string, want client.KeySta
 }
 
 // Rotate adds a new primary version now. Older versions stay decrypt-only.
-func (s *Service) Rotate(ctx context.Context, ref string) (client.Key, error) {
+func (s *Service) Rotate(ctx context.Context, ref string) (Key, error) {
 	h, err := s.resolve(ref)
 	if err != nil {
-		return client.Key{}, err
+		return Key{}, err
 	}
 	k, err := s.rotateHandle(ctx, h, false, 0)
 	if err != nil {
-		return client.Key{}, err
+		return Key{}, err
 	}
 	return s.view(k), nil
 }
@@ -876,7 +875,7 @@ func (s *Service) Rotate(ctx context.Context, ref string) (client.Key, error) {
 // replica rotated first), so one due rotation makes one version.
 func (s *Service) rotateHandle(ctx context.Context, h *handle, onlyIfDue bool, ifPrimary uint32) (*key, error) {
 	k, err := s.updateHandle(ctx, h, func(r *record, now time.Time) error {
-		if r.State != client.KeyEnabled {
+		if r.State != StateEnabled {
 			if err := notDeleted(r); err != nil {
 				return err
 			}
@@ -946,7 +945,7 @@ func (s *Service) reserveUses(ctx context.Context, h *handle, seen *key) error {
 		if cur != seen {
 			return errLeaseHeld // changed since: look again
 		}
-		if r.State != client.KeyEnabled {
+		if r.State != StateEnabled {
 			return usable(cur)
 		}
 		used := h.uses.Load()
@@ -973,22 +972,22 @@ func (s *Service) reserveUses(ctx context.Context, h *handle, seen *key) error {
 
 // ScheduleDeletion makes the key unusable now and destroys its material
 // after pendingDays (7..30; 0 means 30).
-func (s *Service) ScheduleDeletion(ctx context.Context, ref string, pendingDays int) (client.Key, error) {
+func (s *Service) ScheduleDeletion(ctx context.Context, ref string, pendingDays int) (Key, error) {
 	if pendingDays == 0 {
 		pendingDays = DefaultPendingDays
 	}
 	if pendingDays < MinPendingDays || pendingDays > MaxPendingDays {
-		return client.Key{}, fmt.Errorf("%w: pending_days must be between %d and %d, not %d", ErrInvalidArgument, MinPendingDays, MaxPendingDays, pendingDays)
+		return Key{}, fmt.Errorf("%w: pending_days must be between %d and %d, not %d", ErrInvalidArgument, MinPendingDays, MaxPendingDays, pendingDays)
 	}
 	return s.update(ctx, ref, func(r *record, now time.Time) error {
 		if err := notDeleted(r); err != nil {
 			return err
 		}
-		if r.State == client.KeyPendingDeletion {
+		if r.State == StatePendingDeletion {
 			return fmt.Errorf("%w: key %s is already pending deletion on %s", ErrInvalidState, r.ID, r.DeletionDate.Format(time.RFC3339))
 		}
 		when := now.Add(time.Duration(pendingDays) * 24 * time.Hour)
-		r.State = client.KeyPendingDeletion
+		r.State = StatePendingDeletion
 		r.DeletionDate = &when
 		return nil
 	})
@@ -996,51 +995,51 @@ func (s *Service) ScheduleDeletion(ctx context.Context, ref string, pendingDays 
 
 // CancelDeletion stops a scheduled deletion. The key comes back disabled,
 // as in cloud KMSs, so that re-enabling it is a deliberate second step.
-func (s *Service) CancelDeletion(ctx context.Context, ref string) (client.Key, error) {
+func (s *Service) CancelDeletion(ctx context.Context, ref string) (Key, error) {
 	return s.update(ctx, ref, func(r *record, _ time.Time) error {
 		if err := notDeleted(r); err != nil {
 			return err
 		}
-		if r.State != client.KeyPendingDeletion {
+		if r.State != StatePendingDeletion {
 			return fmt.Errorf("%w: key %s is %s, not pending deletion", ErrInvalidState, r.ID, r.State)
 		}
-		r.State = client.KeyDisabled
+		r.State = StateDisabled
 		r.DeletionDate = nil
 		return nil
 	})
 }
 
 // CreateAlias points a new alias at a key.
-func (s *Service) CreateAlias(ctx context.Context, name, ref string) (client.Alias, error) {
+func (s *Service) CreateAlias(ctx context.Context, name, ref string) (Alias, error) {
 	if err := checkAlias(name); err != nil {
-		return client.Alias{}, err
+		return Alias{}, err
 	}
 	h, err := s.resolve(ref)
 	if err != nil {
-		return client.Alias{}, err
+		return Alias{}, err
 	}
 	k := h.cur.Load()
 	if err := notDeleted(&k.rec); err != nil {
-		return client.Alias{}, err
+		return Alias{}, err
 	}
 	if err := s.beginWrite(); err != nil {
-		return client.Alias{}, err
+		return Alias{}, err
 	}
 	defer s.life.RUnlock()
 	s.aliasMu.Lock()
 	defer s.aliasMu.Unlock()
 	if _, ok := s.aliases.Load(name); ok {
-		return client.Alias{}, fmt.Errorf("%w: %q already points to a key; delete it first", ErrAliasExists, name)
+		return Alias{}, fmt.Errorf("%w: %q already points to a key; delete it first", ErrAliasExists, name)
 	}
 	val, _ := json.Marshal(aliasRecord{KeyID: k.rec.ID})
 	if err := s.store.Apply(ctx, storage.Op{Kind: storage.OpPut, Key: aliasPath(name), Value: val, IfRevision: 0}); err != nil {
 		if errors.Is(err, storage.ErrConflict) {
-			return client.Alias{}, fmt.Errorf("%w: %q already points to a key", ErrAliasExists, name)
+			return Alias{}, fmt.Errorf("%w: %q already points to a key", ErrAliasExists, name)
 		}
-		return client.Alias{}, err
+		return Alias{}, err
 	}
 	s.setAlias(name, k.rec.ID)
-	return client.Alias{Name: name, KeyID: k.rec.ID}, nil
+	return Alias{Name: name, KeyID: k.rec.ID}, nil
 }
 
 // DeleteAlias removes an alias; the key is untouched.
@@ -1089,7 +1088,7 @@ func (s *Service) DeleteAlias(ctx context.Context, name string) error {
 }
 
 // ListAliases returns the aliases, optionally only those of one key.
-func (s *Service) ListAliases(_ context.Context, keyRef string) ([]client.Alias, error) {
+func (s *Service) ListAliases(_ context.Context, keyRef string) ([]Alias, error) {
 	want := ""
 	if keyRef != "" {
 		h, err := s.resolve(keyRef)
@@ -1098,14 +1097,14 @@ func (s *Service) ListAliases(_ context.Context, keyRef string) ([]client.Alias,
 		}
 		want = h.cur.Load().rec.ID
 	}
-	out := []client.Alias{}
+	out := []Alias{}
 	s.aliases.Range(func(name, id any) bool {
 		if want == "" || id.(string) == want {
-			out = append(out, client.Alias{Name: name.(string), KeyID: id.(string)})
+			out = append(out, Alias{Name: name.(string), KeyID: id.(string)})
 		}
 		return true
 	})
-	slices.SortFunc(out, func(a, b client.Alias) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b Alias) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
@@ -1123,7 +1122,7 @@ func (s *Service) Tick(ctx context.Context) (rotated, destroyed int, err error) 
 	for _, h := range hs {
 		r := h.cur.Load().rec
 		switch {
-		case r.State == client.KeyPendingDeletion && r.DeletionDate != nil && !now.Before(*r.DeletionDate):
+		case r.State == StatePendingDeletion && r.DeletionDate != nil && !now.Before(*r.DeletionDate):
 			if err := s.destroy(ctx, h); errors.Is(err, errNotDue) {
 				// Destroyed, or cancelled, elsewhere since it was cached.
 			} else if err != nil {
@@ -1131,8 +1130,8 @@ func (s *Service) Tick(ctx context.Context) (rotated, destroyed int, err error) 
 			} else {
 				destroyed++
 			}
-		case r.State == client.KeyEnabled && r.RotationPeriod > 0 && !now.Before(r.LastRotatedAt.Add(r.RotationPeriod)),
-			r.State == client.KeyEnabled && h.uses.Load() >= s.rotateAfter:
+		case r.State == StateEnabled && r.RotationPeriod > 0 && !now.Before(r.LastRotatedAt.Add(r.RotationPeriod)),
+			r.State == StateEnabled && h.uses.Load() >= s.rotateAfter:
 			// Due by its period, or by the uses of primary version
 			// r.Primary: either is decided again on the stored record if
 			// another replica wrote it first.
@@ -1190,10 +1189,10 @@ func (s *Service) destroy(ctx context.Context, h *handle) error {
 func (s *Service) destroyLocked(ctx context.Context, h *handle) error {
 	old := h.cur.Load()
 	rec := old.rec
-	if rec.State != client.KeyPendingDeletion || rec.DeletionDate == nil || s.now().Before(*rec.DeletionDate) {
+	if rec.State != StatePendingDeletion || rec.DeletionDate == nil || s.now().Before(*rec.DeletionDate) {
 		return errNotDue
 	}
-	rec.State = client.KeyDeleted
+	rec.State = StateDeleted
 	rec.Versions = make([]versionRecord, len(old.rec.Versions))
 	for i, v := range old.rec.Versions {
 		rec.Versions[i] = versionRecord{Version: v.Version, CreatedAt: v.CreatedAt}

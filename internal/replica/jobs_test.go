@@ -111,12 +111,12 @@ func TestTickExactlyOnceAcrossReplicas(t *testing.T) {
 			svcs, bar := replicas(t, open(t), nReplicas, c.now)
 			var ids, doomed []string
 			for i := range nKeys {
-				k, err := svcs[0].Create(ctx, client.CreateKeyRequest{RotationPeriod: "1m", Alias: fmt.Sprintf("alias/k%d", i)})
+				k, err := svcs[0].Create(ctx, keys.CreateRequest{RotationPeriod: "1m", Alias: fmt.Sprintf("alias/k%d", i)})
 				if err != nil {
 					t.Fatal(err)
 				}
 				ids = append(ids, k.ID)
-				d, err := svcs[0].Create(ctx, client.CreateKeyRequest{Alias: fmt.Sprintf("alias/d%d", i)})
+				d, err := svcs[0].Create(ctx, keys.CreateRequest{Alias: fmt.Sprintf("alias/d%d", i)})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -182,7 +182,7 @@ func TestConcurrentRotationsAcrossReplicas(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			const n = 50
 			svcs, bar := replicas(t, open(t), 3, time.Now)
-			k, err := svcs[0].Create(ctx, client.CreateKeyRequest{})
+			k, err := svcs[0].Create(ctx, keys.CreateRequest{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -253,7 +253,7 @@ func TestUsedUpRotationExactlyOnce(t *testing.T) {
 				}
 				svcs = append(svcs, keys.New(b, keys.WithUseLimits(limit, 4)))
 			}
-			k, err := svcs[0].Create(ctx, client.CreateKeyRequest{})
+			k, err := svcs[0].Create(ctx, keys.CreateRequest{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/storage"
 )
 
@@ -90,11 +90,11 @@ func TestRotateDueKeepsMarkerOfLaterConfig(t *testing.T) {
 // key later does not move the secret's next versions there.
 func TestNamedKeyRecordedByID(t *testing.T) {
 	e := newEnv(t)
-	a, err := e.keys.Create(ctx, client.CreateKeyRequest{Alias: "alias/team-a"})
+	a, err := e.keys.Create(ctx, keys.CreateRequest{Alias: "alias/team-a"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := e.keys.Create(ctx, client.CreateKeyRequest{})
+	b, err := e.keys.Create(ctx, keys.CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

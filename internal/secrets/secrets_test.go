@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/storage"
@@ -114,7 +113,7 @@ func TestPutGetVersionsAndStages(t *testing.T) {
 		t.Fatalf("second default key %s, want %s", v.KeyID, v1.KeyID)
 	}
 	// A key named in the request is used and kept.
-	k, err := e.keys.Create(ctx, client.CreateKeyRequest{Alias: "alias/app"})
+	k, err := e.keys.Create(ctx, keys.CreateRequest{Alias: "alias/app"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -485,7 +484,7 @@ func BenchmarkGet(b *testing.B) {
 
 func BenchmarkEncrypt1KiB(b *testing.B) {
 	e := newEnv(b)
-	k, err := e.keys.Create(ctx, client.CreateKeyRequest{})
+	k, err := e.keys.Create(ctx, keys.CreateRequest{})
 	if err != nil {
 		b.Fatal(err)
 	}

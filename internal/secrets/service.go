@@ -30,7 +30,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/storage"
 )
@@ -538,7 +537,7 @@ func (s *Service) defaultKey(ctx context.Context) (string, error) {
 	if !errors.Is(err, storage.ErrNotFound) {
 		return "", err
 	}
-	k, err := s.keys.Create(ctx, client.CreateKeyRequest{Description: DefaultKeyDescription})
+	k, err := s.keys.Create(ctx, keys.CreateRequest{Description: DefaultKeyDescription})
 	if err != nil {
 		return "", fmt.Errorf("creating the default key of secrets: %w", err)
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/credential"
 	"github.com/cofferkms/coffer/internal/audit"
-	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/monitor"
 	"github.com/cofferkms/coffer/internal/sys"
 )
@@ -173,14 +172,10 @@ func keyStates(s *sys.Sys) []monitor.KeyState {
 	ks := s.Keys.List(context.Background())
 	out := make([]monitor.KeyState, 0, len(ks))
 	for _, k := range ks {
-		st := monitor.KeyState{ID: k.ID, State: string(k.State), LastRotated: k.LastRotatedAt, PendingDeletion: k.DeletionDate != nil}
+		st := monitor.KeyState{ID: k.ID, State: string(k.State), LastRotated: k.LastRotatedAt, PendingDeletion: k.DeletionDate != nil,
+			RotationPeriod: k.RotationPeriod}
 		if st.LastRotated.IsZero() {
 			st.LastRotated = k.CreatedAt
-		}
-		if k.RotationPeriod != "" {
-			if d, err := keys.ParsePeriod(k.RotationPeriod); err == nil {
-				st.RotationPeriod = d
-			}
 		}
 		out = append(out, st)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/audit"
 	"github.com/cofferkms/coffer/internal/barrier"
+	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/server"
 	"github.com/cofferkms/coffer/internal/storage/inmem"
 	"github.com/cofferkms/coffer/internal/sys"
@@ -174,7 +175,7 @@ func TestGenerateRootOverHTTP(t *testing.T) {
 func TestRekeyOverHTTP(t *testing.T) {
 	e := newQuorumEnv(t)
 	ctx := context.Background()
-	k, err := e.sys.Keys.Create(ctx, client.CreateKeyRequest{Description: "before the rekey"})
+	k, err := e.sys.Keys.Create(ctx, keys.CreateRequest{Description: "before the rekey"})
 	if err != nil {
 		t.Fatal(err)
 	}

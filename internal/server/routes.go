@@ -159,24 +159,24 @@ func (s *Server) keyRoutes() {
 	m.HandleFunc("POST /v1/keys", handle(s, route{action: "key:Create", created: true},
 		func(_ *http.Request, req *client.CreateKeyRequest) string { return req.Alias },
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.CreateKeyRequest) (client.Key, error) {
-			return k.Create(ctx, *req)
+			return keyAnswer(k.Create(ctx, createKeyRequest(req)))
 		}))
 	m.HandleFunc("GET /v1/keys", handle(s, route{action: "key:List"}, nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, _ *empty) (client.KeyList, error) {
-			return client.KeyList{Keys: k.List(ctx)}, nil
+			return wireKeyList(k.List(ctx)), nil
 		}))
 	m.HandleFunc("GET /v1/keys/{key}", handle(s, route{action: "key:Describe"}, pathKey,
 		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.Key, error) {
-			return k.Describe(ctx, r.PathValue("key"))
+			return keyAnswer(k.Describe(ctx, r.PathValue("key")))
 		}))
 	m.HandleFunc("PATCH /v1/keys/{key}", handle(s, route{action: "key:Update"},
 		func(r *http.Request, _ *client.UpdateKeyRequest) string { return r.PathValue("key") },
 		func(ctx context.Context, r *http.Request, _ auth.Principal, req *client.UpdateKeyRequest) (client.Key, error) {
-			return k.Update(ctx, r.PathValue("key"), *req)
+			return keyAnswer(k.Update(ctx, r.PathValue("key"), updateKeyRequest(req)))
 		}))
 	lifecycle := map[string]struct {
 		action string
-		fn     func(context.Context, string) (client.Key, error)
+		fn     func(context.Context, string) (keys.Key, error)
 	}{
 		"enable":          {"key:Enable", k.Enable},
 		"disable":         {"key:Disable", k.Disable},
@@ -186,13 +186,13 @@ func (s *Server) keyRoutes() {
 	for verb, l := range lifecycle {
 		m.HandleFunc("POST /v1/keys/{key}/"+verb, handle(s, route{action: l.action}, pathKey,
 			func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.Key, error) {
-				return l.fn(ctx, r.PathValue("key"))
+				return keyAnswer(l.fn(ctx, r.PathValue("key")))
 			}))
 	}
 	m.HandleFunc("POST /v1/keys/{key}/schedule-deletion", handle(s, route{action: "key:ScheduleDeletion"},
 		func(r *http.Request, _ *client.ScheduleDeletionRequest) string { return r.PathValue("key") },
 		func(ctx context.Context, r *http.Request, _ auth.Principal, req *client.ScheduleDeletionRequest) (client.Key, error) {
-			return k.ScheduleDeletion(ctx, r.PathValue("key"), req.PendingDays)
+			return keyAnswer(k.ScheduleDeletion(ctx, r.PathValue("key"), req.PendingDays))
 		}))
 
 	// An alias operation is an act on the alias and on its key (as AWS KMS
@@ -214,12 +214,11 @@ func (s *Server) keyRoutes() {
 			}
 			// The id, not the caller's reference: an alias moved meanwhile
 			// cannot redirect the new one to a key not authorized.
-			return k.CreateAlias(ctx, req.Name, id)
+			return aliasAnswer(k.CreateAlias(ctx, req.Name, id))
 		}))
 	m.HandleFunc("GET /v1/aliases", handle(s, route{action: "key:ListAliases"}, nil,
 		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.AliasList, error) {
-			as, err := k.ListAliases(ctx, r.URL.Query().Get("key_id"))
-			return client.AliasList{Aliases: as}, err
+			return aliasListAnswer(k.ListAliases(ctx, r.URL.Query().Get("key_id")))
 		}))
 	m.HandleFunc("DELETE /v1/aliases/{name}", handle(s, route{action: "key:DeleteAlias", selfAuthz: true},
 		func(r *http.Request, _ *empty) string { return r.PathValue("name") },

@@ -9,7 +9,6 @@ import (
 
 	"testing"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/keys"
 )
 
@@ -22,7 +21,7 @@ import (
 func TestReviewRewrapLeavesKeysWritable(t *testing.T) {
 	const lease = 4
 	s, _ := newSys(t, keys.WithUseLimits(1<<20, lease))
-	k, err := s.Keys.Create(ctx, client.CreateKeyRequest{})
+	k, err := s.Keys.Create(ctx, keys.CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +40,7 @@ func TestReviewRewrapLeavesKeysWritable(t *testing.T) {
 		}
 	}
 	desc := "after rewrap"
-	if _, err := s.Keys.Update(ctx, k.ID, client.UpdateKeyRequest{Description: &desc}); err != nil {
+	if _, err := s.Keys.Update(ctx, k.ID, keys.UpdateRequest{Description: &desc}); err != nil {
 		t.Fatalf("update after rewrap: %v", err)
 	}
 	if _, err := s.Keys.Rotate(ctx, k.ID); err != nil {
@@ -59,7 +58,7 @@ func TestReviewUseBoundUnderSealsAndRotations(t *testing.T) {
 	s, share := newSys(t, keys.WithUseLimits(bound, 7))
 	var ids []string
 	for range 3 {
-		k, err := s.Keys.Create(ctx, client.CreateKeyRequest{})
+		k, err := s.Keys.Create(ctx, keys.CreateRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,7 +121,7 @@ func TestReviewRewrapDuringWrites(t *testing.T) {
 	s, share := newSys(t, keys.WithUseLimits(1<<20, 3))
 	var ids []string
 	for range 3 {
-		k, err := s.Keys.Create(ctx, client.CreateKeyRequest{})
+		k, err := s.Keys.Create(ctx, keys.CreateRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -153,7 +152,7 @@ func TestReviewRewrapDuringWrites(t *testing.T) {
 				switch i % 5 {
 				case 0:
 					d := fmt.Sprint(i)
-					if _, err := s.Keys.Update(ctx, id, client.UpdateKeyRequest{Description: &d}); err != nil {
+					if _, err := s.Keys.Update(ctx, id, keys.UpdateRequest{Description: &d}); err != nil {
 						t.Errorf("update during rewrap: %v", err)
 						return
 					}

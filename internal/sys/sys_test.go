@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/keys"
@@ -43,8 +42,8 @@ func newSys(t testing.TB, opts ...keys.Option) (*sys.Sys, string) {
 
 // storedKey is the part of a stored key record these tests inspect.
 type storedKey struct {
-	ID       string          `json:"id"`
-	State    client.KeyState `json:"state"`
+	ID       string     `json:"id"`
+	State    keys.State `json:"state"`
 	Versions []struct {
 		Version  uint32 `json:"version"`
 		Material []byte `json:"material"`
@@ -69,7 +68,7 @@ func checkStoredMaterial(t testing.TB, b *barrier.Barrier) int {
 		if err := json.Unmarshal(e.Value, &k); err != nil {
 			t.Fatal(err)
 		}
-		if k.State == client.KeyDeleted {
+		if k.State == keys.StateDeleted {
 			continue
 		}
 		for _, v := range k.Versions {
@@ -108,7 +107,7 @@ func (g *gateClock) now() time.Time {
 func TestSealDuringKeyWriteKeepsMaterial(t *testing.T) {
 	g := &gateClock{reached: make(chan struct{}), release: make(chan struct{})}
 	s, share := newSys(t, keys.WithClock(g.now))
-	k, err := s.Keys.Create(ctx, client.CreateKeyRequest{})
+	k, err := s.Keys.Create(ctx, keys.CreateRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +120,7 @@ func TestSealDuringKeyWriteKeepsMaterial(t *testing.T) {
 	werr := make(chan error, 1)
 	go func() {
 		desc := "changed during a seal"
-		_, err := s.Keys.Update(ctx, k.ID, client.UpdateKeyRequest{Description: &desc})
+		_, err := s.Keys.Update(ctx, k.ID, keys.UpdateRequest{Description: &desc})
 		werr <- err
 	}()
 	<-g.reached
@@ -194,7 +193,7 @@ func TestCreateDuringSealLeavesNoHandle(t *testing.T) {
 	g.armed.Store(true)
 	done := make(chan error, 1)
 	go func() {
-		_, err := s.Keys.Create(ctx, client.CreateKeyRequest{})
+		_, err := s.Keys.Create(ctx, keys.CreateRequest{})
 		done <- err
 	}()
 	<-g.reached
@@ -235,7 +234,7 @@ func TestSealRaceStress(t *testing.T) {
 	s, share := newSys(t, keys.WithUseLimits(97, 7))
 	var ids []string
 	for range 4 {
-		k, err := s.Keys.Create(ctx, client.CreateKeyRequest{})
+		k, err := s.Keys.Create(ctx, keys.CreateRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -296,7 +295,7 @@ func TestSealRaceStress(t *testing.T) {
 				switch r.IntN(11) {
 				case 0:
 					d := fmt.Sprintf("d%d", r.IntN(1000))
-					_, err = s.Keys.Update(ctx, id, client.UpdateKeyRequest{Description: &d})
+					_, err = s.Keys.Update(ctx, id, keys.UpdateRequest{Description: &d})
 				case 1, 2:
 					_, err = s.Keys.Enable(ctx, id)
 				case 3:
@@ -311,8 +310,8 @@ func TestSealRaceStress(t *testing.T) {
 					_, _, err = s.Keys.Tick(ctx)
 				case 10:
 					if r.IntN(20) == 0 {
-						var k client.Key
-						k, err = s.Keys.Create(ctx, client.CreateKeyRequest{})
+						var k keys.Key
+						k, err = s.Keys.Create(ctx, keys.CreateRequest{})
 						if err == nil {
 							idsMu.Lock()
 							ids = append(ids, k.ID)
