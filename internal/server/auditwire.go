@@ -194,7 +194,7 @@ func sysState(s *sys.Sys) monitor.State {
 	}
 	if h := s.SealHealth(); h != nil {
 		st.Seal = &monitor.SealState{Type: h.Type, Healthy: h.Healthy, Failing: st.Sealed && h.LastUnsealError != "",
-			Failures: h.Failures, UnsealSeconds: h.UnsealSeconds}
+			Failures: h.Failures, UnsealSeconds: h.UnsealDuration.Seconds()}
 	}
 	if !st.Sealed {
 		st.Tokens = s.Tokens.Count()

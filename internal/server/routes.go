@@ -12,6 +12,7 @@ import (
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/keys"
+	"github.com/cofferkms/coffer/internal/sys"
 )
 
 func (s *Server) routes() {
@@ -51,22 +52,22 @@ func (s *Server) routes() {
 	// sys
 	m.HandleFunc("GET /v1/sys/seal-status", handle(s, route{action: "sys:SealStatus", public: true, sealedOK: true}, nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, _ *empty) (client.SealStatus, error) {
-			return s.sys.Status(ctx)
+			return sealStatusAnswer(s.sys.Status(ctx))
 		}))
 	m.HandleFunc("POST /v1/sys/init", handle(s, route{action: "sys:Init", public: true, sealedOK: true, oneTime: true}, nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.InitRequest) (client.InitResponse, error) {
-			return s.sys.Init(ctx, req.Shares, req.Threshold)
+			return initAnswer(s.sys.Init(ctx, req.Shares, req.Threshold))
 		}))
 	m.HandleFunc("POST /v1/sys/unseal", handle(s, route{action: "sys:Unseal", public: true, sealedOK: true}, nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.UnsealRequest) (client.SealStatus, error) {
 			if req.Reset {
 				s.sys.ResetUnseal()
-				return s.sys.Status(ctx)
+				return sealStatusAnswer(s.sys.Status(ctx))
 			}
 			if req.Share == "" {
 				return client.SealStatus{}, badRequest("share is required (or reset: true)")
 			}
-			return s.sys.Unseal(ctx, req.Share)
+			return sealStatusAnswer(s.sys.Unseal(ctx, req.Share))
 		}))
 	m.HandleFunc("POST /v1/sys/seal", handle(s, route{action: "sys:Seal"}, nil,
 		func(context.Context, *http.Request, auth.Principal, *empty) (noContent, error) {
@@ -272,7 +273,7 @@ func (s *Server) authorizeAlias(ctx context.Context, r *http.Request, p *auth.Pr
 }
 
 // sealedReason says why a replica is sealed and what unseals it.
-func sealedReason(st client.SealStatus) string {
+func sealedReason(st sys.SealStatus) string {
 	switch {
 	case st.MigrationPending:
 		return fmt.Sprintf("a seal migration from %s to %s is pending: submit a quorum of the current shares with `coffer operator migrate-seal`", st.Type, st.ConfiguredType)

@@ -40,11 +40,11 @@ func (s *Server) quorumRoutes() {
 	pub := func(action string) route { return route{action: action, public: true} }
 	m.HandleFunc("GET /v1/sys/generate-root/attempt", handle(s, pub("sys:GenerateRootStatus"), nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, _ *empty) (client.GenerateRootStatus, error) {
-			return s.sys.GenerateRootStatus(ctx)
+			return generateRootAnswer(s.sys.GenerateRootStatus(ctx))
 		}))
 	m.HandleFunc("POST /v1/sys/generate-root/attempt", handle(s, pub("sys:GenerateRootStart"), nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.GenerateRootRequest) (client.GenerateRootStatus, error) {
-			return s.sys.GenerateRootStart(ctx, req.OTP)
+			return generateRootAnswer(s.sys.GenerateRootStart(ctx, req.OTP))
 		}))
 	m.HandleFunc("DELETE /v1/sys/generate-root/attempt", handle(s, pub("sys:GenerateRootCancel"), nil,
 		func(context.Context, *http.Request, auth.Principal, *empty) (noContent, error) {
@@ -57,15 +57,15 @@ func (s *Server) quorumRoutes() {
 			if req.Nonce == "" || req.Share == "" {
 				return client.GenerateRootStatus{}, badRequest("nonce and share are required")
 			}
-			return s.sys.GenerateRootSubmit(ctx, req.Nonce, req.Share)
+			return generateRootAnswer(s.sys.GenerateRootSubmit(ctx, req.Nonce, req.Share))
 		}))
 	m.HandleFunc("GET /v1/sys/rekey/attempt", handle(s, pub("sys:RekeyStatus"), nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, _ *empty) (client.RekeyStatus, error) {
-			return s.sys.RekeyStatus(ctx)
+			return rekeyAnswer(s.sys.RekeyStatus(ctx))
 		}))
 	m.HandleFunc("POST /v1/sys/rekey/attempt", handle(s, pub("sys:RekeyStart"), nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.RekeyRequest) (client.RekeyStatus, error) {
-			return s.sys.RekeyStart(ctx, req.Shares, req.Threshold)
+			return rekeyAnswer(s.sys.RekeyStart(ctx, req.Shares, req.Threshold))
 		}))
 	m.HandleFunc("DELETE /v1/sys/rekey/attempt", handle(s, pub("sys:RekeyCancel"), nil,
 		func(context.Context, *http.Request, auth.Principal, *empty) (noContent, error) {
@@ -77,13 +77,13 @@ func (s *Server) quorumRoutes() {
 			if req.Nonce == "" || req.Share == "" {
 				return client.RekeyStatus{}, badRequest("nonce and share are required")
 			}
-			return s.sys.RekeySubmit(ctx, req.Nonce, req.Share)
+			return rekeyAnswer(s.sys.RekeySubmit(ctx, req.Nonce, req.Share))
 		}))
 	m.HandleFunc("POST /v1/sys/migrate-seal", handle(s, route{action: "sys:MigrateSeal", public: true, sealedOK: true, oneTime: true}, nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.MigrateSealRequest) (client.MigrateSealResponse, error) {
 			if !req.Reset && req.Share == "" {
 				return client.MigrateSealResponse{}, badRequest("share is required (or reset: true)")
 			}
-			return s.sys.MigrateSeal(ctx, *req)
+			return migrateSealAnswer(s.sys.MigrateSeal(ctx, migrateSealRequest(req)))
 		}))
 }

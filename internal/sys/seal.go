@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/credential"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/seal"
@@ -67,7 +66,7 @@ func (a *autoState) wake() {
 }
 
 // SealHealth returns the state of the auto-unseal, nil without one.
-func (s *Sys) SealHealth() *client.SealHealth {
+func (s *Sys) SealHealth() *SealHealth {
 	cur, _ := s.Barrier.Seals()
 	if cur == nil {
 		return nil
@@ -75,9 +74,9 @@ func (s *Sys) SealHealth() *client.SealHealth {
 	a := &s.auto
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return &client.SealHealth{Type: cur.Type(), Info: cur.Info(), Healthy: a.healthy, HealthError: a.healthErr,
+	return &SealHealth{Type: cur.Type(), Info: cur.Info(), Healthy: a.healthy, HealthError: a.healthErr,
 		CheckedAt: a.checkedAt, LastUnsealError: a.lastErr, Retrying: !a.stopped && !a.manual, Failures: a.failures,
-		UnsealSeconds: a.unsealDur.Seconds(), UnsealedAt: a.unsealedAt, SealedByOperator: a.manual}
+		UnsealDuration: a.unsealDur, UnsealedAt: a.unsealedAt, SealedByOperator: a.manual}
 }
 
 // errSealedByOperator refuses an auto-unseal after an operator's seal.
@@ -201,7 +200,7 @@ func (s *Sys) autoStep(ctx context.Context, logger *slog.Logger) (time.Duration,
 	err = s.AutoUnseal(actx)
 	cancel()
 	if err == nil {
-		logger.Info("auto-unsealed", "seal", st.SealType(), "seconds", s.SealHealth().UnsealSeconds)
+		logger.Info("auto-unsealed", "seal", st.SealType(), "seconds", s.SealHealth().UnsealDuration.Seconds())
 		a.mu.Lock()
 		a.healthDue = true
 		a.mu.Unlock()
@@ -247,30 +246,30 @@ func (s *Sys) checkHealth(ctx context.Context, cur seal.Seal) {
 // GenerateRootStart starts a generate-root attempt with a one-time pad
 // (base64 of OTPLength random bytes) that the new token will be XORed
 // with. The server must be unsealed.
-func (s *Sys) GenerateRootStart(ctx context.Context, otp string) (client.GenerateRootStatus, error) {
+func (s *Sys) GenerateRootStart(ctx context.Context, otp string) (GenerateRootStatus, error) {
 	pad, err := base64.StdEncoding.DecodeString(otp)
 	if err != nil || len(pad) != OTPLength {
 		clear(pad)
-		return client.GenerateRootStatus{}, fmt.Errorf("%w: otp must be the standard base64 of %d random bytes (`coffer operator generate-root init` makes one)", ErrInvalidArgument, OTPLength)
+		return GenerateRootStatus{}, fmt.Errorf("%w: otp must be the standard base64 of %d random bytes (`coffer operator generate-root init` makes one)", ErrInvalidArgument, OTPLength)
 	}
 	sum := sha256.Sum256(pad)
 	a, err := s.Barrier.BeginAttempt(ctx, barrier.Attempt{Kind: barrier.GenerateRoot, Params: pad, Fingerprint: hex.EncodeToString(sum[:8])})
 	if err != nil {
 		clear(pad)
-		return client.GenerateRootStatus{}, err
+		return GenerateRootStatus{}, err
 	}
 	return generateRootStatus(a, true), nil
 }
 
 // GenerateRootStatus reports the generate-root attempt in progress.
-func (s *Sys) GenerateRootStatus(ctx context.Context) (client.GenerateRootStatus, error) {
+func (s *Sys) GenerateRootStatus(ctx context.Context) (GenerateRootStatus, error) {
 	a, ok := s.Barrier.AttemptStatus(barrier.GenerateRoot)
 	if !ok {
 		st, err := s.Barrier.Status(ctx)
 		if err != nil {
-			return client.GenerateRootStatus{}, err
+			return GenerateRootStatus{}, err
 		}
-		return client.GenerateRootStatus{OTPLength: OTPLength, Required: quorumOf(st)}, nil
+		return GenerateRootStatus{OTPLength: OTPLength, Required: quorumOf(st)}, nil
 	}
 	return generateRootStatus(a, true), nil
 }
@@ -282,8 +281,8 @@ func quorumOf(st barrier.Status) int {
 	return st.Threshold
 }
 
-func generateRootStatus(a barrier.Attempt, started bool) client.GenerateRootStatus {
-	return client.GenerateRootStatus{Started: started, Nonce: a.Nonce, Progress: a.Progress, Required: a.Required, OTPLength: OTPLength,
+func generateRootStatus(a barrier.Attempt, started bool) GenerateRootStatus {
+	return GenerateRootStatus{Started: started, Nonce: a.Nonce, Progress: a.Progress, Required: a.Required, OTPLength: OTPLength,
 		OTPFingerprint: a.Fingerprint, StartedAt: a.Started}
 }
 
@@ -293,7 +292,7 @@ func (s *Sys) GenerateRootCancel() { s.Barrier.CancelAttempt(barrier.GenerateRoo
 // GenerateRootSubmit submits one share. On the last one, once the shares
 // check, it issues a new root token and returns it XORed with the
 // attempt's one-time pad (EncodedToken).
-func (s *Sys) GenerateRootSubmit(ctx context.Context, nonce, share string) (client.GenerateRootStatus, error) {
+func (s *Sys) GenerateRootSubmit(ctx context.Context, nonce, share string) (GenerateRootStatus, error) {
 	res, err := s.Barrier.SubmitAttempt(ctx, barrier.GenerateRoot, nonce, share)
 	out := generateRootStatus(res.Attempt, !res.Done && err == nil)
 	if err != nil || !res.Done {
@@ -339,34 +338,34 @@ func DecodeRootToken(encoded, otp string) (string, error) {
 }
 
 // RekeyStart starts a rekey attempt for n new shares of threshold t.
-func (s *Sys) RekeyStart(ctx context.Context, n, t int) (client.RekeyStatus, error) {
+func (s *Sys) RekeyStart(ctx context.Context, n, t int) (RekeyStatus, error) {
 	if t < 1 || t > n || n > barrier.MaxShares {
-		return client.RekeyStatus{}, fmt.Errorf("%w: need 1 <= threshold <= shares <= %d, got shares=%d threshold=%d",
+		return RekeyStatus{}, fmt.Errorf("%w: need 1 <= threshold <= shares <= %d, got shares=%d threshold=%d",
 			ErrInvalidArgument, barrier.MaxShares, n, t)
 	}
 	a, err := s.Barrier.BeginAttempt(ctx, barrier.Attempt{Kind: barrier.Rekey, NewShares: n, NewThreshold: t})
 	if err != nil {
-		return client.RekeyStatus{}, err
+		return RekeyStatus{}, err
 	}
 	return s.rekeyStatus(ctx, a, true), nil
 }
 
-func (s *Sys) rekeyStatus(ctx context.Context, a barrier.Attempt, started bool) client.RekeyStatus {
-	kind := "unseal"
+func (s *Sys) rekeyStatus(ctx context.Context, a barrier.Attempt, started bool) RekeyStatus {
+	kind := ShareKindUnseal
 	if st, err := s.Barrier.Status(ctx); err == nil && st.Auto() {
-		kind = "recovery"
+		kind = ShareKindRecovery
 	}
-	return client.RekeyStatus{Started: started, Nonce: a.Nonce, Kind: kind, Progress: a.Progress, Required: a.Required,
+	return RekeyStatus{Started: started, Nonce: a.Nonce, Kind: kind, Progress: a.Progress, Required: a.Required,
 		NewShares: a.NewShares, NewThreshold: a.NewThreshold}
 }
 
 // RekeyStatus reports the rekey attempt in progress.
-func (s *Sys) RekeyStatus(ctx context.Context) (client.RekeyStatus, error) {
+func (s *Sys) RekeyStatus(ctx context.Context) (RekeyStatus, error) {
 	a, ok := s.Barrier.AttemptStatus(barrier.Rekey)
 	if !ok {
 		st, err := s.Barrier.Status(ctx)
 		if err != nil {
-			return client.RekeyStatus{}, err
+			return RekeyStatus{}, err
 		}
 		out := s.rekeyStatus(ctx, barrier.Attempt{}, false)
 		out.Required = quorumOf(st)
@@ -380,7 +379,7 @@ func (s *Sys) RekeyCancel() { s.Barrier.CancelAttempt(barrier.Rekey) }
 
 // RekeySubmit submits one share; on the last one, once the shares check,
 // the new shares replace the old ones and are returned.
-func (s *Sys) RekeySubmit(ctx context.Context, nonce, share string) (client.RekeyStatus, error) {
+func (s *Sys) RekeySubmit(ctx context.Context, nonce, share string) (RekeyStatus, error) {
 	res, err := s.Barrier.SubmitAttempt(ctx, barrier.Rekey, nonce, share)
 	out := s.rekeyStatus(ctx, res.Attempt, !res.Done && err == nil)
 	if err != nil || !res.Done {
@@ -393,7 +392,7 @@ func (s *Sys) RekeySubmit(ctx context.Context, nonce, share string) (client.Reke
 // MigrateSeal submits one share toward a pending seal migration (see
 // barrier.MigrateSeal); once it is committed the services are loaded as
 // after an unseal.
-func (s *Sys) MigrateSeal(ctx context.Context, req client.MigrateSealRequest) (client.MigrateSealResponse, error) {
+func (s *Sys) MigrateSeal(ctx context.Context, req MigrateSealRequest) (MigrateSealResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if req.Reset {
@@ -401,17 +400,17 @@ func (s *Sys) MigrateSeal(ctx context.Context, req client.MigrateSealRequest) (c
 		// otherwise, which `unseal --reset` discards.
 		bst, err := s.Barrier.Status(ctx)
 		if err != nil {
-			return client.MigrateSealResponse{}, err
+			return MigrateSealResult{}, err
 		}
 		if !bst.MigrationPending {
-			return client.MigrateSealResponse{SealStatus: s.statusOf(bst)}, fmt.Errorf("%w: nothing to reset; `coffer operator unseal --reset` discards unseal shares", barrier.ErrNoMigration)
+			return MigrateSealResult{SealStatus: s.statusOf(bst)}, fmt.Errorf("%w: nothing to reset; `coffer operator unseal --reset` discards unseal shares", barrier.ErrNoMigration)
 		}
 		s.Barrier.ResetUnseal()
 		st, err := s.Status(ctx)
-		return client.MigrateSealResponse{SealStatus: st}, err
+		return MigrateSealResult{SealStatus: st}, err
 	}
 	res, err := s.Barrier.MigrateSeal(ctx, req.Share, req.Shares, req.Threshold)
-	out := client.MigrateSealResponse{SealStatus: s.statusOf(res.Status)}
+	out := MigrateSealResult{SealStatus: s.statusOf(res.Status)}
 	if err != nil || !res.Done {
 		return out, err
 	}

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/seal"
 	"github.com/cofferkms/coffer/internal/storage"
@@ -120,7 +119,7 @@ func TestAutoUnsealLifecycle(t *testing.T) {
 		t.Fatalf("init: %+v sealed=%v", ini, s.Sealed())
 	}
 	st, _ := s.Status(ctx)
-	if st.Type != "test" || st.RecoveryThreshold != 2 || st.Seal == nil || st.Seal.UnsealSeconds <= 0 {
+	if st.Type != "test" || st.RecoveryThreshold != 2 || st.Seal == nil || st.Seal.UnsealDuration <= 0 {
 		t.Fatalf("status %+v %+v", st, st.Seal)
 	}
 
@@ -334,8 +333,8 @@ func TestMigrateSealAnswersTheSharesWhenLoadingFails(t *testing.T) {
 	bar := barrier.New(flaky)
 	bar.ConfigureSeal(newTestSeal(t), nil)
 	s := New(bar, nil)
-	s.MigrateSeal(ctx, client.MigrateSealRequest{Share: ini.Shares[0]})
-	res, err := s.MigrateSeal(ctx, client.MigrateSealRequest{Share: ini.Shares[1]})
+	s.MigrateSeal(ctx, MigrateSealRequest{Share: ini.Shares[0]})
+	res, err := s.MigrateSeal(ctx, MigrateSealRequest{Share: ini.Shares[1]})
 	if err != nil || !res.Complete || len(res.RecoveryShares) != 3 {
 		t.Fatalf("committed migration: %+v %v", res, err)
 	}

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/iam"
@@ -57,17 +56,17 @@ type Sys struct {
 }
 
 // Status reports the seal state.
-func (s *Sys) Status(ctx context.Context) (client.SealStatus, error) {
+func (s *Sys) Status(ctx context.Context) (SealStatus, error) {
 	st, err := s.Barrier.Status(ctx)
 	if err != nil {
-		return client.SealStatus{}, err
+		return SealStatus{}, err
 	}
 	return s.statusOf(st), nil
 }
 
 // statusOf is the wire form of a barrier status.
-func (s *Sys) statusOf(st barrier.Status) client.SealStatus {
-	out := client.SealStatus{Initialized: st.Initialized, Sealed: st.Sealed || !s.loaded.Load(), Shares: st.Shares,
+func (s *Sys) statusOf(st barrier.Status) SealStatus {
+	out := SealStatus{Initialized: st.Initialized, Sealed: st.Sealed || !s.loaded.Load(), Shares: st.Shares,
 		Threshold: st.Threshold, Progress: st.Progress, Version: Version, Seal: s.SealHealth()}
 	out.ConfiguredType = st.Configured
 	if st.Initialized {
@@ -81,24 +80,24 @@ func (s *Sys) statusOf(st barrier.Status) client.SealStatus {
 // server sealed, as a production server must be unsealed by its share
 // holders; under an auto-unseal the shares are recovery shares and the
 // server unseals itself through its seal at once.
-func (s *Sys) Init(ctx context.Context, shares, threshold int) (client.InitResponse, error) {
+func (s *Sys) Init(ctx context.Context, shares, threshold int) (InitResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if shares == 0 && threshold == 0 {
 		shares, threshold = 5, 3
 	}
 	if shares < 1 || shares > barrier.MaxShares || threshold < 1 || threshold > shares {
-		return client.InitResponse{}, fmt.Errorf("%w: need 1 <= threshold <= shares <= %d, got shares=%d threshold=%d",
+		return InitResult{}, fmt.Errorf("%w: need 1 <= threshold <= shares <= %d, got shares=%d threshold=%d",
 			ErrInvalidArgument, barrier.MaxShares, shares, threshold)
 	}
 	parts, err := s.Barrier.Initialize(ctx, shares, threshold)
 	if err != nil {
-		return client.InitResponse{}, err
+		return InitResult{}, err
 	}
 	tok, _, err := s.Tokens.Create(ctx, "root", true, 0, "")
 	s.sealLocked()
 	if err != nil {
-		return client.InitResponse{}, fmt.Errorf("creating the root token: %w", err)
+		return InitResult{}, fmt.Errorf("creating the root token: %w", err)
 	}
 	if cur, _ := s.Barrier.Seals(); cur != nil {
 		// The shares are recovery shares; the seal unseals. A failure
@@ -110,22 +109,22 @@ func (s *Sys) Init(ctx context.Context, shares, threshold int) (client.InitRespo
 			s.auto.mu.Unlock()
 		}
 		s.auto.wake()
-		return client.InitResponse{RootToken: tok, Type: cur.Type(), RecoveryShares: parts}, nil
+		return InitResult{RootToken: tok, Type: cur.Type(), RecoveryShares: parts}, nil
 	}
-	return client.InitResponse{Shares: parts, RootToken: tok, Type: barrier.TypeShamir}, nil
+	return InitResult{Shares: parts, RootToken: tok, Type: barrier.TypeShamir}, nil
 }
 
 // Unseal submits one share; on the last one it loads the services.
-func (s *Sys) Unseal(ctx context.Context, share string) (client.SealStatus, error) {
+func (s *Sys) Unseal(ctx context.Context, share string) (SealStatus, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	wasSealed := s.Barrier.Sealed()
 	if _, err := s.Barrier.Unseal(ctx, share); err != nil {
-		return client.SealStatus{}, err
+		return SealStatus{}, err
 	}
 	if wasSealed && !s.Barrier.Sealed() {
 		if err := s.afterUnsealLocked(ctx); err != nil {
-			return client.SealStatus{}, err
+			return SealStatus{}, err
 		}
 		s.auto.mu.Lock()
 		s.auto.manual = false // a quorum unsealed it: the loop may keep it so
