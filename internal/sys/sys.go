@@ -64,7 +64,7 @@ func (s *Sys) Status(ctx context.Context) (SealStatus, error) {
 	return s.statusOf(st), nil
 }
 
-// statusOf is the wire form of a barrier status.
+// statusOf is the seal status of a barrier status on this replica.
 func (s *Sys) statusOf(st barrier.Status) SealStatus {
 	out := SealStatus{Initialized: st.Initialized, Sealed: st.Sealed || !s.loaded.Load(), Shares: st.Shares,
 		Threshold: st.Threshold, Progress: st.Progress, Version: Version, Seal: s.SealHealth()}
