@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/credential"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/storage"
@@ -38,8 +37,8 @@ type accessKeyRecord struct {
 	LastSource string    `json:"last_source,omitempty"`
 }
 
-func (a *accessKeyRecord) view() client.AccessKey {
-	v := client.AccessKey{ID: a.ID, Description: a.Description, Policies: a.Policies, Enabled: !a.Disabled, CreatedAt: a.CreatedAt,
+func (a *accessKeyRecord) view() AccessKey {
+	v := AccessKey{ID: a.ID, Description: a.Description, Policies: a.Policies, Enabled: !a.Disabled, CreatedAt: a.CreatedAt,
 		LastSource: a.LastSource}
 	if !a.ExpiresAt.IsZero() {
 		t := a.ExpiresAt
@@ -54,13 +53,13 @@ func (a *accessKeyRecord) view() client.AccessKey {
 
 // CreateAccessKey makes an access key carrying policies. The secret is in
 // the answer only.
-func (s *Service) CreateAccessKey(ctx context.Context, req client.CreateAccessKeyRequest) (client.CreateAccessKeyResponse, error) {
+func (s *Service) CreateAccessKey(ctx context.Context, req CreateAccessKeyRequest) (CreatedAccessKey, error) {
 	if len(req.Description) > maxDescLen {
-		return client.CreateAccessKeyResponse{}, fmt.Errorf("%w: description is longer than %d bytes", ErrInvalidArgument, maxDescLen)
+		return CreatedAccessKey{}, fmt.Errorf("%w: description is longer than %d bytes", ErrInvalidArgument, maxDescLen)
 	}
 	exp, err := parseDuration("expires_in", req.ExpiresIn)
 	if err != nil {
-		return client.CreateAccessKeyResponse{}, err
+		return CreatedAccessKey{}, err
 	}
 	if req.Policies == nil {
 		req.Policies = []string{}
@@ -95,9 +94,9 @@ func (s *Service) CreateAccessKey(ctx context.Context, req client.CreateAccessKe
 		return nil
 	})
 	if err != nil {
-		return client.CreateAccessKeyResponse{}, err
+		return CreatedAccessKey{}, err
 	}
-	return client.CreateAccessKeyResponse{AccessKey: rec.view(), SecretAccessKey: secret}, nil
+	return CreatedAccessKey{AccessKey: rec.view(), SecretAccessKey: secret}, nil
 }
 
 // AuthenticateAccessKey checks an access key id and secret presented from
@@ -240,7 +239,7 @@ func (s *Service) flushUse(ctx context.Context, id string, u usage) error {
 	return fmt.Errorf("access key %s: its record kept changing during the usage flush; it is retried at the next one: %w", id, storage.ErrConflict)
 }
 
-func (s *Service) accessKeyView(a *accessKeyEntry) client.AccessKey {
+func (s *Service) accessKeyView(a *accessKeyEntry) AccessKey {
 	v := a.view()
 	if at, src, ok := s.LastUse(a.ID); ok {
 		v.LastUsedAt, v.LastSource = &at, src
@@ -249,10 +248,10 @@ func (s *Service) accessKeyView(a *accessKeyEntry) client.AccessKey {
 }
 
 // GetAccessKey describes an access key.
-func (s *Service) GetAccessKey(_ context.Context, id string) (client.AccessKey, error) {
+func (s *Service) GetAccessKey(_ context.Context, id string) (AccessKey, error) {
 	a := s.state.Load().accessKeys[id]
 	if a == nil {
-		return client.AccessKey{}, notFoundKey(id)
+		return AccessKey{}, notFoundKey(id)
 	}
 	return s.accessKeyView(a), nil
 }
@@ -266,9 +265,9 @@ func notFoundKey(id string) error {
 }
 
 // ListAccessKeys describes every access key, by id.
-func (s *Service) ListAccessKeys(_ context.Context) []client.AccessKey {
+func (s *Service) ListAccessKeys(_ context.Context) []AccessKey {
 	st := s.state.Load()
-	out := make([]client.AccessKey, 0, len(st.accessKeys))
+	out := make([]AccessKey, 0, len(st.accessKeys))
 	for _, a := range st.accessKeys {
 		out = append(out, s.accessKeyView(a))
 	}
@@ -278,7 +277,7 @@ func (s *Service) ListAccessKeys(_ context.Context) []client.AccessKey {
 
 // UpdateAccessKey enables, disables, re-describes or re-attaches an access
 // key. Disabling takes effect on the key's next request.
-func (s *Service) UpdateAccessKey(ctx context.Context, id string, req client.UpdateAccessKeyRequest) (client.AccessKey, error) {
+func (s *Service) UpdateAccessKey(ctx context.Context, id string, req UpdateAccessKeyRequest) (AccessKey, error) {
 	return s.UpdateAccessKeyBy(ctx, nil, id, req)
 }
 
@@ -290,11 +289,11 @@ func (s *Service) UpdateAccessKey(ctx context.Context, id string, req client.Upd
 // The update applies to the stored record, and the self-update rules are
 // decided on it, not on this replica's cache: a key disabled, or a policy
 // detached, on another replica a moment ago stays so (writeStored).
-func (s *Service) UpdateAccessKeyBy(ctx context.Context, caller *auth.Principal, id string, req client.UpdateAccessKeyRequest) (client.AccessKey, error) {
+func (s *Service) UpdateAccessKeyBy(ctx context.Context, caller *auth.Principal, id string, req UpdateAccessKeyRequest) (AccessKey, error) {
 	if req.Description != nil && len(*req.Description) > maxDescLen {
-		return client.AccessKey{}, fmt.Errorf("%w: description is longer than %d bytes", ErrInvalidArgument, maxDescLen)
+		return AccessKey{}, fmt.Errorf("%w: description is longer than %d bytes", ErrInvalidArgument, maxDescLen)
 	}
-	var out client.AccessKey
+	var out AccessKey
 	err := s.change(func(st *state) error {
 		var conds func() ([]storage.Op, error)
 		if req.Policies != nil {
@@ -508,7 +507,7 @@ func ownsKey(caller *auth.Principal, id string) bool {
 
 // checkSelfUpdate refuses an update by which a caller would grant its own
 // access key rights it does not hold.
-func (st *state) checkSelfUpdate(caller *auth.Principal, a *accessKeyEntry, req client.UpdateAccessKeyRequest) error {
+func (st *state) checkSelfUpdate(caller *auth.Principal, a *accessKeyEntry, req UpdateAccessKeyRequest) error {
 	if caller == nil || caller.Root || !ownsKey(caller, a.ID) {
 		return nil
 	}

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/storage"
 	"github.com/cofferkms/coffer/internal/storage/inmem"
@@ -42,9 +41,9 @@ func TestLeakReportAndUsageFlushAreAtomic(t *testing.T) {
 	st.budget.Store(-1)
 	e.iam = New(st, e.tokens, e.keys, func() time.Time { return e.now })
 	var fps []string
-	var keys []client.CreateAccessKeyResponse
+	var keys []CreatedAccessKey
 	for range 3 {
-		k, err := e.iam.CreateAccessKey(ctx, client.CreateAccessKeyRequest{})
+		k, err := e.iam.CreateAccessKey(ctx, CreateAccessKeyRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,19 +109,19 @@ func TestLeakReportAndUsageFlushAreAtomic(t *testing.T) {
 // the session it started from.
 func TestChainedRoleBounded(t *testing.T) {
 	e := newEnv(t)
-	if _, err := e.iam.CreateRole(ctx, client.Role{Name: "a", TTL: "1h", MaxTTL: "1h", TrustPrincipals: []string{"access-key:*", "role:a"}}); err != nil {
+	if _, err := e.iam.CreateRole(ctx, Role{Name: "a", TTL: "1h", MaxTTL: "1h", TrustPrincipals: []string{"access-key:*", "role:a"}}); err != nil {
 		t.Fatal(err)
 	}
 	ak := &auth.Principal{Kind: auth.KindAccessKey, ID: "cfak_A"}
 	scope := "statements:\n  - effect: allow\n    actions: [auth:AssumeRole]\n    resources: [\"role/*\"]\n"
-	_, first, err := e.iam.AssumeRole(ctx, ak, client.AssumeRoleRequest{Role: "a", Policy: scope, BoundCIDRs: []string{"10.0.0.0/8"}})
+	_, first, err := e.iam.AssumeRole(ctx, ak, AssumeRoleRequest{Role: "a", Policy: scope, BoundCIDRs: []string{"10.0.0.0/8"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cur := first
 	for range 3 { // re-assume every 50 minutes
 		e.now = e.now.Add(50 * time.Minute)
-		_, next, err := e.iam.AssumeRole(ctx, &cur, client.AssumeRoleRequest{Role: "a"})
+		_, next, err := e.iam.AssumeRole(ctx, &cur, AssumeRoleRequest{Role: "a"})
 		if e.now.Before(first.MaxExpiresAt) {
 			if err != nil {
 				t.Fatal(err)
@@ -144,7 +143,7 @@ func TestChainedRoleBounded(t *testing.T) {
 // is stored gets no token (DeleteRole's revocation would miss it).
 func TestAssumeRoleAfterDelete(t *testing.T) {
 	e := newEnv(t)
-	if _, err := e.iam.CreateRole(ctx, client.Role{Name: "gone", TrustPrincipals: []string{"access-key:*"}}); err != nil {
+	if _, err := e.iam.CreateRole(ctx, Role{Name: "gone", TrustPrincipals: []string{"access-key:*"}}); err != nil {
 		t.Fatal(err)
 	}
 	r := e.iam.state.Load().roles["gone"]

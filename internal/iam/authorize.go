@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/policy"
 )
@@ -191,9 +190,9 @@ func isKeyAction(action string) bool {
 
 // Simulate answers "would this principal be allowed?" without doing
 // anything, naming the statement that decided.
-func (s *Service) Simulate(ctx context.Context, req client.SimulateRequest) (client.SimulateResponse, error) {
+func (s *Service) Simulate(ctx context.Context, req SimulateRequest) (SimulateResult, error) {
 	if _, ok := policy.LookupAction(req.Action); !ok {
-		return client.SimulateResponse{}, fmt.Errorf("%w: unknown action %q; `coffer policy actions` lists them", ErrInvalidArgument, req.Action)
+		return SimulateResult{}, fmt.Errorf("%w: unknown action %q; `coffer policy actions` lists them", ErrInvalidArgument, req.Action)
 	}
 	kind, id, ok := strings.Cut(req.Principal, ":")
 	p := auth.Principal{Kind: kind, ID: id, Namespace: req.Namespace, ServiceAccount: req.ServiceAccount}
@@ -201,39 +200,39 @@ func (s *Service) Simulate(ctx context.Context, req client.SimulateRequest) (cli
 	switch {
 	case ok && kind == auth.KindRole:
 		if st.roles[id] == nil {
-			return client.SimulateResponse{}, fmt.Errorf("%w: role %q does not exist", ErrNotFound, id)
+			return SimulateResult{}, fmt.Errorf("%w: role %q does not exist", ErrNotFound, id)
 		}
 		p.Role = id
 	case ok && kind == auth.KindAccessKey:
 		if st.accessKeys[id] == nil {
-			return client.SimulateResponse{}, fmt.Errorf("%w: access key %q does not exist", ErrNotFound, id)
+			return SimulateResult{}, fmt.Errorf("%w: access key %q does not exist", ErrNotFound, id)
 		}
 	case ok && kind == auth.KindToken:
 		tp, found := s.tokens.Get(id)
 		if !found {
-			return client.SimulateResponse{}, fmt.Errorf("%w: no token with accessor %q", ErrNotFound, id)
+			return SimulateResult{}, fmt.Errorf("%w: no token with accessor %q", ErrNotFound, id)
 		}
 		p = tp
 	default:
-		return client.SimulateResponse{}, fmt.Errorf("%w: principal %q: want role:NAME, access-key:ID or token:ACCESSOR", ErrInvalidArgument, req.Principal)
+		return SimulateResult{}, fmt.Errorf("%w: principal %q: want role:NAME, access-key:ID or token:ACCESSOR", ErrInvalidArgument, req.Principal)
 	}
 	q := policy.Request{Action: req.Action, Resource: req.Resource, Context: req.Context, Time: s.now()}
 	if req.SourceIP != "" {
 		a, err := netip.ParseAddr(req.SourceIP)
 		if err != nil {
-			return client.SimulateResponse{}, fmt.Errorf("%w: source_ip %q is not an IP address", ErrInvalidArgument, req.SourceIP)
+			return SimulateResult{}, fmt.Errorf("%w: source_ip %q is not an IP address", ErrInvalidArgument, req.SourceIP)
 		}
 		q.SourceIP = a
 	}
 	if req.Time != "" {
 		t, err := time.Parse(time.RFC3339, req.Time)
 		if err != nil {
-			return client.SimulateResponse{}, fmt.Errorf("%w: time %q is not RFC 3339 (2026-01-02T15:04:05Z)", ErrInvalidArgument, req.Time)
+			return SimulateResult{}, fmt.Errorf("%w: time %q is not RFC 3339 (2026-01-02T15:04:05Z)", ErrInvalidArgument, req.Time)
 		}
 		q.Time = t
 	}
 	err := s.Authorize(ctx, &p, &q)
-	out := client.SimulateResponse{Allowed: err == nil, Reason: policy.ReasonAllowed}
+	out := SimulateResult{Allowed: err == nil, Reason: policy.ReasonAllowed}
 	var d policy.Decision
 	if den, isDenied := err.(*Denied); isDenied {
 		d = den.Decision
@@ -243,7 +242,7 @@ func (s *Service) Simulate(ctx context.Context, req client.SimulateRequest) (cli
 			d = policy.Authorize(st.identitySet(&p), ks, q)
 		}
 	} else {
-		return client.SimulateResponse{}, err
+		return SimulateResult{}, err
 	}
 	out.Reason, out.Decision = d.Reason, d.String()
 	if d.Statement != nil {

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/storage"
@@ -96,7 +95,7 @@ func (p *casPair) sync(t *testing.T) {
 
 func mustPolicy(t *testing.T, s *Service, name string) {
 	t.Helper()
-	if _, err := s.PutPolicy(ctx, name, client.PutPolicyRequest{Document: allowEncryptApp}); err != nil {
+	if _, err := s.PutPolicy(ctx, name, PutPolicyRequest{Document: allowEncryptApp}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -107,17 +106,17 @@ func staleReplicaScenarios(t *testing.T, store func(t *testing.T) storage.Backen
 	// answer says so.
 	t.Run("access key disabled elsewhere", func(t *testing.T) {
 		p := newCASPair(t, store(t))
-		k, err := p.a.CreateAccessKey(ctx, client.CreateAccessKeyRequest{Description: "v1"})
+		k, err := p.a.CreateAccessKey(ctx, CreateAccessKeyRequest{Description: "v1"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		p.sync(t)
 		f := false
-		if _, err := p.a.UpdateAccessKey(ctx, k.ID, client.UpdateAccessKeyRequest{Enabled: &f}); err != nil {
+		if _, err := p.a.UpdateAccessKey(ctx, k.ID, UpdateAccessKeyRequest{Enabled: &f}); err != nil {
 			t.Fatal(err)
 		}
 		d := "v2"
-		got, err := p.b.UpdateAccessKey(ctx, k.ID, client.UpdateAccessKeyRequest{Description: &d})
+		got, err := p.b.UpdateAccessKey(ctx, k.ID, UpdateAccessKeyRequest{Description: &d})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,7 +138,7 @@ func staleReplicaScenarios(t *testing.T, store func(t *testing.T) storage.Backen
 		p := newCASPair(t, store(t))
 		mustPolicy(t, p.a, "p1")
 		mustPolicy(t, p.a, "p2")
-		k, err := p.a.CreateAccessKey(ctx, client.CreateAccessKeyRequest{Policies: []string{"p1", "p2"}})
+		k, err := p.a.CreateAccessKey(ctx, CreateAccessKeyRequest{Policies: []string{"p1", "p2"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,15 +149,15 @@ func staleReplicaScenarios(t *testing.T, store func(t *testing.T) storage.Backen
 		}
 		only1 := []string{"p1"}
 		f := false
-		if _, err := p.a.UpdateAccessKey(ctx, k.ID, client.UpdateAccessKeyRequest{Policies: &only1, Enabled: &f}); err != nil {
+		if _, err := p.a.UpdateAccessKey(ctx, k.ID, UpdateAccessKeyRequest{Policies: &only1, Enabled: &f}); err != nil {
 			t.Fatal(err)
 		}
 		both := []string{"p1", "p2"}
-		if _, err := p.b.UpdateAccessKeyBy(ctx, &caller, k.ID, client.UpdateAccessKeyRequest{Policies: &both}); !errors.Is(err, auth.ErrForbidden) {
+		if _, err := p.b.UpdateAccessKeyBy(ctx, &caller, k.ID, UpdateAccessKeyRequest{Policies: &both}); !errors.Is(err, auth.ErrForbidden) {
 			t.Fatalf("key re-attaching a policy detached elsewhere, on a stale replica: %v; want forbidden", err)
 		}
 		tr := true
-		if _, err := p.b.UpdateAccessKeyBy(ctx, &caller, k.ID, client.UpdateAccessKeyRequest{Enabled: &tr}); !errors.Is(err, auth.ErrForbidden) {
+		if _, err := p.b.UpdateAccessKeyBy(ctx, &caller, k.ID, UpdateAccessKeyRequest{Enabled: &tr}); !errors.Is(err, auth.ErrForbidden) {
 			t.Fatalf("key re-enabling itself, disabled elsewhere, on a stale replica: %v; want forbidden", err)
 		}
 		if rec := storedAccessKey(t, p.store, k.ID); !rec.Disabled || !slices.Equal(rec.Policies, only1) {
@@ -168,7 +167,7 @@ func staleReplicaScenarios(t *testing.T, store func(t *testing.T) storage.Backen
 
 	t.Run("access key deleted elsewhere", func(t *testing.T) {
 		p := newCASPair(t, store(t))
-		k, err := p.a.CreateAccessKey(ctx, client.CreateAccessKeyRequest{})
+		k, err := p.a.CreateAccessKey(ctx, CreateAccessKeyRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,7 +176,7 @@ func staleReplicaScenarios(t *testing.T, store func(t *testing.T) storage.Backen
 			t.Fatal(err)
 		}
 		d := "resurrected?"
-		if _, err := p.b.UpdateAccessKey(ctx, k.ID, client.UpdateAccessKeyRequest{Description: &d}); !errors.Is(err, ErrNotFound) {
+		if _, err := p.b.UpdateAccessKey(ctx, k.ID, UpdateAccessKeyRequest{Description: &d}); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("updating a key deleted elsewhere: %v; want not found", err)
 		}
 		if _, err := p.store.Get(ctx, accessKeyPath+k.ID); !errors.Is(err, storage.ErrNotFound) {
@@ -192,24 +191,24 @@ func staleReplicaScenarios(t *testing.T, store func(t *testing.T) storage.Backen
 		p := newCASPair(t, store(t))
 		mustPolicy(t, p.a, "p1")
 		p.sync(t)
-		if _, err := p.a.CreateRole(ctx, client.Role{Name: "app", Description: "A's"}); err != nil {
+		if _, err := p.a.CreateRole(ctx, Role{Name: "app", Description: "A's"}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := p.b.CreateRole(ctx, client.Role{Name: "app", Description: "B's", Policies: []string{"p1"}}); !errors.Is(err, ErrExists) {
+		if _, err := p.b.CreateRole(ctx, Role{Name: "app", Description: "B's", Policies: []string{"p1"}}); !errors.Is(err, ErrExists) {
 			t.Fatalf("creating on B a role A created: %v; want exists", err)
 		}
 		e, err := p.store.Get(ctx, rolePath+"app")
 		if err != nil {
 			t.Fatal(err)
 		}
-		var r client.Role
+		var r Role
 		json.Unmarshal(e.Value, &r)
 		if r.Description != "A's" || len(r.Policies) != 0 {
 			t.Fatalf("stored role after a second create: %+v; want A's", r)
 		}
 		// B updating it keeps A's creation time.
 		p.nowB = p.nowA.Add(time.Hour)
-		got, err := p.b.UpdateRole(ctx, "app", client.Role{Description: "B's"})
+		got, err := p.b.UpdateRole(ctx, "app", Role{Description: "B's"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,15 +221,15 @@ func staleReplicaScenarios(t *testing.T, store func(t *testing.T) storage.Backen
 		p := newCASPair(t, store(t))
 		mustPolicy(t, p.a, "p1")
 		mustPolicy(t, p.a, "p2")
-		if _, err := p.a.CreateRole(ctx, client.Role{Name: "app", Policies: []string{"p1", "p2"}}); err != nil {
+		if _, err := p.a.CreateRole(ctx, Role{Name: "app", Policies: []string{"p1", "p2"}}); err != nil {
 			t.Fatal(err)
 		}
 		p.sync(t)
-		if _, err := p.a.UpdateRole(ctx, "app", client.Role{Policies: []string{"p1"}}); err != nil {
+		if _, err := p.a.UpdateRole(ctx, "app", Role{Policies: []string{"p1"}}); err != nil {
 			t.Fatal(err)
 		}
 		caller := &auth.Principal{Kind: auth.KindRole, Role: "app", ID: "acc_x", Subject: "access-key:AK"}
-		_, err := p.b.UpdateRoleBy(ctx, caller, "app", client.Role{Policies: []string{"p1", "p2"}})
+		_, err := p.b.UpdateRoleBy(ctx, caller, "app", Role{Policies: []string{"p1", "p2"}})
 		if !errors.Is(err, auth.ErrForbidden) {
 			t.Fatalf("a session of role app re-attaching to it a policy detached elsewhere, on a stale replica: %v; want forbidden", err)
 		}
@@ -238,14 +237,14 @@ func staleReplicaScenarios(t *testing.T, store func(t *testing.T) storage.Backen
 
 	t.Run("role deleted elsewhere", func(t *testing.T) {
 		p := newCASPair(t, store(t))
-		if _, err := p.a.CreateRole(ctx, client.Role{Name: "app"}); err != nil {
+		if _, err := p.a.CreateRole(ctx, Role{Name: "app"}); err != nil {
 			t.Fatal(err)
 		}
 		p.sync(t)
 		if _, err := p.a.DeleteRole(ctx, "app"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := p.b.UpdateRole(ctx, "app", client.Role{Description: "back?"}); !errors.Is(err, ErrNotFound) {
+		if _, err := p.b.UpdateRole(ctx, "app", Role{Description: "back?"}); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("updating on B a role A deleted: %v; want not found", err)
 		}
 		if _, err := p.store.Get(ctx, rolePath+"app"); !errors.Is(err, storage.ErrNotFound) {
@@ -292,7 +291,7 @@ func staleReplicaScenarios(t *testing.T, store func(t *testing.T) storage.Backen
 		p.sync(t)
 		var fps, ids []string
 		for range 250 {
-			k, err := p.a.CreateAccessKey(ctx, client.CreateAccessKeyRequest{})
+			k, err := p.a.CreateAccessKey(ctx, CreateAccessKeyRequest{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -318,7 +317,7 @@ func staleReplicaScenarios(t *testing.T, store func(t *testing.T) storage.Backen
 	t.Run("attach decided on the stored policies", func(t *testing.T) {
 		p := newCASPair(t, store(t))
 		mustPolicy(t, p.a, "gone")
-		k, err := p.a.CreateAccessKey(ctx, client.CreateAccessKeyRequest{})
+		k, err := p.a.CreateAccessKey(ctx, CreateAccessKeyRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -327,20 +326,20 @@ func staleReplicaScenarios(t *testing.T, store func(t *testing.T) storage.Backen
 			t.Fatal(err)
 		}
 		mustPolicy(t, p.a, "new")
-		if _, err := p.b.CreateRole(ctx, client.Role{Name: "app", Policies: []string{"gone"}}); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), `"gone" does not exist`) {
+		if _, err := p.b.CreateRole(ctx, Role{Name: "app", Policies: []string{"gone"}}); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), `"gone" does not exist`) {
 			t.Fatalf("attaching to a role on B a policy A deleted: %v; want invalid argument", err)
 		}
 		if _, err := p.store.Get(ctx, rolePath+"app"); !errors.Is(err, storage.ErrNotFound) {
 			t.Fatalf("a role naming a deleted policy was stored: %v", err)
 		}
 		gone := []string{"gone"}
-		if _, err := p.b.UpdateAccessKey(ctx, k.ID, client.UpdateAccessKeyRequest{Policies: &gone}); !errors.Is(err, ErrInvalidArgument) {
+		if _, err := p.b.UpdateAccessKey(ctx, k.ID, UpdateAccessKeyRequest{Policies: &gone}); !errors.Is(err, ErrInvalidArgument) {
 			t.Fatalf("attaching to a key on B a policy A deleted: %v; want invalid argument", err)
 		}
-		if _, err := p.b.CreateAccessKey(ctx, client.CreateAccessKeyRequest{Policies: gone}); !errors.Is(err, ErrInvalidArgument) {
+		if _, err := p.b.CreateAccessKey(ctx, CreateAccessKeyRequest{Policies: gone}); !errors.Is(err, ErrInvalidArgument) {
 			t.Fatalf("creating on B a key with a policy A deleted: %v; want invalid argument", err)
 		}
-		if _, err := p.b.CreateRole(ctx, client.Role{Name: "app", Policies: []string{"new"}}); err != nil {
+		if _, err := p.b.CreateRole(ctx, Role{Name: "app", Policies: []string{"new"}}); err != nil {
 			t.Fatalf("attaching on B a policy A created: %v", err)
 		}
 	})
@@ -350,7 +349,7 @@ func staleReplicaScenarios(t *testing.T, store func(t *testing.T) storage.Backen
 		p.sync(t)
 		mustPolicy(t, p.a, "pol")
 		p.nowB = p.nowA.Add(time.Hour)
-		got, err := p.b.PutPolicy(ctx, "pol", client.PutPolicyRequest{Document: allowEncryptApp, Description: "B's"})
+		got, err := p.b.PutPolicy(ctx, "pol", PutPolicyRequest{Document: allowEncryptApp, Description: "B's"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -391,17 +390,17 @@ func staleReplicaScenarios(t *testing.T, store func(t *testing.T) storage.Backen
 	t.Run("leak report on a stale replica", func(t *testing.T) {
 		p := newCASPair(t, store(t))
 		mustPolicy(t, p.a, "p1")
-		old, err := p.a.CreateAccessKey(ctx, client.CreateAccessKeyRequest{})
+		old, err := p.a.CreateAccessKey(ctx, CreateAccessKeyRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		p.sync(t)
-		fresh, err := p.a.CreateAccessKey(ctx, client.CreateAccessKeyRequest{})
+		fresh, err := p.a.CreateAccessKey(ctx, CreateAccessKeyRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		pols := []string{"p1"}
-		if _, err := p.a.UpdateAccessKey(ctx, old.ID, client.UpdateAccessKeyRequest{Policies: &pols}); err != nil {
+		if _, err := p.a.UpdateAccessKey(ctx, old.ID, UpdateAccessKeyRequest{Policies: &pols}); err != nil {
 			t.Fatal(err)
 		}
 		off, _, err := p.b.ReportLeaked(ctx, []string{fp(old.SecretAccessKey), fp(fresh.SecretAccessKey)})
@@ -457,11 +456,11 @@ func TestWriteRacesAnotherReplica(t *testing.T) {
 	hs := newHookStore(inmem.New())
 	p := newCASPair(t, hs)
 	mustPolicy(t, p.a, "p1")
-	k, err := p.a.CreateAccessKey(ctx, client.CreateAccessKeyRequest{Description: "v1"})
+	k, err := p.a.CreateAccessKey(ctx, CreateAccessKeyRequest{Description: "v1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.a.CreateRole(ctx, client.Role{Name: "app"}); err != nil {
+	if _, err := p.a.CreateRole(ctx, Role{Name: "app"}); err != nil {
 		t.Fatal(err)
 	}
 	p.sync(t)
@@ -469,12 +468,12 @@ func TestWriteRacesAnotherReplica(t *testing.T) {
 	// An access key disabled while B updates its description.
 	f := false
 	hs.after(accessKeyPath+k.ID, func() {
-		if _, err := p.a.UpdateAccessKey(ctx, k.ID, client.UpdateAccessKeyRequest{Enabled: &f}); err != nil {
+		if _, err := p.a.UpdateAccessKey(ctx, k.ID, UpdateAccessKeyRequest{Enabled: &f}); err != nil {
 			t.Error(err)
 		}
 	})
 	d := "v2"
-	if _, err := p.b.UpdateAccessKey(ctx, k.ID, client.UpdateAccessKeyRequest{Description: &d}); err != nil {
+	if _, err := p.b.UpdateAccessKey(ctx, k.ID, UpdateAccessKeyRequest{Description: &d}); err != nil {
 		t.Fatal(err)
 	}
 	if rec := storedAccessKey(t, hs, k.ID); !rec.Disabled || rec.Description != "v2" {
@@ -483,11 +482,11 @@ func TestWriteRacesAnotherReplica(t *testing.T) {
 
 	// A role created by A while B creates it: B hears it exists.
 	hs.after(rolePath+"web", func() {
-		if _, err := p.a.CreateRole(ctx, client.Role{Name: "web", Description: "A's"}); err != nil {
+		if _, err := p.a.CreateRole(ctx, Role{Name: "web", Description: "A's"}); err != nil {
 			t.Error(err)
 		}
 	})
-	if _, err := p.b.CreateRole(ctx, client.Role{Name: "web", Description: "B's"}); !errors.Is(err, ErrExists) {
+	if _, err := p.b.CreateRole(ctx, Role{Name: "web", Description: "B's"}); !errors.Is(err, ErrExists) {
 		t.Fatalf("racing creates: %v; want exists", err)
 	}
 
@@ -497,7 +496,7 @@ func TestWriteRacesAnotherReplica(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	if _, err := p.b.UpdateRole(ctx, "app", client.Role{Description: "B's"}); !errors.Is(err, ErrNotFound) {
+	if _, err := p.b.UpdateRole(ctx, "app", Role{Description: "B's"}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("update racing a delete: %v; want not found", err)
 	}
 	if _, err := hs.Get(ctx, rolePath+"app"); !errors.Is(err, storage.ErrNotFound) {
@@ -505,14 +504,14 @@ func TestWriteRacesAnotherReplica(t *testing.T) {
 	}
 
 	// A leak report racing a policy change keeps the change.
-	k2, err := p.a.CreateAccessKey(ctx, client.CreateAccessKeyRequest{})
+	k2, err := p.a.CreateAccessKey(ctx, CreateAccessKeyRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.sync(t)
 	pols := []string{"p1"}
 	hs.after(accessKeyPath+k2.ID, func() {
-		if _, err := p.a.UpdateAccessKey(ctx, k2.ID, client.UpdateAccessKeyRequest{Policies: &pols}); err != nil {
+		if _, err := p.a.UpdateAccessKey(ctx, k2.ID, UpdateAccessKeyRequest{Policies: &pols}); err != nil {
 			t.Error(err)
 		}
 	})
@@ -532,7 +531,7 @@ func TestWriteRacesAnotherReplica(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	if _, err := p.b.CreateRole(ctx, client.Role{Name: "p9-role", Policies: []string{"p9"}}); !errors.Is(err, ErrInvalidArgument) {
+	if _, err := p.b.CreateRole(ctx, Role{Name: "p9-role", Policies: []string{"p9"}}); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("role create racing the deletion of its policy: %v; want invalid argument", err)
 	}
 	if _, err := hs.Get(ctx, rolePath+"p9-role"); !errors.Is(err, storage.ErrNotFound) {
@@ -551,13 +550,13 @@ func TestWriteRacesAnotherReplica(t *testing.T) {
 		defer func() { busy = false }()
 		n++
 		d := strings.Repeat("x", n)
-		if _, err := p.a.UpdateAccessKey(ctx, k.ID, client.UpdateAccessKeyRequest{Description: &d}); err != nil {
+		if _, err := p.a.UpdateAccessKey(ctx, k.ID, UpdateAccessKeyRequest{Description: &d}); err != nil {
 			t.Error(err)
 		}
 	}
 	hs.mu.Unlock()
 	d = "B's"
-	_, err = p.b.UpdateAccessKey(ctx, k.ID, client.UpdateAccessKeyRequest{Description: &d})
+	_, err = p.b.UpdateAccessKey(ctx, k.ID, UpdateAccessKeyRequest{Description: &d})
 	if !errors.Is(err, storage.ErrConflict) || !strings.Contains(err.Error(), "retry") {
 		t.Fatalf("update of a record changing at every attempt: %v; want a conflict", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/storage"
@@ -41,9 +40,9 @@ func TestUsageFlushMergesAcrossReplicas(t *testing.T) {
 		return New(store, auth.NewTokens(store, clock), keys.New(store, keys.WithClock(clock)), clock)
 	}
 	a, b := newReplica(&nowA), newReplica(&nowB)
-	var ks []client.CreateAccessKeyResponse
+	var ks []CreatedAccessKey
 	for range 3 {
-		k, err := a.CreateAccessKey(ctx, client.CreateAccessKeyRequest{Description: "shared"})
+		k, err := a.CreateAccessKey(ctx, CreateAccessKeyRequest{Description: "shared"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -53,7 +52,7 @@ func TestUsageFlushMergesAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	srcA, srcB := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
-	use := func(s *Service, k client.CreateAccessKeyResponse, src netip.Addr) {
+	use := func(s *Service, k CreatedAccessKey, src netip.Addr) {
 		t.Helper()
 		if _, err := s.AuthenticateAccessKey(k.ID, k.SecretAccessKey, src); err != nil {
 			t.Fatal(err)
@@ -65,7 +64,7 @@ func TestUsageFlushMergesAcrossReplicas(t *testing.T) {
 	nowB = t0.Add(time.Minute)
 	use(b, ks[0], srcB)
 	off := false
-	if _, err := a.UpdateAccessKey(ctx, ks[0].ID, client.UpdateAccessKeyRequest{Enabled: &off}); err != nil {
+	if _, err := a.UpdateAccessKey(ctx, ks[0].ID, UpdateAccessKeyRequest{Enabled: &off}); err != nil {
 		t.Fatal(err)
 	}
 	// Key 1: used later on A than on B; A flushes first.

@@ -22,7 +22,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/k8sauth"
 	"github.com/cofferkms/coffer/internal/policy"
@@ -130,12 +129,12 @@ type state struct {
 }
 
 type storedPolicy struct {
-	client.Policy
+	Policy
 	parsed *policy.Policy
 }
 
 type roleEntry struct {
-	client.Role
+	Role
 	set             *policy.Set
 	ttl, maxTTL     time.Duration
 	trustPrincipals []string
@@ -147,7 +146,7 @@ type accessKeyEntry struct {
 }
 
 type clusterEntry struct {
-	client.Cluster
+	Cluster
 	verifier k8sauth.Verifier
 }
 
@@ -231,7 +230,7 @@ func (s *Service) change(f func(st *state) error) error {
 func (s *Service) Load(ctx context.Context) error {
 	n := newState()
 	err := s.loadEach(ctx, policyPath, func(path string, v []byte) error {
-		var p client.Policy
+		var p Policy
 		if err := json.Unmarshal(v, &p); err != nil {
 			return err
 		}
@@ -244,7 +243,7 @@ func (s *Service) Load(ctx context.Context) error {
 	})
 	if err == nil {
 		err = s.loadEach(ctx, rolePath, func(path string, v []byte) error {
-			var r client.Role
+			var r Role
 			if err := json.Unmarshal(v, &r); err != nil {
 				return err
 			}
@@ -268,7 +267,7 @@ func (s *Service) Load(ctx context.Context) error {
 	}
 	if err == nil {
 		err = s.loadEach(ctx, clusterPath, func(path string, v []byte) error {
-			var c client.Cluster
+			var c Cluster
 			if err := json.Unmarshal(v, &c); err != nil {
 				return err
 			}

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/policy"
@@ -47,22 +46,22 @@ const allowEncryptApp = `statements:
 
 func (e *env) policy(t testing.TB, name, doc string) {
 	t.Helper()
-	if _, err := e.iam.PutPolicy(ctx, name, client.PutPolicyRequest{Document: doc}); err != nil {
+	if _, err := e.iam.PutPolicy(ctx, name, PutPolicyRequest{Document: doc}); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestPolicyLifecycle(t *testing.T) {
 	e := newEnv(t)
-	_, err := e.iam.PutPolicy(ctx, "bad", client.PutPolicyRequest{Document: "statements:\n  - effect: allow\n    actions: [kms:Encrpyt]\n    resources: [\"*\"]\n"})
+	_, err := e.iam.PutPolicy(ctx, "bad", PutPolicyRequest{Document: "statements:\n  - effect: allow\n    actions: [kms:Encrpyt]\n    resources: [\"*\"]\n"})
 	if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "bad:3:") || !strings.Contains(err.Error(), "kms:Encrypt") {
 		t.Fatalf("unknown action: %v (want the line and a suggestion)", err)
 	}
-	if _, err := e.iam.PutPolicy(ctx, "no/slash", client.PutPolicyRequest{Document: allowEncryptApp}); !errors.Is(err, ErrInvalidArgument) {
+	if _, err := e.iam.PutPolicy(ctx, "no/slash", PutPolicyRequest{Document: allowEncryptApp}); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("bad name: %v", err)
 	}
 	e.policy(t, "enc", allowEncryptApp)
-	if _, err := e.iam.CreateRole(ctx, client.Role{Name: "app", Policies: []string{"enc"}}); err != nil {
+	if _, err := e.iam.CreateRole(ctx, Role{Name: "app", Policies: []string{"enc"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.iam.DeletePolicy(ctx, "enc"); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "role/app") {
@@ -83,33 +82,33 @@ func TestRoleValidation(t *testing.T) {
 	e := newEnv(t)
 	e.policy(t, "enc", allowEncryptApp)
 	for _, c := range []struct {
-		role client.Role
+		role Role
 		msg  string
 	}{
-		{client.Role{Name: "", Policies: []string{"enc"}}, "role name"},
-		{client.Role{Name: "r", Policies: []string{"nope"}}, `policy "nope" does not exist`},
-		{client.Role{Name: "r", Policies: []string{"enc", "enc"}}, "listed twice"},
-		{client.Role{Name: "r", MaxTTL: "13h"}, "hard cap"},
-		{client.Role{Name: "r", TTL: "2h", MaxTTL: "1h"}, "longer than max_ttl"},
-		{client.Role{Name: "r", TTL: "soon"}, "positive duration"},
-		{client.Role{Name: "r", TrustPrincipals: []string{"access-key:[z-a"}}, "bad pattern"},
-		{client.Role{Name: "r", Kubernetes: []client.KubernetesTrust{{Cluster: "c", Namespace: "n"}}}, "service_account is required"},
-		{client.Role{Name: "r", Certificates: []client.CertificateTrust{{}}}, "common_name or dns_name"},
-		{client.Role{Name: "r", BoundCIDRs: []string{"10.0.0.0/40"}}, "not a CIDR"},
+		{Role{Name: "", Policies: []string{"enc"}}, "role name"},
+		{Role{Name: "r", Policies: []string{"nope"}}, `policy "nope" does not exist`},
+		{Role{Name: "r", Policies: []string{"enc", "enc"}}, "listed twice"},
+		{Role{Name: "r", MaxTTL: "13h"}, "hard cap"},
+		{Role{Name: "r", TTL: "2h", MaxTTL: "1h"}, "longer than max_ttl"},
+		{Role{Name: "r", TTL: "soon"}, "positive duration"},
+		{Role{Name: "r", TrustPrincipals: []string{"access-key:[z-a"}}, "bad pattern"},
+		{Role{Name: "r", Kubernetes: []KubernetesTrust{{Cluster: "c", Namespace: "n"}}}, "service_account is required"},
+		{Role{Name: "r", Certificates: []CertificateTrust{{}}}, "common_name or dns_name"},
+		{Role{Name: "r", BoundCIDRs: []string{"10.0.0.0/40"}}, "not a CIDR"},
 	} {
 		_, err := e.iam.CreateRole(ctx, c.role)
 		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), c.msg) {
 			t.Errorf("%+v: %v, want %q", c.role, err, c.msg)
 		}
 	}
-	r, err := e.iam.CreateRole(ctx, client.Role{Name: "k", Kubernetes: []client.KubernetesTrust{{Cluster: "*", Namespace: "a", ServiceAccount: "b"}}})
+	r, err := e.iam.CreateRole(ctx, Role{Name: "k", Kubernetes: []KubernetesTrust{{Cluster: "*", Namespace: "a", ServiceAccount: "b"}}})
 	if err != nil || r.Kubernetes[0].Audience != DefaultAudience {
 		t.Fatalf("default audience: %+v %v", r, err)
 	}
-	if _, err := e.iam.CreateRole(ctx, client.Role{Name: "k"}); !errors.Is(err, ErrExists) {
+	if _, err := e.iam.CreateRole(ctx, Role{Name: "k"}); !errors.Is(err, ErrExists) {
 		t.Fatalf("duplicate: %v", err)
 	}
-	if _, err := e.iam.UpdateRole(ctx, "missing", client.Role{}); !errors.Is(err, ErrNotFound) {
+	if _, err := e.iam.UpdateRole(ctx, "missing", Role{}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("update missing: %v", err)
 	}
 }
@@ -119,41 +118,41 @@ func TestRoleValidation(t *testing.T) {
 func TestAssumeRole(t *testing.T) {
 	e := newEnv(t)
 	e.policy(t, "enc", allowEncryptApp)
-	if _, err := e.iam.CreateRole(ctx, client.Role{Name: "ci", Policies: []string{"enc"}, TTL: "15m", MaxTTL: "1h",
+	if _, err := e.iam.CreateRole(ctx, Role{Name: "ci", Policies: []string{"enc"}, TTL: "15m", MaxTTL: "1h",
 		TrustPrincipals: []string{"access-key:*"}, BoundCIDRs: []string{"10.0.0.0/8"}}); err != nil {
 		t.Fatal(err)
 	}
 	ak := &auth.Principal{Kind: auth.KindAccessKey, ID: "cfak_A"}
 	tok := &auth.Principal{Kind: auth.KindToken, ID: "acc_1"}
-	if _, _, err := e.iam.AssumeRole(ctx, tok, client.AssumeRoleRequest{Role: "ci"}); !errors.Is(err, auth.ErrForbidden) || !strings.Contains(err.Error(), "does not trust token:acc_1") {
+	if _, _, err := e.iam.AssumeRole(ctx, tok, AssumeRoleRequest{Role: "ci"}); !errors.Is(err, auth.ErrForbidden) || !strings.Contains(err.Error(), "does not trust token:acc_1") {
 		t.Fatalf("untrusted caller: %v", err)
 	}
-	_, p, err := e.iam.AssumeRole(ctx, ak, client.AssumeRoleRequest{Role: "ci"})
+	_, p, err := e.iam.AssumeRole(ctx, ak, AssumeRoleRequest{Role: "ci"})
 	if err != nil || p.ExpiresAt.Sub(p.CreatedAt) != 15*time.Minute || p.MaxExpiresAt.Sub(p.CreatedAt) != time.Hour || p.Subject != "access-key:cfak_A" || len(p.CIDRs) != 1 {
 		t.Fatalf("assume: %+v %v", p, err)
 	}
-	if _, _, err := e.iam.AssumeRole(ctx, ak, client.AssumeRoleRequest{Role: "ci", TTL: "2h"}); !errors.Is(err, ErrInvalidArgument) {
+	if _, _, err := e.iam.AssumeRole(ctx, ak, AssumeRoleRequest{Role: "ci", TTL: "2h"}); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("ttl above max: %v", err)
 	}
-	if _, _, err := e.iam.AssumeRole(ctx, ak, client.AssumeRoleRequest{Role: "ci", BoundCIDRs: []string{"192.168.0.0/16"}}); !errors.Is(err, ErrInvalidArgument) {
+	if _, _, err := e.iam.AssumeRole(ctx, ak, AssumeRoleRequest{Role: "ci", BoundCIDRs: []string{"192.168.0.0/16"}}); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("cidr outside the role's: %v", err)
 	}
-	_, p, err = e.iam.AssumeRole(ctx, ak, client.AssumeRoleRequest{Role: "ci", BoundCIDRs: []string{"10.1.0.0/16"}})
+	_, p, err = e.iam.AssumeRole(ctx, ak, AssumeRoleRequest{Role: "ci", BoundCIDRs: []string{"10.1.0.0/16"}})
 	if err != nil || p.CIDRs[0].String() != "10.1.0.0/16" {
 		t.Fatalf("narrower cidr: %+v %v", p.CIDRs, err)
 	}
-	if _, _, err := e.iam.AssumeRole(ctx, ak, client.AssumeRoleRequest{Role: "ci", Policy: "statements: nope"}); !errors.Is(err, ErrInvalidArgument) {
+	if _, _, err := e.iam.AssumeRole(ctx, ak, AssumeRoleRequest{Role: "ci", Policy: "statements: nope"}); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("bad scope policy: %v", err)
 	}
 	root := &auth.Principal{Kind: auth.KindRoot, Root: true}
-	if _, _, err := e.iam.AssumeRole(ctx, root, client.AssumeRoleRequest{Role: "ci"}); err != nil {
+	if _, _, err := e.iam.AssumeRole(ctx, root, AssumeRoleRequest{Role: "ci"}); err != nil {
 		t.Fatalf("root assumes any role: %v", err)
 	}
 	// Chained: a role token assuming a role keeps the original subject.
-	if _, err := e.iam.CreateRole(ctx, client.Role{Name: "next", TrustPrincipals: []string{"role:ci"}}); err != nil {
+	if _, err := e.iam.CreateRole(ctx, Role{Name: "next", TrustPrincipals: []string{"role:ci"}}); err != nil {
 		t.Fatal(err)
 	}
-	_, p2, err := e.iam.AssumeRole(ctx, &p, client.AssumeRoleRequest{Role: "next"})
+	_, p2, err := e.iam.AssumeRole(ctx, &p, AssumeRoleRequest{Role: "next"})
 	if err != nil || p2.Subject != "access-key:cfak_A" {
 		t.Fatalf("chained: %+v %v", p2, err)
 	}
@@ -178,7 +177,7 @@ func TestAuthorizeThroughIAM(t *testing.T) {
       StringEquals:
         context.namespace: ${principal.namespace}
 `)
-	if _, err := e.iam.CreateRole(ctx, client.Role{Name: "app", Policies: []string{"enc", "ns"}}); err != nil {
+	if _, err := e.iam.CreateRole(ctx, Role{Name: "app", Policies: []string{"enc", "ns"}}); err != nil {
 		t.Fatal(err)
 	}
 	p := &auth.Principal{Kind: auth.KindRole, Role: "app", Namespace: "pay", ID: "acc_x"}
@@ -237,7 +236,7 @@ func TestAuthorizeThroughIAM(t *testing.T) {
 func TestAccessKeys(t *testing.T) {
 	e := newEnv(t)
 	e.policy(t, "enc", allowEncryptApp)
-	res, err := e.iam.CreateAccessKey(ctx, client.CreateAccessKeyRequest{Policies: []string{"enc"}, ExpiresIn: "1h"})
+	res, err := e.iam.CreateAccessKey(ctx, CreateAccessKeyRequest{Policies: []string{"enc"}, ExpiresIn: "1h"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,14 +260,14 @@ func TestAccessKeys(t *testing.T) {
 		t.Fatalf("wrong secret: %v", err)
 	}
 	f := false
-	if _, err := e.iam.UpdateAccessKey(ctx, res.ID, client.UpdateAccessKeyRequest{Enabled: &f}); err != nil {
+	if _, err := e.iam.UpdateAccessKey(ctx, res.ID, UpdateAccessKeyRequest{Enabled: &f}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.iam.AuthenticateAccessKey(res.ID, res.SecretAccessKey, src); !errors.Is(err, auth.ErrUnauthenticated) || !strings.Contains(err.Error(), "disabled") {
 		t.Fatalf("disabled: %v", err)
 	}
 	tr := true
-	e.iam.UpdateAccessKey(ctx, res.ID, client.UpdateAccessKeyRequest{Enabled: &tr})
+	e.iam.UpdateAccessKey(ctx, res.ID, UpdateAccessKeyRequest{Enabled: &tr})
 	e.now = e.now.Add(2 * time.Hour)
 	if _, err := e.iam.AuthenticateAccessKey(res.ID, res.SecretAccessKey, src); !errors.Is(err, auth.ErrUnauthenticated) || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("expired: %v", err)
@@ -284,7 +283,7 @@ func TestAccessKeys(t *testing.T) {
 	}
 
 	// A reported secret disables its key and is recognised afterwards.
-	leak, _ := e.iam.CreateAccessKey(ctx, client.CreateAccessKeyRequest{})
+	leak, _ := e.iam.CreateAccessKey(ctx, CreateAccessKeyRequest{})
 	sum := sha256.Sum256([]byte(leak.SecretAccessKey))
 	off, already, err := e.iam.ReportLeaked(ctx, []string{strings.ToUpper(hex.EncodeToString(sum[:])), strings.Repeat("0", 64)})
 	if err != nil || len(off) != 1 || off[0] != leak.ID || already != 0 {
@@ -323,7 +322,7 @@ func benchIAM(b *testing.B) (*env, []*auth.Principal) {
 		for j := range 10 {
 			names = append(names, fmt.Sprintf("p%04d", r*10+j))
 		}
-		if _, err := e.iam.CreateRole(ctx, client.Role{Name: fmt.Sprintf("role-%d", r), Policies: names}); err != nil {
+		if _, err := e.iam.CreateRole(ctx, Role{Name: fmt.Sprintf("role-%d", r), Policies: names}); err != nil {
 			b.Fatal(err)
 		}
 		ps = append(ps, &auth.Principal{Kind: auth.KindRole, Role: fmt.Sprintf("role-%d", r), Namespace: "ns", ID: "acc"})

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/k8sauth"
 )
@@ -24,7 +23,7 @@ const (
 )
 
 // compileCluster validates a cluster and builds its verifier.
-func compileCluster(c client.Cluster, now func() time.Time) (*clusterEntry, error) {
+func compileCluster(c Cluster, now func() time.Time) (*clusterEntry, error) {
 	if err := checkName("cluster", c.Name); err != nil {
 		return nil, err
 	}
@@ -53,38 +52,38 @@ func compileCluster(c client.Cluster, now func() time.Time) (*clusterEntry, erro
 // RegisterCluster stores (or replaces) a cluster. In jwks mode with a
 // discovery_url, the server fetches the issuer and keys itself (OIDC
 // discovery), trusting ca_cert and sending reviewer_token when given.
-func (s *Service) RegisterCluster(ctx context.Context, c client.Cluster) (client.Cluster, error) {
+func (s *Service) RegisterCluster(ctx context.Context, c Cluster) (Cluster, error) {
 	if c.CACert != "" {
 		if ok := x509.NewCertPool().AppendCertsFromPEM([]byte(c.CACert)); !ok {
-			return client.Cluster{}, fmt.Errorf("%w: ca_cert holds no PEM certificate", ErrInvalidArgument)
+			return Cluster{}, fmt.Errorf("%w: ca_cert holds no PEM certificate", ErrInvalidArgument)
 		}
 	}
 	if c.Mode == ModeJWKS && c.DiscoveryURL != "" {
 		if c.JWKS != "" {
-			return client.Cluster{}, fmt.Errorf("%w: give jwks or discovery_url, not both", ErrInvalidArgument)
+			return Cluster{}, fmt.Errorf("%w: give jwks or discovery_url, not both", ErrInvalidArgument)
 		}
 		if u, err := url.Parse(c.DiscoveryURL); err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
-			return client.Cluster{}, fmt.Errorf("%w: discovery_url %q must be an http(s) URL", ErrInvalidArgument, c.DiscoveryURL)
+			return Cluster{}, fmt.Errorf("%w: discovery_url %q must be an http(s) URL", ErrInvalidArgument, c.DiscoveryURL)
 		}
 		iss, jwks, err := k8sauth.Discover(ctx, k8sauth.DiscoveryConfig{URL: c.DiscoveryURL, CAPEM: []byte(c.CACert), BearerToken: c.ReviewerToken})
 		if err != nil {
-			return client.Cluster{}, fmt.Errorf("%w: discovery at %s failed: %v", ErrInvalidArgument, c.DiscoveryURL, err)
+			return Cluster{}, fmt.Errorf("%w: discovery at %s failed: %v", ErrInvalidArgument, c.DiscoveryURL, err)
 		}
 		if c.Issuer != "" && c.Issuer != iss {
-			return client.Cluster{}, fmt.Errorf("%w: discovery says the issuer is %q, not %q", ErrInvalidArgument, iss, c.Issuer)
+			return Cluster{}, fmt.Errorf("%w: discovery says the issuer is %q, not %q", ErrInvalidArgument, iss, c.Issuer)
 		}
 		c.Issuer, c.JWKS = iss, string(jwks)
 	}
 	e, err := compileCluster(c, s.now)
 	if err != nil {
-		return client.Cluster{}, err
+		return Cluster{}, err
 	}
 	err = s.change(func(st *state) error {
 		// A replacement keeps the stored cluster's creation time, not the
 		// cached one's (writeStored); otherwise the last writer wins.
 		if err := s.writeStored(ctx, clusterPath+c.Name, "cluster "+c.Name, func(cur []byte) ([]byte, error) {
 			e.CreatedAt = s.now().UTC()
-			var old client.Cluster
+			var old Cluster
 			if cur != nil && json.Unmarshal(cur, &old) == nil && !old.CreatedAt.IsZero() {
 				e.CreatedAt = old.CreatedAt
 			}
@@ -99,25 +98,25 @@ func (s *Service) RegisterCluster(ctx context.Context, c client.Cluster) (client
 }
 
 // clusterView hides the reviewer token.
-func clusterView(e *clusterEntry) client.Cluster {
+func clusterView(e *clusterEntry) Cluster {
 	c := e.Cluster
 	c.ReviewerToken = ""
 	return c
 }
 
 // GetCluster describes a cluster (without its reviewer token).
-func (s *Service) GetCluster(_ context.Context, name string) (client.Cluster, error) {
+func (s *Service) GetCluster(_ context.Context, name string) (Cluster, error) {
 	e := s.state.Load().clusters[name]
 	if e == nil {
-		return client.Cluster{}, fmt.Errorf("%w: cluster %q is not registered", ErrNotFound, name)
+		return Cluster{}, fmt.Errorf("%w: cluster %q is not registered", ErrNotFound, name)
 	}
 	return clusterView(e), nil
 }
 
 // ListClusters describes every cluster by name.
-func (s *Service) ListClusters(_ context.Context) []client.Cluster {
+func (s *Service) ListClusters(_ context.Context) []Cluster {
 	st := s.state.Load()
-	out := make([]client.Cluster, 0, len(st.clusters))
+	out := make([]Cluster, 0, len(st.clusters))
 	for _, e := range st.clusters {
 		out = append(out, clusterView(e))
 	}
@@ -176,7 +175,7 @@ func unverifiedClaims(jwt string) (iss, sub string) {
 // issuer and subject (the service account). The server budgets login
 // failures per source and claim (internal/authlimit), so an attacker's
 // failures do not refuse another workload's valid logins.
-func KubernetesLoginClaim(req *client.KubernetesLoginRequest) string {
+func KubernetesLoginClaim(req *KubernetesLoginRequest) string {
 	iss, sub := unverifiedClaims(req.JWT)
 	return "kubernetes\x00" + req.Role + "\x00" + req.Cluster + "\x00" + iss + "\x00" + sub
 }
@@ -188,7 +187,7 @@ func KubernetesLoginClaim(req *client.KubernetesLoginRequest) string {
 // does not trust the caller (the token is verified all the same by the
 // registered cluster it names, if there is one), so logins cannot list the
 // roles; both are failures the server counts against the caller's budget.
-func (s *Service) KubernetesLogin(ctx context.Context, req client.KubernetesLoginRequest) (string, auth.Principal, error) {
+func (s *Service) KubernetesLogin(ctx context.Context, req KubernetesLoginRequest) (string, auth.Principal, error) {
 	if req.JWT == "" {
 		return "", auth.Principal{}, fmt.Errorf("%w: jwt is required: the pod's projected service-account token", ErrInvalidArgument)
 	}
@@ -297,7 +296,7 @@ func notTrustedSA(role string, id k8sauth.Identity, cluster string) error {
 // the default audience, so a forged or expired token gets the same answer
 // as it would from a role trusting that cluster, and a genuine one hears
 // that the role does not exist or does not trust it.
-func (s *Service) untrustedLogin(ctx context.Context, st *state, req client.KubernetesLoginRequest, iss string) error {
+func (s *Service) untrustedLogin(ctx context.Context, st *state, req KubernetesLoginRequest, iss string) error {
 	var named []*clusterEntry
 	for _, c := range st.clusters {
 		if req.Cluster != "" && c.Name == req.Cluster || req.Cluster == "" && c.Issuer != "" && c.Issuer == iss {
@@ -323,12 +322,12 @@ func (s *Service) untrustedLogin(ctx context.Context, st *state, req client.Kube
 //
 // A role that does not exist is answered as one that does not trust the
 // certificate, so logins cannot list the roles.
-func (s *Service) CertLogin(ctx context.Context, cert *x509.Certificate, req client.CertLoginRequest) (string, auth.Principal, error) {
+func (s *Service) CertLogin(ctx context.Context, cert *x509.Certificate, req CertLoginRequest) (string, auth.Principal, error) {
 	if cert == nil {
 		return "", auth.Principal{}, fmt.Errorf("%w: no verified client certificate; connect over TLS with a certificate signed by the server's client CA", auth.ErrUnauthenticated)
 	}
 	r := s.state.Load().roles[req.Role]
-	var trust []client.CertificateTrust
+	var trust []CertificateTrust
 	if r != nil {
 		trust = r.Certificates
 	}
@@ -392,7 +391,7 @@ func (s *Service) refreshJWKS(ctx context.Context, name string) *clusterEntry {
 		// replaced or deleted meanwhile, here or on another replica, is
 		// left alone.
 		if err := s.writeStored(ctx, clusterPath+name, "cluster "+name, func(cur []byte) ([]byte, error) {
-			var stored client.Cluster
+			var stored Cluster
 			if cur == nil || json.Unmarshal(cur, &stored) != nil || stored.Mode != ModeJWKS || stored.DiscoveryURL != c.DiscoveryURL || stored.Issuer != c.Issuer {
 				return nil, ErrInUse
 			}

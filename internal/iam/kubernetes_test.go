@@ -17,7 +17,6 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
 )
 
@@ -47,12 +46,12 @@ func TestJWKSRefreshOnRotation(t *testing.T) {
 	}))
 	defer ts.Close()
 	ca := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}))
-	if _, err := e.iam.RegisterCluster(ctx, client.Cluster{Name: "prod", Mode: ModeJWKS, DiscoveryURL: ts.URL, CACert: ca}); err != nil {
+	if _, err := e.iam.RegisterCluster(ctx, Cluster{Name: "prod", Mode: ModeJWKS, DiscoveryURL: ts.URL, CACert: ca}); err != nil {
 		t.Fatal(err)
 	}
 	e.policy(t, "enc", allowEncryptApp)
-	if _, err := e.iam.CreateRole(ctx, client.Role{Name: "app", Policies: []string{"enc"},
-		Kubernetes: []client.KubernetesTrust{{Cluster: "prod", Namespace: "team-a", ServiceAccount: "api"}}}); err != nil {
+	if _, err := e.iam.CreateRole(ctx, Role{Name: "app", Policies: []string{"enc"},
+		Kubernetes: []KubernetesTrust{{Cluster: "prod", Namespace: "team-a", ServiceAccount: "api"}}}); err != nil {
 		t.Fatal(err)
 	}
 	mint := func(key *ecdsa.PrivateKey, kid string) string {
@@ -66,7 +65,7 @@ func TestJWKSRefreshOnRotation(t *testing.T) {
 		return tok
 	}
 	login := func(tok string) error {
-		_, _, err := e.iam.KubernetesLogin(ctx, client.KubernetesLoginRequest{Role: "app", JWT: tok})
+		_, _, err := e.iam.KubernetesLogin(ctx, KubernetesLoginRequest{Role: "app", JWT: tok})
 		return err
 	}
 	if err := login(mint(key1, "k1")); err != nil {
@@ -90,7 +89,7 @@ func TestJWKSRefreshOnRotation(t *testing.T) {
 	if err := n.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := n.KubernetesLogin(ctx, client.KubernetesLoginRequest{Role: "app", JWT: mint(key2, "k2")}); err != nil {
+	if _, _, err := n.KubernetesLogin(ctx, KubernetesLoginRequest{Role: "app", JWT: mint(key2, "k2")}); err != nil {
 		t.Fatalf("after reload: %v", err)
 	}
 

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/policy"
 	"github.com/cofferkms/coffer/internal/storage"
 )
@@ -21,24 +20,24 @@ import (
 // PUT in Vault or AWS IAM; the creation time kept is the stored
 // policy's, written with compare-and-swap so a policy created on another
 // replica meanwhile keeps its own (writeStored).
-func (s *Service) PutPolicy(ctx context.Context, name string, req client.PutPolicyRequest) (client.Policy, error) {
+func (s *Service) PutPolicy(ctx context.Context, name string, req PutPolicyRequest) (Policy, error) {
 	if err := checkName("policy", name); err != nil {
-		return client.Policy{}, err
+		return Policy{}, err
 	}
 	if len(req.Description) > maxDescLen {
-		return client.Policy{}, fmt.Errorf("%w: description is longer than %d bytes", ErrInvalidArgument, maxDescLen)
+		return Policy{}, fmt.Errorf("%w: description is longer than %d bytes", ErrInvalidArgument, maxDescLen)
 	}
 	parsed, err := policy.Parse(name, []byte(req.Document))
 	if err != nil {
-		return client.Policy{}, policyError(err)
+		return Policy{}, policyError(err)
 	}
-	var out client.Policy
+	var out Policy
 	err = s.change(func(st *state) error {
-		var p client.Policy
+		var p Policy
 		if err := s.writeStored(ctx, policyPath+name, "policy "+name, func(cur []byte) ([]byte, error) {
 			now := s.now().UTC()
-			p = client.Policy{Name: name, Description: req.Description, Document: req.Document, CreatedAt: now, UpdatedAt: now}
-			var old client.Policy
+			p = Policy{Name: name, Description: req.Description, Document: req.Document, CreatedAt: now, UpdatedAt: now}
+			var old Policy
 			if cur != nil && json.Unmarshal(cur, &old) == nil && !old.CreatedAt.IsZero() {
 				p.CreatedAt = old.CreatedAt
 			}
@@ -55,11 +54,11 @@ func (s *Service) PutPolicy(ctx context.Context, name string, req client.PutPoli
 }
 
 // GetPolicy returns a stored policy and what it is attached to.
-func (s *Service) GetPolicy(_ context.Context, name string) (client.Policy, error) {
+func (s *Service) GetPolicy(_ context.Context, name string) (Policy, error) {
 	st := s.state.Load()
 	p := st.policies[name]
 	if p == nil {
-		return client.Policy{}, fmt.Errorf("%w: policy %q does not exist", ErrNotFound, name)
+		return Policy{}, fmt.Errorf("%w: policy %q does not exist", ErrNotFound, name)
 	}
 	out := p.Policy
 	out.AttachedTo = s.attachments(st, name)
@@ -67,9 +66,9 @@ func (s *Service) GetPolicy(_ context.Context, name string) (client.Policy, erro
 }
 
 // ListPolicies returns every stored policy (documents included), by name.
-func (s *Service) ListPolicies(_ context.Context) []client.Policy {
+func (s *Service) ListPolicies(_ context.Context) []Policy {
 	st := s.state.Load()
-	out := make([]client.Policy, 0, len(st.policies))
+	out := make([]Policy, 0, len(st.policies))
 	for _, p := range st.policies {
 		out = append(out, p.Policy)
 	}
@@ -188,7 +187,7 @@ func (s *Service) policyConds(ctx context.Context, names []string) ([]storage.Op
 // the caller). An empty document removes it. The document replaces the
 // stored one whole and nothing is kept from it, so the last writer wins
 // (no compare-and-swap needed).
-func (s *Service) PutKeyPolicy(ctx context.Context, keyID, doc string) (client.KeyPolicy, error) {
+func (s *Service) PutKeyPolicy(ctx context.Context, keyID, doc string) (KeyPolicy, error) {
 	if doc == "" {
 		err := s.change(func(st *state) error {
 			if err := s.store.Apply(ctx, storage.Delete(keyPolicyPath+keyID)); err != nil {
@@ -197,11 +196,11 @@ func (s *Service) PutKeyPolicy(ctx context.Context, keyID, doc string) (client.K
 			delete(st.keyPolicies, keyID)
 			return nil
 		})
-		return client.KeyPolicy{KeyID: keyID}, err
+		return KeyPolicy{KeyID: keyID}, err
 	}
 	parsed, err := policy.Parse("key-policy/"+keyID, []byte(doc))
 	if err != nil {
-		return client.KeyPolicy{}, policyError(err)
+		return KeyPolicy{}, policyError(err)
 	}
 	err = s.change(func(st *state) error {
 		if err := s.store.Apply(ctx, storage.Put(keyPolicyPath+keyID, []byte(doc))); err != nil {
@@ -210,12 +209,12 @@ func (s *Service) PutKeyPolicy(ctx context.Context, keyID, doc string) (client.K
 		st.keyPolicies[keyID] = &keyPolicyEntry{doc: doc, set: policy.NewSet(parsed)}
 		return nil
 	})
-	return client.KeyPolicy{KeyID: keyID, Document: doc}, err
+	return KeyPolicy{KeyID: keyID, Document: doc}, err
 }
 
 // KeyPolicy returns the key policy of a key id ("" when it has none).
-func (s *Service) KeyPolicy(keyID string) client.KeyPolicy {
-	out := client.KeyPolicy{KeyID: keyID}
+func (s *Service) KeyPolicy(keyID string) KeyPolicy {
+	out := KeyPolicy{KeyID: keyID}
 	if e := s.state.Load().keyPolicies[keyID]; e != nil {
 		out.Document = e.doc
 	}

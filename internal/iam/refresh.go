@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/policy"
 	"github.com/cofferkms/coffer/internal/storage"
@@ -105,7 +104,7 @@ func refreshKind(path string) string {
 func (s *Service) applyEntry(st *state, kind, path string, v []byte) error {
 	switch kind {
 	case policyPath:
-		var p client.Policy
+		var p Policy
 		if err := json.Unmarshal(v, &p); err != nil {
 			return err
 		}
@@ -116,7 +115,7 @@ func (s *Service) applyEntry(st *state, kind, path string, v []byte) error {
 		st.policies[p.Name] = &storedPolicy{Policy: p, parsed: parsed}
 		st.relink()
 	case rolePath:
-		var r client.Role
+		var r Role
 		if err := json.Unmarshal(v, &r); err != nil {
 			return err
 		}
@@ -133,7 +132,7 @@ func (s *Service) applyEntry(st *state, kind, path string, v []byte) error {
 		}
 		st.accessKeys[a.ID] = &accessKeyEntry{accessKeyRecord: a, set: st.setOf(a.Policies)}
 	case clusterPath:
-		var c client.Cluster
+		var c Cluster
 		if err := json.Unmarshal(v, &c); err != nil {
 			return err
 		}

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/policy"
@@ -35,12 +34,12 @@ func replicaOf(t *testing.T, e *env) (*Service, *auth.Tokens) {
 func TestRefreshRevocationMarkReachesUnseenTokens(t *testing.T) {
 	e := newEnv(t)
 	e.policy(t, "enc", allowEncryptApp)
-	if _, err := e.iam.CreateRole(ctx, client.Role{Name: "ci", Policies: []string{"enc"}, TrustPrincipals: []string{"access-key:*"}}); err != nil {
+	if _, err := e.iam.CreateRole(ctx, Role{Name: "ci", Policies: []string{"enc"}, TrustPrincipals: []string{"access-key:*"}}); err != nil {
 		t.Fatal(err)
 	}
 	b, bTokens := replicaOf(t, e)
 	ak := &auth.Principal{Kind: auth.KindAccessKey, ID: "cfak_A"}
-	before, _, err := b.AssumeRole(ctx, ak, client.AssumeRoleRequest{Role: "ci"})
+	before, _, err := b.AssumeRole(ctx, ak, AssumeRoleRequest{Role: "ci"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +48,7 @@ func TestRefreshRevocationMarkReachesUnseenTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.now = e.now.Add(time.Second)
-	after, _, err := b.AssumeRole(ctx, ak, client.AssumeRoleRequest{Role: "ci"})
+	after, _, err := b.AssumeRole(ctx, ak, AssumeRoleRequest{Role: "ci"})
 	if err != nil {
 		t.Fatal(err)
 	}

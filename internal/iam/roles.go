@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/credential"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/policy"
@@ -18,7 +17,7 @@ import (
 )
 
 // compileRole validates a role and prepares its durations.
-func compileRole(r client.Role) (*roleEntry, error) {
+func compileRole(r Role) (*roleEntry, error) {
 	if err := checkName("role", r.Name); err != nil {
 		return nil, err
 	}
@@ -107,15 +106,15 @@ func globMatch(pattern, s string) bool {
 }
 
 // CreateRole stores a new role.
-func (s *Service) CreateRole(ctx context.Context, r client.Role) (client.Role, error) {
+func (s *Service) CreateRole(ctx context.Context, r Role) (Role, error) {
 	return s.putRole(ctx, r, true, nil)
 }
 
 // UpdateRole replaces an existing role. Tokens already issued keep their
 // lifetime but get the new policies from their next request.
-func (s *Service) UpdateRole(ctx context.Context, name string, r client.Role) (client.Role, error) {
+func (s *Service) UpdateRole(ctx context.Context, name string, r Role) (Role, error) {
 	if r.Name != "" && r.Name != name {
-		return client.Role{}, fmt.Errorf("%w: the body names role %q but the path %q; roles cannot be renamed", ErrInvalidArgument, r.Name, name)
+		return Role{}, fmt.Errorf("%w: the body names role %q but the path %q; roles cannot be renamed", ErrInvalidArgument, r.Name, name)
 	}
 	r.Name = name
 	return s.putRole(ctx, r, false, nil)
@@ -126,9 +125,9 @@ func (s *Service) UpdateRole(ctx context.Context, name string, r client.Role) (c
 // one) may not attach a policy the role does not carry already: no
 // principal grants itself rights, through its role no more than through
 // its access key (UpdateAccessKeyBy).
-func (s *Service) UpdateRoleBy(ctx context.Context, caller *auth.Principal, name string, r client.Role) (client.Role, error) {
+func (s *Service) UpdateRoleBy(ctx context.Context, caller *auth.Principal, name string, r Role) (Role, error) {
 	if r.Name != "" && r.Name != name {
-		return client.Role{}, fmt.Errorf("%w: the body names role %q but the path %q; roles cannot be renamed", ErrInvalidArgument, r.Name, name)
+		return Role{}, fmt.Errorf("%w: the body names role %q but the path %q; roles cannot be renamed", ErrInvalidArgument, r.Name, name)
 	}
 	r.Name = name
 	return s.putRole(ctx, r, false, func(old *roleEntry) error {
@@ -148,13 +147,13 @@ func (s *Service) UpdateRoleBy(ctx context.Context, caller *auth.Principal, name
 // replacement of old. Whether the role exists, what check sees and the
 // creation time kept are the stored role's, not the cached one's: the
 // cache may lag another replica's change (writeStored).
-func (s *Service) putRole(ctx context.Context, r client.Role, create bool, check func(old *roleEntry) error) (client.Role, error) {
+func (s *Service) putRole(ctx context.Context, r Role, create bool, check func(old *roleEntry) error) (Role, error) {
 	if r.Policies == nil {
 		r.Policies = []string{}
 	}
 	e, err := compileRole(r)
 	if err != nil {
-		return client.Role{}, err
+		return Role{}, err
 	}
 	err = s.change(func(st *state) error {
 		if err := checkPolicyNames(r.Policies); err != nil {
@@ -164,7 +163,7 @@ func (s *Service) putRole(ctx context.Context, r client.Role, create bool, check
 		err := s.writeStoredWith(ctx, rolePath+r.Name, "role "+r.Name, conds, func(cur []byte) ([]byte, error) {
 			var old *roleEntry
 			if cur != nil {
-				var stored client.Role
+				var stored Role
 				if err := json.Unmarshal(cur, &stored); err != nil {
 					return nil, fmt.Errorf("role %q: malformed stored record", r.Name)
 				}
@@ -199,18 +198,18 @@ func (s *Service) putRole(ctx context.Context, r client.Role, create bool, check
 }
 
 // GetRole returns a role.
-func (s *Service) GetRole(_ context.Context, name string) (client.Role, error) {
+func (s *Service) GetRole(_ context.Context, name string) (Role, error) {
 	r := s.state.Load().roles[name]
 	if r == nil {
-		return client.Role{}, fmt.Errorf("%w: role %q does not exist", ErrNotFound, name)
+		return Role{}, fmt.Errorf("%w: role %q does not exist", ErrNotFound, name)
 	}
 	return r.Role, nil
 }
 
 // ListRoles returns every role by name.
-func (s *Service) ListRoles(_ context.Context) []client.Role {
+func (s *Service) ListRoles(_ context.Context) []Role {
 	st := s.state.Load()
-	out := make([]client.Role, 0, len(st.roles))
+	out := make([]Role, 0, len(st.roles))
 	for _, r := range st.roles {
 		out = append(out, r.Role)
 	}
@@ -242,7 +241,7 @@ func (s *Service) DeleteRole(ctx context.Context, name string) (int, error) {
 // AssumeRole exchanges the caller's credential for a temporary token of
 // a role. The caller must be trusted by the role (or be root); the server
 // has already checked auth:AssumeRole against the caller's policies.
-func (s *Service) AssumeRole(ctx context.Context, caller *auth.Principal, req client.AssumeRoleRequest) (string, auth.Principal, error) {
+func (s *Service) AssumeRole(ctx context.Context, caller *auth.Principal, req AssumeRoleRequest) (string, auth.Principal, error) {
 	r := s.state.Load().roles[req.Role]
 	name := caller.Name()
 	if r == nil && caller.Root {

@@ -10,9 +10,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/credential"
 	"github.com/cofferkms/coffer/internal/audit"
+	"github.com/cofferkms/coffer/internal/iam"
 	"github.com/cofferkms/coffer/internal/monitor"
 	"github.com/cofferkms/coffer/internal/sys"
 )
@@ -140,7 +140,7 @@ func startAlerts(ctx context.Context, wg *sync.WaitGroup, cfg Config, s *sys.Sys
 		var err error
 		if key {
 			off := false
-			_, err = s.IAM.UpdateAccessKey(ctx, a.Accessor, client.UpdateAccessKeyRequest{Enabled: &off})
+			_, err = s.IAM.UpdateAccessKey(ctx, a.Accessor, iam.UpdateAccessKeyRequest{Enabled: &off})
 		} else {
 			err = s.Tokens.Revoke(ctx, "", a.Accessor)
 		}

@@ -25,15 +25,15 @@ func (s *Server) iamRoutes() {
 	m.HandleFunc("PUT /v1/policies/{name}", handle(s, route{action: "policy:Write"},
 		func(r *http.Request, _ *client.PutPolicyRequest) string { return "policy/" + r.PathValue("name") },
 		func(ctx context.Context, r *http.Request, _ auth.Principal, req *client.PutPolicyRequest) (client.Policy, error) {
-			return im.PutPolicy(ctx, r.PathValue("name"), *req)
+			return policyAnswer(im.PutPolicy(ctx, r.PathValue("name"), iam.PutPolicyRequest(*req)))
 		}))
 	m.HandleFunc("GET /v1/policies", handle(s, route{action: "policy:List"}, nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, _ *empty) (client.PolicyList, error) {
-			return client.PolicyList{Policies: im.ListPolicies(ctx)}, nil
+			return wirePolicyList(im.ListPolicies(ctx)), nil
 		}))
 	m.HandleFunc("GET /v1/policies/{name}", handle(s, route{action: "policy:Read"}, pathName("policy/"),
 		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.Policy, error) {
-			return im.GetPolicy(ctx, r.PathValue("name"))
+			return policyAnswer(im.GetPolicy(ctx, r.PathValue("name")))
 		}))
 	m.HandleFunc("DELETE /v1/policies/{name}", handle(s, route{action: "policy:Delete"}, pathName("policy/"),
 		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (noContent, error) {
@@ -41,7 +41,7 @@ func (s *Server) iamRoutes() {
 		}))
 	m.HandleFunc("POST /v1/policies/simulate", handle(s, route{action: "policy:Simulate"}, nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.SimulateRequest) (client.SimulateResponse, error) {
-			return im.Simulate(ctx, *req)
+			return simulateAnswer(im.Simulate(ctx, iam.SimulateRequest(*req)))
 		}))
 
 	// key policies
@@ -51,7 +51,7 @@ func (s *Server) iamRoutes() {
 			if err != nil {
 				return client.KeyPolicy{}, err
 			}
-			return im.KeyPolicy(k.ID), nil
+			return client.KeyPolicy(im.KeyPolicy(k.ID)), nil
 		}))
 	m.HandleFunc("PUT /v1/keys/{key}/policy", handle(s, route{action: "key:PutKeyPolicy"},
 		func(r *http.Request, _ *client.KeyPolicy) string { return r.PathValue("key") },
@@ -63,27 +63,27 @@ func (s *Server) iamRoutes() {
 			if req.KeyID != "" && req.KeyID != k.ID {
 				return client.KeyPolicy{}, badRequest("key_id %q in the body is not the key of the path (%s)", req.KeyID, k.ID)
 			}
-			return im.PutKeyPolicy(ctx, k.ID, req.Document)
+			return keyPolicyAnswer(im.PutKeyPolicy(ctx, k.ID, req.Document))
 		}))
 
 	// roles
 	m.HandleFunc("POST /v1/roles", handle(s, route{action: "role:Create", created: true},
 		func(_ *http.Request, req *client.Role) string { return "role/" + req.Name },
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.Role) (client.Role, error) {
-			return im.CreateRole(ctx, *req)
+			return roleAnswer(im.CreateRole(ctx, roleRequest(req)))
 		}))
 	m.HandleFunc("GET /v1/roles", handle(s, route{action: "role:List"}, nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, _ *empty) (client.RoleList, error) {
-			return client.RoleList{Roles: im.ListRoles(ctx)}, nil
+			return wireRoleList(im.ListRoles(ctx)), nil
 		}))
 	m.HandleFunc("GET /v1/roles/{name}", handle(s, route{action: "role:Read"}, pathName("role/"),
 		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.Role, error) {
-			return im.GetRole(ctx, r.PathValue("name"))
+			return roleAnswer(im.GetRole(ctx, r.PathValue("name")))
 		}))
 	m.HandleFunc("PUT /v1/roles/{name}", handle(s, route{action: "role:Update"},
 		func(r *http.Request, _ *client.Role) string { return "role/" + r.PathValue("name") },
 		func(ctx context.Context, r *http.Request, p auth.Principal, req *client.Role) (client.Role, error) {
-			return im.UpdateRoleBy(ctx, &p, r.PathValue("name"), *req)
+			return roleAnswer(im.UpdateRoleBy(ctx, &p, r.PathValue("name"), roleRequest(req)))
 		}))
 	m.HandleFunc("DELETE /v1/roles/{name}", handle(s, route{action: "role:Delete"}, pathName("role/"),
 		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.RevokeCountResponse, error) {
@@ -94,20 +94,20 @@ func (s *Server) iamRoutes() {
 	// access keys
 	m.HandleFunc("POST /v1/access-keys", handle(s, route{action: "accesskey:Create", created: true}, nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.CreateAccessKeyRequest) (client.CreateAccessKeyResponse, error) {
-			return im.CreateAccessKey(ctx, *req)
+			return createdAccessKeyAnswer(im.CreateAccessKey(ctx, iam.CreateAccessKeyRequest(*req)))
 		}))
 	m.HandleFunc("GET /v1/access-keys", handle(s, route{action: "accesskey:List"}, nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, _ *empty) (client.AccessKeyList, error) {
-			return client.AccessKeyList{AccessKeys: im.ListAccessKeys(ctx)}, nil
+			return wireAccessKeyList(im.ListAccessKeys(ctx)), nil
 		}))
 	m.HandleFunc("GET /v1/access-keys/{name}", handle(s, route{action: "accesskey:Read"}, pathName(""),
 		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.AccessKey, error) {
-			return im.GetAccessKey(ctx, r.PathValue("name"))
+			return accessKeyAnswer(im.GetAccessKey(ctx, r.PathValue("name")))
 		}))
 	m.HandleFunc("PATCH /v1/access-keys/{name}", handle(s, route{action: "accesskey:Update"},
 		func(r *http.Request, _ *client.UpdateAccessKeyRequest) string { return r.PathValue("name") },
 		func(ctx context.Context, r *http.Request, p auth.Principal, req *client.UpdateAccessKeyRequest) (client.AccessKey, error) {
-			return im.UpdateAccessKeyBy(ctx, &p, r.PathValue("name"), *req)
+			return accessKeyAnswer(im.UpdateAccessKeyBy(ctx, &p, r.PathValue("name"), iam.UpdateAccessKeyRequest(*req)))
 		}))
 	m.HandleFunc("DELETE /v1/access-keys/{name}", handle(s, route{action: "accesskey:Delete"}, pathName(""),
 		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (noContent, error) {
@@ -118,15 +118,15 @@ func (s *Server) iamRoutes() {
 	m.HandleFunc("POST /v1/auth/kubernetes/clusters", handle(s, route{action: "cluster:Register", created: true},
 		func(_ *http.Request, req *client.Cluster) string { return "cluster/" + req.Name },
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.Cluster) (client.Cluster, error) {
-			return im.RegisterCluster(ctx, *req)
+			return clusterAnswer(im.RegisterCluster(ctx, iam.Cluster(*req)))
 		}))
 	m.HandleFunc("GET /v1/auth/kubernetes/clusters", handle(s, route{action: "cluster:List"}, nil,
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, _ *empty) (client.ClusterList, error) {
-			return client.ClusterList{Clusters: im.ListClusters(ctx)}, nil
+			return wireClusterList(im.ListClusters(ctx)), nil
 		}))
 	m.HandleFunc("GET /v1/auth/kubernetes/clusters/{name}", handle(s, route{action: "cluster:Read"}, pathName("cluster/"),
 		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.Cluster, error) {
-			return im.GetCluster(ctx, r.PathValue("name"))
+			return clusterAnswer(im.GetCluster(ctx, r.PathValue("name")))
 		}))
 	m.HandleFunc("DELETE /v1/auth/kubernetes/clusters/{name}", handle(s, route{action: "cluster:Delete"}, pathName("cluster/"),
 		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (noContent, error) {
@@ -137,22 +137,22 @@ func (s *Server) iamRoutes() {
 	m.HandleFunc("POST /v1/auth/assume-role", handle(s, route{action: "auth:AssumeRole"},
 		func(_ *http.Request, req *client.AssumeRoleRequest) string { return "role/" + req.Role },
 		func(ctx context.Context, _ *http.Request, p auth.Principal, req *client.AssumeRoleRequest) (client.CreateTokenResponse, error) {
-			return issued(im.AssumeRole(ctx, &p, *req))
+			return issued(im.AssumeRole(ctx, &p, iam.AssumeRoleRequest(*req)))
 		}))
 	m.HandleFunc("POST /v1/auth/kubernetes/login", handle(s, route{action: "auth:AssumeRole", public: true, login: true,
 		loginKey: func(_ *http.Request, req any) string {
-			return iam.KubernetesLoginClaim(req.(*client.KubernetesLoginRequest))
+			return iam.KubernetesLoginClaim((*iam.KubernetesLoginRequest)(req.(*client.KubernetesLoginRequest)))
 		}},
 		func(_ *http.Request, req *client.KubernetesLoginRequest) string { return "role/" + req.Role },
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.KubernetesLoginRequest) (client.CreateTokenResponse, error) {
-			return issued(im.KubernetesLogin(ctx, *req))
+			return issued(im.KubernetesLogin(ctx, iam.KubernetesLoginRequest(*req)))
 		}))
 	m.HandleFunc("POST /v1/auth/cert/login", handle(s, route{action: "auth:AssumeRole", public: true, login: true,
 		loginKey: certLoginClaim},
 		func(_ *http.Request, req *client.CertLoginRequest) string { return "role/" + req.Role },
 		func(ctx context.Context, r *http.Request, _ auth.Principal, req *client.CertLoginRequest) (client.CreateTokenResponse, error) {
 			var cert = verifiedClientCert(r)
-			return issued(im.CertLogin(ctx, cert, *req))
+			return issued(im.CertLogin(ctx, cert, iam.CertLoginRequest(*req)))
 		}))
 	m.HandleFunc("POST /v1/auth/token/renew-self", handle(s, route{action: "token:RenewSelf"}, nil,
 		func(ctx context.Context, _ *http.Request, p auth.Principal, req *client.RenewTokenRequest) (client.TokenInfo, error) {
