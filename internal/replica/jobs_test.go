@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/keys"
@@ -55,14 +54,14 @@ func replicas(t *testing.T, backend storage.Backend, n int, now func() time.Time
 
 // storedVersions reads a key's stored record and returns its version
 // numbers and their material.
-func storedVersions(t *testing.T, b *barrier.Barrier, id string) ([]uint32, [][]byte, client.KeyState) {
+func storedVersions(t *testing.T, b *barrier.Barrier, id string) ([]uint32, [][]byte, keys.State) {
 	t.Helper()
 	e, err := b.Get(ctx, "keys/"+id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var rec struct {
-		State    client.KeyState `json:"state"`
+		State    keys.State `json:"state"`
 		Versions []struct {
 			Version  uint32 `json:"version"`
 			Material []byte `json:"material"`
@@ -163,7 +162,7 @@ func TestTickExactlyOnceAcrossReplicas(t *testing.T) {
 				}
 			}
 			for _, id := range doomed {
-				if _, _, st := storedVersions(t, bar, id); st != client.KeyDeleted {
+				if _, _, st := storedVersions(t, bar, id); st != keys.StateDeleted {
 					t.Fatalf("key %s is %s", id, st)
 				}
 			}
