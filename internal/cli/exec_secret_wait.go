@@ -25,10 +25,11 @@ func awaitVersions(ctx context.Context, c *client.Client, cur map[string]uint32,
 		return false, false
 	}
 	deadline := time.Now().Add(budget)
+	held := false // a budget too short for any wait (--interval 1s) is no held wait
 	for {
 		left := time.Until(deadline)
 		if left < time.Second {
-			return false, true
+			return false, held
 		}
 		ask := min(left, maxServerWait)
 		start := time.Now()
@@ -42,5 +43,6 @@ func awaitVersions(ctx context.Context, c *client.Client, cur map[string]uint32,
 		if time.Since(start) < ask/2 {
 			return false, false
 		}
+		held = true
 	}
 }

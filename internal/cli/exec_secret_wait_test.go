@@ -1,10 +1,17 @@
 package cli
 
 import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cofferkms/coffer/client"
 )
 
 // TestExecSecretWatchWaitsOnTheServer: with an --interval of an hour, a
@@ -32,5 +39,35 @@ func TestExecSecretWatchWaitsOnTheServer(t *testing.T) {
 	}
 	if strings.Contains(errOut.String(), "warning") {
 		t.Errorf("warnings:\n%s", errOut.String())
+	}
+}
+
+// TestAwaitVersionsTooShortToWaitIsNoWait: with --interval 1s (the least
+// allowed) the budget is below the shortest wait awaitVersions asks for,
+// so it asks none. It must then not report that the server held a wait:
+// --watch starts the next check at once after a held wait, and read every
+// secret's metadata in a loop with no pause at all.
+func TestAwaitVersionsTooShortToWaitIsNoWait(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"changed":[],"denied":[]}`)
+	}))
+	defer srv.Close()
+	c, err := client.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, budget := range []time.Duration{time.Second, 1500 * time.Millisecond} {
+		start := time.Now()
+		changed, waited := awaitVersions(context.Background(), c, map[string]uint32{"a": 1}, budget)
+		took := time.Since(start)
+		if changed {
+			t.Fatalf("budget %s: changed without a change", budget)
+		}
+		if waited && took < budget/2 {
+			t.Fatalf("budget %s: reported a held wait after %s (%d wait calls): --watch would check again at once, in a loop", budget, took, calls.Load())
+		}
 	}
 }

@@ -98,7 +98,7 @@ var hostileRoutes = []string{
 	"POST /v1/kms/encrypt", "POST /v1/kms/decrypt", "POST /v1/kms/reencrypt", "POST /v1/kms/datakey",
 	"POST /v1/kms/datakey-without-plaintext", "POST /v1/kms/random", "POST /v1/kms/encrypt-batch", "POST /v1/kms/decrypt-batch",
 	"PUT /v1/policies/p", "POST /v1/policies/simulate", "POST /v1/roles", "PUT /v1/roles/r", "POST /v1/access-keys",
-	"PATCH /v1/access-keys/cfak_x",
+	"PATCH /v1/access-keys/cfak_x", "POST /v1/secrets/wait",
 }
 
 // hostileBodies are bad JSON bodies every route gets.
