@@ -23,7 +23,7 @@ import (
 
 // newK8sCmd builds `coffer k8s`.
 func newK8sCmd() *cobra.Command {
-	cmd := groupCmd("k8s", "Kubernetes encryption-at-rest tools")
+	cmd := groupCmd("k8s", "Kubernetes tools: encryption at rest, and the CofferSecret sync controller")
 	cmd.Long = `Tools for a Kubernetes cluster whose secrets are encrypted with the Coffer
 KMS plugin: see how objects are stored in etcd, and re-encrypt the stale
 ones after a key rotation. See docs/kubernetes.md.`
