@@ -19,9 +19,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/storage"
+	"github.com/cofferkms/coffer/internal/webhooksig"
 )
 
 // Rotation limits and defaults.
@@ -867,7 +867,7 @@ func (s *Service) callWebhook(ctx context.Context, hook string, key []byte, call
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if len(key) != 0 {
-		req.Header.Set(client.WebhookSignatureHeader, client.WebhookSignature(key, s.now(), body))
+		req.Header.Set(webhooksig.Header, webhooksig.Sign(key, s.now(), body))
 	}
 	resp, err := s.rot.httpClient().Do(req)
 	if err != nil {
