@@ -103,6 +103,15 @@ func (c *ClientCoffer) SecretGet(ctx context.Context, token, name string) (*clie
 	return cl.SecretGet(ctx, name, client.SecretGetOptions{})
 }
 
+// Revoke revokes a role token that is no longer needed.
+func (c *ClientCoffer) Revoke(ctx context.Context, token string) error {
+	cl, err := c.client(token)
+	if err != nil {
+		return err
+	}
+	return cl.RevokeSelf(ctx)
+}
+
 // statusOf is the HTTP status of a Coffer API error, or 0.
 func statusOf(err error) int {
 	var ae *client.APIError

@@ -10,6 +10,7 @@ import (
 
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
@@ -111,6 +112,16 @@ const saTokenSeconds = 600
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.defaults(); err != nil {
 		return err
+	}
+	// Without the CRD the informer would retry its list forever, silently.
+	if _, err := cfg.Dynamic.Resource(GVR).Namespace(cfg.Namespace).List(ctx, metav1.ListOptions{Limit: 1}); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("secretsync: the apiserver does not serve %s: install the CofferSecret CRD (deploy/coffer-sync/crd.yaml)", GVR.GroupResource())
+		}
+		if ctx.Err() == nil {
+			return fmt.Errorf("secretsync: listing CofferSecrets: %w", err)
+		}
+		return nil
 	}
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: cfg.LeaseNamespace, Name: cfg.LeaseName},

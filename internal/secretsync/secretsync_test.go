@@ -71,6 +71,19 @@ func (f *fakeCoffer) Login(_ context.Context, role, jwt string) (string, time.Ti
 	return tok, time.Now().Add(time.Hour), nil
 }
 
+func (f *fakeCoffer) Revoke(_ context.Context, tok string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.tokens, tok)
+	return nil
+}
+
+func (f *fakeCoffer) liveTokens() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.tokens)
+}
+
 func (f *fakeCoffer) ident(tok string) (string, error) {
 	id, ok := f.tokens[tok]
 	if !ok {
@@ -790,6 +803,7 @@ func TestSyncDeletedResourceStopsWatching(t *testing.T) {
 	if e.secret("app", "db") == nil {
 		t.Fatal("the Retain Secret was deleted")
 	}
+	e.eventually("the group's role token revoked", func() bool { return e.coffer.liveTokens() == 0 })
 }
 
 // TestSyncRevokedTokenLogsInAgain: when Coffer refuses the group's role
@@ -810,5 +824,21 @@ func TestSyncRevokedTokenLogsInAgain(t *testing.T) {
 	e.eventually("version 2 after the revocation", func() bool { return string(e.secret("app", "db").Data["password"]) == "pw-2" })
 	if e.coffer.logins.Load() <= logins {
 		t.Fatal("no new login after the token was refused")
+	}
+}
+
+// TestRunWithoutCRD: without the CRD, Run fails at once and says what to
+// install.
+func TestRunWithoutCRD(t *testing.T) {
+	e := newEnv(t)
+	e.dyn.PrependReactor("list", Resource, func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewNotFound(schema.GroupResource{Group: Group, Resource: Resource}, "")
+	})
+	err := Run(context.Background(), e.cfg)
+	if err == nil || !strings.Contains(err.Error(), "deploy/coffer-sync/crd.yaml") {
+		t.Fatalf("Run without the CRD: %v", err)
+	}
+	if _, err := e.kube.CoordinationV1().Leases("coffer-system").Get(context.Background(), "coffer-sync", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("a Lease was taken without the CRD: %v", err)
 	}
 }

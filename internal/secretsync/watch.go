@@ -116,9 +116,10 @@ func (c *controller) untrackLocked(key string) {
 		g.cancel()
 		delete(c.groups, t.group)
 		g.tokMu.Lock()
-		c.forgetToken(g.token)
+		tok := g.token
 		g.token = ""
 		g.tokMu.Unlock()
+		c.revokeToken(tok)
 	}
 }
 
@@ -185,6 +186,30 @@ func (c *controller) dropToken(g *group, tok string) {
 		g.token = ""
 		c.forgetToken(tok)
 	}
+}
+
+// revokeToken revokes, in the background, the role token of a group that
+// has no CofferSecret left (a replaced token is left to expire: a wait may
+// still be using it).
+func (c *controller) revokeToken(tok string) {
+	if tok == "" {
+		return
+	}
+	r, ok := c.cfg.Coffer.(interface {
+		Revoke(ctx context.Context, token string) error
+	})
+	if !ok {
+		c.forgetToken(tok)
+		return
+	}
+	go func() {
+		defer c.forgetToken(tok)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := r.Revoke(ctx, tok); err != nil {
+			c.cfg.Logger.Debug("revoking an unused role token", "error", err)
+		}
+	}()
 }
 
 // forgetToken lets the Coffer implementation drop what it keeps for a
