@@ -208,6 +208,7 @@ type syncState struct {
 	generation int64
 	version    uint32
 	secretHash [32]byte
+	unwatched  bool
 }
 
 func newController(cfg Config) *controller {

@@ -75,7 +75,7 @@ func (c *controller) reconcile(ctx context.Context, key string) (retry bool, err
 		}
 		return true, c.setStatus(ctx, u, cs, reasonOf(err), fmt.Sprintf("reading Coffer secret %q as %s: %v", spec.Secret, gk, err), 0)
 	}
-	c.noteRead(g, spec.Secret, v.Version)
+	unwatched := c.noteRead(g, spec.Secret, v.Version)
 	data, err := spec.secretData(v.Fields)
 	if err != nil {
 		reason := ReasonInvalidSpec
@@ -101,11 +101,16 @@ func (c *controller) reconcile(ctx context.Context, key string) (retry bool, err
 			return false, err
 		}
 	}
-	if err := c.setStatus(ctx, u, cs, ReasonSynced, fmt.Sprintf("Secret %s holds version %d of Coffer secret %s", spec.Target.Name, v.Version, spec.Secret), v.Version); err != nil {
+	msg := fmt.Sprintf("Secret %s holds version %d of Coffer secret %s", spec.Target.Name, v.Version, spec.Secret)
+	if unwatched {
+		msg += fmt.Sprintf("; new versions are not watched: %s may read the secret but not list it (secret:List), so they arrive only with the resync", gk)
+	}
+	if err := c.setStatus(ctx, u, cs, ReasonSynced, msg, v.Version); err != nil {
 		return false, err
 	}
 	c.mu.Lock()
-	c.synced[key] = syncState{uid: cs.Metadata.UID, generation: cs.Metadata.Generation, version: v.Version, secretHash: secretHash(desiredSecret(cs, &spec, v.Version, data))}
+	c.synced[key] = syncState{uid: cs.Metadata.UID, generation: cs.Metadata.Generation, version: v.Version, unwatched: unwatched,
+		secretHash: secretHash(desiredSecret(cs, &spec, v.Version, data))}
 	c.mu.Unlock()
 	return false, nil
 }
@@ -130,7 +135,7 @@ func (c *controller) upToDate(key string, cs *CofferSecret, g *group, spec *Spec
 	if !ok || st.uid != cs.Metadata.UID || st.generation != cs.Metadata.Generation {
 		return false
 	}
-	if st.version != c.knownVersion(g, spec.Secret) || cs.Status.SyncedVersion != st.version {
+	if st.version != c.knownVersion(g, spec.Secret) || cs.Status.SyncedVersion != st.version || st.unwatched != c.unwatched(g, spec.Secret) {
 		return false
 	}
 	if r := cs.Status.ready(); r == nil || r.Status != "True" {

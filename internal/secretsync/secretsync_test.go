@@ -38,8 +38,11 @@ type fakeCoffer struct {
 	secrets map[string][]map[string]string // name -> versions, version i+1 at i
 	tokens  map[string]string              // role token -> identity
 	allow   func(ident, name string) bool
-	changed chan struct{} // closed on every put
-	n       int
+	// listAllow, when set, decides the waits (secret:List) apart from
+	// the reads.
+	listAllow func(ident, name string) bool
+	changed   chan struct{} // closed on every put
+	n         int
 
 	gets, logins, waits atomic.Int64
 }
@@ -122,8 +125,12 @@ func (f *fakeCoffer) SecretWait(ctx context.Context, tok string, known map[strin
 			return nil, err
 		}
 		res := &WaitResult{}
+		listAllow := f.allow
+		if f.listAllow != nil {
+			listAllow = f.listAllow
+		}
 		for name, v := range known {
-			if !f.allow(id, name) {
+			if !listAllow(id, name) {
 				res.Denied = append(res.Denied, name)
 				continue
 			}
@@ -841,4 +848,31 @@ func TestRunWithoutCRD(t *testing.T) {
 	if _, err := e.kube.CoordinationV1().Leases("coffer-system").Get(context.Background(), "coffer-sync", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("a Lease was taken without the CRD: %v", err)
 	}
+}
+
+// TestSyncReadableButNotListable: a secret the identity may read but not
+// list (the long-poll denies it) syncs, and the status says new versions
+// are not watched; once listing is allowed the note goes.
+func TestSyncReadableButNotListable(t *testing.T) {
+	e := newEnv(t)
+	e.coffer.listAllow = func(string, string) bool { return false }
+	e.coffer.put("app/db", map[string]string{"password": "pw"})
+	e.start()
+	e.create("app", "db", map[string]any{"secret": "app/db"})
+	e.eventually("the not-watched note", func() bool {
+		st := e.status("app", "db")
+		r := st.ready()
+		return r != nil && r.Reason == ReasonSynced && strings.Contains(r.Message, "secret:List")
+	})
+	e.coffer.mu.Lock()
+	e.coffer.listAllow = nil
+	e.coffer.mu.Unlock()
+	e.eventually("the note gone", func() bool {
+		st := e.status("app", "db")
+		r := st.ready()
+		return r != nil && r.Reason == ReasonSynced && !strings.Contains(r.Message, "secret:List")
+	})
+	// Watched again: a new version comes through the long-poll.
+	e.coffer.put("app/db", map[string]string{"password": "pw-2"})
+	e.eventually("version 2", func() bool { return string(e.secret("app", "db").Data["password"]) == "pw-2" })
 }

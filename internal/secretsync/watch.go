@@ -123,22 +123,31 @@ func (c *controller) untrackLocked(key string) {
 	}
 }
 
-// noteRead records the version a reconcile read (it is what the next
-// wait holds) and that the secret is readable again.
-func (c *controller) noteRead(g *group, secret string, version uint32) {
+// noteRead records the version a reconcile read: it is what the next wait
+// holds. It returns whether the long-poll may not watch the secret (the
+// last wait that named it denied it): then new versions come only with a
+// resync. A denial ends when a wait that names it again answers.
+func (c *controller) noteRead(g *group, secret string, version uint32) (unwatched bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if g.names[secret] == nil {
-		return
+		return false
 	}
-	if _, wasDenied := g.denied[secret]; wasDenied {
-		delete(g.denied, secret)
-		g.kickLocked()
-	}
+	_, unwatched = g.denied[secret]
 	if g.known[secret] != version {
 		g.known[secret] = version
 		g.kickLocked()
 	}
+	return unwatched
+}
+
+// unwatched tells whether the long-poll's last word on secret was a
+// denial.
+func (c *controller) unwatched(g *group, secret string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := g.denied[secret]
+	return ok
 }
 
 // knownVersion is the version the group's wait holds for secret.
@@ -308,7 +317,7 @@ func (c *controller) pause(ctx context.Context, g *group, t time.Time) {
 // waitOnce runs one wait (one per chunk of MaxWaitNames names, all ended
 // when the first returns) and merges their answers. A kick ends it early
 // with an empty result.
-func (c *controller) waitOnce(ctx context.Context, g *group, tok string, known map[string]uint32) (*WaitResult, error) {
+func (c *controller) waitOnce(ctx context.Context, g *group, tok string, known map[string]uint32) (*waitAnswer, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wasKicked atomic.Bool
@@ -326,8 +335,9 @@ func (c *controller) waitOnce(ctx context.Context, g *group, tok string, known m
 	}
 	slices.Sort(names)
 	type answer struct {
-		res *WaitResult
-		err error
+		part map[string]uint32
+		res  *WaitResult
+		err  error
 	}
 	var chunks int
 	answers := make(chan answer, len(names)/MaxWaitNames+1)
@@ -339,10 +349,10 @@ func (c *controller) waitOnce(ctx context.Context, g *group, tok string, known m
 		chunks++
 		go func() {
 			r, err := c.cfg.Coffer.SecretWait(wctx, tok, part, c.cfg.Wait)
-			answers <- answer{r, err}
+			answers <- answer{part, r, err}
 		}()
 	}
-	out := &WaitResult{}
+	out := &waitAnswer{}
 	var firstErr error
 	for i := range chunks {
 		a := <-answers
@@ -353,19 +363,47 @@ func (c *controller) waitOnce(ctx context.Context, g *group, tok string, known m
 		if a.err == nil {
 			out.Changed = append(out.Changed, a.res.Changed...)
 			out.Denied = append(out.Denied, a.res.Denied...)
+			for n := range a.part {
+				out.answered = append(out.answered, n)
+			}
 		}
 	}
-	if firstErr != nil && !wasKicked.Load() {
+	if wasKicked.Load() {
+		return nil, nil // cut short: nothing learnt
+	}
+	if firstErr != nil {
 		return nil, firstErr
 	}
 	return out, nil
 }
 
+// waitAnswer is the merged answer of a wait's requests; answered are the
+// names of the requests that answered (the others were cut short).
+type waitAnswer struct {
+	WaitResult
+	answered []string
+}
+
 // apply records a wait's answer: changed secrets take the reported
-// version and their resources are queued; denied ones back off.
-func (c *controller) apply(g *group, res *WaitResult) {
+// version and their resources are queued; denied ones back off; a name
+// that was denied before and was answered without denial is watched again
+// (its resources are queued so their status says so).
+func (c *controller) apply(g *group, res *waitAnswer) {
+	if res == nil {
+		return
+	}
 	var queue []string
 	c.mu.Lock()
+	denied := make(map[string]bool, len(res.Denied))
+	for _, n := range res.Denied {
+		denied[n] = true
+	}
+	for _, n := range res.answered {
+		if _, was := g.denied[n]; was && !denied[n] && g.names[n] != nil {
+			delete(g.denied, n)
+			queue = append(queue, n)
+		}
+	}
 	for _, ch := range res.Changed {
 		if g.names[ch.Name] == nil {
 			continue
