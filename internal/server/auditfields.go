@@ -85,6 +85,9 @@ func principalOf(p *auth.Principal) audit.Principal {
 // contextOf returns the encryption context of a request, whose values the
 // trail records only as HMACs.
 func contextOf(req any) map[string]string {
+	if d, ok := req.(restFormer); ok {
+		req = d.restForm() // a compatible door's request: as its REST twin
+	}
 	switch v := req.(type) {
 	case *client.EncryptRequest:
 		return v.Context

@@ -234,6 +234,9 @@ func checkContexts(req any) error {
 		}
 		return nil
 	}
+	if d, ok := req.(restFormer); ok {
+		req = d.restForm() // a compatible door's request: as its REST twin
+	}
 	switch v := req.(type) {
 	case *client.EncryptRequest:
 		return check("context", v.Context)
@@ -287,6 +290,9 @@ func writeResults[T any](w http.ResponseWriter, status int, results []T) {
 // wipeRequest clears the plaintexts a request carried, once the call that
 // used them returned.
 func wipeRequest(req any) {
+	if d, ok := req.(restFormer); ok {
+		req = d.restForm() // shares its plaintext with the door's request
+	}
 	switch v := req.(type) {
 	case *client.EncryptRequest:
 		clear(v.Plaintext)

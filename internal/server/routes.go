@@ -203,19 +203,7 @@ func (s *Server) keyRoutes() {
 	m.HandleFunc("POST /v1/aliases", handle(s, route{action: "key:CreateAlias", created: true, selfAuthz: true},
 		func(_ *http.Request, req *client.Alias) string { return req.Name },
 		func(ctx context.Context, r *http.Request, p auth.Principal, req *client.Alias) (client.Alias, error) {
-			id, err := s.authorizeAlias(ctx, r, &p, "key:CreateAlias", req.Name, req.KeyID)
-			if err != nil {
-				return client.Alias{}, err
-			}
-			if strings.HasPrefix(id, keys.AliasPrefix) {
-				// key_id named no key when it was authorized (as written,
-				// with no key policy): it is not resolved again, or an
-				// alias created meanwhile would decide the key.
-				return client.Alias{}, fmt.Errorf("%w: alias %q does not exist", keys.ErrNotFound, req.KeyID)
-			}
-			// The id, not the caller's reference: an alias moved meanwhile
-			// cannot redirect the new one to a key not authorized.
-			return aliasAnswer(k.CreateAlias(ctx, req.Name, id))
+			return aliasAnswer(s.createAlias(ctx, r, &p, req.Name, req.KeyID))
 		}))
 	m.HandleFunc("GET /v1/aliases", handle(s, route{action: "key:ListAliases"}, nil,
 		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (client.AliasList, error) {
@@ -224,22 +212,45 @@ func (s *Server) keyRoutes() {
 	m.HandleFunc("DELETE /v1/aliases/{name}", handle(s, route{action: "key:DeleteAlias", selfAuthz: true},
 		func(r *http.Request, _ *empty) string { return r.PathValue("name") },
 		func(ctx context.Context, r *http.Request, p auth.Principal, _ *empty) (noContent, error) {
-			name := r.PathValue("name")
-			target := name
-			if !strings.HasPrefix(name, keys.AliasPrefix) {
-				target = "" // not an alias: authorized on the name, refused by DeleteAlias
-			}
-			id, err := s.authorizeAlias(ctx, r, &p, "key:DeleteAlias", name, target)
-			if err != nil {
-				return noContent{}, err
-			}
-			// The alias must still name the key that was decided on (a
-			// concurrent delete and create could have moved it).
-			if now, _, err := k.Names(name); err == nil && id != "" && now != id {
-				return noContent{}, &apiError{http.StatusConflict, "conflict", name + " was pointed at another key meanwhile; retry"}
-			}
-			return noContent{}, k.DeleteAlias(ctx, name)
+			return noContent{}, s.deleteAlias(ctx, r, &p, r.PathValue("name"))
 		}))
+}
+
+// createAlias authorizes (authorizeAlias) and creates alias name for the
+// key ref names; every door's CreateAlias is this call.
+func (s *Server) createAlias(ctx context.Context, r *http.Request, p *auth.Principal, name, ref string) (keys.Alias, error) {
+	id, err := s.authorizeAlias(ctx, r, p, "key:CreateAlias", name, ref)
+	if err != nil {
+		return keys.Alias{}, err
+	}
+	if strings.HasPrefix(id, keys.AliasPrefix) {
+		// key_id named no key when it was authorized (as written,
+		// with no key policy): it is not resolved again, or an
+		// alias created meanwhile would decide the key.
+		return keys.Alias{}, fmt.Errorf("%w: alias %q does not exist", keys.ErrNotFound, ref)
+	}
+	// The id, not the caller's reference: an alias moved meanwhile
+	// cannot redirect the new one to a key not authorized.
+	return s.sys.Keys.CreateAlias(ctx, name, id)
+}
+
+// deleteAlias authorizes (authorizeAlias) and deletes alias name; every
+// door's DeleteAlias is this call.
+func (s *Server) deleteAlias(ctx context.Context, r *http.Request, p *auth.Principal, name string) error {
+	target := name
+	if !strings.HasPrefix(name, keys.AliasPrefix) {
+		target = "" // not an alias: authorized on the name, refused by DeleteAlias
+	}
+	id, err := s.authorizeAlias(ctx, r, p, "key:DeleteAlias", name, target)
+	if err != nil {
+		return err
+	}
+	// The alias must still name the key that was decided on (a
+	// concurrent delete and create could have moved it).
+	if now, _, err := s.sys.Keys.Names(name); err == nil && id != "" && now != id {
+		return &apiError{http.StatusConflict, "conflict", name + " was pointed at another key meanwhile; retry"}
+	}
+	return s.sys.Keys.DeleteAlias(ctx, name)
 }
 
 // authorizeAlias authorizes an alias operation as the two acts it is:

@@ -30,6 +30,7 @@ import (
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/monitor"
 	"github.com/cofferkms/coffer/internal/seal"
+	"github.com/cofferkms/coffer/internal/server/awskms"
 	"github.com/cofferkms/coffer/internal/storage"
 	"github.com/cofferkms/coffer/internal/storage/etcd"
 	"github.com/cofferkms/coffer/internal/sys"
@@ -79,6 +80,10 @@ type Config struct {
 	// PreviousSeal is the auto-unseal the store is protected by during a
 	// migration away from it (coffer operator migrate-seal).
 	PreviousSeal *SealConfig `json:"previous_seal"`
+	// AWSKMS places the AWS KMS door's keys in an AWS-style account: the
+	// partition, region and account of their ARNs and the region clients
+	// sign for (docs/aws-kms.md); defaults aws, us-east-1, 000000000000.
+	AWSKMS awskms.Config `json:"aws_kms"`
 
 	// Dev mode (flags only): initialize and unseal automatically.
 	Dev          bool   `json:"-"`
@@ -403,7 +408,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 		return err
 	}
 	defer rep.Close()
-	opts := Options{Logger: logger, Audit: rec, Metrics: metrics, MetricsSeparate: cfg.Metrics.Addr != "", Alerts: engine, Replica: rep}
+	opts := Options{Logger: logger, Audit: rec, Metrics: metrics, MetricsSeparate: cfg.Metrics.Addr != "", Alerts: engine, Replica: rep,
+		AWSKMS: cfg.AWSKMS}
 	if akeys != nil {
 		opts.AuditKeys = akeys
 	}

@@ -37,6 +37,7 @@ import (
 	"github.com/cofferkms/coffer/internal/monitor"
 	"github.com/cofferkms/coffer/internal/policy"
 	"github.com/cofferkms/coffer/internal/replica"
+	"github.com/cofferkms/coffer/internal/server/awskms"
 	"github.com/cofferkms/coffer/internal/sys"
 )
 
@@ -81,6 +82,10 @@ type Options struct {
 	// Replica lists the replicas (GET /v1/sys/members); default: this
 	// process alone, as on a single node.
 	Replica replica.Replica
+	// AWSKMS names the partition, region and account of the AWS KMS
+	// door's key ARNs, and the region requests are signed for (awskms.go);
+	// zero fields take awskms.Config.WithDefaults.
+	AWSKMS awskms.Config
 }
 
 // AuditKeys is what the audit routes need of the audit key.
@@ -105,6 +110,7 @@ type Server struct {
 	bodies    *bodyBudget
 	replica   replica.Replica
 	waits     *waitGate // secret waits in flight (secrets_wait.go)
+	aws       awsKMSDoor
 
 	ridPrefix string
 	ridSeq    atomic.Uint64
@@ -136,6 +142,7 @@ func New(s *sys.Sys, opts Options) *Server {
 	}
 	srv.ridPrefix = hex.EncodeToString(p[:]) + "-"
 	srv.routes()
+	srv.awsKMSRoutes(opts.AWSKMS)
 	if srv.metrics != nil && !opts.MetricsSeparate {
 		srv.mux.Handle("GET /metrics", srv.metrics.Handler())
 	}
@@ -155,6 +162,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				fmt.Sprintf("the path %q is not canonical (it has . or .. segments or doubled slashes); send %q", p, cleanPath(p)), "")
 			return
 		}
+	}
+	if isAWSRequest(r) {
+		s.awsKMS(w, r) // the AWS KMS door: POST / with X-Amz-Target (awskms.go)
+		return
 	}
 	if _, pattern := s.mux.Handler(r); pattern != "" {
 		s.mux.ServeHTTP(w, r)
@@ -311,6 +322,10 @@ type route struct {
 	// even when the outcome record then fails (the intent record is
 	// written), since withholding it would lose the store.
 	oneTime bool
+	// door is the compatible API a route belongs to ("" for Coffer's
+	// own): its requests are audited under that door and its errors
+	// answered in that API's shape and statuses (vault.go).
+	door string
 }
 
 // call is the service step of a route: it gets the decoded request and
@@ -347,6 +362,9 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 		src := sourceAddr(r)
 		rec := audit.Record{Time: st.start.UTC(), RequestID: st.id, Door: doorOf(r), Source: sourceOf(r), Action: rt.action,
 			Principal: audit.Principal{Kind: "anonymous"}}
+		if rt.door != "" {
+			rec.Door = rt.door
+		}
 		if tok, _ := presentedToken(r); tok != "" {
 			rec.Token = tok // the trail stores only its HMAC
 		}
@@ -354,6 +372,7 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 		var p auth.Principal
 		var req Req
 		var loginKey string // the principal a login claims, for its failure budget
+		bodyRead := false   // the AWS KMS door reads the body before authentication
 		release := func() {}
 		defer func() { release() }()
 		err := func() error {
@@ -373,7 +392,20 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 			}
 			if !rt.public {
 				var err error
-				if p, err = s.authn.Authenticate(r, src); err != nil {
+				if rt.door == doorAWSKMS {
+					// A signature covers the body: it is read first, within
+					// the route's limit and the large-body budget, before
+					// anything is verified (awskms.go).
+					done, body, berr := s.readBody(w, r, rt.limit)
+					if berr != nil {
+						return berr
+					}
+					release, bodyRead = done, true
+					p, err = s.awsAuthenticate(r, src, body)
+				} else {
+					p, err = s.authn.Authenticate(r, src)
+				}
+				if err != nil {
 					var leaked *auth.LeakedError
 					if errors.As(err, &leaked) {
 						rec.Principal.Accessor, rec.CredentialLeaked = leaked.Accessor, true
@@ -400,12 +432,17 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 				}
 			}
 			if _, isEmpty := any(&req).(*empty); !isEmpty {
-				done, err := s.bodies.acquire(r, rt.limit)
-				if err != nil {
-					return err
+				if !bodyRead {
+					done, err := s.bodies.acquire(r, rt.limit)
+					if err != nil {
+						return err
+					}
+					release = done
 				}
-				release = done
 				if err := decode(w, r, &req, rt.limit); err != nil {
+					if rt.door == doorAWSKMS {
+						return awsSerialization(err)
+					}
 					return err
 				}
 				// Contexts over the limits are refused before they reach
@@ -482,9 +519,13 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 			}
 		}
 		status, code, msg := http.StatusOK, "", ""
+		awsType := "" // the AWS error type of an AWS KMS door's failure
 		switch {
 		case err != nil:
 			status, code, msg = classify(err)
+			if rt.door == doorAWSKMS {
+				status, awsType = awsError(err, status, code)
+			}
 			rec.Outcome, rec.ErrorCode = "error", code
 			if status >= 500 && code != "sealed" && code != "busy" {
 				s.log.Error("request failed", "request_id", st.id, "action", rt.action, "error", err)
@@ -523,9 +564,17 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 			if code == "busy" {
 				w.Header().Set("Retry-After", "1")
 			}
+			if rt.door == doorAWSKMS {
+				writeAWSError(w, status, awsType, boundString(msg, maxMessage), st.id)
+				return
+			}
 			body := errorBody(code, boundString(msg, maxMessage), st.id)
 			errorDetail(err, &body.Error)
 			writeJSON(w, status, body)
+			return
+		}
+		if rt.door == doorAWSKMS {
+			writeAWS(w, status, resp, st.id)
 			return
 		}
 		if status == http.StatusNoContent {
@@ -558,6 +607,10 @@ func (s *Server) auditFailed(w http.ResponseWriter, _ *http.Request, st reqState
 	if s.metrics != nil {
 		rec.Outcome, rec.ErrorCode = "error", "audit_unavailable"
 		s.metrics.ObserveRequest(rec, time.Since(st.start))
+	}
+	if rt.door == doorAWSKMS {
+		writeAWSError(w, http.StatusServiceUnavailable, "KMSInternalException", "the audit trail cannot record this request, so it was refused; retry later", st.id)
+		return
 	}
 	writeJSON(w, http.StatusServiceUnavailable, errorBody("audit_unavailable", "the audit trail cannot record this request, so it was refused; retry later", st.id))
 }
