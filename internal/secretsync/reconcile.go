@@ -91,6 +91,11 @@ func (c *controller) reconcile(ctx context.Context, key string) (retry bool, err
 		if asConflict(err, &ce) {
 			return true, c.setStatus(ctx, u, cs, ReasonConflict, ce.Error(), 0)
 		}
+		// The controller's own RBAC, a quota, an admission webhook: the
+		// status says so, and the error is logged and retried.
+		if serr := c.setStatus(ctx, u, cs, ReasonError, err.Error(), 0); serr != nil {
+			return false, serr
+		}
 		return false, err
 	}
 	if wrote {

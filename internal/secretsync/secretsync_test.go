@@ -876,3 +876,26 @@ func TestSyncReadableButNotListable(t *testing.T) {
 	e.coffer.put("app/db", map[string]string{"password": "pw-2"})
 	e.eventually("version 2", func() bool { return string(e.secret("app", "db").Data["password"]) == "pw-2" })
 }
+
+// TestSyncSecretWriteRefused: a Secret write the apiserver refuses (here
+// the controller's RBAC) is an Error condition naming the cause, retried.
+func TestSyncSecretWriteRefused(t *testing.T) {
+	e := newEnv(t)
+	var refuse atomic.Bool
+	refuse.Store(true)
+	e.kube.PrependReactor("create", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if refuse.Load() {
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "db", fmt.Errorf("RBAC says no"))
+		}
+		return false, nil, nil
+	})
+	e.coffer.put("app/db", map[string]string{"password": "pw"})
+	e.start()
+	e.create("app", "db", map[string]any{"secret": "app/db"})
+	c := e.waitReason("app", "db", ReasonError)
+	if c.Status != "False" || !strings.Contains(c.Message, "RBAC says no") || strings.Contains(c.Message, "pw") {
+		t.Fatalf("condition %+v", c)
+	}
+	refuse.Store(false)
+	e.waitReason("app", "db", ReasonSynced)
+}

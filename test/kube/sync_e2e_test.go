@@ -67,6 +67,55 @@ func installCRD(t testing.TB, dyn dynamic.Interface) {
 	})
 }
 
+// applyRBAC creates the objects of the shipped deploy/coffer-sync/rbac.yaml
+// (the namespace and service account may exist already).
+func applyRBAC(t testing.TB, dyn dynamic.Interface) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(kube.ModuleRoot(t), "deploy", "coffer-sync", "rbac.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gvrs := map[string]schema.GroupVersionResource{
+		"Namespace":          {Version: "v1", Resource: "namespaces"},
+		"ServiceAccount":     {Version: "v1", Resource: "serviceaccounts"},
+		"ClusterRole":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
+		"ClusterRoleBinding": {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
+		"Role":               {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
+		"RoleBinding":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
+	}
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		var obj map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+			t.Fatalf("rbac.yaml: %v", err)
+		}
+		u := &unstructured.Unstructured{Object: obj}
+		gvr, ok := gvrs[u.GetKind()]
+		if !ok {
+			t.Fatalf("rbac.yaml: unexpected kind %q", u.GetKind())
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(gvr)
+		if u.GetNamespace() != "" {
+			ri = dyn.Resource(gvr).Namespace(u.GetNamespace())
+		}
+		if _, err := ri.Create(context.Background(), u, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatalf("rbac.yaml: creating %s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+	}
+}
+
+// userKubeconfig writes a kubeconfig that authenticates with token.
+func userKubeconfig(t testing.TB, api *kube.APIServer, token string) string {
+	t.Helper()
+	cfg := "apiVersion: v1\nkind: Config\nclusters:\n- name: kube\n  cluster:\n    server: " + api.URL +
+		"\n    insecure-skip-tls-verify: true\nusers:\n- name: sync\n  user:\n    token: " + token +
+		"\ncontexts:\n- name: kube\n  context:\n    cluster: kube\n    user: sync\ncurrent-context: kube\n"
+	p := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func syncEventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(kube.Patience())
@@ -345,11 +394,16 @@ func TestSyncE2E(t *testing.T) {
 		}
 	}
 
-	// The command: `coffer k8s sync` takes the lease the in-process
-	// controller gave up when it stopped, and syncs a new resource.
+	// The command: `coffer k8s sync`, as the coffer-sync service account
+	// with no more rights than the shipped rbac.yaml grants, takes the lease
+	// the in-process controller gave up when it stopped, and syncs a new
+	// resource and a new version (Secret writes, token requests, status,
+	// events, the Deployment's restart, the Lease: all under that RBAC).
+	applyRBAC(t, dyn)
+	saKubeconfig := userKubeconfig(t, api, api.ServiceAccountToken(t, "coffer-system", "coffer-sync", "https://kubernetes.default.svc", 3600))
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "sync.log")
-	p, err := proc.Start("coffer k8s sync", kube.CofferBin(t), []string{"k8s", "sync", "--kubeconfig", api.Kubeconfig(),
+	p, err := proc.Start("coffer k8s sync", kube.CofferBin(t), []string{"k8s", "sync", "--kubeconfig", saKubeconfig,
 		"--address", coffer.Addr, "--role", "k8s-sync", "--lease-namespace", "coffer-system", "--wait", "20s"}, nil, logPath)
 	if err != nil {
 		t.Fatal(err)
