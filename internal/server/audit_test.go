@@ -100,6 +100,8 @@ func TestAuditFailClosed(t *testing.T) {
 		{"POST", "/v1/kms/encrypt", client.EncryptRequest{KeyID: "alias/before", Plaintext: []byte("x")}},
 		{"POST", "/v1/auth/token/create", client.CreateTokenRequest{}},
 		{"GET", "/v1/keys", nil},
+		// A wait that would answer at once (secret a is missing, not at 1).
+		{"POST", "/v1/secrets/wait", client.SecretWaitRequest{Secrets: map[string]uint32{"a": 1}, Wait: "10ms"}},
 	} {
 		st, b := doJSON(t, c.method, ts.URL+c.path, root, c.body)
 		if st != 503 || !strings.Contains(string(b), "audit_unavailable") {
@@ -118,7 +120,7 @@ func TestAuditFailClosed(t *testing.T) {
 		t.Fatalf("encrypt after recovery: %d %s", st, b)
 	}
 	_, metrics := doJSON(t, "GET", ts.URL+"/metrics", "", nil)
-	for _, want := range []string{"coffer_audit_failures_total 4", `coffer_requests_total{action="kms:Encrypt",code="audit_unavailable",door="rest"} 1`} {
+	for _, want := range []string{"coffer_audit_failures_total 5", `coffer_requests_total{action="kms:Encrypt",code="audit_unavailable",door="rest"} 1`} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("metrics lack %q", want)
 		}
