@@ -445,3 +445,18 @@ func TestSecretWaitEndsWhenRunStops(t *testing.T) {
 		t.Fatal("the wait did not end")
 	}
 }
+
+// TestSecretWaitRefusesBadNamesBeforeAuthorizing: an invalid name is a
+// 400 for the whole wait, also for a caller whose policies would deny it:
+// it is not authorized as written, answered in denied nor recorded as a
+// resource (a name like team-a/../x would match team-a/* as text).
+func TestSecretWaitRefusesBadNamesBeforeAuthorizing(t *testing.T) {
+	e := newIAMEnv(t, nil)
+	tok := e.policyToken("team-a", "statements:\n  - effect: allow\n    actions: [secret:List]\n    resources: [\"secret/team-a/*\"]\n")
+	for _, bad := range []string{"other/../x", "team-a/../x", "team-a//x"} {
+		raw := e.wantErr("POST", waitPath, tok, client.SecretWaitRequest{Secrets: map[string]uint32{"team-a/db": 1, bad: 0}, Wait: "10ms"}, 400, "invalid_request")
+		if strings.Contains(raw, "denied") {
+			t.Fatalf("%s: %s", bad, raw)
+		}
+	}
+}
