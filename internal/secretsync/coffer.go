@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -119,6 +120,22 @@ func statusOf(err error) int {
 		return ae.StatusCode
 	}
 	return 0
+}
+
+// conditionText is err's text for a condition message or an event: the
+// request id of a Coffer error is left out (it is in the log). Each retry
+// gets a new one, so a message holding it would change the status on every
+// retry, and the status write's own update event would queue the resource
+// again at once, past the backoff.
+func conditionText(err error) string {
+	text := err.Error()
+	var ae *client.APIError
+	if errors.As(err, &ae) && ae.RequestID != "" {
+		bare := *ae
+		bare.RequestID = ""
+		text = strings.Replace(text, ae.Error(), bare.Error(), 1)
+	}
+	return text
 }
 
 // reasonOf maps a Coffer error to a condition reason.

@@ -66,14 +66,14 @@ func (c *controller) reconcile(ctx context.Context, key string) (retry bool, err
 		} else if apierrors.IsForbidden(err) {
 			reason = ReasonError // the controller may not mint tokens: its RBAC
 		}
-		return true, c.setStatus(ctx, u, cs, reason, err.Error(), 0)
+		return true, c.setStatus(ctx, u, cs, reason, conditionText(err), 0)
 	}
 	v, err := c.cfg.Coffer.SecretGet(ctx, tok, spec.Secret)
 	if err != nil {
 		if statusOf(err) == http.StatusUnauthorized {
 			c.dropToken(g, tok)
 		}
-		return true, c.setStatus(ctx, u, cs, reasonOf(err), fmt.Sprintf("reading Coffer secret %q as %s: %v", spec.Secret, gk, err), 0)
+		return true, c.setStatus(ctx, u, cs, reasonOf(err), fmt.Sprintf("reading Coffer secret %q as %s: %s", spec.Secret, gk, conditionText(err)), 0)
 	}
 	unwatched := c.noteRead(g, spec.Secret, v.Version)
 	data, err := spec.secretData(v.Fields)
@@ -93,7 +93,7 @@ func (c *controller) reconcile(ctx context.Context, key string) (retry bool, err
 		}
 		// The controller's own RBAC, a quota, an admission webhook: the
 		// status says so, and the error is logged and retried.
-		if serr := c.setStatus(ctx, u, cs, ReasonError, err.Error(), 0); serr != nil {
+		if serr := c.setStatus(ctx, u, cs, ReasonError, conditionText(err), 0); serr != nil {
 			return false, serr
 		}
 		return false, err

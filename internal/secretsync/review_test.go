@@ -1,0 +1,51 @@
+package secretsync
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cofferkms/coffer/client"
+)
+
+// idCoffer answers every read with a refusal carrying a new request id, as
+// the Coffer server does (X-Request-Id).
+type idCoffer struct {
+	*fakeCoffer
+	n atomic.Int64
+}
+
+func (f *idCoffer) SecretGet(ctx context.Context, tok, name string) (*client.SecretValue, error) {
+	f.gets.Add(1)
+	return nil, &client.APIError{StatusCode: http.StatusForbidden, Code: "forbidden", Message: "not allowed: secret:Read on secret/" + name,
+		RequestID: fmt.Sprintf("req-%d", f.n.Add(1))}
+}
+
+// TestSyncRefusalIsNotAHotLoop: a refused read is retried with backoff. The
+// request id of each refusal is not put in the condition message: if it
+// were, each retry would write a new status, whose update event queues the
+// resource again at once, past the backoff (a read of Coffer and a status
+// write as fast as they go).
+func TestSyncRefusalIsNotAHotLoop(t *testing.T) {
+	e := newEnv(t)
+	ic := &idCoffer{fakeCoffer: e.coffer}
+	e.cfg.Coffer = ic
+	e.cfg.MinRetry, e.cfg.MaxRetry = 400*time.Millisecond, 2*time.Second
+	e.start()
+	e.create("app", "db", map[string]any{"secret": "app/db"})
+	c := e.waitReason("app", "db", ReasonForbidden)
+	if strings.Contains(c.Message, "req-") {
+		t.Errorf("the condition message carries a request id: %q", c.Message)
+	}
+	start := e.coffer.gets.Load()
+	time.Sleep(1500 * time.Millisecond)
+	// Backoff 0.4 s, 0.8 s, 1.6 s: at most 3 reads in 1.5 s (a hot loop
+	// makes hundreds).
+	if n := e.coffer.gets.Load() - start; n > 4 {
+		t.Fatalf("%d Coffer reads in 1.5 s for one refused CofferSecret", n)
+	}
+}
