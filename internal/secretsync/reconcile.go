@@ -79,7 +79,7 @@ func (c *controller) reconcile(ctx context.Context, key string) (retry bool, err
 	data, err := spec.secretData(v.Fields)
 	if err != nil {
 		reason := ReasonInvalidSpec
-		if len(spec.Data) > 0 {
+		if _, missing := err.(errMissingField); missing {
 			reason = ReasonNotFound
 		}
 		// A new version is needed to change this: the watch queues it.

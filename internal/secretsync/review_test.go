@@ -49,3 +49,27 @@ func TestSyncRefusalIsNotAHotLoop(t *testing.T) {
 		t.Fatalf("%d Coffer reads in 1.5 s for one refused CofferSecret", n)
 	}
 }
+
+// TestSyncTooLargeForASecret: a version whose data exceeds the 1 MiB limit
+// of a Secret is a condition naming the limit (no value), writes nothing and
+// is not retried: only a new version can change it.
+func TestSyncTooLargeForASecret(t *testing.T) {
+	e := newEnv(t)
+	big := strings.Repeat("x", 600<<10)
+	e.coffer.put("app/big", map[string]string{"a": big, "b": big})
+	e.start()
+	e.create("app", "big", map[string]any{"secret": "app/big"})
+	c := e.waitReason("app", "big", ReasonInvalidSpec)
+	if !strings.Contains(c.Message, "1048576") || strings.Contains(c.Message, "xxxx") {
+		t.Fatalf("condition %+v", c)
+	}
+	if e.secret("app", "big") != nil {
+		t.Fatal("a Secret over the size limit was written")
+	}
+	e.settle()
+	if n := e.coffer.gets.Load(); n > 2 {
+		t.Fatalf("%d reads: a version too large for a Secret is retried", n)
+	}
+	e.coffer.put("app/big", map[string]string{"a": "small"})
+	e.waitReason("app", "big", ReasonSynced)
+}

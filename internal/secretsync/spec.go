@@ -242,14 +242,29 @@ func (s *Spec) secretData(fields map[string]string) (map[string][]byte, error) {
 			}
 			out[f] = []byte(v)
 		}
-		return out, nil
-	}
-	for _, d := range s.Data {
-		v, ok := fields[d.Field]
-		if !ok {
-			return nil, fmt.Errorf("the secret has no field %q", d.Field)
+	} else {
+		for _, d := range s.Data {
+			v, ok := fields[d.Field]
+			if !ok {
+				return nil, errMissingField{fmt.Errorf("the secret has no field %q", d.Field)}
+			}
+			out[d.Key] = []byte(v)
 		}
-		out[d.Key] = []byte(v)
+	}
+	// The apiserver refuses a Secret whose values add up to more; refused
+	// there, the write would be retried for nothing until a new version.
+	size := 0
+	for _, v := range out {
+		size += len(v)
+	}
+	if size > maxSecretSize {
+		return nil, fmt.Errorf("the Secret's data would be %d bytes, over the %d-byte limit of a Kubernetes Secret (pick fewer fields with spec.data)", size, maxSecretSize)
 	}
 	return out, nil
 }
+
+// maxSecretSize is the most bytes of values a Kubernetes Secret holds.
+const maxSecretSize = 1 << 20
+
+// errMissingField: spec.data names a field the version does not have.
+type errMissingField struct{ error }
