@@ -215,6 +215,12 @@ func TestAWSKMSOperations(t *testing.T) {
 	if opened, err := c.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: wo.CiphertextBlob}); err != nil || len(opened.Plaintext) != 16 {
 		t.Fatalf("Decrypt of a data key without plaintext: %v", err)
 	}
+	// The SDK's output has no Plaintext field: the wire must not carry one.
+	ak2 := e.accessKey("all2", allowAll)
+	woBody := `{"KeyId":"` + id + `","NumberOfBytes":32}`
+	if st, raw := e.rawBody("GenerateDataKeyWithoutPlaintext", ak2.ID, ak2.SecretAccessKey, woBody); st != 200 || strings.Contains(raw, "Plaintext") || !strings.Contains(raw, "CiphertextBlob") {
+		t.Fatalf("GenerateDataKeyWithoutPlaintext on the wire: %d %s", st, raw)
+	}
 
 	// ReEncrypt to the other key, with a destination context.
 	re, err := c.ReEncrypt(ctx, &kms.ReEncryptInput{CiphertextBlob: enc.CiphertextBlob, SourceEncryptionContext: ec,
@@ -386,6 +392,26 @@ func (e *awsEnv) rawKMS(target, id, secret, signedBody, sentBody string, signedA
 	return resp.StatusCode, out.Type, out.Message
 }
 
+// rawBody sends a well-signed request and returns its status and body.
+func (e *awsEnv) rawBody(target, id, secret, body string) (int, string) {
+	e.t.Helper()
+	req, _ := http.NewRequest("POST", e.ts.URL+"/", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+	req.Header.Set("X-Amz-Target", "TrentService."+target)
+	sum := sha256.Sum256([]byte(body))
+	if err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: id, SecretAccessKey: secret}, req,
+		hex.EncodeToString(sum[:]), "kms", e.cfg.Region, time.Now()); err != nil {
+		e.t.Fatal(err)
+	}
+	resp, err := e.ts.Client().Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(raw)
+}
+
 // TestAWSKMSSignatures: every request must carry a SigV4 signature made
 // with the access key's secret over exactly this request (body, host,
 // signed headers) within 15 minutes; anything else is refused with the
@@ -452,6 +478,10 @@ func TestAWSKMSSignatures(t *testing.T) {
 		{"no signature", body, body, now, func(r *http.Request) { r.Header.Del("Authorization") }, "IncompleteSignatureException"},
 		{"another service's scope", body, body, now, func(r *http.Request) {
 			r.Header.Set("Authorization", strings.Replace(r.Header.Get("Authorization"), "/kms/", "/s3/", 1))
+		}, "IncompleteSignatureException"},
+		{"a scope date not X-Amz-Date's", body, body, now, func(r *http.Request) {
+			d := now.UTC().Format("20060102")
+			r.Header.Set("Authorization", strings.Replace(r.Header.Get("Authorization"), "/"+d+"/", "/"+now.UTC().Add(-48*time.Hour).Format("20060102")+"/", 1))
 		}, "IncompleteSignatureException"},
 		{"another region", body, body, now, func(r *http.Request) {
 			r.Header.Set("Authorization", strings.Replace(r.Header.Get("Authorization"), "/eu-west-3/", "/us-east-1/", 1))
@@ -608,5 +638,30 @@ func TestAWSKMSRefusals(t *testing.T) {
 	}
 	if d, _ := root.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(appID)}); d == nil || d.KeyMetadata.KeyState != types.KeyStateEnabled {
 		t.Fatalf("the denied deletion changed the key: %+v", d)
+	}
+
+	// ReEncrypt is two decisions: from the source key, to the destination.
+	re := e.accessKey("reencrypt-app", `statements:
+  - effect: allow
+    actions: [kms:ReEncrypt, kms:ReEncryptTo]
+    resources: [alias/app]
+`)
+	rc := e.kms(re.ID, re.SecretAccessKey, "")
+	t1 := map[string]string{"tenant": "t1"}
+	if _, err := rc.ReEncrypt(ctx, &kms.ReEncryptInput{CiphertextBlob: enc.CiphertextBlob, SourceEncryptionContext: t1, DestinationKeyId: aws.String("alias/app")}); err != nil {
+		t.Fatalf("allowed ReEncrypt: %v", err)
+	}
+	if _, err := rc.ReEncrypt(ctx, &kms.ReEncryptInput{CiphertextBlob: enc.CiphertextBlob, SourceEncryptionContext: t1, DestinationKeyId: otherKey.KeyMetadata.KeyId}); apiCode(err) != "AccessDeniedException" {
+		t.Fatalf("ReEncrypt to a key not allowed: %v", err)
+	}
+	if r, _ := e.rec.last("kms:ReEncrypt"); r.Outcome != "error" || r.ErrorCode != "permission_denied" || r.Door != "aws-kms" {
+		t.Fatalf("record of the denied ReEncrypt: %+v", r)
+	}
+	otherCT, err := root.Encrypt(ctx, &kms.EncryptInput{KeyId: otherKey.KeyMetadata.KeyId, Plaintext: []byte("o")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rc.ReEncrypt(ctx, &kms.ReEncryptInput{CiphertextBlob: otherCT.CiphertextBlob, DestinationKeyId: aws.String("alias/app")}); apiCode(err) != "AccessDeniedException" {
+		t.Fatalf("ReEncrypt from a key not allowed: %v", err)
 	}
 }
