@@ -11,6 +11,7 @@ import (
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
@@ -233,6 +234,14 @@ func (c *controller) run(ctx context.Context) {
 	kf := informers.NewSharedInformerFactoryWithOptions(c.cfg.Kube, c.cfg.Resync, informers.WithNamespace(ns),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = LabelManagedBy + "=" + ManagedBy }))
 	c.secrets = kf.Core().V1().Secrets().Informer()
+	// The caches hold every CofferSecret and managed Secret; their
+	// managedFields (the server-side apply bookkeeping of each writer)
+	// are most of an object's size and the controller never reads them.
+	for _, inf := range []cache.SharedIndexInformer{c.crs, c.secrets} {
+		if err := inf.SetTransform(stripManagedFields); err != nil {
+			c.cfg.Logger.Error("informer transform", "error", err)
+		}
+	}
 
 	enqueue := func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
@@ -329,4 +338,13 @@ func (c *controller) event(u *unstructured.Unstructured, typ, reason, format str
 	if c.recorder != nil {
 		c.recorder.Eventf(u, typ, reason, format, a...)
 	}
+}
+
+// stripManagedFields drops an object's managedFields before the informer
+// caches it.
+func stripManagedFields(obj any) (any, error) {
+	if a, err := meta.Accessor(obj); err == nil {
+		a.SetManagedFields(nil)
+	}
+	return obj, nil
 }
