@@ -2,6 +2,7 @@ package secrets
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"sync/atomic"
 	"testing"
@@ -55,5 +56,71 @@ func TestWaitSeesAWriteBetweenItsReadAndItsBlock(t *testing.T) {
 	}
 	if st.armed.Load() {
 		t.Fatal("the write never ran during the wait's read")
+	}
+}
+
+// ambiguousApply commits every batch and then, while armed, reports a
+// failure that is not a conflict (a timeout after the commit).
+type ambiguousApply struct {
+	Store
+	armed atomic.Bool
+}
+
+func (s *ambiguousApply) Apply(ctx context.Context, ops ...storage.Op) error {
+	if err := s.Store.Apply(ctx, ops...); err != nil {
+		return err
+	}
+	if s.armed.Load() {
+		return errors.New("the store did not confirm the write in time")
+	}
+	return nil
+}
+
+// TestWaitWakesOnAWriteThatFailedAmbiguously: a batch that failed without
+// a conflict may have committed, so it still wakes the waiters of the
+// names it writes (they only read again); woken only on success, a wait
+// would sleep through a version that was stored.
+func TestWaitWakesOnAWriteThatFailedAmbiguously(t *testing.T) {
+	e := newEnv(t)
+	e.put(t, "app/db", map[string]string{"p": "1"})
+	st := &ambiguousApply{Store: e.bar}
+	svc := New(st, e.keys, WithClock(e.clk.now))
+	ch := startWait(t, svc, map[string]uint32{"app/db": 1}, 5*time.Second, WaitOptions{})
+	blocked(t, ch)
+	st.armed.Store(true)
+	if _, err := svc.Put(ctx, PutRequest{Name: "app/db", Fields: map[string]string{"p": "2"}}); err == nil {
+		t.Fatal("the put did not fail")
+	}
+	if out := woken(t, ch); !reflect.DeepEqual(out, []Change{{Name: "app/db", CurrentVersion: 2}}) {
+		t.Fatalf("changed %+v", out)
+	}
+}
+
+// TestWaitChecksTheCallerBeforeAnsweringAWake: a woken wait checks its
+// caller first, so a credential revoked since the last periodic check
+// gets the check's error, not the new version.
+func TestWaitChecksTheCallerBeforeAnsweringAWake(t *testing.T) {
+	e := newEnv(t)
+	e.put(t, "app/db", map[string]string{"p": "1"})
+	var revoked atomic.Bool
+	errRevoked := errors.New("revoked")
+	check := func() error {
+		if revoked.Load() {
+			return errRevoked
+		}
+		return nil
+	}
+	// The periodic check never comes within the test: only the wake's.
+	ch := startWait(t, e.svc, map[string]uint32{"app/db": 1}, 5*time.Second, WaitOptions{Check: check, CheckEvery: time.Hour})
+	blocked(t, ch)
+	revoked.Store(true)
+	e.put(t, "app/db", map[string]string{"p": "2"})
+	select {
+	case r := <-ch:
+		if !errors.Is(r.err, errRevoked) {
+			t.Fatalf("answered %+v %v to a revoked caller", r.out, r.err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the wait did not end")
 	}
 }
