@@ -95,10 +95,11 @@ func (s *Server) routes() {
 			return issued(s.sys.Tokens.Issue(ctx, auth.Spec{DisplayName: req.DisplayName, TTL: ttl, Policies: req.Policies, Parent: &p,
 				Valid: s.sys.IAM.TokenPoliciesExist(req.Policies)}))
 		}))
-	m.HandleFunc("GET /v1/auth/token/lookup-self", handle(s, route{action: "token:LookupSelf"}, nil,
+	// A Vault client (X-Vault-Token) gets Vault's shape (vault.go).
+	m.HandleFunc("GET /v1/auth/token/lookup-self", orVault(s.vaultLookupSelf(), handle(s, route{action: "token:LookupSelf"}, nil,
 		func(_ context.Context, _ *http.Request, p auth.Principal, _ *empty) (client.TokenInfo, error) {
 			return tokenInfo(p), nil
-		}))
+		})))
 	m.HandleFunc("POST /v1/auth/token/revoke", handle(s, route{action: "token:Revoke"},
 		func(_ *http.Request, req *client.RevokeTokenRequest) string { return req.Accessor },
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.RevokeTokenRequest) (noContent, error) {

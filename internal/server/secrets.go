@@ -75,17 +75,8 @@ func (s *Server) secretRoutes() {
 				return client.SecretValue{}, err
 			}
 			recordSecretVersion(ctx, v.Version, v.KeyID, v.KeyVersion)
-			if v.CustomerKey {
-				// A version under a key its writer named is read through
-				// that key: the reader needs kms:Decrypt on it too (as AWS
-				// Secrets Manager asks of customer keys), so the key's
-				// policy governs reads, not only writes. The default key
-				// is the service's own.
-				ec := map[string]string{"coffer-secret": v.Name}
-				if err := s.authorizeItem(ctx, r, &p, "kms:Decrypt", v.KeyID, ec); err != nil {
-					clear(v.Fields)
-					return client.SecretValue{}, err
-				}
+			if err := s.authorizeSecretKey(ctx, r, &p, &v); err != nil {
+				return client.SecretValue{}, err
 			}
 			return client.SecretValue{Name: v.Name, Version: v.Version, Stages: v.Stages, CreatedAt: v.CreatedAt, KeyID: v.KeyID,
 				KeyVersion: v.KeyVersion, Fields: v.Fields}, nil
@@ -211,6 +202,24 @@ func (s *Server) secretRotationRoutes() {
 			}
 			return client.SecretRotateResult{Name: res.Name, CurrentVersion: res.CurrentVersion, PreviousVersion: res.PreviousVersion, Resumed: res.Resumed}, nil
 		}))
+}
+
+// authorizeSecretKey is the second decision of a secret read (REST and
+// Vault KV): a version under a key its writer named is read through that
+// key, so the reader needs kms:Decrypt on it too (as AWS Secrets Manager
+// asks of customer keys), and the key's policy governs reads, not only
+// writes. The default key is the service's own. A refusal wipes the
+// fields.
+func (s *Server) authorizeSecretKey(ctx context.Context, r *http.Request, p *auth.Principal, v *secrets.Value) error {
+	if !v.CustomerKey {
+		return nil
+	}
+	ec := map[string]string{"coffer-secret": v.Name}
+	if err := s.authorizeItem(ctx, r, p, "kms:Decrypt", v.KeyID, ec); err != nil {
+		clear(v.Fields)
+		return err
+	}
+	return nil
 }
 
 // errorDetail adds an error's machine-readable detail to its answer: the

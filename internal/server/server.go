@@ -82,6 +82,9 @@ type Options struct {
 	// Replica lists the replicas (GET /v1/sys/members); default: this
 	// process alone, as on a single node.
 	Replica replica.Replica
+	// Vault places the Vault-compatible API (vault.go); zero: /v1/transit
+	// and /v1/secret.
+	Vault VaultMounts
 	// AWSKMS names the partition, region and account of the AWS KMS
 	// door's key ARNs, and the region requests are signed for (awskms.go);
 	// zero fields take awskms.Config.WithDefaults.
@@ -110,6 +113,8 @@ type Server struct {
 	bodies    *bodyBudget
 	replica   replica.Replica
 	waits     *waitGate // secret waits in flight (secrets_wait.go)
+	vault     VaultMounts
+	setupErr  error // a configuration New refused (Err)
 	aws       awsKMSDoor
 
 	ridPrefix string
@@ -142,12 +147,17 @@ func New(s *sys.Sys, opts Options) *Server {
 	}
 	srv.ridPrefix = hex.EncodeToString(p[:]) + "-"
 	srv.routes()
+	srv.setupErr = srv.vaultRoutes(opts.Vault)
 	srv.awsKMSRoutes(opts.AWSKMS)
 	if srv.metrics != nil && !opts.MetricsSeparate {
 		srv.mux.Handle("GET /metrics", srv.metrics.Handler())
 	}
 	return srv
 }
+
+// Err is the configuration error New met (a Vault mount colliding with
+// Coffer's routes); a server with one must not be served.
+func (s *Server) Err() error { return s.setupErr }
 
 // ServeHTTP implements http.Handler. Requests that match no route get a
 // JSON error body like every other failure (the mux alone answers in plain
@@ -198,6 +208,15 @@ func (s *Server) unrouted(w http.ResponseWriter, r *http.Request, status int, co
 	if tok, _ := presentedToken(r); tok != "" {
 		rec.Token = tok // the trail stores only its HMAC
 	}
+	vault := s.vaultAsks(r)
+	if vault {
+		// A Vault client on a path of its mounts, or one that sent its
+		// token: answered as Vault would (vault.go).
+		rec.Door = doorVault
+		if tok := r.Header.Get(vaultTokenHeader); tok != "" && rec.Token == "" {
+			rec.Token = tok
+		}
+	}
 	rec.LatencyNS = int64(time.Since(st.start))
 	if aerr := s.audit.Record(context.WithoutCancel(r.Context()), &rec); aerr != nil {
 		s.auditFailed(w, r, st, route{action: unknownRoute}, &rec, aerr)
@@ -206,6 +225,10 @@ func (s *Server) unrouted(w http.ResponseWriter, r *http.Request, status int, co
 	s.observe(&rec, st.start)
 	if allow != "" {
 		w.Header().Set("Allow", allow)
+	}
+	if vault {
+		writeJSON(w, status, vaultErrors(boundString(msg, maxMessage)))
+		return
 	}
 	writeJSON(w, status, errorBody(code, boundString(msg, maxMessage), st.id))
 }
@@ -523,6 +546,9 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 		switch {
 		case err != nil:
 			status, code, msg = classify(err)
+			if rt.door == doorVault {
+				status = vaultStatus(status)
+			}
 			if rt.door == doorAWSKMS {
 				status, awsType = awsError(err, status, code)
 			}
@@ -563,6 +589,10 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 			}
 			if code == "busy" {
 				w.Header().Set("Retry-After", "1")
+			}
+			if rt.door == doorVault {
+				writeJSON(w, status, vaultErrors(boundString(msg, maxMessage)))
+				return
 			}
 			if rt.door == doorAWSKMS {
 				writeAWSError(w, status, awsType, boundString(msg, maxMessage), st.id)
@@ -608,11 +638,16 @@ func (s *Server) auditFailed(w http.ResponseWriter, _ *http.Request, st reqState
 		rec.Outcome, rec.ErrorCode = "error", "audit_unavailable"
 		s.metrics.ObserveRequest(rec, time.Since(st.start))
 	}
-	if rt.door == doorAWSKMS {
-		writeAWSError(w, http.StatusServiceUnavailable, "KMSInternalException", "the audit trail cannot record this request, so it was refused; retry later", st.id)
+	const msg = "the audit trail cannot record this request, so it was refused; retry later"
+	if rt.door == doorVault {
+		writeJSON(w, http.StatusServiceUnavailable, vaultErrors(msg))
 		return
 	}
-	writeJSON(w, http.StatusServiceUnavailable, errorBody("audit_unavailable", "the audit trail cannot record this request, so it was refused; retry later", st.id))
+	if rt.door == doorAWSKMS {
+		writeAWSError(w, http.StatusServiceUnavailable, "KMSInternalException", msg, st.id)
+		return
+	}
+	writeJSON(w, http.StatusServiceUnavailable, errorBody("audit_unavailable", msg, st.id))
 }
 
 // observe feeds a committed record to the metrics and the alert engine.

@@ -1,0 +1,199 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cofferkms/coffer/internal/auth"
+	"github.com/cofferkms/coffer/internal/secrets"
+)
+
+// KV version 2 over the secrets manager: a KV path is a Coffer secret's
+// name, a KV version a secret version, and the actions and resources are
+// the REST door's (secret:Read, secret:Write, secret:List, secret:Delete
+// on secret/NAME).
+
+// vaultKVRequest is the body of every KV write; unknown fields are
+// ignored, as Vault ignores them.
+type vaultKVRequest struct {
+	Data    map[string]any `json:"data"`
+	Options struct {
+		CAS *uint32 `json:"cas"`
+	} `json:"options"`
+	Versions []uint32 `json:"versions"`
+}
+
+// UnmarshalJSON decodes leniently: unknown fields are ignored.
+func (q *vaultKVRequest) UnmarshalJSON(b []byte) error {
+	type plain vaultKVRequest
+	return json.Unmarshal(b, (*plain)(q))
+}
+
+func kvResource[Req any](r *http.Request, _ *Req) string {
+	return "secret/" + strings.Trim(r.PathValue("path"), "/")
+}
+
+func kvName(r *http.Request) string { return r.PathValue("path") }
+
+// vaultTime is Vault's time format; "" for the zero time.
+func vaultTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// kvVersionMeta is data.metadata of a KV read or write.
+func kvVersionMeta(version uint32, created, deleted time.Time, destroyed bool) map[string]any {
+	return map[string]any{"version": version, "created_time": vaultTime(created), "deletion_time": vaultTime(deleted),
+		"destroyed": destroyed, "custom_metadata": nil}
+}
+
+func (s *Server) vaultKVRoutes(mount string) {
+	sec := s.sys.Secrets
+	base := "/v1/" + mount
+	rt := func(action string) route { return route{action: action, door: doorVault} }
+
+	s.mux.HandleFunc("GET "+base+"/data/{path...}", vaultHandler(handle(s, rt("secret:Read"), kvResource[empty],
+		func(ctx context.Context, r *http.Request, p auth.Principal, _ *empty) (vaultSecret, error) {
+			version, err := queryUint32(r, "version")
+			if err != nil {
+				return vaultSecret{}, err
+			}
+			if rec := recordOf(ctx); rec != nil && version != 0 {
+				rec.Detail = "requested " + requested(version, "")
+			}
+			v, err := sec.Get(ctx, kvName(r), version, "")
+			if err != nil {
+				return vaultSecret{}, err
+			}
+			recordSecretVersion(ctx, v.Version, v.KeyID, v.KeyVersion)
+			if err := s.authorizeSecretKey(ctx, r, &p, &v); err != nil {
+				return vaultSecret{}, err
+			}
+			data := make(map[string]any, len(v.Fields))
+			for k, x := range v.Fields {
+				data[k] = x
+			}
+			return vaultSecret{Data: map[string]any{"data": data, "metadata": kvVersionMeta(v.Version, v.CreatedAt, time.Time{}, false)}}, nil
+		})))
+	s.vaultWrite(base+"/data/{path...}", vaultBody(handle(s, rt("secret:Write"), kvResource[vaultKVRequest],
+		func(ctx context.Context, r *http.Request, _ auth.Principal, req *vaultKVRequest) (vaultSecret, error) {
+			if req.Data == nil {
+				return vaultSecret{}, badRequest("no data provided: send {\"data\": {...}}")
+			}
+			fields := make(map[string]string, len(req.Data))
+			for k, x := range req.Data {
+				str, ok := x.(string)
+				if !ok {
+					return vaultSecret{}, badRequest("data field %q is not a string: Coffer secrets hold string values (docs/vault-compat.md)", boundString(k, 128))
+				}
+				fields[k] = str
+			}
+			v, err := sec.Put(ctx, secrets.PutRequest{Name: kvName(r), Fields: fields, CAS: req.Options.CAS})
+			if err != nil {
+				return vaultSecret{}, err
+			}
+			recordSecretVersion(ctx, v.Version, v.KeyID, v.KeyVersion)
+			return vaultSecret{Data: kvVersionMeta(v.Version, v.CreatedAt, time.Time{}, false)}, nil
+		})))
+	// Deleting the latest version, deleting versions and deleting the
+	// metadata all soft-delete the secret (Coffer deletes whole secrets,
+	// within a recovery window); undelete restores it.
+	del := func(ctx context.Context, r *http.Request, _ auth.Principal, _ *vaultKVRequest) (noContent, error) {
+		_, err := sec.Delete(ctx, kvName(r), 0)
+		return noContent{}, err
+	}
+	s.mux.HandleFunc("DELETE "+base+"/data/{path...}", vaultHandler(handle(s, rt("secret:Delete"), kvResource[vaultKVRequest], del)))
+	s.mux.HandleFunc("DELETE "+base+"/metadata/{path...}", vaultHandler(handle(s, rt("secret:Delete"), kvResource[vaultKVRequest], del)))
+	s.vaultWrite(base+"/delete/{path...}", vaultBody(handle(s, rt("secret:Delete"), kvResource[vaultKVRequest], del)))
+	s.vaultWrite(base+"/undelete/{path...}", vaultBody(handle(s, rt("secret:Delete"), kvResource[vaultKVRequest],
+		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *vaultKVRequest) (noContent, error) {
+			_, err := sec.Undelete(ctx, kvName(r))
+			return noContent{}, err
+		})))
+	s.vaultWrite(base+"/destroy/{path...}", vaultBody(handle(s, rt("secret:Delete"), kvResource[vaultKVRequest],
+		func(ctx context.Context, r *http.Request, _ auth.Principal, req *vaultKVRequest) (noContent, error) {
+			if rec := recordOf(ctx); rec != nil {
+				vs := make([]string, 0, len(req.Versions))
+				for _, v := range req.Versions {
+					vs = append(vs, strconv.FormatUint(uint64(v), 10))
+				}
+				rec.Detail = boundString("destroy secret_versions="+strings.Join(vs, ","), maxMessage)
+			}
+			_, err := sec.Destroy(ctx, kvName(r), req.Versions)
+			return noContent{}, err
+		})))
+
+	list := func(ctx context.Context, r *http.Request, p auth.Principal) (vaultSecret, error) {
+		prefix := strings.Trim(kvName(r), "/")
+		if prefix != "" {
+			prefix += "/"
+		}
+		seen := map[string]bool{}
+		var out []string
+		after := ""
+		for range 100 { // at most 100 pages of 1000 secrets
+			page, err := sec.List(ctx, prefix, after, secrets.MaxListLimit)
+			if err != nil {
+				return vaultSecret{}, err
+			}
+			for _, e := range page.Secrets {
+				// As the REST list: each name is shown only to a caller
+				// allowed to list it.
+				if s.authorizeItem(ctx, r, &p, "secret:List", "secret/"+e.Name, nil) != nil {
+					continue
+				}
+				child := strings.TrimPrefix(e.Name, prefix)
+				if i := strings.IndexByte(child, '/'); i >= 0 {
+					child = child[:i+1]
+				}
+				if !seen[child] {
+					seen[child] = true
+					out = append(out, child)
+				}
+			}
+			if page.Next == "" {
+				break
+			}
+			after = page.Next
+		}
+		if len(out) == 0 {
+			return vaultSecret{}, vaultNotFound("no secrets under " + boundString(prefix, 256))
+		}
+		sort.Strings(out)
+		return vaultSecret{Data: map[string]any{"keys": out}}, nil
+	}
+	metadata := func(ctx context.Context, r *http.Request, p auth.Principal, _ *empty) (vaultSecret, error) {
+		if r.Method == "LIST" || r.URL.Query().Get("list") == "true" {
+			return list(ctx, r, p)
+		}
+		m, err := sec.Describe(ctx, kvName(r))
+		if err != nil {
+			return vaultSecret{}, err
+		}
+		versions := make(map[string]any, len(m.Versions))
+		oldest := uint32(0)
+		for _, v := range m.Versions {
+			if oldest == 0 || v.Version < oldest {
+				oldest = v.Version
+			}
+			versions[strconv.FormatUint(uint64(v.Version), 10)] = map[string]any{"created_time": vaultTime(v.CreatedAt),
+				"deletion_time": vaultTime(m.DeletedAt), "destroyed": v.Destroyed}
+		}
+		var custom any
+		if len(m.Custom) > 0 {
+			custom = m.Custom
+		}
+		return vaultSecret{Data: map[string]any{"current_version": m.CurrentVersion, "oldest_version": oldest, "max_versions": m.MaxVersions,
+			"created_time": vaultTime(m.CreatedAt), "updated_time": vaultTime(m.UpdatedAt), "versions": versions, "cas_required": false,
+			"delete_version_after": "0s", "custom_metadata": custom}}, nil
+	}
+	s.mux.HandleFunc("GET "+base+"/metadata/{path...}", vaultHandler(handle(s, rt("secret:List"), kvResource[empty], metadata)))
+	s.mux.HandleFunc("LIST "+base+"/metadata/{path...}", vaultHandler(handle(s, rt("secret:List"), kvResource[empty], metadata)))
+}

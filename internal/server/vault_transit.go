@@ -1,0 +1,461 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/auth"
+	"github.com/cofferkms/coffer/internal/ciphertext"
+	"github.com/cofferkms/coffer/internal/keys"
+)
+
+// vaultContextKey is the Coffer encryption context key a transit context
+// is bound under: a Vault context (base64 bytes) becomes the context
+// {"vault_context": <its standard base64>}, so policies can condition on
+// context.vault_context and a ciphertext decrypts only with the same
+// context (docs/vault-compat.md).
+const vaultContextKey = "vault_context"
+
+// vaultItem is one transit operation's input (the request itself, or one
+// of its batch_input).
+type vaultItem struct {
+	Plaintext  string `json:"plaintext"`
+	Ciphertext string `json:"ciphertext"`
+	Context    string `json:"context"`
+	Reference  string `json:"reference"`
+}
+
+// vaultTransitRequest is the body of every transit write. Fields Coffer
+// does not use are ignored, as Vault ignores unknown ones.
+type vaultTransitRequest struct {
+	vaultItem
+	BatchInput []vaultItem `json:"batch_input"`
+	// keys/<name>
+	Type string `json:"type"`
+	// datakey
+	Bits int `json:"bits"`
+	// random
+	Bytes  int    `json:"bytes"`
+	Format string `json:"format"`
+	// keys/<name>/config
+	AutoRotatePeriod     json.RawMessage `json:"auto_rotate_period"`
+	MinDecryptionVersion int             `json:"min_decryption_version"`
+	MinEncryptionVersion int             `json:"min_encryption_version"`
+	Exportable           bool            `json:"exportable"`
+	AllowPlaintextBackup bool            `json:"allow_plaintext_backup"`
+	Derived              bool            `json:"derived"`
+	Convergent           bool            `json:"convergent_encryption"`
+}
+
+// UnmarshalJSON decodes leniently: unknown fields are ignored.
+func (q *vaultTransitRequest) UnmarshalJSON(b []byte) error {
+	type plain vaultTransitRequest
+	return json.Unmarshal(b, (*plain)(q))
+}
+
+// items is the request's operations: its batch, or itself alone.
+func (q *vaultTransitRequest) items() ([]vaultItem, bool, error) {
+	if q.BatchInput == nil {
+		return []vaultItem{q.vaultItem}, false, nil
+	}
+	return q.BatchInput, true, checkBatch(len(q.BatchInput))
+}
+
+// transitRef is the Coffer key a transit key name is: the alias/NAME.
+func transitRef(r *http.Request) string { return keys.AliasPrefix + r.PathValue("key") }
+
+func transitResource[Req any](r *http.Request, _ *Req) string { return transitRef(r) }
+
+// vaultContext is the Coffer context of a transit context.
+func vaultContext(c string) (map[string]string, error) {
+	if c == "" {
+		return nil, nil
+	}
+	raw, err := base64.StdEncoding.DecodeString(c)
+	if err != nil {
+		return nil, badRequest("context is not standard base64")
+	}
+	ec := map[string]string{vaultContextKey: base64.StdEncoding.EncodeToString(raw)}
+	if _, err := ciphertext.AppendContext(nil, ec); err != nil {
+		return nil, badRequest("context: %v", err)
+	}
+	return ec, nil
+}
+
+func decodePlaintext(p string) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(p)
+	if err != nil {
+		return nil, badRequest("plaintext is not standard base64 (Vault transit takes base64 plaintext)")
+	}
+	return b, nil
+}
+
+// vaultWrite registers h for PUT and POST (Vault clients write with
+// either).
+func (s *Server) vaultWrite(path string, h http.HandlerFunc) {
+	s.mux.HandleFunc("PUT "+path, h)
+	s.mux.HandleFunc("POST "+path, h)
+}
+
+// vaultBody lets an empty write body stand for {} (Vault clients send
+// none for rotate or a default create).
+func vaultBody(h http.HandlerFunc) http.HandlerFunc {
+	return vaultHandler(func(w http.ResponseWriter, r *http.Request) {
+		if (r.Method == http.MethodPost || r.Method == http.MethodPut) && (r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0) {
+			r.Body, r.ContentLength = io.NopCloser(strings.NewReader("{}")), 2
+		}
+		h(w, r)
+	})
+}
+
+// batchAnswer is a transit answer: the single result's fields, or
+// batch_results.
+func batchAnswer(batch bool, results []map[string]any) vaultSecret {
+	if batch {
+		return vaultSecret{Data: map[string]any{"batch_results": results}}
+	}
+	return vaultSecret{Data: results[0]}
+}
+
+// vaultItemError is one failed batch item's answer.
+func vaultItemError(err error) map[string]any {
+	_, _, msg := classify(err)
+	return map[string]any{"error": msg}
+}
+
+func (s *Server) vaultTransitRoutes(mount string) {
+	k := s.sys.Keys
+	base := "/v1/" + mount
+	crypt := route{action: "kms:Encrypt", door: doorVault, limit: MaxBatchBody, selfAuthz: true}
+
+	s.vaultWrite(base+"/encrypt/{key}", vaultBody(handle(s, crypt, transitResource[vaultTransitRequest],
+		func(ctx context.Context, r *http.Request, p auth.Principal, req *vaultTransitRequest) (vaultSecret, error) {
+			ref := transitRef(r)
+			items, batch, err := req.items()
+			if err != nil {
+				return vaultSecret{}, err
+			}
+			results := make([]map[string]any, len(items))
+			for i, it := range items {
+				var res client.EncryptResponse
+				ec, err := vaultContext(it.Context)
+				if err == nil {
+					err = s.authorizeItem(ctx, r, &p, "kms:Encrypt", ref, ec)
+				}
+				if err == nil {
+					var pt []byte
+					if pt, err = decodePlaintext(it.Plaintext); err == nil {
+						res, err = s.encrypt(ctx, &client.EncryptRequest{KeyID: ref, Plaintext: pt, Context: ec})
+						clear(pt)
+					}
+				}
+				if !batch {
+					if err != nil {
+						return vaultSecret{}, err
+					}
+					recordOne(ctx, ec, res.KeyID, res.KeyVersion)
+				} else {
+					s.recordItem(ctx, ref, ec, res.KeyID, res.KeyVersion, err)
+				}
+				if err != nil {
+					results[i] = vaultItemError(err)
+					continue
+				}
+				results[i] = map[string]any{"ciphertext": formatVaultCiphertext(res.Ciphertext, res.KeyVersion), "key_version": res.KeyVersion}
+				if it.Reference != "" {
+					results[i]["reference"] = it.Reference
+				}
+			}
+			return batchAnswer(batch, results), nil
+		})))
+
+	crypt.action = "kms:Decrypt"
+	s.vaultWrite(base+"/decrypt/{key}", vaultBody(handle(s, crypt, transitResource[vaultTransitRequest],
+		func(ctx context.Context, r *http.Request, p auth.Principal, req *vaultTransitRequest) (vaultSecret, error) {
+			ref := transitRef(r)
+			items, batch, err := req.items()
+			if err != nil {
+				return vaultSecret{}, err
+			}
+			results := make([]map[string]any, len(items))
+			for i, it := range items {
+				var res client.DecryptResponse
+				ec, err := vaultContext(it.Context)
+				var ct []byte
+				if err == nil {
+					ct, _, err = parseVaultCiphertext(it.Ciphertext)
+				}
+				if err == nil {
+					err = s.authorizeItem(ctx, r, &p, "kms:Decrypt", ref, ec)
+				}
+				if err == nil {
+					// The path's key must be the ciphertext's (the key
+					// service refuses another's).
+					res, err = s.decrypt(ctx, &client.DecryptRequest{Ciphertext: ct, Context: ec, KeyID: ref})
+				}
+				if !batch {
+					if err != nil {
+						return vaultSecret{}, err
+					}
+					recordOne(ctx, ec, res.KeyID, res.KeyVersion)
+				} else {
+					s.recordItem(ctx, ref, ec, res.KeyID, res.KeyVersion, err)
+				}
+				if err != nil {
+					results[i] = vaultItemError(err)
+					continue
+				}
+				results[i] = map[string]any{"plaintext": base64.StdEncoding.EncodeToString(res.Plaintext)}
+				clear(res.Plaintext)
+				if it.Reference != "" {
+					results[i]["reference"] = it.Reference
+				}
+			}
+			return batchAnswer(batch, results), nil
+		})))
+
+	crypt.action = "kms:ReEncrypt"
+	s.vaultWrite(base+"/rewrap/{key}", vaultBody(handle(s, crypt, transitResource[vaultTransitRequest],
+		func(ctx context.Context, r *http.Request, p auth.Principal, req *vaultTransitRequest) (vaultSecret, error) {
+			ref := transitRef(r)
+			items, batch, err := req.items()
+			if err != nil {
+				return vaultSecret{}, err
+			}
+			results := make([]map[string]any, len(items))
+			for i, it := range items {
+				var dst keys.Sealed
+				ec, err := vaultContext(it.Context)
+				var ct []byte
+				if err == nil {
+					ct, _, err = parseVaultCiphertext(it.Ciphertext)
+				}
+				if err == nil {
+					err = s.sameKey(ref, ct)
+				}
+				if err == nil {
+					err = s.authorizeReEncrypt(ctx, r, &p, &client.ReEncryptRequest{Ciphertext: ct, SourceContext: ec, DestinationKeyID: ref})
+				}
+				if err == nil {
+					_, dst, err = k.ReEncrypt(ctx, ct, ec, ref, ec)
+				}
+				if !batch {
+					if err != nil {
+						return vaultSecret{}, err
+					}
+					recordOne(ctx, ec, dst.KeyID, dst.KeyVersion)
+				} else {
+					s.recordItem(ctx, ref, ec, dst.KeyID, dst.KeyVersion, err)
+				}
+				if err != nil {
+					results[i] = vaultItemError(err)
+					continue
+				}
+				results[i] = map[string]any{"ciphertext": formatVaultCiphertext(dst.Ciphertext, dst.KeyVersion), "key_version": dst.KeyVersion}
+				if it.Reference != "" {
+					results[i]["reference"] = it.Reference
+				}
+			}
+			return batchAnswer(batch, results), nil
+		})))
+
+	for _, kind := range []string{"plaintext", "wrapped"} {
+		action := "kms:GenerateDataKey"
+		if kind == "wrapped" {
+			action = "kms:GenerateDataKeyWithoutPlaintext"
+		}
+		s.vaultWrite(base+"/datakey/"+kind+"/{key}", vaultBody(handle(s, route{action: action, door: doorVault, selfAuthz: true}, transitResource[vaultTransitRequest],
+			func(ctx context.Context, r *http.Request, p auth.Principal, req *vaultTransitRequest) (vaultSecret, error) {
+				ref := transitRef(r)
+				bits := req.Bits
+				if bits == 0 {
+					bits = 256
+				}
+				if bits != 128 && bits != 256 && bits != 512 {
+					return vaultSecret{}, badRequest("bits must be 128, 256 or 512, not %d", bits)
+				}
+				ec, err := vaultContext(req.Context)
+				if err != nil {
+					return vaultSecret{}, err
+				}
+				if err := s.authorizeItem(ctx, r, &p, action, ref, ec); err != nil {
+					return vaultSecret{}, err
+				}
+				dk, sealed, err := k.GenerateDataKey(ctx, ref, bits/8, ec)
+				if err != nil {
+					return vaultSecret{}, err
+				}
+				recordOne(ctx, ec, sealed.KeyID, sealed.KeyVersion)
+				data := map[string]any{"ciphertext": formatVaultCiphertext(sealed.Ciphertext, sealed.KeyVersion), "key_version": sealed.KeyVersion}
+				if kind == "plaintext" {
+					data["plaintext"] = base64.StdEncoding.EncodeToString(dk)
+				}
+				clear(dk)
+				return vaultSecret{Data: data}, nil
+			})))
+	}
+
+	keyRoute := func(action string) route { return route{action: action, door: doorVault} }
+	s.vaultWrite(base+"/keys/{key}", vaultBody(handle(s, keyRoute("key:Create"), transitResource[vaultTransitRequest],
+		func(ctx context.Context, r *http.Request, _ auth.Principal, req *vaultTransitRequest) (vaultSecret, error) {
+			if req.Type != "" && req.Type != "aes256-gcm96" {
+				return vaultSecret{}, badRequest("type %q: Coffer transit keys are aes256-gcm96", boundString(req.Type, 32))
+			}
+			if req.Derived || req.Convergent || req.Exportable || req.AllowPlaintextBackup {
+				return vaultSecret{}, badRequest("derived, convergent_encryption, exportable and allow_plaintext_backup are not supported (docs/vault-compat.md)")
+			}
+			key, err := k.Create(ctx, keys.CreateRequest{Alias: transitRef(r), Description: "Vault transit key " + r.PathValue("key")})
+			if errors.Is(err, keys.ErrAliasExists) {
+				// Vault's create of an existing key changes nothing.
+				key, err = k.Describe(ctx, transitRef(r))
+			}
+			return vaultKeyAnswer(ctx, r, key, err)
+		})))
+	s.mux.HandleFunc("GET "+base+"/keys/{key}", vaultHandler(handle(s, keyRoute("key:Describe"), transitResource[empty],
+		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (vaultSecret, error) {
+			key, err := k.Describe(ctx, transitRef(r))
+			return vaultKeyAnswer(ctx, r, key, err)
+		})))
+	s.vaultWrite(base+"/keys/{key}/rotate", vaultHandler(handle(s, keyRoute("key:Rotate"), transitResource[empty],
+		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *empty) (vaultSecret, error) {
+			key, err := k.Rotate(ctx, transitRef(r))
+			return vaultKeyAnswer(ctx, r, key, err)
+		})))
+	s.vaultWrite(base+"/keys/{key}/config", vaultBody(handle(s, keyRoute("key:Update"), transitResource[vaultTransitRequest],
+		func(ctx context.Context, r *http.Request, _ auth.Principal, req *vaultTransitRequest) (vaultSecret, error) {
+			if req.MinDecryptionVersion > 1 || req.MinEncryptionVersion > 0 || req.Exportable || req.AllowPlaintextBackup {
+				return vaultSecret{}, badRequest("min_decryption_version, min_encryption_version, exportable and allow_plaintext_backup cannot be changed in Coffer (docs/vault-compat.md)")
+			}
+			var u keys.UpdateRequest
+			if len(req.AutoRotatePeriod) != 0 {
+				p, err := vaultPeriod(req.AutoRotatePeriod)
+				if err != nil {
+					return vaultSecret{}, err
+				}
+				u.RotationPeriod = &p
+			}
+			key, err := k.Update(ctx, transitRef(r), u)
+			return vaultKeyAnswer(ctx, r, key, err)
+		})))
+
+	random := vaultBody(handle(s, route{action: "kms:GenerateRandom", door: doorVault}, nil,
+		func(_ context.Context, r *http.Request, _ auth.Principal, req *vaultTransitRequest) (vaultSecret, error) {
+			n := req.Bytes
+			for _, seg := range []string{r.PathValue("a"), r.PathValue("b")} {
+				switch seg {
+				case "", "platform", "seal", "all":
+				default:
+					v, err := strconv.Atoi(seg)
+					if err != nil {
+						return vaultSecret{}, badRequest("random/%s: want a number of bytes or a source (platform)", boundString(seg, 32))
+					}
+					n = v
+				}
+			}
+			if n == 0 {
+				n = 32
+			}
+			b, err := keys.GenerateRandom(n)
+			if err != nil {
+				return vaultSecret{}, err
+			}
+			var out string
+			switch req.Format {
+			case "", "base64":
+				out = base64.StdEncoding.EncodeToString(b)
+			case "hex":
+				out = hex.EncodeToString(b)
+			default:
+				return vaultSecret{}, badRequest("format %q: want base64 or hex", boundString(req.Format, 32))
+			}
+			return vaultSecret{Data: map[string]any{"random_bytes": out}}, nil
+		}))
+	s.vaultWrite(base+"/random", random)
+	s.vaultWrite(base+"/random/{a}", random)
+	s.vaultWrite(base+"/random/{a}/{b}", random)
+}
+
+// sameKey refuses a ciphertext of another key than ref's.
+func (s *Server) sameKey(ref string, ct []byte) error {
+	id, _, err := s.sys.Keys.Names(ref)
+	if err != nil {
+		return err
+	}
+	if ciphertextKey(ct) != id {
+		return fmt.Errorf("%w: the ciphertext was not made with key %s", keys.ErrInvalidCiphertext, ref)
+	}
+	return nil
+}
+
+// recordOne names a single transit operation's key, version and context
+// in its audit record.
+func recordOne(ctx context.Context, ec map[string]string, keyID string, version uint32) {
+	if rec := recordOf(ctx); rec != nil {
+		rec.KeyID, rec.Version, rec.ContextValues = keyID, version, ec
+	}
+}
+
+// vaultPeriod reads auto_rotate_period: a duration string ("24h") or
+// seconds; zero turns automatic rotation off.
+func vaultPeriod(raw json.RawMessage) (string, error) {
+	var d time.Duration
+	var secs int64
+	var str string
+	switch {
+	case json.Unmarshal(raw, &secs) == nil:
+		d = time.Duration(secs) * time.Second
+	case json.Unmarshal(raw, &str) == nil:
+		if str == "" || str == "0" {
+			return "", nil
+		}
+		if n, err := strconv.ParseInt(str, 10, 64); err == nil {
+			d = time.Duration(n) * time.Second
+		} else if d, err = time.ParseDuration(str); err != nil {
+			if _, perr := keys.ParsePeriod(str); perr != nil {
+				return "", badRequest("auto_rotate_period %q: want a duration like 24h or a number of seconds", boundString(str, 32))
+			}
+			return str, nil
+		}
+	default:
+		return "", badRequest("auto_rotate_period: want a duration like 24h or a number of seconds")
+	}
+	if d < 0 || d > 100*365*24*time.Hour {
+		return "", badRequest("auto_rotate_period: want a duration from 0 to 100 years")
+	}
+	if d == 0 {
+		return "", nil
+	}
+	return keys.FormatPeriod(d), nil
+}
+
+// vaultKeyAnswer is a transit key read: Vault's fields, from the Coffer
+// key behind the alias.
+func vaultKeyAnswer(ctx context.Context, r *http.Request, key keys.Key, err error) (vaultSecret, error) {
+	if err != nil {
+		return vaultSecret{}, err
+	}
+	if rec := recordOf(ctx); rec != nil {
+		rec.KeyID, rec.Version = key.ID, key.PrimaryVersion
+	}
+	versions := make(map[string]int64, len(key.Versions))
+	for _, v := range key.Versions {
+		versions[strconv.FormatUint(uint64(v.Version), 10)] = v.CreatedAt.Unix()
+	}
+	return vaultSecret{Data: map[string]any{
+		"name": r.PathValue("key"), "type": "aes256-gcm96", "latest_version": key.PrimaryVersion,
+		"min_decryption_version": 1, "min_encryption_version": 0, "min_available_version": 0, "keys": versions,
+		"deletion_allowed": false, "derived": false, "exportable": false, "allow_plaintext_backup": false,
+		"supports_encryption": true, "supports_decryption": true, "supports_derivation": false, "supports_signing": false,
+		"auto_rotate_period": int64(key.RotationPeriod / time.Second), "imported_key": false, "coffer_key_id": key.ID,
+	}}, nil
+}
