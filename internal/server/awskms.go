@@ -622,6 +622,9 @@ func (s *Server) awsKMSRoutes(cfg awskms.Config) {
 			return out, nil
 		})
 
+	s.awsTagRoutes()
+	s.awsKeyPolicyRoutes()
+
 	// Rotation: a rotation period on the key (key:Update), read back with
 	// key:Describe; on demand, key:Rotate (above).
 	awsOp(s, "EnableKeyRotation", "key:Update", route{},
@@ -661,7 +664,129 @@ func (s *Server) awsKMSRoutes(cfg awskms.Config) {
 		})
 }
 
-// expectKey checks that the KeyId a Decrypt or ReEncrypt names (optional)
+// awsTagRoutes registers the tag operations: the key's tags, read with
+// key:Describe and changed with key:Update (read, then written whole).
+func (s *Server) awsTagRoutes() {
+	d, k := &s.aws, s.sys.Keys
+	change := func(ctx context.Context, keyID string, edit func(map[string]string) error) error {
+		ref, err := d.ref(keyID)
+		if err != nil {
+			return err
+		}
+		key, err := k.Describe(ctx, ref)
+		if err != nil {
+			return err
+		}
+		tags := make(map[string]string, len(key.Tags))
+		for n, v := range key.Tags {
+			tags[n] = v
+		}
+		if err := edit(tags); err != nil {
+			return err
+		}
+		// The id, not the reference: an alias moved meanwhile cannot
+		// send the write to another key.
+		key, err = k.Update(ctx, key.ID, keys.UpdateRequest{Tags: &tags})
+		if err == nil {
+			noteKey(ctx, key.ID, key.PrimaryVersion)
+		}
+		return err
+	}
+	awsOp(s, "TagResource", "key:Update", route{},
+		func(_ *http.Request, q *awskms.TagResourceRequest) string { return d.resource(q.KeyId) },
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, q *awskms.TagResourceRequest) (struct{}, error) {
+			add, err := tagMap(q.Tags)
+			if err != nil {
+				return struct{}{}, err
+			}
+			return struct{}{}, change(ctx, q.KeyId, func(tags map[string]string) error {
+				for n, v := range add {
+					tags[n] = v
+				}
+				return nil
+			})
+		})
+	awsOp(s, "UntagResource", "key:Update", route{},
+		func(_ *http.Request, q *awskms.UntagResourceRequest) string { return d.resource(q.KeyId) },
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, q *awskms.UntagResourceRequest) (struct{}, error) {
+			return struct{}{}, change(ctx, q.KeyId, func(tags map[string]string) error {
+				for _, n := range q.TagKeys {
+					delete(tags, n)
+				}
+				return nil
+			})
+		})
+	awsOp(s, "ListResourceTags", "key:Describe", route{},
+		func(_ *http.Request, q *awskms.ListRequest) string { return d.resource(q.KeyId) },
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, q *awskms.ListRequest) (awskms.ListResourceTagsResponse, error) {
+			ref, err := d.ref(q.KeyId)
+			if err != nil {
+				return awskms.ListResourceTagsResponse{}, err
+			}
+			key, err := k.Describe(ctx, ref)
+			if err != nil {
+				return awskms.ListResourceTagsResponse{}, err
+			}
+			noteKey(ctx, key.ID, key.PrimaryVersion)
+			all := make([]awskms.Tag, 0, len(key.Tags))
+			for n, v := range key.Tags {
+				all = append(all, awskms.Tag{TagKey: n, TagValue: v})
+			}
+			tags, next, err := page(all, func(t awskms.Tag) string { return t.TagKey }, q.Limit, q.Marker)
+			if err != nil {
+				return awskms.ListResourceTagsResponse{}, err
+			}
+			return awskms.ListResourceTagsResponse{Tags: tags, Truncated: next != "", NextMarker: next}, nil
+		})
+}
+
+// awsKeyPolicyRoutes registers GetKeyPolicy and PutKeyPolicy: the key's
+// Coffer key policy (docs/policy.md), under AWS's one policy name,
+// "default".
+func (s *Server) awsKeyPolicyRoutes() {
+	d, k, im := &s.aws, s.sys.Keys, s.sys.IAM
+	target := func(ctx context.Context, q *awskms.KeyPolicyRequest) (keys.Key, error) {
+		if q.PolicyName != "" && q.PolicyName != "default" {
+			return keys.Key{}, awsErr("ValidationException", "PolicyName %q: a key has one policy, \"default\"", boundString(q.PolicyName, 64))
+		}
+		ref, err := d.ref(q.KeyId)
+		if err != nil {
+			return keys.Key{}, err
+		}
+		return k.Describe(ctx, ref)
+	}
+	awsOp(s, "GetKeyPolicy", "key:GetKeyPolicy", route{},
+		func(_ *http.Request, q *awskms.KeyPolicyRequest) string { return d.resource(q.KeyId) },
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, q *awskms.KeyPolicyRequest) (awskms.GetKeyPolicyResponse, error) {
+			if q.Policy != "" {
+				return awskms.GetKeyPolicyResponse{}, awsErr("ValidationException", "GetKeyPolicy takes no Policy")
+			}
+			key, err := target(ctx, q)
+			if err != nil {
+				return awskms.GetKeyPolicyResponse{}, err
+			}
+			noteKey(ctx, key.ID, key.PrimaryVersion)
+			return awskms.GetKeyPolicyResponse{Policy: im.KeyPolicy(key.ID).Document, PolicyName: "default"}, nil
+		})
+	awsOp(s, "PutKeyPolicy", "key:PutKeyPolicy", route{},
+		func(_ *http.Request, q *awskms.KeyPolicyRequest) string { return d.resource(q.KeyId) },
+		func(ctx context.Context, _ *http.Request, _ auth.Principal, q *awskms.KeyPolicyRequest) (struct{}, error) {
+			key, err := target(ctx, q)
+			if err != nil {
+				return struct{}{}, err
+			}
+			noteKey(ctx, key.ID, key.PrimaryVersion)
+			if _, err := im.PutKeyPolicy(ctx, key.ID, q.Policy); err != nil {
+				if status, _, _ := classify(err); status == http.StatusBadRequest {
+					return struct{}{}, &awsTypedError{typ: "MalformedPolicyDocumentException", status: http.StatusBadRequest, err: err}
+				}
+				return struct{}{}, err
+			}
+			return struct{}{}, nil
+		})
+}
+
+// awsExpectKey checks that the KeyId a Decrypt or ReEncrypt names (optional)
 // is the key the ciphertext names, and returns its reference: AWS answers
 // a mismatch with IncorrectKeyException. The key service checks it again.
 func (s *Server) awsExpectKey(keyID string, ct []byte) (string, error) {

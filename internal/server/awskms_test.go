@@ -321,6 +321,41 @@ func TestAWSKMSOperations(t *testing.T) {
 		t.Fatalf("record of an Encrypt after rotation: version %d key %q door %q", r.Version, r.KeyID, r.Door)
 	}
 
+	// Tags: CreateKey's, added, removed, listed.
+	if _, err := c.TagResource(ctx, &kms.TagResourceInput{KeyId: aws.String(arn), Tags: []types.Tag{{TagKey: aws.String("env"), TagValue: aws.String("prod")}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.UntagResource(ctx, &kms.UntagResourceInput{KeyId: aws.String(id), TagKeys: []string{"team"}}); err != nil {
+		t.Fatal(err)
+	}
+	lt, err := c.ListResourceTags(ctx, &kms.ListResourceTagsInput{KeyId: aws.String(id)})
+	if err != nil || len(lt.Tags) != 1 || aws.ToString(lt.Tags[0].TagKey) != "env" || aws.ToString(lt.Tags[0].TagValue) != "prod" {
+		t.Fatalf("ListResourceTags: %v %+v", err, lt)
+	}
+	if _, err := c.TagResource(ctx, &kms.TagResourceInput{KeyId: aws.String(id), Tags: []types.Tag{{TagKey: aws.String("a"), TagValue: aws.String("1")}, {TagKey: aws.String("a"), TagValue: aws.String("2")}}}); !errors.As(err, new(*types.TagException)) {
+		t.Fatalf("TagResource with a key twice: %v", err)
+	}
+
+	// Key policy: a Coffer policy document under the name "default".
+	doc := "statements:\n  - effect: allow\n    actions: [\"kms:*\", \"key:*\"]\n    resources: [\"*\"]\n"
+	if _, err := c.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: aws.String(id), Policy: aws.String(doc)}); err != nil {
+		t.Fatal(err)
+	}
+	if kp, err := c.GetKeyPolicy(ctx, &kms.GetKeyPolicyInput{KeyId: aws.String(arn)}); err != nil || aws.ToString(kp.Policy) != doc || aws.ToString(kp.PolicyName) != "default" {
+		t.Fatalf("GetKeyPolicy: %v %+v", err, kp)
+	}
+	var restPolicy client.KeyPolicy
+	e.rest("GET", "/v1/keys/"+id+"/policy", e.root, nil, &restPolicy)
+	if restPolicy.Document != doc {
+		t.Fatalf("the REST API's view of the key policy: %q", restPolicy.Document)
+	}
+	if _, err := c.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: aws.String(id), Policy: aws.String("statements: [")}); !errors.As(err, new(*types.MalformedPolicyDocumentException)) {
+		t.Fatalf("PutKeyPolicy of a malformed document: %v", err)
+	}
+	if _, err := c.GetKeyPolicy(ctx, &kms.GetKeyPolicyInput{KeyId: aws.String(id), PolicyName: aws.String("other")}); apiCode(err) != "ValidationException" {
+		t.Fatalf("GetKeyPolicy of another name: %v", err)
+	}
+
 	// Lifecycle.
 	if _, err := c.DisableKey(ctx, &kms.DisableKeyInput{KeyId: aws.String(id)}); err != nil {
 		t.Fatal(err)

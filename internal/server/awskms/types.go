@@ -221,3 +221,37 @@ type KeyRotationStatusResponse struct {
 	NextRotationDate          float64 `json:",omitempty"`
 	OnDemandRotationStartDate float64 `json:",omitempty"`
 }
+
+// TagResourceRequest is the body of TagResource.
+type TagResourceRequest struct {
+	KeyId string
+	Tags  []Tag
+}
+
+// UntagResourceRequest is the body of UntagResource.
+type UntagResourceRequest struct {
+	KeyId   string
+	TagKeys []string
+}
+
+// ListResourceTagsResponse is the answer of ListResourceTags.
+type ListResourceTagsResponse struct {
+	Tags       []Tag
+	Truncated  bool
+	NextMarker string `json:",omitempty"`
+}
+
+// KeyPolicyRequest is the body of GetKeyPolicy and PutKeyPolicy (Policy:
+// only PutKeyPolicy), the policy being a Coffer policy document.
+type KeyPolicyRequest struct {
+	KeyId                          string
+	PolicyName                     string
+	Policy                         string `json:",omitempty"`
+	BypassPolicyLockoutSafetyCheck bool   `json:",omitempty"`
+}
+
+// GetKeyPolicyResponse is the answer of GetKeyPolicy.
+type GetKeyPolicyResponse struct {
+	Policy     string
+	PolicyName string
+}
