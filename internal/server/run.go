@@ -84,6 +84,9 @@ type Config struct {
 	// partition, region and account of their ARNs and the region clients
 	// sign for (docs/aws-kms.md); defaults aws, us-east-1, 000000000000.
 	AWSKMS awskms.Config `json:"aws_kms"`
+	// Vault places the Vault-compatible API (docs/vault-compat.md):
+	// transit_mount (default transit) and kv_mount (default secret).
+	Vault VaultMounts `json:"vault"`
 
 	// Dev mode (flags only): initialize and unseal automatically.
 	Dev          bool   `json:"-"`
@@ -409,11 +412,14 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, ready func(Banner
 	}
 	defer rep.Close()
 	opts := Options{Logger: logger, Audit: rec, Metrics: metrics, MetricsSeparate: cfg.Metrics.Addr != "", Alerts: engine, Replica: rep,
-		AWSKMS: cfg.AWSKMS}
+		AWSKMS: cfg.AWSKMS, Vault: cfg.Vault}
 	if akeys != nil {
 		opts.AuditKeys = akeys
 	}
 	api := New(s, opts)
+	if err := api.Err(); err != nil {
+		return err
+	}
 	api.ServeSnapshots(store) // GET /v1/sys/storage/snapshot (snapshot.go): the raw store, not the metrics wrapper
 	// A graceful shutdown ends the secret long-polls at once (secrets_wait.go).
 	hs.RegisterOnShutdown(api.EndWaits)
