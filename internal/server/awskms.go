@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -138,22 +139,35 @@ func awsError(err error, status int, code string) (int, string) {
 	return http.StatusBadRequest, "ValidationException"
 }
 
-// writeAWS writes a successful answer of the door.
+// writeAWS writes a successful answer of the door, as
+// application/x-amz-json-1.1.
 func writeAWS(w http.ResponseWriter, status int, v any, requestID string) {
 	w.Header().Set("X-Amzn-RequestId", requestID)
-	writeJSON(w, status, v)
-	// writeJSON sets application/json before writing the header; the
-	// SDKs read the body whatever its type, so it is left as is.
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeAWSError(w, http.StatusInternalServerError, "KMSInternalException", "response encoding failed", requestID)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", awsContentType)
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	w.Write(b)
 }
 
 // writeAWSError writes a failure of the door in AWS's shape.
 func writeAWSError(w http.ResponseWriter, status int, typ, msg, requestID string) {
-	w.Header().Set("X-Amzn-RequestId", requestID)
-	w.Header().Set("X-Amzn-ErrorType", typ)
-	writeJSON(w, status, struct {
+	h := w.Header()
+	h.Set("X-Amzn-RequestId", requestID)
+	h.Set("X-Amzn-ErrorType", typ)
+	b, _ := json.Marshal(struct {
 		Type    string `json:"__type"`
 		Message string `json:"message"`
 	}{typ, msg})
+	h.Set("Content-Type", awsContentType)
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	w.Write(b)
 }
 
 // readBody reads r's body, within limit and the large-body budget, and

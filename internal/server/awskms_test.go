@@ -444,6 +444,9 @@ func (e *awsEnv) rawBody(target, id, secret, body string) (int, string) {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
+	if ct := resp.Header.Get("Content-Type"); ct != "application/x-amz-json-1.1" {
+		e.t.Errorf("%s answered as %q", target, ct)
+	}
 	return resp.StatusCode, string(raw)
 }
 
