@@ -327,7 +327,9 @@ func (c *controller) restart(ctx context.Context, u *unstructured.Unstructured, 
 		return nil
 	}
 	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"template": map[string]any{"metadata": map[string]any{
-		"annotations": map[string]string{AnnotationRestartedAt: time.Now().Format(time.RFC3339)}}}}})
+		// Nanoseconds, not kubectl's whole seconds: a second restart
+		// within the same second must still change the template.
+		"annotations": map[string]string{AnnotationRestartedAt: time.Now().UTC().Format(time.RFC3339Nano)}}}}})
 	if err != nil {
 		return err
 	}

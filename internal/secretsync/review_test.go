@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cofferkms/coffer/client"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // idCoffer answers every read with a refusal carrying a new request id, as
@@ -72,4 +73,29 @@ func TestSyncTooLargeForASecret(t *testing.T) {
 	}
 	e.coffer.put("app/big", map[string]string{"a": "small"})
 	e.waitReason("app", "big", ReasonSynced)
+}
+
+// TestRestartTwiceInOneSecond: two restarts within a second (two new
+// versions in quick succession) each change the pod template; with a
+// timestamp in whole seconds the second patch changed nothing and the
+// Deployment was not rolled again, so pods started between the two writes
+// kept the older value.
+func TestRestartTwiceInOneSecond(t *testing.T) {
+	e := newEnv(t, deployment("app", "web"))
+	c := newController(e.cfg)
+	cs := &CofferSecret{}
+	cs.Metadata.Namespace, cs.Metadata.Name = "app", "db"
+	spec := &Spec{RolloutRestart: []RolloutTarget{{Kind: "Deployment", Name: "web"}}}
+	u := &unstructured.Unstructured{}
+	if err := c.restart(context.Background(), u, cs, spec); err != nil {
+		t.Fatal(err)
+	}
+	first := restartedAt(t, e, "app", "web")
+	time.Sleep(2 * time.Millisecond)
+	if err := c.restart(context.Background(), u, cs, spec); err != nil {
+		t.Fatal(err)
+	}
+	if second := restartedAt(t, e, "app", "web"); second == first {
+		t.Fatalf("the second restart left restartedAt at %q", first)
+	}
 }
