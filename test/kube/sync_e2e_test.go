@@ -417,7 +417,9 @@ func TestSyncE2E(t *testing.T) {
 	if _, err := p.WaitLine("coffer k8s sync: identity", kube.Patience()); err != nil {
 		t.Fatal(err)
 	}
+	restartedV2 := restartedAt()
 	create("team-a", "api", map[string]any{"secret": "team-a/db", "data": []any{map[string]any{"key": "DB_PASSWORD", "field": "password"}}})
+
 	syncEventually(t, "the command's Secret team-a/api", func() bool {
 		s := secret("team-a", "api")
 		return s != nil && string(s.Data["DB_PASSWORD"]) == "sync-pw-2" && len(s.Data) == 1
@@ -425,6 +427,22 @@ func TestSyncE2E(t *testing.T) {
 	put("team-a/db", map[string]string{"password": "sync-pw-3", "user": "app"})
 	syncEventually(t, "version 3 through the command", func() bool {
 		return string(secret("team-a", "api").Data["DB_PASSWORD"]) == "sync-pw-3" && string(secret("team-a", "db").Data["password"]) == "sync-pw-3"
+	})
+	// The rest of what rbac.yaml grants, each used by the command: the
+	// status patch, the Deployment's restart and the events.
+	syncEventually(t, "syncedVersion 3 through the command", func() bool { _, _, v := ready("team-a", "db"); return v == 3 })
+	syncEventually(t, "the command's rollout restart", func() bool { r := restartedAt(); return r != "" && r != restartedV2 })
+	syncEventually(t, "the command's Synced event on team-a/api", func() bool {
+		evs, err := cs.CoreV1().Events("team-a").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs.Items {
+			if e.Reason == "Synced" && e.InvolvedObject.Name == "api" {
+				return true
+			}
+		}
+		return false
 	})
 	lease, err = cs.CoordinationV1().Leases("coffer-system").Get(ctx, "coffer-sync", metav1.GetOptions{})
 	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "e2e-1" {
