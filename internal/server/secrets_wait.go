@@ -28,13 +28,14 @@ const (
 	// waitSlack is how long past its wait an answer may take to be
 	// written (the connection's deadlines are extended by wait + slack).
 	waitSlack = 15 * time.Second
-	// waitUnextended bounds a wait when the connection's deadlines cannot
-	// be extended: below the server's write timeout (60s).
-	waitUnextended = 45 * time.Second
 	// waitCheckEvery is how often a blocked wait checks that its caller's
 	// credential is still valid (revoked or expired: 401).
 	waitCheckEvery = time.Second
 )
+
+// waitUnextended bounds a wait when the connection's deadlines cannot be
+// extended: below the server's write timeout (60s). A variable for tests.
+var waitUnextended = 45 * time.Second
 
 // waitGate counts the waits in flight and ends them all on shutdown.
 type waitGate struct {

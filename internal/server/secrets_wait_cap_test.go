@@ -129,3 +129,43 @@ func TestSecretWaitNamesCap(t *testing.T) {
 		t.Fatalf("%d names counted after all waits ended", n)
 	}
 }
+
+// TestSecretWaitUnextendedIsBounded: on a connection whose deadlines
+// cannot be extended (a ResponseWriter without deadline support) a wait
+// is cut to waitUnextended, below the server's write timeout, so its
+// answer is not lost to that timeout.
+func TestSecretWaitUnextendedIsBounded(t *testing.T) {
+	ctx := context.Background()
+	s := sys.New(barrier.New(inmem.New()), nil)
+	res, err := s.Init(ctx, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Unseal(ctx, res.Shares[0]); err != nil {
+		t.Fatal(err)
+	}
+	api := New(s, Options{Logger: slog.New(slog.DiscardHandler)})
+	defer func(d time.Duration) { waitUnextended = d }(waitUnextended)
+	waitUnextended = 200 * time.Millisecond
+	b, _ := json.Marshal(client.SecretWaitRequest{Secrets: map[string]uint32{"a": 0}, Wait: "2m"})
+	req := httptest.NewRequest("POST", "/v1/secrets/wait", strings.NewReader(string(b)))
+	req.Header.Set("Authorization", "Bearer "+res.RootToken)
+	rec := httptest.NewRecorder()
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		api.ServeHTTP(rec, req)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a wait on a connection without deadlines was not cut to waitUnextended")
+	}
+	if rec.Code != 200 || rec.Body.String() != `{"changed":[],"denied":[]}`+"\n" {
+		t.Fatalf("%d %s", rec.Code, rec.Body.String())
+	}
+	if d := time.Since(start); d < waitUnextended {
+		t.Fatalf("answered after %s", d)
+	}
+}
