@@ -37,8 +37,10 @@ func parseVaultCiphertext(s string) ([]byte, uint32, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: the version %q is not a whole number from 1 to 4294967295", keys.ErrInvalidCiphertext, num)
 	}
+	// The decoder skips line breaks; a text with them is not the one
+	// format writes.
 	ct, err := base64.StdEncoding.Strict().DecodeString(b64)
-	if err != nil {
+	if err != nil || strings.ContainsAny(b64, "\r\n") {
 		return nil, 0, fmt.Errorf("%w: the part after the version is not standard base64", keys.ErrInvalidCiphertext)
 	}
 	p, err := ciphertext.Parse(ct)
