@@ -135,3 +135,44 @@ func TestStaleReplicaEndsSecretWaits(t *testing.T) {
 		t.Fatal("the wait on a replica that cannot see the revocation went on")
 	}
 }
+
+// TestSecretWaitAfterLostHistory: a secret written while the other
+// replica's watch lost history (a compacted revision) still wakes the wait
+// there, through the resync that wakes every waiter to read all its names.
+func TestSecretWaitAfterLostHistory(t *testing.T) {
+	base := inmem.New()
+	base.SetProgressInterval(50 * time.Millisecond)
+	t.Cleanup(func() { base.Close() })
+	lossy := &lossyStore{Backend: base, wake: make(chan struct{}, 1)}
+	rs := replicasOn(t, base, lossy)
+	a, b := rs[0].sys.Secrets, rs[1].sys.Secrets
+	if _, err := a.Put(ctx, secrets.PutRequest{Name: "app/db", Fields: map[string]string{"p": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		out []secrets.Change
+		err error
+	}
+	done := make(chan result, 1)
+	wctx, cancel := context.WithTimeout(ctx, 4*propagation)
+	defer cancel()
+	go func() {
+		out, err := b.Wait(wctx, map[string]uint32{"app/db": 1}, secrets.WaitOptions{})
+		done <- result{out, err}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	lossy.setLose(true)
+	if _, err := a.Put(ctx, secrets.PutRequest{Name: "app/db", Fields: map[string]string{"p": "2"}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // let the watch drop the event
+	lossy.setLose(false)
+	select {
+	case r := <-done:
+		if r.err != nil || !reflect.DeepEqual(r.out, []secrets.Change{{Name: "app/db", CurrentVersion: 2}}) {
+			t.Fatalf("woken with %+v %v", r.out, r.err)
+		}
+	case <-time.After(2 * propagation):
+		t.Fatal("a write whose event the watch lost did not wake the wait")
+	}
+}
