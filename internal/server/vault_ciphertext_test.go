@@ -36,11 +36,11 @@ func TestVaultCiphertextVector(t *testing.T) {
 	}
 	b64 := base64.StdEncoding.EncodeToString(blob)
 	for _, bad := range []string{
-		"vault:v2:" + b64,   // the prefix names another version than the header
-		"vault:v03:" + b64,  // leading zero
-		"vault:v:" + b64,    // no version
-		"vault:v3" + b64,    // no separator
-		"vault:3:" + b64,    // no v
+		"vault:v2:" + b64,  // the prefix names another version than the header
+		"vault:v03:" + b64, // leading zero
+		"vault:v:" + b64,   // no version
+		"vault:v3" + b64,   // no separator
+		"vault:3:" + b64,   // no v
 		"vault:v3:" + b64[:len(b64)-4] + "====",
 		"vault:v3:" + b64 + "\n",
 		"vault:v3:" + strings.ReplaceAll(b64, "/", "_"), // URL-safe
