@@ -201,7 +201,7 @@ func TestSecretWaitBadInput(t *testing.T) {
 	// objects); the record lists 64 of them, the changed one first.
 	delete(many, "app/s0")
 	many["app/s999"] = 1 // missing: it changed
-	if st, raw := e.call("POST", waitPath, e.root, client.SecretWaitRequest{Secrets: many, Wait: "10ms"}); st != 200 || !strings.Contains(string(raw), "app/s999") {
+	if st, raw := e.call("POST", waitPath, e.root, client.SecretWaitRequest{Secrets: many, Wait: "5s"}); st != 200 || !strings.Contains(string(raw), "app/s999") {
 		t.Fatalf("1000 names: %d %s", st, raw)
 	}
 	if rec, _ := e.rec.last("secret:List"); len(rec.Items) != 64 || rec.Items[0].Resource != "secret/app/s999" || rec.Items[1].Resource != "secret/app/s1" || !strings.Contains(rec.Detail, "secrets=1000") {
