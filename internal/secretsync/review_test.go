@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/cofferkms/coffer/client"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
@@ -97,5 +99,60 @@ func TestRestartTwiceInOneSecond(t *testing.T) {
 	}
 	if second := restartedAt(t, e, "app", "web"); second == first {
 		t.Fatalf("the second restart left restartedAt at %q", first)
+	}
+}
+
+// TestSyncRestartsOnlyItsNamespace: a rolloutRestart names a workload of
+// the resource's own namespace; the same name in another namespace is
+// never restarted.
+func TestSyncRestartsOnlyItsNamespace(t *testing.T) {
+	e := newEnv(t, deployment("team-a", "web"), deployment("team-b", "web"))
+	e.coffer.put("team-b/db", map[string]string{"password": "pw-1"})
+	e.start()
+	e.create("team-b", "db", map[string]any{"secret": "team-b/db", "rolloutRestart": []any{map[string]any{"kind": "Deployment", "name": "web"}}})
+	e.waitReason("team-b", "db", ReasonSynced)
+	e.coffer.put("team-b/db", map[string]string{"password": "pw-2"})
+	e.eventually("team-b's restart", func() bool { return restartedAt(t, e, "team-b", "web") != "" })
+	e.eventually("syncedVersion 2", func() bool { return e.status("team-b", "db").SyncedVersion == 2 })
+	if r := restartedAt(t, e, "team-a", "web"); r != "" {
+		t.Fatalf("team-a's Deployment was restarted by team-b's CofferSecret (%s)", r)
+	}
+}
+
+// TestSyncOwnerUIDWithoutLabelIsConflict: a Secret that carries the
+// resource's uid annotation but not the controller's label (someone copied
+// the annotation) is not the controller's: Conflict, left untouched.
+func TestSyncOwnerUIDWithoutLabelIsConflict(t *testing.T) {
+	e := newEnv(t)
+	e.coffer.put("app/db", map[string]string{"password": "pw"})
+	cr := e.create("app", "db", map[string]any{"secret": "app/db"})
+	if _, err := e.kube.CoreV1().Secrets("app").Create(context.Background(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "db", Annotations: map[string]string{AnnotationOwnerUID: string(cr.GetUID())}},
+		Data:       map[string][]byte{"k": []byte("theirs")}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	e.waitReason("app", "db", ReasonConflict)
+	if s := e.secret("app", "db"); string(s.Data["k"]) != "theirs" || len(s.Data) != 1 {
+		t.Fatalf("the Secret was changed: %v", s.Data)
+	}
+}
+
+// TestSpecValidateBounds: a Coffer name over 512 bytes and a workload name
+// that is not a DNS subdomain are refused.
+func TestSpecValidateBounds(t *testing.T) {
+	for name, s := range map[string]Spec{
+		"long secret":   {Secret: strings.Repeat("a", 513)},
+		"workload name": {Secret: "app/db", RolloutRestart: []RolloutTarget{{Kind: "Deployment", Name: "Bad_Name"}}},
+	} {
+		s.defaults("x", "sync")
+		if err := s.validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	ok := Spec{Secret: strings.Repeat("a", 512)}
+	ok.defaults("x", "sync")
+	if err := ok.validate(); err != nil {
+		t.Errorf("a 512-byte name: %v", err)
 	}
 }
