@@ -327,6 +327,19 @@ func TestVaultAuthAndErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	nopol := e.client(t, tok)
+	self, err = nopol.Auth().Token().LookupSelf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl, err := self.TokenTTL(); err != nil || ttl < 59*time.Minute || ttl > time.Hour {
+		t.Fatalf("ttl %v %v", ttl, err)
+	}
+	if exp, _ := self.Data["expire_time"].(string); exp == "" {
+		t.Fatalf("expire_time %v", self.Data["expire_time"])
+	}
+	if pol, _ := self.TokenPolicies(); len(pol) != 0 {
+		t.Fatalf("policies of a token without any: %v", pol)
+	}
 	_, err = nopol.Logical().Write("transit/encrypt/app", map[string]any{"plaintext": "aGk="})
 	if respStatus(err) != 403 {
 		t.Fatalf("no policy: %v", err)
