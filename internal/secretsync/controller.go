@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -254,7 +255,9 @@ func (c *controller) run(ctx context.Context) {
 			obj = d.Obj
 		}
 		if s, ok := obj.(*corev1.Secret); ok {
-			if key := s.Annotations[AnnotationOwner]; key != "" {
+			// Only an owner of the Secret's own namespace: the annotation
+			// is anyone's to set who may write Secrets there.
+			if key := s.Annotations[AnnotationOwner]; strings.HasPrefix(key, s.Namespace+"/") {
 				c.queue.Add(key)
 			}
 		}

@@ -156,3 +156,36 @@ func TestSpecValidateBounds(t *testing.T) {
 		t.Errorf("a 512-byte name: %v", err)
 	}
 }
+
+// TestSyncOwnerAnnotationOfAnotherNamespace: a Secret names its owner in
+// an annotation anyone who may write Secrets can set. One in team-b naming
+// team-a's CofferSecret must not queue it: else each edit of it makes the
+// controller read Coffer as team-a's service account past the backoff
+// (audit noise and read alerts on team-a's identity, from team-b).
+func TestSyncOwnerAnnotationOfAnotherNamespace(t *testing.T) {
+	e := newEnv(t)
+	ic := &idCoffer{fakeCoffer: e.coffer}
+	e.cfg.Coffer = ic
+	e.cfg.MinRetry, e.cfg.MaxRetry = 2*time.Second, 10*time.Second
+	e.start()
+	e.create("team-a", "db", map[string]any{"secret": "team-a/db"})
+	e.waitReason("team-a", "db", ReasonForbidden)
+	time.Sleep(100 * time.Millisecond)
+	start := e.coffer.gets.Load()
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-b", Name: "bait", Labels: map[string]string{LabelManagedBy: ManagedBy},
+		Annotations: map[string]string{AnnotationOwner: "team-a/db"}}}
+	if _, err := e.kube.CoreV1().Secrets("team-b").Create(context.Background(), sec, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		sec.Data = map[string][]byte{"n": []byte(fmt.Sprint(i))}
+		if _, err := e.kube.CoreV1().Secrets("team-b").Update(context.Background(), sec, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := e.coffer.gets.Load() - start; n > 1 {
+		t.Fatalf("edits of a team-b Secret made %d reads as team-a", n)
+	}
+}
