@@ -26,6 +26,11 @@ type vaultKVRequest struct {
 		CAS *uint32 `json:"cas"`
 	} `json:"options"`
 	Versions []uint32 `json:"versions"`
+	// metadata/PATH
+	MaxVersions        *int              `json:"max_versions"`
+	CASRequired        bool              `json:"cas_required"`
+	DeleteVersionAfter string            `json:"delete_version_after"`
+	CustomMetadata     map[string]string `json:"custom_metadata"`
 }
 
 // UnmarshalJSON decodes leniently: unknown fields are ignored.
@@ -194,6 +199,37 @@ func (s *Server) vaultKVRoutes(mount string) {
 			"created_time": vaultTime(m.CreatedAt), "updated_time": vaultTime(m.UpdatedAt), "versions": versions, "cas_required": false,
 			"delete_version_after": "0s", "custom_metadata": custom}}, nil
 	}
+	// Writing metadata sets max_versions and replaces custom_metadata
+	// whole, as Vault does; cas_required and delete_version_after have no
+	// Coffer counterpart and are refused unless off.
+	s.vaultWrite(base+"/metadata/{path...}", vaultBody(handle(s, rt("secret:Write"), kvResource[vaultKVRequest],
+		func(ctx context.Context, r *http.Request, _ auth.Principal, req *vaultKVRequest) (noContent, error) {
+			if req.CASRequired {
+				return noContent{}, badRequest("cas_required is not supported: send options.cas on each write (docs/vault-compat.md)")
+			}
+			switch req.DeleteVersionAfter {
+			case "", "0", "0s":
+			default:
+				return noContent{}, badRequest("delete_version_after is not supported (docs/vault-compat.md)")
+			}
+			u := secrets.MetadataUpdate{Set: req.CustomMetadata}
+			if req.MaxVersions != nil && *req.MaxVersions != 0 {
+				u.MaxVersions = req.MaxVersions
+			}
+			if req.CustomMetadata != nil {
+				cur, err := sec.Describe(ctx, kvName(r))
+				if err != nil {
+					return noContent{}, err
+				}
+				for k := range cur.Custom {
+					if _, keep := req.CustomMetadata[k]; !keep {
+						u.Unset = append(u.Unset, k)
+					}
+				}
+			}
+			_, err := sec.UpdateMetadata(ctx, kvName(r), u)
+			return noContent{}, err
+		})))
 	s.mux.HandleFunc("GET "+base+"/metadata/{path...}", vaultHandler(handle(s, rt("secret:List"), kvResource[empty], metadata)))
 	s.mux.HandleFunc("LIST "+base+"/metadata/{path...}", vaultHandler(handle(s, rt("secret:List"), kvResource[empty], metadata)))
 }

@@ -263,6 +263,23 @@ func TestVaultKV(t *testing.T) {
 	if err != nil || md.CurrentVersion != 2 || len(md.Versions) != 2 {
 		t.Fatalf("metadata %+v %v", md, err)
 	}
+	if err := kv.PutMetadata(bg, "team/app", vault.KVMetadataPutInput{MaxVersions: 5, CustomMetadata: map[string]any{"owner": "ops"}}); err != nil {
+		t.Fatal(err)
+	}
+	md, err = kv.GetMetadata(bg, "team/app")
+	if err != nil || md.MaxVersions != 5 || md.CustomMetadata["owner"] != "ops" {
+		t.Fatalf("metadata after put %+v %v", md, err)
+	}
+	if err := kv.PutMetadata(bg, "team/app", vault.KVMetadataPutInput{CustomMetadata: map[string]any{"tier": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	md, _ = kv.GetMetadata(bg, "team/app")
+	if md.MaxVersions != 5 || md.CustomMetadata["owner"] != nil || md.CustomMetadata["tier"] != "1" {
+		t.Fatalf("custom metadata not replaced: %+v", md)
+	}
+	if err := kv.PutMetadata(bg, "team/app", vault.KVMetadataPutInput{CASRequired: true}); respStatus(err) != 400 {
+		t.Fatalf("cas_required: %v", err)
+	}
 	if err := kv.Destroy(bg, "team/app", []int{1}); err != nil {
 		t.Fatal(err)
 	}
