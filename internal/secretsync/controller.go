@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -249,7 +251,12 @@ func (c *controller) run(ctx context.Context) {
 			c.queue.Add(key)
 		}
 	}
-	c.crs.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(_, o any) { enqueue(o) }, DeleteFunc: enqueue})
+	c.crs.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(old, cur any) {
+		if statusOnly(old, cur) {
+			return
+		}
+		enqueue(cur)
+	}, DeleteFunc: enqueue})
 	owner := func(obj any) {
 		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 			obj = d.Obj
@@ -350,4 +357,21 @@ func stripManagedFields(obj any) (any, error) {
 		a.SetManagedFields(nil)
 	}
 	return obj, nil
+}
+
+// statusOnly reports an update of a CofferSecret that changed nothing but
+// its status (the controller's own status patches, echoed back): it needs
+// no reconcile, and queueing it would let any status message that differs
+// between attempts turn a failing CofferSecret into a loop past the
+// backoff. A resync (same resourceVersion) and any change of generation,
+// labels, annotations, owners or deletion are still queued.
+func statusOnly(old, cur any) bool {
+	a, errA := meta.Accessor(old)
+	b, errB := meta.Accessor(cur)
+	if errA != nil || errB != nil || a.GetResourceVersion() == b.GetResourceVersion() {
+		return false
+	}
+	return a.GetGeneration() == b.GetGeneration() && a.GetDeletionTimestamp().Equal(b.GetDeletionTimestamp()) &&
+		maps.Equal(a.GetLabels(), b.GetLabels()) && maps.Equal(a.GetAnnotations(), b.GetAnnotations()) &&
+		slices.EqualFunc(a.GetOwnerReferences(), b.GetOwnerReferences(), func(x, y metav1.OwnerReference) bool { return x.UID == y.UID })
 }

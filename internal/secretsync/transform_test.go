@@ -34,3 +34,37 @@ func TestStripManagedFields(t *testing.T) {
 		t.Fatalf("CofferSecret after the transform: %v", gu.Object)
 	}
 }
+
+// TestStatusOnly: an update that changed only the status (a new
+// resourceVersion, nothing else) is not queued; a resync and every change
+// the reconcile reads are.
+func TestStatusOnly(t *testing.T) {
+	obj := func(rv string, gen int64, mutate func(u *unstructured.Unstructured)) *unstructured.Unstructured {
+		u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": Group + "/" + Version, "kind": Kind,
+			"metadata": map[string]any{"name": "db", "namespace": "app", "resourceVersion": rv, "generation": gen,
+				"labels": map[string]any{"a": "1"}, "annotations": map[string]any{"b": "2"}},
+			"spec": map[string]any{"secret": "app/db"}, "status": map[string]any{"syncedVersion": int64(1)}}}
+		if mutate != nil {
+			mutate(u)
+		}
+		return u
+	}
+	base := obj("1", 1, nil)
+	if !statusOnly(base, obj("2", 1, func(u *unstructured.Unstructured) { u.Object["status"] = map[string]any{"syncedVersion": int64(2)} })) {
+		t.Fatal("a status-only update was queued")
+	}
+	for name, cur := range map[string]*unstructured.Unstructured{
+		"resync":      obj("1", 1, nil),
+		"generation":  obj("2", 2, nil),
+		"labels":      obj("2", 1, func(u *unstructured.Unstructured) { u.SetLabels(map[string]string{"a": "2"}) }),
+		"annotations": obj("2", 1, func(u *unstructured.Unstructured) { u.SetAnnotations(nil) }),
+		"deletion":    obj("2", 1, func(u *unstructured.Unstructured) { now := metav1.Now(); u.SetDeletionTimestamp(&now) }),
+		"owners": obj("2", 1, func(u *unstructured.Unstructured) {
+			u.SetOwnerReferences([]metav1.OwnerReference{{UID: "x", Kind: "K", Name: "n", APIVersion: "v1"}})
+		}),
+	} {
+		if statusOnly(base, cur) {
+			t.Errorf("%s: not queued", name)
+		}
+	}
+}
