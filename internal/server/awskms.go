@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/keys"
@@ -42,6 +44,14 @@ const awsContentType = "application/x-amz-json-1.1"
 // it), so it stays well below the REST bodies.
 const awsMaxBody = 192 << 10
 
+// awsPreAuthBudget bounds the bytes of the door's large bodies (over
+// smallBody) being read at once before their signature is checked. They
+// take their share of it, not of the server-wide budget (bodyBudget):
+// anyone can send them, and trickled ones holding the shared budget would
+// refuse every authenticated large REST body (busy). AWS's own requests
+// (4 KiB plaintexts) stay far below smallBody and take no share.
+const awsPreAuthBudget = 32 * awsMaxBody
+
 // symmetricDefault is the one encryption algorithm and key spec.
 const symmetricDefault = "SYMMETRIC_DEFAULT"
 
@@ -52,6 +62,9 @@ type awsKMSDoor struct {
 	// refuse answers requests no operation takes (unknown target, wrong
 	// content type), audited as unknown routes of the door.
 	refuse func(typ, msg string) http.HandlerFunc
+	// bodies is the budget of the large bodies read before
+	// authentication (awsPreAuthBudget).
+	bodies *bodyBudget
 }
 
 // isAWSRequest reports whether r is for the AWS KMS door.
@@ -170,10 +183,10 @@ func writeAWSError(w http.ResponseWriter, status int, typ, msg, requestID string
 	w.Write(b)
 }
 
-// readBody reads r's body, within limit and the large-body budget, and
-// puts it back for the decoder; done releases the budget.
+// readBody reads r's body, within limit and the door's pre-authentication
+// budget, and puts it back for the decoder; done releases the budget.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) (done func(), body []byte, err error) {
-	done, err = s.bodies.acquire(r, limit)
+	done, err = s.aws.bodies.acquire(r, limit)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -377,6 +390,7 @@ func (s *Server) awsKMSRoutes(cfg awskms.Config) {
 	d := &s.aws
 	d.cfg = cfg.WithDefaults()
 	d.ops = map[string]http.HandlerFunc{}
+	d.bodies = &bodyBudget{sem: semaphore.NewWeighted(awsPreAuthBudget)}
 	d.refuse = func(typ, msg string) http.HandlerFunc {
 		return handle(s, route{action: unknownRoute, public: true, sealedOK: true, door: doorAWSKMS}, nil,
 			func(context.Context, *http.Request, auth.Principal, *empty) (struct{}, error) {
