@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,7 +26,7 @@ type vaultKVRequest struct {
 	Options struct {
 		CAS *uint32 `json:"cas"`
 	} `json:"options"`
-	Versions []uint32 `json:"versions"`
+	Versions vaultVersions `json:"versions"`
 	// metadata/PATH
 	MaxVersions        *int              `json:"max_versions"`
 	CASRequired        bool              `json:"cas_required"`
@@ -39,8 +40,51 @@ func (q *vaultKVRequest) UnmarshalJSON(b []byte) error {
 	return json.Unmarshal(b, (*plain)(q))
 }
 
+// vaultVersions are the versions of a delete, undelete or destroy: Vault
+// takes numbers or numeric strings (the stock client sends strings).
+type vaultVersions []uint32
+
+// UnmarshalJSON takes [1, "2"].
+func (vs *vaultVersions) UnmarshalJSON(b []byte) error {
+	var raw []json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return badRequest("versions: want a list of version numbers")
+	}
+	out := make(vaultVersions, 0, len(raw))
+	for _, x := range raw {
+		var n uint32
+		if err := json.Unmarshal(x, &n); err != nil {
+			var str string
+			if json.Unmarshal(x, &str) != nil {
+				return badRequest("versions: want a list of version numbers")
+			}
+			v, err := strconv.ParseUint(str, 10, 32)
+			if err != nil {
+				return badRequest("versions: %q is not a version number", boundString(str, 16))
+			}
+			n = uint32(v)
+		}
+		out = append(out, n)
+	}
+	*vs = out
+	return nil
+}
+
+// kvResource is the policy resource of a KV path: secret/PATH, and for a
+// list secret/PATH/ (the REST list's resource for the prefix PATH/), so a
+// grant on secret/team/* lists team and a grant on the secret team does
+// not.
 func kvResource[Req any](r *http.Request, _ *Req) string {
-	return "secret/" + strings.Trim(r.PathValue("path"), "/")
+	name := strings.Trim(r.PathValue("path"), "/")
+	if kvListing(r) && name != "" {
+		name += "/"
+	}
+	return "secret/" + name
+}
+
+// kvListing reports whether a metadata request is a list.
+func kvListing(r *http.Request) bool {
+	return r.Method == "LIST" || (r.Method == http.MethodGet && r.URL.Query().Get("list") == "true")
 }
 
 func kvName(r *http.Request) string { return r.PathValue("path") }
@@ -116,7 +160,22 @@ func (s *Server) vaultKVRoutes(mount string) {
 	}
 	s.mux.HandleFunc("DELETE "+base+"/data/{path...}", vaultHandler(handle(s, rt("secret:Delete"), kvResource[vaultKVRequest], del)))
 	s.mux.HandleFunc("DELETE "+base+"/metadata/{path...}", vaultHandler(handle(s, rt("secret:Delete"), kvResource[vaultKVRequest], del)))
-	s.vaultWrite(base+"/delete/{path...}", vaultBody(handle(s, rt("secret:Delete"), kvResource[vaultKVRequest], del)))
+	// delete/PATH names versions; Vault leaves the others readable. Coffer
+	// can only delete the whole secret, so a delete that does not name the
+	// current version is refused: it would take away a value the caller
+	// did not ask to delete.
+	s.vaultWrite(base+"/delete/{path...}", vaultBody(handle(s, rt("secret:Delete"), kvResource[vaultKVRequest],
+		func(ctx context.Context, r *http.Request, p auth.Principal, req *vaultKVRequest) (noContent, error) {
+			m, err := sec.Describe(ctx, kvName(r))
+			if err != nil {
+				return noContent{}, err
+			}
+			if !slices.Contains(req.Versions, m.CurrentVersion) {
+				return noContent{}, badRequest("Coffer deletes whole secrets: name the current version (%d) to delete %s; to remove old versions' data use destroy (docs/vault-compat.md)",
+					m.CurrentVersion, boundString(kvName(r), 256))
+			}
+			return del(ctx, r, p, req)
+		})))
 	s.vaultWrite(base+"/undelete/{path...}", vaultBody(handle(s, rt("secret:Delete"), kvResource[vaultKVRequest],
 		func(ctx context.Context, r *http.Request, _ auth.Principal, _ *vaultKVRequest) (noContent, error) {
 			_, err := sec.Undelete(ctx, kvName(r))
@@ -175,7 +234,7 @@ func (s *Server) vaultKVRoutes(mount string) {
 		return vaultSecret{Data: map[string]any{"keys": out}}, nil
 	}
 	metadata := func(ctx context.Context, r *http.Request, p auth.Principal, _ *empty) (vaultSecret, error) {
-		if r.Method == "LIST" || r.URL.Query().Get("list") == "true" {
+		if kvListing(r) {
 			return list(ctx, r, p)
 		}
 		m, err := sec.Describe(ctx, kvName(r))

@@ -240,11 +240,14 @@ func (s *Server) vaultTransitRoutes(mount string) {
 				if err == nil {
 					ct, _, err = parseVaultCiphertext(it.Ciphertext)
 				}
-				if err == nil {
-					err = s.sameKey(ref, ct)
-				}
+				// Authorized before the path's key is looked up: a caller
+				// without rights on it learns neither whether it exists nor
+				// whether the ciphertext is its.
 				if err == nil {
 					err = s.authorizeReEncrypt(ctx, r, &p, &client.ReEncryptRequest{Ciphertext: ct, SourceContext: ec, DestinationKeyID: ref})
+				}
+				if err == nil {
+					err = s.sameKey(ref, ct)
 				}
 				if err == nil {
 					_, dst, err = k.ReEncrypt(ctx, ct, ec, ref, ec)
@@ -307,7 +310,7 @@ func (s *Server) vaultTransitRoutes(mount string) {
 
 	keyRoute := func(action string) route { return route{action: action, door: doorVault} }
 	s.vaultWrite(base+"/keys/{key}", vaultBody(handle(s, keyRoute("key:Create"), transitResource[vaultTransitRequest],
-		func(ctx context.Context, r *http.Request, _ auth.Principal, req *vaultTransitRequest) (vaultSecret, error) {
+		func(ctx context.Context, r *http.Request, p auth.Principal, req *vaultTransitRequest) (vaultSecret, error) {
 			if req.Type != "" && req.Type != "aes256-gcm96" {
 				return vaultSecret{}, badRequest("type %q: Coffer transit keys are aes256-gcm96", boundString(req.Type, 32))
 			}
@@ -316,7 +319,12 @@ func (s *Server) vaultTransitRoutes(mount string) {
 			}
 			key, err := k.Create(ctx, keys.CreateRequest{Alias: transitRef(r), Description: "Vault transit key " + r.PathValue("key")})
 			if errors.Is(err, keys.ErrAliasExists) {
-				// Vault's create of an existing key changes nothing.
+				// Vault's create of an existing key changes nothing and
+				// answers its description: key:Describe's effect, decided
+				// as GET keys/NAME decides it (key:Create is no read).
+				if err = s.authorizeItem(ctx, r, &p, "key:Describe", transitRef(r), nil); err != nil {
+					return vaultSecret{}, err
+				}
 				key, err = k.Describe(ctx, transitRef(r))
 			}
 			return vaultKeyAnswer(ctx, r, key, err)
