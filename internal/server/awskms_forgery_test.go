@@ -139,6 +139,33 @@ func TestAWSKMSSigV4Forgeries(t *testing.T) {
 		refused("SignedHeaders "+edit.name, r, "IncompleteSignatureException")
 	}
 
+	// A credential or signature not of SigV4's form.
+	for _, edit := range []struct {
+		name string
+		fn   func(string) string
+	}{
+		{"a scope not ending in aws4_request", func(h string) string { return strings.Replace(h, "/aws4_request,", "/aws4_other,", 1) }},
+		{"no access key id", func(h string) string { return strings.Replace(h, "Credential="+ak.ID, "Credential=", 1) }},
+		{"a signature of 32 hex digits", func(h string) string {
+			i := strings.Index(h, "Signature=") + len("Signature=")
+			return h[:i+32]
+		}},
+	} {
+		r := newReq(e.ts.URL + "/")
+		sign(r, ak.ID, ak.SecretAccessKey, bodyHash)
+		h := r.Header.Get("Authorization")
+		if edit.fn(h) == h {
+			t.Fatalf("%s: no change", edit.name)
+		}
+		r.Header.Set("Authorization", edit.fn(h))
+		refused(edit.name, r, "IncompleteSignatureException")
+	}
+	// A query string added after signing (the canonical request has it).
+	q := newReq(e.ts.URL + "/")
+	sign(q, ak.ID, ak.SecretAccessKey, bodyHash)
+	q.URL.RawQuery = "Action=Decrypt"
+	refused("a query added after signing", q, "InvalidSignatureException")
+
 	// Signed with one key's secret, claiming another key.
 	swap := newReq(e.ts.URL + "/")
 	sign(swap, other.ID, ak.SecretAccessKey, bodyHash)
