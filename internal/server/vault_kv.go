@@ -70,16 +70,22 @@ func (vs *vaultVersions) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// kvResource is the policy resource of a KV path: secret/PATH, and for a
-// list secret/PATH/ (the REST list's resource for the prefix PATH/), so a
-// grant on secret/team/* lists team and a grant on the secret team does
-// not.
+// kvResource is the policy resource of a KV path: secret/PATH.
 func kvResource[Req any](r *http.Request, _ *Req) string {
-	name := strings.Trim(r.PathValue("path"), "/")
-	if kvListing(r) && name != "" {
+	return "secret/" + strings.Trim(r.PathValue("path"), "/")
+}
+
+// kvMetadataResource is kvResource for GET and LIST metadata/PATH: a list
+// is decided on secret/PATH/ (the REST list's resource for the prefix
+// PATH/), so a grant on secret/team/* lists team and a grant on the
+// secret team does not. Only the metadata routes list: on any other, a
+// ?list=true would move the decision onto another resource.
+func kvMetadataResource(r *http.Request, req *empty) string {
+	name := kvResource(r, req)
+	if kvListing(r) && name != "secret/" {
 		name += "/"
 	}
-	return "secret/" + name
+	return name
 }
 
 // kvListing reports whether a metadata request is a list.
@@ -289,6 +295,6 @@ func (s *Server) vaultKVRoutes(mount string) {
 			_, err := sec.UpdateMetadata(ctx, kvName(r), u)
 			return noContent{}, err
 		})))
-	s.mux.HandleFunc("GET "+base+"/metadata/{path...}", vaultHandler(handle(s, rt("secret:List"), kvResource[empty], metadata)))
-	s.mux.HandleFunc("LIST "+base+"/metadata/{path...}", vaultHandler(handle(s, rt("secret:List"), kvResource[empty], metadata)))
+	s.mux.HandleFunc("GET "+base+"/metadata/{path...}", vaultHandler(handle(s, rt("secret:List"), kvMetadataResource, metadata)))
+	s.mux.HandleFunc("LIST "+base+"/metadata/{path...}", vaultHandler(handle(s, rt("secret:List"), kvMetadataResource, metadata)))
 }

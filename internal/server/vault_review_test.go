@@ -126,3 +126,23 @@ func TestVaultListResource(t *testing.T) {
 		t.Fatalf("list with a grant on the secret team only: %v %v", ls, err)
 	}
 }
+
+// A read is decided on secret/PATH whatever its query: ?list=true on a
+// data path does not move the decision onto secret/PATH/ (where a grant
+// on secret/team/* would match the secret team).
+func TestVaultReadResourceIgnoresList(t *testing.T) {
+	e := newVaultEnv(t)
+	if _, err := e.client(t, e.root).KVv2("secret").Put(context.Background(), "team", map[string]any{"v": "top"}); err != nil {
+		t.Fatal(err)
+	}
+	tok := e.tokenWith(t, "reader", `statements:
+  - effect: allow
+    actions: [secret:Read, secret:List]
+    resources: ["secret/team/*"]
+`)
+	for _, p := range []string{"/v1/secret/data/team?list=true", "/v1/secret/data/team", "/v1/secret/metadata/team"} {
+		if body, st := e.raw(t, "GET", p, tok, ""); st != 403 || strings.Contains(body, "top") {
+			t.Fatalf("GET %s: %d %s", p, st, body)
+		}
+	}
+}
