@@ -104,6 +104,12 @@ func TestAWSKMSSigV4Forgeries(t *testing.T) {
 	unsigned.Header.Set("X-Amz-Content-Sha256", "UNSIGNED-PAYLOAD")
 	sign(unsigned, ak.ID, ak.SecretAccessKey, "UNSIGNED-PAYLOAD")
 	refused("UNSIGNED-PAYLOAD", unsigned, "InvalidSignatureException")
+	// A streaming (aws-chunked) payload: its chunks are not verified.
+	stream := newReq(e.ts.URL + "/")
+	stream.Header.Set("X-Amz-Content-Sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")
+	stream.Header.Set("Content-Encoding", "aws-chunked")
+	sign(stream, ak.ID, ak.SecretAccessKey, "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")
+	refused("aws-chunked payload", stream, "InvalidSignatureException")
 	// A payload hash of another body, declared in X-Amz-Content-Sha256.
 	otherSum := sha256.Sum256([]byte(`{"NumberOfBytes":1024}`))
 	lie := newReq(e.ts.URL + "/")
