@@ -815,8 +815,9 @@ func (s *Server) awsKeyPolicyRoutes() {
 }
 
 // awsExpectKey checks that the KeyId a Decrypt or ReEncrypt names (optional)
-// is the key the ciphertext names, and returns its reference: AWS answers
-// a mismatch with IncorrectKeyException. The key service checks it again.
+// is a key, the key the ciphertext names, and returns its reference: AWS
+// answers a mismatch with IncorrectKeyException. The key service checks it
+// again for Decrypt.
 func (s *Server) awsExpectKey(keyID string, ct []byte) (string, error) {
 	if keyID == "" {
 		return "", nil
@@ -825,10 +826,14 @@ func (s *Server) awsExpectKey(keyID string, ct []byte) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if id, _, err := s.sys.Keys.Names(ref); err == nil {
-		if made := ciphertextKey(ct); made != "" && made != id {
-			return "", awsErr("IncorrectKeyException", "the ciphertext was made with key %s, not %s", made, boundString(keyID, 300))
-		}
+	// A KeyId that names no key is refused here: ReEncrypt passes it no
+	// further, so it would otherwise be ignored.
+	id, _, err := s.sys.Keys.Names(ref)
+	if err != nil {
+		return "", err
+	}
+	if made := ciphertextKey(ct); made != "" && made != id {
+		return "", awsErr("IncorrectKeyException", "the ciphertext was made with key %s, not %s", made, boundString(keyID, 300))
 	}
 	return ref, nil
 }
