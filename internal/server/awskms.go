@@ -476,9 +476,6 @@ func (s *Server) awsKMSRoutes(cfg awskms.Config) {
 				checkAlgorithm("DestinationEncryptionAlgorithm", q.DestinationEncryptionAlgorithm)); err != nil {
 				return awskms.ReEncryptResponse{}, err
 			}
-			if _, err := s.awsExpectKey(q.SourceKeyId, q.CiphertextBlob); err != nil {
-				return awskms.ReEncryptResponse{}, err
-			}
 			dst, err := d.ref(q.DestinationKeyId)
 			if err != nil {
 				return awskms.ReEncryptResponse{}, err
@@ -486,6 +483,12 @@ func (s *Server) awsKMSRoutes(cfg awskms.Config) {
 			rq := q.restForm().(*client.ReEncryptRequest)
 			rq.DestinationKeyID = dst
 			if err := s.authorizeReEncrypt(ctx, r, &p, rq); err != nil {
+				return awskms.ReEncryptResponse{}, err
+			}
+			// Only once both halves are allowed: before, its answers
+			// (NotFound, IncorrectKey) would tell a caller refused the
+			// source key which names exist and where an alias points.
+			if _, err := s.awsExpectKey(q.SourceKeyId, q.CiphertextBlob); err != nil {
 				return awskms.ReEncryptResponse{}, err
 			}
 			if err := dryRun(q.DryRun); err != nil {

@@ -38,3 +38,39 @@ func TestAWSKMSReEncryptSourceKeyIdMustExist(t *testing.T) {
 		t.Fatalf("ReEncrypt naming its source key by ARN: %v", err)
 	}
 }
+
+// TestAWSKMSReEncryptAuthorizedBeforeSourceKeyId: ReEncrypt decides both
+// halves before it looks at SourceKeyId, as Decrypt decides the
+// ciphertext's key before its KeyId: a caller refused the source key learns
+// neither whether a name exists nor which key an alias points to
+// (NotFoundException, IncorrectKeyException), only AccessDeniedException.
+func TestAWSKMSReEncryptAuthorizedBeforeSourceKeyId(t *testing.T) {
+	e := newAWSEnv(t)
+	admin := e.accessKey("admin", allowAll)
+	root := e.kms(admin.ID, admin.SecretAccessKey, "")
+	ctx := context.Background()
+	app, err := root.CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/app"), TargetKeyId: app.KeyMetadata.KeyId}); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := root.CreateKey(ctx, &kms.CreateKeyInput{})
+	otherCT, err := root.Encrypt(ctx, &kms.EncryptInput{KeyId: other.KeyMetadata.KeyId, Plaintext: []byte("o")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := e.accessKey("reencrypt-app", `statements:
+  - effect: allow
+    actions: [kms:ReEncrypt, kms:ReEncryptTo]
+    resources: [alias/app]
+`)
+	rc := e.kms(re.ID, re.SecretAccessKey, "")
+	for _, src := range []string{"alias/app", "alias/missing", *other.KeyMetadata.KeyId} {
+		if _, err := rc.ReEncrypt(ctx, &kms.ReEncryptInput{CiphertextBlob: otherCT.CiphertextBlob, SourceKeyId: aws.String(src),
+			DestinationKeyId: aws.String("alias/app")}); apiCode(err) != "AccessDeniedException" {
+			t.Errorf("ReEncrypt from a key not allowed, SourceKeyId %s: %v, want AccessDeniedException", src, err)
+		}
+	}
+}
