@@ -127,6 +127,43 @@ func batchAnswer(batch bool, results []map[string]any) vaultSecret {
 	return vaultSecret{Data: results[0]}
 }
 
+// transitOutcome is one transit item's result: the context it used and the
+// key version that served it (for the audit), and its answer's fields,
+// built only when the item succeeded.
+type transitOutcome struct {
+	ec      map[string]string
+	keyID   string
+	version uint32
+	answer  func() map[string]any
+}
+
+// transitItems runs op on every item and answers as Vault does: a single
+// item's error is the request's, a batch item's error is that item's
+// answer. Every item is audited (a batch item on a record of its own).
+func (s *Server) transitItems(ctx context.Context, ref string, items []vaultItem, batch bool, op func(it vaultItem) (transitOutcome, error)) (vaultSecret, error) {
+	results := make([]map[string]any, len(items))
+	for i, it := range items {
+		out, err := op(it)
+		if !batch {
+			if err != nil {
+				return vaultSecret{}, err
+			}
+			recordOne(ctx, out.ec, out.keyID, out.version)
+		} else {
+			s.recordItem(ctx, ref, out.ec, out.keyID, out.version, err)
+		}
+		if err != nil {
+			results[i] = vaultItemError(err)
+			continue
+		}
+		results[i] = out.answer()
+		if it.Reference != "" {
+			results[i]["reference"] = it.Reference
+		}
+	}
+	return batchAnswer(batch, results), nil
+}
+
 // vaultItemError is one failed batch item's answer.
 func vaultItemError(err error) map[string]any {
 	_, _, msg := classify(err)
@@ -145,13 +182,12 @@ func (s *Server) vaultTransitRoutes(mount string) {
 			if err != nil {
 				return vaultSecret{}, err
 			}
-			results := make([]map[string]any, len(items))
-			for i, it := range items {
-				var res client.EncryptResponse
+			return s.transitItems(ctx, ref, items, batch, func(it vaultItem) (transitOutcome, error) {
 				ec, err := vaultContext(it.Context)
 				if err == nil {
 					err = s.authorizeItem(ctx, r, &p, "kms:Encrypt", ref, ec)
 				}
+				var res client.EncryptResponse
 				if err == nil {
 					var pt []byte
 					if pt, err = decodePlaintext(it.Plaintext); err == nil {
@@ -159,24 +195,10 @@ func (s *Server) vaultTransitRoutes(mount string) {
 						clear(pt)
 					}
 				}
-				if !batch {
-					if err != nil {
-						return vaultSecret{}, err
-					}
-					recordOne(ctx, ec, res.KeyID, res.KeyVersion)
-				} else {
-					s.recordItem(ctx, ref, ec, res.KeyID, res.KeyVersion, err)
-				}
-				if err != nil {
-					results[i] = vaultItemError(err)
-					continue
-				}
-				results[i] = map[string]any{"ciphertext": formatVaultCiphertext(res.Ciphertext, res.KeyVersion), "key_version": res.KeyVersion}
-				if it.Reference != "" {
-					results[i]["reference"] = it.Reference
-				}
-			}
-			return batchAnswer(batch, results), nil
+				return transitOutcome{ec: ec, keyID: res.KeyID, version: res.KeyVersion, answer: func() map[string]any {
+					return map[string]any{"ciphertext": formatVaultCiphertext(res.Ciphertext, res.KeyVersion), "key_version": res.KeyVersion}
+				}}, err
+			})
 		})))
 
 	crypt.action = "kms:Decrypt"
@@ -187,9 +209,7 @@ func (s *Server) vaultTransitRoutes(mount string) {
 			if err != nil {
 				return vaultSecret{}, err
 			}
-			results := make([]map[string]any, len(items))
-			for i, it := range items {
-				var res client.DecryptResponse
+			return s.transitItems(ctx, ref, items, batch, func(it vaultItem) (transitOutcome, error) {
 				ec, err := vaultContext(it.Context)
 				var ct []byte
 				if err == nil {
@@ -198,30 +218,17 @@ func (s *Server) vaultTransitRoutes(mount string) {
 				if err == nil {
 					err = s.authorizeItem(ctx, r, &p, "kms:Decrypt", ref, ec)
 				}
+				var res client.DecryptResponse
 				if err == nil {
 					// The path's key must be the ciphertext's (the key
 					// service refuses another's).
 					res, err = s.decrypt(ctx, &client.DecryptRequest{Ciphertext: ct, Context: ec, KeyID: ref})
 				}
-				if !batch {
-					if err != nil {
-						return vaultSecret{}, err
-					}
-					recordOne(ctx, ec, res.KeyID, res.KeyVersion)
-				} else {
-					s.recordItem(ctx, ref, ec, res.KeyID, res.KeyVersion, err)
-				}
-				if err != nil {
-					results[i] = vaultItemError(err)
-					continue
-				}
-				results[i] = map[string]any{"plaintext": base64.StdEncoding.EncodeToString(res.Plaintext)}
-				clear(res.Plaintext)
-				if it.Reference != "" {
-					results[i]["reference"] = it.Reference
-				}
-			}
-			return batchAnswer(batch, results), nil
+				return transitOutcome{ec: ec, keyID: res.KeyID, version: res.KeyVersion, answer: func() map[string]any {
+					defer clear(res.Plaintext)
+					return map[string]any{"plaintext": base64.StdEncoding.EncodeToString(res.Plaintext)}
+				}}, err
+			})
 		})))
 
 	crypt.action = "kms:ReEncrypt"
@@ -232,10 +239,9 @@ func (s *Server) vaultTransitRoutes(mount string) {
 			if err != nil {
 				return vaultSecret{}, err
 			}
-			results := make([]map[string]any, len(items))
-			for i, it := range items {
-				var dst keys.Sealed
+			return s.transitItems(ctx, ref, items, batch, func(it vaultItem) (transitOutcome, error) {
 				ec, err := vaultContext(it.Context)
+				var dst keys.Sealed
 				var ct []byte
 				if err == nil {
 					ct, _, err = parseVaultCiphertext(it.Ciphertext)
@@ -252,24 +258,10 @@ func (s *Server) vaultTransitRoutes(mount string) {
 				if err == nil {
 					_, dst, err = k.ReEncrypt(ctx, ct, ec, ref, ec)
 				}
-				if !batch {
-					if err != nil {
-						return vaultSecret{}, err
-					}
-					recordOne(ctx, ec, dst.KeyID, dst.KeyVersion)
-				} else {
-					s.recordItem(ctx, ref, ec, dst.KeyID, dst.KeyVersion, err)
-				}
-				if err != nil {
-					results[i] = vaultItemError(err)
-					continue
-				}
-				results[i] = map[string]any{"ciphertext": formatVaultCiphertext(dst.Ciphertext, dst.KeyVersion), "key_version": dst.KeyVersion}
-				if it.Reference != "" {
-					results[i]["reference"] = it.Reference
-				}
-			}
-			return batchAnswer(batch, results), nil
+				return transitOutcome{ec: ec, keyID: dst.KeyID, version: dst.KeyVersion, answer: func() map[string]any {
+					return map[string]any{"ciphertext": formatVaultCiphertext(dst.Ciphertext, dst.KeyVersion), "key_version": dst.KeyVersion}
+				}}, err
+			})
 		})))
 
 	for _, kind := range []string{"plaintext", "wrapped"} {
