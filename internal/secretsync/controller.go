@@ -17,22 +17,18 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 )
 
-// Config configures Run. Kube, Dynamic and Coffer are required.
+// Config configures Run. Dynamic and Coffer are required.
 type Config struct {
-	Kube    kubernetes.Interface
+	// Dynamic is the controller's only Kubernetes client: the typed
+	// clientset would link the registration of every API type into the
+	// coffer binary (see elector).
 	Dynamic dynamic.Interface
 	Coffer  Coffer
 	// Role is the Coffer role of a CofferSecret without spec.role.
@@ -63,8 +59,8 @@ type Config struct {
 }
 
 func (c *Config) defaults() error {
-	if c.Kube == nil || c.Dynamic == nil || c.Coffer == nil {
-		return errors.New("secretsync: Kube, Dynamic and Coffer are required")
+	if c.Dynamic == nil || c.Coffer == nil {
+		return errors.New("secretsync: Dynamic and Coffer are required")
 	}
 	if c.LeaseNamespace == "" || c.LeaseName == "" || c.Identity == "" {
 		return errors.New("secretsync: LeaseNamespace, LeaseName and Identity are required")
@@ -127,56 +123,10 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return nil
 	}
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Namespace: cfg.LeaseNamespace, Name: cfg.LeaseName},
-		Client:     cfg.Kube.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: cfg.Identity},
-	}
-	// The elector starts OnStartedLeading in a goroutine of its own; Run
-	// waits for it so that nothing writes after Run returns.
-	var (
-		mu      sync.Mutex
-		stopped bool
-		term    chan struct{}
-	)
-	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock: lock, LeaseDuration: cfg.LeaseDuration, RenewDeadline: cfg.RenewDeadline, RetryPeriod: cfg.RetryPeriod,
-		ReleaseOnCancel: true, Name: cfg.LeaseName,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(lctx context.Context) {
-				mu.Lock()
-				if stopped {
-					mu.Unlock()
-					return
-				}
-				done := make(chan struct{})
-				term = done
-				mu.Unlock()
-				defer close(done)
-				cfg.Logger.Info("coffer-sync leads", "lease", cfg.LeaseNamespace+"/"+cfg.LeaseName, "identity", cfg.Identity)
-				newController(cfg).run(lctx)
-			},
-			OnStoppedLeading: func() {
-				cfg.Logger.Info("coffer-sync stopped leading", "identity", cfg.Identity)
-			},
-			OnNewLeader: func(id string) {
-				if id != cfg.Identity {
-					cfg.Logger.Info("coffer-sync follows", "leader", id)
-				}
-			},
-		},
+	newElector(cfg).run(ctx, func(term context.Context) {
+		cfg.Logger.Info("coffer-sync leads", "lease", cfg.LeaseNamespace+"/"+cfg.LeaseName, "identity", cfg.Identity)
+		newController(cfg).run(term)
 	})
-	if err != nil {
-		return fmt.Errorf("secretsync: leader election: %w", err)
-	}
-	le.Run(ctx)
-	mu.Lock()
-	stopped = true
-	t := term
-	mu.Unlock()
-	if t != nil {
-		<-t
-	}
 	if ctx.Err() == nil {
 		return errors.New("secretsync: lost the leader lease")
 	}
@@ -185,12 +135,12 @@ func Run(ctx context.Context, cfg Config) error {
 
 // controller is the state of one leadership term.
 type controller struct {
-	cfg      Config
-	queue    workqueue.TypedRateLimitingInterface[string]
-	crs      cache.SharedIndexInformer
-	secrets  cache.SharedIndexInformer
-	recorder record.EventRecorder
-	ctx      context.Context
+	cfg     Config
+	queue   workqueue.TypedRateLimitingInterface[string]
+	crs     cache.SharedIndexInformer
+	secrets cache.SharedIndexInformer
+	events  chan *corev1.Event
+	ctx     context.Context
 
 	mu      sync.Mutex
 	groups  map[groupKey]*group
@@ -232,19 +182,8 @@ func (c *controller) run(ctx context.Context) {
 	if ns == "" {
 		ns = metav1.NamespaceAll
 	}
-	dyn := dynamicinformer.NewFilteredDynamicSharedInformerFactory(c.cfg.Dynamic, c.cfg.Resync, ns, nil)
-	c.crs = dyn.ForResource(GVR).Informer()
-	kf := informers.NewSharedInformerFactoryWithOptions(c.cfg.Kube, c.cfg.Resync, informers.WithNamespace(ns),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = LabelManagedBy + "=" + ManagedBy }))
-	c.secrets = kf.Core().V1().Secrets().Informer()
-	// The caches hold every CofferSecret and managed Secret; their
-	// managedFields (the server-side apply bookkeeping of each writer)
-	// are most of an object's size and the controller never reads them.
-	for _, inf := range []cache.SharedIndexInformer{c.crs, c.secrets} {
-		if err := inf.SetTransform(stripManagedFields); err != nil {
-			c.cfg.Logger.Error("informer transform", "error", err)
-		}
-	}
+	c.crs = newInformer(c.cfg.Dynamic, c.cfg.Dynamic.Resource(GVR).Namespace(ns), "", c.cfg.Resync, stripManagedFields)
+	c.secrets = newSecretInformer(c.cfg.Dynamic, ns, c.cfg.Resync)
 
 	enqueue := func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
@@ -271,17 +210,21 @@ func (c *controller) run(ctx context.Context) {
 	}
 	c.secrets.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: owner, UpdateFunc: func(_, o any) { owner(o) }, DeleteFunc: owner})
 
-	bc := record.NewBroadcaster()
-	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.cfg.Kube.CoreV1().Events("")})
-	defer bc.Shutdown()
-	c.recorder = bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: ManagedBy})
-
-	dyn.Start(ctx.Done())
-	kf.Start(ctx.Done())
-	defer func() {
-		dyn.Shutdown()
-		kf.Shutdown()
+	var informers sync.WaitGroup
+	c.events = make(chan *corev1.Event, eventBuffer)
+	informers.Add(1)
+	go func() {
+		defer informers.Done()
+		c.sendEvents(ctx)
 	}()
+	for _, inf := range []cache.SharedIndexInformer{c.crs, c.secrets} {
+		informers.Add(1)
+		go func() {
+			defer informers.Done()
+			inf.Run(ctx.Done())
+		}()
+	}
+	defer informers.Wait()
 	if !cache.WaitForCacheSync(ctx.Done(), c.crs.HasSynced, c.secrets.HasSynced) {
 		c.queue.ShutDown()
 		return
@@ -331,11 +274,24 @@ func (c *controller) processNext(ctx context.Context) bool {
 // controller's audience. The token is never logged.
 func (c *controller) saToken(ctx context.Context, ns, sa string) (string, error) {
 	exp := int64(saTokenSeconds)
-	tr, err := c.cfg.Kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authv1.TokenRequest{
-		Spec: authv1.TokenRequestSpec{Audiences: []string{c.cfg.Audience}, ExpirationSeconds: &exp},
-	}, metav1.CreateOptions{})
+	req := &authv1.TokenRequest{
+		TypeMeta: metav1.TypeMeta{APIVersion: "authentication.k8s.io/v1", Kind: "TokenRequest"},
+		// The dynamic client takes the service account's name, part of
+		// the subresource's path, from the object.
+		ObjectMeta: metav1.ObjectMeta{Name: sa, Namespace: ns},
+		Spec:       authv1.TokenRequestSpec{Audiences: []string{c.cfg.Audience}, ExpirationSeconds: &exp},
+	}
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(req)
+	if err != nil {
+		return "", err
+	}
+	out, err := c.cfg.Dynamic.Resource(serviceAccountsGVR).Namespace(ns).Create(ctx, &unstructured.Unstructured{Object: m}, metav1.CreateOptions{}, "token")
 	if err != nil {
 		return "", fmt.Errorf("minting a token for service account %s/%s: %w", ns, sa, err)
+	}
+	var tr authv1.TokenRequest
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(out.Object, &tr); err != nil {
+		return "", fmt.Errorf("minting a token for service account %s/%s: reading the TokenRequest: %w", ns, sa, err)
 	}
 	if tr.Status.Token == "" {
 		return "", fmt.Errorf("minting a token for service account %s/%s: the TokenRequest returned no token", ns, sa)
@@ -343,10 +299,58 @@ func (c *controller) saToken(ctx context.Context, ns, sa string) (string, error)
 	return tr.Status.Token, nil
 }
 
+// The core resources the controller writes through the dynamic client.
+var (
+	secretsGVR         = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+	serviceAccountsGVR = schema.GroupVersionResource{Version: "v1", Resource: "serviceaccounts"}
+	eventsGVR          = schema.GroupVersionResource{Version: "v1", Resource: "events"}
+)
+
+// eventBuffer is how many events may wait for the apiserver; past it an
+// event is dropped rather than slow a reconcile (as client-go's recorder
+// does).
+const eventBuffer = 100
+
 // event records an event on a CofferSecret; messages never hold a value.
+// It never blocks: the events are written by sendEvents.
 func (c *controller) event(u *unstructured.Unstructured, typ, reason, format string, a ...any) {
-	if c.recorder != nil {
-		c.recorder.Eventf(u, typ, reason, format, a...)
+	if c.events == nil {
+		return
+	}
+	now := metav1.NewTime(time.Now())
+	ev := &corev1.Event{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Event"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: u.GetNamespace(),
+			Name: fmt.Sprintf("%s.%x", u.GetName(), now.UnixNano())},
+		InvolvedObject: corev1.ObjectReference{APIVersion: u.GetAPIVersion(), Kind: u.GetKind(), Namespace: u.GetNamespace(),
+			Name: u.GetName(), UID: u.GetUID(), ResourceVersion: u.GetResourceVersion()},
+		Reason: reason, Message: fmt.Sprintf(format, a...), Type: typ,
+		Source:         corev1.EventSource{Component: ManagedBy},
+		FirstTimestamp: now, LastTimestamp: now, Count: 1,
+	}
+	select {
+	case c.events <- ev:
+	default:
+		c.cfg.Logger.Warn("event dropped: too many waiting", "reason", reason, "coffersecret", u.GetNamespace()+"/"+u.GetName())
+	}
+}
+
+// sendEvents writes the recorded events until ctx ends.
+func (c *controller) sendEvents(ctx context.Context) {
+	for {
+		var ev *corev1.Event
+		select {
+		case <-ctx.Done():
+			return
+		case ev = <-c.events:
+		}
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(ev)
+		if err == nil {
+			_, err = c.cfg.Dynamic.Resource(eventsGVR).Namespace(ev.Namespace).Create(ctx, &unstructured.Unstructured{Object: m}, metav1.CreateOptions{})
+		}
+		if err != nil && ctx.Err() == nil {
+			c.cfg.Logger.Warn("writing an event failed", "reason", ev.Reason, "error", err)
+		}
 	}
 }
 

@@ -18,7 +18,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 )
 
 // errConflict: the target Secret exists and is not this resource's.
@@ -227,7 +229,7 @@ func ours(s *corev1.Secret, cs *CofferSecret) bool {
 // resourceVersion, so a stale cache makes it fail and retry, never
 // overwrite a newer write.
 func (c *controller) applySecret(ctx context.Context, cs *CofferSecret, spec *Spec, version uint32, data map[string][]byte) (rv string, wrote bool, err error) {
-	api := c.cfg.Kube.CoreV1().Secrets(cs.Metadata.Namespace)
+	api := secretAPI{c.cfg.Dynamic.Resource(secretsGVR).Namespace(cs.Metadata.Namespace)}
 	want := desiredSecret(cs, spec, version, data)
 	cur := c.cachedSecret(cs.Metadata.Namespace, want.Name)
 	if cur == nil {
@@ -284,6 +286,58 @@ func (c *controller) applySecret(ctx context.Context, cs *CofferSecret, spec *Sp
 	return updated.ResourceVersion, true, nil
 }
 
+// secretAPI writes typed Secrets through the dynamic client.
+type secretAPI struct{ api dynamic.ResourceInterface }
+
+func (a secretAPI) typed(u *unstructured.Unstructured, err error) (*corev1.Secret, error) {
+	if err != nil {
+		return nil, err
+	}
+	s := &corev1.Secret{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (a secretAPI) untyped(s *corev1.Secret) (*unstructured.Unstructured, error) {
+	s = s.DeepCopy()
+	s.APIVersion, s.Kind = "v1", "Secret"
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(s)
+	if err != nil {
+		return nil, err
+	}
+	return &unstructured.Unstructured{Object: m}, nil
+}
+
+// Create creates s.
+func (a secretAPI) Create(ctx context.Context, s *corev1.Secret, o metav1.CreateOptions) (*corev1.Secret, error) {
+	u, err := a.untyped(s)
+	if err != nil {
+		return nil, err
+	}
+	return a.typed(a.api.Create(ctx, u, o))
+}
+
+// Update updates s (its resourceVersion is the precondition).
+func (a secretAPI) Update(ctx context.Context, s *corev1.Secret, o metav1.UpdateOptions) (*corev1.Secret, error) {
+	u, err := a.untyped(s)
+	if err != nil {
+		return nil, err
+	}
+	return a.typed(a.api.Update(ctx, u, o))
+}
+
+// Get reads the Secret name.
+func (a secretAPI) Get(ctx context.Context, name string, o metav1.GetOptions) (*corev1.Secret, error) {
+	return a.typed(a.api.Get(ctx, name, o))
+}
+
+// Delete deletes the Secret name.
+func (a secretAPI) Delete(ctx context.Context, name string, o metav1.DeleteOptions) error {
+	return a.api.Delete(ctx, name, o)
+}
+
 // cachedSecret is the Secret ns/name in the informer's cache, or nil.
 func (c *controller) cachedSecret(ns, name string) *corev1.Secret {
 	if c.secrets == nil {
@@ -333,14 +387,17 @@ func (c *controller) restart(ctx context.Context, u *unstructured.Unstructured, 
 	if err != nil {
 		return err
 	}
-	apps := c.cfg.Kube.AppsV1()
 	for _, r := range spec.RolloutRestart {
+		var gvr schema.GroupVersionResource
 		switch r.Kind {
 		case "Deployment":
-			_, err = apps.Deployments(cs.Metadata.Namespace).Patch(ctx, r.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{})
+			gvr = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
 		case "StatefulSet":
-			_, err = apps.StatefulSets(cs.Metadata.Namespace).Patch(ctx, r.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{})
+			gvr = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "statefulsets"}
+		default:
+			continue
 		}
+		_, err = c.cfg.Dynamic.Resource(gvr).Namespace(cs.Metadata.Namespace).Patch(ctx, r.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{})
 		if apierrors.IsNotFound(err) {
 			c.event(u, corev1.EventTypeWarning, "RolloutRestartFailed", "%s %s does not exist; not restarted", r.Kind, r.Name)
 			continue

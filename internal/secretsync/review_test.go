@@ -126,7 +126,7 @@ func TestSyncOwnerUIDWithoutLabelIsConflict(t *testing.T) {
 	e := newEnv(t)
 	e.coffer.put("app/db", map[string]string{"password": "pw"})
 	cr := e.create("app", "db", map[string]any{"secret": "app/db"})
-	if _, err := e.kube.CoreV1().Secrets("app").Create(context.Background(), &corev1.Secret{
+	if _, err := e.secrets("app").Create(context.Background(), &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "db", Annotations: map[string]string{AnnotationOwnerUID: string(cr.GetUID())}},
 		Data:       map[string][]byte{"k": []byte("theirs")}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -174,12 +174,12 @@ func TestSyncOwnerAnnotationOfAnotherNamespace(t *testing.T) {
 	start := e.coffer.gets.Load()
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-b", Name: "bait", Labels: map[string]string{LabelManagedBy: ManagedBy},
 		Annotations: map[string]string{AnnotationOwner: "team-a/db"}}}
-	if _, err := e.kube.CoreV1().Secrets("team-b").Create(context.Background(), sec, metav1.CreateOptions{}); err != nil {
+	if _, err := e.secrets("team-b").Create(context.Background(), sec, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 20 {
 		sec.Data = map[string][]byte{"n": []byte(fmt.Sprint(i))}
-		if _, err := e.kube.CoreV1().Secrets("team-b").Update(context.Background(), sec, metav1.UpdateOptions{}); err != nil {
+		if _, err := e.secrets("team-b").Update(context.Background(), sec, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(20 * time.Millisecond)

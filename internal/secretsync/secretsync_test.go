@@ -21,9 +21,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
-	"k8s.io/client-go/informers"
-	kubefake "k8s.io/client-go/kubernetes/fake"
+	kubescheme "k8s.io/client-go/kubernetes/scheme"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 
@@ -155,37 +155,88 @@ func (f *fakeCoffer) SecretWait(ctx context.Context, tok string, known map[strin
 
 type env struct {
 	t      *testing.T
-	kube   *kubefake.Clientset
 	dyn    *dynamicfake.FakeDynamicClient
 	coffer *fakeCoffer
 	cfg    Config
 	logs   *strings.Builder
 }
 
-var crGVRs = map[schema.GroupVersionResource]string{GVR: "CofferSecretList"}
-
 func newEnv(t *testing.T, objs ...runtime.Object) *env {
 	t.Helper()
-	kube := kubefake.NewClientset(objs...)
-	kube.PrependReactor("create", "serviceaccounts", func(a k8stesting.Action) (bool, runtime.Object, error) {
+	// The controller's only client is the dynamic one; the scheme
+	// knows the core types so that tests may seed typed objects.
+	sch := runtime.NewScheme()
+	if err := kubescheme.AddToScheme(sch); err != nil {
+		t.Fatal(err)
+	}
+	sch.AddKnownTypeWithName(GVR.GroupVersion().WithKind(Kind), &unstructured.Unstructured{})
+	sch.AddKnownTypeWithName(GVR.GroupVersion().WithKind(Kind+"List"), &unstructured.UnstructuredList{})
+	dyn := dynamicfake.NewSimpleDynamicClient(sch, objs...)
+	// The fake applies a strategic merge patch only to typed objects; the
+	// restart's patch (one annotation) means the same as a merge patch.
+	for _, r := range []string{"deployments", "statefulsets"} {
+		dyn.PrependReactor("patch", r, func(a k8stesting.Action) (bool, runtime.Object, error) {
+			pa, ok := a.(k8stesting.PatchActionImpl)
+			if !ok || pa.PatchType != types.StrategicMergePatchType {
+				return false, nil, nil
+			}
+			pa.PatchType = types.MergePatchType
+			return k8stesting.ObjectReaction(dyn.Tracker())(pa)
+		})
+	}
+	dyn.PrependReactor("create", "serviceaccounts", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		ca, ok := a.(k8stesting.CreateActionImpl)
 		if !ok || a.GetSubresource() != "token" {
 			return false, nil, nil
 		}
-		tr := ca.GetObject().(*authv1.TokenRequest).DeepCopy()
+		var tr authv1.TokenRequest
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(ca.GetObject().(*unstructured.Unstructured).Object, &tr); err != nil {
+			return true, nil, err
+		}
 		if len(tr.Spec.Audiences) != 1 || tr.Spec.Audiences[0] != "coffer" {
 			return true, nil, fmt.Errorf("unexpected audiences %v", tr.Spec.Audiences)
 		}
+		if tr.Name != ca.Name {
+			return true, nil, fmt.Errorf("TokenRequest named %q for service account %q", tr.Name, ca.Name)
+		}
 		tr.Status.Token = "sa:" + a.GetNamespace() + "/" + ca.Name
-		return true, tr, nil
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&tr)
+		if err != nil {
+			return true, nil, err
+		}
+		return true, &unstructured.Unstructured{Object: m}, nil
 	})
 	logs := &strings.Builder{}
-	e := &env{t: t, kube: kube, dyn: dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), crGVRs),
-		coffer: newFakeCoffer(), logs: logs}
-	e.cfg = Config{Kube: kube, Dynamic: e.dyn, Coffer: e.coffer, Role: "sync", LeaseNamespace: "coffer-system", LeaseName: "coffer-sync",
+	e := &env{t: t, dyn: dyn, coffer: newFakeCoffer(), logs: logs}
+	e.cfg = Config{Dynamic: e.dyn, Coffer: e.coffer, Role: "sync", LeaseNamespace: "coffer-system", LeaseName: "coffer-sync",
 		Identity: "test-1", MinRetry: 20 * time.Millisecond, MaxRetry: 200 * time.Millisecond, Wait: 2 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: logs}, nil))}
 	return e
+}
+
+// secrets is the fake cluster's Secrets of ns, typed.
+func (e *env) secrets(ns string) secretAPI {
+	return secretAPI{e.dyn.Resource(secretsGVR).Namespace(ns)}
+}
+
+// deployment reads a Deployment of the fake cluster.
+func (e *env) deployment(ns, name string) (*appsv1.Deployment, error) {
+	u, err := e.dyn.Resource(appsv1.SchemeGroupVersion.WithResource("deployments")).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	d := &appsv1.Deployment{}
+	return d, runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, d)
+}
+
+// lease reads the controller's Lease of the fake cluster.
+func (e *env) lease() (*coordinationv1.Lease, error) {
+	u, err := e.dyn.Resource(leaseGVR).Namespace("coffer-system").Get(context.Background(), "coffer-sync", metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	l := &coordinationv1.Lease{}
+	return l, runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, l)
 }
 
 type lockedWriter struct {
@@ -261,7 +312,7 @@ func (e *env) settle() {
 }
 
 func (e *env) secret(ns, name string) *corev1.Secret {
-	s, err := e.kube.CoreV1().Secrets(ns).Get(context.Background(), name, metav1.GetOptions{})
+	s, err := e.secrets(ns).Get(context.Background(), name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
@@ -300,7 +351,7 @@ func (e *env) waitReason(ns, name, reason string) Condition {
 
 func (e *env) secretWrites(ns string) int {
 	n := 0
-	for _, a := range e.kube.Actions() {
+	for _, a := range e.dyn.Actions() {
 		if a.GetResource().Resource == "secrets" && a.GetNamespace() == ns && (a.GetVerb() == "create" || a.GetVerb() == "update" || a.GetVerb() == "patch") {
 			n++
 		}
@@ -314,7 +365,7 @@ func deployment(ns, name string) *appsv1.Deployment {
 }
 
 func restartedAt(t *testing.T, e *env, ns, name string) string {
-	d, err := e.kube.AppsV1().Deployments(ns).Get(context.Background(), name, metav1.GetOptions{})
+	d, err := e.deployment(ns, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +465,7 @@ func TestApplySecretUnchangedWritesNothing(t *testing.T) {
 	// found equal.
 	updates := func() int {
 		n := 0
-		for _, a := range e.kube.Actions() {
+		for _, a := range e.dyn.Actions() {
 			if a.GetResource().Resource == "secrets" && (a.GetVerb() == "update" || a.GetVerb() == "patch" || a.GetVerb() == "delete") {
 				n++
 			}
@@ -425,18 +476,17 @@ func TestApplySecretUnchangedWritesNothing(t *testing.T) {
 		t.Fatalf("second apply: wrote=%v err=%v updates=%d, want no write", wrote, err, updates())
 	}
 	// With the informer's cache: no request at all.
-	kf := informers.NewSharedInformerFactory(e.kube, 0)
-	c.secrets = kf.Core().V1().Secrets().Informer()
+	c.secrets = newSecretInformer(e.dyn, "", 0)
 	stop := make(chan struct{})
 	defer close(stop)
-	kf.Start(stop)
+	go c.secrets.Run(stop)
 	cache.WaitForCacheSync(stop, c.secrets.HasSynced)
 	e.eventually("the cached Secret", func() bool { return c.cachedSecret("app", "db") != nil })
-	before := len(e.kube.Actions())
+	before := len(e.dyn.Actions())
 	if _, wrote, err := c.applySecret(ctx, cs, &spec, 1, map[string][]byte{"password": []byte("pw")}); err != nil || wrote {
 		t.Fatalf("cached apply: wrote=%v err=%v, want no write", wrote, err)
 	}
-	if n := len(e.kube.Actions()) - before; n != 0 {
+	if n := len(e.dyn.Actions()) - before; n != 0 {
 		t.Fatalf("%d requests for unchanged data", n)
 	}
 	// A drifted value or a new version is written.
@@ -506,7 +556,7 @@ func TestSyncForbidden(t *testing.T) {
 	e.waitReason("team-a", "db", ReasonSynced)
 	// Each namespace logged in as its own default service account.
 	var sas []string
-	for _, a := range e.kube.Actions() {
+	for _, a := range e.dyn.Actions() {
 		if a.GetSubresource() == "token" {
 			sas = append(sas, a.GetNamespace()+"/"+a.(k8stesting.CreateActionImpl).Name)
 		}
@@ -600,14 +650,14 @@ func TestSyncRecreatesDeletedSecret(t *testing.T) {
 	e.create("app", "db", map[string]any{"secret": "app/db"})
 	e.eventually("the Secret", func() bool { return e.secret("app", "db") != nil })
 	e.waitReason("app", "db", ReasonSynced)
-	if err := e.kube.CoreV1().Secrets("app").Delete(context.Background(), "db", metav1.DeleteOptions{}); err != nil {
+	if err := e.secrets("app").Delete(context.Background(), "db", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	e.eventually("the re-created Secret", func() bool { s := e.secret("app", "db"); return s != nil && string(s.Data["password"]) == "pw" })
 
 	s := e.secret("app", "db")
 	s.Data["password"] = []byte("tampered")
-	if _, err := e.kube.CoreV1().Secrets("app").Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
+	if _, err := e.secrets("app").Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	e.eventually("the drifted Secret restored", func() bool { return string(e.secret("app", "db").Data["password"]) == "pw" })
@@ -721,7 +771,7 @@ func TestSyncFollowerWritesNothing(t *testing.T) {
 		t.Fatalf("a follower synced (reads %d, logins %d)", e.coffer.gets.Load(), e.coffer.logins.Load())
 	}
 	e.eventually("the take-over after the lease expired", func() bool { return e.secret("app", "db") != nil })
-	l, err := e.kube.CoordinationV1().Leases("coffer-system").Get(context.Background(), "coffer-sync", metav1.GetOptions{})
+	l, err := e.lease()
 	if err != nil || *l.Spec.HolderIdentity != "test-1" {
 		t.Fatalf("lease holder %v %v", l.Spec.HolderIdentity, err)
 	}
@@ -845,7 +895,7 @@ func TestRunWithoutCRD(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "deploy/coffer-sync/crd.yaml") {
 		t.Fatalf("Run without the CRD: %v", err)
 	}
-	if _, err := e.kube.CoordinationV1().Leases("coffer-system").Get(context.Background(), "coffer-sync", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := e.lease(); !apierrors.IsNotFound(err) {
 		t.Fatalf("a Lease was taken without the CRD: %v", err)
 	}
 }
@@ -883,7 +933,7 @@ func TestSyncSecretWriteRefused(t *testing.T) {
 	e := newEnv(t)
 	var refuse atomic.Bool
 	refuse.Store(true)
-	e.kube.PrependReactor("create", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+	e.dyn.PrependReactor("create", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		if refuse.Load() {
 			return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "db", fmt.Errorf("RBAC says no"))
 		}
