@@ -141,7 +141,9 @@ func (e *elector) tryAcquireOrRenew(ctx context.Context) error {
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &cur); err != nil {
 		return fmt.Errorf("reading the lease: %w", err)
 	}
-	if e.observed == nil || e.observed.ResourceVersion != cur.ResourceVersion {
+	if e.observed == nil || e.observed.ResourceVersion != cur.ResourceVersion ||
+		deref(e.observed.Spec.HolderIdentity) != deref(cur.Spec.HolderIdentity) ||
+		!e.observed.Spec.RenewTime.Equal(cur.Spec.RenewTime) {
 		// Expiry is judged on this replica's clock: from when it saw
 		// the Lease change, not from the holder's renewTime.
 		e.observe(&cur)
