@@ -64,6 +64,8 @@ See docs/k8s-sync.md.`,
 				return usageErrorf("--lease-name must not be empty")
 			case leaseDuration <= renew || renew <= retryGap || retryGap <= 0:
 				return usageErrorf("want --lease-duration > --renew-deadline > --retry-period > 0")
+			case leaseDuration%time.Second != 0 || renew+retryGap >= leaseDuration:
+				return usageErrorf("want --lease-duration in whole seconds, greater than --renew-deadline plus --retry-period (a leader may notice a lost renewal only one retry late)")
 			}
 			if leaseNamespace == "" {
 				leaseNamespace = os.Getenv("POD_NAMESPACE")

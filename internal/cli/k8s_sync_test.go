@@ -27,6 +27,8 @@ func TestK8sSyncUsage(t *testing.T) {
 		{append(base, "--lease-name", ""), 2, "--lease-name must not be empty"},
 		{append(base, "--kube-qps", "0"), 2, "--kube-qps and --kube-burst must be positive"},
 		{append(base, "--renew-deadline", "20s"), 2, "--lease-duration > --renew-deadline"},
+		{append(base, "--renew-deadline", "14s"), 2, "greater than --renew-deadline plus --retry-period"},
+		{append(base, "--lease-duration", "15500ms"), 2, "--lease-duration in whole seconds"},
 		{append(base, "--address", "ftp://x"), 2, "--address"},
 		{base, 1, "kubeconfig"},
 	} {

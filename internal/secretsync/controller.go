@@ -77,6 +77,9 @@ func (c *Config) defaults() error {
 	if c.RetryPeriod <= 0 {
 		c.RetryPeriod = 2 * time.Second
 	}
+	if err := checkElection(c.LeaseDuration, c.RenewDeadline, c.RetryPeriod); err != nil {
+		return err
+	}
 	if c.Resync <= 0 {
 		c.Resync = 10 * time.Minute
 	}
@@ -378,4 +381,20 @@ func statusOnly(old, cur any) bool {
 	return a.GetGeneration() == b.GetGeneration() && a.GetDeletionTimestamp().Equal(b.GetDeletionTimestamp()) &&
 		maps.Equal(a.GetLabels(), b.GetLabels()) && maps.Equal(a.GetAnnotations(), b.GetAnnotations()) &&
 		slices.EqualFunc(a.GetOwnerReferences(), b.GetOwnerReferences(), func(x, y metav1.OwnerReference) bool { return x.UID == y.UID })
+}
+
+// checkElection refuses election timings under which two replicas could
+// lead at once: the Lease records whole seconds, so a lease under a second
+// is always expired; and a leader notices a failed renewal only at its
+// next try after the renew deadline, so it may lead for up to renew+retry
+// after its last renewal, which must end before another replica may take
+// the Lease.
+func checkElection(lease, renew, retry time.Duration) error {
+	switch {
+	case lease < time.Second || lease%time.Second != 0:
+		return fmt.Errorf("secretsync: the lease duration must be whole seconds, at least 1s (not %s)", lease)
+	case retry <= 0 || renew <= retry || renew+retry >= lease:
+		return fmt.Errorf("secretsync: want lease duration (%s) > renew deadline (%s) + retry period (%s), and renew deadline > retry period > 0", lease, renew, retry)
+	}
+	return nil
 }

@@ -2,10 +2,13 @@ package secretsync
 
 import (
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 )
 
 // TestStripManagedFields: the informers' transform drops managedFields of
@@ -66,5 +69,33 @@ func TestStatusOnly(t *testing.T) {
 		if statusOnly(base, cur) {
 			t.Errorf("%s: not queued", name)
 		}
+	}
+}
+
+// TestCheckElection: timings under which two replicas could lead at once
+// are refused; the defaults and client-go's usual ones pass.
+func TestCheckElection(t *testing.T) {
+	s := time.Second
+	for _, ok := range [][3]time.Duration{{15 * s, 10 * s, 2 * s}, {60 * s, 40 * s, 5 * s}} {
+		if err := checkElection(ok[0], ok[1], ok[2]); err != nil {
+			t.Errorf("%v: %v", ok, err)
+		}
+	}
+	for _, bad := range [][3]time.Duration{
+		{500 * time.Millisecond, 300 * time.Millisecond, 100 * time.Millisecond}, // under a second: stored as 0
+		{15*s + 500*time.Millisecond, 10 * s, 2 * s},                             // fraction dropped when stored
+		{15 * s, 14 * s, 2 * s},                                                  // renew+retry past the lease
+		{15 * s, 13 * s, 2 * s},                                                  // renew+retry equal to the lease
+		{15 * s, 2 * s, 2 * s},                                                   // renew not above retry
+		{15 * s, 10 * s, 0},
+	} {
+		if err := checkElection(bad[0], bad[1], bad[2]); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+	c := Config{Dynamic: dynamicfake.NewSimpleDynamicClient(runtime.NewScheme()), Coffer: newFakeCoffer(), LeaseNamespace: "ns", LeaseName: "l", Identity: "i",
+		LeaseDuration: 5 * time.Second, RenewDeadline: 4 * time.Second, RetryPeriod: 2 * time.Second}
+	if err := c.defaults(); err == nil {
+		t.Fatal("Config.defaults accepted renew+retry past the lease")
 	}
 }
