@@ -193,7 +193,8 @@ func (s *Service) refreshAlias(ctx context.Context, path string) error {
 	if v, ok := s.aliases.Load(name); ok && v.(string) == a.KeyID {
 		return nil
 	}
-	s.dropAlias(name)
-	s.setAlias(name, a.KeyID)
+	// Moved (UpdateAlias elsewhere) or new: replaced in place, so this
+	// replica never finds the alias missing in between.
+	s.moveAlias(name, a.KeyID)
 	return nil
 }
