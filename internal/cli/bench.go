@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/signal"
@@ -19,6 +21,13 @@ import (
 // creates when no --key is given.
 const benchKeyDescription = "coffer bench"
 
+// The environment variables of the access key `coffer bench --door
+// aws-kms` signs with. Without them bench creates a throwaway one.
+const (
+	envBenchAWSAccessKeyID     = "COFFER_BENCH_AWS_ACCESS_KEY_ID"
+	envBenchAWSSecretAccessKey = "COFFER_BENCH_AWS_SECRET_ACCESS_KEY"
+)
+
 // benchOptions holds the flags of `coffer bench`.
 type benchOptions struct {
 	op          string
@@ -32,6 +41,9 @@ type benchOptions struct {
 	json        bool
 	insecure    bool
 	context     *kvFlag
+	door        string
+	awsRegion   string
+	vaultMount  string
 }
 
 // newBenchCmd builds `coffer bench`, a closed-loop load generator for the KMS
@@ -41,6 +53,10 @@ func newBenchCmd() *cobra.Command {
 	ops := make([]string, 0, len(loadgen.AllOps()))
 	for _, op := range loadgen.AllOps() {
 		ops = append(ops, string(op))
+	}
+	var doors []string
+	for _, d := range loadgen.AllDoors() {
+		doors = append(doors, string(d))
 	}
 	cmd := &cobra.Command{
 		Use:         "bench",
@@ -69,10 +85,25 @@ and uses that session for its whole length; --insecure-skip-verify,
 the load uses HTTP/2. -o json or yaml prints the result as data.
 
 Without --key, bench creates a throwaway key (description "coffer bench") and
-schedules its deletion when done.`,
+schedules its deletion when done.
+
+--door picks the API: rest (Coffer's own, the default), aws-kms (the AWS KMS
+JSON 1.1 API, POST / with X-Amz-Target TrentService.Encrypt or .Decrypt) or
+vault (the Vault-compatible transit API, /v1/<--vault-mount>/encrypt/NAME).
+The compatible doors load encrypt and decrypt only. aws-kms signs every
+request with Signature Version 4, using the AWS SDK's signer, as an AWS
+client does, for --aws-region (the server's region, default us-east-1), with
+the access key in ` + envBenchAWSAccessKeyID + ` and ` + envBenchAWSSecretAccessKey + `;
+without them bench uses its token to create a throwaway access key holding
+a policy of its own that allows kms:Encrypt and kms:Decrypt on the key only,
+and deletes both after the run. vault sends the token as X-Vault-Token and
+names the key by its alias: --key must be alias/NAME (a throwaway key gets an
+alias coffer-bench-HEX, deleted after the run); it takes no --context.`,
 		Example: `  coffer bench --op encrypt -c 32 -d 10s
   coffer bench --op encrypt-batch --batch-size 100 --key alias/bench -o json
-  COFFER_ADDR=https://127.0.0.1:8200 COFFER_TOKEN=... coffer bench -n 100000 --insecure-skip-verify`,
+  COFFER_ADDR=https://127.0.0.1:8200 COFFER_TOKEN=... coffer bench -n 100000 --insecure-skip-verify
+  coffer bench --door aws-kms --op decrypt -c 32 -d 10s
+  coffer bench --door vault --key alias/orders`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runBench(cmd, o)
@@ -88,6 +119,9 @@ schedules its deletion when done.`,
 	f.Int64VarP(&o.requests, "requests", "n", 0, "total requests of the measured run (0: no bound)")
 	f.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load before the run, to open connections and warm caches (0 to skip)")
 	f.BoolVar(&o.insecure, "insecure-skip-verify", false, "do not verify the server's TLS certificate")
+	f.StringVar(&o.door, "door", string(loadgen.DoorREST), "API to load: "+strings.Join(doors, ", "))
+	f.StringVar(&o.awsRegion, "aws-region", loadgen.DefaultAWSRegion, "region the aws-kms door signs for (the server's)")
+	f.StringVar(&o.vaultMount, "vault-mount", loadgen.DefaultVaultMount, "transit mount of the vault door")
 	o.context = addKVFlag(cmd, "context", "encryption context of every item")
 	return cmd
 }
@@ -152,7 +186,16 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		Warmup:             o.warmup,
 		CAFile:             benchSetting(cmd, "ca-cert", client.EnvCACert),
 		InsecureSkipVerify: insecure,
+		Door:               loadgen.Door(o.door),
+		AWSRegion:          o.awsRegion,
+		VaultMount:         o.vaultMount,
+		AWSAccessKeyID:     os.Getenv(envBenchAWSAccessKeyID),
+		AWSSecretAccessKey: os.Getenv(envBenchAWSSecretAccessKey),
 	}
+	if (cfg.AWSAccessKeyID == "") != (cfg.AWSSecretAccessKey == "") && cfg.Door == loadgen.DoorAWSKMS {
+		return usageErrorf("set both %s and %s, or neither (bench then creates a throwaway access key)", envBenchAWSAccessKeyID, envBenchAWSSecretAccessKey)
+	}
+	makeAccessKey := cfg.Door == loadgen.DoorAWSKMS && cfg.AWSAccessKeyID == ""
 	if o.requests > 0 && !cmd.Flags().Changed("duration") {
 		cfg.Duration = 0 // -n alone: run until the count is reached
 	}
@@ -164,7 +207,13 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 	}
 	check := cfg
 	if check.KeyID == "" {
-		check.KeyID = "throwaway" // created below, once the rest checks out
+		check.KeyID = "alias/throwaway" // created below, once the rest checks out
+	}
+	if makeAccessKey {
+		check.AWSAccessKeyID, check.AWSSecretAccessKey = "throwaway", "throwaway" // likewise
+	}
+	if check.Door == loadgen.DoorVault && check.Token == "" {
+		check.Token = "from-login" // checked below, once logged in
 	}
 	if err := check.Validate(); err != nil {
 		return usageErrorf("%v", err)
@@ -188,24 +237,59 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		}
 		cfg.Authorization = hdr
 	}
+	if cfg.Door == loadgen.DoorVault && cfg.Token == "" && !strings.HasPrefix(cfg.Authorization, "Bearer ") {
+		// The vault door sends a token (a role's session is one), not an
+		// access key's Basic credentials.
+		return usageErrorf("door vault needs a token (sent as X-Vault-Token): set COFFER_TOKEN or --token, or log in with a role")
+	}
+	// cleanup runs best effort after the run, not cut short by an
+	// interrupt of it.
+	cleanup := func(f func(context.Context) error, what string) {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := f(dctx); err != nil {
+			fmt.Fprintf(stderr, "coffer bench: warning: could not %s: %v\n", what, err)
+		}
+	}
 	if cfg.Op.NeedsKey() && cfg.KeyID == "" {
-		key, err := loadgen.CreateKey(ctx, cfg, client.CreateKeyRequest{Description: benchKeyDescription})
+		req := client.CreateKeyRequest{Description: benchKeyDescription}
+		if cfg.Door == loadgen.DoorVault {
+			req.Alias = "alias/coffer-bench-" + benchSuffix() // transit names keys by alias
+		}
+		key, err := loadgen.CreateKey(ctx, cfg, req)
 		if err != nil {
 			return fmt.Errorf("creating a throwaway key (or pass --key): %w", err)
 		}
 		cfg.KeyID = key.ID
-		fmt.Fprintf(stderr, "coffer bench: created throwaway key %s (description %q); its deletion is scheduled after the run\n", key.ID, benchKeyDescription)
+		if req.Alias != "" {
+			cfg.KeyID = req.Alias
+			fmt.Fprintf(stderr, "coffer bench: created throwaway key %s (description %q, alias %s); its deletion is scheduled after the run\n", key.ID, benchKeyDescription, req.Alias)
+		} else {
+			fmt.Fprintf(stderr, "coffer bench: created throwaway key %s (description %q); its deletion is scheduled after the run\n", key.ID, benchKeyDescription)
+		}
 		defer func() {
-			// Best effort, and not cut short by an interrupt of the run.
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			if err := loadgen.ScheduleKeyDeletion(dctx, cfg, key.ID, 7); err != nil {
-				fmt.Fprintf(stderr, "coffer bench: warning: could not schedule deletion of key %s: %v\n", key.ID, err)
+			if req.Alias != "" {
+				cleanup(func(c context.Context) error { return loadgen.DeleteAlias(c, cfg, req.Alias) }, "delete alias "+req.Alias)
 			}
+			cleanup(func(c context.Context) error { return loadgen.ScheduleKeyDeletion(c, cfg, key.ID, 7) }, "schedule deletion of key "+key.ID)
 		}()
 	}
+	if makeAccessKey {
+		policy := "coffer-bench-" + benchSuffix()
+		ak, err := loadgen.CreateAccessKey(ctx, cfg, policy, []string{cfg.KeyID})
+		if err != nil {
+			return fmt.Errorf("creating a throwaway access key to sign with (or set %s and %s): %w", envBenchAWSAccessKeyID, envBenchAWSSecretAccessKey, err)
+		}
+		cfg.AWSAccessKeyID, cfg.AWSSecretAccessKey = ak.ID, ak.SecretAccessKey
+		fmt.Fprintf(stderr, "coffer bench: created throwaway access key %s (policy %s: encrypt and decrypt with %s); both are deleted after the run\n", ak.ID, policy, cfg.KeyID)
+		defer cleanup(func(c context.Context) error { return loadgen.DeleteAccessKey(c, cfg, ak.ID, policy) }, "delete access key "+ak.ID+" and policy "+policy)
+	}
 
-	fmt.Fprintf(stderr, "coffer bench: %s against %s, %d workers, %s\n", cfg.Op, cfg.Target, cfg.Concurrency, benchBounds(cfg))
+	door := ""
+	if cfg.Door != loadgen.DoorREST {
+		door = " through the " + string(cfg.Door) + " door"
+	}
+	fmt.Fprintf(stderr, "coffer bench: %s%s against %s, %d workers, %s\n", cfg.Op, door, cfg.Target, cfg.Concurrency, benchBounds(cfg))
 	res, err := loadgen.Run(ctx, cfg)
 	interrupted := err != nil && ctx.Err() != nil
 	if err != nil && !interrupted {
@@ -270,4 +354,11 @@ func printBench(cmd *cobra.Command, res loadgen.Result, asData bool) error {
 		return printData(cmd, res)
 	}
 	return res.WriteTable(cmd.OutOrStdout())
+}
+
+// benchSuffix is a random suffix for the names of throwaway objects.
+func benchSuffix() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }

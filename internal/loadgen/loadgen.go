@@ -1,4 +1,5 @@
-// Package loadgen runs a closed-loop HTTP load against Coffer's KMS API. It is
+// Package loadgen runs a closed-loop HTTP load against Coffer's KMS API (its
+// own REST door, or the AWS KMS and Vault-compatible doors). It is
 // the engine behind `coffer bench`.
 //
 // A fixed number of workers each send one request, wait for the whole answer
@@ -155,6 +156,19 @@ type Config struct {
 	CAFile string
 	// InsecureSkipVerify turns off verification of the server's certificate.
 	InsecureSkipVerify bool
+	// Door is the API the run speaks (default DoorREST). The compatible
+	// doors load OpEncrypt and OpDecrypt only.
+	Door Door
+	// AWSAccessKeyID and AWSSecretAccessKey are the Coffer access key
+	// DoorAWSKMS signs every request with.
+	AWSAccessKeyID     string
+	AWSSecretAccessKey string
+	// AWSRegion is the region of the signatures' credential scope (default
+	// DefaultAWSRegion); it must be the server's.
+	AWSRegion string
+	// VaultMount is the transit mount of DoorVault (default
+	// DefaultVaultMount).
+	VaultMount string
 }
 
 // Latency summarises the latencies of the successful requests of a run. A
@@ -177,9 +191,10 @@ type Latency struct {
 // Result is the outcome of the measured phase of a run. Durations are in
 // nanoseconds in JSON.
 type Result struct {
-	// Op, Target, Concurrency, PayloadSize and BatchSize echo the
+	// Op, Door, Target, Concurrency, PayloadSize and BatchSize echo the
 	// configuration (BatchSize only for batch operations).
 	Op          Op     `json:"op"`
+	Door        Door   `json:"door"`
 	Target      string `json:"target"`
 	Concurrency int    `json:"concurrency"`
 	PayloadSize int    `json:"payload_size"`
@@ -216,6 +231,9 @@ func (r Result) WriteTable(w io.Writer) error {
 		proto = "-"
 	}
 	fmt.Fprintf(tw, "op\t%s\n", r.Op)
+	if r.Door != "" && r.Door != DoorREST {
+		fmt.Fprintf(tw, "door\t%s\n", r.Door)
+	}
 	fmt.Fprintf(tw, "target\t%s (%s)\n", r.Target, proto)
 	if r.BatchSize > 0 {
 		fmt.Fprintf(tw, "load\t%d workers, %d items of %d bytes per request\n", r.Concurrency, r.BatchSize, r.PayloadSize)
@@ -306,6 +324,18 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Duration == 0 && c.Requests == 0 {
 		c.Duration = DefaultDuration
 	}
+	if c.Door == "" {
+		c.Door = DoorREST
+	}
+	if c.AWSRegion == "" {
+		c.AWSRegion = DefaultAWSRegion
+	}
+	if c.VaultMount == "" {
+		c.VaultMount = DefaultVaultMount
+	}
+	if err := c.checkDoor(); err != nil {
+		return c, err
+	}
 	return c, nil
 }
 
@@ -383,36 +413,47 @@ func (c Config) setHeaders(h http.Header) {
 // postJSON sends one JSON request outside the measured loop and decodes a
 // 2xx answer into out.
 func (c Config) postJSON(ctx context.Context, hc *http.Client, path string, in, out any) error {
+	return c.sendJSON(ctx, hc, http.MethodPost, path, in, out)
+}
+
+// sendJSON sends one request of the REST API outside the measured loop,
+// with the JSON of in as its body (none when in is nil), and decodes a 2xx
+// answer into out (when not nil).
+func (c Config) sendJSON(ctx context.Context, hc *http.Client, method, path string, in, out any) error {
 	base, err := c.baseURL()
 	if err != nil {
 		return err
 	}
-	body, err := json.Marshal(in)
-	if err != nil {
-		return err
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
 	if err != nil {
 		return err
 	}
 	c.setHeaders(req.Header)
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("POST %s: %w", path, err)
+		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("POST %s: reading answer: %w", path, err)
+		return fmt.Errorf("%s %s: reading answer: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("POST %s: %s", path, describeFailure(resp.Status, data))
+		return fmt.Errorf("%s %s: %s", method, path, describeFailure(resp.Status, data))
 	}
 	if out == nil {
 		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("POST %s: decoding answer: %w", path, err)
+		return fmt.Errorf("%s %s: decoding answer: %w", method, path, err)
 	}
 	return nil
 }
@@ -420,6 +461,9 @@ func (c Config) postJSON(ctx context.Context, hc *http.Client, path string, in, 
 // describeFailure turns a non-2xx answer into one line, using the API's error
 // body when there is one.
 func describeFailure(status string, body []byte) string {
+	if s, ok := describeDoorFailure(status, body); ok {
+		return s
+	}
 	var eb client.ErrorBody
 	if json.Unmarshal(body, &eb) == nil && (eb.Error.Code != "" || eb.Error.Message != "") {
 		return fmt.Sprintf("%s: %s: %s", status, eb.Error.Code, eb.Error.Message)
@@ -544,15 +588,20 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	defer hc.CloseIdleConnections()
 
-	body, err := buildBody(ctx, hc, cfg)
+	var body []byte
+	if cfg.Door == DoorREST {
+		body, err = buildBody(ctx, hc, cfg)
+	} else {
+		body, err = buildDoorBody(ctx, hc, cfg)
+	}
 	if err != nil {
 		return Result{}, err
 	}
-	tmpl, err := http.NewRequestWithContext(ctx, cfg.Op.Method(), base+cfg.Op.Route(), nil)
+	tmpl, err := http.NewRequestWithContext(ctx, cfg.Op.Method(), base+cfg.doorPath(cfg.Op), nil)
 	if err != nil {
 		return Result{}, err
 	}
-	cfg.setHeaders(tmpl.Header)
+	cfg.setDoorHeaders(tmpl.Header, cfg.Op)
 	if body != nil {
 		tmpl.ContentLength = int64(len(body))
 		tmpl.GetBody = func() (io.ReadCloser, error) {
@@ -560,7 +609,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 	}
 
-	sh := &shared{route: cfg.Op.Method() + " " + cfg.Op.Route()}
+	sh := &shared{route: cfg.Op.Method() + " " + cfg.doorPath(cfg.Op)}
+	if cfg.Door == DoorAWSKMS {
+		sh.route = "POST / " + tmpl.Header.Get("X-Amz-Target")
+	}
 	ws := make([]*worker, cfg.Concurrency)
 	latCap := latencyCap(cfg)
 	for i := range ws {
@@ -570,6 +622,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			data:    body,
 			body:    newReqBody(),
 			batched: cfg.Op.Batched(),
+			signer:  cfg.newSigner(body),
 			shared:  sh,
 			lat:     make([]time.Duration, 0, latCap),
 		}
@@ -701,6 +754,7 @@ type worker struct {
 	body    *reqBody
 	armed   bool // body is in use by a request that may not be closed yet
 	batched bool
+	signer  *signer // signs each request of the aws-kms door
 	shared  *shared
 	buf     bytes.Buffer
 	lat     []time.Duration
@@ -769,6 +823,14 @@ func (w *worker) do() (time.Duration, bool) {
 	}
 
 	start := time.Now()
+	if w.signer != nil {
+		// Signing is part of the request's cost to the client, so it
+		// is inside the latency.
+		if err := w.signer.sign(req); err != nil {
+			w.shared.noteFailure(func() string { return "signing: " + err.Error() })
+			return 0, false
+		}
+	}
 	resp, err := w.hc.Do(req)
 	if err != nil {
 		if req.Context().Err() == nil { // not a failure when the run is cancelled
@@ -826,6 +888,7 @@ func describeItemFailure(body []byte) string {
 func summarize(c Config, base string, ws []*worker, sh *shared, elapsed time.Duration) Result {
 	res := Result{
 		Op:          c.Op,
+		Door:        c.Door,
 		Target:      base,
 		Concurrency: c.Concurrency,
 		PayloadSize: c.PayloadSize,
