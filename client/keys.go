@@ -113,6 +113,22 @@ func (c *Client) ListAliases(ctx context.Context, keyID string) (*AliasList, err
 	return &out, nil
 }
 
+// UpdateAlias moves the existing alias name ("alias/NAME") to the key
+// keyID names, atomically: the alias never stops naming a key (PUT
+// /v1/aliases/{name}). It needs key:DeleteAlias on the alias and its
+// current key and key:CreateAlias on the alias and the new key; a
+// concurrent move of the same alias makes it fail with 409 (retry).
+func (c *Client) UpdateAlias(ctx context.Context, name, keyID string) (*Alias, error) {
+	if name == "" {
+		return nil, errors.New("client: alias name must not be empty")
+	}
+	var out Alias
+	if err := c.do(ctx, http.MethodPut, "/v1/aliases/"+url.PathEscape(name), nil, UpdateAliasRequest{KeyID: keyID}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // DeleteAlias deletes an alias named like "alias/NAME" (DELETE
 // /v1/aliases/{name}). The key it pointed at is not affected.
 func (c *Client) DeleteAlias(ctx context.Context, name string) error {

@@ -282,6 +282,12 @@ type Alias struct {
 	KeyID string `json:"key_id"`
 }
 
+// UpdateAliasRequest is the body of PUT /v1/aliases/{name}: the key the
+// existing alias is moved to (a key id or alias/NAME).
+type UpdateAliasRequest struct {
+	KeyID string `json:"key_id"`
+}
+
 // AliasList is the answer of GET /v1/aliases.
 type AliasList struct {
 	Aliases []Alias `json:"aliases"`

@@ -653,6 +653,7 @@ func (s *Server) awsKMSRoutes(cfg awskms.Config) {
 			return out, nil
 		})
 
+	s.awsAliasRoutes() // UpdateAlias (awskms_alias.go)
 	s.awsTagRoutes()
 	s.awsKeyPolicyRoutes()
 
@@ -696,28 +697,20 @@ func (s *Server) awsKMSRoutes(cfg awskms.Config) {
 }
 
 // awsTagRoutes registers the tag operations: the key's tags, read with
-// key:Describe and changed with key:Update (read, then written whole).
+// key:Describe and changed with key:Update. A change is one call of the
+// key service (ChangeTags), applied to the stored record, so concurrent
+// changes are all kept.
 func (s *Server) awsTagRoutes() {
 	d, k := &s.aws, s.sys.Keys
-	change := func(ctx context.Context, keyID string, edit func(map[string]string) error) error {
+	change := func(ctx context.Context, keyID string, set map[string]string, remove []string) error {
 		ref, err := d.ref(keyID)
 		if err != nil {
 			return err
 		}
-		key, err := k.Describe(ctx, ref)
-		if err != nil {
-			return err
+		key, err := k.ChangeTags(ctx, ref, set, remove)
+		if errors.Is(err, keys.ErrTooManyTags) {
+			return &awsTypedError{typ: "LimitExceededException", status: http.StatusBadRequest, err: err}
 		}
-		tags := make(map[string]string, len(key.Tags))
-		for n, v := range key.Tags {
-			tags[n] = v
-		}
-		if err := edit(tags); err != nil {
-			return err
-		}
-		// The id, not the reference: an alias moved meanwhile cannot
-		// send the write to another key.
-		key, err = k.Update(ctx, key.ID, keys.UpdateRequest{Tags: &tags})
 		if err == nil {
 			noteKey(ctx, key.ID, key.PrimaryVersion)
 		}
@@ -730,22 +723,12 @@ func (s *Server) awsTagRoutes() {
 			if err != nil {
 				return struct{}{}, err
 			}
-			return struct{}{}, change(ctx, q.KeyId, func(tags map[string]string) error {
-				for n, v := range add {
-					tags[n] = v
-				}
-				return nil
-			})
+			return struct{}{}, change(ctx, q.KeyId, add, nil)
 		})
 	awsOp(s, "UntagResource", "key:Update", route{},
 		func(_ *http.Request, q *awskms.UntagResourceRequest) string { return d.resource(q.KeyId) },
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, q *awskms.UntagResourceRequest) (struct{}, error) {
-			return struct{}{}, change(ctx, q.KeyId, func(tags map[string]string) error {
-				for _, n := range q.TagKeys {
-					delete(tags, n)
-				}
-				return nil
-			})
+			return struct{}{}, change(ctx, q.KeyId, nil, q.TagKeys)
 		})
 	awsOp(s, "ListResourceTags", "key:Describe", route{},
 		func(_ *http.Request, q *awskms.ListRequest) string { return d.resource(q.KeyId) },

@@ -215,6 +215,7 @@ func (s *Server) keyRoutes() {
 		func(ctx context.Context, r *http.Request, p auth.Principal, _ *empty) (noContent, error) {
 			return noContent{}, s.deleteAlias(ctx, r, &p, r.PathValue("name"))
 		}))
+	s.aliasMoveRoute() // PUT /v1/aliases/{name} (awskms_alias.go)
 }
 
 // createAlias authorizes (authorizeAlias) and creates alias name for the
