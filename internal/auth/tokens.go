@@ -148,6 +148,10 @@ type tokenRecord struct {
 	CreatedAt      time.Time         `json:"created_at"`
 	ExpiresAt      time.Time         `json:"expires_at,omitzero"`
 	MaxExpiresAt   time.Time         `json:"max_expires_at,omitzero"`
+	// SigV4Only marks the session token of AWS temporary credentials
+	// (session.go): accepted only as the X-Amz-Security-Token of a request
+	// signed with them, never as a bearer token.
+	SigV4Only bool `json:"sigv4_only,omitempty"`
 
 	scopes []*policy.Set
 	cidrs  []netip.Prefix
@@ -269,6 +273,8 @@ type Tokens struct {
 	// listed the tokens: a token stored at or before it and not cached was
 	// gone when the load listed (refresh.go). Guarded by mu.
 	loadRev int64
+	// sessKey caches the key session secrets derive from (session.go).
+	sessKey atomic.Pointer[[]byte]
 }
 
 // NewTokens returns a token store over store; now is time.Now when nil.
@@ -321,6 +327,7 @@ func (t *Tokens) Load(ctx context.Context) error {
 	t.deleted = nil
 	t.loadRev = loadRev
 	t.mu.Unlock()
+	t.sessKey.Store(nil) // read again: a restore may have brought another
 	return nil
 }
 
@@ -330,6 +337,7 @@ func (t *Tokens) Unload() {
 	t.byHash, t.byAccessor, t.leaked = map[[32]byte]*tokenRecord{}, map[string]*tokenRecord{}, map[string]string{}
 	t.own, t.deleted, t.unrevoked = nil, nil, nil
 	t.mu.Unlock()
+	t.forgetSessionKey()
 }
 
 // Create makes a plain token. ttl 0 means DefaultTTL for ordinary tokens and
@@ -366,6 +374,9 @@ type Spec struct {
 	// login check again that its role and principal were not revoked or
 	// deleted meanwhile.
 	Valid func() error
+	// SigV4Only makes the session token of AWS temporary credentials:
+	// Lookup refuses it, LookupSession takes only such tokens.
+	SigV4Only bool
 }
 
 // Issue makes a token as spec says and returns it; the token is shown only
@@ -388,7 +399,7 @@ func (t *Tokens) Issue(ctx context.Context, spec Spec) (string, Principal, error
 	now := t.now().UTC()
 	r := &tokenRecord{Hash: sum[:], Accessor: newAccessor(), DisplayName: spec.DisplayName, Root: spec.Root, CreatedAt: now,
 		Role: spec.Role, Subject: spec.Subject, Cluster: spec.Cluster, Namespace: spec.Namespace, ServiceAccount: spec.ServiceAccount,
-		Attributes: spec.Attributes, Policies: spec.Policies, CIDRs: spec.CIDRs}
+		Attributes: spec.Attributes, Policies: spec.Policies, CIDRs: spec.CIDRs, SigV4Only: spec.SigV4Only}
 	if spec.Scope != "" {
 		r.Scopes = []string{spec.Scope}
 	}
@@ -552,8 +563,20 @@ func newAccessor() string {
 // address when unknown). Unknown, expired and out-of-network tokens give
 // ErrUnauthenticated with a reason that reveals nothing about the secret.
 func (t *Tokens) Lookup(token string, src netip.Addr) (Principal, error) {
+	r, err := t.find(token, src)
+	if err != nil {
+		return Principal{}, err
+	}
+	if r.SigV4Only {
+		return Principal{}, errSessionAsBearer
+	}
+	return r.principal(), nil
+}
+
+// find is the live record of a token presented from src.
+func (t *Tokens) find(token string, src netip.Addr) (*tokenRecord, error) {
 	if token == "" {
-		return Principal{}, fmt.Errorf("%w: no token; send Authorization: Bearer <token> (COFFER_TOKEN for the CLI)", ErrUnauthenticated)
+		return nil, fmt.Errorf("%w: no token; send Authorization: Bearer <token> (COFFER_TOKEN for the CLI)", ErrUnauthenticated)
 	}
 	sum := sha256.Sum256([]byte(token))
 	t.mu.RLock()
@@ -561,20 +584,20 @@ func (t *Tokens) Lookup(token string, src netip.Addr) (Principal, error) {
 	t.mu.RUnlock()
 	if r == nil || subtle.ConstantTimeCompare(r.Hash, sum[:]) != 1 {
 		if acc, ok := t.leakedAccessor(sum); ok {
-			return Principal{}, &LeakedError{Accessor: acc}
+			return nil, &LeakedError{Accessor: acc}
 		}
 		if !credential.Valid(credential.TokenPrefix, token) {
-			return Principal{}, fmt.Errorf("%w: the token is malformed (Coffer tokens start with %s and carry a checksum)", ErrUnauthenticated, credential.TokenPrefix)
+			return nil, fmt.Errorf("%w: the token is malformed (Coffer tokens start with %s and carry a checksum)", ErrUnauthenticated, credential.TokenPrefix)
 		}
-		return Principal{}, fmt.Errorf("%w: the token is unknown or was revoked", ErrUnauthenticated)
+		return nil, fmt.Errorf("%w: the token is unknown or was revoked", ErrUnauthenticated)
 	}
 	if !r.ExpiresAt.IsZero() && !t.now().Before(r.ExpiresAt) {
-		return Principal{}, fmt.Errorf("%w: the token expired at %s", ErrUnauthenticated, r.ExpiresAt.Format(time.RFC3339))
+		return nil, fmt.Errorf("%w: the token expired at %s", ErrUnauthenticated, r.ExpiresAt.Format(time.RFC3339))
 	}
 	if len(r.cidrs) > 0 && !inAny(r.cidrs, src) {
-		return Principal{}, fmt.Errorf("%w: the token is bound to %s and this request came from %s", ErrUnauthenticated, strings.Join(r.CIDRs, ", "), src)
+		return nil, fmt.Errorf("%w: the token is bound to %s and this request came from %s", ErrUnauthenticated, strings.Join(r.CIDRs, ", "), src)
 	}
-	return r.principal(), nil
+	return r, nil
 }
 
 func inAny(ps []netip.Prefix, a netip.Addr) bool {

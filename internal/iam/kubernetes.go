@@ -188,6 +188,13 @@ func KubernetesLoginClaim(req *KubernetesLoginRequest) string {
 // registered cluster it names, if there is one), so logins cannot list the
 // roles; both are failures the server counts against the caller's budget.
 func (s *Service) KubernetesLogin(ctx context.Context, req KubernetesLoginRequest) (string, auth.Principal, error) {
+	return s.kubernetesLogin(ctx, req, nil)
+}
+
+// kubernetesLogin is KubernetesLogin; shape, when set, adjusts the token
+// to issue once the service account is verified and trusted (the
+// web-identity sessions of websession.go).
+func (s *Service) kubernetesLogin(ctx context.Context, req KubernetesLoginRequest, shape func(*auth.Spec)) (string, auth.Principal, error) {
 	if req.JWT == "" {
 		return "", auth.Principal{}, fmt.Errorf("%w: jwt is required: the pod's projected service-account token", ErrInvalidArgument)
 	}
@@ -270,8 +277,12 @@ func (s *Service) KubernetesLogin(ctx context.Context, req KubernetesLoginReques
 		if id.ServiceAccountUID != "" {
 			attrs["service_account_uid"] = id.ServiceAccountUID
 		}
-		return s.issue(ctx, r, auth.Spec{Valid: notRevoked, Role: r.Name, Subject: subject, Cluster: c.Name, Namespace: id.Namespace, ServiceAccount: id.ServiceAccount,
-			DisplayName: id.Namespace + "/" + id.ServiceAccount, Attributes: attrs}, req.TTL, nil)
+		spec := auth.Spec{Valid: notRevoked, Role: r.Name, Subject: subject, Cluster: c.Name, Namespace: id.Namespace, ServiceAccount: id.ServiceAccount,
+			DisplayName: id.Namespace + "/" + id.ServiceAccount, Attributes: attrs}
+		if shape != nil {
+			shape(&spec)
+		}
+		return s.issue(ctx, r, spec, req.TTL, nil)
 	}
 	return "", auth.Principal{}, verifyError(lastErr)
 }

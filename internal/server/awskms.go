@@ -203,25 +203,39 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) (
 	return done, body, nil
 }
 
-// awsAuthenticate authenticates a request of the door by its SigV4
-// signature over body: the access key's secret, kept in the barrier,
-// signs the request again (internal/iam AuthenticateAccessKeySigned).
+// awsAuthenticate authenticates a request of the door (or a signed one of
+// the STS door, awssts.go) by its SigV4 signature over body: an access
+// key's secret, kept in the barrier, signs the request again (internal/iam
+// AuthenticateAccessKeySigned), or, with X-Amz-Security-Token, the secret
+// derived from that session token (AuthenticateSessionSigned).
 func (s *Server) awsAuthenticate(r *http.Request, src netip.Addr, body []byte) (auth.Principal, error) {
-	if r.Header.Get("X-Amz-Security-Token") != "" {
-		return auth.Principal{}, &awsTypedError{typ: "UnrecognizedClientException", status: http.StatusBadRequest,
-			err: fmt.Errorf("%w: temporary credentials (X-Amz-Security-Token) are not issued by this server yet; sign with a Coffer access key (cfak_...)", auth.ErrUnauthenticated)}
+	service, need := awskms.Service, []string{"x-amz-target"}
+	if !isAWSRequest(r) {
+		service, need = awskms.STSService, nil
+		if r.Header.Get("Authorization") == "" {
+			return auth.Principal{}, &awsTypedError{typ: "MissingAuthenticationToken", status: http.StatusForbidden,
+				err: fmt.Errorf("%w: the request is not signed; sign it with AWS Signature Version 4 credentials", auth.ErrUnauthenticated)}
+		}
 	}
-	signed, err := awskms.Parse(r)
+	token := r.Header.Get("X-Amz-Security-Token")
+	if token != "" {
+		need = append(need, "x-amz-security-token")
+	}
+	signed, err := awskms.ParseFor(r, service, need...)
 	if err != nil {
 		return auth.Principal{}, &awsTypedError{typ: "IncompleteSignatureException", status: http.StatusBadRequest,
 			err: fmt.Errorf("%w: %v", auth.ErrUnauthenticated, err)}
 	}
-	return s.sys.IAM.AuthenticateAccessKeySigned(signed.AccessKeyID, src, func(secret string) error {
+	verify := func(secret string) error {
 		if err := awskms.Verify(r, body, signed, secret, s.aws.cfg.Region, time.Now()); err != nil {
 			return fmt.Errorf("%w: %w", auth.ErrUnauthenticated, err)
 		}
 		return nil
-	})
+	}
+	if token != "" {
+		return s.sys.IAM.AuthenticateSessionSigned(r.Context(), token, signed.AccessKeyID, src, verify)
+	}
+	return s.sys.IAM.AuthenticateAccessKeySigned(signed.AccessKeyID, src, verify)
 }
 
 // restFormer is a compatible door's request that has a REST twin: handle

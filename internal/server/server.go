@@ -116,6 +116,7 @@ type Server struct {
 	vault     VaultMounts
 	setupErr  error // a configuration New refused (Err)
 	aws       awsKMSDoor
+	sts       awsSTSDoor
 
 	ridPrefix string
 	ridSeq    atomic.Uint64
@@ -149,6 +150,7 @@ func New(s *sys.Sys, opts Options) *Server {
 	srv.routes()
 	srv.setupErr = srv.vaultRoutes(opts.Vault)
 	srv.awsKMSRoutes(opts.AWSKMS)
+	srv.awsSTSRoutes()
 	if srv.metrics != nil && !opts.MetricsSeparate {
 		srv.mux.Handle("GET /metrics", srv.metrics.Handler())
 	}
@@ -175,6 +177,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if isAWSRequest(r) {
 		s.awsKMS(w, r) // the AWS KMS door: POST / with X-Amz-Target (awskms.go)
+		return
+	}
+	if isSTSRequest(r) {
+		s.awsSTS(w, r) // the AWS STS door: POST / with a form (awssts.go)
 		return
 	}
 	if _, pattern := s.mux.Handler(r); pattern != "" {
@@ -415,7 +421,7 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 			}
 			if !rt.public {
 				var err error
-				if rt.door == doorAWSKMS {
+				if rt.door == doorAWSKMS || rt.door == doorAWSSTS {
 					// A signature covers the body: it is read first, within
 					// the route's limit and the large-body budget, before
 					// anything is verified (awskms.go).
@@ -462,7 +468,7 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 					}
 					release = done
 				}
-				if err := decode(w, r, &req, rt.limit); err != nil {
+				if err := decodeBody(w, r, &req, rt.limit); err != nil {
 					if rt.door == doorAWSKMS {
 						return awsSerialization(err)
 					}
@@ -552,6 +558,9 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 			if rt.door == doorAWSKMS {
 				status, awsType = awsError(err, status, code)
 			}
+			if rt.door == doorAWSSTS {
+				status, awsType = stsError(err, status, code)
+			}
 			rec.Outcome, rec.ErrorCode = "error", code
 			if status >= 500 && code != "sealed" && code != "busy" {
 				s.log.Error("request failed", "request_id", st.id, "action", rt.action, "error", err)
@@ -598,6 +607,10 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 				writeAWSError(w, status, awsType, boundString(msg, maxMessage), st.id)
 				return
 			}
+			if rt.door == doorAWSSTS {
+				writeSTSError(w, status, awsType, boundString(msg, maxMessage), st.id)
+				return
+			}
 			body := errorBody(code, boundString(msg, maxMessage), st.id)
 			errorDetail(err, &body.Error)
 			writeJSON(w, status, body)
@@ -605,6 +618,10 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 		}
 		if rt.door == doorAWSKMS {
 			writeAWS(w, status, resp, st.id)
+			return
+		}
+		if rt.door == doorAWSSTS {
+			writeSTS(w, status, resp, st.id)
 			return
 		}
 		if status == http.StatusNoContent {
@@ -645,6 +662,10 @@ func (s *Server) auditFailed(w http.ResponseWriter, _ *http.Request, st reqState
 	}
 	if rt.door == doorAWSKMS {
 		writeAWSError(w, http.StatusServiceUnavailable, "KMSInternalException", msg, st.id)
+		return
+	}
+	if rt.door == doorAWSSTS {
+		writeSTSError(w, http.StatusServiceUnavailable, "ServiceUnavailable", msg, st.id)
 		return
 	}
 	writeJSON(w, http.StatusServiceUnavailable, errorBody("audit_unavailable", msg, st.id))

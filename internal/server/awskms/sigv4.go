@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 )
 
 // Service is the signing name of the KMS API in a credential scope.
@@ -49,11 +48,19 @@ type Signed struct {
 	SignedHeaders []string
 	Signature     []byte
 	Time          time.Time // X-Amz-Date
+	// Service is the signing name of the credential scope (kms, sts).
+	Service string
 }
 
 // Parse reads the SigV4 Authorization header and X-Amz-Date of r. Its
 // errors never repeat the signature.
 func Parse(r *http.Request) (Signed, error) {
+	return ParseFor(r, Service, "x-amz-target")
+}
+
+// ParseFor is Parse for the API of signing name service (kms, sts), whose
+// signature must cover the headers need besides host and x-amz-date.
+func ParseFor(r *http.Request, service string, need ...string) (Signed, error) {
 	h := r.Header.Get("Authorization")
 	rest, ok := strings.CutPrefix(h, algorithm+" ")
 	if !ok {
@@ -74,12 +81,12 @@ func Parse(r *http.Request) (Signed, error) {
 	}
 	scope := strings.Split(cred, "/")
 	if len(scope) != 5 || scope[4] != "aws4_request" || scope[0] == "" {
-		return Signed{}, errors.New("the signature's Credential must be ACCESS_KEY_ID/DATE/REGION/kms/aws4_request")
+		return Signed{}, fmt.Errorf("the signature's Credential must be ACCESS_KEY_ID/DATE/REGION/%s/aws4_request", service)
 	}
-	if scope[3] != Service {
-		return Signed{}, fmt.Errorf("the signature's credential scope names service %q; this API is %q", truncate(scope[3]), Service)
+	if scope[3] != service {
+		return Signed{}, fmt.Errorf("the signature's credential scope names service %q; this API is %q", truncate(scope[3]), service)
 	}
-	s.AccessKeyID, s.Date, s.Region = scope[0], scope[1], scope[2]
+	s.AccessKeyID, s.Date, s.Region, s.Service = scope[0], scope[1], scope[2], service
 	b, err := hex.DecodeString(sig)
 	if err != nil || len(b) != sha256.Size {
 		return Signed{}, errors.New("the signature's Signature must be 64 hex digits")
@@ -88,7 +95,7 @@ func Parse(r *http.Request) (Signed, error) {
 	if len(s.SignedHeaders) == 0 || !slices.IsSorted(s.SignedHeaders) {
 		return Signed{}, errors.New("the signature's SignedHeaders must list the signed headers in order")
 	}
-	for _, need := range []string{"host", "x-amz-date", "x-amz-target"} {
+	for _, need := range append([]string{"host", "x-amz-date"}, need...) {
 		if !slices.Contains(s.SignedHeaders, need) {
 			return Signed{}, fmt.Errorf("the signature must cover the %s header", need)
 		}
@@ -110,9 +117,9 @@ func Parse(r *http.Request) (Signed, error) {
 // the server read), in region, at a time within MaxSkew of now. It signs
 // again, with the SDK's own signer, the request as the client declared
 // it (exactly its signed headers, the host it was sent to, the hash of
-// the body received) and compares the signatures in constant time. A
-// session token (temporary credentials) is refused: Coffer issues none
-// for this door yet.
+// the body received) and compares the signatures in constant time. The
+// session token of temporary credentials is checked by the caller (it is
+// one of the signed headers when sent).
 func Verify(r *http.Request, body []byte, s Signed, secret, region string, now time.Time) error {
 	if s.Region != region {
 		return fmt.Errorf("%w: the credential scope names region %q; this server signs as region %q", ErrSignature, truncate(s.Region), region)
@@ -140,10 +147,10 @@ func Verify(r *http.Request, body []byte, s Signed, secret, region string, now t
 	}
 	sum := sha256.Sum256(body)
 	creds := aws.Credentials{AccessKeyID: s.AccessKeyID, SecretAccessKey: secret}
-	if err := v4.NewSigner().SignHTTP(context.Background(), creds, re, hex.EncodeToString(sum[:]), Service, s.Region, s.Time); err != nil {
+	if err := signerFor(s.AccessKeyID, secret).SignHTTP(context.Background(), creds, re, hex.EncodeToString(sum[:]), s.Service, s.Region, s.Time); err != nil {
 		return fmt.Errorf("%w: the request cannot be signed again", ErrSignature)
 	}
-	want, err := Parse(re)
+	want, err := ParseFor(re, s.Service)
 	if err != nil || subtle.ConstantTimeCompare(want.Signature, s.Signature) != 1 {
 		return fmt.Errorf("%w: the signature we calculated does not match the one sent; check the secret access key and the signing method (the body, host and signed headers are part of it)", ErrSignature)
 	}
