@@ -20,6 +20,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/authlimit"
 	"github.com/cofferkms/coffer/internal/server"
 	"github.com/cofferkms/coffer/internal/server/awskms"
 )
@@ -280,4 +281,64 @@ func tamper(jwt string) string {
 	}
 	parts[1] = string(p)
 	return strings.Join(parts, ".")
+}
+
+// TestSTSLoginBudget: AssumeRoleWithWebIdentity failures count against
+// the same (source, claimed principal) budget as the REST Kubernetes
+// login: past it, Throttling, while another service account's claim is
+// still verified; a body over the door's bound is refused with 413; every
+// refusal is audited under door aws-sts.
+func TestSTSLoginBudget(t *testing.T) {
+	cfg := awskms.Config{Partition: "aws", Region: "eu-west-3", Account: "123456789012"}
+	e := &stsEnv{iamEnv: newIAMEnvWith(t, func(o *server.Options) {
+		o.AWSKMS = cfg
+		o.AuthLimit = authlimit.New(authlimit.Config{Burst: 1000, PairBurst: 3, PairRefill: time.Hour})
+	}), cfg: cfg}
+	e.jwtKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	e.other, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	e.must("PUT", "/v1/policies/kms", e.root, client.PutPolicyRequest{Document: allowAll}, nil)
+	e.must("POST", "/v1/roles", e.root, client.Role{Name: "pod", Policies: []string{"kms"},
+		Kubernetes: []client.KubernetesTrust{{Cluster: "kind", Namespace: "team-a", ServiceAccount: "api"}}}, nil)
+	e.registerKind()
+
+	forged := e.jwtFor(e.other, nil)
+	codes := []string{}
+	for range 5 {
+		_, err := e.assume(e.roleARN("pod"), forged, "s1", 0)
+		codes = append(codes, apiCode(err))
+	}
+	if strings.Join(codes, ",") != "InvalidIdentityToken,InvalidIdentityToken,InvalidIdentityToken,Throttling,Throttling" {
+		t.Errorf("codes of repeated forged logins: %v", codes)
+	}
+	// Another service account (another claim) is not refused for them.
+	if _, err := e.assume(e.roleARN("pod"), e.jwtFor(e.jwtKey, func(c *jwt.Claims, p map[string]any) {
+		c.Subject = "system:serviceaccount:team-b:api"
+		p["kubernetes.io"] = map[string]any{"namespace": "team-b", "serviceaccount": map[string]string{"name": "api", "uid": "u-2"}}
+	}), "s1", 0); apiCode(err) != "AccessDenied" {
+		t.Errorf("another claim after the budget of the first: %v", err)
+	}
+
+	big := "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&WebIdentityToken=" + strings.Repeat("a", 64<<10)
+	req, _ := http.NewRequest("POST", e.url+"/", strings.NewReader(big))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(raw), "<ErrorResponse") {
+		t.Errorf("oversized body: %d %s", resp.StatusCode, raw)
+	}
+	e.rec.mu.Lock()
+	defer e.rec.mu.Unlock()
+	n := 0
+	for _, r := range e.rec.recs {
+		if r.Door == "aws-sts" && r.Outcome == "error" {
+			n++
+		}
+	}
+	if n != 7 {
+		t.Errorf("%d refusals audited under aws-sts, want 7", n)
+	}
 }
