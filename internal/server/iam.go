@@ -139,14 +139,15 @@ func (s *Server) iamRoutes() {
 		func(ctx context.Context, _ *http.Request, p auth.Principal, req *client.AssumeRoleRequest) (client.CreateTokenResponse, error) {
 			return issued(im.AssumeRole(ctx, &p, iam.AssumeRoleRequest(*req)))
 		}))
-	m.HandleFunc("POST /v1/auth/kubernetes/login", handle(s, route{action: "auth:AssumeRole", public: true, login: true,
+	// Vault clients' logins at the default mount go to vault_auth.go.
+	m.HandleFunc("POST /v1/auth/kubernetes/login", s.vaultOrCofferK8sLogin(handle(s, route{action: "auth:AssumeRole", public: true, login: true,
 		loginKey: func(_ *http.Request, req any) string {
 			return iam.KubernetesLoginClaim((*iam.KubernetesLoginRequest)(req.(*client.KubernetesLoginRequest)))
 		}},
 		func(_ *http.Request, req *client.KubernetesLoginRequest) string { return "role/" + req.Role },
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *client.KubernetesLoginRequest) (client.CreateTokenResponse, error) {
 			return issued(im.KubernetesLogin(ctx, iam.KubernetesLoginRequest(*req)))
-		}))
+		})))
 	m.HandleFunc("POST /v1/auth/cert/login", handle(s, route{action: "auth:AssumeRole", public: true, login: true,
 		loginKey: certLoginClaim},
 		func(_ *http.Request, req *client.CertLoginRequest) string { return "role/" + req.Role },

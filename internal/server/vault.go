@@ -32,11 +32,13 @@ const (
 )
 
 // VaultMounts are the mount paths of the Vault-compatible API: transit at
-// /v1/<Transit>/ and KV version 2 at /v1/<KV>/. Empty fields take the
-// defaults (transit, secret).
+// /v1/<Transit>/, KV version 2 at /v1/<KV>/ and the Kubernetes auth
+// method at /v1/auth/<Kubernetes>/. Empty fields take the defaults
+// (transit, secret, kubernetes).
 type VaultMounts struct {
-	Transit string `json:"transit_mount"`
-	KV      string `json:"kv_mount"`
+	Transit    string `json:"transit_mount"`
+	KV         string `json:"kv_mount"`
+	Kubernetes string `json:"kubernetes_mount"`
 }
 
 func (m VaultMounts) withDefaults() VaultMounts {
@@ -45,6 +47,9 @@ func (m VaultMounts) withDefaults() VaultMounts {
 	}
 	if m.KV == "" {
 		m.KV = DefaultVaultKVMount
+	}
+	if m.Kubernetes == "" {
+		m.Kubernetes = DefaultVaultKubernetesMount
 	}
 	return m
 }
@@ -90,6 +95,9 @@ func (m VaultMounts) check() error {
 	if err := checkMount("kv_mount", m.KV); err != nil {
 		return err
 	}
+	if err := checkMount("kubernetes_mount", m.Kubernetes); err != nil {
+		return err
+	}
 	if m.Transit == m.KV || strings.HasPrefix(m.Transit+"/", m.KV+"/") || strings.HasPrefix(m.KV+"/", m.Transit+"/") {
 		return fmt.Errorf("vault transit_mount %q and kv_mount %q overlap; give each its own path", m.Transit, m.KV)
 	}
@@ -127,6 +135,9 @@ func (s *Server) vaultRoutes(m VaultMounts) error {
 		if err := s.probeMount(mount); err != nil {
 			return err
 		}
+	}
+	if err := s.vaultAuthRoutes(m.Kubernetes); err != nil {
+		return err
 	}
 	s.vault = m
 	s.vaultTransitRoutes(m.Transit)
