@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/cofferkms/coffer/internal/storage"
 )
@@ -34,6 +35,22 @@ const sessionKeyPath = "auth/session-key"
 
 // errSessionAsBearer refuses a session token presented as a bearer token.
 var errSessionAsBearer = fmt.Errorf("%w: this is the session token of AWS temporary credentials: it is accepted only as the X-Amz-Security-Token of a request signed with them (AWS Signature Version 4)", ErrUnauthenticated)
+
+// ErrExpired is matched (errors.Is), besides ErrUnauthenticated, by the
+// refusal of a token presented after its expiry: AWS's doors answer it
+// with their expired-token error, which the SDKs know.
+var ErrExpired = errors.New("token expired")
+
+type expiredError struct{ at time.Time }
+
+func (e *expiredError) Error() string {
+	return fmt.Sprintf("%v: the token expired at %s", ErrUnauthenticated, e.at.Format(time.RFC3339))
+}
+
+// Is makes an expiredError both ErrUnauthenticated and ErrExpired.
+func (e *expiredError) Is(target error) bool {
+	return target == ErrUnauthenticated || target == ErrExpired
+}
 
 // LookupSession returns the principal of the session token of temporary
 // credentials presented from src: unknown, revoked, expired and

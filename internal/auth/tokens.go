@@ -592,7 +592,7 @@ func (t *Tokens) find(token string, src netip.Addr) (*tokenRecord, error) {
 		return nil, fmt.Errorf("%w: the token is unknown or was revoked", ErrUnauthenticated)
 	}
 	if !r.ExpiresAt.IsZero() && !t.now().Before(r.ExpiresAt) {
-		return nil, fmt.Errorf("%w: the token expired at %s", ErrUnauthenticated, r.ExpiresAt.Format(time.RFC3339))
+		return nil, &expiredError{at: r.ExpiresAt}
 	}
 	if len(r.cidrs) > 0 && !inAny(r.cidrs, src) {
 		return nil, fmt.Errorf("%w: the token is bound to %s and this request came from %s", ErrUnauthenticated, strings.Join(r.CIDRs, ", "), src)

@@ -129,6 +129,9 @@ func awsError(err error, status int, code string) (int, string) {
 		if errors.Is(err, awskms.ErrSignature) {
 			return http.StatusBadRequest, "InvalidSignatureException"
 		}
+		if errors.Is(err, auth.ErrExpired) {
+			return http.StatusBadRequest, "ExpiredTokenException" // temporary credentials (awssts.go)
+		}
 		return http.StatusBadRequest, "UnrecognizedClientException"
 	case "too_many_auth_failures":
 		return http.StatusBadRequest, "ThrottlingException"

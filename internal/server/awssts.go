@@ -282,6 +282,9 @@ func stsError(err error, status int, code string) (int, string) {
 		if errors.Is(err, awskms.ErrSignature) {
 			return http.StatusForbidden, "SignatureDoesNotMatch"
 		}
+		if errors.Is(err, auth.ErrExpired) {
+			return http.StatusBadRequest, "ExpiredToken"
+		}
 		return http.StatusForbidden, "InvalidClientTokenId"
 	case "too_many_auth_failures":
 		return http.StatusBadRequest, "Throttling"

@@ -137,6 +137,16 @@ func TestSTSWebIdentityFlow(t *testing.T) {
 	if d := time.Until(*out.Credentials.Expiration); d > 2*time.Hour+time.Minute || d < 110*time.Minute {
 		t.Errorf("43200s on a role of max_ttl 2h: expires in %s", d)
 	}
+	// Past their expiry, the credentials are refused with the error
+	// the SDKs know for it.
+	e.offset.Store(int64(3 * time.Hour))
+	if _, err := k.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(e.key), Plaintext: []byte("late")}); apiCode(err) != "ExpiredTokenException" {
+		t.Errorf("KMS with expired credentials: %v", err)
+	}
+	if _, err := e.sts(creds).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{}); apiCode(err) != "ExpiredToken" {
+		t.Errorf("GetCallerIdentity with expired credentials: %v", err)
+	}
+	e.offset.Store(0)
 	if *out.SubjectFromWebIdentityToken != "system:serviceaccount:team-a:api" || *out.Provider != "https://kind.example" || *out.Audience != "coffer" ||
 		*out.AssumedRoleUser.Arn != "arn:aws:sts::123456789012:assumed-role/pod/long" {
 		t.Errorf("answer: subject %s provider %s audience %s arn %s", *out.SubjectFromWebIdentityToken, *out.Provider, *out.Audience, *out.AssumedRoleUser.Arn)
