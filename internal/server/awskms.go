@@ -670,7 +670,8 @@ func (s *Server) awsKMSRoutes(cfg awskms.Config) {
 			return out, nil
 		})
 
-	s.awsAliasRoutes() // UpdateAlias (awskms_alias.go)
+	s.awsAliasRoutes()   // UpdateAlias (awskms_alias.go)
+	s.awsKeyPairRoutes() // GenerateDataKeyPair[WithoutPlaintext] (awskms_keypair.go)
 	s.awsTagRoutes()
 	s.awsKeyPolicyRoutes()
 
