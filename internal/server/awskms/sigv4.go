@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 )
 
 // Service is the signing name of the KMS API in a credential scope.
@@ -148,7 +147,7 @@ func Verify(r *http.Request, body []byte, s Signed, secret, region string, now t
 	}
 	sum := sha256.Sum256(body)
 	creds := aws.Credentials{AccessKeyID: s.AccessKeyID, SecretAccessKey: secret}
-	if err := v4.NewSigner().SignHTTP(context.Background(), creds, re, hex.EncodeToString(sum[:]), s.Service, s.Region, s.Time); err != nil {
+	if err := signerFor(s.AccessKeyID, secret).SignHTTP(context.Background(), creds, re, hex.EncodeToString(sum[:]), s.Service, s.Region, s.Time); err != nil {
 		return fmt.Errorf("%w: the request cannot be signed again", ErrSignature)
 	}
 	want, err := ParseFor(re, s.Service)
