@@ -393,3 +393,61 @@ func TestAWSKMSTagLimit(t *testing.T) {
 		t.Fatalf("%v, %d tags", err, len(lt.Tags))
 	}
 }
+
+// TestAWSKMSUpdateAliasConflict: UpdateAlias calls that were authorized
+// while the alias named one key, and reach the store after another call
+// moved it, are ConflictException (the SDK's typed error), not a silent
+// overwrite; the alias ends naming one of the targets.
+func TestAWSKMSUpdateAliasConflict(t *testing.T) {
+	e, store := newSlowAWSEnv(t)
+	ak := e.accessKey("all", allowAll)
+	c := e.kms(ak.ID, ak.SecretAccessKey, "")
+	ctx := context.Background()
+	var x client.Key
+	e.rest("POST", "/v1/keys", e.root, client.CreateKeyRequest{Alias: "alias/app"}, &x)
+	const n = 6
+	targets := make([]string, n)
+	for i := range targets {
+		var k client.Key
+		e.rest("POST", "/v1/keys", e.root, client.CreateKeyRequest{}, &k)
+		targets[i] = k.ID
+	}
+	// Warm the connections, so that the moves arrive together.
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.ListAliases(ctx, &kms.ListAliasesInput{})
+		}()
+	}
+	wg.Wait()
+	start := make(chan struct{})
+	var conflicts atomic.Int32
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, err := c.UpdateAlias(ctx, &kms.UpdateAliasInput{AliasName: aws.String("alias/app"), TargetKeyId: aws.String(targets[i])})
+			var ce *types.ConflictException
+			switch {
+			case errors.As(err, &ce):
+				conflicts.Add(1)
+			case err != nil:
+				t.Errorf("move %d: %v, want success or ConflictException", i, err)
+			}
+		}()
+	}
+	store.slow.Store(true)
+	close(start)
+	wg.Wait()
+	store.slow.Store(false)
+	if conflicts.Load() == 0 {
+		t.Fatal("no move conflicted: the moves did not overlap, or a stale one overwrote the alias")
+	}
+	if got := aliasTarget(t, c, "alias/app"); !slices.Contains(targets, got) {
+		t.Fatalf("alias/app names %s", got)
+	}
+	t.Logf("%d of %d moves conflicted", conflicts.Load(), n)
+}
