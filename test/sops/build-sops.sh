@@ -21,6 +21,9 @@ fi
 export GOFLAGS=-mod=mod
 mkdir -p "$(dirname "$OUT")"
 cd "$mod"
-go build -trimpath -ldflags "-s -w" -o "$OUT" github.com/getsops/sops/v3/cmd/sops
+# -buildvcs=false: the tools module sits inside the coffer checkout, whose
+# git state says nothing about sops (and git may refuse a checkout owned by
+# another user).
+go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$OUT" github.com/getsops/sops/v3/cmd/sops
 echo "built $OUT"
 "$OUT" --disable-version-check --version
