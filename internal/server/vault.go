@@ -39,6 +39,10 @@ type VaultMounts struct {
 	Transit    string `json:"transit_mount"`
 	KV         string `json:"kv_mount"`
 	Kubernetes string `json:"kubernetes_mount"`
+	// KubernetesCluster, when set, is the registered cluster every login
+	// at the Kubernetes mount is verified by (a Vault mount serves one
+	// cluster); empty: the cluster whose issuer the token names.
+	KubernetesCluster string `json:"kubernetes_cluster"`
 }
 
 func (m VaultMounts) withDefaults() VaultMounts {

@@ -73,7 +73,7 @@ func (s *Server) vaultK8sLogin() http.HandlerFunc {
 	return handle(s, route{action: "auth:AssumeRole", public: true, login: true, door: doorVault,
 		loginKey: func(_ *http.Request, req any) string {
 			q := req.(*vaultK8sLoginRequest)
-			return iam.KubernetesLoginClaim(&iam.KubernetesLoginRequest{Role: q.Role, JWT: q.JWT})
+			return iam.KubernetesLoginClaim(&iam.KubernetesLoginRequest{Role: q.Role, JWT: q.JWT, Cluster: s.vault.KubernetesCluster})
 		}},
 		func(_ *http.Request, req *vaultK8sLoginRequest) string { return "role/" + req.Role },
 		func(ctx context.Context, _ *http.Request, _ auth.Principal, req *vaultK8sLoginRequest) (vaultAuthSecret, error) {
@@ -83,7 +83,7 @@ func (s *Server) vaultK8sLogin() http.HandlerFunc {
 			case req.JWT == "":
 				return vaultAuthSecret{}, badRequest("missing jwt")
 			}
-			tok, p, err := im.KubernetesLogin(ctx, iam.KubernetesLoginRequest{Role: req.Role, JWT: req.JWT})
+			tok, p, err := im.KubernetesLogin(ctx, iam.KubernetesLoginRequest{Role: req.Role, JWT: req.JWT, Cluster: s.vault.KubernetesCluster})
 			if err != nil {
 				return vaultAuthSecret{}, err
 			}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	vault "github.com/hashicorp/vault/api"
 
@@ -234,6 +235,38 @@ func TestVaultKubernetesMount(t *testing.T) {
 		api := server.New(s, server.Options{Vault: server.VaultMounts{Kubernetes: m}})
 		if err := api.Err(); err == nil || !strings.Contains(err.Error(), "collides") {
 			t.Errorf("kubernetes_mount %q: %v", m, err)
+		}
+	}
+}
+
+// TestVaultKubernetesCluster: kubernetes_cluster names the cluster the
+// Vault logins are verified by, as a Vault mount serves one cluster.
+// Without it, a role trusting two registered clusters of one issuer
+// cannot tell them apart (400); with it, the login is the named
+// cluster's.
+func TestVaultKubernetesCluster(t *testing.T) {
+	for _, cluster := range []string{"", "kind2"} {
+		e := newLoginEnv(t, server.Options{Vault: server.VaultMounts{KubernetesCluster: cluster},
+			AuthLimit: authlimit.New(authlimit.Config{Burst: 1000, PairBurst: 1000})})
+		e.registerKind()
+		jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &e.jwtKey.PublicKey, KeyID: "k1", Algorithm: "ES256", Use: "sig"}}})
+		e.must("POST", "/v1/auth/kubernetes/clusters", e.root, client.Cluster{Name: "kind2", Mode: "jwks", Issuer: issuer, JWKS: string(jwks)}, nil)
+		e.must("POST", "/v1/roles", e.root, client.Role{Name: "pod", Policies: []string{},
+			Kubernetes: []client.KubernetesTrust{{Cluster: "kind*", Namespace: "team-a", ServiceAccount: "api"}}}, nil)
+		sec, err := e.vaultClient().Logical().Write("auth/kubernetes/login", map[string]any{"role": "pod", "jwt": e.jwtFor(e.jwtKey, nil)})
+		if cluster == "" {
+			if st, msg := vaultErr(err); st != http.StatusBadRequest || !strings.Contains(msg, "cluster") {
+				t.Fatalf("no kubernetes_cluster, two clusters of one issuer: %v", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("kubernetes_cluster %s: %v", cluster, err)
+		}
+		var ti client.TokenInfo
+		e.must("GET", "/v1/auth/token/lookup-self", sec.Auth.ClientToken, nil, &ti)
+		if ti.Cluster != cluster {
+			t.Fatalf("the token's cluster is %q, want %q", ti.Cluster, cluster)
 		}
 	}
 }
