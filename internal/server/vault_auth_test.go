@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -268,5 +270,18 @@ func TestVaultKubernetesCluster(t *testing.T) {
 		if ti.Cluster != cluster {
 			t.Fatalf("the token's cluster is %q, want %q", ti.Cluster, cluster)
 		}
+	}
+}
+
+// TestVaultKubernetesConfig: the vault: section of the config file sets
+// the Kubernetes mount and cluster.
+func TestVaultKubernetesConfig(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "coffer.yaml")
+	if err := os.WriteFile(p, []byte("vault:\n  kubernetes_mount: k8s/prod\n  kubernetes_cluster: prod\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := server.LoadConfig(p)
+	if err != nil || cfg.Vault.Kubernetes != "k8s/prod" || cfg.Vault.KubernetesCluster != "prod" {
+		t.Fatalf("config %+v %v", cfg.Vault, err)
 	}
 }
