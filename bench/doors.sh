@@ -17,7 +17,9 @@
 # same one. It prints every run, then per door the median ops/s with its
 # spread (min-max) and the median p50 and p99, and the ratios aws-kms/rest
 # and vault/rest of each round (target >= 0.8) with their median and
-# spread. Missing the target is reported, not an error: the script exits
+# spread, and the CPU time per request of the server and of the load
+# generator (from /proc and bash's time), steadier than ops/s on a shared
+# machine. Missing the target is reported, not an error: the script exits
 # non-zero only when something fails to build, start or run.
 #
 # Environment:
@@ -205,16 +207,31 @@ rm -f "$work/ak.json" # the secret stays in the environment only
 export COFFER_BENCH_AWS_ACCESS_KEY_ID COFFER_BENCH_AWS_SECRET_ACCESS_KEY
 
 # --- runs --------------------------------------------------------------------
-# run_bench DOOR ROUND leaves the JSON of one run in $work/DOOR-ROUND.json.
+# server_cpu prints the CPU seconds (user + system) the server has used,
+# from /proc ("" without it).
+ticks=$(getconf CLK_TCK 2>/dev/null || echo 100)
+server_cpu() {
+	[[ -r /proc/$pid/stat ]] || return 0
+	# Fields after the command name: utime and stime are the 12th and 13th.
+	sed -E 's/^.*\) //' "/proc/$pid/stat" | awk -v t="$ticks" '{ printf "%.3f", ($12 + $13) / t }'
+}
+
+# run_bench DOOR ROUND leaves the JSON of one run in $work/DOOR-ROUND.json,
+# and in $work/DOOR-ROUND.cpu the CPU seconds of the server and of coffer
+# bench over the run (warmup included).
 run_bench() {
 	local door=$1 round=$2
-	local out=$work/$door-$round.json errf=$work/$door-$round.err
+	local out=$work/$door-$round.json errf=$work/$door-$round.err before after tf=$work/$door-$round.time
 	say "round $round: $door $OP for $DURATION (+$WARMUP warmup), $CONCURRENCY workers"
-	if ! "$coffer" bench --door "$door" --op "$OP" --key "$key" --payload-size 32 -c "$CONCURRENCY" \
-		-d "$DURATION" --warmup "$WARMUP" --json --insecure-skip-verify >"$out" 2>"$errf"; then
+	before=$(server_cpu)
+	local TIMEFORMAT='%U %S'
+	if ! { time "$coffer" bench --door "$door" --op "$OP" --key "$key" --payload-size 32 -c "$CONCURRENCY" \
+		-d "$DURATION" --warmup "$WARMUP" --json --insecure-skip-verify >"$out" 2>"$errf"; } 2>"$tf"; then
 		cat "$errf" >&2
 		die "coffer bench --door $door failed"
 	fi
+	after=$(server_cpu)
+	awk -v b="${before:-}" -v a="${after:-}" '{ c = $1 + $2 } END { if (b == "" || a == "") print "n/a", c; else print a - b, c }' "$tf" >"$work/$door-$round.cpu"
 	grep -q '"ops_per_sec"' "$out" || die "coffer bench --door $door printed no result"
 	local errors
 	errors=$(json_num "$out" errors)
@@ -233,25 +250,41 @@ done
 # --- report ------------------------------------------------------------------
 val() { json_num "$work/$1-$2.json" "$3"; }
 
+# cpu_per_op DOOR ROUND FIELD prints the CPU microseconds per request of the
+# server (FIELD 1) or of coffer bench (FIELD 2): CPU seconds over the run
+# divided by the requests of the run, its warmup counted at the measured
+# rate.
+warmup_s=$(awk -v w="$WARMUP" 'BEGIN { n = w + 0; if (w ~ /ms$/) n /= 1000; else if (w ~ /m$/) n *= 60; print n }')
+cpu_per_op() {
+	local f=$work/$1-$2
+	awk -v k="$3" -v ops="$(json_num "$f.json" ops)" -v rate="$(json_num "$f.json" ops_per_sec)" -v w="$warmup_s" '
+		{ c = $k }
+		END { n = ops + rate * w; if (c == "n/a" || n <= 0) print "n/a"; else printf "%.1f", c * 1e6 / n }' "$f.cpu"
+}
+
 echo
 echo "Compatible doors: $OP of 32 bytes, $CONCURRENCY workers, $DURATION per run, $ROUNDS rounds, $(nproc 2>/dev/null || echo '?') CPUs"
-printf '%-8s %-6s %-9s %12s %10s %10s %8s\n' door round protocol ops/s p50 p99 errors
+printf '%-8s %-6s %-9s %12s %10s %10s %8s %13s %13s\n' door round protocol ops/s p50 p99 errors "server us/op" "client us/op"
 for door in "${doors[@]}"; do
 	for ((r = 1; r <= ROUNDS; r++)); do
 		f=$work/$door-$r.json
-		printf '%-8s %-6s %-9s %12.1f %10s %10s %8s\n' "$door" "$r" "$(json_str "$f" protocol)" \
+		printf '%-8s %-6s %-9s %12.1f %10s %10s %8s %13s %13s\n' "$door" "$r" "$(json_str "$f" protocol)" \
 			"$(json_num "$f" ops_per_sec)" "$(ms "$(json_num "$f" p50_ns)")" "$(ms "$(json_num "$f" p99_ns)")" \
-			"$(json_num "$f" errors)"
+			"$(json_num "$f" errors)" "$(cpu_per_op "$door" "$r" 1)" "$(cpu_per_op "$door" "$r" 2)"
 	done
 done
 echo
-printf '%-8s %12s %21s %10s %10s\n' door "median ops/s" "spread (min-max)" "med p50" "med p99"
+printf '%-8s %12s %21s %10s %10s %13s %13s\n' door "median ops/s" "spread (min-max)" "med p50" "med p99" "server us/op" "client us/op"
 for door in "${doors[@]}"; do
 	read -r med lo hi < <(for ((r = 1; r <= ROUNDS; r++)); do val "$door" "$r" ops_per_sec; done | stats)
 	read -r p50 _ _ < <(for ((r = 1; r <= ROUNDS; r++)); do val "$door" "$r" p50_ns; done | stats)
 	read -r p99 _ _ < <(for ((r = 1; r <= ROUNDS; r++)); do val "$door" "$r" p99_ns; done | stats)
-	printf '%-8s %12.1f %10.1f-%-10.1f %10s %10s\n' "$door" "$med" "$lo" "$hi" "$(ms "$p50")" "$(ms "$p99")"
+	read -r scpu _ _ < <(for ((r = 1; r <= ROUNDS; r++)); do cpu_per_op "$door" "$r" 1; echo; done | stats)
+	read -r ccpu _ _ < <(for ((r = 1; r <= ROUNDS; r++)); do cpu_per_op "$door" "$r" 2; echo; done | stats)
+	printf '%-8s %12.1f %10.1f-%-10.1f %10s %10s %13s %13s\n' "$door" "$med" "$lo" "$hi" "$(ms "$p50")" "$(ms "$p99")" "$scpu" "$ccpu"
 done
+echo "(us/op: CPU microseconds per request of the server and of coffer bench, medians;"
+echo " on a shared machine they are steadier than ops/s, which also follow the other load)"
 echo
 
 if [[ " ${doors[*]} " == *" rest "* ]]; then
