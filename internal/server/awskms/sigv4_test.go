@@ -109,3 +109,18 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+// TestSignatureOf: the signature Verify compares is the 32 bytes at the
+// end of the header the signer wrote, and nothing when they are missing or
+// malformed (a nil signature never equals one sent).
+func TestSignatureOf(t *testing.T) {
+	good := strings.Repeat("ab", 32)
+	if got := signatureOf("AWS4-HMAC-SHA256 Credential=x/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=" + good); hex.EncodeToString(got) != good {
+		t.Fatalf("got %x", got)
+	}
+	for _, h := range []string{"", "AWS4-HMAC-SHA256 Credential=x", "Signature=" + good[:62], "Signature=" + good + "00", "Signature=" + strings.Repeat("zz", 32)} {
+		if got := signatureOf(h); got != nil {
+			t.Errorf("%q: got %x, want nil", h, got)
+		}
+	}
+}
