@@ -6,8 +6,11 @@
 # The load generator is its own process (coffer bench), as in http-floor.sh.
 #
 # It starts one dev server (HTTP/2 over TLS on loopback), makes one key
-# (alias/doorbench) and one access key whose policy allows kms:Encrypt and
-# kms:Decrypt on it only, then runs, ROUNDS times, each door in turn with
+# (alias/doorbench), a policy that allows kms:Encrypt and kms:Decrypt on it
+# only, and a token and an access key holding that policy (so every door
+# authenticates and authorizes the same way: not the root token, which
+# the REST and Vault doors would otherwise use), then runs, ROUNDS times,
+# each door in turn with
 #   coffer bench --door DOOR --op $OP --key alias/doorbench --payload-size 32
 #                -c $CONCURRENCY -d $DURATION --warmup $WARMUP --json
 #                --insecure-skip-verify
@@ -199,6 +202,10 @@ statements:
     resources: [$key]
 EOF
 cof policy put doorbench "$work/policy.yaml" >/dev/null
+cof token create --policy doorbench --ttl 12h --display-name bench-doors -o json >"$work/token.json"
+bench_token=$(json_str "$work/token.json" token)
+rm -f "$work/token.json"
+[[ -n $bench_token ]] || die "the token answer had no token"
 cof access-key create --policy doorbench --description "bench/doors.sh" -o json >"$work/ak.json"
 COFFER_BENCH_AWS_ACCESS_KEY_ID=$(json_str "$work/ak.json" access_key_id)
 COFFER_BENCH_AWS_SECRET_ACCESS_KEY=$(json_str "$work/ak.json" secret_access_key)
@@ -225,7 +232,7 @@ run_bench() {
 	say "round $round: $door $OP for $DURATION (+$WARMUP warmup), $CONCURRENCY workers"
 	before=$(server_cpu)
 	local TIMEFORMAT='%U %S'
-	if ! { time "$coffer" bench --door "$door" --op "$OP" --key "$key" --payload-size 32 -c "$CONCURRENCY" \
+	if ! { time COFFER_TOKEN=$bench_token "$coffer" bench --door "$door" --op "$OP" --key "$key" --payload-size 32 -c "$CONCURRENCY" \
 		-d "$DURATION" --warmup "$WARMUP" --json --insecure-skip-verify >"$out" 2>"$errf"; } 2>"$tf"; then
 		cat "$errf" >&2
 		die "coffer bench --door $door failed"
