@@ -102,6 +102,11 @@ type Record struct {
 	// Inputs, never written.
 	Token         string            `json:"-"`
 	ContextValues map[string]string `json:"-"`
+	// Relaxed lets a Trail with Options.BatchedSync acknowledge the
+	// record once written, before its fsync: the server sets it on the
+	// outcomes of operations that change nothing (docs/audit.md,
+	// "Durability").
+	Relaxed bool `json:"-"`
 
 	// itemsContextCost is what the items' recorded contexts cost so far
 	// (AddItem keeps it under MaxItemsContextBytes).

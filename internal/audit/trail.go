@@ -40,6 +40,10 @@ const (
 // to the space owed to admitted state changes.
 var errNoSpace = errors.New("no space")
 
+// errUnsyncedLost marks a failed fsync that took relaxed records with it:
+// the trail went back to its last durable state (Options.BatchedSync).
+var errUnsyncedLost = errors.New("records written since the last fsync are lost")
+
 // genesis is the prev of the first record of an installation.
 var genesis = strings.Repeat("0", 64)
 
@@ -89,7 +93,19 @@ type Options struct {
 	// tests simulate a full disk here. Default fallocate (a no-op where
 	// the file system cannot).
 	Reserve func(f File, off, n int64) error
+	// BatchedSync, if positive, lets Record return for a record marked
+	// Relaxed once its line is written to the file (the page cache), and
+	// fsyncs such lines within BatchedSync: sooner with the next record
+	// that is not relaxed, a checkpoint, a rotation or Close. A crash of
+	// the machine (not of the process) may lose the relaxed records of
+	// that window; the chain stays valid. Zero (the default): every
+	// record is fsynced before Record returns. At most MaxBatchedSync.
+	BatchedSync time.Duration
 }
+
+// MaxBatchedSync bounds Options.BatchedSync: what a machine crash may
+// lose stays a short window.
+const MaxBatchedSync = time.Second
 
 // File is what the trail needs of a log file.
 type File interface {
@@ -110,6 +126,19 @@ type pending struct {
 	body []byte
 	buf  *[]byte // body's buffer, from bodyPool; nil if not pooled
 	done chan error
+}
+
+// chainState is where the chain and the active file stood after a
+// commit: the trail goes back to the last durable one when an fsync of
+// relaxed records fails.
+type chainState struct {
+	seq, fileStart     uint64
+	prev               string
+	sinceCk            int
+	firstTime          time.Time
+	needStart          bool
+	startFrom, startTo uint64
+	size               int64
 }
 
 // bodyPool holds the buffers records are encoded into; the writer returns
@@ -153,7 +182,25 @@ type Trail struct {
 	closed   bool
 	donePool sync.Pool
 	stdout   *lineQueue // the stdout mirror next to a file sink
+
+	// With Options.BatchedSync, owned by the writer: relaxed lines
+	// written since the last fsync (dirty), when they must be synced by,
+	// the state after the last fsync, and whether the batch being
+	// committed may skip its fsync.
+	dirty   bool
+	syncBy  time.Time
+	durable chainState
+	noSync  bool
+
+	// tornFile and tornBytes: what Open cut off a torn tail (TornTail).
+	tornFile  string
+	tornBytes int64
 }
+
+// TornTail reports the file and the bytes Open cut off the end of the log
+// because a crash had left them torn (zeroed blocks of writes that were
+// never fsynced); bytes is 0 when it cut nothing. The server logs it.
+func (t *Trail) TornTail() (file string, bytes int64) { return t.tornFile, t.tornBytes }
 
 // owedEntry is space promised to one request's outcome record.
 type owedEntry struct {
@@ -181,6 +228,9 @@ func Open(opt Options) (*Trail, error) {
 		if err := ValidateReplicaID(opt.ReplicaID); err != nil {
 			return nil, fmt.Errorf("audit: %w", err)
 		}
+	}
+	if opt.BatchedSync < 0 || opt.BatchedSync > MaxBatchedSync {
+		return nil, fmt.Errorf("audit: batched sync window %v: want between 0 (every record fsynced) and %v", opt.BatchedSync, MaxBatchedSync)
 	}
 	if opt.MaxFileSize <= 0 {
 		opt.MaxFileSize = DefaultMaxFileSize
@@ -223,6 +273,7 @@ func Open(opt Options) (*Trail, error) {
 		t.stdout = newLineQueue(opt.Stdout, opt.OnStdoutDrop)
 	}
 	t.needStart = true
+	t.markDurable()
 	t.writeStart()
 	go t.run()
 	return t, nil
@@ -234,8 +285,10 @@ func (t *Trail) writeStart() {
 	seq0, prev0, since0 := t.seq, t.prev, t.sinceCk
 	t.buf.Reset()
 	t.appendStart()
-	if err := t.write(t.buf.Bytes()); err != nil {
-		t.seq, t.prev, t.sinceCk, t.needStart = seq0, prev0, since0, true
+	if err := t.write(t.buf.Bytes(), false); err != nil {
+		if !errors.Is(err, errUnsyncedLost) {
+			t.seq, t.prev, t.sinceCk, t.needStart = seq0, prev0, since0, true
+		}
 		return
 	}
 	t.mirror(t.buf.Bytes())
@@ -299,6 +352,18 @@ func (t *Trail) recover() error {
 		return t.openNew(1)
 	}
 	name := files[len(files)-1]
+	if ackName == "" {
+		// Opening the log (not recovering a live trail, whose
+		// acknowledged end is known): a crash may have left zeroed
+		// blocks at its end.
+		cut, err := cutTornTail(name)
+		if err != nil {
+			return err
+		}
+		if cut > 0 {
+			t.tornFile, t.tornBytes = name, cut
+		}
+	}
 	seq, prev, size, err := lastLine(name)
 	if err != nil {
 		return err
@@ -514,8 +579,14 @@ func (t *Trail) run() {
 	tick := time.NewTicker(t.opt.CheckpointInterval / 2)
 	defer tick.Stop()
 	batch := make([]*pending, 0, maxBatch)
+	// With BatchedSync, the deadline of relaxed lines not yet fsynced.
+	syncTimer := time.NewTimer(time.Hour)
+	syncTimer.Stop()
+	defer syncTimer.Stop()
 	for {
 		select {
+		case <-syncTimer.C:
+			t.syncDirty()
 		case p := <-t.in:
 			batch = append(batch[:0], p)
 		drain:
@@ -544,7 +615,13 @@ func (t *Trail) run() {
 				timer.Stop()
 			}
 			batch = t.admitIntents(batch)
+			t.noSync = t.relaxed(batch)
+			wasDirty := t.dirty
 			batch, err := t.commitOwing(batch)
+			t.noSync = false
+			if t.dirty && !wasDirty {
+				syncTimer.Reset(t.opt.BatchedSync)
+			}
 			for _, p := range batch {
 				p.done <- err
 			}
@@ -575,6 +652,63 @@ func (t *Trail) run() {
 			return
 		}
 	}
+}
+
+// relaxed reports whether batch may be acknowledged before it is
+// fsynced: BatchedSync is on, the sink is a file and every record is
+// marked Relaxed (an intent never is: a change waits for its record).
+func (t *Trail) relaxed(batch []*pending) bool {
+	if t.opt.BatchedSync <= 0 || t.opt.Dir == "" || len(batch) == 0 {
+		return false
+	}
+	for _, p := range batch {
+		if !p.rec.Relaxed || p.rec.Phase == PhaseIntent {
+			return false
+		}
+	}
+	return true
+}
+
+// syncDirty fsyncs the relaxed lines written since the last fsync.
+func (t *Trail) syncDirty() {
+	if !t.dirty || t.f == nil {
+		return
+	}
+	start := time.Now()
+	err := t.f.Sync()
+	if err == nil {
+		t.markDurable()
+	} else {
+		err = t.loseUnsynced(err)
+	}
+	if t.opt.Observe != nil {
+		t.opt.Observe(time.Since(start), 0, err)
+	}
+}
+
+// markDurable notes that everything written so far is on disk.
+func (t *Trail) markDurable() {
+	t.dirty = false
+	t.durable = chainState{seq: t.seq, fileStart: t.fileStart, prev: t.prev, sinceCk: t.sinceCk, firstTime: t.firstTime,
+		needStart: t.needStart, startFrom: t.startFrom, startTo: t.startTo, size: t.size}
+}
+
+// loseUnsynced handles an fsync that failed with relaxed lines written
+// since the last good one. After a failed fsync the kernel may have
+// dropped those pages, so they are cut off and the chain goes on from the
+// last durable line; the sink is reopened with the next batch. Those
+// records were acknowledged: this is the loss BatchedSync accepts.
+func (t *Trail) loseUnsynced(cause error) error {
+	d := t.durable
+	err := fmt.Errorf("audit file %s: %w: %w", t.name, errUnsyncedLost, cause)
+	if terr := t.f.Truncate(d.size); terr != nil {
+		err = errors.Join(err, terr)
+	}
+	t.seq, t.fileStart, t.prev, t.sinceCk, t.firstTime = d.seq, d.fileStart, d.prev, d.sinceCk, d.firstTime
+	t.needStart, t.startFrom, t.startTo, t.size = d.needStart, d.startFrom, d.startTo, d.size
+	t.dirty = false
+	t.broken = err
+	return err
 }
 
 // admitIntents fails the intent records of a batch unless space for their
@@ -829,8 +963,10 @@ func (t *Trail) commit(batch []*pending, checkpointOnly bool) (err error) {
 	if t.buf.Len() == 0 {
 		return nil
 	}
-	if err := t.write(t.buf.Bytes()); err != nil {
-		t.seq, t.prev, t.sinceCk, t.firstTime, t.needStart = seq0, prev0, since0, first0, need0
+	if err := t.write(t.buf.Bytes(), t.noSync && !checkpointOnly); err != nil {
+		if !errors.Is(err, errUnsyncedLost) {
+			t.seq, t.prev, t.sinceCk, t.firstTime, t.needStart = seq0, prev0, since0, first0, need0
+		}
 		for _, p := range batch {
 			p.rec.Seq, p.rec.Prev = 0, ""
 		}
@@ -840,8 +976,11 @@ func (t *Trail) commit(batch []*pending, checkpointOnly bool) (err error) {
 	return nil
 }
 
-// write appends b durably to the primary sink.
-func (t *Trail) write(b []byte) error {
+// write appends b durably to the primary sink, or, with relaxed, only
+// to the file's page cache: then the lines are fsynced later (syncDirty).
+// A failed fsync after relaxed lines goes back to the last durable state
+// (loseUnsynced) and returns errUnsyncedLost.
+func (t *Trail) write(b []byte, relaxed bool) error {
 	if t.opt.Dir == "" {
 		_, err := t.opt.Stdout.Write(b)
 		return err
@@ -853,8 +992,15 @@ func (t *Trail) write(b []byte) error {
 		return fmt.Errorf("audit file %s: reserving space: %w: %w", t.name, errNoSpace, err)
 	}
 	_, err := t.f.Write(b)
+	if err == nil && relaxed {
+		t.size += int64(len(b))
+		t.dirty = true
+		return nil
+	}
 	if err == nil {
-		err = t.f.Sync()
+		if err = t.f.Sync(); err != nil && t.dirty {
+			return t.loseUnsynced(err)
+		}
 	}
 	if err != nil {
 		// Cut back what may have reached the file; reopen next time.
@@ -865,6 +1011,7 @@ func (t *Trail) write(b []byte) error {
 		return fmt.Errorf("audit file %s: %w", t.name, err)
 	}
 	t.size += int64(len(b))
+	t.markDurable()
 	return nil
 }
 
@@ -913,8 +1060,10 @@ func (t *Trail) rotate() error {
 		t.buf.Reset()
 		seq0, prev0, since0 := t.seq, t.prev, t.sinceCk
 		t.appendCheckpoint()
-		if err := t.write(t.buf.Bytes()); err != nil {
-			t.seq, t.prev, t.sinceCk = seq0, prev0, since0
+		if err := t.write(t.buf.Bytes(), false); err != nil {
+			if !errors.Is(err, errUnsyncedLost) {
+				t.seq, t.prev, t.sinceCk = seq0, prev0, since0
+			}
 			f.Close()
 			os.Remove(name)
 			return err
@@ -925,5 +1074,6 @@ func (t *Trail) rotate() error {
 	t.f.Close()
 	t.f, t.name, t.size, t.reserved = f, name, 0, reserved
 	t.fileStart, t.needStart, t.startFrom, t.startTo = first, true, 0, 0
+	t.markDurable() // the checkpoint's fsync covered the old file
 	return nil
 }

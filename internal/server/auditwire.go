@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -81,6 +82,9 @@ func openAudit(ctx context.Context, cfg Config, storagePath string, log *slog.Lo
 		}
 		opt.CheckpointInterval = d
 	}
+	if opt.BatchedSync, err = batchedSync(a); err != nil {
+		return nil, nil, err
+	}
 	if a.Stdout {
 		opt.Stdout = os.Stdout
 		if m != nil {
@@ -100,6 +104,14 @@ func openAudit(ctx context.Context, cfg Config, storagePath string, log *slog.Lo
 	t, err := audit.Open(opt)
 	if err != nil {
 		return nil, nil, fmt.Errorf("audit trail: %w", err)
+	}
+	if file, n := t.TornTail(); n > 0 {
+		log.Warn("the audit log ended in a torn tail (blocks a crash left unwritten); cut it off and continued the chain before it",
+			"file", file, "bytes_cut", n)
+	}
+	if opt.BatchedSync > 0 {
+		log.Info("audit durability batched: the records of operations that change nothing are answered before their fsync",
+			"batched_window", opt.BatchedSync.String())
 	}
 	return t, k, nil
 }
@@ -202,4 +214,30 @@ func sysState(s *sys.Sys) monitor.State {
 		st.SecretRotationsOK, st.SecretRotationsFailed, st.SecretRotationsFailing = s.Secrets.RotationCounts()
 	}
 	return st
+}
+
+// DefaultBatchedWindow is audit.batched_window's default.
+const DefaultBatchedWindow = 10 * time.Millisecond
+
+// batchedSync is the trail's BatchedSync for the audit: section: zero for
+// per-request durability.
+func batchedSync(a AuditConfig) (time.Duration, error) {
+	switch a.Durability {
+	case "", "per-request":
+		if a.BatchedWindow != "" {
+			return 0, fmt.Errorf("audit.batched_window is set but audit.durability is %q: set durability: batched to use it", cmp.Or(a.Durability, "per-request"))
+		}
+		return 0, nil
+	case "batched":
+	default:
+		return 0, fmt.Errorf("audit.durability %q: want per-request (the default) or batched", a.Durability)
+	}
+	if a.BatchedWindow == "" {
+		return DefaultBatchedWindow, nil
+	}
+	d, err := time.ParseDuration(a.BatchedWindow)
+	if err != nil || d <= 0 || d > audit.MaxBatchedSync {
+		return 0, fmt.Errorf("audit.batched_window %q: want a duration above 0 and at most %v, like 10ms", a.BatchedWindow, audit.MaxBatchedSync)
+	}
+	return d, nil
 }

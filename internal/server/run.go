@@ -108,6 +108,15 @@ type AuditConfig struct {
 	CheckpointEvery int `json:"checkpoint_every"`
 	// CheckpointInterval bounds the unsigned tail in time (default 10s).
 	CheckpointInterval string `json:"checkpoint_interval"`
+	// Durability is when a request's record is on disk: "per-request"
+	// (the default: fsynced before the answer) or "batched": the records
+	// of operations that change nothing (encrypt, decrypt, data keys,
+	// re-encrypt, random) are answered once written and fsynced within
+	// BatchedWindow (docs/audit.md, "Durability").
+	Durability string `json:"durability"`
+	// BatchedWindow bounds the wait for that fsync (default 10ms, at
+	// most 1s); only with Durability "batched".
+	BatchedWindow string `json:"batched_window"`
 	// Stdout mirrors records to standard output; with NoFile it is the
 	// only (required) sink.
 	Stdout bool `json:"stdout"`

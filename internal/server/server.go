@@ -325,6 +325,19 @@ func presentedToken(r *http.Request) (string, bool) {
 	return tok, true
 }
 
+// relaxedAction reports whether action's successful outcome record may
+// wait for its fsync with audit.durability batched: an operation that
+// changes nothing and reveals no stored secret (docs/audit.md,
+// "Durability"). Failures, denials, changes and reads of secrets stay
+// durable before the answer.
+func relaxedAction(action string) bool {
+	switch action {
+	case "kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncrypt", "kms:GenerateRandom":
+		return true
+	}
+	return false
+}
+
 // noContent is the response type of routes that answer 204.
 type noContent struct{}
 
@@ -577,6 +590,7 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 		}
 		rec.Status = status
 		rec.LatencyNS = int64(time.Since(st.start))
+		rec.Relaxed = err == nil && rec.Phase == audit.PhaseDone && !mutates(r, rt.action) && relaxedAction(rt.action)
 		// Not cut short when the client goes away: the request's effect
 		// (a change after its intent record) must still get its outcome.
 		if aerr := s.audit.Record(context.WithoutCancel(r.Context()), &rec); aerr != nil {

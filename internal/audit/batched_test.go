@@ -1,0 +1,244 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func relaxedRec(id string) *Record {
+	return &Record{Time: time.Now(), Action: "kms:Encrypt", RequestID: id, Outcome: "ok", Relaxed: true}
+}
+
+// A relaxed record is acknowledged without an fsync of its own, and is
+// fsynced within the window; a record that is not relaxed still waits for
+// one.
+func TestBatchedSyncAcknowledgesRelaxedBeforeFsync(t *testing.T) {
+	dir := t.TempDir()
+	k := testKeys(t)
+	fl := &faults{}
+	tr, err := Open(Options{Dir: dir, Keys: k, OpenFile: fl.open, BatchedSync: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	base := fl.syncs.Load() // the start record's
+	for i := range 20 {
+		if err := tr.Record(context.Background(), relaxedRec(fmt.Sprint("r", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := fl.syncs.Load() - base; n != 0 {
+		t.Fatalf("relaxed records were fsynced %d times before they were acknowledged; want none", n)
+	}
+	// Written (the page cache) already, so a process crash loses nothing.
+	if b := readAll(t, dir); !bytes.Contains(b, []byte(`"request_id":"r19"`)) {
+		t.Fatal("an acknowledged relaxed record is not in the file")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for fl.syncs.Load() == base && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if fl.syncs.Load() == base {
+		t.Fatal("relaxed records were never fsynced")
+	}
+	// Not relaxed: its own fsync before Record returns.
+	before := fl.syncs.Load()
+	if err := tr.Record(context.Background(), &Record{Time: time.Now(), Action: "kms:Encrypt", RequestID: "d"}); err != nil {
+		t.Fatal(err)
+	}
+	if fl.syncs.Load() == before {
+		t.Fatal("a durable record was acknowledged without an fsync")
+	}
+	// An intent is never relaxed, even if marked so.
+	before = fl.syncs.Load()
+	if err := tr.Record(context.Background(), &Record{Time: time.Now(), Action: "key:Create", RequestID: "i", Phase: PhaseIntent, Relaxed: true}); err != nil {
+		t.Fatal(err)
+	}
+	if fl.syncs.Load() == before {
+		t.Fatal("an intent record was acknowledged without an fsync")
+	}
+}
+
+// Without BatchedSync, Relaxed changes nothing: every record waits for
+// its fsync.
+func TestRelaxedIgnoredWithoutBatchedSync(t *testing.T) {
+	fl := &faults{syncDelay: 50 * time.Millisecond}
+	tr, err := Open(Options{Dir: t.TempDir(), Keys: testKeys(t), OpenFile: fl.open})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	for i := range 3 {
+		before := fl.syncs.Load()
+		start := time.Now()
+		if err := tr.Record(context.Background(), relaxedRec(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+		// Returned only after its (slow) fsync ended.
+		if fl.syncs.Load() == before || time.Since(start) < fl.syncDelay {
+			t.Fatal("a relaxed record was acknowledged before its fsync with BatchedSync off")
+		}
+	}
+}
+
+func TestBatchedSyncBounds(t *testing.T) {
+	for _, d := range []time.Duration{-time.Millisecond, MaxBatchedSync + time.Millisecond} {
+		if _, err := Open(Options{Dir: t.TempDir(), Keys: testKeys(t), BatchedSync: d}); err == nil || !strings.Contains(err.Error(), "batched sync window") {
+			t.Fatalf("BatchedSync %v: got %v, want a refusal", d, err)
+		}
+	}
+}
+
+// When the fsync that follows relaxed records fails, those records are cut
+// off (the kernel may have dropped their pages) and the chain goes on from
+// the last durable line: the log verifies and holds the durable records
+// and those after the failure, not the lost ones.
+func TestBatchedSyncFailureDropsUnsyncedAndChainHolds(t *testing.T) {
+	dir := t.TempDir()
+	k := testKeys(t)
+	var failing atomic.Bool
+	fl := &faults{failSync: failing.Load}
+	tr, err := Open(Options{Dir: dir, Keys: k, OpenFile: fl.open, BatchedSync: time.Second, CheckpointEvery: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	durable := func(id string) error {
+		return tr.Record(context.Background(), &Record{Time: time.Now(), Action: "kms:Encrypt", RequestID: id})
+	}
+	if err := durable("a"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := tr.Record(context.Background(), relaxedRec(fmt.Sprint("lost", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	failing.Store(true)
+	// The durable record's fsync fails: it is refused, and the relaxed
+	// records before it are gone with it.
+	if err := durable("b"); err == nil || !strings.Contains(err.Error(), "lost") {
+		t.Fatalf("want the fsync failure naming the lost records, got %v", err)
+	}
+	failing.Store(false)
+	if err := durable("c"); err != nil {
+		t.Fatalf("after recovery: %v", err)
+	}
+	if err := tr.Record(context.Background(), relaxedRec("e")); err != nil {
+		t.Fatal(err)
+	}
+	tr.Close()
+	ids := logRequestIDs(t, dir, k)
+	if !slices.Equal(ids, []string{"a", "c", "e"}) {
+		t.Fatalf("log holds %v, want [a c e]", ids)
+	}
+}
+
+// The timer's fsync failing has the same effect as a durable record's.
+func TestBatchedSyncTimerFailure(t *testing.T) {
+	dir := t.TempDir()
+	k := testKeys(t)
+	var failing atomic.Bool
+	var failures atomic.Int64
+	fl := &faults{failSync: failing.Load}
+	tr, err := Open(Options{Dir: dir, Keys: k, OpenFile: fl.open, BatchedSync: 20 * time.Millisecond,
+		Observe: func(_ time.Duration, _ int, err error) {
+			if err != nil {
+				failures.Add(1)
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Record(context.Background(), relaxedRec("a")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // synced by the timer
+	failing.Store(true)
+	if err := tr.Record(context.Background(), relaxedRec("lost")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for failures.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if failures.Load() == 0 {
+		t.Fatal("the timer's failed fsync was not observed")
+	}
+	failing.Store(false)
+	if err := tr.Record(context.Background(), relaxedRec("b")); err != nil {
+		t.Fatal(err)
+	}
+	tr.Close()
+	if ids := logRequestIDs(t, dir, k); !slices.Equal(ids, []string{"a", "b"}) {
+		t.Fatalf("log holds %v, want [a b]", ids)
+	}
+}
+
+// A crash can leave zeroed blocks where unsynced writes had gone, with
+// later lines after them. Open cuts the file at the first line holding a
+// NUL and continues the chain from the line before it.
+func TestOpenCutsTornTail(t *testing.T) {
+	dir := t.TempDir()
+	k := testKeys(t)
+	tr, err := Open(Options{Dir: dir, Keys: k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		if err := tr.Record(context.Background(), &Record{Time: time.Now(), Action: "kms:Encrypt", RequestID: fmt.Sprint("r", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr.Close()
+	files := mustFiles(t, dir)
+	name := files[len(files)-1]
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Zero part of the line of r3 (a lost block), keep r4, r5 and the
+	// final checkpoint after it.
+	i := bytes.Index(b, []byte(`"request_id":"r3"`))
+	for j := i - 20; j < i+40; j++ {
+		b[j] = 0
+	}
+	lineStart := bytes.LastIndexByte(b[:i-20], '\n') + 1
+	if err := os.WriteFile(name, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr, err = Open(Options{Dir: dir, Keys: k})
+	if err != nil {
+		t.Fatalf("open after a torn tail: %v", err)
+	}
+	file, cut := tr.TornTail()
+	if file != name || cut != int64(len(b)-lineStart) {
+		t.Fatalf("TornTail = %s, %d; want %s, %d", file, cut, name, len(b)-lineStart)
+	}
+	if err := tr.Record(context.Background(), &Record{Time: time.Now(), Action: "kms:Encrypt", RequestID: "after"}); err != nil {
+		t.Fatal(err)
+	}
+	tr.Close()
+	if ids := logRequestIDs(t, dir, k); !slices.Equal(ids, []string{"r0", "r1", "r2", "after"}) {
+		t.Fatalf("log holds %v", ids)
+	}
+}
+
+func readAll(t *testing.T, dir string) []byte {
+	t.Helper()
+	var all []byte
+	for _, n := range mustFiles(t, dir) {
+		b, err := os.ReadFile(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, b...)
+	}
+	return all
+}
