@@ -19,6 +19,8 @@
 #   TARGETS      which servers to measure, in order (default "echo coffer")
 #   COFFER_BIN, ECHOSERVER_BIN  prebuilt binaries to use instead of building
 #   KEEP_WORK=1  keep the temporary directory with logs and JSON results
+#   HTTP1=1      the load generator speaks HTTP/1.1 over TLS (coffer bench
+#                --http1, one connection per worker) instead of HTTP/2
 #
 # The Coffer dev server is started as
 #   coffer server --dev --listen 127.0.0.1:PORT --dev-root-token TOKEN --tls-auto
@@ -199,7 +201,7 @@ run_bench() {
 	say "$name: $op for $DURATION (+$WARMUP warmup), $CONCURRENCY workers at $addr"
 	if ! env COFFER_ADDR="$addr" COFFER_TOKEN="$token" COFFER_CACERT= \
 		"$coffer" bench --op "$op" --payload-size 32 -c "$CONCURRENCY" -d "$DURATION" \
-		--warmup "$WARMUP" --json --insecure-skip-verify "$@" >"$out" 2>"$errf"; then
+		--warmup "$WARMUP" --json --insecure-skip-verify ${HTTP1:+--http1} "$@" >"$out" 2>"$errf"; then
 		cat "$errf" >&2
 		die "coffer bench --op $op against $name failed"
 	fi

@@ -40,6 +40,7 @@ type benchOptions struct {
 	warmup      time.Duration
 	json        bool
 	insecure    bool
+	http1       bool
 	context     *kvFlag
 	door        string
 	awsRegion   string
@@ -119,6 +120,7 @@ alias coffer-bench-HEX, deleted after the run); it takes no --context.`,
 	f.Int64VarP(&o.requests, "requests", "n", 0, "total requests of the measured run (0: no bound)")
 	f.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load before the run, to open connections and warm caches (0 to skip)")
 	f.BoolVar(&o.insecure, "insecure-skip-verify", false, "do not verify the server's TLS certificate")
+	f.BoolVar(&o.http1, "http1", false, "speak HTTP/1.1 over TLS, one connection per worker, instead of HTTP/2")
 	f.StringVar(&o.door, "door", string(loadgen.DoorREST), "API to load: "+strings.Join(doors, ", "))
 	f.StringVar(&o.awsRegion, "aws-region", loadgen.DefaultAWSRegion, "region the aws-kms door signs for (the server's)")
 	f.StringVar(&o.vaultMount, "vault-mount", loadgen.DefaultVaultMount, "transit mount of the vault door")
@@ -186,6 +188,7 @@ func runBench(cmd *cobra.Command, o benchOptions) error {
 		Warmup:             o.warmup,
 		CAFile:             benchSetting(cmd, "ca-cert", client.EnvCACert),
 		InsecureSkipVerify: insecure,
+		HTTP1:              o.http1,
 		Door:               loadgen.Door(o.door),
 		AWSRegion:          o.awsRegion,
 		VaultMount:         o.vaultMount,

@@ -156,6 +156,9 @@ type Config struct {
 	CAFile string
 	// InsecureSkipVerify turns off verification of the server's certificate.
 	InsecureSkipVerify bool
+	// HTTP1 speaks HTTP/1.1 over TLS, one connection per worker, instead
+	// of HTTP/2 (what many load generators and clients do).
+	HTTP1 bool
 	// Door is the API the run speaks (default DoorREST). The compatible
 	// doors load OpEncrypt and OpDecrypt only.
 	Door Door
@@ -369,7 +372,8 @@ func (c Config) baseURL() (string, error) {
 }
 
 // newHTTPClient builds the client of a run: Go's default transport with
-// keep-alive for every worker, HTTP/2 over TLS and no compression.
+// keep-alive for every worker, HTTP/2 over TLS (HTTP/1.1 with c.HTTP1) and
+// no compression.
 func (c Config) newHTTPClient() (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.ForceAttemptHTTP2 = true
@@ -388,6 +392,11 @@ func (c Config) newHTTPClient() (*http.Client, error) {
 			return nil, fmt.Errorf("CA file %s: no PEM certificate found", c.CAFile)
 		}
 		tlsConf.RootCAs = pool
+	}
+	if c.HTTP1 {
+		tr.ForceAttemptHTTP2 = false
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+		tlsConf.NextProtos = []string{"http/1.1"}
 	}
 	tr.TLSClientConfig = tlsConf
 	return &http.Client{

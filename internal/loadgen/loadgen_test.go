@@ -381,6 +381,23 @@ func TestTLSWithCAFileUsesHTTP2(t *testing.T) {
 	}
 }
 
+func TestTLSHTTP1(t *testing.T) {
+	f := newFakeKMS(t)
+	f.wantKey, f.wantPayload = "k", 32
+	srv := httptest.NewUnstartedServer(f)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+
+	res, err := Run(context.Background(), Config{Target: srv.URL, KeyID: "k", Concurrency: 4, Requests: 40, CAFile: writeCA(t, srv), HTTP1: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Ops != 40 || res.Protocol != "HTTP/1.1" || f.protoCount(1) != 40 {
+		t.Fatalf("ops %d protocol %q, server saw %v (%s)", res.Ops, res.Protocol, f.protos, res.FirstError)
+	}
+}
+
 func TestTLSInsecureSkipVerify(t *testing.T) {
 	f := newFakeKMS(t)
 	f.wantKey, f.wantPayload = "k", 32
