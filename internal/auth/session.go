@@ -83,18 +83,32 @@ func SessionKeyIDMatches(id, accessor string) bool {
 // HMAC-SHA256 of the token under the stored session key, in base64url.
 // The caller wipes it once used.
 func (t *Tokens) SessionSecret(ctx context.Context, token string) ([]byte, error) {
-	key, err := t.sessionKey(ctx)
-	if err != nil {
-		return nil, err
+	// The key is read under sessMu, which forgetSessionKey holds to wipe
+	// it: a key wiped while it was read would derive, from zero bytes, a
+	// secret anyone holding the token could compute. A key dropped
+	// between its load and the read is loaded again (from the store,
+	// which refuses once sealed).
+	for range 3 {
+		if _, err := t.sessionKey(ctx); err != nil {
+			return nil, err
+		}
+		t.sessMu.RLock()
+		k := t.sessKey.Load()
+		if k == nil {
+			t.sessMu.RUnlock()
+			continue
+		}
+		m := hmac.New(sha256.New, *k)
+		t.sessMu.RUnlock()
+		m.Write([]byte("coffer sigv4 session secret\x00"))
+		m.Write([]byte(token))
+		sum := m.Sum(nil)
+		out := make([]byte, base64.RawURLEncoding.EncodedLen(len(sum)))
+		base64.RawURLEncoding.Encode(out, sum)
+		clear(sum)
+		return out, nil
 	}
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte("coffer sigv4 session secret\x00"))
-	m.Write([]byte(token))
-	sum := m.Sum(nil)
-	out := make([]byte, base64.RawURLEncoding.EncodedLen(len(sum)))
-	base64.RawURLEncoding.Encode(out, sum)
-	clear(sum)
-	return out, nil
+	return nil, errors.New("the session key was dropped while it was read (the server is sealing or reloading); retry")
 }
 
 // sessionKey is the stored session key, made and stored on first use.
@@ -139,6 +153,8 @@ func (t *Tokens) sessionKey(ctx context.Context) ([]byte, error) {
 
 // forgetSessionKey drops the cached session key (sealing, reloading).
 func (t *Tokens) forgetSessionKey() {
+	t.sessMu.Lock() // no secret is being derived from it
+	defer t.sessMu.Unlock()
 	if k := t.sessKey.Swap(nil); k != nil {
 		clear(*k)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,3 +117,38 @@ func TestSessionKeyID(t *testing.T) {
 		t.Error("SessionKeyIDMatches")
 	}
 }
+
+// TestSessionKeyWipedOnlyWhenUnused: sealing (Unload) wipes the cached
+// session key, but never under a derivation that is reading it: a secret
+// derived while the server seals is the real one or an error, never one
+// under a wiped (zero) key, which anyone holding the session token could
+// compute. go test -race also reports the unsynchronized wipe.
+func TestSessionKeyWipedOnlyWhenUnused(t *testing.T) {
+	tk := NewTokens(inmem.New(), nil)
+	want, err := tk.SessionSecret(ctx, "cft_token-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bad atomic.Int32
+	for range 200 {
+		var wg sync.WaitGroup
+		var stop atomic.Bool
+		for range 3 {
+			wg.Go(func() {
+				for !stop.Load() {
+					if s, err := tk.SessionSecret(ctx, "cft_token-a"); err == nil && !bytes.Equal(s, want) {
+						bad.Add(1)
+					}
+				}
+			})
+		}
+		time.Sleep(50 * time.Microsecond)
+		tk.Unload()
+		stop.Store(true)
+		wg.Wait()
+	}
+	if n := bad.Load(); n > 0 {
+		t.Fatalf("%d secrets were derived from a wiped session key", n)
+	}
+}
+

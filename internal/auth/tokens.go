@@ -275,6 +275,9 @@ type Tokens struct {
 	loadRev int64
 	// sessKey caches the key session secrets derive from (session.go).
 	sessKey atomic.Pointer[[]byte]
+	// sessMu keeps the cached session key from being wiped while a
+	// secret is derived from it (session.go).
+	sessMu sync.RWMutex
 }
 
 // NewTokens returns a token store over store; now is time.Now when nil.
