@@ -152,3 +152,26 @@ func TestSessionKeyWipedOnlyWhenUnused(t *testing.T) {
 	}
 }
 
+// TestSessionMakesNoTokens: a session token of temporary credentials is
+// no parent: a token made for its principal would be a bearer token that
+// escapes SigV4Only.
+func TestSessionMakesNoTokens(t *testing.T) {
+	tk := NewTokens(inmem.New(), nil)
+	_, sp, err := tk.Issue(ctx, Spec{Role: "r", TTL: time.Hour, SigV4Only: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tk.Issue(ctx, Spec{DisplayName: "child", Parent: &sp}); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("a token made for a session: %v", err)
+	}
+	if _, _, err := tk.Issue(ctx, Spec{Role: "r", TTL: time.Minute, Parent: &sp}); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("a role token made for a session: %v", err)
+	}
+	_, bp, err := tk.Issue(ctx, Spec{Role: "r", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tk.Issue(ctx, Spec{DisplayName: "child", Parent: &bp}); err != nil {
+		t.Errorf("a token made for a bearer role token: %v", err)
+	}
+}

@@ -432,10 +432,14 @@ func (t *Tokens) Issue(ctx context.Context, spec Spec) (string, Principal, error
 	defer t.gate.RUnlock()
 	if p := spec.Parent; p != nil && p.Accessor != "" && !p.Root {
 		t.mu.RLock()
-		live := t.byAccessor[p.Accessor] != nil
+		pr := t.byAccessor[p.Accessor]
 		t.mu.RUnlock()
-		if !live {
+		if pr == nil {
 			return "", Principal{}, fmt.Errorf("%w: the token that asked for this one was revoked", ErrUnauthenticated)
+		}
+		if pr.SigV4Only {
+			// Its child would be a bearer token: SigV4Only escaped.
+			return "", Principal{}, fmt.Errorf("%w: temporary credentials (AWS) make no tokens", ErrUnauthenticated)
 		}
 	}
 	if spec.Valid != nil {
