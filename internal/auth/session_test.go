@@ -175,3 +175,24 @@ func TestSessionMakesNoTokens(t *testing.T) {
 		t.Errorf("a token made for a bearer role token: %v", err)
 	}
 }
+
+// TestSessionKeyWipedOnLoad: loading the tokens again (after a restore,
+// or a watch that lost history) drops the cached session key, to read it
+// again, and wipes the copy it drops, as sealing does.
+func TestSessionKeyWipedOnLoad(t *testing.T) {
+	tk := NewTokens(inmem.New(), nil)
+	want, err := tk.SessionSecret(ctx, "cft_token-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := tk.sessKey.Load()
+	if err := tk.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if tk.sessKey.Load() != nil || !bytes.Equal(*old, make([]byte, len(*old))) {
+		t.Error("Load kept the session key or did not wipe it")
+	}
+	if s, err := tk.SessionSecret(ctx, "cft_token-a"); err != nil || !bytes.Equal(s, want) {
+		t.Errorf("the secret after Load: %v", err)
+	}
+}

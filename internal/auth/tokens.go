@@ -330,7 +330,7 @@ func (t *Tokens) Load(ctx context.Context) error {
 	t.deleted = nil
 	t.loadRev = loadRev
 	t.mu.Unlock()
-	t.sessKey.Store(nil) // read again: a restore may have brought another
+	t.forgetSessionKey() // read again: a restore may have brought another
 	return nil
 }
 
