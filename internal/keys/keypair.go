@@ -8,10 +8,13 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"runtime"
 	"sort"
 	"strings"
+	"sync/atomic"
+	"time"
 )
 
 // Data key pairs: an asymmetric key pair made for the caller, whose
@@ -40,10 +43,65 @@ func KeyPairSpecs() []string {
 	return out
 }
 
-// keyPairSlots bounds the key pair generations running at once: an RSA
-// 4096 key takes a core for up to seconds, and callers past the bound wait
-// (or give up with their context) rather than take every core.
-var keyPairSlots = make(chan struct{}, max(runtime.NumCPU()/2, 1))
+// ErrKeyPairBusy refuses a key pair when as many are being made as the
+// server allows and as many callers already wait for a turn, or when the
+// wait for a turn passed keyPairWait: the caller should retry later.
+var ErrKeyPairBusy = errors.New("too many data key pairs are being made at once; retry later")
+
+// pairGate bounds the key pair generations: an RSA 4096 key takes a core
+// for up to seconds. At most cap(slots) run at once; at most queue
+// callers wait for a slot, each at most wait, and a caller past either
+// bound gets ErrKeyPairBusy at once, so a flood of requests is refused
+// instead of piling up waiting goroutines and latency without end.
+type pairGate struct {
+	slots   chan struct{}
+	waiting atomic.Int64
+	queue   int64
+	wait    time.Duration
+}
+
+// keyPairWait bounds the wait of a caller for a key pair slot.
+const keyPairWait = 5 * time.Second
+
+// newPairGate returns the gate of a process that runs procs threads of Go
+// code at once: half of them may make key pairs, and four callers per
+// slot may wait.
+func newPairGate(procs int) *pairGate {
+	n := max(procs/2, 1)
+	return &pairGate{slots: make(chan struct{}, n), queue: int64(4 * n), wait: keyPairWait}
+}
+
+// keyPairGate is sized by GOMAXPROCS, not NumCPU: in a container with a
+// CPU limit GOMAXPROCS follows the limit, while NumCPU counts the whole
+// machine's cores (a pod limited to 2 CPUs on a 64-core node would
+// otherwise make 32 pairs at once and starve every other request).
+var keyPairGate = newPairGate(runtime.GOMAXPROCS(0))
+
+// enter takes a slot, waiting for one if the queue has room, and returns
+// the function that gives it back.
+func (g *pairGate) enter(ctx context.Context) (func(), error) {
+	release := func() { <-g.slots }
+	select {
+	case g.slots <- struct{}{}:
+		return release, nil
+	default:
+	}
+	if g.waiting.Add(1) > g.queue {
+		g.waiting.Add(-1)
+		return nil, ErrKeyPairBusy
+	}
+	defer g.waiting.Add(-1)
+	t := time.NewTimer(g.wait)
+	defer t.Stop()
+	select {
+	case g.slots <- struct{}{}:
+		return release, nil
+	case <-t.C:
+		return nil, ErrKeyPairBusy
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
 
 // DataKeyPair is a generated key pair: the private key as PKCS #8 DER
 // (Private, which the caller must wipe) and encrypted under a key of the
@@ -57,7 +115,7 @@ type DataKeyPair struct {
 // GenerateDataKeyPair makes a key pair of spec (KeyPairSpecs) and
 // encrypts its private key under the key ref names, binding the
 // encryption context ec. The key must be usable before the (costly) pair
-// is made.
+// is made; past the bounds of keyPairGate it is ErrKeyPairBusy.
 func (s *Service) GenerateDataKeyPair(ctx context.Context, ref, spec string, ec map[string]string) (DataKeyPair, error) {
 	gen, ok := keyPairSpecs[spec]
 	if !ok {
@@ -70,13 +128,12 @@ func (s *Service) GenerateDataKeyPair(ctx context.Context, ref, spec string, ec 
 	if err := usable(h.cur.Load()); err != nil {
 		return DataKeyPair{}, err
 	}
-	select {
-	case keyPairSlots <- struct{}{}:
-	case <-ctx.Done():
-		return DataKeyPair{}, ctx.Err()
+	release, err := keyPairGate.enter(ctx)
+	if err != nil {
+		return DataKeyPair{}, err
 	}
 	priv, err := gen()
-	<-keyPairSlots
+	release()
 	if err != nil {
 		return DataKeyPair{}, fmt.Errorf("generating a %s key pair: %w", spec, err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
+	"github.com/cofferkms/coffer/internal/keys"
 )
 
 // GenerateDataKeyPair and GenerateDataKeyPairWithoutPlaintext: the key
@@ -48,6 +49,17 @@ type awsDataKeyPairResponse struct {
 	KeyPairSpec              string
 }
 
+// keyPairError is err as the door answers it: too many pairs being made
+// (keys.ErrKeyPairBusy) is AWS's ThrottlingException, which the SDKs
+// retry after a backoff, not an internal error.
+func keyPairError(err error) error {
+	if errors.Is(err, keys.ErrKeyPairBusy) {
+		return &awsTypedError{typ: "ThrottlingException", status: http.StatusBadRequest,
+			err: &apiError{http.StatusTooManyRequests, "key_pairs_busy", keys.ErrKeyPairBusy.Error()}}
+	}
+	return err
+}
+
 // awsKeyPairRoutes registers the two operations.
 func (s *Server) awsKeyPairRoutes() {
 	d, k := &s.aws, s.sys.Keys
@@ -75,7 +87,7 @@ func (s *Server) awsKeyPairRoutes() {
 				}
 				kp, err := k.GenerateDataKeyPair(ctx, ref, q.KeyPairSpec, q.EncryptionContext)
 				if err != nil {
-					return awsDataKeyPairResponse{}, err
+					return awsDataKeyPairResponse{}, keyPairError(err)
 				}
 				noteKey(ctx, kp.Sealed.KeyID, kp.Sealed.KeyVersion)
 				out := awsDataKeyPairResponse{PrivateKeyCiphertextBlob: kp.Sealed.Ciphertext, PublicKey: kp.Public,
