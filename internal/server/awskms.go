@@ -867,6 +867,10 @@ func tagMap(tags []awskms.Tag) (map[string]string, error) {
 		if _, dup := m[t.TagKey]; dup {
 			return nil, awsErr("TagException", "tag %q is given twice", boundString(t.TagKey, 128))
 		}
+		if strings.HasPrefix(strings.ToLower(t.TagKey), "aws:") {
+			// As in AWS: tools take aws: tags for AWS's own.
+			return nil, awsErr("TagException", "tag %q: tag keys beginning with aws: are reserved", boundString(t.TagKey, 128))
+		}
 		m[t.TagKey] = t.TagValue
 	}
 	return m, nil

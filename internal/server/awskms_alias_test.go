@@ -451,3 +451,33 @@ func TestAWSKMSUpdateAliasConflict(t *testing.T) {
 	}
 	t.Logf("%d of %d moves conflicted", conflicts.Load(), n)
 }
+
+// TestAWSKMSTagReservedPrefix: tag keys beginning with aws: (in any case)
+// are TagException, as in AWS, through TagResource and CreateKey, and
+// leave the key's tags as they were.
+func TestAWSKMSTagReservedPrefix(t *testing.T) {
+	e := newAWSEnv(t)
+	ak := e.accessKey("all", allowAll)
+	c := e.kms(ak.ID, ak.SecretAccessKey, "")
+	ctx := context.Background()
+	out, err := c.CreateKey(ctx, &kms.CreateKeyInput{Tags: []types.Tag{{TagKey: aws.String("team"), TagValue: aws.String("a")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := out.KeyMetadata.KeyId
+	for _, k := range []string{"aws:cloudformation:stack-name", "AWS:x"} {
+		var te *types.TagException
+		_, err := c.TagResource(ctx, &kms.TagResourceInput{KeyId: id, Tags: []types.Tag{{TagKey: aws.String("ok"), TagValue: aws.String("")}, {TagKey: aws.String(k), TagValue: aws.String("v")}}})
+		if !errors.As(err, &te) {
+			t.Errorf("TagResource %q: %T %v, want TagException", k, err, err)
+		}
+		_, err = c.CreateKey(ctx, &kms.CreateKeyInput{Tags: []types.Tag{{TagKey: aws.String(k), TagValue: aws.String("v")}}})
+		if !errors.As(err, &te) {
+			t.Errorf("CreateKey with %q: %T %v, want TagException", k, err, err)
+		}
+	}
+	lt, err := c.ListResourceTags(ctx, &kms.ListResourceTagsInput{KeyId: id})
+	if err != nil || len(lt.Tags) != 1 || aws.ToString(lt.Tags[0].TagKey) != "team" {
+		t.Fatalf("tags after the refusals: %v %+v", err, lt)
+	}
+}
