@@ -178,6 +178,8 @@ type signer struct {
 	creds       aws.Credentials
 	region      string
 	payloadHash string // hex SHA-256 of the run's one body
+	hdr         http.Header
+	url         url.URL
 }
 
 func (c Config) newSigner(body []byte) *signer {
@@ -193,12 +195,18 @@ func (c Config) newSigner(body []byte) *signer {
 	}
 }
 
-// sign gives req (a shallow copy of the run's template) headers and a URL
-// of its own and signs it now.
+// sign gives req (a shallow copy of the run's template) the signer's own
+// headers and URL and signs it now. They are reused from one request to
+// the next: the signer sets the same fields (X-Amz-Date, Authorization,
+// the query) every time, and a worker sends its next request only once the
+// transport closed the previous one's body, so after it wrote its headers.
 func (s *signer) sign(req *http.Request) error {
-	req.Header = req.Header.Clone()
-	u := *req.URL
-	req.URL = &u
+	if s.hdr == nil {
+		s.hdr = req.Header.Clone()
+	}
+	req.Header = s.hdr
+	s.url = *req.URL
+	req.URL = &s.url
 	return s.s.SignHTTP(req.Context(), s.creds, req, s.payloadHash, awsService, s.region, time.Now())
 }
 

@@ -808,8 +808,14 @@ func (w *worker) release() {
 	select {
 	case <-w.body.done:
 	case <-t.C:
-		// The transport still holds it: leave it be and use a fresh one.
+		// The transport still holds it: leave it be and use a fresh one,
+		// and fresh signed headers and URL (the signer reuses them).
 		w.body = newReqBody()
+		if w.signer != nil {
+			fresh := *w.signer
+			fresh.hdr = nil
+			w.signer = &fresh
+		}
 	}
 }
 

@@ -159,11 +159,14 @@ func awsError(err error, status int, code string) (int, string) {
 // application/x-amz-json-1.1.
 func writeAWS(w http.ResponseWriter, status int, v any, requestID string) {
 	w.Header().Set("X-Amzn-RequestId", requestID)
-	b, err := json.Marshal(v)
-	if err != nil {
+	buf := bufPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer bufPool.Put(buf)
+	if err := json.NewEncoder(buf).Encode(v); err != nil {
 		writeAWSError(w, http.StatusInternalServerError, "KMSInternalException", "response encoding failed", requestID)
 		return
 	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n")) // the bytes json.Marshal writes
 	h := w.Header()
 	h.Set("Content-Type", awsContentType)
 	h.Set("Content-Length", strconv.Itoa(len(b)))

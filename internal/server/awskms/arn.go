@@ -30,12 +30,12 @@ func (c Config) WithDefaults() Config {
 
 // KeyARN is the ARN of key id.
 func (c Config) KeyARN(id string) string {
-	return fmt.Sprintf("arn:%s:kms:%s:%s:key/%s", c.Partition, c.Region, c.Account, id)
+	return "arn:" + c.Partition + ":kms:" + c.Region + ":" + c.Account + ":key/" + id
 }
 
 // AliasARN is the ARN of alias name (alias/NAME).
 func (c Config) AliasARN(name string) string {
-	return fmt.Sprintf("arn:%s:kms:%s:%s:%s", c.Partition, c.Region, c.Account, name)
+	return "arn:" + c.Partition + ":kms:" + c.Region + ":" + c.Account + ":" + name
 }
 
 // Ref turns a KeyId as AWS clients send it (a key id, alias/NAME, or the
