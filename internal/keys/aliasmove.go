@@ -17,7 +17,8 @@ import (
 // (the key the caller was authorized on), decided on the stored alias; a
 // concurrent move since is storage.ErrConflict, never a silent overwrite.
 // Of two concurrent moves of one alias one is stored and the other fails
-// that way.
+// that way. The new key may be disabled, not pending deletion
+// (ErrPendingDeletion) or deleted.
 func (s *Service) UpdateAlias(ctx context.Context, name, ref, from string) (Alias, error) {
 	if err := checkAlias(name); err != nil {
 		return Alias{}, err
@@ -26,17 +27,24 @@ func (s *Service) UpdateAlias(ctx context.Context, name, ref, from string) (Alia
 	if err != nil {
 		return Alias{}, err
 	}
-	k := h.cur.Load()
-	if err := notDeleted(&k.rec); err != nil {
-		return Alias{}, err
-	}
-	to := k.rec.ID
 	if err := s.beginWrite(); err != nil {
 		return Alias{}, err
 	}
 	defer s.life.RUnlock()
 	s.aliasMu.Lock()
 	defer s.aliasMu.Unlock()
+	// The target's state is read under the alias lock, which destroy
+	// holds: a key destroyed meanwhile cannot be given the alias. A key
+	// pending deletion is refused as AWS does: the alias would stop
+	// working, and name nothing once the key is destroyed.
+	k := h.cur.Load()
+	if err := notDeleted(&k.rec); err != nil {
+		return Alias{}, err
+	}
+	if k.rec.State == StatePendingDeletion {
+		return Alias{}, fmt.Errorf("%w: key %s is pending deletion; cancel the deletion before moving an alias to it", ErrPendingDeletion, k.rec.ID)
+	}
+	to := k.rec.ID
 	e, err := s.store.Get(ctx, aliasPath(name))
 	if errors.Is(err, storage.ErrNotFound) {
 		s.dropAlias(name)

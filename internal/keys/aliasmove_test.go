@@ -54,7 +54,8 @@ func TestUpdateAliasMoves(t *testing.T) {
 }
 
 // TestUpdateAliasRefusals: a missing alias, a stale expectation, a
-// reserved or malformed name, a missing or deleted target.
+// reserved or malformed name, a missing, pending deletion or deleted
+// target.
 func TestUpdateAliasRefusals(t *testing.T) {
 	ctx := context.Background()
 	a, _, _ := twoServices(t)
@@ -85,7 +86,26 @@ func TestUpdateAliasRefusals(t *testing.T) {
 			t.Fatalf("%s moved alias/app to %s", c.name, id)
 		}
 	}
-	// A deleted key takes no alias.
+	// A key pending deletion takes no alias (as in AWS), a disabled
+	// one does; a deleted key takes none.
+	if _, err := a.ScheduleDeletion(ctx, y.ID, 7); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.UpdateAlias(ctx, "alias/app", y.ID, x.ID); !errors.Is(err, ErrPendingDeletion) {
+		t.Fatalf("move to a key pending deletion: %v", err)
+	}
+	if id, _, _ := a.Names("alias/app"); id != x.ID {
+		t.Fatalf("the refused move left alias/app on %s", id)
+	}
+	if _, err := a.CancelDeletion(ctx, y.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.UpdateAlias(ctx, "alias/app", y.ID, x.ID); err != nil {
+		t.Fatalf("move to a disabled key: %v", err)
+	}
+	if _, err := a.UpdateAlias(ctx, "alias/app", x.ID, y.ID); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := a.ScheduleDeletion(ctx, y.ID, 7); err != nil {
 		t.Fatal(err)
 	}

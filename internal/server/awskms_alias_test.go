@@ -113,6 +113,17 @@ func TestAWSKMSUpdateAlias(t *testing.T) {
 	if _, err := c.UpdateAlias(ctx, &kms.UpdateAliasInput{AliasName: aws.String("alias/none"), TargetKeyId: aws.String(x)}); !errors.As(err, &nf) {
 		t.Fatalf("the SDK's typed error for a missing alias: %T %v", err, err)
 	}
+	// A key pending deletion takes no alias, as in AWS.
+	if _, err := c.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: aws.String(x), PendingWindowInDays: aws.Int32(7)}); err != nil {
+		t.Fatal(err)
+	}
+	var is *types.KMSInvalidStateException
+	if _, err := c.UpdateAlias(ctx, &kms.UpdateAliasInput{AliasName: aws.String("alias/app"), TargetKeyId: aws.String(x)}); !errors.As(err, &is) {
+		t.Fatalf("move to a key pending deletion: %T %v, want KMSInvalidStateException", err, err)
+	}
+	if got := aliasTarget(t, c, "alias/app"); got != y {
+		t.Fatalf("alias/app names %s after the refused move, want %s", got, y)
+	}
 }
 
 // TestAWSKMSUpdateAliasAuthorization: a move needs key:DeleteAlias on the
