@@ -91,6 +91,26 @@ func checkMount(what, m string) error {
 	return nil
 }
 
+// checkClusterName refuses a kubernetes_cluster no cluster can be
+// registered under (names are 1..64 of A-Z a-z 0-9 . _ -, starting with a
+// letter or digit): a stray space or quote in the config would otherwise
+// fail every Vault login as an untrusted one. Empty is allowed (no
+// cluster named).
+func checkClusterName(c string) error {
+	if c == "" {
+		return nil
+	}
+	ok := len(c) <= 64 && c[0] != '.' && c[0] != '_' && c[0] != '-'
+	for i := 0; ok && i < len(c); i++ {
+		b := c[i]
+		ok = b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '.' || b == '_' || b == '-'
+	}
+	if !ok {
+		return fmt.Errorf("vault kubernetes_cluster %q is no cluster name: want 1..64 of A-Z a-z 0-9 . _ -, starting with a letter or digit, as registered", c)
+	}
+	return nil
+}
+
 // checkMounts validates both mounts and that neither holds the other.
 func (m VaultMounts) check() error {
 	if err := checkMount("transit_mount", m.Transit); err != nil {
@@ -100,6 +120,9 @@ func (m VaultMounts) check() error {
 		return err
 	}
 	if err := checkMount("kubernetes_mount", m.Kubernetes); err != nil {
+		return err
+	}
+	if err := checkClusterName(m.KubernetesCluster); err != nil {
 		return err
 	}
 	if m.Transit == m.KV || strings.HasPrefix(m.Transit+"/", m.KV+"/") || strings.HasPrefix(m.KV+"/", m.Transit+"/") {

@@ -271,6 +271,16 @@ func TestVaultKubernetesCluster(t *testing.T) {
 			t.Fatalf("the token's cluster is %q, want %q", ti.Cluster, cluster)
 		}
 	}
+	// A value no cluster can be registered under stops the server.
+	for _, c := range []string{"prod ", "\"prod\"", "-x", "a/b", strings.Repeat("c", 65)} {
+		api := server.New(sys.New(barrier.New(inmem.New()), nil), server.Options{Vault: server.VaultMounts{KubernetesCluster: c}})
+		if err := api.Err(); err == nil || !strings.Contains(err.Error(), "kubernetes_cluster") {
+			t.Errorf("kubernetes_cluster %q: %v", c, err)
+		}
+	}
+	if err := server.New(sys.New(barrier.New(inmem.New()), nil), server.Options{Vault: server.VaultMounts{KubernetesCluster: "kind-2.prod_a"}}).Err(); err != nil {
+		t.Errorf("a valid kubernetes_cluster: %v", err)
+	}
 }
 
 // TestVaultKubernetesConfig: the vault: section of the config file sets
