@@ -45,6 +45,11 @@ func (s *Server) updateAlias(ctx context.Context, r *http.Request, p *auth.Princ
 		// The alias named no key when it was authorized.
 		return keys.Alias{}, fmt.Errorf("%w: %q does not exist; create it first", keys.ErrAliasNotFound, name)
 	}
+	if rec := recordOf(ctx); rec != nil {
+		// The record's key is the new one: the trail keeps the old one
+		// too, or a move could not be traced back.
+		rec.Detail = "previous_key_id=" + from
+	}
 	to, err := s.authorizeAlias(ctx, r, p, "key:CreateAlias", name, ref)
 	if err != nil {
 		return keys.Alias{}, err

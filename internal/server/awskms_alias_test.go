@@ -54,7 +54,7 @@ func aliasTarget(t *testing.T, c *kms.Client, alias string) string {
 // TestAWSKMSUpdateAlias moves an alias with the SDK's UpdateAlias: the
 // alias, its listing, and encryption through it follow the new key; a
 // missing alias or target is NotFoundException, and the request is
-// audited as key:UpdateAlias naming the new key.
+// audited as key:UpdateAlias naming the new key and the previous one.
 func TestAWSKMSUpdateAlias(t *testing.T) {
 	e := newAWSEnv(t)
 	ak := e.accessKey("all", allowAll)
@@ -90,7 +90,7 @@ func TestAWSKMSUpdateAlias(t *testing.T) {
 		t.Fatalf("the new key's aliases: %v, %+v", err, la)
 	}
 	rec, ok := e.rec.last("key:UpdateAlias")
-	if !ok || rec.Door != "aws-kms" || rec.Resource != "alias/app" || rec.KeyID != y || rec.Outcome != "ok" {
+	if !ok || rec.Door != "aws-kms" || rec.Resource != "alias/app" || rec.KeyID != y || rec.Outcome != "ok" || rec.Detail != "previous_key_id="+x {
 		t.Fatalf("record of the move: %+v", rec)
 	}
 
