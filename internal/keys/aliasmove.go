@@ -60,6 +60,13 @@ func (s *Service) UpdateAlias(ctx context.Context, name, ref, from string) (Alia
 		return Alias{}, fmt.Errorf("alias %s: %w", name, uerr)
 	}
 	if from != "" && stored.KeyID != from {
+		// The cache is brought in line with the store (as refreshAlias
+		// would, under the same lock), so that the caller's retry is
+		// authorized on the key the alias names now, even on a replica
+		// whose watch has not delivered the move yet.
+		if v, ok := s.aliases.Load(name); !ok || v.(string) != stored.KeyID {
+			s.moveAlias(name, stored.KeyID)
+		}
 		return Alias{}, fmt.Errorf("alias %s was moved to another key concurrently; retry: %w", name, storage.ErrConflict)
 	}
 	val, _ := json.Marshal(aliasRecord{KeyID: to})

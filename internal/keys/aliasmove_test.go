@@ -187,6 +187,14 @@ func TestUpdateAliasAcrossReplicas(t *testing.T) {
 	if _, err := b.UpdateAlias(ctx, "alias/app", z.ID, x.ID); !errors.Is(err, storage.ErrConflict) {
 		t.Fatalf("stale replica's move: %v, want a conflict", err)
 	}
+	// The conflict brought b's cache in line: a retry is decided on y,
+	// before b's watch delivers the move.
+	if id, _, _ := b.Names("alias/app"); id != y.ID {
+		t.Fatalf("b after the conflict: alias/app names %s, want %s", id, y.ID)
+	}
+	if _, err := b.UpdateAlias(ctx, "alias/app", y.ID, y.ID); err != nil {
+		t.Fatalf("the retry on b: %v", err)
+	}
 	if err := b.Refresh(ctx, changeAt(t, b, aliasPath("alias/app"))); err != nil {
 		t.Fatal(err)
 	}
