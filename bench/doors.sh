@@ -33,6 +33,9 @@
 #   DOORS        doors to measure (default "rest aws-kms vault"; rest is the
 #                reference of the ratios)
 #   OP           encrypt or decrypt (default encrypt)
+#   SERVER_CPUS, BENCH_CPUS  CPU lists (taskset -c) to pin the server and
+#                coffer bench to, e.g. 0 and 1, so the generator's signing
+#                does not take the server's CPU (default: not pinned)
 #   COFFER_BIN   a prebuilt coffer binary to use instead of building
 #   KEEP_WORK=1  keep the temporary directory with logs and JSON results
 #
@@ -48,6 +51,8 @@ CONCURRENCY=${CONCURRENCY:-32}
 ROUNDS=${ROUNDS:-3}
 DOORS=${DOORS:-"rest aws-kms vault"}
 OP=${OP:-encrypt}
+SERVER_CPUS=${SERVER_CPUS:-}
+BENCH_CPUS=${BENCH_CPUS:-}
 START_TIMEOUT=${START_TIMEOUT:-60} # seconds to wait for the server
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -92,6 +97,12 @@ for door in $DOORS; do
 done
 read -r -a doors <<<"$DOORS"
 ((${#doors[@]} > 0)) || die "DOORS is empty"
+server_pin=() bench_pin=()
+if [[ -n $SERVER_CPUS || -n $BENCH_CPUS ]]; then
+	command -v taskset >/dev/null 2>&1 || die "SERVER_CPUS and BENCH_CPUS need taskset"
+fi
+[[ -z $SERVER_CPUS ]] || server_pin=(taskset -c "$SERVER_CPUS")
+[[ -z $BENCH_CPUS ]] || bench_pin=(taskset -c "$BENCH_CPUS")
 
 # port_open PORT succeeds when something accepts connections on it.
 port_open() {
@@ -154,7 +165,7 @@ fi
 log=$work/coffer.log
 port=$(free_port) || die "no free port found"
 token=bench-root-token-$RANDOM$RANDOM
-"$coffer" server --dev --listen "127.0.0.1:$port" --dev-root-token "$token" --tls-auto >"$log" 2>&1 &
+"${server_pin[@]}" "$coffer" server --dev --listen "127.0.0.1:$port" --dev-root-token "$token" --tls-auto >"$log" 2>&1 &
 pid=$!
 children+=("$pid")
 addr=https://127.0.0.1:$port
@@ -232,7 +243,7 @@ run_bench() {
 	say "round $round: $door $OP for $DURATION (+$WARMUP warmup), $CONCURRENCY workers"
 	before=$(server_cpu)
 	local TIMEFORMAT='%U %S'
-	if ! { time COFFER_TOKEN=$bench_token "$coffer" bench --door "$door" --op "$OP" --key "$key" --payload-size 32 -c "$CONCURRENCY" \
+	if ! { time COFFER_TOKEN=$bench_token "${bench_pin[@]}" "$coffer" bench --door "$door" --op "$OP" --key "$key" --payload-size 32 -c "$CONCURRENCY" \
 		-d "$DURATION" --warmup "$WARMUP" --json --insecure-skip-verify >"$out" 2>"$errf"; } 2>"$tf"; then
 		cat "$errf" >&2
 		die "coffer bench --door $door failed"
@@ -270,7 +281,7 @@ cpu_per_op() {
 }
 
 echo
-echo "Compatible doors: $OP of 32 bytes, $CONCURRENCY workers, $DURATION per run, $ROUNDS rounds, $(nproc 2>/dev/null || echo '?') CPUs"
+echo "Compatible doors: $OP of 32 bytes, $CONCURRENCY workers, $DURATION per run, $ROUNDS rounds, $(nproc 2>/dev/null || echo '?') CPUs${SERVER_CPUS:+, server on CPUs $SERVER_CPUS}${BENCH_CPUS:+, bench on CPUs $BENCH_CPUS}"
 printf '%-8s %-6s %-9s %12s %10s %10s %8s %13s %13s\n' door round protocol ops/s p50 p99 errors "server us/op" "client us/op"
 for door in "${doors[@]}"; do
 	for ((r = 1; r <= ROUNDS; r++)); do
