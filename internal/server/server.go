@@ -151,6 +151,7 @@ func New(s *sys.Sys, opts Options) *Server {
 	srv.setupErr = srv.vaultRoutes(opts.Vault)
 	srv.awsKMSRoutes(opts.AWSKMS)
 	srv.awsSTSRoutes()
+	s.OnSeal(awskms.ForgetSigners)
 	if srv.metrics != nil && !opts.MetricsSeparate {
 		srv.mux.Handle("GET /metrics", srv.metrics.Handler())
 	}

@@ -53,6 +53,18 @@ type Sys struct {
 	// on success) in the audit trail. A success it cannot record is
 	// undone: the server seals again (fail closed).
 	OnAutoUnseal func(ctx context.Context, err error) error
+
+	// sealHooks run at the end of every seal (OnSeal).
+	sealHooks []func()
+}
+
+// OnSeal adds f to what a seal runs after it wiped the keys: a front door
+// forgets what it derived from secrets the barrier held (the AWS door's
+// SigV4 signing keys).
+func (s *Sys) OnSeal(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sealHooks = append(s.sealHooks, f)
 }
 
 // Status reports the seal state.
@@ -212,6 +224,9 @@ func (s *Sys) sealLocked() {
 	s.Tokens.Unload()
 	if s.Secrets != nil {
 		s.Secrets.Unload()
+	}
+	for _, f := range s.sealHooks {
+		f()
 	}
 }
 

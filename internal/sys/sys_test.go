@@ -398,3 +398,19 @@ func TestSealRaceStress(t *testing.T) {
 		t.Fatal("the stress run sealed or encrypted nothing")
 	}
 }
+
+// OnSeal's hooks run on every seal, after the keys are wiped.
+func TestOnSealHooksRun(t *testing.T) {
+	s, _ := newSys(t)
+	var ran int
+	s.OnSeal(func() {
+		if !s.Barrier.Sealed() {
+			t.Error("a seal hook ran before the barrier was sealed")
+		}
+		ran++
+	})
+	s.Seal()
+	if ran != 1 {
+		t.Fatalf("the seal hook ran %d times, want 1", ran)
+	}
+}

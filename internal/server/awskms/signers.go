@@ -2,9 +2,12 @@ package awskms
 
 import (
 	"crypto/sha256"
+	"strings"
 	"sync"
 
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+
+	"github.com/cofferkms/coffer/internal/auth"
 )
 
 // maxSigners bounds the signers kept; past it the cache starts over.
@@ -29,8 +32,14 @@ var signers = struct {
 	m  map[signerKey]*v4.Signer
 }{m: map[signerKey]*v4.Signer{}}
 
-// signerFor returns the signer of access key id with secret.
+// signerFor returns the signer of access key id with secret. A session's
+// credentials (cfst_ ids, derived for each token) get a fresh signer that
+// is not kept: they are many and short-lived, and what is derived from
+// them must not outlive the session.
 func signerFor(id, secret string) *v4.Signer {
+	if strings.HasPrefix(id, auth.SessionKeyIDPrefix) {
+		return v4.NewSigner()
+	}
 	k := signerKey{id: id, secret: sha256.Sum256([]byte(secret))}
 	signers.mu.Lock()
 	defer signers.mu.Unlock()
@@ -43,4 +52,12 @@ func signerFor(id, secret string) *v4.Signer {
 		signers.m[k] = s
 	}
 	return s
+}
+
+// ForgetSigners drops every kept signer and the signing keys they derived:
+// the server calls it on seal, which wipes the secrets they came from.
+func ForgetSigners() {
+	signers.mu.Lock()
+	defer signers.mu.Unlock()
+	clear(signers.m)
 }

@@ -96,6 +96,29 @@ func TestSignerCacheBounded(t *testing.T) {
 	}
 }
 
+// A session's signer is never kept (its keys die with the session), and
+// ForgetSigners (run on seal) drops every kept one.
+func TestSessionSignersNotKeptAndForgotten(t *testing.T) {
+	count := func() int {
+		signers.mu.Lock()
+		defer signers.mu.Unlock()
+		return len(signers.m)
+	}
+	ForgetSigners()
+	signerFor("cfst_0123456789abcdef", "session-secret")
+	if n := count(); n != 0 {
+		t.Fatalf("a session's signer was kept (%d signers)", n)
+	}
+	signerFor("cfak_KEPT", "secret")
+	if n := count(); n != 1 {
+		t.Fatalf("%d signers kept for an access key, want 1", n)
+	}
+	ForgetSigners()
+	if n := count(); n != 0 {
+		t.Fatalf("ForgetSigners left %d signers", n)
+	}
+}
+
 // BenchmarkVerify is the server's cost of a SigV4 signature: Parse and
 // Verify of one Encrypt request, with the same access key every time.
 func BenchmarkVerify(b *testing.B) {
