@@ -287,12 +287,29 @@ func (s *Service) kubernetesLogin(ctx context.Context, req KubernetesLoginReques
 	return "", auth.Principal{}, verifyError(lastErr)
 }
 
-// verifyError is the answer to a token a cluster's verifier refused.
+// verifyError is the answer to a token a cluster's verifier refused. It
+// stays an ErrExpired when the token had expired (the AWS door answers
+// that differently).
 func verifyError(err error) error {
 	if errors.Is(err, k8sauth.ErrUnavailable) {
 		return err
 	}
-	return fmt.Errorf("%w: %s", auth.ErrUnauthenticated, strings.TrimPrefix(err.Error(), "k8sauth: "))
+	return &refusedToken{msg: auth.ErrUnauthenticated.Error() + ": " + strings.TrimPrefix(err.Error(), "k8sauth: "), expired: errors.Is(err, k8sauth.ErrExpired)}
+}
+
+// refusedToken is an auth.ErrUnauthenticated for a refused
+// service-account token, and a k8sauth.ErrExpired when it had expired.
+type refusedToken struct {
+	msg     string
+	expired bool
+}
+
+func (e *refusedToken) Error() string { return e.msg }
+
+// Is matches auth.ErrUnauthenticated, and k8sauth.ErrExpired for an
+// expired token.
+func (e *refusedToken) Is(target error) bool {
+	return target == auth.ErrUnauthenticated || e.expired && target == k8sauth.ErrExpired
 }
 
 // notTrustedSA is the answer to a verified service account the role does

@@ -257,7 +257,7 @@ func checkTimes(c *jwt.Claims, now time.Time) error {
 		return invalid("the token has no expiry (exp claim); bound service-account tokens always have one")
 	}
 	if exp := c.Expiry.Time(); now.After(exp.Add(Leeway)) {
-		return invalid("expired at %s", fmtTime(exp))
+		return &expiredError{msg: "expired at " + fmtTime(exp)}
 	}
 	if c.NotBefore != nil {
 		if nbf := c.NotBefore.Time(); now.Add(Leeway).Before(nbf) {

@@ -202,6 +202,11 @@ func TestJWKSVerifyClock(t *testing.T) {
 			continue
 		}
 		checkRefusal(t, err, ErrInvalidToken, tc.reason, tok)
+		// Only an expired token is ErrExpired (the AWS door tells the
+		// client to read its token again instead of retrying it).
+		if expired := strings.HasPrefix(tc.reason, "expired"); errors.Is(err, ErrExpired) != expired {
+			t.Errorf("at %s: errors.Is(%v, ErrExpired) = %v, want %v", tc.now, err, !expired, expired)
+		}
 	}
 }
 

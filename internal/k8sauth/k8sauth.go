@@ -87,7 +87,21 @@ var (
 	// a kid the JWKS does not hold: the cluster may have rotated its
 	// signing key, so fetching its JWKS again may help.
 	ErrUnknownKey = errors.New("k8sauth: unknown signing key")
+	// ErrExpired is wrapped (with ErrInvalidToken) when a verifier that
+	// checks the token itself (JWKS) finds it past its exp: a client
+	// should read its projected token again, not retry this one.
+	ErrExpired = errors.New("k8sauth: token expired")
 )
+
+// expiredError is an ErrInvalidToken that is also an ErrExpired.
+type expiredError struct{ msg string }
+
+func (e *expiredError) Error() string { return ErrInvalidToken.Error() + ": " + e.msg }
+
+// Is matches ErrInvalidToken and ErrExpired.
+func (e *expiredError) Is(target error) bool {
+	return target == ErrInvalidToken || target == ErrExpired
+}
 
 // unknownKeyError is an ErrInvalidToken that is also an ErrUnknownKey.
 type unknownKeyError struct{ msg string }

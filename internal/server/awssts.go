@@ -214,6 +214,10 @@ func (s *Server) awsSTSRoutes() {
 // and the login failure budget.
 func webIdentityError(err error) error {
 	switch status, _, _ := classify(err); {
+	case errors.Is(err, k8sauth.ErrExpired):
+		// Not InvalidIdentityToken, which the SDK retries with the same
+		// token: the pod must read its projected token again.
+		return &awsTypedError{typ: "ExpiredTokenException", status: http.StatusBadRequest, err: err}
 	case status == http.StatusUnauthorized:
 		return &awsTypedError{typ: "InvalidIdentityToken", status: http.StatusBadRequest, err: err}
 	case status == http.StatusForbidden:

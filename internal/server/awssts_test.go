@@ -172,8 +172,8 @@ func TestSTSRefusals(t *testing.T) {
 		{"forged token", e.roleARN("pod"), e.jwtFor(e.other, nil), "s1", 0, "InvalidIdentityToken"},
 		{"tampered token", e.roleARN("pod"), tamper(good), "s1", 0, "InvalidIdentityToken"},
 		{"expired token", e.roleARN("pod"), e.jwtFor(e.jwtKey, func(c *jwt.Claims, _ map[string]any) {
-			c.Expiry = jwt.NewNumericDate(time.Now().Add(-time.Minute))
-		}), "s1", 0, "InvalidIdentityToken"},
+			c.Expiry = jwt.NewNumericDate(time.Now().Add(-5 * time.Minute))
+		}), "s1", 0, "ExpiredTokenException"},
 		{"another account", "arn:aws:iam::999999999999:role/pod", good, "s1", 0, "AccessDenied"},
 		{"another partition", "arn:aws-cn:iam::123456789012:role/pod", good, "s1", 0, "AccessDenied"},
 		{"malformed ARN", "arn:aws:kms:eu-west-3:123456789012:key/pod", good, "s1", 0, "ValidationError"},
