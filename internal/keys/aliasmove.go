@@ -23,7 +23,7 @@ func (s *Service) UpdateAlias(ctx context.Context, name, ref, from string) (Alia
 	if err := checkAlias(name); err != nil {
 		return Alias{}, err
 	}
-	h, err := s.resolve(ref)
+	h, err := s.resolve(ctx, ref)
 	if err != nil {
 		return Alias{}, err
 	}

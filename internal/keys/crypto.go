@@ -70,7 +70,7 @@ func (s *Service) Encrypt(ctx context.Context, ref string, plaintext []byte, ec 
 		return Sealed{}, fmt.Errorf("%w: %d bytes; Encrypt takes at most %d bytes. For larger data use envelope encryption: generate a data key (coffer kms datakey) and encrypt locally with it",
 			ErrTooLarge, len(plaintext), MaxPlaintext)
 	}
-	h, err := s.resolve(ref)
+	h, err := s.resolve(ctx, ref)
 	if err != nil {
 		return Sealed{}, err
 	}
@@ -101,7 +101,7 @@ func (s *Service) seal(ctx context.Context, h *handle, plaintext []byte, ec map[
 
 // Decrypt opens a ciphertext. The ciphertext names its key and version;
 // expectRef, when not empty, must name the same key.
-func (s *Service) Decrypt(_ context.Context, ct []byte, ec map[string]string, expectRef string) (Opened, error) {
+func (s *Service) Decrypt(ctx context.Context, ct []byte, ec map[string]string, expectRef string) (Opened, error) {
 	p, err := ciphertext.Parse(ct)
 	if err != nil {
 		return Opened{}, fmt.Errorf("%w: %v", ErrInvalidCiphertext, err)
@@ -113,7 +113,7 @@ func (s *Service) Decrypt(_ context.Context, ct []byte, ec map[string]string, ex
 	}
 	k := v.(*handle).cur.Load()
 	if expectRef != "" {
-		want, err := s.resolve(expectRef)
+		want, err := s.resolve(ctx, expectRef)
 		if err != nil {
 			return Opened{}, err
 		}
@@ -154,7 +154,7 @@ func (s *Service) ReEncrypt(ctx context.Context, ct []byte, srcCtx map[string]st
 	if destCtx == nil {
 		destCtx = srcCtx
 	}
-	h, err := s.resolve(destRef)
+	h, err := s.resolve(ctx, destRef)
 	if err != nil {
 		return Opened{}, Sealed{}, err
 	}
@@ -173,7 +173,7 @@ func (s *Service) GenerateDataKey(ctx context.Context, ref string, n int, ec map
 	if n < 1 || n > MaxDataKeyBytes {
 		return nil, Sealed{}, fmt.Errorf("%w: data key size must be 1..%d bytes, not %d", ErrInvalidArgument, MaxDataKeyBytes, n)
 	}
-	h, err := s.resolve(ref)
+	h, err := s.resolve(ctx, ref)
 	if err != nil {
 		return nil, Sealed{}, err
 	}

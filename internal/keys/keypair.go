@@ -121,7 +121,7 @@ func (s *Service) GenerateDataKeyPair(ctx context.Context, ref, spec string, ec 
 	if !ok {
 		return DataKeyPair{}, fmt.Errorf("%w: key pair spec %q: want one of %s", ErrInvalidArgument, spec, strings.Join(KeyPairSpecs(), ", "))
 	}
-	h, err := s.resolve(ref)
+	h, err := s.resolve(ctx, ref)
 	if err != nil {
 		return DataKeyPair{}, err
 	}

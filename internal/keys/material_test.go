@@ -32,7 +32,7 @@ func TestZeroMaterialNeverStored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, _ := s.resolve(k.ID)
+	h, _ := s.lookup(k.ID)
 	h.cur.Load().wipe()
 	if _, err := s.Rotate(ctx, k.ID); !errors.Is(err, errBadMaterial) {
 		t.Fatalf("rotating a key whose material was wiped: %v, want the internal error", err)
@@ -61,7 +61,7 @@ func TestSupersededSnapshotWiped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, _ := s.resolve(k.ID)
+	h, _ := s.lookup(k.ID)
 	old := h.cur.Load()
 	if _, err := s.Disable(ctx, k.ID); err != nil {
 		t.Fatal(err)
@@ -91,7 +91,7 @@ func TestLoadedZeroMaterialNeverUsed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, _ := s.resolve(k.ID)
+	h, _ := s.lookup(k.ID)
 	rec := h.cur.Load().rec
 	rec.Versions = []versionRecord{{Version: 1, CreatedAt: rec.CreatedAt, Material: make([]byte, 32)}}
 	val, _ := json.Marshal(rec)

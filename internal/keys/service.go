@@ -203,7 +203,7 @@ func (s *Service) dropAlias(name string) {
 // (alias/NAME, sorted; the caller must not modify the slice), for policies
 // that name a key either way. It works for keys in every state.
 func (s *Service) Names(ref string) (id string, aliases []string, err error) {
-	h, err := s.resolve(ref)
+	h, err := s.lookup(ref)
 	if err != nil {
 		return "", nil, err
 	}
@@ -462,8 +462,9 @@ func (s *Service) aliasesOf(id string) []string {
 	return out
 }
 
-// resolve finds the handle of a key id or alias.
-func (s *Service) resolve(ref string) (*handle, error) {
+// lookup finds the handle of a key id or alias as the alias index has it
+// now (resolve also heeds the request's pins).
+func (s *Service) lookup(ref string) (*handle, error) {
 	id := ref
 	if strings.HasPrefix(ref, AliasPrefix) {
 		v, ok := s.aliases.Load(ref)
@@ -490,6 +491,12 @@ func checkAlias(name string) error {
 	}
 	if strings.HasPrefix(name, "alias/coffer/") {
 		return fmt.Errorf("%w: aliases under alias/coffer/ are reserved", ErrInvalidArgument)
+	}
+	// AWS reserves alias/aws/ for the keys it manages, and tools read such
+	// names as AWS's own. Only new names are checked here: an alias
+	// stored before this check is still loaded, and can be deleted.
+	if strings.HasPrefix(name, "alias/aws/") {
+		return fmt.Errorf("%w: aliases under alias/aws/ are reserved (AWS names its own keys so)", ErrInvalidArgument)
 	}
 	// A name the API could not put in a path: the server refuses paths
 	// with dot segments or doubled slashes (also escaped as %2F), so such
@@ -623,7 +630,7 @@ func newMaterial() []byte {
 // update applies change to a copy of the key's record and commits it with
 // compare-and-swap. change returns an error to abort without writing.
 func (s *Service) update(ctx context.Context, ref string, change func(r *record, now time.Time) error) (Key, error) {
-	h, err := s.resolve(ref)
+	h, err := s.resolve(ctx, ref)
 	if err != nil {
 		return Key{}, err
 	}
@@ -761,8 +768,8 @@ func notDeleted(r *record) error {
 }
 
 // Describe returns a key's metadata.
-func (s *Service) Describe(_ context.Context, ref string) (Key, error) {
-	h, err := s.resolve(ref)
+func (s *Service) Describe(ctx context.Context, ref string) (Key, error) {
+	h, err := s.resolve(ctx, ref)
 	if err != nil {
 		return Key{}, err
 	}
@@ -857,7 +864,7 @@ func (s *Service) setEnabled(ctx context.Context, ref string, want State) (Key, 
 
 // Rotate adds a new primary version now. Older versions stay decrypt-only.
 func (s *Service) Rotate(ctx context.Context, ref string) (Key, error) {
-	h, err := s.resolve(ref)
+	h, err := s.resolve(ctx, ref)
 	if err != nil {
 		return Key{}, err
 	}
@@ -1014,12 +1021,8 @@ func (s *Service) CreateAlias(ctx context.Context, name, ref string) (Alias, err
 	if err := checkAlias(name); err != nil {
 		return Alias{}, err
 	}
-	h, err := s.resolve(ref)
+	h, err := s.resolve(ctx, ref)
 	if err != nil {
-		return Alias{}, err
-	}
-	k := h.cur.Load()
-	if err := notDeleted(&k.rec); err != nil {
 		return Alias{}, err
 	}
 	if err := s.beginWrite(); err != nil {
@@ -1028,6 +1031,17 @@ func (s *Service) CreateAlias(ctx context.Context, name, ref string) (Alias, err
 	defer s.life.RUnlock()
 	s.aliasMu.Lock()
 	defer s.aliasMu.Unlock()
+	// As UpdateAlias: the key's state is read under the alias lock, which
+	// destroy holds, so a key destroyed meanwhile cannot be given the
+	// alias; and a key pending deletion is refused as AWS does (the alias
+	// would stop working, then name a destroyed key).
+	k := h.cur.Load()
+	if err := notDeleted(&k.rec); err != nil {
+		return Alias{}, err
+	}
+	if k.rec.State == StatePendingDeletion {
+		return Alias{}, fmt.Errorf("%w: key %s is pending deletion; cancel the deletion before giving it an alias", ErrPendingDeletion, k.rec.ID)
+	}
 	if _, ok := s.aliases.Load(name); ok {
 		return Alias{}, fmt.Errorf("%w: %q already points to a key; delete it first", ErrAliasExists, name)
 	}
@@ -1088,10 +1102,10 @@ func (s *Service) DeleteAlias(ctx context.Context, name string) error {
 }
 
 // ListAliases returns the aliases, optionally only those of one key.
-func (s *Service) ListAliases(_ context.Context, keyRef string) ([]Alias, error) {
+func (s *Service) ListAliases(ctx context.Context, keyRef string) ([]Alias, error) {
 	want := ""
 	if keyRef != "" {
-		h, err := s.resolve(keyRef)
+		h, err := s.resolve(ctx, keyRef)
 		if err != nil {
 			return nil, err
 		}
