@@ -203,13 +203,18 @@ func TestOpenCutsTornTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Zero part of the line of r3 (a lost block), keep r4, r5 and the
-	// final checkpoint after it.
+	// Zero from inside the line of r3 to the next sector boundary (a
+	// block never written), keep what follows (later lines, the final
+	// checkpoint).
 	i := bytes.Index(b, []byte(`"request_id":"r3"`))
-	for j := i - 20; j < i+40; j++ {
+	end := (i/tornBlock + 1) * tornBlock
+	if end >= len(b) {
+		t.Fatalf("the log (%d bytes) ends before the sector boundary %d", len(b), end)
+	}
+	for j := i; j < end; j++ {
 		b[j] = 0
 	}
-	lineStart := bytes.LastIndexByte(b[:i-20], '\n') + 1
+	lineStart := bytes.LastIndexByte(b[:i], '\n') + 1
 	if err := os.WriteFile(name, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -241,4 +246,124 @@ func readAll(t *testing.T, dir string) []byte {
 		all = append(all, b...)
 	}
 	return all
+}
+
+// Close fsyncs relaxed lines even when the batch that wrote them ended
+// with a checkpoint (nothing left to sign at Close).
+func TestBatchedSyncCloseSyncsAfterRelaxedCheckpoint(t *testing.T) {
+	fl := &faults{}
+	tr, err := Open(Options{Dir: t.TempDir(), Keys: testKeys(t), OpenFile: fl.open, BatchedSync: time.Second,
+		CheckpointEvery: 3, CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 { // the third record's batch ends with a checkpoint
+		if err := tr.Record(context.Background(), relaxedRec(fmt.Sprint("r", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := fl.syncs.Load()
+	tr.Close()
+	if fl.syncs.Load() == before {
+		t.Fatal("Close left relaxed lines without an fsync")
+	}
+}
+
+// The outcome of an admitted intent is never acknowledged before its
+// fsync, even if the caller marks it Relaxed: the change happened.
+func TestBatchedSyncOwedOutcomeIsDurable(t *testing.T) {
+	fl := &faults{}
+	tr, err := Open(Options{Dir: t.TempDir(), Keys: testKeys(t), OpenFile: fl.open, BatchedSync: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if err := tr.Record(context.Background(), &Record{Time: time.Now(), Action: "key:Create", RequestID: "c", Phase: PhaseIntent}); err != nil {
+		t.Fatal(err)
+	}
+	before := fl.syncs.Load()
+	if err := tr.Record(context.Background(), &Record{Time: time.Now(), Action: "key:Create", RequestID: "c", Outcome: "ok", Relaxed: true}); err != nil {
+		t.Fatal(err)
+	}
+	if fl.syncs.Load() == before {
+		t.Fatal("the outcome of an admitted intent was acknowledged before its fsync")
+	}
+}
+
+// When the window's fsync finds no open file (reopening it failed), the
+// relaxed lines still get their fsync within a window once it is back.
+func TestBatchedSyncTimerRearmedAfterSkippedSync(t *testing.T) {
+	var failWrite, failOpen atomic.Bool
+	fl := &faults{failWrite: failWrite.Load}
+	open := func(name string, flag int, perm os.FileMode) (File, error) {
+		if failOpen.Load() {
+			return nil, fmt.Errorf("open %s: input/output error", name)
+		}
+		return fl.open(name, flag, perm)
+	}
+	const window = 300 * time.Millisecond
+	tr, err := Open(Options{Dir: t.TempDir(), Keys: testKeys(t), OpenFile: open, BatchedSync: window, CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if err := tr.Record(context.Background(), relaxedRec("a")); err != nil {
+		t.Fatal(err)
+	}
+	failWrite.Store(true) // a durable record's write fails: the sink is broken
+	if err := tr.Record(context.Background(), &Record{Time: time.Now(), Action: "kms:Encrypt", RequestID: "x"}); err == nil {
+		t.Fatal("a failed write was acknowledged")
+	}
+	failWrite.Store(false)
+	failOpen.Store(true) // and reopening it fails: no file when the window ends
+	if err := tr.Record(context.Background(), &Record{Time: time.Now(), Action: "kms:Encrypt", RequestID: "y"}); err == nil {
+		t.Fatal("a record was acknowledged with no sink")
+	}
+	time.Sleep(window + 200*time.Millisecond)
+	failOpen.Store(false)
+	if err := tr.Record(context.Background(), relaxedRec("b")); err != nil {
+		t.Fatal(err)
+	}
+	before := fl.syncs.Load()
+	deadline := time.Now().Add(window + 2*time.Second)
+	for fl.syncs.Load() == before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if fl.syncs.Load() == before {
+		t.Fatal("relaxed lines were not fsynced within the window after the sink came back")
+	}
+}
+
+// A NUL that is not the start of zeroed blocks (one damaged byte in a
+// durable record) is no torn tail: Open does not cut the records after
+// it away.
+func TestOpenDoesNotCutAtAStrayNUL(t *testing.T) {
+	dir := t.TempDir()
+	k := testKeys(t)
+	writeLog(t, dir, k, 20, Options{CheckpointEvery: 5})
+	files := mustFiles(t, dir)
+	name := files[len(files)-1]
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(b, []byte(`"request_id":"r3"`))
+	b[i+len(`"request_id":"r`)] = 0 // inside a signed-over record
+	if err := os.WriteFile(name, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if tr, err := Open(Options{Dir: dir, Keys: k}); err == nil {
+		_, cut := tr.TornTail()
+		tr.Close()
+		if cut > 0 {
+			t.Fatalf("Open cut %d bytes of durable records at one stray NUL", cut)
+		}
+	}
+	after, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) < len(b) {
+		t.Fatalf("the file shrank from %d to %d bytes", len(b), len(after))
+	}
 }

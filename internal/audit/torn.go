@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 )
@@ -10,6 +11,11 @@ import (
 // torn tail: more than BatchedSync's longest window of records at any
 // rate this server reaches.
 const tornScan = 32 << 20
+
+// tornBlock is the smallest unit a file system leaves zeroed after a
+// crash (a sector): a torn tail's first NUL starts a run of NULs that
+// reaches a multiple of it, or the end of the file.
+const tornBlock = 512
 
 // cutTornTail cuts the newest log file name at the start of the first line
 // that holds a NUL byte within its last tornScan bytes, and returns how
@@ -49,6 +55,16 @@ func cutTornTail(name string) (int64, error) {
 	}
 	if nul < 0 {
 		return 0, nil
+	}
+	// One NUL amid written bytes is damage, not blocks a crash left
+	// unwritten: cutting there would drop durable records after it.
+	run := min((nul/tornBlock+1)*tornBlock, size) - nul
+	n, err := f.ReadAt(buf[:run], nul)
+	if err != nil && err != io.EOF {
+		return 0, err
+	}
+	if int64(n) < run || bytes.Count(buf[:n], []byte{0}) != n {
+		return 0, fmt.Errorf("audit file %s: a NUL byte at offset %d that does not start zeroed blocks (a torn tail): the file is damaged, not torn; check it with 'coffer audit verify'", name, nul)
 	}
 	// The line holding it starts after the '\n' before it.
 	cut := int64(0)

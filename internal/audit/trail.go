@@ -580,12 +580,16 @@ func (t *Trail) run() {
 	defer tick.Stop()
 	batch := make([]*pending, 0, maxBatch)
 	// With BatchedSync, the deadline of relaxed lines not yet fsynced.
+	// armed: it runs. A window whose fsync found no file (reopening it
+	// failed) leaves the lines dirty; the next batch arms it again.
 	syncTimer := time.NewTimer(time.Hour)
 	syncTimer.Stop()
 	defer syncTimer.Stop()
+	armed := false
 	for {
 		select {
 		case <-syncTimer.C:
+			armed = false
 			t.syncDirty()
 		case p := <-t.in:
 			batch = append(batch[:0], p)
@@ -616,11 +620,11 @@ func (t *Trail) run() {
 			}
 			batch = t.admitIntents(batch)
 			t.noSync = t.relaxed(batch)
-			wasDirty := t.dirty
 			batch, err := t.commitOwing(batch)
 			t.noSync = false
-			if t.dirty && !wasDirty {
+			if t.dirty && !armed {
 				syncTimer.Reset(t.opt.BatchedSync)
+				armed = true
 			}
 			for _, p := range batch {
 				p.done <- err
@@ -646,6 +650,9 @@ func (t *Trail) run() {
 			if t.sinceCk > 0 || t.needStart {
 				t.commit(nil, true)
 			}
+			// Relaxed lines a checkpoint already signed (sinceCk 0) had no
+			// fsync from the commit above.
+			t.syncDirty()
 			if t.f != nil {
 				t.f.Close()
 			}
@@ -656,13 +663,14 @@ func (t *Trail) run() {
 
 // relaxed reports whether batch may be acknowledged before it is
 // fsynced: BatchedSync is on, the sink is a file and every record is
-// marked Relaxed (an intent never is: a change waits for its record).
+// marked Relaxed (an intent never is, nor the outcome of an admitted
+// intent: a change waits for its records).
 func (t *Trail) relaxed(batch []*pending) bool {
 	if t.opt.BatchedSync <= 0 || t.opt.Dir == "" || len(batch) == 0 {
 		return false
 	}
 	for _, p := range batch {
-		if !p.rec.Relaxed || p.rec.Phase == PhaseIntent {
+		if !p.rec.Relaxed || p.rec.Phase == PhaseIntent || t.owes(p) {
 			return false
 		}
 	}
