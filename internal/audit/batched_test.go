@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -365,5 +366,173 @@ func TestOpenDoesNotCutAtAStrayNUL(t *testing.T) {
 	}
 	if len(after) < len(b) {
 		t.Fatalf("the file shrank from %d to %d bytes", len(b), len(after))
+	}
+}
+
+// A signed checkpoint written inside a relaxed batch is lost with it when
+// the next fsync fails: the chain goes back to before it, the log
+// verifies and later checkpoints sign the records that stayed.
+func TestBatchedSyncLostCheckpointRollsBack(t *testing.T) {
+	dir := t.TempDir()
+	k := testKeys(t)
+	var failing atomic.Bool
+	fl := &faults{failSync: failing.Load}
+	tr, err := Open(Options{Dir: dir, Keys: k, OpenFile: fl.open, BatchedSync: time.Second, CheckpointEvery: 3, CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	durable := func(id string) error {
+		return tr.Record(context.Background(), &Record{Time: time.Now(), Action: "kms:Encrypt", RequestID: id})
+	}
+	if err := durable("a"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 { // a checkpoint after the second
+		if err := tr.Record(context.Background(), relaxedRec(fmt.Sprint("lost", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Contains(readAll(t, dir), []byte(`"type":"checkpoint"`)) {
+		t.Fatal("no checkpoint inside the relaxed records")
+	}
+	failing.Store(true)
+	if err := durable("b"); err == nil {
+		t.Fatal("a failed fsync was acknowledged")
+	}
+	failing.Store(false)
+	for _, id := range []string{"c", "d", "e", "f"} {
+		if err := durable(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr.Close()
+	if ids := logRequestIDs(t, dir, k); !slices.Equal(ids, []string{"a", "c", "d", "e", "f"}) {
+		t.Fatalf("log holds %v", ids)
+	}
+}
+
+// Rotation with relaxed lines in the old file: the rotation's checkpoint
+// fsync covers them (the relaxed batch that rotated is in the new file);
+// when a later fsync fails only the lines after the last good one are cut.
+func TestBatchedSyncRotationWhileDirty(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		dir := t.TempDir()
+		k := testKeys(t)
+		var failing atomic.Bool
+		fl := &faults{failSync: failing.Load}
+		tr, err := Open(Options{Dir: dir, Keys: k, OpenFile: fl.open, BatchedSync: time.Second, MaxFileSize: 2 << 10, CheckpointInterval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		durable := 0 // want[:durable] were fsynced
+		for i := 0; len(mustFiles(t, dir)) < 3; i++ {
+			id := fmt.Sprint("r", i)
+			before := fl.syncs.Load()
+			if err := tr.Record(context.Background(), relaxedRec(id)); err != nil {
+				t.Fatal(err)
+			}
+			if fl.syncs.Load() != before {
+				durable = len(want) // a rotation: everything before id
+			}
+			want = append(want, id)
+		}
+		if durable == 0 {
+			t.Fatal("no rotation fsynced the relaxed lines")
+		}
+		for i := range 3 {
+			if err := tr.Record(context.Background(), relaxedRec(fmt.Sprint("s", i))); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, fmt.Sprint("s", i))
+		}
+		if fail {
+			failing.Store(true)
+			if err := tr.Record(context.Background(), &Record{Time: time.Now(), Action: "kms:Encrypt", RequestID: "x"}); err == nil {
+				t.Fatal("a failed fsync was acknowledged")
+			}
+			failing.Store(false)
+			want = want[:durable]
+		}
+		if err := tr.Record(context.Background(), &Record{Time: time.Now(), Action: "kms:Encrypt", RequestID: "end"}); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, "end")
+		tr.Close()
+		if ids := logRequestIDs(t, dir, k); !slices.Equal(ids, want) {
+			t.Fatalf("fail=%v: log holds %v, want %v", fail, ids, want)
+		}
+	}
+}
+
+// A relaxed record whose write fails is refused; the relaxed lines before
+// it stay and are fsynced with the next batch.
+func TestBatchedSyncRelaxedWriteFailure(t *testing.T) {
+	dir := t.TempDir()
+	k := testKeys(t)
+	var failWrite atomic.Bool
+	fl := &faults{failWrite: failWrite.Load}
+	tr, err := Open(Options{Dir: dir, Keys: k, OpenFile: fl.open, BatchedSync: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Record(context.Background(), relaxedRec("a")); err != nil {
+		t.Fatal(err)
+	}
+	failWrite.Store(true)
+	if err := tr.Record(context.Background(), relaxedRec("x")); err == nil {
+		t.Fatal("a failed write was acknowledged")
+	}
+	failWrite.Store(false)
+	if err := tr.Record(context.Background(), &Record{Time: time.Now(), Action: "kms:Encrypt", RequestID: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	tr.Close()
+	if ids := logRequestIDs(t, dir, k); !slices.Equal(ids, []string{"a", "b"}) {
+		t.Fatalf("log holds %v", ids)
+	}
+}
+
+// Relaxed and durable records from many writers, with fsyncs failing now
+// and then: every acknowledged durable record is in the log, which
+// verifies (run with -race).
+func TestBatchedSyncConcurrentNoDurableLoss(t *testing.T) {
+	dir := t.TempDir()
+	k := testKeys(t)
+	var n atomic.Int64
+	var healed atomic.Bool // the final checkpoint's fsync works
+	fl := &faults{failSync: func() bool { return !healed.Load() && n.Add(1)%7 == 0 }}
+	tr, err := Open(Options{Dir: dir, Keys: k, OpenFile: fl.open, BatchedSync: 2 * time.Millisecond, CheckpointEvery: 10, MaxFileSize: 8 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var acked []string
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 60 {
+				id := fmt.Sprintf("w%d-%d", w, i)
+				r := relaxedRec(id)
+				r.Relaxed = i%3 != 0
+				if err := tr.Record(context.Background(), r); err == nil && !r.Relaxed {
+					mu.Lock()
+					acked = append(acked, id)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	healed.Store(true)
+	tr.Close()
+	if n.Load() < 7 {
+		t.Fatalf("only %d fsyncs: no failure was exercised", n.Load())
+	}
+	ids := logRequestIDs(t, dir, k)
+	for _, id := range acked {
+		if !slices.Contains(ids, id) {
+			t.Fatalf("acknowledged durable record %s is not in the log", id)
+		}
 	}
 }
