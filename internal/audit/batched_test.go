@@ -536,3 +536,89 @@ func TestBatchedSyncConcurrentNoDurableLoss(t *testing.T) {
 		}
 	}
 }
+
+// cutTornTail at the edges: no NUL, an empty file, zeros up to the end of
+// the file (not a sector boundary), and zeros in the first line.
+func TestCutTornTailEdges(t *testing.T) {
+	dir := t.TempDir()
+	write := func(i int, b []byte) string {
+		name := fmt.Sprintf("%s/f%d", dir, i)
+		if err := os.WriteFile(name, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return name
+	}
+	lines := []byte("{\"seq\":1}\n{\"seq\":2}\n")
+	cases := []struct {
+		b       []byte
+		cut     int64
+		wantErr bool
+	}{
+		{nil, 0, false},
+		{lines, 0, false},
+		{append(slices.Clone(lines), 0, 0, 0), 3, false},                 // zeros to the end
+		{append(append(slices.Clone(lines), `{"se`...), 0, 0), 6, false}, // inside a last line
+		{append(make([]byte, tornBlock), lines...), int64(tornBlock + len(lines)), false},
+		{append(append(slices.Clone(lines[:10]), 0), lines[10:]...), 0, true}, // a stray NUL
+	}
+	for i, c := range cases {
+		name := write(i, c.b)
+		cut, err := cutTornTail(name)
+		if (err != nil) != c.wantErr || cut != c.cut {
+			t.Errorf("case %d: cut %d, %v; want %d, error %v", i, cut, err, c.cut, c.wantErr)
+		}
+		if st, _ := os.Stat(name); st.Size() != int64(len(c.b))-c.cut {
+			t.Errorf("case %d: size %d, want %d", i, st.Size(), int64(len(c.b))-c.cut)
+		}
+	}
+}
+
+// A replica's trail (format 3) cuts its own torn tail and leaves the
+// files of another replica in the same directory alone.
+func TestOpenCutsTornTailOfItsReplicaOnly(t *testing.T) {
+	dir := t.TempDir()
+	k := testKeys(t)
+	for _, r := range []string{"a", "b"} {
+		writeLog(t, dir, k, 6, Options{ReplicaID: r})
+	}
+	tear := func(r string) (string, []byte) {
+		files, err := ReplicaFiles(dir, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := files[len(files)-1]
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := bytes.Index(b, []byte(`"request_id":"r3"`))
+		end := min((i/tornBlock+1)*tornBlock, len(b))
+		for j := i; j < end; j++ {
+			b[j] = 0
+		}
+		if err := os.WriteFile(name, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return name, b
+	}
+	nameA, _ := tear("a")
+	nameB, b := tear("b")
+	tr, err := Open(Options{Dir: dir, Keys: k, ReplicaID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if file, cut := tr.TornTail(); file != nameA || cut == 0 {
+		t.Fatalf("TornTail = %s, %d; want a cut of %s", file, cut, nameA)
+	}
+	tr.Close()
+	if after, _ := os.ReadFile(nameB); !bytes.Equal(after, b) {
+		t.Fatal("replica a's trail changed replica b's file")
+	}
+	files, err := ReplicaFiles(dir, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := Verify(files, VerifyOptions{PublicKey: k.PublicKey(), Replica: "a"}); err != nil || res.Problem != nil {
+		t.Fatalf("verify: %v %v", err, res.Problem)
+	}
+}

@@ -37,6 +37,10 @@ func TestRelaxedRecordsAreTheReadOnlyCryptoSuccesses(t *testing.T) {
 	if !relaxed("kms:GenerateDataKey") {
 		t.Fatal("a successful data key is not relaxed")
 	}
+	e.must("POST", "/v1/kms/reencrypt", e.root, client.ReEncryptRequest{Ciphertext: enc.Ciphertext}, nil)
+	if !relaxed("kms:ReEncrypt") {
+		t.Fatal("a successful re-encrypt is not relaxed")
+	}
 	e.must("POST", "/v1/kms/random", e.root, client.RandomRequest{Bytes: 16}, nil)
 	if !relaxed("kms:GenerateRandom") {
 		t.Fatal("random is not relaxed")
