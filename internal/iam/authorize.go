@@ -2,6 +2,7 @@ package iam
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cofferkms/coffer/internal/auth"
+	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/policy"
 )
 
@@ -49,7 +51,13 @@ func (d *Denied) Unwrap() error { return auth.ErrForbidden }
 // the principal and, for keys, the key's other names, and applies the
 // caller's identity policies, the key's key policy and the token's
 // scope-down policy. The root token may do everything (and is audited).
-func (s *Service) Authorize(_ context.Context, p *auth.Principal, req *policy.Request) error {
+//
+// A key named by an alias is decided on the key the alias names now, and
+// that resolution is pinned in ctx's pin table (keys.WithPins) when it has
+// one: the operation of the same request then uses that key, not the one
+// the alias may name by then, and a later decision of the same request on
+// the alias sees the same key (keys.Pin, keyNames).
+func (s *Service) Authorize(ctx context.Context, p *auth.Principal, req *policy.Request) error {
 	if p.Root || selfService[req.Action] {
 		return nil
 	}
@@ -58,7 +66,7 @@ func (s *Service) Authorize(_ context.Context, p *auth.Principal, req *policy.Re
 	req.Principal = policyPrincipal(p)
 	var keySet *policy.Set
 	if req.Resource != "" && isKeyAction(req.Action) && !aliasItself(req) {
-		if id, aliases, err := s.keys.Names(req.Resource); err == nil {
+		if id, aliases, ok := s.keyNames(ctx, req.Resource); ok {
 			req.Aliases = append(aliases[:len(aliases):len(aliases)], id)
 			if e := st.keyPolicies[id]; e != nil {
 				keySet = e.set
@@ -79,6 +87,46 @@ func (s *Service) Authorize(_ context.Context, p *auth.Principal, req *policy.Re
 		return &Denied{Principal: p.Name(), Action: req.Action, Resource: req.Resource, Decision: d}
 	}
 	return nil
+}
+
+// keyNames resolves a key reference for a decision, as s.keys.Names does,
+// and pins an alias's resolution in ctx (keys.Pin): the first resolution
+// of an alias in a request, the key or the absence of one, is the one
+// every decision and the operation of the request use. ok is false when
+// ref names no key (now, or when it was first resolved in the request).
+func (s *Service) keyNames(ctx context.Context, ref string) (id string, aliases []string, ok bool) {
+	if !strings.HasPrefix(ref, keys.AliasPrefix) {
+		id, aliases, err := s.keys.Names(ref)
+		return id, aliases, err == nil
+	}
+	if pinned, found := keys.Pinned(ctx, ref); found {
+		return s.pinnedNames(pinned)
+	}
+	id, aliases, err := s.keys.Names(ref)
+	if err != nil {
+		if !errors.Is(err, keys.ErrNotFound) {
+			return "", nil, false
+		}
+		// An alias that names no key stays so for the request: an alias
+		// created before the operation resolves it again was not
+		// decided on (its key's names and key policy were not seen).
+		id = ""
+	}
+	if pinned, found := keys.Pin(ctx, ref, id); found && pinned != id {
+		// Another decision of the request pinned the alias first.
+		return s.pinnedNames(pinned)
+	}
+	return id, aliases, id != ""
+}
+
+// pinnedNames returns the names of the key pinned for an alias ("" for
+// none).
+func (s *Service) pinnedNames(id string) (string, []string, bool) {
+	if id == "" {
+		return "", nil, false
+	}
+	id, aliases, err := s.keys.Names(id)
+	return id, aliases, err == nil
 }
 
 // EffectivePolicies names the stored policies p may use now: its role's
@@ -231,6 +279,9 @@ func (s *Service) Simulate(ctx context.Context, req SimulateRequest) (SimulateRe
 		}
 		q.Time = t
 	}
+	// A pin table of its own: the simulation's resolutions are not the
+	// request's, and the key policy below is the one Authorize saw.
+	ctx = keys.WithPins(ctx)
 	err := s.Authorize(ctx, &p, &q)
 	out := SimulateResult{Allowed: err == nil, Reason: policy.ReasonAllowed}
 	var d policy.Decision
@@ -238,7 +289,7 @@ func (s *Service) Simulate(ctx context.Context, req SimulateRequest) (SimulateRe
 		d = den.Decision
 	} else if err == nil {
 		d = policy.Authorize(st.identitySet(&p), nil, q)
-		if ks := s.keyPolicySet(st, q.Resource); ks != nil && !aliasItself(&q) {
+		if ks := s.keyPolicySet(ctx, st, q.Resource); ks != nil && !aliasItself(&q) {
 			d = policy.Authorize(st.identitySet(&p), ks, q)
 		}
 	} else {
@@ -251,11 +302,11 @@ func (s *Service) Simulate(ctx context.Context, req SimulateRequest) (SimulateRe
 	return out, nil
 }
 
-func (s *Service) keyPolicySet(st *state, ref string) *policy.Set {
+func (s *Service) keyPolicySet(ctx context.Context, st *state, ref string) *policy.Set {
 	if ref == "" {
 		return nil
 	}
-	if id, _, err := s.keys.Names(ref); err == nil {
+	if id, _, ok := s.keyNames(ctx, ref); ok {
 		if e := st.keyPolicies[id]; e != nil {
 			return e.set
 		}

@@ -34,6 +34,7 @@ import (
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/authlimit"
 	"github.com/cofferkms/coffer/internal/iam"
+	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/monitor"
 	"github.com/cofferkms/coffer/internal/policy"
 	"github.com/cofferkms/coffer/internal/replica"
@@ -400,6 +401,9 @@ func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req
 		}
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
+		// One key pin table per request: the aliases its decisions
+		// resolve are the keys its operation uses (keys.WithPins).
+		r = r.WithContext(keys.WithPins(r.Context()))
 		st := reqState{id: s.ridPrefix + strconv.FormatUint(s.ridSeq.Add(1), 10), start: time.Now()}
 		w.Header().Set("X-Request-Id", st.id)
 		src := sourceAddr(r)
