@@ -622,3 +622,46 @@ func TestOpenCutsTornTailOfItsReplicaOnly(t *testing.T) {
 		t.Fatalf("verify: %v %v", err, res.Problem)
 	}
 }
+
+// Relaxed lines written before a failed write are fsynced in their file
+// before the trail reopens it: the state it then calls durable is.
+func TestBatchedSyncDirtyLinesSyncedBeforeReopen(t *testing.T) {
+	dir := t.TempDir()
+	k := testKeys(t)
+	var failWrite, failOpen atomic.Bool
+	fl := &faults{failWrite: failWrite.Load}
+	open := func(name string, flag int, perm os.FileMode) (File, error) {
+		if failOpen.Load() {
+			return nil, fmt.Errorf("open %s: input/output error", name)
+		}
+		return fl.open(name, flag, perm)
+	}
+	tr, err := Open(Options{Dir: dir, Keys: k, OpenFile: open, BatchedSync: time.Second, CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Record(context.Background(), relaxedRec("a")); err != nil {
+		t.Fatal(err)
+	}
+	failWrite.Store(true)
+	if err := tr.Record(context.Background(), &Record{Time: time.Now(), Action: "kms:Encrypt", RequestID: "x"}); err == nil {
+		t.Fatal("a failed write was acknowledged")
+	}
+	failWrite.Store(false)
+	failOpen.Store(true)
+	before := fl.syncs.Load()
+	if err := tr.Record(context.Background(), &Record{Time: time.Now(), Action: "kms:Encrypt", RequestID: "y"}); err == nil {
+		t.Fatal("a record was acknowledged with no sink")
+	}
+	if fl.syncs.Load() == before {
+		t.Fatal("the file was closed to be reopened with relaxed lines not fsynced")
+	}
+	failOpen.Store(false)
+	if err := tr.Record(context.Background(), &Record{Time: time.Now(), Action: "kms:Encrypt", RequestID: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	tr.Close()
+	if ids := logRequestIDs(t, dir, k); !slices.Equal(ids, []string{"a", "b"}) {
+		t.Fatalf("log holds %v", ids)
+	}
+}

@@ -932,10 +932,19 @@ func (t *Trail) commit(batch []*pending, checkpointOnly bool) (err error) {
 		}
 	}()
 	if t.broken != nil && t.opt.Dir != "" {
+		// Relaxed lines written before the failure are fsynced (or cut)
+		// in the file they are in before it is reopened, so the durable
+		// state is the reopened file's.
+		t.syncDirty()
 		if rerr := t.recover(); rerr != nil {
 			return fmt.Errorf("audit sink unavailable: %w", rerr)
 		}
 		t.broken = nil
+		t.syncDirty() // lines left when an earlier reopen failed
+		if t.broken != nil {
+			return fmt.Errorf("audit sink unavailable: %w", t.broken)
+		}
+		t.markDurable()
 	}
 	if t.opt.Dir != "" && t.size >= t.opt.MaxFileSize && !checkpointOnly {
 		if err := t.rotate(); err != nil {
