@@ -161,7 +161,7 @@ func writeAWS(w http.ResponseWriter, status int, v any, requestID string) {
 	w.Header().Set("X-Amzn-RequestId", requestID)
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
-	defer bufPool.Put(buf)
+	defer releaseBuf(buf)
 	if err := json.NewEncoder(buf).Encode(v); err != nil {
 		writeAWSError(w, http.StatusInternalServerError, "KMSInternalException", "response encoding failed", requestID)
 		return

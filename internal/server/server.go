@@ -388,6 +388,18 @@ type reqState struct {
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
+// releaseBuf wipes an encode buffer and puts it back in bufPool: an
+// answer may hold plaintext (a data key, a private key, a secret), which
+// would otherwise stay in the pooled buffer until another answer
+// overwrote it. The answer was written first: the ResponseWriter holds
+// its own copy.
+func releaseBuf(buf *bytes.Buffer) {
+	b := buf.Bytes() // nothing is read from it: this is the whole array
+	clear(b[:cap(b)])
+	buf.Reset()
+	bufPool.Put(buf)
+}
+
 // handle builds the handler of one route. It is the only path a request
 // takes through the server.
 func handle[Req, Resp any](s *Server, rt route, res resourceOf[Req], fn call[Req, Resp]) http.HandlerFunc {
@@ -726,7 +738,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
-	defer bufPool.Put(buf)
+	defer releaseBuf(buf)
 	if err := json.NewEncoder(buf).Encode(v); err != nil {
 		status = http.StatusInternalServerError
 		buf.Reset()
