@@ -11,11 +11,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+
 	"github.com/cofferkms/coffer/client"
 	"github.com/cofferkms/coffer/internal/auth"
+	"github.com/cofferkms/coffer/internal/authlimit"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/policy"
 	"github.com/cofferkms/coffer/internal/server"
+	"github.com/cofferkms/coffer/internal/server/awskms"
 	"github.com/cofferkms/coffer/internal/storage/inmem"
 	"github.com/cofferkms/coffer/internal/sys"
 )
@@ -131,5 +136,65 @@ func TestAliasMovedAfterAuthorization(t *testing.T) {
 	e.must("GET", "/v1/keys/"+b.ID, e.root, nil, &kb)
 	if ka.Tags["team"] != "a" || len(kb.Tags) != 0 {
 		t.Fatalf("tags via the moved alias: A %v, B %v", ka.Tags, kb.Tags)
+	}
+}
+
+// TestAWSAliasMovedAfterAuthorization: the same through the AWS KMS door,
+// with an access key allowed only key A by id: Encrypt and GenerateDataKey
+// on alias/app, moved to B right after the decision, use A (the answer's
+// KeyId and the audit record), never B.
+func TestAWSAliasMovedAfterAuthorization(t *testing.T) {
+	e := &awsEnv{t: t, rec: &memRecorder{}, cfg: awskms.Config{Partition: "aws", Region: "eu-west-3", Account: "123456789012"}}
+	s := sys.New(barrier.New(inmem.New()), time.Now)
+	mover := &movingAuthz{sys: s, alias: "alias/app"}
+	api := server.New(s, server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Audit: e.rec, Authorizer: mover,
+		AuthLimit: authlimit.New(authlimit.Config{Burst: 1000, PairBurst: 1000}), AWSKMS: e.cfg})
+	e.ts = httptest.NewTLSServer(api)
+	t.Cleanup(e.ts.Close)
+	var ir client.InitResponse
+	e.rest("POST", "/v1/sys/init", "", client.InitRequest{Shares: 1, Threshold: 1}, &ir)
+	e.rest("POST", "/v1/sys/unseal", "", client.UnsealRequest{Share: ir.Shares[0]}, nil)
+	e.root = ir.RootToken
+
+	var a, b client.Key
+	e.rest("POST", "/v1/keys", e.root, client.CreateKeyRequest{Alias: "alias/app"}, &a)
+	e.rest("POST", "/v1/keys", e.root, client.CreateKeyRequest{}, &b)
+	mover.to = b.ID
+	ak := e.accessKey("only-a", `statements:
+  - effect: allow
+    actions: ["kms:*", "key:*"]
+    resources: ["`+a.ID+`"]
+`)
+	c := e.kms(ak.ID, ak.SecretAccessKey, "")
+	ctx := context.Background()
+	arm := func() {
+		t.Helper()
+		if _, err := s.Keys.UpdateAlias(ctx, "alias/app", a.ID, ""); err != nil {
+			t.Fatal(err)
+		}
+		mover.armed.Store(true)
+	}
+	moved := func() {
+		t.Helper()
+		if mover.armed.Load() || mover.err != nil {
+			t.Fatalf("the alias was not moved (armed %v): %v", mover.armed.Load(), mover.err)
+		}
+	}
+
+	arm()
+	enc, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String("alias/app"), Plaintext: []byte("x")})
+	moved()
+	if err != nil || aws.ToString(enc.KeyId) != e.cfg.KeyARN(a.ID) {
+		t.Fatalf("Encrypt: %v, key %s; want %s", err, aws.ToString(enc.KeyId), e.cfg.KeyARN(a.ID))
+	}
+	if rec, _ := e.rec.last("kms:Encrypt"); rec.KeyID != a.ID {
+		t.Fatalf("the record names %s", rec.KeyID)
+	}
+
+	arm()
+	dk, err := c.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: aws.String("alias/app"), NumberOfBytes: aws.Int32(32)})
+	moved()
+	if err != nil || aws.ToString(dk.KeyId) != e.cfg.KeyARN(a.ID) {
+		t.Fatalf("GenerateDataKey: %v, key %s", err, aws.ToString(dk.KeyId))
 	}
 }
