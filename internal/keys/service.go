@@ -1035,15 +1035,16 @@ func (s *Service) CreateAlias(ctx context.Context, name, ref string) (Alias, err
 	// destroy holds, so a key destroyed meanwhile cannot be given the
 	// alias; and a key pending deletion is refused as AWS does (the alias
 	// would stop working, then name a destroyed key).
+	// A taken name is the conflict whatever the target key's state.
+	if _, ok := s.aliases.Load(name); ok {
+		return Alias{}, fmt.Errorf("%w: %q already points to a key; delete it first", ErrAliasExists, name)
+	}
 	k := h.cur.Load()
 	if err := notDeleted(&k.rec); err != nil {
 		return Alias{}, err
 	}
 	if k.rec.State == StatePendingDeletion {
 		return Alias{}, fmt.Errorf("%w: key %s is pending deletion; cancel the deletion before giving it an alias", ErrPendingDeletion, k.rec.ID)
-	}
-	if _, ok := s.aliases.Load(name); ok {
-		return Alias{}, fmt.Errorf("%w: %q already points to a key; delete it first", ErrAliasExists, name)
 	}
 	val, _ := json.Marshal(aliasRecord{KeyID: k.rec.ID})
 	if err := s.store.Apply(ctx, storage.Op{Kind: storage.OpPut, Key: aliasPath(name), Value: val, IfRevision: 0}); err != nil {
