@@ -191,6 +191,10 @@ type Trail struct {
 	syncBy  time.Time
 	durable chainState
 	noSync  bool
+	// held: relaxed lines not yet fsynced, kept from the mirrors until
+	// they are durable, so a mirror never shows a line that a failed
+	// fsync then cut (whose seq the chain would give to another line).
+	held []byte
 
 	// tornFile and tornBytes: what Open cut off a torn tail (TornTail).
 	tornFile  string
@@ -669,6 +673,9 @@ func (t *Trail) relaxed(batch []*pending) bool {
 	if t.opt.BatchedSync <= 0 || t.opt.Dir == "" || len(batch) == 0 {
 		return false
 	}
+	if len(t.held) >= maxHeld {
+		return false // fsync now rather than hold more for the mirrors
+	}
 	for _, p := range batch {
 		if !p.rec.Relaxed || p.rec.Phase == PhaseIntent || t.owes(p) {
 			return false
@@ -676,6 +683,10 @@ func (t *Trail) relaxed(batch []*pending) bool {
 	}
 	return true
 }
+
+// maxHeld bounds the relaxed lines held from the mirrors until their
+// fsync: past it, the next batch is fsynced before it is acknowledged.
+const maxHeld = 1 << 20
 
 // syncDirty fsyncs the relaxed lines written since the last fsync.
 func (t *Trail) syncDirty() {
@@ -694,9 +705,14 @@ func (t *Trail) syncDirty() {
 	}
 }
 
-// markDurable notes that everything written so far is on disk.
+// markDurable notes that everything written so far is on disk, and
+// sends the mirrors the relaxed lines that waited for it.
 func (t *Trail) markDurable() {
 	t.dirty = false
+	if len(t.held) > 0 {
+		t.mirror(t.held)
+		t.held = t.held[:0]
+	}
 	t.durable = chainState{seq: t.seq, fileStart: t.fileStart, prev: t.prev, sinceCk: t.sinceCk, firstTime: t.firstTime,
 		needStart: t.needStart, startFrom: t.startFrom, startTo: t.startTo, size: t.size}
 }
@@ -715,6 +731,7 @@ func (t *Trail) loseUnsynced(cause error) error {
 	t.seq, t.fileStart, t.prev, t.sinceCk, t.firstTime = d.seq, d.fileStart, d.prev, d.sinceCk, d.firstTime
 	t.needStart, t.startFrom, t.startTo, t.size = d.needStart, d.startFrom, d.startTo, d.size
 	t.dirty = false
+	t.held = t.held[:0] // the mirrors never saw the lines cut
 	t.broken = err
 	return err
 }
@@ -980,7 +997,8 @@ func (t *Trail) commit(batch []*pending, checkpointOnly bool) (err error) {
 	if t.buf.Len() == 0 {
 		return nil
 	}
-	if err := t.write(t.buf.Bytes(), t.noSync && !checkpointOnly); err != nil {
+	relaxed := t.noSync && !checkpointOnly
+	if err := t.write(t.buf.Bytes(), relaxed); err != nil {
 		if !errors.Is(err, errUnsyncedLost) {
 			t.seq, t.prev, t.sinceCk, t.firstTime, t.needStart = seq0, prev0, since0, first0, need0
 		}
@@ -989,7 +1007,11 @@ func (t *Trail) commit(batch []*pending, checkpointOnly bool) (err error) {
 		}
 		return err
 	}
-	t.mirror(t.buf.Bytes())
+	if relaxed {
+		t.held = append(t.held, t.buf.Bytes()...)
+	} else {
+		t.mirror(t.buf.Bytes())
+	}
 	return nil
 }
 
