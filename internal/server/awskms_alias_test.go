@@ -492,3 +492,54 @@ func TestAWSKMSTagReservedPrefix(t *testing.T) {
 		t.Fatalf("tags after the refusals: %v %+v", err, lt)
 	}
 }
+
+// TestAWSKMSCreateAliasRefusals: through the SDK, a taken name is
+// AlreadyExistsException (even when the target is pending deletion), a key
+// pending deletion takes no new alias (KMSInvalidStateException) and a new
+// name under alias/aws/ is a ValidationException; none of them is stored.
+func TestAWSKMSCreateAliasRefusals(t *testing.T) {
+	e := newAWSEnv(t)
+	ak := e.accessKey("all", allowAll)
+	c := e.kms(ak.ID, ak.SecretAccessKey, "")
+	ctx := context.Background()
+	newKey := func() string {
+		out, err := c.CreateKey(ctx, &kms.CreateKeyInput{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return aws.ToString(out.KeyMetadata.KeyId)
+	}
+	live, doomed := newKey(), newKey()
+	if _, err := c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/taken"), TargetKeyId: aws.String(live)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: aws.String(doomed), PendingWindowInDays: aws.Int32(7)}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/taken"), TargetKeyId: aws.String(doomed)})
+	var exists *types.AlreadyExistsException
+	if !errors.As(err, &exists) {
+		t.Fatalf("a taken name: got %v, want AlreadyExistsException", err)
+	}
+	_, err = c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/fresh"), TargetKeyId: aws.String(doomed)})
+	var state *types.KMSInvalidStateException
+	if !errors.As(err, &state) {
+		t.Fatalf("a key pending deletion: got %v, want KMSInvalidStateException", err)
+	}
+	_, err = c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/aws/s3"), TargetKeyId: aws.String(live)})
+	if code := apiCode(err); code != "ValidationException" {
+		t.Fatalf("alias/aws/s3: got %v, want ValidationException", err)
+	}
+	out, err := c.ListAliases(ctx, &kms.ListAliasesInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range out.Aliases {
+		if n := aws.ToString(a.AliasName); n != "alias/taken" {
+			t.Fatalf("a refused alias was stored: %s", n)
+		}
+		if k := aws.ToString(a.TargetKeyId); k != live {
+			t.Fatalf("alias/taken was moved to %s", k)
+		}
+	}
+}
