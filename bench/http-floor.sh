@@ -34,6 +34,8 @@ CONCURRENCY=${CONCURRENCY:-32}
 BATCH_SIZE=${BATCH_SIZE:-100}
 TARGETS=${TARGETS:-"echo coffer"}
 START_TIMEOUT=${START_TIMEOUT:-60} # seconds to wait for a server
+proto=()
+[[ ${HTTP1:-} == 1 ]] && proto=(--http1)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -201,7 +203,7 @@ run_bench() {
 	say "$name: $op for $DURATION (+$WARMUP warmup), $CONCURRENCY workers at $addr"
 	if ! env COFFER_ADDR="$addr" COFFER_TOKEN="$token" COFFER_CACERT= \
 		"$coffer" bench --op "$op" --payload-size 32 -c "$CONCURRENCY" -d "$DURATION" \
-		--warmup "$WARMUP" --json --insecure-skip-verify ${HTTP1:+--http1} "$@" >"$out" 2>"$errf"; then
+		--warmup "$WARMUP" --json --insecure-skip-verify "${proto[@]}" "$@" >"$out" 2>"$errf"; then
 		cat "$errf" >&2
 		die "coffer bench --op $op against $name failed"
 	fi
