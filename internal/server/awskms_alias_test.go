@@ -41,6 +41,16 @@ func (e *awsEnv) restClient(cred client.Option) *client.Client {
 	return c
 }
 
+// awsNewKey creates a key through the SDK and returns its id.
+func awsNewKey(t *testing.T, c *kms.Client) string {
+	t.Helper()
+	out, err := c.CreateKey(context.Background(), &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return aws.ToString(out.KeyMetadata.KeyId)
+}
+
 // aliasTarget is the key id alias/NAME points at, through DescribeKey.
 func aliasTarget(t *testing.T, c *kms.Client, alias string) string {
 	t.Helper()
@@ -60,14 +70,7 @@ func TestAWSKMSUpdateAlias(t *testing.T) {
 	ak := e.accessKey("all", allowAll)
 	c := e.kms(ak.ID, ak.SecretAccessKey, "")
 	ctx := context.Background()
-	newKey := func() string {
-		out, err := c.CreateKey(ctx, &kms.CreateKeyInput{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return aws.ToString(out.KeyMetadata.KeyId)
-	}
-	x, y := newKey(), newKey()
+	x, y := awsNewKey(t, c), awsNewKey(t, c)
 	if _, err := c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/app"), TargetKeyId: aws.String(x)}); err != nil {
 		t.Fatal(err)
 	}
@@ -502,14 +505,7 @@ func TestAWSKMSCreateAliasRefusals(t *testing.T) {
 	ak := e.accessKey("all", allowAll)
 	c := e.kms(ak.ID, ak.SecretAccessKey, "")
 	ctx := context.Background()
-	newKey := func() string {
-		out, err := c.CreateKey(ctx, &kms.CreateKeyInput{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return aws.ToString(out.KeyMetadata.KeyId)
-	}
-	live, doomed := newKey(), newKey()
+	live, doomed := awsNewKey(t, c), awsNewKey(t, c)
 	if _, err := c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/taken"), TargetKeyId: aws.String(live)}); err != nil {
 		t.Fatal(err)
 	}
