@@ -1031,14 +1031,14 @@ func (s *Service) CreateAlias(ctx context.Context, name, ref string) (Alias, err
 	defer s.life.RUnlock()
 	s.aliasMu.Lock()
 	defer s.aliasMu.Unlock()
-	// As UpdateAlias: the key's state is read under the alias lock, which
-	// destroy holds, so a key destroyed meanwhile cannot be given the
-	// alias; and a key pending deletion is refused as AWS does (the alias
-	// would stop working, then name a destroyed key).
 	// A taken name is the conflict whatever the target key's state.
 	if _, ok := s.aliases.Load(name); ok {
 		return Alias{}, fmt.Errorf("%w: %q already points to a key; delete it first", ErrAliasExists, name)
 	}
+	// As UpdateAlias: the key's state is read under the alias lock, which
+	// destroy holds, so a key destroyed meanwhile cannot be given the
+	// alias; and a key pending deletion is refused as AWS does (the alias
+	// would stop working, then name a destroyed key).
 	k := h.cur.Load()
 	if err := notDeleted(&k.rec); err != nil {
 		return Alias{}, err
