@@ -458,7 +458,8 @@ func newSwtpm(t testing.TB) *swtpm {
 			t.Fatal("COFFER_E2E is set but swtpm is not installed (Debian: apt-get install swtpm swtpm-tools)")
 		}
 	}
-	s.port, s.ctrlPort = proc.FreePort(t), proc.FreePort(t)
+	ports := proc.FreePorts(t, 2)
+	s.port, s.ctrlPort = ports[0], ports[1]
 	t.Cleanup(s.stop)
 	s.start()
 	return s

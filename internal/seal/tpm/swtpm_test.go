@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cofferkms/coffer/internal/seal"
+	"github.com/cofferkms/coffer/test/proc"
 	"github.com/google/go-tpm/tpm2"
 )
 
@@ -80,17 +80,6 @@ func (s *swtpm) device() string {
 	return fmt.Sprintf("tcp://127.0.0.1:%d", s.port)
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // start starts swtpm (on the ports it had before, if any, so a restart
 // keeps the device address) and waits until it answers. A fresh start
 // retries with other ports when it loses a bind race.
@@ -100,7 +89,8 @@ func (s *swtpm) start() {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if !keepPorts {
-			s.port, s.ctrlPort = freePort(s.t), freePort(s.t)
+			ports := proc.FreePorts(s.t, 2)
+			s.port, s.ctrlPort = ports[0], ports[1]
 		}
 		err := s.launch()
 		if err == nil {

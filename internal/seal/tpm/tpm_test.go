@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cofferkms/coffer/internal/seal"
+	"github.com/cofferkms/coffer/test/proc"
 	"github.com/google/go-tpm/tpm2"
 )
 
@@ -255,7 +256,7 @@ func TestDeviceMissing(t *testing.T) {
 		t.Fatalf("unclear: %v", err)
 	}
 	// Nothing listening on a TCP port: transient as well.
-	port := freePort(t)
+	port := proc.FreePort(t)
 	s2, _ := New(Config{Device: "tcp://127.0.0.1:" + strconv.Itoa(port)})
 	if err := s2.Health(context.Background()); err == nil || errors.Is(err, seal.ErrMisconfigured) {
 		t.Fatalf("nothing listening: %v", err)

@@ -2,8 +2,6 @@ package etcd_test
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"testing"
@@ -12,6 +10,7 @@ import (
 	"github.com/cofferkms/coffer/internal/storage"
 	"github.com/cofferkms/coffer/internal/storage/etcd"
 	"github.com/cofferkms/coffer/internal/storage/storagetest"
+	"github.com/cofferkms/coffer/test/proc"
 )
 
 // TestConformanceEtcdBinary runs the conformance suites against the etcd
@@ -25,7 +24,8 @@ func TestConformanceEtcdBinary(t *testing.T) {
 	if bin == "" {
 		bin = "/usr/bin/etcd"
 	}
-	client, peer := freePort(t), freePort(t)
+	ports := proc.FreePorts(t, 2)
+	client, peer := proc.HostPort(ports[0]), proc.HostPort(ports[1])
 	clientURL := "http://" + client
 	cmd := exec.Command(bin, "--name", "m0", "--data-dir", t.TempDir(),
 		"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
@@ -55,14 +55,4 @@ func TestConformanceEtcdBinary(t *testing.T) {
 	t.Run("Backend", func(t *testing.T) { storagetest.Run(t, openBin) })
 	t.Run("Watch", func(t *testing.T) { storagetest.RunWatch(t, openBin) })
 	t.Run("CatchUp", func(t *testing.T) { runCatchUp(t, []string{clientURL}, 3000) })
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return fmt.Sprint(l.Addr())
 }

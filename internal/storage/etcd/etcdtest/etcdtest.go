@@ -6,11 +6,13 @@
 package etcdtest
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,19 +53,53 @@ func Start(t testing.TB, n int) *Cluster { return StartWith(t, n, Options{}) }
 // StartWith starts an n-member cluster with options.
 func StartWith(t testing.TB, n int, o Options) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t}
+	var tlsFiles TLSFiles
+	if o.ClientTLS {
+		tlsFiles = makeTLS(t)
+	}
+	// A port that was free when it was picked can be taken by another
+	// process before etcd binds it; a lost race is retried on new ports.
+	for attempt := 1; ; attempt++ {
+		c, err := tryStart(t, n, o, tlsFiles)
+		if err == nil {
+			t.Cleanup(c.Close)
+			return c
+		}
+		if !lostBind(err) || attempt == bindAttempts {
+			t.Fatalf("etcd: %v", err)
+		}
+		t.Logf("etcd: %v; retrying on other ports", err)
+	}
+}
+
+// lostBind reports whether err is a listener that found its port taken
+// (etcd does not always wrap the syscall error, so the text counts too).
+func lostBind(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+}
+
+// bindAttempts bounds the retries of a cluster start that lost a port.
+const bindAttempts = 5
+
+// tryStart starts the members on fresh ports; on an error it stops what
+// it started.
+func tryStart(t testing.TB, n int, o Options, tlsFiles TLSFiles) (*Cluster, error) {
+	c := &Cluster{t: t, tls: tlsFiles}
 	clientScheme := "http"
 	if o.ClientTLS {
-		c.tls = makeTLS(t)
 		clientScheme = "https"
+	}
+	addrs, err := pickAddrs(2 * n)
+	if err != nil {
+		return nil, err
 	}
 	var initial []string
 	for i := 0; i < n; i++ {
 		m := &member{
 			name:      fmt.Sprintf("m%d", i),
 			dir:       t.TempDir(),
-			clientURL: url.URL{Scheme: clientScheme, Host: freeAddr(t)},
-			peerURL:   url.URL{Scheme: "http", Host: freeAddr(t)},
+			clientURL: url.URL{Scheme: clientScheme, Host: addrs[2*i]},
+			peerURL:   url.URL{Scheme: "http", Host: addrs[2*i+1]},
 		}
 		c.members = append(c.members, m)
 		initial = append(initial, m.name+"="+m.peerURL.String())
@@ -100,13 +136,13 @@ func StartWith(t testing.TB, n int, o Options) *Cluster {
 		}(i, m)
 	}
 	wg.Wait()
-	t.Cleanup(c.Close)
 	for i, err := range errs {
 		if err != nil {
-			t.Fatalf("etcd member %d: %v", i, err)
+			c.Close()
+			return nil, fmt.Errorf("member %d: %w", i, err)
 		}
 	}
-	return c
+	return c, nil
 }
 
 func (m *member) start() error {
@@ -172,13 +208,23 @@ func (c *Cluster) Close() {
 	}
 }
 
-// freeAddr returns a loopback address with a port free right now.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// pickAddrs chooses the members' addresses; a test replaces it to lose a
+// bind race on purpose.
+var pickAddrs = freeAddrs
+
+// freeAddrs returns n distinct loopback addresses whose ports are free
+// right now. Every listener stays open until all n are chosen, so the
+// kernel cannot hand the same port out twice (a single member would then
+// collide with another member of its own cluster).
+func freeAddrs(n int) ([]string, error) {
+	out := make([]string, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		out = append(out, l.Addr().String())
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return out, nil
 }
