@@ -21,6 +21,9 @@
 #   KEEP_WORK=1  keep the temporary directory with logs and JSON results
 #   HTTP1=1      the load generator speaks HTTP/1.1 over TLS (coffer bench
 #                --http1, one connection per worker) instead of HTTP/2
+#   AUDIT_DURABILITY  per-request (the default) or batched: Coffer's
+#                audit.durability (docs/audit.md, "Durability"), with the
+#                audit log in the temporary directory
 #
 # The Coffer dev server is started as
 #   coffer server --dev --listen 127.0.0.1:PORT --dev-root-token TOKEN --tls-auto
@@ -163,7 +166,12 @@ start_coffer() {
 	local log=$work/coffer.log port i printed ready=
 	port=$(free_port) || die "no free port found"
 	token=bench-root-token-$RANDOM$RANDOM
-	"$coffer" server --dev --listen "127.0.0.1:$port" --dev-root-token "$token" --tls-auto >"$log" 2>&1 &
+	local cfg=()
+	if [[ -n ${AUDIT_DURABILITY:-} ]]; then
+		printf 'audit:\n  dir: %s\n  durability: %s\n' "$work/audit-$RANDOM" "$AUDIT_DURABILITY" >"$work/coffer.yaml"
+		cfg=(--config "$work/coffer.yaml")
+	fi
+	"$coffer" server --dev "${cfg[@]}" --listen "127.0.0.1:$port" --dev-root-token "$token" --tls-auto >"$log" 2>&1 &
 	pid=$!
 	children+=("$pid")
 	addr=https://127.0.0.1:$port

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -28,6 +29,32 @@ func BenchmarkTrailRecord(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkAppendFsync measures what the disk allows a group commit: one
+// 9.6 KB append (32 records) and its fsync per iteration, with the fsync's
+// median and 99th percentile (docs/benchmarks.md, "What the disk allows").
+func BenchmarkAppendFsync(b *testing.B) {
+	f, err := os.OpenFile(filepath.Join(b.TempDir(), "a.jsonl"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	batch := make([]byte, 32*300)
+	took := make([]time.Duration, 0, b.N)
+	for b.Loop() {
+		if _, err := f.Write(batch); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		took = append(took, time.Since(start))
+	}
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Microseconds()), "p50-fsync-µs")
+	b.ReportMetric(float64(took[len(took)*99/100].Microseconds()), "p99-fsync-µs")
 }
 
 // BenchmarkVerify1M verifies a log of one million records and reports
