@@ -52,6 +52,7 @@ type TokenReviewVerifier struct {
 	token   string
 	timeout time.Duration
 	client  *http.Client
+	now     func() time.Time // only to name a refusal's cause
 }
 
 var _ Verifier = (*TokenReviewVerifier)(nil)
@@ -85,6 +86,7 @@ func NewTokenReviewVerifier(cfg TokenReviewConfig) (*TokenReviewVerifier, error)
 		token:   cfg.ReviewerToken,
 		timeout: timeout,
 		client:  client,
+		now:     time.Now,
 	}, nil
 }
 
@@ -97,7 +99,8 @@ func NewTokenReviewVerifier(cfg TokenReviewConfig) (*TokenReviewVerifier, error)
 //
 // A refusal (status.authenticated false, a user that is not a service
 // account, an audience the apiserver did not confirm) wraps
-// ErrInvalidToken; an apiserver that cannot be reached, answers non-2xx or
+// ErrInvalidToken, and also ErrExpired when the apiserver refused a token
+// whose exp has passed; an apiserver that cannot be reached, answers non-2xx or
 // unreadably, or not within the timeout, wraps ErrUnavailable.
 func (v *TokenReviewVerifier) Verify(ctx context.Context, token, audience string) (Identity, error) {
 	if audience == "" {
@@ -116,6 +119,12 @@ func (v *TokenReviewVerifier) Verify(ctx context.Context, token, audience string
 		reason := sanitize(st.Error, token, 300)
 		if reason == "" {
 			reason = "no reason given"
+		}
+		// The apiserver's reason is free text; the token's own exp (read,
+		// not trusted: the token is refused either way) says whether the
+		// client should read its projected token again.
+		if exp := timeOf(p.claims.Expiry); !exp.IsZero() && v.now().After(exp.Add(Leeway)) {
+			return Identity{}, &expiredError{msg: "the apiserver rejected the token, which expired at " + fmtTime(exp) + ": " + reason}
 		}
 		return Identity{}, invalid("the apiserver rejected the token: %s", reason)
 	}

@@ -98,6 +98,7 @@ func newTestTRVerifier(t *testing.T, srv *httptest.Server, timeout time.Duration
 	if err != nil {
 		t.Fatal(err)
 	}
+	v.now = func() time.Time { return testNow } // the time the test tokens are minted for
 	return v
 }
 
@@ -208,6 +209,49 @@ func TestTokenReviewVerify(t *testing.T) {
 				t.Errorf("error %v also wraps %v", err, other)
 			}
 		})
+	}
+}
+
+// TestTokenReviewExpiredRefusal: a token the apiserver refuses whose exp
+// has passed (beyond the leeway) is ErrExpired as well as
+// ErrInvalidToken, so the AWS door answers ExpiredTokenException and the
+// pod reads its projected token again; a refused token that has not
+// expired, or one inside the leeway, is not.
+func TestTokenReviewExpiredRefusal(t *testing.T) {
+	k := getKeys(t)
+	refuse := func(t *testing.T, rev *authv1.TokenReview, w http.ResponseWriter, r *http.Request) {
+		rev.Status = authv1.TokenReviewStatus{Error: "[invalid bearer token, service account token has expired]"}
+		writeJSON(w, http.StatusCreated, rev)
+	}
+	for _, tc := range []struct {
+		name    string
+		exp     time.Time
+		expired bool
+	}{
+		{"expired", testNow.Add(-Leeway - time.Second), true},
+		{"inside the leeway", testNow.Add(-Leeway + time.Second), false},
+		{"not expired", testNow.Add(time.Minute), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			token := mint(t, k.rsa1, jose.RS256, "rsa1", with(func(c map[string]any) { c["exp"] = numeric(tc.exp) }))
+			v := newTestTRVerifier(t, newFakeAPIServer(t, refuse).Server, 0)
+			_, err := v.Verify(context.Background(), token, testAudience)
+			if !errors.Is(err, ErrInvalidToken) {
+				t.Fatalf("err = %v, want ErrInvalidToken", err)
+			}
+			if errors.Is(err, ErrExpired) != tc.expired {
+				t.Fatalf("errors.Is(%v, ErrExpired) = %v, want %v", err, !tc.expired, tc.expired)
+			}
+			if strings.Contains(err.Error(), token) {
+				t.Fatal("the error quotes the token")
+			}
+		})
+	}
+	// Accepted by the apiserver, the token's exp is not second-guessed.
+	token := mint(t, k.rsa1, jose.RS256, "rsa1", with(func(c map[string]any) { c["exp"] = numeric(testNow.Add(-time.Hour)) }))
+	v := newTestTRVerifier(t, newFakeAPIServer(t, authenticated(testAudience)).Server, 0)
+	if _, err := v.Verify(context.Background(), token, testAudience); err != nil {
+		t.Fatalf("a token the apiserver accepted: %v", err)
 	}
 }
 

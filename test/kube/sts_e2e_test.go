@@ -63,6 +63,15 @@ func TestSTSWebIdentityE2E(t *testing.T) {
 		Kubernetes: []client.KubernetesTrust{{Cluster: cluster, Namespace: "team-a", ServiceAccount: "api", Audience: audience}}}); err != nil {
 		t.Fatal(err)
 	}
+	// The same trust through a cluster that asks the apiserver (TokenReview)
+	// instead of checking the token against the cluster's JWKS.
+	if _, err := root.RegisterCluster(ctx, client.Cluster{Name: cluster + "-tr", Mode: "tokenreview", APIServer: api.URL, CACert: string(api.CACertPEM()), ReviewerToken: kube.AdminToken}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.CreateRole(ctx, client.Role{Name: "app-tr", Policies: []string{"app"}, MaxTTL: "2h",
+		Kubernetes: []client.KubernetesTrust{{Cluster: cluster + "-tr", Namespace: "team-a", ServiceAccount: "api", Audience: audience}}}); err != nil {
+		t.Fatal(err)
+	}
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(api.ServiceAccountToken(t, "team-a", "api", audience, 600)), 0o600); err != nil {
 		t.Fatal(err)
@@ -137,6 +146,34 @@ func TestSTSWebIdentityE2E(t *testing.T) {
 		}
 		if *id.Arn != "arn:aws:sts::000000000000:assumed-role/app/e2e-env" || *id.Account != "000000000000" {
 			t.Errorf("GetCallerIdentity: %s %s", *id.Arn, *id.Account)
+		}
+	})
+
+	// An expired web-identity token is ExpiredTokenException (the SDK then
+	// reads the token file again; InvalidIdentityToken it would retry as
+	// is), whether Coffer checks the token itself or the apiserver does.
+	// The tokens are the apiserver's own, re-signed with its key with
+	// their times moved: one unchanged (it must pass, so the re-signing is
+	// sound) and one that expired five minutes ago.
+	t.Run("expired tokens", func(t *testing.T) {
+		anon := stsClient(aws.AnonymousCredentials{})
+		fresh := api.ServiceAccountToken(t, "team-a", "api", audience, 600)
+		unchanged := api.ReissueToken(t, fresh, func(map[string]any) {})
+		expired := api.ReissueToken(t, fresh, func(c map[string]any) {
+			now := time.Now()
+			c["iat"], c["nbf"], c["exp"] = now.Add(-20*time.Minute).Unix(), now.Add(-20*time.Minute).Unix(), now.Add(-5*time.Minute).Unix()
+		})
+		for _, arn := range []string{roleARN, roleARN + "-tr"} {
+			assume := func(jwt string) error {
+				_, err := anon.AssumeRoleWithWebIdentity(ctx, &sts.AssumeRoleWithWebIdentityInput{RoleArn: aws.String(arn), WebIdentityToken: aws.String(jwt), RoleSessionName: aws.String("e2e-times")})
+				return err
+			}
+			if err := assume(unchanged); err != nil {
+				t.Fatalf("%s: the re-signed token, times unchanged: %v", arn, err)
+			}
+			if err := assume(expired); awsCode(err) != "ExpiredTokenException" {
+				t.Errorf("%s: an expired token: %v (code %q), want ExpiredTokenException", arn, err, awsCode(err))
+			}
 		}
 	})
 

@@ -1,12 +1,19 @@
 package kube
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-jose/go-jose/v4"
 
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -80,4 +87,53 @@ func (a *APIServer) ServiceAccountToken(t testing.TB, ns, name, audience string,
 		t.Fatalf("TokenRequest for %s/%s (audience %s): %v", ns, name, audience, err)
 	}
 	return tr.Status.Token
+}
+
+// ReissueToken re-signs a service-account token of this apiserver with the
+// apiserver's own signing key after edit has changed its claims: a token
+// the real apiserver would have issued at another time (TokenRequest
+// cannot issue one that has already expired). The header keeps its kid.
+func (a *APIServer) ReissueToken(t testing.TB, token string, edit func(claims map[string]any)) string {
+	t.Helper()
+	jws, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256})
+	if err != nil {
+		t.Fatalf("parsing a service-account token: %v", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(jws.UnsafePayloadWithoutVerification()))
+	dec.UseNumber() // the claims go back as they came
+	var claims map[string]any
+	if err := dec.Decode(&claims); err != nil {
+		t.Fatal(err)
+	}
+	edit(claims)
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(a.dir, "sa.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil {
+		t.Fatal("sa.key holds no PEM block")
+	}
+	key, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
+		(&jose.SignerOptions{}).WithHeader("kid", jws.Signatures[0].Header.KeyID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := signer.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := signed.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
