@@ -29,11 +29,17 @@ import (
 type memTrail struct {
 	mu   sync.Mutex
 	recs []audit.Record
+	fail func(*audit.Record) error // a trail that cannot write these records
 }
 
 func (m *memTrail) Record(_ context.Context, r *audit.Record) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.fail != nil {
+		if err := m.fail(r); err != nil {
+			return err
+		}
+	}
 	m.recs = append(m.recs, *r)
 	return nil
 }

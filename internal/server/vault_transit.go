@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cofferkms/coffer/client"
+	"github.com/cofferkms/coffer/internal/audit"
 	"github.com/cofferkms/coffer/internal/auth"
 	"github.com/cofferkms/coffer/internal/ciphertext"
 	"github.com/cofferkms/coffer/internal/keys"
@@ -180,6 +181,9 @@ func (s *Server) vaultTransitRoutes(mount string) {
 			ref := transitRef(r)
 			items, batch, err := req.items()
 			if err != nil {
+				return vaultSecret{}, err
+			}
+			if err := s.vaultUpsert(ctx, r, &p, ref, req.Type); err != nil {
 				return vaultSecret{}, err
 			}
 			return s.transitItems(ctx, ref, items, batch, func(it vaultItem) (transitOutcome, error) {
@@ -383,6 +387,52 @@ func (s *Server) vaultTransitRoutes(mount string) {
 	s.vaultWrite(base+"/random", random)
 	s.vaultWrite(base+"/random/{a}", random)
 	s.vaultWrite(base+"/random/{a}/{b}", random)
+}
+
+// vaultUpsert creates the missing transit key ref names, as Vault's
+// encrypt does, when the caller may key:Create it; otherwise (or when the
+// key exists) it does nothing and the encrypt answers for itself. The
+// creation is a change like POST keys/NAME: its intent is recorded before
+// it and its outcome after, under the request's id, and if the trail
+// cannot record the intent nothing is created.
+func (s *Server) vaultUpsert(ctx context.Context, r *http.Request, p *auth.Principal, ref, typ string) error {
+	if _, _, err := s.sys.Keys.Names(ref); !errors.Is(err, keys.ErrNotFound) {
+		return nil
+	}
+	// Decided on its own pin table: this decision must not pin the alias
+	// to "no key", or the encrypt, authorized after the creation, would
+	// not find the key it was authorized on.
+	if s.authorizeItem(keys.WithPins(ctx), r, p, "key:Create", ref, nil) != nil {
+		return nil // no upsert right: the missing key is the encrypt's 404
+	}
+	if typ != "" && typ != "aes256-gcm96" {
+		return badRequest("type %q: Coffer transit keys are aes256-gcm96", boundString(typ, 32))
+	}
+	rec := audit.Record{Action: "key:Create", Resource: ref, Time: time.Now().UTC()}
+	if req := recordOf(ctx); req != nil {
+		rec.RequestID, rec.Door, rec.Source, rec.Principal, rec.Token = req.RequestID, req.Door, req.Source, req.Principal, req.Token
+	}
+	intent := rec
+	intent.Phase = audit.PhaseIntent
+	if err := s.audit.Record(ctx, &intent); err != nil {
+		s.log.Error("audit record failed; the transit key is not created", "request_id", rec.RequestID, "error", err)
+		return &apiError{http.StatusServiceUnavailable, "audit_unavailable", "the audit trail cannot record the creation of the missing key; nothing was created"}
+	}
+	key, err := s.sys.Keys.Create(ctx, keys.CreateRequest{Alias: ref, Description: "Vault transit key " + r.PathValue("key")})
+	rec.Outcome, rec.KeyID = "ok", key.ID
+	if errors.Is(err, keys.ErrAliasExists) {
+		err = nil // another request created it meanwhile: the encrypt uses that key
+		rec.Detail = "created meanwhile by another request"
+	}
+	if err != nil {
+		_, rec.ErrorCode, _ = classify(err)
+		rec.Outcome = "error"
+	}
+	rec.Token, rec.TokenHMAC = intent.Token, intent.TokenHMAC
+	if aerr := s.audit.Record(context.WithoutCancel(ctx), &rec); aerr != nil {
+		s.log.Error("audit record of a transit key's creation failed", "request_id", rec.RequestID, "error", aerr)
+	}
+	return err
 }
 
 // sameKey refuses a ciphertext of another key than ref's.
