@@ -24,7 +24,7 @@ func checkAliasName(what, name string) error {
 // newAliasCmd builds `coffer key alias`.
 func newAliasCmd() *cobra.Command {
 	cmd := groupCmd("alias", "Manage key aliases (alias/NAME)")
-	cmd.AddCommand(newAliasCreateCmd(), newAliasDeleteCmd(), newAliasListCmd())
+	cmd.AddCommand(newAliasCreateCmd(), newAliasUpdateCmd(), newAliasDeleteCmd(), newAliasListCmd())
 	return cmd
 }
 
@@ -44,6 +44,39 @@ func newAliasCreateCmd() *cobra.Command {
 				return err
 			}
 			a, err := c.CreateAlias(cmd.Context(), client.Alias{Name: args[0], KeyID: args[1]})
+			if err != nil {
+				return err
+			}
+			if wantJSON(cmd) {
+				return printData(cmd, a)
+			}
+			return printFields(cmd.OutOrStdout(), []field{{"Alias", a.Name}, {"Key ID", a.KeyID}})
+		},
+	}
+}
+
+// newAliasUpdateCmd builds `coffer key alias update` (AWS's UpdateAlias):
+// the alias names another key from one moment to the next, never none.
+func newAliasUpdateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "update alias/NAME KEY",
+		Aliases: []string{"move"},
+		Short:   "Point an existing alias at another key, atomically",
+		Long: "Point an existing alias at another key, atomically: callers that name the alias use the old key\n" +
+			"until the move and the new one after it; none finds the alias missing. Needs key:DeleteAlias on the\n" +
+			"alias and its current key and key:CreateAlias on the alias and the new key. A concurrent move of the\n" +
+			"same alias makes this one fail with a conflict: read the alias again and retry.",
+		Example: "  coffer key alias update alias/payments 7d41...",
+		Args:    exactArgs(2, "alias/NAME", "KEY"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkAliasName("alias name", args[0]); err != nil {
+				return err
+			}
+			c, err := newClient(cmd)
+			if err != nil {
+				return err
+			}
+			a, err := c.UpdateAlias(cmd.Context(), args[0], args[1])
 			if err != nil {
 				return err
 			}
