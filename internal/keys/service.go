@@ -485,6 +485,11 @@ func (s *Service) lookup(ref string) (*handle, error) {
 	return v.(*handle), nil
 }
 
+// CheckAlias refuses a name Create and CreateAlias would refuse as an
+// alias, with the same error, so a caller can check before it commits to
+// a creation (the Vault door records a creation's intent first).
+func CheckAlias(name string) error { return checkAlias(name) }
+
 func checkAlias(name string) error {
 	if len(name) > maxAliasLen || !aliasName.MatchString(name) {
 		return fmt.Errorf("%w: alias %q must look like alias/NAME (letters, digits, / _ . -, at most 256 characters)", ErrInvalidArgument, name)

@@ -183,7 +183,7 @@ func (s *Server) vaultTransitRoutes(mount string) {
 			if err != nil {
 				return vaultSecret{}, err
 			}
-			if err := s.vaultUpsert(ctx, r, &p, ref, req.Type); err != nil {
+			if err := s.vaultUpsert(ctx, r, &p, ref, req, items); err != nil {
 				return vaultSecret{}, err
 			}
 			return s.transitItems(ctx, ref, items, batch, func(it vaultItem) (transitOutcome, error) {
@@ -307,11 +307,8 @@ func (s *Server) vaultTransitRoutes(mount string) {
 	keyRoute := func(action string) route { return route{action: action, door: doorVault} }
 	s.vaultWrite(base+"/keys/{key}", vaultBody(handle(s, keyRoute("key:Create"), transitResource[vaultTransitRequest],
 		func(ctx context.Context, r *http.Request, p auth.Principal, req *vaultTransitRequest) (vaultSecret, error) {
-			if req.Type != "" && req.Type != "aes256-gcm96" {
-				return vaultSecret{}, badRequest("type %q: Coffer transit keys are aes256-gcm96", boundString(req.Type, 32))
-			}
-			if req.Derived || req.Convergent || req.Exportable || req.AllowPlaintextBackup {
-				return vaultSecret{}, badRequest("derived, convergent_encryption, exportable and allow_plaintext_backup are not supported (docs/vault-compat.md)")
+			if err := checkVaultKeyOptions(req); err != nil {
+				return vaultSecret{}, err
 			}
 			key, err := k.Create(ctx, keys.CreateRequest{Alias: transitRef(r), Description: "Vault transit key " + r.PathValue("key")})
 			if errors.Is(err, keys.ErrAliasExists) {
@@ -391,40 +388,65 @@ func (s *Server) vaultTransitRoutes(mount string) {
 
 // vaultUpsert creates the missing transit key ref names, as Vault's
 // encrypt does, when the caller may key:Create it; otherwise (or when the
-// key exists) it does nothing and the encrypt answers for itself. The
-// creation is a change like POST keys/NAME: its intent is recorded before
-// it and its outcome after, under the request's id, and if the trail
-// cannot record the intent nothing is created.
-func (s *Server) vaultUpsert(ctx context.Context, r *http.Request, p *auth.Principal, ref, typ string) error {
+// key exists) it does nothing and the encrypt answers for itself. Nothing
+// is created for a request the encrypt would refuse whole (no well-formed
+// item) or with key options Coffer does not have. The creation is a
+// change like POST keys/NAME: its intent is recorded before it and its
+// outcome after, under the request's id, and if the trail cannot record
+// the intent nothing is created.
+func (s *Server) vaultUpsert(ctx context.Context, r *http.Request, p *auth.Principal, ref string, req *vaultTransitRequest, items []vaultItem) error {
 	if _, _, err := s.sys.Keys.Names(ref); !errors.Is(err, keys.ErrNotFound) {
+		return nil
+	}
+	// A credential typed into the path is neither a key name nor recorded.
+	if auditResource(ref) != ref || keys.CheckAlias(ref) != nil {
 		return nil
 	}
 	// Decided on its own pin table: this decision must not pin the alias
 	// to "no key", or the encrypt, authorized after the creation, would
 	// not find the key it was authorized on.
 	if s.authorizeItem(keys.WithPins(ctx), r, p, "key:Create", ref, nil) != nil {
-		return nil // no upsert right: the missing key is the encrypt's 404
+		return nil // no upsert right: the missing key is the encrypt's 404 (or 403)
 	}
-	if typ != "" && typ != "aes256-gcm96" {
-		return badRequest("type %q: Coffer transit keys are aes256-gcm96", boundString(typ, 32))
+	if err := checkVaultKeyOptions(req); err != nil {
+		return err
+	}
+	wellFormed := false
+	for _, it := range items {
+		if _, err := vaultContext(it.Context); err != nil {
+			continue
+		}
+		if pt, err := decodePlaintext(it.Plaintext); err == nil {
+			clear(pt)
+			wellFormed = true
+			break
+		}
+	}
+	if !wellFormed {
+		return nil // every item fails on its own; no key for that
 	}
 	rec := audit.Record{Action: "key:Create", Resource: ref, Time: time.Now().UTC()}
-	if req := recordOf(ctx); req != nil {
-		rec.RequestID, rec.Door, rec.Source, rec.Principal, rec.Token = req.RequestID, req.Door, req.Source, req.Principal, req.Token
+	if in := recordOf(ctx); in != nil {
+		rec.RequestID, rec.Door, rec.Source, rec.Principal, rec.Token = in.RequestID, in.Door, in.Source, in.Principal, in.Token
 	}
 	intent := rec
 	intent.Phase = audit.PhaseIntent
 	if err := s.audit.Record(ctx, &intent); err != nil {
+		if clientGone(r, err) {
+			return fmt.Errorf("the client closed the request before the key's creation was recorded: %w", err)
+		}
 		s.log.Error("audit record failed; the transit key is not created", "request_id", rec.RequestID, "error", err)
 		return &apiError{http.StatusServiceUnavailable, "audit_unavailable", "the audit trail cannot record the creation of the missing key; nothing was created"}
 	}
 	key, err := s.sys.Keys.Create(ctx, keys.CreateRequest{Alias: ref, Description: "Vault transit key " + r.PathValue("key")})
 	rec.Outcome, rec.KeyID = "ok", key.ID
 	if errors.Is(err, keys.ErrAliasExists) {
-		err = nil // another request created it meanwhile: the encrypt uses that key
-		rec.Detail = "created meanwhile by another request"
-	}
-	if err != nil {
+		// Another request created it meanwhile: this one created nothing,
+		// and its encrypt uses that key once this replica has seen it.
+		rec.Outcome, rec.ErrorCode, rec.Detail = "error", "alias_exists", "created meanwhile by another request; the encrypt uses that key"
+		err = s.awaitAlias(ctx, ref)
+		rec.KeyID, _, _ = s.sys.Keys.Names(ref)
+	} else if err != nil {
 		_, rec.ErrorCode, _ = classify(err)
 		rec.Outcome = "error"
 	}
@@ -433,6 +455,38 @@ func (s *Server) vaultUpsert(ctx context.Context, r *http.Request, p *auth.Princ
 		s.log.Error("audit record of a transit key's creation failed", "request_id", rec.RequestID, "error", aerr)
 	}
 	return err
+}
+
+// awaitAlias waits, briefly, until this replica knows the alias another
+// one has just created (its index follows the store); then the encrypt
+// finds it. A replica that lags longer answers a retryable 503.
+func (s *Server) awaitAlias(ctx context.Context, ref string) error {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		if _, _, err := s.sys.Keys.Names(ref); !errors.Is(err, keys.ErrNotFound) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return &apiError{http.StatusServiceUnavailable, "busy", "the key was created by another request on another replica and is not visible here yet; retry"}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// checkVaultKeyOptions refuses the key options Vault's transit has and
+// Coffer's keys do not, for keys/NAME and for encrypt's upsert alike.
+func checkVaultKeyOptions(req *vaultTransitRequest) error {
+	if req.Type != "" && req.Type != "aes256-gcm96" {
+		return badRequest("type %q: Coffer transit keys are aes256-gcm96", boundString(req.Type, 32))
+	}
+	if req.Derived || req.Convergent || req.Exportable || req.AllowPlaintextBackup {
+		return badRequest("derived, convergent_encryption, exportable and allow_plaintext_backup are not supported (docs/vault-compat.md)")
+	}
+	return nil
 }
 
 // sameKey refuses a ciphertext of another key than ref's.

@@ -72,6 +72,12 @@ func TestSTSWebIdentityE2E(t *testing.T) {
 		Kubernetes: []client.KubernetesTrust{{Cluster: cluster + "-tr", Namespace: "team-a", ServiceAccount: "api", Audience: audience}}}); err != nil {
 		t.Fatal(err)
 	}
+	// Role "app" again, for the expired-token case, so its failed logins
+	// do not count against the refusals' login budget for "app".
+	if _, err := root.CreateRole(ctx, client.Role{Name: "app-exp", Policies: []string{"app"}, MaxTTL: "2h",
+		Kubernetes: []client.KubernetesTrust{{Cluster: cluster, Namespace: "team-a", ServiceAccount: "api", Audience: audience}}}); err != nil {
+		t.Fatal(err)
+	}
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(api.ServiceAccountToken(t, "team-a", "api", audience, 600)), 0o600); err != nil {
 		t.Fatal(err)
@@ -163,7 +169,7 @@ func TestSTSWebIdentityE2E(t *testing.T) {
 			now := time.Now()
 			c["iat"], c["nbf"], c["exp"] = now.Add(-20*time.Minute).Unix(), now.Add(-20*time.Minute).Unix(), now.Add(-5*time.Minute).Unix()
 		})
-		for _, arn := range []string{roleARN, roleARN + "-tr"} {
+		for _, arn := range []string{roleARN + "-exp", roleARN + "-tr"} {
 			assume := func(jwt string) error {
 				_, err := anon.AssumeRoleWithWebIdentity(ctx, &sts.AssumeRoleWithWebIdentityInput{RoleArn: aws.String(arn), WebIdentityToken: aws.String(jwt), RoleSessionName: aws.String("e2e-times")})
 				return err

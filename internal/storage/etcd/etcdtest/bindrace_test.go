@@ -31,8 +31,8 @@ func TestStartRetriesALostBindRace(t *testing.T) {
 	defer func() { pickAddrs = freeAddrs }()
 
 	c := Start(t, 1)
-	if calls != 2 {
-		t.Fatalf("addresses picked %d times, want 2 (one lost race, one retry)", calls)
+	if calls < 2 {
+		t.Fatalf("addresses picked %d times, want a retry after the lost race", calls)
 	}
 	if c.Endpoint(0) == "http://"+taken.Addr().String() {
 		t.Fatal("the member kept the taken address")

@@ -136,6 +136,14 @@ func tryStart(t testing.TB, n int, o Options, tlsFiles TLSFiles) (*Cluster, erro
 		}(i, m)
 	}
 	wg.Wait()
+	// A member that lost its port is the cause even when another member
+	// reports first (it then waits for a quorum that cannot form).
+	for i, err := range errs {
+		if err != nil && lostBind(err) {
+			c.Close()
+			return nil, fmt.Errorf("member %d: %w", i, err)
+		}
+	}
 	for i, err := range errs {
 		if err != nil {
 			c.Close()
