@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cofferkms/coffer/credential"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/keys"
 	"github.com/cofferkms/coffer/internal/storage/inmem"
@@ -504,6 +506,41 @@ func TestUseCountRotatesInProcess(t *testing.T) {
 	for i, ct := range cts {
 		if o, err := svc.Decrypt(ctx, ct, nil, ""); err != nil || o.Plaintext[0] != byte(i) {
 			t.Fatalf("ciphertext %d: %v", i, err)
+		}
+	}
+}
+
+// TestAliasRefusesCredentials: a token or access-key secret pasted into an
+// alias (a Vault path, a misplaced argument) is refused on every way in,
+// without the error repeating it; an access key id, which is no secret,
+// and names that only look alike are fine.
+func TestAliasRefusesCredentials(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	k, err := e.svc.Create(ctx, keys.CreateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, secret := credential.NewAccessKey()
+	token := credential.New(credential.TokenPrefix)
+	for _, c := range []string{token, secret} {
+		for _, name := range []string{"alias/" + c, "alias/team/" + c + "/x"} {
+			if _, err := e.svc.CreateAlias(ctx, name, k.ID); !errors.Is(err, keys.ErrInvalidArgument) || strings.Contains(err.Error(), c) {
+				t.Errorf("CreateAlias with a credential: %v", err)
+			}
+			if _, err := e.svc.Create(ctx, keys.CreateRequest{Alias: name}); !errors.Is(err, keys.ErrInvalidArgument) || strings.Contains(err.Error(), c) {
+				t.Errorf("Create with a credential alias: %v", err)
+			}
+		}
+	}
+	last := byte('A')
+	if token[len(token)-1] == 'A' {
+		last = 'B'
+	}
+	altered := token[:len(token)-1] + string(last) // its checksum no longer holds
+	for _, name := range []string{"alias/" + id, "alias/" + altered, "alias/cft_short"} {
+		if _, err := e.svc.CreateAlias(ctx, name, k.ID); err != nil {
+			t.Errorf("alias %s: %v", name, err)
 		}
 	}
 }

@@ -50,6 +50,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/cofferkms/coffer/credential"
 	"github.com/cofferkms/coffer/internal/barrier"
 	"github.com/cofferkms/coffer/internal/storage"
 )
@@ -509,6 +510,12 @@ func checkAlias(name string) error {
 	for _, seg := range strings.Split(strings.TrimSuffix(strings.TrimPrefix(name, AliasPrefix), "/"), "/") {
 		if seg == "" || seg == "." || seg == ".." {
 			return fmt.Errorf("%w: alias %q has an empty, . or .. segment; name it without //, /./ or /../", ErrInvalidArgument, name)
+		}
+		// Names are stored and listed in clear: a token or secret pasted
+		// into one (a Vault path, a wrong argument) would be exposed. The
+		// error does not repeat the name.
+		if kind, ok := credential.Kind(seg); ok && kind != credential.KindAccessKeyID {
+			return fmt.Errorf("%w: the alias holds a Coffer %s; a key's name is listed in clear, pick another", ErrInvalidArgument, kind)
 		}
 	}
 	return nil
