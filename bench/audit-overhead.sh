@@ -80,7 +80,9 @@ print(ops, p99, max(0.0,((b1-b0)/hz-(c1-c0))/(t1-t0)))' "$work/res-$1.json" "$b0
 }
 
 for CONCURRENCY in $CONCURRENCIES; do
-echo "== $CONCURRENCY clients${HTTP1:+ (HTTP/1.1)}"
+label="HTTP/2"
+[[ ${HTTP1:-} == 1 ]] && label="HTTP/1.1"
+echo "== $CONCURRENCY clients ($label)"
 declare -A total=()
 for r in $(seq "$ROUNDS"); do
 	declare -A ops=()
