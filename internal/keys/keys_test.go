@@ -524,7 +524,8 @@ func TestAliasRefusesCredentials(t *testing.T) {
 	id, secret := credential.NewAccessKey()
 	token := credential.New(credential.TokenPrefix)
 	for _, c := range []string{token, secret} {
-		for _, name := range []string{"alias/" + c, "alias/team/" + c + "/x"} {
+		// Also where another rule would refuse the name and quote it.
+		for _, name := range []string{"alias/" + c, "alias/team/" + c + "/x", "alias//" + c, "alias/" + c + "/has space"} {
 			if _, err := e.svc.CreateAlias(ctx, name, k.ID); !errors.Is(err, keys.ErrInvalidArgument) || strings.Contains(err.Error(), c) {
 				t.Errorf("CreateAlias with a credential: %v", err)
 			}
@@ -533,11 +534,14 @@ func TestAliasRefusesCredentials(t *testing.T) {
 			}
 		}
 	}
-	last := byte('A')
-	if token[len(token)-1] == 'A' {
-		last = 'B'
+	// One character of the random part changed: the checksum no longer
+	// holds. (Not the last character: its low bits are padding.)
+	i := len(credential.TokenPrefix) + 5
+	c := byte('A')
+	if token[i] == 'A' {
+		c = 'B'
 	}
-	altered := token[:len(token)-1] + string(last) // its checksum no longer holds
+	altered := token[:i] + string(c) + token[i+1:]
 	for _, name := range []string{"alias/" + id, "alias/" + altered, "alias/cft_short"} {
 		if _, err := e.svc.CreateAlias(ctx, name, k.ID); err != nil {
 			t.Errorf("alias %s: %v", name, err)

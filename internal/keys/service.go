@@ -492,6 +492,18 @@ func (s *Service) lookup(ref string) (*handle, error) {
 func CheckAlias(name string) error { return checkAlias(name) }
 
 func checkAlias(name string) error {
+	// Names are stored and listed in clear: a token or secret pasted into
+	// one (a Vault path, a wrong argument) would be exposed. Checked first,
+	// and the error does not repeat the name, as the others do.
+	for _, seg := range strings.Split(name, "/") {
+		if kind, ok := credential.Kind(seg); ok && kind != credential.KindAccessKeyID {
+			what := "token"
+			if kind == credential.KindAccessKeySecret {
+				what = "access key secret"
+			}
+			return fmt.Errorf("%w: the alias holds a Coffer %s; a key's name is listed in clear, pick another", ErrInvalidArgument, what)
+		}
+	}
 	if len(name) > maxAliasLen || !aliasName.MatchString(name) {
 		return fmt.Errorf("%w: alias %q must look like alias/NAME (letters, digits, / _ . -, at most 256 characters)", ErrInvalidArgument, name)
 	}
@@ -510,12 +522,6 @@ func checkAlias(name string) error {
 	for _, seg := range strings.Split(strings.TrimSuffix(strings.TrimPrefix(name, AliasPrefix), "/"), "/") {
 		if seg == "" || seg == "." || seg == ".." {
 			return fmt.Errorf("%w: alias %q has an empty, . or .. segment; name it without //, /./ or /../", ErrInvalidArgument, name)
-		}
-		// Names are stored and listed in clear: a token or secret pasted
-		// into one (a Vault path, a wrong argument) would be exposed. The
-		// error does not repeat the name.
-		if kind, ok := credential.Kind(seg); ok && kind != credential.KindAccessKeyID {
-			return fmt.Errorf("%w: the alias holds a Coffer %s; a key's name is listed in clear, pick another", ErrInvalidArgument, kind)
 		}
 	}
 	return nil

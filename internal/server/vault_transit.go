@@ -443,9 +443,12 @@ func (s *Server) vaultUpsert(ctx context.Context, r *http.Request, p *auth.Princ
 	if errors.Is(err, keys.ErrAliasExists) {
 		// Another request created it meanwhile: this one created nothing,
 		// and its encrypt uses that key once this replica has seen it.
-		rec.Outcome, rec.ErrorCode, rec.Detail = "error", "alias_exists", "created meanwhile by another request; the encrypt uses that key"
 		err = s.awaitAlias(ctx, ref)
 		rec.KeyID, _, _ = s.sys.Keys.Names(ref)
+		rec.Outcome, rec.ErrorCode, rec.Detail = "error", "alias_exists", "created meanwhile by another request; the encrypt uses that key"
+		if err != nil {
+			rec.Detail = "created meanwhile by another request, which this replica has not seen yet"
+		}
 	} else if err != nil {
 		_, rec.ErrorCode, _ = classify(err)
 		rec.Outcome = "error"
@@ -461,7 +464,7 @@ func (s *Server) vaultUpsert(ctx context.Context, r *http.Request, p *auth.Princ
 // one has just created (its index follows the store); then the encrypt
 // finds it. A replica that lags longer answers a retryable 503.
 func (s *Server) awaitAlias(ctx context.Context, ref string) error {
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(aliasWait)
 	for {
 		if _, _, err := s.sys.Keys.Names(ref); !errors.Is(err, keys.ErrNotFound) {
 			return nil
@@ -476,6 +479,9 @@ func (s *Server) awaitAlias(ctx context.Context, ref string) error {
 		}
 	}
 }
+
+// aliasWait bounds awaitAlias.
+var aliasWait = 2 * time.Second
 
 // checkVaultKeyOptions refuses the key options Vault's transit has and
 // Coffer's keys do not, for keys/NAME and for encrypt's upsert alike.
