@@ -47,10 +47,7 @@ func newAliasCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if wantJSON(cmd) {
-				return printData(cmd, a)
-			}
-			return printFields(cmd.OutOrStdout(), []field{{"Alias", a.Name}, {"Key ID", a.KeyID}})
+			return printAlias(cmd, a)
 		},
 	}
 }
@@ -80,12 +77,17 @@ func newAliasUpdateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if wantJSON(cmd) {
-				return printData(cmd, a)
-			}
-			return printFields(cmd.OutOrStdout(), []field{{"Alias", a.Name}, {"Key ID", a.KeyID}})
+			return printAlias(cmd, a)
 		},
 	}
+}
+
+// printAlias prints the alias a create or an update answered.
+func printAlias(cmd *cobra.Command, a *client.Alias) error {
+	if wantJSON(cmd) {
+		return printData(cmd, a)
+	}
+	return printFields(cmd.OutOrStdout(), []field{{"Alias", a.Name}, {"Key ID", a.KeyID}})
 }
 
 // newAliasDeleteCmd builds `coffer key alias delete`.
