@@ -310,7 +310,7 @@ func (s *Server) vaultTransitRoutes(mount string) {
 			if err := checkVaultKeyOptions(req); err != nil {
 				return vaultSecret{}, err
 			}
-			key, err := k.Create(ctx, keys.CreateRequest{Alias: transitRef(r), Description: "Vault transit key " + r.PathValue("key")})
+			key, err := k.Create(ctx, transitKeyRequest(r))
 			if errors.Is(err, keys.ErrAliasExists) {
 				// Vault's create of an existing key changes nothing and
 				// answers its description: key:Describe's effect, decided
@@ -398,8 +398,9 @@ func (s *Server) vaultUpsert(ctx context.Context, r *http.Request, p *auth.Princ
 	if _, _, err := s.sys.Keys.Names(ref); !errors.Is(err, keys.ErrNotFound) {
 		return nil
 	}
-	// A credential typed into the path is neither a key name nor recorded.
-	if auditResource(ref) != ref || keys.CheckAlias(ref) != nil {
+	// A name Create would refuse (one holding a credential included) gets
+	// no intent recorded for a creation that cannot happen.
+	if keys.CheckAlias(ref) != nil {
 		return nil
 	}
 	// Decided on its own pin table: this decision must not pin the alias
@@ -438,7 +439,7 @@ func (s *Server) vaultUpsert(ctx context.Context, r *http.Request, p *auth.Princ
 		s.log.Error("audit record failed; the transit key is not created", "request_id", rec.RequestID, "error", err)
 		return &apiError{http.StatusServiceUnavailable, "audit_unavailable", "the audit trail cannot record the creation of the missing key; nothing was created"}
 	}
-	key, err := s.sys.Keys.Create(ctx, keys.CreateRequest{Alias: ref, Description: "Vault transit key " + r.PathValue("key")})
+	key, err := s.sys.Keys.Create(ctx, transitKeyRequest(r))
 	rec.Outcome, rec.KeyID = "ok", key.ID
 	if errors.Is(err, keys.ErrAliasExists) {
 		// Another request created it meanwhile: this one created nothing,
@@ -478,6 +479,11 @@ func (s *Server) awaitAlias(ctx context.Context, ref string) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// transitKeyRequest is the key keys/NAME and encrypt's upsert create.
+func transitKeyRequest(r *http.Request) keys.CreateRequest {
+	return keys.CreateRequest{Alias: transitRef(r), Description: "Vault transit key " + r.PathValue("key")}
 }
 
 // aliasWait bounds awaitAlias.
